@@ -1,0 +1,94 @@
+"""Convolution geometry shared by both reachability levels: which kernel taps can touch real
+(non-padding) input, and the input position each tap of each output position reads."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from onnxprune.graph.transfers import Contract
+
+
+def tap_validity(
+    contract: Contract,
+    kernel: Sequence[int],
+    x_spatial: Sequence[int] | None,
+    y_spatial: Sequence[int] | None,
+) -> np.ndarray:
+    """Boolean array of ``kernel``'s shape: taps that connect some real input to some output.
+
+    Without static spatial sizes every tap counts as valid (conservative).
+    """
+    if x_spatial is None or y_spatial is None:
+        return np.ones(tuple(kernel), dtype=bool)
+    n = len(kernel)
+    masks = []
+    for i in range(n):
+        s, d, pb = contract.strides[i], contract.dilations[i], contract.pads[i]
+        k = np.arange(kernel[i])[:, None]
+        if contract.kind == "conv":
+            pos = np.arange(y_spatial[i])[None, :] * s + k * d - pb
+            masks.append(((pos >= 0) & (pos < x_spatial[i])).any(axis=1))
+        else:  # conv_transpose: input i writes output i*s + k*d - pb
+            pos = np.arange(x_spatial[i])[None, :] * s + k * d - pb
+            masks.append(((pos >= 0) & (pos < y_spatial[i])).any(axis=1))
+    valid = masks[0]
+    for m in masks[1:]:
+        valid = np.multiply.outer(valid, m)
+    return valid.reshape(tuple(kernel))
+
+
+def conv_edges(contract: Contract, weight: np.ndarray, valid: np.ndarray) -> sp.csr_matrix:
+    """Input-unit x output-unit matrix counting the nonzero valid taps of each channel pair."""
+    counts = np.count_nonzero((weight != 0) & valid, axis=tuple(range(2, weight.ndim)))
+    a, b = counts.shape  # conv: [O, C/G]; conv_transpose: [C, O/G]
+    g = contract.group
+    rows, cols = np.nonzero(counts)
+    data = counts[rows, cols].astype(np.int64)
+    if contract.kind == "conv":
+        out_units, local_in = rows, cols
+        in_units = (out_units // (a // g)) * b + local_in
+        return sp.csr_matrix((data, (in_units, out_units)), shape=(b * g, a))
+    in_units, local_out = rows, cols
+    out_units = (in_units // (a // g)) * b + local_out
+    return sp.csr_matrix((data, (in_units, out_units)), shape=(a, b * g))
+
+
+def matmul_edges(contract: Contract, weight: np.ndarray) -> sp.csr_matrix:
+    """Input-unit x output-unit matrix of the nonzero pattern of a [K, N] weight."""
+    pattern = weight.T if contract.w_transposed else weight
+    return sp.csr_matrix(pattern != 0, dtype=np.int64)
+
+
+def taps(
+    kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int], outer: Sequence[int]
+) -> Iterator[tuple[slice, ...]]:
+    """For each kernel tap (in C order), the slice of the padded map it meets at ``outer`` steps.
+
+    For a convolution or pooling window ``outer`` is the output's spatial size and the slice is
+    read from the padded input; for a transposed convolution ``outer`` is the input's spatial size
+    and the slice is written into the padded output.
+    """
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        yield tuple(
+            slice(t * d, t * d + s * (n - 1) + 1, s)
+            for t, d, s, n in zip(tap, dilations, strides, outer, strict=True)
+        )
+
+
+def padded_size(
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    outer: Sequence[int],
+    begins: Sequence[int],
+    inner: Sequence[int],
+) -> tuple[int, ...]:
+    """Extent of a padded map that holds ``inner`` at offset ``begins`` and every tap slice."""
+    return tuple(
+        max(s * (n - 1) + (k - 1) * d + 1, b + m)
+        for k, s, d, n, b, m in zip(kernel, strides, dilations, outer, begins, inner, strict=True)
+    )

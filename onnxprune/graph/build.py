@@ -1,0 +1,214 @@
+"""Build the op-level connectivity graph: every node as a transfer, every prunable layer found.
+
+The graph is level-independent: ``graph/channel.py`` reads it over channels and neurons with
+scipy.sparse, ``graph/exact.py`` over every element.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from onnxprune.graph import rules  # noqa: F401  (registers every transfer rule)
+from onnxprune.graph._shapes import Shape, infer_shapes
+from onnxprune.graph.registry import NodeView, lookup, static
+from onnxprune.graph.transfers import Contract, Dense, NoSignal, Transfer
+from onnxprune.model import ConstantResolver
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """A node whose effect on units we could not follow, so it mixes densely (conservative)."""
+
+    node: str
+    op_type: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        """Plain-data form for JSON."""
+        return {"node": self.node, "op_type": self.op_type, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """A prunable weight as one layer uses it.
+
+    Attributes:
+        name: the stored tensor a pruner rewrites (the key of masks and report rows).
+        node: name of the consuming node.
+        op_type: ``Conv``, ``ConvTranspose``, ``Gemm`` or ``MatMul``.
+        x: the activation tensor the layer reads.
+        y: the tensor the layer writes.
+        weight: the tensor the node consumes (after any Transpose/Cast/Dequantize chain).
+        shape: the consumed weight's shape.
+        contract: how the layer maps input units to output units.
+    """
+
+    name: str
+    node: str
+    op_type: str
+    x: str
+    y: str
+    weight: str
+    shape: tuple[int, ...]
+    contract: Contract
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One node: the activation tensors it reads, the tensors it writes, one transfer per output."""
+
+    node: str
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    transfers: tuple[Transfer, ...]
+    layer: Layer | None = None
+
+
+@dataclass(frozen=True)
+class ConnectivityGraph:
+    """The model as steps in topological order, its prunable layers, and tensor shapes."""
+
+    steps: tuple[Step, ...]
+    layers: tuple[Layer, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    shapes: Mapping[str, Shape]
+    fallbacks: tuple[Fallback, ...]
+    constants: ConstantResolver = field(repr=False)
+
+    def weight(self, layer: Layer) -> np.ndarray:
+        """The weight as the layer consumes it (materialized on demand, never cached)."""
+        value = self.constants.value(layer.weight)
+        if value is None:  # pragma: no cover - layers are only made for resolvable weights
+            raise RuntimeError(f"weight {layer.weight!r} is no longer a constant")
+        return value
+
+    def static_shape(self, tensor: str) -> tuple[int, ...] | None:
+        """Shape of ``tensor`` with a symbolic batch set to 1, or ``None`` if not static."""
+        return static(self.shapes.get(tensor))
+
+
+def build_graph(
+    model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
+) -> ConnectivityGraph:
+    """Turn ``model`` into a ``ConnectivityGraph``.
+
+    Args:
+        model: the model (not modified).
+        input_shapes: fixed shapes for graph inputs with symbolic dimensions.
+    """
+    graph = model.graph
+    shapes = infer_shapes(model, input_shapes)
+    constants = ConstantResolver(graph)
+    initializers = {t.name for t in graph.initializer}
+    inputs = tuple(i.name for i in graph.input if i.name not in initializers)
+    opset = _default_opset(model)
+    signal = set(inputs)
+    steps: list[Step] = []
+    layers: list[Layer] = []
+    fallbacks: list[Fallback] = []
+    for index, node in enumerate(graph.node):
+        names = [*node.input, *_implicit_inputs(node)]
+        acts = tuple(
+            i for i, n in enumerate(names) if n and n not in initializers and not constants.is_constant(n)
+        )
+        view = NodeView(
+            node,
+            tuple(shapes.get(n) for n in names),
+            tuple(shapes.get(n) for n in node.output),
+            acts,
+            constants,
+            opset,
+        )
+        transfers = _transfers(view)
+        has_signal = any(names[i] in signal for i in acts)
+        is_layer = isinstance(transfers[0], Contract)
+        if isinstance(transfers[0], NoSignal) or not (has_signal or is_layer):
+            continue
+        node_name = node.name or f"{node.op_type}_{index}"
+        fallbacks += [
+            Fallback(node_name, node.op_type, t.reason)
+            for t in transfers[:1]
+            if isinstance(t, Dense) and t.fallback
+        ]
+        outputs = tuple(node.output)
+        if has_signal:
+            signal.update(o for o in outputs if o)
+        layer = _layer(node_name, node, transfers[0], shapes, constants) if is_layer else None
+        steps.append(
+            Step(node_name, node.op_type, tuple(names[i] for i in acts), outputs, transfers, layer)
+        )
+        if layer is not None:
+            layers.append(layer)
+    outputs = tuple(o.name for o in graph.output)
+    return ConnectivityGraph(
+        tuple(steps), tuple(layers), inputs, outputs, shapes, tuple(fallbacks), constants
+    )
+
+
+def _transfers(view: NodeView) -> tuple[Transfer, ...]:
+    node = view.node
+    rule = lookup(node.op_type) if node.domain in ("", "ai.onnx") else None
+    if rule is None:
+        where = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        result: Transfer | tuple[Transfer, ...] = Dense(f"no transfer rule for {where}")
+    else:
+        result = rule(view)
+    if isinstance(result, tuple):
+        return result
+    return (result,) * max(1, len(node.output))
+
+
+def _layer(
+    name: str,
+    node: onnx.NodeProto,
+    contract: Contract,
+    shapes: Mapping[str, Shape],
+    constants: ConstantResolver,
+) -> Layer:
+    weight = node.input[contract.weight]
+    shape = shapes.get(weight)
+    if shape is None or None in shape:
+        shape = constants.value(weight).shape
+    return Layer(
+        contract.source.name,
+        name,
+        node.op_type,
+        node.input[contract.activation],
+        node.output[0],
+        weight,
+        tuple(int(d) for d in shape),
+        contract,
+    )
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            return int(opset.version)
+    return 1
+
+
+def _implicit_inputs(node: onnx.NodeProto) -> Iterator[str]:
+    """Outer-scope tensors that subgraphs of ``node`` (If/Loop/Scan bodies) read."""
+    seen: set[str] = set()
+    for attr in node.attribute:
+        for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
+            for name in _outer_names(sub):
+                if name not in seen:
+                    seen.add(name)
+                    yield name
+
+
+def _outer_names(graph: onnx.GraphProto) -> Iterator[str]:
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        for name in (*node.input, *_implicit_inputs(node)):
+            if name and name not in defined:
+                yield name
+        defined.update(node.output)

@@ -1,0 +1,394 @@
+"""Channel-level reachability: units are channels and neurons, links are scipy.sparse matrices.
+
+Forward from the graph inputs, backward from the graph outputs, with boolean vectors pushed
+through each link. Exact for MLPs; for CNNs a channel counts as reached if any of its positions
+is, so effective sparsity can only be under-reported, never over-reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from onnxprune.graph._conv import conv_edges, matmul_edges, tap_validity
+from onnxprune.graph.build import ConnectivityGraph, Layer, Step
+from onnxprune.graph.registry import static
+from onnxprune.graph.transfers import Contract, Dense, Move, Pointwise, Reduce, Transfer, Window
+
+IDENTITY = "identity"
+DENSE = "dense"
+Op = sp.csr_matrix | str
+"""A link between two unit vectors: a sparse in x out matrix, ``IDENTITY`` or ``DENSE``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Which axes of a tensor index its units, and how many units that makes."""
+
+    axes: tuple[int, ...]
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """Units of ``src`` feed units of ``dst`` through ``ops``, applied in order.
+
+    ``sizes`` are the vector lengths before and after each op (``len(ops) + 1`` of them).
+    """
+
+    src: str
+    dst: str
+    ops: tuple[Op, ...]
+    sizes: tuple[int, ...]
+
+
+def _link(src: str, dst: str, ops: Sequence[Op], layouts: dict[str, Layout]) -> Link:
+    sizes = [layouts[src].size]
+    for i, op in enumerate(ops):
+        if isinstance(op, sp.csr_matrix):
+            sizes.append(op.shape[1])
+        elif op == IDENTITY:
+            sizes.append(sizes[-1])
+        else:
+            following = ops[i + 1] if i + 1 < len(ops) else None
+            is_matrix = isinstance(following, sp.csr_matrix)
+            sizes.append(following.shape[0] if is_matrix else layouts[dst].size)
+    return Link(src, dst, tuple(ops), tuple(sizes))
+
+
+@dataclass(frozen=True, slots=True)
+class LayerActivity:
+    """What reachability says about one use of a weight.
+
+    Attributes:
+        nonzero: number of nonzero weight entries.
+        active: number of weight entries that lie on an input-to-output path.
+        dead_inputs: input units of the layer that carry no active weight.
+        dead_outputs: output units of the layer that receive no active weight.
+        mask: active entries in the consumed weight's layout (only when asked for).
+    """
+
+    nonzero: int
+    active: int
+    dead_inputs: int
+    dead_outputs: int
+    mask: np.ndarray | None = None
+
+
+def channel_reachability(
+    graph: ConnectivityGraph, masks_for: frozenset[str] = frozenset()
+) -> dict[str, LayerActivity]:
+    """Activity of every layer at channel level, keyed by the consuming node's name.
+
+    Args:
+        graph: the connectivity graph.
+        masks_for: weight names whose element-wise active mask is wanted too (shared weights).
+    """
+    layouts = {t: default_layout(graph.shapes.get(t)) for t in graph.inputs}
+    links: list[Link] = []
+    edges: dict[str, tuple[Op, sp.csr_matrix, np.ndarray, int]] = {}
+    for step in graph.steps:
+        for name in step.inputs:
+            layouts.setdefault(name, default_layout(graph.shapes.get(name)))
+        if step.layer is not None:
+            relayout, edge, valid, nonzero = _layer_links(graph, step.layer, layouts)
+            edges[step.node] = (relayout, edge, valid, nonzero)
+            links.append(_link(step.layer.x, step.layer.y, (relayout, edge), layouts))
+            continue
+        for out, transfer in zip(step.outputs, step.transfers, strict=False):
+            if out:
+                links += _step_links(graph, step, out, transfer, layouts)
+    forward = _forward(graph, links, layouts)
+    backward = _backward(graph, links, layouts)
+    result = {}
+    for step in graph.steps:
+        if step.layer is None:
+            continue
+        relayout, edge, valid, nonzero = edges[step.node]
+        layer = step.layer
+        reached = forward.get(layer.x, np.zeros(layouts[layer.x].size, bool))
+        alive_in = _push(relayout, reached, edge.shape[0])
+        alive_out = backward.get(layer.y, np.zeros(edge.shape[1], bool))
+        mask = _mask(graph, layer, alive_in, alive_out, valid) if layer.name in masks_for else None
+        result[step.node] = _activity(nonzero, edge, alive_in, alive_out, mask)
+    return result
+
+
+def default_layout(shape: Sequence[int | None] | None) -> Layout:
+    """Units of a tensor we know nothing else about: axis 1 (channels/features) when static."""
+    if shape is None or len(shape) == 0:
+        return Layout((), 1)
+    axis = 1 if len(shape) >= 2 else 0
+    if shape[axis] is None:
+        return Layout((), 1)
+    return Layout((axis,), int(shape[axis]))
+
+
+def unit_ids(shape: Sequence[int], axes: Sequence[int]) -> np.ndarray:
+    """For every element of a tensor of ``shape``, the index of its unit under ``axes``."""
+    ids = np.zeros(tuple(shape), dtype=np.int64)
+    stride = 1
+    for axis in reversed(axes):
+        view = [1] * len(shape)
+        view[axis] = shape[axis]
+        ids = ids + np.arange(shape[axis], dtype=np.int64).reshape(view) * stride
+        stride *= shape[axis]
+    return ids
+
+
+def _pairs(src: np.ndarray, dst: np.ndarray, n_src: int, n_dst: int) -> sp.csr_matrix:
+    """Sparse n_src x n_dst matrix with a one wherever some element maps src unit -> dst unit."""
+    keep = src >= 0
+    codes = np.unique(src[keep].astype(np.int64) * n_dst + dst[keep])
+    data = np.ones(codes.size, dtype=bool)
+    return sp.csr_matrix((data, (codes // n_dst, codes % n_dst)), shape=(n_src, n_dst))
+
+
+def _relayout(shape: Sequence[int | None] | None, src: Layout, axes: tuple[int, ...]) -> Op:
+    if src.axes == axes:
+        return IDENTITY
+    full = static(shape)
+    if full is None or src.size == 1:
+        return DENSE
+    dst_size = int(np.prod([full[a] for a in axes]))
+    return _pairs(unit_ids(full, src.axes), unit_ids(full, axes), src.size, dst_size)
+
+
+def _layer_links(
+    graph: ConnectivityGraph, layer: Layer, layouts: dict[str, Layout]
+) -> tuple[Op, sp.csr_matrix, np.ndarray, int]:
+    c = layer.contract
+    x_shape, y_shape = graph.shapes.get(layer.x), graph.shapes.get(layer.y)
+    src = layouts[layer.x]
+    weight = graph.weight(layer)
+    if c.kind == "matmul":
+        rank = len(x_shape) if x_shape is not None else 2
+        edge = matmul_edges(c, weight)
+        valid = np.ones((), bool)
+        x_axes, y_axes = (c.x_axis % rank,), (c.y_axis % max(rank, 1),)
+    else:
+        xs, ys = static(x_shape), static(y_shape)
+        valid = tap_validity(c, weight.shape[2:], xs and xs[2:], ys and ys[2:])
+        edge = conv_edges(c, weight, valid)
+        x_axes, y_axes = (1,), (1,)
+    layouts[layer.y] = Layout(y_axes, edge.shape[1])
+    relayout = _relayout(x_shape, src, x_axes)
+    if relayout == IDENTITY and src.size != edge.shape[0]:
+        relayout = DENSE
+    return relayout, edge, valid, int(np.count_nonzero(weight))
+
+
+def _step_links(
+    graph: ConnectivityGraph, step: Step, out: str, t: Transfer, layouts: dict[str, Layout]
+) -> list[Link]:
+    shape = graph.shapes.get(out)
+    ins = [(name, layouts[name]) for name in step.inputs]
+    if isinstance(t, Move):
+        return _move_links(graph, ins, out, t, layouts)
+    if isinstance(t, Pointwise):
+        return _pointwise_links(graph, ins, out, layouts)
+    return _mixing_links(ins, out, shape, t, layouts)
+
+
+def _mixing_links(
+    ins: list[tuple[str, Layout]],
+    out: str,
+    shape: Sequence[int | None] | None,
+    t: Transfer,
+    layouts: dict[str, Layout],
+) -> list[Link]:
+    if isinstance(t, (Window, Reduce)) and ins:
+        name, lay = ins[0]
+        touched = set(t.axes) & set(lay.axes)
+        if not touched:
+            axes = lay.axes
+            if isinstance(t, Reduce) and not t.keepdims:
+                axes = tuple(a - sum(r < a for r in t.axes) for a in lay.axes)
+            layouts[out] = Layout(axes, lay.size)
+            return [_link(name, out, (IDENTITY,), layouts)]
+        if isinstance(t, Window) and len(t.axes) == 1 and lay.axes == t.axes:
+            layouts[out] = lay
+            return [_link(name, out, (_band(t, lay.size),), layouts)]
+        if isinstance(t, Reduce) and t.keepdims and set(lay.axes) <= set(t.axes):
+            layouts[out] = Layout(lay.axes, _size(shape, lay.axes) or lay.size)
+            return [_link(name, out, (DENSE,), layouts)]
+    layouts[out] = default_layout(shape)
+    return [_link(name, out, (DENSE,), layouts) for name, _ in ins]
+
+
+def _size(shape: Sequence[int | None] | None, axes: Sequence[int]) -> int | None:
+    if shape is None or any(shape[a] is None for a in axes):
+        return None
+    return int(np.prod([shape[a] for a in axes]))
+
+
+def _band(t: Window, n: int) -> sp.csr_matrix:
+    """A 1-D window over the unit axis (LRN): output unit o reads units o*s + k*d - pad."""
+    out = np.arange(n)[:, None]
+    src = out * t.strides[0] + np.arange(t.kernel[0])[None, :] * t.dilations[0] - t.pads[0]
+    ok = (src >= 0) & (src < n)
+    dst = np.broadcast_to(out, src.shape)
+    return _pairs(np.where(ok, src, -1), dst, n, n)
+
+
+def _pointwise_links(
+    graph: ConnectivityGraph, ins: list[tuple[str, Layout]], out: str, layouts: dict[str, Layout]
+) -> list[Link]:
+    out_shape = graph.shapes.get(out)
+    rank = len(out_shape) if out_shape is not None else None
+    best: Layout | None = None
+    for name, lay in ins:
+        in_shape = graph.shapes.get(name)
+        if rank is not None and in_shape is not None and lay.axes:
+            shifted = tuple(a + rank - len(in_shape) for a in lay.axes)
+            if best is None or lay.size > best.size:
+                best = Layout(shifted, _size(out_shape, shifted) or lay.size)
+    target = best or default_layout(out_shape)
+    layouts[out] = target
+    links = []
+    for name, lay in ins:
+        in_shape = graph.shapes.get(name)
+        shift = (rank - len(in_shape)) if rank is not None and in_shape is not None else 0
+        if tuple(a + shift for a in lay.axes) == target.axes and lay.size == target.size:
+            op: Op = IDENTITY
+        else:
+            op = _broadcast_op(in_shape, out_shape, lay, target)
+        links.append(_link(name, out, (op,), layouts))
+    return links
+
+
+def _broadcast_op(in_shape, out_shape, lay: Layout, target: Layout) -> Op:
+    full_in, full_out = static(in_shape), static(out_shape)
+    if full_in is None or full_out is None or lay.size == 1:
+        return DENSE
+    src = np.broadcast_to(
+        unit_ids(full_in, lay.axes).reshape((1,) * (len(full_out) - len(full_in)) + full_in),
+        full_out,
+    )
+    return _pairs(src, unit_ids(full_out, target.axes), lay.size, target.size)
+
+
+def _move_links(
+    graph: ConnectivityGraph,
+    ins: list[tuple[str, Layout]],
+    out: str,
+    t: Move,
+    layouts: dict[str, Layout],
+) -> list[Link]:
+    parts, offsets, offset = [], [], 0
+    for name, lay in ins:
+        full = graph.static_shape(name)
+        # An input without a static shape is never referenced by ``t.ids`` (see rules/movement).
+        part = np.zeros(0, np.int64) if full is None else unit_ids(full, lay.axes).reshape(-1)
+        parts.append(part + offset)
+        offsets.append(offset)
+        offset += lay.size
+    flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    units = np.where(t.ids >= 0, flat[np.maximum(t.ids, 0)], -1) if flat.size else t.ids
+    axes = tuple(a for a in range(1, units.ndim) if np.any(np.diff(units, axis=a) != 0))
+    size = int(np.prod([units.shape[a] for a in axes]))
+    layouts[out] = Layout(axes, size)
+    dst = unit_ids(units.shape, axes)
+    links = []
+    for (name, lay), start in zip(ins, offsets, strict=True):
+        inside = (units >= start) & (units < start + lay.size)
+        src = np.where(inside, units - start, -1)
+        links.append(_link(name, out, (_pairs(src, dst, lay.size, size),), layouts))
+    return links
+
+
+def _forward(
+    graph: ConnectivityGraph, links: list[Link], layouts: dict[str, Layout]
+) -> dict[str, np.ndarray]:
+    reach = {t: np.ones(layouts[t].size, bool) for t in graph.inputs}
+    for link in links:
+        vec = reach.get(link.src)
+        if vec is None or not vec.any():
+            continue
+        for op, size in zip(link.ops, link.sizes[1:], strict=True):
+            vec = _push(op, vec, size)
+        prev = reach.get(link.dst)
+        reach[link.dst] = vec if prev is None or prev.size != vec.size else prev | vec
+    return reach
+
+
+def _backward(
+    graph: ConnectivityGraph, links: list[Link], layouts: dict[str, Layout]
+) -> dict[str, np.ndarray]:
+    reach = {
+        t: np.ones(layouts.get(t, default_layout(graph.shapes.get(t))).size, bool)
+        for t in graph.outputs
+    }
+    for link in reversed(links):
+        vec = reach.get(link.dst)
+        if vec is None or not vec.any():
+            continue
+        for op, size in zip(reversed(link.ops), reversed(link.sizes[:-1]), strict=True):
+            vec = _pull(op, vec, size)
+        prev = reach.get(link.src)
+        reach[link.src] = vec if prev is None or prev.size != vec.size else prev | vec
+    return reach
+
+
+def _push(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
+    if isinstance(op, sp.csr_matrix):
+        return (op.T @ vec.astype(np.int64)) > 0
+    if op == IDENTITY:
+        return vec
+    return np.full(size, bool(vec.any()))
+
+
+def _pull(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
+    if isinstance(op, sp.csr_matrix):
+        return (op @ vec.astype(np.int64)) > 0
+    if op == IDENTITY:
+        return vec
+    return np.full(size, bool(vec.any()))
+
+
+def _activity(
+    nonzero: int,
+    edge: sp.csr_matrix, alive_in: np.ndarray, alive_out: np.ndarray, mask: np.ndarray | None
+) -> LayerActivity:
+    coo = edge.tocoo()
+    live = alive_in[coo.row] & alive_out[coo.col]
+    used_in = np.zeros(edge.shape[0], bool)
+    used_out = np.zeros(edge.shape[1], bool)
+    used_in[coo.row[live]] = True
+    used_out[coo.col[live]] = True
+    return LayerActivity(
+        nonzero,
+        int(coo.data[live].sum()),
+        int((~used_in).sum()),
+        int((~used_out).sum()),
+        mask,
+    )
+
+
+def _mask(
+    graph: ConnectivityGraph,
+    layer: Layer,
+    alive_in: np.ndarray,
+    alive_out: np.ndarray,
+    valid: np.ndarray,
+) -> np.ndarray:
+    c: Contract = layer.contract
+    weight = graph.weight(layer)
+    nonzero = weight != 0
+    if c.kind == "matmul":
+        rows, cols = (alive_out, alive_in) if c.w_transposed else (alive_in, alive_out)
+        return nonzero & rows[:, None] & cols[None, :]
+    a, b = weight.shape[:2]
+    g = c.group
+    first = np.arange(a)
+    if c.kind == "conv":  # [O, C/G]: out unit = first, in unit = group * b + second
+        in_units = (first[:, None] // (a // g)) * b + np.arange(b)[None, :]
+        pair = alive_out[first][:, None] & alive_in[in_units]
+    else:
+        out_units = (first[:, None] // (a // g)) * b + np.arange(b)[None, :]
+        pair = alive_in[first][:, None] & alive_out[out_units]
+    extra = (1,) * (weight.ndim - 2)
+    return nonzero & valid & pair.reshape(pair.shape + extra)

@@ -1,0 +1,110 @@
+"""What an op does to units, as plain values that both reachability levels interpret.
+
+A transfer rule (``graph/rules``) turns an ONNX node into one of these. The channel level reads
+them over channels/neurons, the exact level over every element; neither needs to know the op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from onnxprune.model import WeightSource
+
+
+@dataclass(frozen=True, slots=True)
+class Pointwise:
+    """Each output element depends on the same element of every activation input (broadcasting).
+
+    Activations, BatchNormalization, Dropout, Identity, Add/Sum/Mul/Max/Min of activations.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Pure data movement: output element ``i`` copies element ``ids[i]`` of the inputs.
+
+    ``ids`` has the output's shape (batch dimension 1) and indexes the concatenation of the
+    flattened activation inputs; ``-1`` marks an element with no source (padding, constants).
+    Concat, Split, Slice, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Pad, Expand, Tile...
+    """
+
+    ids: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Mixing over a sliding window along ``axes`` (pooling over spatial axes, LRN over channels).
+
+    ``pads`` are begin values followed by end values, as in ONNX.
+    """
+
+    axes: tuple[int, ...]
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reduce:
+    """Each output element depends on every input element that differs from it only along ``axes``.
+
+    Reductions and global pooling, and ops that mix whole axes while keeping them: Softmax,
+    LayerNormalization, Resize (within each channel). With ``keepdims`` the output keeps ``axes``
+    (at any size); without, they are removed.
+    """
+
+    axes: tuple[int, ...]
+    keepdims: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Dense:
+    """Every output unit depends on every input unit.
+
+    ``fallback`` is true when this is the conservative default for an op we cannot follow (no
+    rule, data-dependent, shapes unknown), false when the op really mixes everything (Softmax over
+    the unit axis, LayerNormalization).
+    """
+
+    reason: str
+    fallback: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class NoSignal:
+    """The outputs carry no signal from the inputs: Shape, Size and other shape arithmetic."""
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """A prunable layer: Conv, ConvTranspose, Gemm or MatMul with a constant weight.
+
+    Attributes:
+        kind: ``"conv"``, ``"conv_transpose"`` or ``"matmul"``.
+        activation: index of the node input carrying the activation.
+        weight: index of the node input carrying the weight.
+        source: the stored tensor a pruner rewrites.
+        x_axis: for ``"matmul"``, the activation axis that is contracted.
+        y_axis: for ``"matmul"``, the output axis that holds the layer's output units.
+        w_transposed: for ``"matmul"``, whether the weight is stored as [N, K] rather than [K, N].
+        group: number of groups of a convolution.
+        strides, dilations, pads: convolution geometry over the spatial axes (pads: begins, ends).
+    """
+
+    kind: str
+    activation: int
+    weight: int
+    source: WeightSource
+    x_axis: int = -1
+    y_axis: int = -1
+    w_transposed: bool = False
+    group: int = 1
+    strides: tuple[int, ...] = ()
+    dilations: tuple[int, ...] = ()
+    pads: tuple[int, ...] = ()
+
+
+Transfer = Pointwise | Move | Window | Reduce | Dense | NoSignal | Contract

@@ -1,0 +1,353 @@
+"""Safe loading and saving of ONNX models, and discovery of prunable weights.
+
+Loading never trusts the file: the size is checked before parsing, truncated or non-ONNX bytes are
+refused with a clear error, and external data must stay inside the model's own directory. Saving is
+atomic and keeps the IR version, opsets, metadata and tensor names the model came with.
+
+Weight discovery follows exporters wherever they put weights (initializers, ``Constant`` and
+``ConstantOfShape`` nodes, behind ``Identity``/``Cast``/``Transpose``/``DequantizeLinear`` chains) and
+maps each weight to the tensor a pruner has to rewrite.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import external_data_helper, numpy_helper
+
+from onnxprune.errors import InvalidModelError, LimitExceededError
+
+DEFAULT_MAX_BYTES = 8 * 2**30
+"""Default limit on the bytes of a model (file plus external data) that ``load_model`` accepts."""
+
+PROTOBUF_LIMIT = 2**31 - 1
+"""Protobuf cannot serialize messages at or above 2 GiB; larger models go to external data."""
+
+ModelSource = str | os.PathLike | bytes | onnx.ModelProto
+
+
+def load_model(
+    source: ModelSource,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    base_dir: str | os.PathLike | None = None,
+) -> onnx.ModelProto:
+    """Load an ONNX model from a path, bytes or an existing proto, refusing unsafe input.
+
+    Args:
+        source: a file path, the serialized bytes, or a ``ModelProto`` (returned as is).
+        max_bytes: largest accepted size in bytes of the model file plus its external data.
+        base_dir: where external data lives when ``source`` is bytes; defaults to the file's folder.
+
+    Returns:
+        The parsed model with any external data loaded into it.
+
+    Raises:
+        InvalidModelError: missing file, truncated or non-ONNX bytes, unsafe external data.
+        LimitExceededError: the model is larger than ``max_bytes``.
+
+    Example:
+        >>> import onnx
+        >>> from onnx import helper
+        >>> g = helper.make_graph([], "empty", [], [])
+        >>> m = helper.make_model(g, ir_version=8, opset_imports=[helper.make_opsetid("", 17)])
+        >>> load_model(m.SerializeToString()).ir_version
+        8
+    """
+    if isinstance(source, onnx.ModelProto):
+        return source
+    if isinstance(source, bytes):
+        data = source
+        _check_size(len(data), max_bytes)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidModelError(f"model file not found: {path.name}")
+        _check_size(path.stat().st_size, max_bytes)
+        data = path.read_bytes()
+        base_dir = path.parent if base_dir is None else base_dir
+    model = _parse(data)
+    external = list(_external_tensors(model))
+    if external:
+        if base_dir is None:
+            raise InvalidModelError(
+                "model refers to external data but was given as bytes without a base directory"
+            )
+        external_bytes = sum(_check_external_location(t, Path(base_dir)) for t in external)
+        _check_size(len(data) + external_bytes, max_bytes)
+        external_data_helper.load_external_data_for_model(model, os.fspath(base_dir))
+    return model
+
+
+def save_model(
+    model: onnx.ModelProto,
+    path: str | os.PathLike,
+    *,
+    external_data_threshold: int = PROTOBUF_LIMIT,
+) -> None:
+    """Write ``model`` atomically, with external data when it is too large for one protobuf.
+
+    The model is written as it is: its IR version, opset imports, metadata and names are kept.
+    Models of ``external_data_threshold`` bytes or more store their tensors in ``<name>.data`` next to
+    the file. Both files are written under temporary names and renamed into place, so a reader
+    never sees a half-written model.
+
+    Args:
+        model: the model to write; it is not modified.
+        path: destination ``.onnx`` path.
+        external_data_threshold: size in bytes from which tensors go to external data.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        if model.ByteSize() < external_data_threshold:
+            tmp.write_bytes(model.SerializeToString())
+        else:
+            _save_with_external_data(model, path, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_with_external_data(model: onnx.ModelProto, path: Path, tmp: Path) -> None:
+    data_name = f"{path.name}.data"
+    tmp_data = path.with_name(f".{data_name}.{uuid.uuid4().hex}.tmp")
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    try:
+        external_data_helper.convert_model_to_external_data(
+            copy, all_tensors_to_one_file=True, location=tmp_data.name, size_threshold=1024
+        )
+        external_data_helper.write_external_data_tensors(copy, os.fspath(path.parent))
+        for tensor in _external_tensors(copy):
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = data_name
+        tmp.write_bytes(copy.SerializeToString())
+        os.replace(tmp_data, path.with_name(data_name))
+    finally:
+        tmp_data.unlink(missing_ok=True)
+
+
+def _check_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise LimitExceededError(f"model is {size} bytes, over the limit of {max_bytes} bytes")
+
+
+def _parse(data: bytes) -> onnx.ModelProto:
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise InvalidModelError("not a valid ONNX model (truncated or not ONNX)") from e
+    if model.ir_version <= 0 or not model.HasField("graph"):
+        raise InvalidModelError("not a valid ONNX model (no IR version or no graph)")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else "checker failed"
+        raise InvalidModelError(f"not a valid ONNX model: {first_line}") from e
+    return model
+
+
+def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _all_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _all_tensors(sub)
+
+
+def _external_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    for tensor in _all_tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            yield tensor
+
+
+def _check_external_location(tensor: onnx.TensorProto, base_dir: Path) -> int:
+    """Refuse external data outside ``base_dir``; return the number of bytes it will read."""
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = info.get("location", "")
+    where = f"external data {location!r} of tensor {tensor.name!r}"
+    if not location:
+        raise InvalidModelError(f"tensor {tensor.name!r} has external data without a location")
+    pure = Path(location)
+    if pure.is_absolute() or location.startswith(("/", "\\")) or ":" in location:
+        raise InvalidModelError(f"{where} is an absolute path; only paths inside the model dir")
+    if ".." in pure.parts or ".." in location.replace("\\", "/").split("/"):
+        raise InvalidModelError(f"{where} leaves the model's directory ('..' is not allowed)")
+    root = base_dir.resolve()
+    target = (base_dir / pure).resolve()
+    if not target.is_relative_to(root):
+        raise InvalidModelError(f"{where} resolves outside the model's directory (symlink?)")
+    if not target.is_file():
+        raise InvalidModelError(f"{where} is missing")
+    size = target.stat().st_size
+    offset = int(info.get("offset", 0))
+    length = int(info.get("length", size - offset))
+    if offset < 0 or length < 0 or offset + length > size:
+        raise InvalidModelError(f"{where} is truncated: needs {offset + length} bytes, has {size}")
+    return length
+
+
+# --- weight discovery --------------------------------------------------------------------------
+
+PRUNABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True, slots=True)
+class WeightSource:
+    """Where a prunable weight is stored, i.e. the tensor a pruner must rewrite.
+
+    Attributes:
+        name: name of the initializer, or of the output of the ``Constant``/``ConstantOfShape`` node.
+        kind: ``"initializer"``, ``"Constant"`` or ``"ConstantOfShape"``.
+        perm: the transpose between the stored tensor and the value the layer consumes
+            (``consumed = stored.transpose(perm)``), or ``None`` when there is none.
+        dequantized: whether a ``DequantizeLinear`` lies between storage and use.
+    """
+
+    name: str
+    kind: str
+    perm: tuple[int, ...] | None = None
+    dequantized: bool = False
+
+
+class ConstantResolver:
+    """Computes constant tensors of a graph on demand, following exporter-made chains.
+
+    Nothing is cached: weights are materialized one at a time so peak memory stays near the
+    largest tensor, not the model size.
+    """
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self._initializers = {t.name: t for t in graph.initializer}
+        self._producers = {out: node for node in graph.node for out in node.output}
+        # Before IR 4 every initializer is also listed as a graph input; those are still weights.
+        self._graph_inputs = {i.name for i in graph.input} - set(self._initializers)
+
+    def is_constant(self, name: str) -> bool:
+        """Whether tensor ``name`` can be computed without graph inputs (by the chains we follow)."""
+        return self._source(name) is not None
+
+    def source(self, name: str) -> WeightSource | None:
+        """The stored tensor behind ``name``, or ``None`` when it is not a constant."""
+        return self._source(name)
+
+    def value(self, name: str) -> np.ndarray | None:
+        """The value of tensor ``name``, or ``None`` when it is not a constant we can follow."""
+        if name in self._initializers and name not in self._graph_inputs:
+            return numpy_helper.to_array(self._initializers[name])
+        node = self._producers.get(name)
+        if node is None:
+            return None
+        return _CONSTANT_OPS[node.op_type](self, node) if node.op_type in _CONSTANT_OPS else None
+
+    def _rank(self, name: str) -> int:
+        value = self.value(name)
+        return 0 if value is None else value.ndim
+
+    def _source(self, name: str) -> WeightSource | None:
+        if name in self._initializers and name not in self._graph_inputs:
+            return WeightSource(name, "initializer")
+        node = self._producers.get(name)
+        if node is None or node.op_type not in _CONSTANT_OPS:
+            return None
+        if node.op_type in ("Constant", "ConstantOfShape"):
+            return WeightSource(name, node.op_type)
+        inner = self._source(node.input[0])
+        if inner is None:
+            return None
+        if node.op_type == "Transpose":
+            perm = _attr(node, "perm", None) or list(reversed(range(self._rank(node.input[0]))))
+            return WeightSource(inner.name, inner.kind, _compose(inner.perm, perm), inner.dequantized)
+        if node.op_type == "DequantizeLinear":
+            return WeightSource(inner.name, inner.kind, inner.perm, True)
+        return inner
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _compose(first: tuple[int, ...] | None, then: list[int]) -> tuple[int, ...]:
+    """Permutation of ``x.transpose(first).transpose(then)`` as one transpose of ``x``."""
+    base = first if first is not None else tuple(range(len(then)))
+    return tuple(base[i] for i in then)
+
+
+def _value_constant(_: ConstantResolver, node: onnx.NodeProto) -> np.ndarray:
+    attr = node.attribute[0]
+    value = onnx.helper.get_attribute_value(attr)
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    if isinstance(value, onnx.SparseTensorProto):
+        dense = np.zeros(tuple(value.dims), onnx.helper.tensor_dtype_to_np_dtype(value.values.data_type))
+        indices = numpy_helper.to_array(value.indices)
+        coords = indices if indices.ndim == 1 else tuple(indices.T)
+        dense.reshape(-1 if indices.ndim == 1 else dense.shape)[coords] = numpy_helper.to_array(value.values)
+        return dense
+    return np.asarray(value)
+
+
+def _value_constant_of_shape(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
+    shape = r.value(node.input[0])
+    if shape is None:
+        return None
+    fill = _attr(node, "value", None)
+    scalar = numpy_helper.to_array(fill).reshape(-1)[0] if fill is not None else np.float32(0)
+    return np.full(tuple(int(d) for d in shape), scalar, dtype=np.asarray(scalar).dtype)
+
+
+def _value_identity(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
+    return r.value(node.input[0])
+
+
+def _value_cast(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
+    x = r.value(node.input[0])
+    to = onnx.helper.tensor_dtype_to_np_dtype(_attr(node, "to", onnx.TensorProto.FLOAT))
+    return None if x is None else x.astype(to)
+
+
+def _value_transpose(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
+    x = r.value(node.input[0])
+    return None if x is None else np.transpose(x, _attr(node, "perm", None))
+
+
+def _value_dequantize(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
+    x = r.value(node.input[0])
+    scale = r.value(node.input[1])
+    if x is None or scale is None:
+        return None
+    zero = r.value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    axis = _attr(node, "axis", 1)
+    shape = [1] * x.ndim
+    if scale.ndim == 1 and x.ndim > 0:
+        shape[axis % x.ndim] = scale.size
+    zp = np.zeros(1, np.float32) if zero is None else zero.astype(np.float32).reshape(shape)
+    return (x.astype(np.float32) - zp) * scale.astype(np.float32).reshape(shape)
+
+
+_CONSTANT_OPS = {
+    "Constant": _value_constant,
+    "ConstantOfShape": _value_constant_of_shape,
+    "Identity": _value_identity,
+    "Cast": _value_cast,
+    "Transpose": _value_transpose,
+    "DequantizeLinear": _value_dequantize,
+}

@@ -1,0 +1,169 @@
+"""Result dataclasses, their JSON form and the text table; nothing here computes anything new."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from onnxprune.graph.build import Fallback
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSparsity:
+    """Sparsity of one prunable weight tensor.
+
+    Attributes:
+        name: the stored tensor (initializer or constant) a pruner rewrites.
+        op_type: the consuming op (Conv, ConvTranspose, Gemm, MatMul).
+        shape: the weight's shape as the layer consumes it.
+        params: number of weights.
+        zeros: weights that are exactly zero.
+        active: nonzero weights on some input-to-output path.
+        dead_inputs: input units of the layer through which no active weight passes.
+        dead_outputs: output units of the layer that no active weight reaches.
+    """
+
+    name: str
+    op_type: str
+    shape: tuple[int, ...]
+    params: int
+    zeros: int
+    active: int
+    dead_inputs: int
+    dead_outputs: int
+
+    @property
+    def direct_sparsity(self) -> float:
+        """Fraction of weights that are zero."""
+        return self.zeros / self.params if self.params else 0.0
+
+    @property
+    def effective_sparsity(self) -> float:
+        """Fraction of weights that are zero or lie on no input-to-output path."""
+        return 1.0 - self.active / self.params if self.params else 0.0
+
+    def to_dict(self) -> dict:
+        """JSON form with the documented keys."""
+        return {
+            "name": self.name,
+            "op_type": self.op_type,
+            "shape": list(self.shape),
+            "params": self.params,
+            "direct_sparsity": self.direct_sparsity,
+            "effective_sparsity": self.effective_sparsity,
+            "dead_inputs": self.dead_inputs,
+            "dead_outputs": self.dead_outputs,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SparsityReport:
+    """Direct and effective sparsity of a model, per layer and overall.
+
+    Attributes:
+        layers: one entry per prunable weight, in graph order.
+        level: ``"channel"`` or ``"exact"``, the reachability level that ran.
+        fallbacks: nodes that mixed densely because we could not follow them.
+    """
+
+    layers: tuple[LayerSparsity, ...]
+    level: str
+    fallbacks: tuple[Fallback, ...]
+
+    @property
+    def total_params(self) -> int:
+        """Number of prunable weights."""
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def direct_sparsity(self) -> float:
+        """Weight-count-weighted mean of the layers' direct sparsity."""
+        total = self.total_params
+        return sum(layer.zeros for layer in self.layers) / total if total else 0.0
+
+    @property
+    def effective_sparsity(self) -> float:
+        """Weight-count-weighted mean of the layers' effective sparsity."""
+        total = self.total_params
+        return 1.0 - sum(layer.active for layer in self.layers) / total if total else 0.0
+
+    @property
+    def direct_compression(self) -> float:
+        """``1 / (1 - direct_sparsity)``; infinite when every weight is zero."""
+        return compression(self.direct_sparsity)
+
+    @property
+    def effective_compression(self) -> float:
+        """``1 / (1 - effective_sparsity)``; infinite when no weight is active."""
+        return compression(self.effective_sparsity)
+
+    @property
+    def fallback_ops(self) -> tuple[str, ...]:
+        """Op types that fell back to dense mixing, sorted and without repeats."""
+        return tuple(sorted({f.op_type for f in self.fallbacks}))
+
+    def to_dict(self) -> dict:
+        """JSON form with exactly the documented top-level keys; infinite compression is None."""
+        return {
+            "total_params": self.total_params,
+            "direct_sparsity": self.direct_sparsity,
+            "effective_sparsity": self.effective_sparsity,
+            "direct_compression": _finite(self.direct_compression),
+            "effective_compression": _finite(self.effective_compression),
+            "level": self.level,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "fallback_ops": list(self.fallback_ops),
+        }
+
+
+def compression(sparsity: float) -> float:
+    """Compression ratio ``1 / (1 - sparsity)`` of a sparsity in [0, 1]."""
+    return math.inf if sparsity >= 1.0 else 1.0 / (1.0 - sparsity)
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isinf(value) else value
+
+
+def format_table(report: SparsityReport) -> str:
+    """The report as a fixed-width text table with totals and the fallback list."""
+    header = ("layer", "op", "shape", "params", "direct", "effective", "dead in", "dead out")
+    rows = [
+        (
+            layer.name,
+            layer.op_type,
+            "x".join(map(str, layer.shape)),
+            f"{layer.params:,}",
+            f"{layer.direct_sparsity:.2%}",
+            f"{layer.effective_sparsity:.2%}",
+            str(layer.dead_inputs),
+            str(layer.dead_outputs),
+        )
+        for layer in report.layers
+    ]
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    align = ["<", "<", "<", ">", ">", ">", ">", ">"]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths, strict=True))
+
+    out = [line(header), "  ".join("-" * w for w in widths), *map(line, rows)]
+    out += [
+        "",
+        f"level: {report.level}   prunable weights: {report.total_params:,}   layers: "
+        f"{len(report.layers)}",
+        f"direct sparsity:    {report.direct_sparsity:.4%}   compression "
+        f"{_ratio(report.direct_compression)}",
+        f"effective sparsity: {report.effective_sparsity:.4%}   compression "
+        f"{_ratio(report.effective_compression)}",
+    ]
+    if report.fallbacks:
+        out.append(f"fell back to dense mixing ({len(report.fallbacks)} nodes): ")
+        out += [f"  {f.op_type:<16} {f.node}: {f.reason}" for f in report.fallbacks]
+    else:
+        out.append("fell back to dense mixing: none")
+    return "\n".join(out)
+
+
+def _ratio(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:,.2f}x"
