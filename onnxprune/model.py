@@ -6,7 +6,8 @@ atomic and keeps the IR version, opsets, metadata and tensor names the model cam
 
 Weight discovery follows exporters wherever they put weights (initializers, ``Constant`` and
 ``ConstantOfShape`` nodes, behind ``Identity``/``Cast``/``Transpose``/``DequantizeLinear`` chains) and
-maps each weight to the tensor a pruner has to rewrite.
+maps each weight to the tensor a pruner has to rewrite. ``Reshape`` with a constant shape is
+followed too (some Caffe2 exports reshape their classifier weights).
 """
 
 from __future__ import annotations
@@ -214,15 +215,23 @@ class WeightSource:
     Attributes:
         name: name of the initializer, or of the output of the ``Constant``/``ConstantOfShape`` node.
         kind: ``"initializer"``, ``"Constant"`` or ``"ConstantOfShape"``.
-        perm: the transpose between the stored tensor and the value the layer consumes
-            (``consumed = stored.transpose(perm)``), or ``None`` when there is none.
+        steps: the layout changes between the stored tensor and the value the layer consumes, in
+            order: ``("transpose", perm)`` or ``("reshape", shape_before)``.
         dequantized: whether a ``DequantizeLinear`` lies between storage and use.
     """
 
     name: str
     kind: str
-    perm: tuple[int, ...] | None = None
+    steps: tuple[tuple[str, tuple[int, ...]], ...] = ()
     dequantized: bool = False
+
+    def to_stored(self, consumed: np.ndarray) -> np.ndarray:
+        """Undo the layout changes: an array in the consumed layout, in the stored layout."""
+        for op, arg in reversed(self.steps):
+            consumed = (
+                np.transpose(consumed, np.argsort(arg)) if op == "transpose" else consumed.reshape(arg)
+            )
+        return consumed
 
 
 class ConstantResolver:
@@ -240,26 +249,38 @@ class ConstantResolver:
 
     def is_constant(self, name: str) -> bool:
         """Whether tensor ``name`` can be computed without graph inputs (by the chains we follow)."""
-        return self._source(name) is not None
-
-    def source(self, name: str) -> WeightSource | None:
-        """The stored tensor behind ``name``, or ``None`` when it is not a constant."""
-        return self._source(name)
+        return self.source(name) is not None
 
     def value(self, name: str) -> np.ndarray | None:
         """The value of tensor ``name``, or ``None`` when it is not a constant we can follow."""
         if name in self._initializers and name not in self._graph_inputs:
             return numpy_helper.to_array(self._initializers[name])
         node = self._producers.get(name)
-        if node is None:
+        if node is None or node.op_type not in _CONSTANT_OPS:
             return None
-        return _CONSTANT_OPS[node.op_type](self, node) if node.op_type in _CONSTANT_OPS else None
+        return _CONSTANT_OPS[node.op_type](self, node)
 
-    def _rank(self, name: str) -> int:
-        value = self.value(name)
-        return 0 if value is None else value.ndim
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        """Shape of constant ``name`` without materializing large tensors."""
+        if name in self._initializers and name not in self._graph_inputs:
+            return tuple(int(d) for d in self._initializers[name].dims)
+        node = self._producers.get(name)
+        if node is None or node.op_type not in _CONSTANT_OPS:
+            return None
+        if node.op_type == "ConstantOfShape":
+            dims = self.value(node.input[0])
+            return None if dims is None else tuple(int(d) for d in dims)
+        if node.op_type in ("Constant", "Reshape"):
+            value = self.value(name) if node.op_type == "Constant" else None
+            return value.shape if value is not None else self._reshaped(node)
+        inner = self.shape(node.input[0])
+        if inner is None or node.op_type != "Transpose":
+            return inner
+        perm = _attr(node, "perm", None) or list(reversed(range(len(inner))))
+        return tuple(inner[p] for p in perm)
 
-    def _source(self, name: str) -> WeightSource | None:
+    def source(self, name: str) -> WeightSource | None:
+        """The stored tensor behind constant ``name``, or ``None`` when it is not a constant."""
         if name in self._initializers and name not in self._graph_inputs:
             return WeightSource(name, "initializer")
         node = self._producers.get(name)
@@ -267,15 +288,37 @@ class ConstantResolver:
             return None
         if node.op_type in ("Constant", "ConstantOfShape"):
             return WeightSource(name, node.op_type)
-        inner = self._source(node.input[0])
+        inner = self.source(node.input[0])
         if inner is None:
             return None
+        step: tuple[tuple[str, tuple[int, ...]], ...] = ()
         if node.op_type == "Transpose":
-            perm = _attr(node, "perm", None) or list(reversed(range(self._rank(node.input[0]))))
-            return WeightSource(inner.name, inner.kind, _compose(inner.perm, perm), inner.dequantized)
-        if node.op_type == "DequantizeLinear":
-            return WeightSource(inner.name, inner.kind, inner.perm, True)
-        return inner
+            before = self.shape(node.input[0]) or ()
+            perm = _attr(node, "perm", None) or list(reversed(range(len(before))))
+            step = (("transpose", tuple(int(p) for p in perm)),)
+        elif node.op_type == "Reshape":
+            before = self.shape(node.input[0])
+            if before is None:
+                return None
+            step = (("reshape", before),)
+        dequantized = inner.dequantized or node.op_type == "DequantizeLinear"
+        return WeightSource(inner.name, inner.kind, inner.steps + step, dequantized)
+
+    def _reshaped(self, node: onnx.NodeProto) -> tuple[int, ...] | None:
+        before, target = self.shape(node.input[0]), self.value(node.input[1])
+        if before is None or target is None:
+            return None
+        return _reshape_target(before, target, bool(_attr(node, "allowzero", 0)))
+
+
+def _reshape_target(before: tuple[int, ...], target: np.ndarray, allowzero: bool) -> tuple[int, ...]:
+    dims = [int(d) for d in target.reshape(-1)]
+    if not allowzero:
+        dims = [before[i] if d == 0 else d for i, d in enumerate(dims)]
+    if -1 in dims:
+        known = int(np.prod([d for d in dims if d != -1]))
+        dims[dims.index(-1)] = int(np.prod(before)) // max(known, 1)
+    return tuple(dims)
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
@@ -283,12 +326,6 @@ def _attr(node: onnx.NodeProto, name: str, default):
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
     return default
-
-
-def _compose(first: tuple[int, ...] | None, then: list[int]) -> tuple[int, ...]:
-    """Permutation of ``x.transpose(first).transpose(then)`` as one transpose of ``x``."""
-    base = first if first is not None else tuple(range(len(then)))
-    return tuple(base[i] for i in then)
 
 
 def _value_constant(_: ConstantResolver, node: onnx.NodeProto) -> np.ndarray:
@@ -329,6 +366,13 @@ def _value_transpose(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | 
     return None if x is None else np.transpose(x, _attr(node, "perm", None))
 
 
+def _value_reshape(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
+    x, target = r.value(node.input[0]), r.value(node.input[1])
+    if x is None or target is None:
+        return None
+    return x.reshape(_reshape_target(x.shape, target, bool(_attr(node, "allowzero", 0))))
+
+
 def _value_dequantize(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
     x = r.value(node.input[0])
     scale = r.value(node.input[1])
@@ -349,5 +393,6 @@ _CONSTANT_OPS = {
     "Identity": _value_identity,
     "Cast": _value_cast,
     "Transpose": _value_transpose,
+    "Reshape": _value_reshape,
     "DequantizeLinear": _value_dequantize,
 }

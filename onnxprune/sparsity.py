@@ -84,9 +84,9 @@ def _row(graph: ConnectivityGraph, layers: list[Layer], acts: list[LayerActivity
     params = int(np.prod(first.shape))
     active = act.active
     if len(layers) > 1:  # one stored tensor used by several layers: active if active anywhere
-        stored = np.zeros(_stored_shape(first), bool)
-        for layer, use in zip(layers, acts, strict=True):
-            stored |= _to_stored(layer, use.mask)
+        stored = _to_stored(first, acts[0].mask)
+        for layer, use in zip(layers[1:], acts[1:], strict=True):
+            stored = stored | _to_stored(layer, use.mask)
         active = int(stored.sum())
     return LayerSparsity(
         first.name,
@@ -100,18 +100,7 @@ def _row(graph: ConnectivityGraph, layers: list[Layer], acts: list[LayerActivity
     )
 
 
-def _stored_shape(layer: Layer) -> tuple[int, ...]:
-    perm = layer.contract.source.perm
-    if perm is None:
-        return layer.shape
-    stored = [0] * len(perm)
-    for consumed_axis, stored_axis in enumerate(perm):
-        stored[stored_axis] = layer.shape[consumed_axis]
-    return tuple(stored)
-
-
 def _to_stored(layer: Layer, mask: np.ndarray | None) -> np.ndarray:
     if mask is None:  # pragma: no cover - masks are requested for every shared weight
         raise RuntimeError(f"no activity mask for shared weight {layer.name!r}")
-    perm = layer.contract.source.perm
-    return mask if perm is None else np.transpose(mask, np.argsort(perm))
+    return layer.contract.source.to_stored(mask)

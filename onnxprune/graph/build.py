@@ -174,7 +174,7 @@ def _layer(
     weight = node.input[contract.weight]
     shape = shapes.get(weight)
     if shape is None or None in shape:
-        shape = constants.value(weight).shape
+        shape = constants.shape(weight)
     return Layer(
         contract.source.name,
         name,

@@ -32,11 +32,11 @@ def exact_reachability(
     shapes = _static_shapes(graph)
     forward: Maps = {t: np.ones(shapes[t], bool) for t in graph.inputs}
     for step in graph.steps:
-        for out, transfer in _outputs(step):
+        for out, transfer in _outputs(step, shapes):
             forward[out] = _push(graph, step, transfer, forward, shapes[out], shapes)
     backward: Maps = {t: np.ones(shapes[t], bool) for t in graph.outputs if t in shapes}
     for step in reversed(graph.steps):
-        for out, transfer in _outputs(step):
+        for out, transfer in _outputs(step, shapes):
             if out in backward and backward[out].any():
                 _pull(graph, step, transfer, backward[out], backward, shapes)
     result = {}
@@ -53,14 +53,19 @@ def exact_reachability(
     return result
 
 
-def _outputs(step: Step) -> list[tuple[str, Transfer]]:
-    return [(o, t) for o, t in zip(step.outputs, step.transfers, strict=False) if o]
+def _outputs(step: Step, shapes: dict[str, tuple[int, ...]]) -> list[tuple[str, Transfer]]:
+    """Outputs that something reads (unused ones, like Dropout's mask, need no map)."""
+    return [(o, t) for o, t in zip(step.outputs, step.transfers, strict=False) if o in shapes]
 
 
 def _static_shapes(graph: ConnectivityGraph) -> dict[str, tuple[int, ...]]:
     shapes = {}
-    names = [*graph.inputs, *(n for s in graph.steps for n in (*s.inputs, *s.outputs) if n)]
-    for name in names:
+    used = {n for s in graph.steps for n in s.inputs} | set(graph.outputs)
+    for layer in graph.layers:
+        used |= {layer.x, layer.y}
+    names = [*graph.inputs, *(n for s in graph.steps for n in s.outputs if n in used)]
+    names += [n for s in graph.steps for n in s.inputs]
+    for name in dict.fromkeys(names):
         shape = graph.static_shape(name)
         if shape is None:
             raise ShapeError(

@@ -15,7 +15,7 @@ from onnxprune.graph.transfers import Contract, Dense
 def conv(node: NodeView) -> Contract | Dense:
     """A convolution over axes 2..; the weight is input 1."""
     source = node.constants.source(node.node.input[1])
-    w_shape = node.in_shapes[1]
+    w_shape = node.in_shapes[1] or node.constants.shape(node.node.input[1])
     if source is None or w_shape is None or 0 not in node.activations:
         return Dense(f"{node.op_type} with a weight computed at run time")
     if 2 in node.activations:
@@ -94,7 +94,7 @@ def _matmul(node: NodeView, *, rank: int | None, trans_a: bool, trans_b: bool) -
         return Dense(f"{node.op_type} of two activations")
     weight = 1 if 0 in acts else 0
     source = node.constants.source(node.node.input[weight])
-    w_shape = node.in_shapes[weight]
+    w_shape = node.in_shapes[weight] or node.constants.shape(node.node.input[weight])
     if source is None or w_shape is None or len(w_shape) != 2 or rank is None:
         return Dense(f"{node.op_type} with a weight that is not a constant 2-D tensor")
     if weight == 1:
