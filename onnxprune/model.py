@@ -5,7 +5,8 @@ refused with a clear error, and external data must stay inside the model's own d
 atomic and keeps the IR version, opsets, metadata and tensor names the model came with.
 
 Weight discovery follows exporters wherever they put weights (initializers, ``Constant`` and
-``ConstantOfShape`` nodes, behind ``Identity``/``Cast``/``Transpose``/``DequantizeLinear`` chains) and
+``ConstantOfShape`` nodes, behind ``Identity``/``Cast``/``Transpose``/``DequantizeLinear`` chains)
+and
 maps each weight to the tensor a pruner has to rewrite. ``Reshape`` with a constant shape is
 followed too (some Caffe2 exports reshape their classifier weights).
 """
@@ -96,7 +97,8 @@ def save_model(
     """Write ``model`` atomically, with external data when it is too large for one protobuf.
 
     The model is written as it is: its IR version, opset imports, metadata and names are kept.
-    Models of ``external_data_threshold`` bytes or more store their tensors in ``<name>.data`` next to
+    Models of ``external_data_threshold`` bytes or more store their tensors in ``<name>.data``
+    next to
     the file. Both files are written under temporary names and renamed into place, so a reader
     never sees a half-written model.
 
@@ -213,7 +215,7 @@ class WeightSource:
     """Where a prunable weight is stored, i.e. the tensor a pruner must rewrite.
 
     Attributes:
-        name: name of the initializer, or of the output of the ``Constant``/``ConstantOfShape`` node.
+        name: the initializer, or the output of the ``Constant``/``ConstantOfShape`` node.
         kind: ``"initializer"``, ``"Constant"`` or ``"ConstantOfShape"``.
         steps: the layout changes between the stored tensor and the value the layer consumes, in
             order: ``("transpose", perm)`` or ``("reshape", shape_before)``.
@@ -229,7 +231,9 @@ class WeightSource:
         """Undo the layout changes: an array in the consumed layout, in the stored layout."""
         for op, arg in reversed(self.steps):
             consumed = (
-                np.transpose(consumed, np.argsort(arg)) if op == "transpose" else consumed.reshape(arg)
+                np.transpose(consumed, np.argsort(arg))
+                if op == "transpose"
+                else consumed.reshape(arg)
             )
         return consumed
 
@@ -248,7 +252,7 @@ class ConstantResolver:
         self._graph_inputs = {i.name for i in graph.input} - set(self._initializers)
 
     def is_constant(self, name: str) -> bool:
-        """Whether tensor ``name`` can be computed without graph inputs (by the chains we follow)."""
+        """Whether tensor ``name`` can be computed without graph inputs (by chains we follow)."""
         return self.source(name) is not None
 
     def value(self, name: str) -> np.ndarray | None:
@@ -311,7 +315,9 @@ class ConstantResolver:
         return _reshape_target(before, target, bool(_attr(node, "allowzero", 0)))
 
 
-def _reshape_target(before: tuple[int, ...], target: np.ndarray, allowzero: bool) -> tuple[int, ...]:
+def _reshape_target(
+    before: tuple[int, ...], target: np.ndarray, allowzero: bool
+) -> tuple[int, ...]:
     dims = [int(d) for d in target.reshape(-1)]
     if not allowzero:
         dims = [before[i] if d == 0 else d for i, d in enumerate(dims)]
@@ -334,10 +340,14 @@ def _value_constant(_: ConstantResolver, node: onnx.NodeProto) -> np.ndarray:
     if isinstance(value, onnx.TensorProto):
         return numpy_helper.to_array(value)
     if isinstance(value, onnx.SparseTensorProto):
-        dense = np.zeros(tuple(value.dims), onnx.helper.tensor_dtype_to_np_dtype(value.values.data_type))
+        dense = np.zeros(
+            tuple(value.dims), onnx.helper.tensor_dtype_to_np_dtype(value.values.data_type)
+        )
         indices = numpy_helper.to_array(value.indices)
         coords = indices if indices.ndim == 1 else tuple(indices.T)
-        dense.reshape(-1 if indices.ndim == 1 else dense.shape)[coords] = numpy_helper.to_array(value.values)
+        dense.reshape(-1 if indices.ndim == 1 else dense.shape)[coords] = numpy_helper.to_array(
+            value.values
+        )
         return dense
     return np.asarray(value)
 

@@ -39,7 +39,8 @@ def analyze(
         model: a path, serialized bytes or an ``onnx.ModelProto``.
         level: ``"channel"`` (fast; units are channels and neurons) or ``"exact"`` (every
             channel at every spatial position; equals the paper's reference computation).
-        input_shapes: fixed shapes for inputs with symbolic dimensions, e.g. ``{"x": (1, 3, 32, 32)}``.
+        input_shapes: fixed shapes for inputs with symbolic dimensions, e.g.
+            ``{"x": (1, 3, 32, 32)}``.
         max_bytes: largest model accepted.
 
     Returns:
@@ -75,7 +76,9 @@ def sparsity_report(graph: ConnectivityGraph, *, level: str = "channel") -> Spar
         uses.setdefault(layer.name, []).append(layer)
     shared = frozenset(name for name, layers in uses.items() if len(layers) > 1)
     activity = LEVELS[level](graph, masks_for=shared)
-    rows = [_row(graph, layers, [activity[layer.node] for layer in layers]) for layers in uses.values()]
+    rows = [
+        _row(graph, layers, [activity[layer.node] for layer in layers]) for layers in uses.values()
+    ]
     return SparsityReport(tuple(rows), level, graph.fallbacks)
 
 

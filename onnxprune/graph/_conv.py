@@ -1,5 +1,7 @@
-"""Convolution geometry shared by both reachability levels: which kernel taps can touch real
-(non-padding) input, and the input position each tap of each output position reads."""
+"""Convolution geometry shared by both reachability levels.
+
+Which kernel taps can touch real (non-padding) input, and which positions each tap meets.
+"""
 
 from __future__ import annotations
 
@@ -57,10 +59,14 @@ def conv_edges(contract: Contract, weight: np.ndarray, valid: np.ndarray) -> sp.
     return sp.csr_matrix((data, (in_units, out_units)), shape=(a, b * g))
 
 
-def matmul_edges(contract: Contract, weight: np.ndarray) -> sp.csr_matrix:
-    """Input-unit x output-unit matrix of the nonzero pattern of a [K, N] weight."""
-    pattern = weight.T if contract.w_transposed else weight
-    return sp.csr_matrix(pattern != 0, dtype=np.int64)
+def matmul_edges(contract: Contract, weight: np.ndarray) -> np.ndarray:
+    """Input-unit x output-unit boolean pattern of a matmul weight, as a dense [K, N] array.
+
+    Dense on purpose: a boolean pattern costs a quarter of the float32 weight it comes from, and
+    pushing vectors through it needs no index arrays (csr would take 12 bytes per nonzero).
+    """
+    pattern = weight != 0
+    return pattern.T if contract.w_transposed else pattern
 
 
 def taps(

@@ -115,7 +115,9 @@ def build_graph(
     for index, node in enumerate(graph.node):
         names = [*node.input, *_implicit_inputs(node)]
         acts = tuple(
-            i for i, n in enumerate(names) if n and n not in initializers and not constants.is_constant(n)
+            i
+            for i, n in enumerate(names)
+            if n and n not in initializers and not constants.is_constant(n)
         )
         view = NodeView(
             node,

@@ -16,12 +16,14 @@ import scipy.sparse as sp
 from onnxprune.graph._conv import conv_edges, matmul_edges, tap_validity
 from onnxprune.graph.build import ConnectivityGraph, Layer, Step
 from onnxprune.graph.registry import static
-from onnxprune.graph.transfers import Contract, Dense, Move, Pointwise, Reduce, Transfer, Window
+from onnxprune.graph.transfers import Contract, Move, Pointwise, Reduce, Transfer, Window
 
 IDENTITY = "identity"
 DENSE = "dense"
-Op = sp.csr_matrix | str
-"""A link between two unit vectors: a sparse in x out matrix, ``IDENTITY`` or ``DENSE``."""
+Op = sp.csr_matrix | np.ndarray | str
+"""A link between two unit vectors: an in x out matrix (scipy.sparse, or a dense boolean array
+for matmul weights), ``IDENTITY`` or ``DENSE``."""
+Matrix = sp.csr_matrix | np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +50,13 @@ class Link:
 def _link(src: str, dst: str, ops: Sequence[Op], layouts: dict[str, Layout]) -> Link:
     sizes = [layouts[src].size]
     for i, op in enumerate(ops):
-        if isinstance(op, sp.csr_matrix):
+        if not isinstance(op, str):
             sizes.append(op.shape[1])
         elif op == IDENTITY:
             sizes.append(sizes[-1])
         else:
             following = ops[i + 1] if i + 1 < len(ops) else None
-            is_matrix = isinstance(following, sp.csr_matrix)
+            is_matrix = following is not None and not isinstance(following, str)
             sizes.append(following.shape[0] if is_matrix else layouts[dst].size)
     return Link(src, dst, tuple(ops), tuple(sizes))
 
@@ -89,7 +91,7 @@ def channel_reachability(
     """
     layouts = {t: default_layout(graph.shapes.get(t)) for t in graph.inputs}
     links: list[Link] = []
-    edges: dict[str, tuple[Op, sp.csr_matrix, np.ndarray, int]] = {}
+    edges: dict[str, tuple[Op, Matrix, np.ndarray, int]] = {}
     for step in graph.steps:
         for name in step.inputs:
             layouts.setdefault(name, default_layout(graph.shapes.get(name)))
@@ -159,7 +161,7 @@ def _relayout(shape: Sequence[int | None] | None, src: Layout, axes: tuple[int, 
 
 def _layer_links(
     graph: ConnectivityGraph, layer: Layer, layouts: dict[str, Layout]
-) -> tuple[Op, sp.csr_matrix, np.ndarray, int]:
+) -> tuple[Op, Matrix, np.ndarray, int]:
     c = layer.contract
     x_shape, y_shape = graph.shapes.get(layer.x), graph.shapes.get(layer.y)
     src = layouts[layer.x]
@@ -334,6 +336,8 @@ def _backward(
 
 
 def _push(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
+    if isinstance(op, np.ndarray):
+        return op[vec].any(axis=0)
     if isinstance(op, sp.csr_matrix):
         return (op.T @ vec.astype(np.int64)) > 0
     if op == IDENTITY:
@@ -342,6 +346,8 @@ def _push(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
 
 
 def _pull(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
+    if isinstance(op, np.ndarray):
+        return op[:, vec].any(axis=1)
     if isinstance(op, sp.csr_matrix):
         return (op @ vec.astype(np.int64)) > 0
     if op == IDENTITY:
@@ -351,21 +357,26 @@ def _pull(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
 
 def _activity(
     nonzero: int,
-    edge: sp.csr_matrix, alive_in: np.ndarray, alive_out: np.ndarray, mask: np.ndarray | None
+    edge: Matrix,
+    alive_in: np.ndarray,
+    alive_out: np.ndarray,
+    mask: np.ndarray | None,
 ) -> LayerActivity:
-    coo = edge.tocoo()
-    live = alive_in[coo.row] & alive_out[coo.col]
     used_in = np.zeros(edge.shape[0], bool)
     used_out = np.zeros(edge.shape[1], bool)
-    used_in[coo.row[live]] = True
-    used_out[coo.col[live]] = True
-    return LayerActivity(
-        nonzero,
-        int(coo.data[live].sum()),
-        int((~used_in).sum()),
-        int((~used_out).sum()),
-        mask,
-    )
+    if isinstance(edge, np.ndarray):  # a matmul's boolean pattern: one weight per entry
+        everything = alive_in.all() and alive_out.all()
+        live = edge if everything else edge[alive_in][:, alive_out]
+        active = int(np.count_nonzero(live))
+        used_in[alive_in] = live.any(axis=1)
+        used_out[alive_out] = live.any(axis=0)
+    else:  # a convolution's channel pairs, weighted by their count of nonzero valid taps
+        coo = edge.tocoo()
+        keep = alive_in[coo.row] & alive_out[coo.col]
+        active = int(coo.data[keep].sum())
+        used_in[coo.row[keep]] = True
+        used_out[coo.col[keep]] = True
+    return LayerActivity(nonzero, active, int((~used_in).sum()), int((~used_out).sum()), mask)
 
 
 def _mask(

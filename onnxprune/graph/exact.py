@@ -14,7 +14,7 @@ import numpy as np
 
 from onnxprune.errors import ShapeError
 from onnxprune.graph._conv import padded_size, taps
-from onnxprune.graph.build import ConnectivityGraph, Layer, Step
+from onnxprune.graph.build import ConnectivityGraph, Step
 from onnxprune.graph.channel import LayerActivity
 from onnxprune.graph.transfers import Contract, Dense, Move, Pointwise, Reduce, Transfer, Window
 
@@ -138,7 +138,9 @@ def _pull(
         flat = np.zeros(sum(sizes) + 1, bool)
         flat[t.ids[b_out & (t.ids >= 0)]] = True
         bounds = np.cumsum([0, *sizes])
-        got = [flat[a:b].reshape(shapes[n]) for a, b, n in zip(bounds, bounds[1:], names, strict=False)]
+        got = [
+            flat[a:b].reshape(shapes[n]) for a, b, n in zip(bounds, bounds[1:], names, strict=False)
+        ]
     elif isinstance(t, Window):
         got = [_window_backward(t, b_out, shapes[names[0]])]
         names = names[:1]
@@ -158,7 +160,9 @@ def _unbroadcast(b: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """OR ``b`` over the axes along which a tensor of ``shape`` was broadcast to ``b.shape``."""
     lead = b.ndim - len(shape)
     b = b.any(axis=tuple(range(lead))) if lead else b
-    axes = tuple(i for i, (n, m) in enumerate(zip(shape, b.shape, strict=True)) if n == 1 and m != 1)
+    axes = tuple(
+        i for i, (n, m) in enumerate(zip(shape, b.shape, strict=True)) if n == 1 and m != 1
+    )
     return b.any(axis=axes, keepdims=True) if axes else b
 
 
@@ -271,7 +275,7 @@ def _dead_units(c: Contract, active: np.ndarray) -> tuple[int, int]:
 
 def _by_group(m: np.ndarray, group: int) -> list[np.ndarray]:
     """Map [N, C, *sp] -> per group [C/G, N * P] float32 rows."""
-    n, ch = m.shape[:2]
+    ch = m.shape[1]
     flat = np.moveaxis(m, 1, 0).reshape(group, ch // group, -1)
     return [g.astype(np.float32) for g in flat]
 

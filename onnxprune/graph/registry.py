@@ -71,7 +71,7 @@ class NodeView:
         return self.constants.value(self.node.input[index])
 
     def static_in(self, index: int) -> tuple[int, ...] | None:
-        """Input ``index``'s shape with batch (axis 0) set to 1, or ``None`` if any other is unknown."""
+        """Input ``index``'s shape with batch set to 1, or ``None`` if another dim is unknown."""
         return static(self.in_shapes[index] if index < len(self.in_shapes) else None)
 
     def static_out(self, index: int = 0) -> tuple[int, ...] | None:
@@ -87,4 +87,3 @@ def static(shape: Shape | None) -> tuple[int, ...] | None:
     if any(d is None for d in dims):
         return None
     return tuple(int(d) for d in dims)
-

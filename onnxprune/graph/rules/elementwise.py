@@ -1,5 +1,8 @@
-"""Ops that act element by element: activations, normalizations with constant statistics, and
-arithmetic between activations (union of what feeds each element)."""
+"""Ops that act element by element.
+
+Activations, normalizations with constant statistics, and arithmetic between activations (the
+union of what feeds each element).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""Ops that mix whole axes: reductions, softmax and normalizations over axes, resizing, and
-shape arithmetic that carries no signal at all."""
+"""Ops that mix whole axes.
+
+Reductions, softmax and normalizations over axes, resizing, and shape arithmetic that carries no
+signal at all.
+"""
 
 from __future__ import annotations
 
