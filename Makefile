@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/onnxprune analyze models/mlp_digits.onnx
+	@echo "== LeNet-300-100 on digits, 95% global magnitude pruning: direct vs effective =="
+	$(BIN)/onnxprune analyze models/mlp_digits_pruned95.onnx
+	@echo
+	@echo "== small residual CNN on digits, position-level (exact) analysis =="
 	$(BIN)/onnxprune analyze models/cnn_digits.onnx --exact
 
 test: $(STAMP)
