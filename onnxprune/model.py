@@ -13,7 +13,9 @@ followed too (some Caffe2 exports reshape their classifier weights).
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,6 +87,7 @@ def load_model(
         external_bytes = sum(_check_external_location(t, Path(base_dir)) for t in external)
         _check_size(len(data) + external_bytes, max_bytes)
         external_data_helper.load_external_data_for_model(model, os.fspath(base_dir))
+    _check(model)
     return model
 
 
@@ -109,34 +112,42 @@ def save_model(
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    data_file = None
     try:
         if model.ByteSize() < external_data_threshold:
             tmp.write_bytes(model.SerializeToString())
         else:
-            _save_with_external_data(model, path, tmp)
+            data_file = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.data")
+            _write_with_external_data(model, tmp, data_file)
         os.replace(tmp, path)
+    except BaseException:
+        if data_file is not None:
+            data_file.unlink(missing_ok=True)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+    # Data files of earlier saves to this path are no longer referenced by anything we wrote.
+    for stale in path.parent.glob(f"{glob.escape(path.name)}.*.data"):
+        if stale != data_file and _DATA_NAME.fullmatch(stale.name[len(path.name) :]):
+            stale.unlink(missing_ok=True)
 
 
-def _save_with_external_data(model: onnx.ModelProto, path: Path, tmp: Path) -> None:
-    data_name = f"{path.name}.data"
-    tmp_data = path.with_name(f".{data_name}.{uuid.uuid4().hex}.tmp")
+_DATA_NAME = re.compile(r"\.[0-9a-f]{12}\.data")
+
+
+def _write_with_external_data(model: onnx.ModelProto, tmp: Path, data_file: Path) -> None:
+    """Write every tensor to ``data_file`` (a new, unique name) and the graph to ``tmp``.
+
+    The data file gets a fresh name on each save, so the model file that readers see (renamed
+    into place last) always points at complete data.
+    """
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    try:
-        external_data_helper.convert_model_to_external_data(
-            copy, all_tensors_to_one_file=True, location=tmp_data.name, size_threshold=1024
-        )
-        external_data_helper.write_external_data_tensors(copy, os.fspath(path.parent))
-        for tensor in _external_tensors(copy):
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    entry.value = data_name
-        tmp.write_bytes(copy.SerializeToString())
-        os.replace(tmp_data, path.with_name(data_name))
-    finally:
-        tmp_data.unlink(missing_ok=True)
+    external_data_helper.convert_model_to_external_data(
+        copy, all_tensors_to_one_file=True, location=data_file.name, size_threshold=0
+    )
+    external_data_helper.write_external_data_tensors(copy, os.fspath(data_file.parent))
+    tmp.write_bytes(copy.SerializeToString())
 
 
 def _check_size(size: int, max_bytes: int) -> None:
@@ -152,12 +163,48 @@ def _parse(data: bytes) -> onnx.ModelProto:
         raise InvalidModelError("not a valid ONNX model (truncated or not ONNX)") from e
     if model.ir_version <= 0 or not model.HasField("graph"):
         raise InvalidModelError("not a valid ONNX model (no IR version or no graph)")
+    return model
+
+
+def _check(model: onnx.ModelProto) -> None:
+    """ONNX's structural checks, on a light copy (weights do not need a second serialization)."""
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(light_copy(model))
     except onnx.checker.ValidationError as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else "checker failed"
         raise InvalidModelError(f"not a valid ONNX model: {first_line}") from e
-    return model
+
+
+LIGHT_ELEMENTS = 4096
+"""Initializers up to this many elements keep their data in ``light_copy`` (shapes, axes...)."""
+
+
+def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model without the data of its large initializers, which become typed graph inputs.
+
+    Checking and shape inference need the structure, not the weights; serializing a light copy
+    costs little even for models of gigabytes. The IR version is raised to 4 at least, so that
+    initializers need not be graph inputs.
+    """
+    graph = model.graph
+    small, big = [], []
+    for t in graph.initializer:
+        (small if int(np.prod(t.dims)) <= LIGHT_ELEMENTS else big).append(t)
+    init_names = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in init_names]
+    inputs += [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big]
+    light_graph = onnx.helper.make_graph(
+        list(graph.node),
+        graph.name,
+        inputs,
+        list(graph.output),
+        initializer=small,
+        value_info=list(graph.value_info),
+    )
+    light = onnx.helper.make_model(light_graph, opset_imports=list(model.opset_import))
+    light.ir_version = max(model.ir_version, 4)
+    light.functions.extend(model.functions)
+    return light
 
 
 def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -290,10 +337,13 @@ class ConstantResolver:
         node = self._producers.get(name)
         if node is None or node.op_type not in _CONSTANT_OPS:
             return None
-        if node.op_type in ("Constant", "ConstantOfShape"):
+        if node.op_type == "Constant" or (
+            node.op_type == "ConstantOfShape" and self.value(node.input[0]) is not None
+        ):
             return WeightSource(name, node.op_type)
         inner = self.source(node.input[0])
-        if inner is None:
+        helpers_constant = all(self.value(n) is not None for n in node.input[1:] if n)
+        if inner is None or not helpers_constant:
             return None
         step: tuple[tuple[str, tuple[int, ...]], ...] = ()
         if node.op_type == "Transpose":
@@ -339,6 +389,10 @@ def _value_constant(_: ConstantResolver, node: onnx.NodeProto) -> np.ndarray:
     value = onnx.helper.get_attribute_value(attr)
     if isinstance(value, onnx.TensorProto):
         return numpy_helper.to_array(value)
+    if attr.name in ("value_float", "value_floats"):
+        return np.asarray(value, dtype=np.float32)
+    if attr.name in ("value_int", "value_ints"):
+        return np.asarray(value, dtype=np.int64)
     if isinstance(value, onnx.SparseTensorProto):
         dense = np.zeros(
             tuple(value.dims), onnx.helper.tensor_dtype_to_np_dtype(value.values.data_type)

@@ -43,11 +43,20 @@ def tap_validity(
     return valid.reshape(tuple(kernel))
 
 
-def conv_edges(contract: Contract, weight: np.ndarray, valid: np.ndarray) -> sp.csr_matrix:
-    """Input-unit x output-unit matrix counting the nonzero valid taps of each channel pair."""
-    counts = np.count_nonzero((weight != 0) & valid, axis=tuple(range(2, weight.ndim)))
+def conv_edges(
+    contract: Contract, pattern: np.ndarray, valid: np.ndarray
+) -> sp.csr_matrix | np.ndarray:
+    """Input-unit x output-unit counts of the nonzero valid taps of each channel pair.
+
+    ``pattern`` is the weight's nonzero pattern. Without groups the result is a dense array (a
+    small fraction of the weight's size); grouped and depthwise convolutions give scipy.sparse,
+    whose dense form would be mostly empty blocks.
+    """
+    counts = tap_counts(pattern if valid.all() else pattern & valid)
     a, b = counts.shape  # conv: [O, C/G]; conv_transpose: [C, O/G]
     g = contract.group
+    if g == 1:
+        return counts.T if contract.kind == "conv" else counts
     rows, cols = np.nonzero(counts)
     data = counts[rows, cols].astype(np.int64)
     if contract.kind == "conv":
@@ -59,13 +68,24 @@ def conv_edges(contract: Contract, weight: np.ndarray, valid: np.ndarray) -> sp.
     return sp.csr_matrix((data, (in_units, out_units)), shape=(a, b * g))
 
 
-def matmul_edges(contract: Contract, weight: np.ndarray) -> np.ndarray:
+def tap_counts(pattern: np.ndarray) -> np.ndarray:
+    """Number of True taps per channel pair of a boolean [A, B, *kernel] pattern."""
+    a, b = pattern.shape[:2]
+    per_tap = pattern.view(np.uint8).reshape(a, b, -1)
+    n_taps = per_tap.shape[2]
+    # Adding tap slices is several times faster than a reduction over a short last axis.
+    counts = per_tap[..., 0].astype(np.uint8 if n_taps < 256 else np.int64)
+    for tap in range(1, n_taps):
+        counts += per_tap[..., tap]
+    return counts
+
+
+def matmul_edges(contract: Contract, pattern: np.ndarray) -> np.ndarray:
     """Input-unit x output-unit boolean pattern of a matmul weight, as a dense [K, N] array.
 
     Dense on purpose: a boolean pattern costs a quarter of the float32 weight it comes from, and
     pushing vectors through it needs no index arrays (csr would take 12 bytes per nonzero).
     """
-    pattern = weight != 0
     return pattern.T if contract.w_transposed else pattern
 
 

@@ -12,11 +12,10 @@ import onnx
 from onnx import helper
 
 from onnxprune.errors import InvalidOptionError
+from onnxprune.model import light_copy
 
 Shape = tuple[int | None, ...]
 """A tensor shape; ``None`` marks a symbolic or unknown dimension."""
-
-_KEEP_ELEMENTS = 4096  # initializers up to this size keep their data (shape vectors, axes, ...)
 
 
 def infer_shapes(
@@ -48,34 +47,17 @@ def infer_shapes(
 
 
 def _light_copy(model: onnx.ModelProto, input_shapes: dict[str, Sequence[int]]) -> onnx.ModelProto:
-    graph = model.graph
-    init_names = {t.name for t in graph.initializer}
-    known_inputs = {i.name for i in graph.input if i.name not in init_names}
+    light = light_copy(model)
+    init_names = {t.name for t in model.graph.initializer}
+    known_inputs = {i.name for i in model.graph.input if i.name not in init_names}
     unknown = sorted(set(input_shapes) - known_inputs)
     if unknown:
         raise InvalidOptionError(
             f"--input-shape names {unknown}, but the graph inputs are {sorted(known_inputs)}"
         )
-    inputs = []
-    for value in graph.input:
-        if value.name in init_names:
-            continue
+    for k, value in enumerate(light.graph.input):
         if value.name in input_shapes:
-            value = _with_shape(value, input_shapes[value.name])
-        inputs.append(value)
-    small, big = [], []
-    for t in graph.initializer:
-        n = 1
-        for d in t.dims:
-            n *= d
-        (small if n <= _KEEP_ELEMENTS else big).append(t)
-    inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big]
-    light_graph = helper.make_graph(
-        list(graph.node), graph.name, inputs, list(graph.output), initializer=small
-    )
-    light = helper.make_model(light_graph, opset_imports=list(model.opset_import))
-    light.ir_version = max(model.ir_version, 4)  # IR 4+: initializers need not be graph inputs
-    light.functions.extend(model.functions)
+            light.graph.input[k].CopyFrom(_with_shape(value, input_shapes[value.name]))
     return light
 
 

@@ -165,22 +165,22 @@ def _layer_links(
     c = layer.contract
     x_shape, y_shape = graph.shapes.get(layer.x), graph.shapes.get(layer.y)
     src = layouts[layer.x]
-    weight = graph.weight(layer)
+    pattern = graph.weight(layer) != 0
     if c.kind == "matmul":
         rank = len(x_shape) if x_shape is not None else 2
-        edge = matmul_edges(c, weight)
+        edge = matmul_edges(c, pattern)
         valid = np.ones((), bool)
         x_axes, y_axes = (c.x_axis % rank,), (c.y_axis % max(rank, 1),)
     else:
         xs, ys = static(x_shape), static(y_shape)
-        valid = tap_validity(c, weight.shape[2:], xs and xs[2:], ys and ys[2:])
-        edge = conv_edges(c, weight, valid)
+        valid = tap_validity(c, pattern.shape[2:], xs and xs[2:], ys and ys[2:])
+        edge = conv_edges(c, pattern, valid)
         x_axes, y_axes = (1,), (1,)
     layouts[layer.y] = Layout(y_axes, edge.shape[1])
     relayout = _relayout(x_shape, src, x_axes)
     if relayout == IDENTITY and src.size != edge.shape[0]:
         relayout = DENSE
-    return relayout, edge, valid, int(np.count_nonzero(weight))
+    return relayout, edge, valid, int(np.count_nonzero(pattern))
 
 
 def _step_links(
@@ -364,13 +364,13 @@ def _activity(
 ) -> LayerActivity:
     used_in = np.zeros(edge.shape[0], bool)
     used_out = np.zeros(edge.shape[1], bool)
-    if isinstance(edge, np.ndarray):  # a matmul's boolean pattern: one weight per entry
+    if isinstance(edge, np.ndarray):  # boolean pattern (matmul) or tap counts (conv)
         everything = alive_in.all() and alive_out.all()
         live = edge if everything else edge[alive_in][:, alive_out]
-        active = int(np.count_nonzero(live))
+        active = int(np.count_nonzero(live) if live.dtype == bool else live.sum(dtype=np.int64))
         used_in[alive_in] = live.any(axis=1)
         used_out[alive_out] = live.any(axis=0)
-    else:  # a convolution's channel pairs, weighted by their count of nonzero valid taps
+    else:  # a grouped convolution's channel pairs, with their counts of nonzero valid taps
         coo = edge.tocoo()
         keep = alive_in[coo.row] & alive_out[coo.col]
         active = int(coo.data[keep].sum())
