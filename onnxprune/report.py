@@ -40,7 +40,7 @@ class LayerSparsity:
     @property
     def effective_sparsity(self) -> float:
         """Fraction of weights that are zero or lie on no input-to-output path."""
-        return 1.0 - self.active / self.params if self.params else 0.0
+        return (self.params - self.active) / self.params if self.params else 0.0
 
     def to_dict(self) -> dict:
         """JSON form with the documented keys."""
@@ -85,7 +85,8 @@ class SparsityReport:
     def effective_sparsity(self) -> float:
         """Weight-count-weighted mean of the layers' effective sparsity."""
         total = self.total_params
-        return 1.0 - sum(layer.active for layer in self.layers) / total if total else 0.0
+        inactive = sum(layer.params - layer.active for layer in self.layers)
+        return inactive / total if total else 0.0
 
     @property
     def direct_compression(self) -> float:

@@ -167,10 +167,11 @@ def _layer_links(
     src = layouts[layer.x]
     pattern = graph.weight(layer) != 0
     if c.kind == "matmul":
-        rank = len(x_shape) if x_shape is not None else 2
+        x_rank = len(x_shape) if x_shape is not None else 2
+        y_rank = len(y_shape) if y_shape is not None else x_rank
         edge = matmul_edges(c, pattern)
         valid = np.ones((), bool)
-        x_axes, y_axes = (c.x_axis % rank,), (c.y_axis % max(rank, 1),)
+        x_axes, y_axes = (c.x_axis % x_rank,), (c.y_axis % y_rank,)
     else:
         xs, ys = static(x_shape), static(y_shape)
         valid = tap_validity(c, pattern.shape[2:], xs and xs[2:], ys and ys[2:])

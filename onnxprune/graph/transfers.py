@@ -87,8 +87,8 @@ class Contract:
         activation: index of the node input carrying the activation.
         weight: index of the node input carrying the weight.
         source: the stored tensor a pruner rewrites.
-        x_axis: for ``"matmul"``, the activation axis that is contracted.
-        y_axis: for ``"matmul"``, the output axis that holds the layer's output units.
+        x_axis: for ``"matmul"``, the activation axis that is contracted (negative: from the end).
+        y_axis: for ``"matmul"``, the output axis that holds the layer's output units (negative).
         w_transposed: for ``"matmul"``, whether the weight is stored as [N, K] rather than [K, N].
         group: number of groups of a convolution.
         strides, dilations, pads: convolution geometry over the spatial axes (pads: begins, ends).

@@ -75,18 +75,16 @@ def _transpose_pads(
 def gemm(node: NodeView) -> Contract | Dense:
     """``alpha * A' @ B' + beta * C`` with ``A' = A.T`` if transA, ``B' = B.T`` if transB."""
     trans_a, trans_b = bool(node.attr("transA", 0)), bool(node.attr("transB", 0))
-    return _matmul(node, rank=2, trans_a=trans_a, trans_b=trans_b)
+    return _matmul(node, trans_a=trans_a, trans_b=trans_b)
 
 
 @transfer_rule("MatMul")
 def matmul(node: NodeView) -> Contract | Dense:
     """``A @ B`` where one side is a constant 2-D weight."""
-    a, b = node.in_shapes[0], node.in_shapes[1]
-    rank = None if a is None or b is None else max(len(a), len(b))
-    return _matmul(node, rank=rank, trans_a=False, trans_b=False)
+    return _matmul(node, trans_a=False, trans_b=False)
 
 
-def _matmul(node: NodeView, *, rank: int | None, trans_a: bool, trans_b: bool) -> Contract | Dense:
+def _matmul(node: NodeView, *, trans_a: bool, trans_b: bool) -> Contract | Dense:
     if 2 in node.activations:
         return Dense(f"{node.op_type} with a bias computed at run time")
     acts = set(node.activations) & {0, 1}
@@ -95,12 +93,11 @@ def _matmul(node: NodeView, *, rank: int | None, trans_a: bool, trans_b: bool) -
     weight = 1 if 0 in acts else 0
     source = node.constants.source(node.node.input[weight])
     w_shape = node.in_shapes[weight] or node.constants.shape(node.node.input[weight])
-    if source is None or w_shape is None or len(w_shape) != 2 or rank is None:
+    if source is None or w_shape is None or len(w_shape) != 2:
         return Dense(f"{node.op_type} with a weight that is not a constant 2-D tensor")
+    # Axes count from the end, so they hold whatever the activation's rank.
     if weight == 1:
         # y[..., n] = sum_k x[..., k] W'[k, n]; W' = W.T when transB.
-        x_axis = rank - 2 if trans_a else rank - 1
-        return Contract("matmul", 0, 1, source, x_axis, rank - 1, w_transposed=trans_b)
+        return Contract("matmul", 0, 1, source, -2 if trans_a else -1, -1, w_transposed=trans_b)
     # y[..., m, n] = sum_k W'[m, k] x[..., k, n]; W' = W.T when transA; stored as [K, M] iff transA.
-    x_axis = rank - 1 if trans_b else rank - 2
-    return Contract("matmul", 1, 0, source, x_axis, rank - 2, w_transposed=not trans_a)
+    return Contract("matmul", 1, 0, source, -1 if trans_b else -2, -2, w_transposed=not trans_a)
