@@ -55,9 +55,8 @@ def _run(node, values, inits, leaves) -> torch.Tensor:
     if op in ("MaxPool", "AveragePool"):
         pads = attrs.get("pads", [0, 0, 0, 0])
         x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
-        return F.avg_pool2d(
-            x, attrs["kernel_shape"], attrs.get("strides", 1), ceil_mode=bool(attrs.get("ceil_mode"))
-        )
+        ceil = bool(attrs.get("ceil_mode"))
+        return F.avg_pool2d(x, attrs["kernel_shape"], attrs.get("strides", 1), ceil_mode=ceil)
     if op == "GlobalAveragePool":
         return x.mean(dim=(2, 3), keepdim=True)
     if op in ("Sum", "Add"):

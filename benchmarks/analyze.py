@@ -104,14 +104,12 @@ def _measure_rss(kind: str, path: Path) -> None:
         floor(path)
     else:
         ours(path, kind)
-    print(status("VmHWM:") - base)  # noqa: T201
+    print(status("VmHWM:") - base)
 
 
 def authors_way(path: Path) -> tuple[float, int]:
     """Time and active-weight count of the paper's float64 linearized backprop, in torch."""
-    import torch  # noqa: PLC0415 - optional: only this comparison needs it
-
-    from _linearized import linearized_active  # noqa: PLC0415 - benchmarks/ is on sys.path
+    from _linearized import linearized_active  # needs torch; benchmarks/ is on sys.path
 
     model = onnx.load(path)
     start = time.perf_counter()
@@ -155,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _compare_authors(path: Path, repeat: int) -> bool:
     try:
-        import torch  # noqa: F401, PLC0415
+        import torch  # noqa: F401 - only checks that the optional extra is there
     except ImportError:
         print("resnet50 exact vs authors' way: skipped (torch not installed)")
         return True

@@ -35,6 +35,7 @@ class Mlp(nn.Module):
         self.fc1, self.fc2, self.fc3 = nn.Linear(64, 300), nn.Linear(300, 100), nn.Linear(100, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of flattened 8x8 images."""
         return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
 
 
@@ -55,6 +56,7 @@ class Cnn(nn.Module):
         self.head = nn.Linear(32, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of [N, 1, 8, 8] images."""
         x = self.stem(x)
         x = torch.relu(x + self.block(x))
         x = torch.relu(self.down(x))
