@@ -216,14 +216,20 @@ def _moved_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
     return (*shape[:axis], *shape[axis + 1 :], shape[axis])
 
 
+def _through_matmul(
+    m: np.ndarray, w: np.ndarray, src_axis: int, dst_axis: int, dst_shape: tuple[int, ...]
+) -> np.ndarray:
+    """Push a 0/1 map through a [src units, dst units] 0/1 matrix along the given axes."""
+    moved = np.moveaxis(m, src_axis, -1).reshape(-1, w.shape[0]).astype(np.float32)
+    out = (moved @ w) > 0
+    return np.moveaxis(out.reshape(_moved_shape(dst_shape, dst_axis)), -1, dst_axis)
+
+
 def _contract_forward(
     c: Contract, weight: np.ndarray, x: np.ndarray, out_shape: tuple[int, ...]
 ) -> np.ndarray:
     if c.kind == "matmul":
-        w = _matmul_parts(c, weight)
-        moved = np.moveaxis(x, c.x_axis, -1).reshape(-1, w.shape[0]).astype(np.float32)
-        y = (moved @ w) > 0
-        return np.moveaxis(y.reshape(_moved_shape(out_shape, c.y_axis)), -1, c.y_axis)
+        return _through_matmul(x, _matmul_parts(c, weight), c.x_axis, c.y_axis, out_shape)
     if c.kind == "conv":
         return _conv_forward(c, weight, x, out_shape)
     return _conv_transpose_forward(c, weight, x, out_shape)
@@ -233,10 +239,7 @@ def _contract_backward(
     c: Contract, weight: np.ndarray, b: np.ndarray, in_shape: tuple[int, ...]
 ) -> np.ndarray:
     if c.kind == "matmul":
-        w = _matmul_parts(c, weight)
-        moved = np.moveaxis(b, c.y_axis, -1).reshape(-1, w.shape[1]).astype(np.float32)
-        x = (moved @ w.T) > 0
-        return np.moveaxis(x.reshape(_moved_shape(in_shape, c.x_axis)), -1, c.x_axis)
+        return _through_matmul(b, _matmul_parts(c, weight).T, c.y_axis, c.x_axis, in_shape)
     if c.kind == "conv":
         return _conv_backward(c, weight, b, in_shape)
     return _conv_transpose_backward(c, weight, b, in_shape)
