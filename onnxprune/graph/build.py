@@ -15,7 +15,7 @@ import onnx
 from onnxprune.graph import rules  # noqa: F401  (registers every transfer rule)
 from onnxprune.graph._shapes import Shape, infer_shapes
 from onnxprune.graph.registry import NodeView, lookup, static
-from onnxprune.graph.transfers import Contract, Dense, NoSignal, Transfer
+from onnxprune.graph.transfers import Contract, Dense, Move, NoSignal, Transfer
 from onnxprune.model import ConstantResolver
 
 
@@ -128,6 +128,9 @@ def build_graph(
             opset,
         )
         transfers = _transfers(view)
+        for out, t in zip(node.output, transfers, strict=False):
+            if isinstance(t, Move) and static(shapes.get(out)) is None:
+                shapes[out] = t.ids.shape  # a rule solved what shape inference left open
         has_signal = any(names[i] in signal for i in acts)
         is_layer = isinstance(transfers[0], Contract)
         if isinstance(transfers[0], NoSignal) or not (has_signal or is_layer):

@@ -35,11 +35,31 @@ def _ids(node: NodeView, index: int) -> np.ndarray | None:
 
 @transfer_rule("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 def reshape(node: NodeView) -> Move | Dense:
-    """Same elements in the same order, in a new shape (taken from shape inference)."""
-    ids, out = _ids(node, 0), node.static_out()
-    if ids is None or out is None or ids.size != int(np.prod(out)):
+    """Same elements in the same order, in a new shape (taken from shape inference).
+
+    When inference leaves one dimension open (``[N, -1]`` targets computed from ``Shape``, as
+    exporters write a flatten), it is solved from the element count, the batch being 1.
+    """
+    ids = _ids(node, 0)
+    out = None if ids is None else _solve(node.out_shapes[0], ids.size)
+    if ids is None or out is None:
         return Dense(NEEDS_SHAPES)
     return Move(ids.reshape(out))
+
+
+def _solve(shape: tuple[int | None, ...] | None, size: int) -> tuple[int, ...] | None:
+    if shape is None:
+        return None
+    dims = [1 if (i == 0 and d is None) else d for i, d in enumerate(shape)]
+    unknown = [i for i, d in enumerate(dims) if d is None]
+    known = int(np.prod([d for d in dims if d is not None]))
+    if len(unknown) > 1 or known == 0 or (not unknown and known != size):
+        return None
+    if unknown:
+        if size % known:
+            return None
+        dims[unknown[0]] = size // known
+    return tuple(int(d) for d in dims)
 
 
 @transfer_rule("Transpose")
