@@ -284,6 +284,16 @@ class WeightSource:
             )
         return consumed
 
+    def to_consumed(self, stored: np.ndarray, consumed_shape: tuple[int, ...]) -> np.ndarray:
+        """Redo the layout changes: an array in the stored layout, in the consumed layout."""
+        afters, shape = [], tuple(consumed_shape)
+        for op, arg in reversed(self.steps):  # the shape after each step, walking back
+            afters.append(shape)
+            shape = tuple(shape[i] for i in np.argsort(arg)) if op == "transpose" else arg
+        for (op, arg), after in zip(self.steps, reversed(afters), strict=True):
+            stored = np.transpose(stored, arg) if op == "transpose" else stored.reshape(after)
+        return stored
+
 
 class ConstantResolver:
     """Computes constant tensors of a graph on demand, following exporter-made chains.

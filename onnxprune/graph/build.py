@@ -71,7 +71,11 @@ class Step:
 
 @dataclass(frozen=True)
 class ConnectivityGraph:
-    """The model as steps in topological order, its prunable layers, and tensor shapes."""
+    """The model as steps in topological order, its prunable layers, and tensor shapes.
+
+    ``dataclasses.replace(graph, overrides={name: stored_array})`` gives the same graph with other
+    weight values, without rebuilding it.
+    """
 
     steps: tuple[Step, ...]
     layers: tuple[Layer, ...]
@@ -80,9 +84,16 @@ class ConnectivityGraph:
     shapes: Mapping[str, Shape]
     fallbacks: tuple[Fallback, ...]
     constants: ConstantResolver = field(repr=False)
+    overrides: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def weight(self, layer: Layer) -> np.ndarray:
-        """The weight as the layer consumes it (materialized on demand, never cached)."""
+        """The weight as the layer consumes it (materialized on demand, never cached).
+
+        ``overrides`` (stored tensors keyed by stored name, e.g. masked weights while a pruner
+        searches) take the place of the model's own values.
+        """
+        if layer.name in self.overrides:
+            return layer.contract.source.to_consumed(self.overrides[layer.name], layer.shape)
         value = self.constants.value(layer.weight)
         if value is None:  # pragma: no cover - layers are only made for resolvable weights
             raise RuntimeError(f"weight {layer.weight!r} is no longer a constant")
