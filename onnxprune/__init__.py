@@ -13,6 +13,7 @@ from onnxprune.errors import (
     ShapeError,
 )
 from onnxprune.model import load_model, save_model
+from onnxprune.pruners.prune import PruneResult, prune
 from onnxprune.report import LayerSparsity, SparsityReport
 from onnxprune.sparsity import analyze
 
@@ -23,10 +24,12 @@ __all__ = [
     "LayerSparsity",
     "LimitExceededError",
     "OnnxpruneError",
+    "PruneResult",
     "ShapeError",
     "SparsityReport",
     "analyze",
     "load_model",
+    "prune",
     "save_model",
 ]
 __version__ = "0.1.0"

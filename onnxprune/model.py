@@ -135,6 +135,16 @@ def save_model(
 _DATA_NAME = re.compile(r"\.[0-9a-f]{12}\.data")
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_with_external_data(model: onnx.ModelProto, tmp: Path, data_file: Path) -> None:
     """Write every tensor to ``data_file`` (a new, unique name) and the graph to ``tmp``.
 

@@ -1,0 +1,86 @@
+"""ONNX Runtime sessions: on CUDA when it really starts, else on the CPU, with quiet logs.
+
+Shared by everything that runs a model (the activation score, validation). With the
+``onnxruntime-gpu`` wheel, ``CUDAExecutionProvider`` is listed as available even on machines
+without a usable GPU; ONNX Runtime then falls back to the CPU by itself. The provider that a
+session really runs on is read back from the session, never assumed from the request.
+"""
+
+from __future__ import annotations
+
+import os
+
+import onnxruntime as ort
+
+from onnxprune.errors import InvalidOptionError
+
+PROVIDERS = ("auto", "cuda", "cpu")
+"""Accepted values of ``provider``: ``auto`` takes CUDA when it starts, else the CPU."""
+
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+_QUIET = 3  # ONNX Runtime severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
+_SILENT = 4  # while trying CUDA: a machine without it logs a library-load error we expect
+
+
+def create_session(
+    model: bytes | str | os.PathLike, provider: str = "auto"
+) -> tuple[ort.InferenceSession, str]:
+    """An inference session for ``model`` and the execution provider it really runs on.
+
+    Args:
+        model: the serialized model, or the path of an ``.onnx`` file (needed for models with
+            external data).
+        provider: ``"auto"`` (CUDA if ONNX Runtime lists it and it starts, else the CPU),
+            ``"cuda"`` (CUDA or an error) or ``"cpu"``.
+
+    Returns:
+        ``(session, provider_name)``, e.g. ``(session, "CPUExecutionProvider")``.
+
+    Raises:
+        InvalidOptionError: ``provider`` is not one of ``PROVIDERS``, or ``"cuda"`` was asked
+            for and does not start.
+
+    Example:
+        >>> from onnx import helper, TensorProto
+        >>> x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+        >>> y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+        >>> g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+        >>> m = helper.make_model(g, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+        >>> session, name = create_session(m.SerializeToString(), provider="cpu")
+        >>> name
+        'CPUExecutionProvider'
+    """
+    if provider not in PROVIDERS:
+        raise InvalidOptionError(f"provider={provider!r} must be one of {', '.join(PROVIDERS)}")
+    ort.set_default_logger_severity(_QUIET)
+    source = os.fspath(model) if not isinstance(model, bytes) else model
+    if provider != "cpu" and _CUDA in ort.get_available_providers():
+        ort.set_default_logger_severity(_SILENT)
+        try:
+            session = _session(source, [_CUDA, _CPU], _SILENT)
+        except Exception as e:  # CUDA failing to start must not stop a CPU run (ORT's own types)
+            if provider == "cuda":
+                raise InvalidOptionError(f"provider='cuda' did not start: {_first_line(e)}") from e
+        else:
+            name = session.get_providers()[0]
+            if name == _CUDA or provider == "auto":
+                return session, name
+        finally:
+            ort.set_default_logger_severity(_QUIET)
+    if provider == "cuda":
+        raise InvalidOptionError("provider='cuda' is not available; use 'auto' or 'cpu'")
+    return _session(source, [_CPU]), _CPU
+
+
+def _session(
+    model: bytes | str, providers: list[str], severity: int = _QUIET
+) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = severity
+    return ort.InferenceSession(model, options, providers=providers)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

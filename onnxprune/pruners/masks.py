@@ -1,0 +1,127 @@
+"""Masks: from scores and per-layer counts, applied to a model, saved as ``.npz``.
+
+A mask is a boolean array shaped like the stored weight tensor (``True`` = keep), keyed by that
+tensor's name, as ``torch.nn.utils.prune`` keeps ``weight_mask`` beside ``weight``. Masks compose:
+a weight that is zero, or masked already, stays pruned.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxprune.errors import InvalidOptionError
+from onnxprune.model import ConstantResolver, WeightSource
+
+
+def masks_from_counts(
+    scores: Mapping[str, np.ndarray], counts: Mapping[str, int]
+) -> dict[str, np.ndarray]:
+    """Per layer, remove the ``counts[name]`` lowest-scored weights (ties: lower index first).
+
+    Scores of weights that are already pruned must be ``-inf`` so they go first; a layer never
+    gets back a weight it had lost. Linear time: a partition finds each layer's threshold.
+    """
+    return {name: _keep_top(s, int(counts.get(name, 0))) for name, s in scores.items()}
+
+
+def _keep_top(scores: np.ndarray, k: int) -> np.ndarray:
+    flat = scores.reshape(-1)
+    keep = flat != -np.inf  # already pruned: never comes back
+    if k > 0:
+        threshold = np.partition(flat, k - 1)[k - 1]
+        keep &= flat > threshold
+        ties = np.flatnonzero(flat == threshold)
+        below = int(np.count_nonzero(flat < threshold))
+        keep[ties[k - below :]] = threshold != -np.inf  # the first ties by index go
+    return keep.reshape(scores.shape)
+
+
+def apply_masks(
+    model: onnx.ModelProto, masks: Mapping[str, np.ndarray], sources: Mapping[str, WeightSource]
+) -> onnx.ModelProto:
+    """A copy of ``model`` whose masked weights are zero; names, dtypes, IR and opsets are kept.
+
+    Args:
+        model: the model (not modified).
+        masks: stored-layout masks keyed by stored tensor name.
+        sources: where each masked tensor is stored (initializer, Constant, ConstantOfShape).
+
+    Raises:
+        InvalidOptionError: a mask names no prunable weight or has the wrong shape.
+    """
+    pruned = onnx.ModelProto()
+    pruned.CopyFrom(model)
+    graph = pruned.graph
+    initializers = {t.name: t for t in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    for name, mask in masks.items():
+        source = sources.get(name)
+        if source is None:
+            raise InvalidOptionError(f"mask {name!r} names no prunable weight of the model")
+        if source.kind == "initializer":
+            tensor = initializers[name]
+        else:
+            tensor = _constant_tensor(producers[name], model)
+        value = numpy_helper.to_array(tensor)
+        if value.shape != mask.shape:
+            raise InvalidOptionError(
+                f"mask {name!r} has shape {mask.shape}, the weight has {value.shape}"
+            )
+        if mask.all():
+            continue  # nothing to remove: leave the tensor bit-identical
+        masked = numpy_helper.from_array(np.where(mask, value, np.zeros((), value.dtype)), name)
+        if source.kind == "initializer":
+            tensor.CopyFrom(masked)
+        else:
+            node = producers[name]
+            node.op_type = "Constant"
+            del node.input[:]
+            del node.attribute[:]
+            node.attribute.append(helper.make_attribute("value", masked))
+    return pruned
+
+
+def _constant_tensor(node: onnx.NodeProto, model: onnx.ModelProto) -> onnx.TensorProto:
+    """The full tensor a Constant or ConstantOfShape node produces."""
+    value = ConstantResolver(model.graph).value(node.output[0])
+    return numpy_helper.from_array(value, node.output[0])
+
+
+def save_masks(masks: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
+    """Write masks to an ``.npz`` (arrays keyed by weight name, dtype bool), atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp.npz")
+    try:
+        with tmp.open("wb") as f:
+            np.savez_compressed(f, **{k: np.asarray(v, bool) for k, v in masks.items()})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_masks(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read masks written by ``save_masks`` (or any ``.npz`` of arrays keyed by weight name).
+
+    Raises:
+        InvalidOptionError: the file is missing or not an ``.npz`` of arrays.
+    """
+    return {k: v.astype(bool) for k, v in load_npz(path, "masks").items()}
+
+
+def load_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file, with a one-line error naming ``what`` it was for."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidOptionError(f"{what} file not found: {path.name}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as e:
+        raise InvalidOptionError(f"{what} file {path.name} is not a readable .npz: {e}") from e

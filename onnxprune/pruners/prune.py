@@ -1,0 +1,318 @@
+"""``prune``: scores + allocation + target -> masks -> pruned model and its sparsity report.
+
+The one public entry of the pruners; the CLI and the server call it and nothing below it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnxprune.errors import InvalidOptionError
+from onnxprune.graph.build import ConnectivityGraph, Layer, build_graph
+from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model
+from onnxprune.pruners.allocations.minimum_threshold import minimum_threshold
+from onnxprune.pruners.masks import apply_masks, load_masks, load_npz, masks_from_counts
+from onnxprune.pruners.nm import nm_masks, parse_nm
+from onnxprune.pruners.registry import ScoreContext, get_allocation, get_score
+from onnxprune.pruners.targets import bisect_effective
+from onnxprune.report import SparsityReport
+from onnxprune.sparsity import LEVELS, sparsity_report
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What ``prune`` gives back.
+
+    Attributes:
+        model: the pruned model (a new proto; the input is not modified).
+        masks: boolean masks in the stored layout of each weight, keyed by its name
+            (``True`` = kept), for every prunable weight that was considered.
+        report: direct and effective sparsity of the pruned model.
+        warnings: one line each: layer collapse, skipped layers, unreachable targets.
+        analyses: connectivity analyses run to reach an effective target (0 for direct).
+    """
+
+    model: onnx.ModelProto
+    masks: dict[str, np.ndarray]
+    report: SparsityReport
+    warnings: tuple[str, ...] = ()
+    analyses: int = 0
+
+
+def prune(
+    model: ModelSource,
+    *,
+    sparsity: float | None = None,
+    score: str = "magnitude",
+    allocation: str = "global",
+    effective: bool = False,
+    min_threshold: float | None = None,
+    nm: str | tuple[int, int] | None = None,
+    scores: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
+    masks: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
+    layers: str | None = None,
+    exclude: str | None = None,
+    seed: int = 0,
+    calibration: Mapping[str, np.ndarray] | None = None,
+    rounds: int = 100,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    level: str = "channel",
+    skip_indivisible: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> PruneResult:
+    """Prune ``model`` and report the result.
+
+    Args:
+        model: a path, serialized bytes or an ``onnx.ModelProto``.
+        sparsity: target in [0, 1): direct sparsity of all prunable weights, or effective
+            sparsity with ``effective=True``.
+        score: a registered score (``onnxprune methods``); ignored when ``scores`` is given.
+        allocation: a registered allocation (``global``, ``uniform``, ``uniform+``, ``erk``,
+            ``igq``).
+        effective: reach ``sparsity`` as *effective* sparsity, by bisection.
+        min_threshold: Gupta et al.'s minimum threshold: every layer keeps at least this
+            fraction of all prunable weights (layers with fewer stay dense).
+        nm: N:M semi-structured sparsity along the input dimension, e.g. ``"2:4"``.
+        scores: external importance scores, an ``.npz`` path or a mapping keyed by weight name.
+        masks: masks to apply (and to compose with), an ``.npz`` path or a mapping.
+        layers: regular expression; only weights whose name matches are pruned.
+        exclude: regular expression; weights whose name matches are not pruned.
+        seed: seed of random scores.
+        calibration: arrays keyed by graph input name, for the ``activation`` score.
+        rounds: SynFlow's number of rounds.
+        input_shapes: fixed shapes for inputs with symbolic dimensions.
+        level: reachability level of the report and of effective targets.
+        skip_indivisible: with ``nm``, leave layers whose input size is not a multiple of M
+            dense instead of failing.
+        max_bytes: largest model accepted.
+
+    Returns:
+        A ``PruneResult`` with the pruned model, the masks and the report.
+
+    Raises:
+        InvalidOptionError: a bad target, method, regular expression, scores or masks.
+        InvalidModelError: the model cannot be read safely.
+    """
+    plan = _Plan.make(model, input_shapes, layers, exclude, level, max_bytes)
+    kept = plan.kept(load_masks(masks) if isinstance(masks, (str, os.PathLike)) else masks)
+    if nm is not None:
+        if sparsity is not None:
+            raise InvalidOptionError("give either --sparsity or --nm, not both")
+        n, m = parse_nm(nm) if isinstance(nm, str) else nm
+        contracts = {name: plan.layers[name].contract for name in plan.selected}
+        ctx = ScoreContext(plan.graph, plan.model, seed=seed, calibration=calibration, masks=kept)
+        chosen = _scores(plan, score, scores, ctx)
+        pattern = nm_masks(chosen, contracts, n, m, skip_indivisible=skip_indivisible)
+        return plan.finish({k: kept[k] & pattern[k] for k in kept}, (), 0)
+    if sparsity is None:
+        if masks is None:
+            raise InvalidOptionError("nothing to do: give --sparsity, --nm or --masks-in")
+        return plan.finish(kept, (), 0)
+    _check_fraction("sparsity", sparsity)
+    ctx = ScoreContext(
+        plan.graph,
+        plan.model,
+        target=sparsity,
+        seed=seed,
+        calibration=calibration,
+        rounds=rounds,
+        masks=kept,
+    )
+    chosen = _scores(plan, score, scores, ctx)
+    chosen = {k: np.where(kept[k], v, -np.inf) for k, v in chosen.items()}
+    alloc = get_allocation(allocation).fn
+    shapes = {name: plan.layers[name].shape for name in plan.selected}
+    total = sum(math.prod(s) for s in shapes.values())
+    if min_threshold is not None:
+        _check_fraction("min_threshold", min_threshold)
+    # ``minimum_threshold``'s sigma is a fraction of all prunable weights; ours are the selected.
+    sigma = None if min_threshold is None else min_threshold * plan.total / max(total, 1)
+
+    def masks_for(k: int) -> dict[str, np.ndarray]:
+        counts = alloc(shapes, k / total, chosen) if total else {}
+        if sigma is not None:
+            counts = minimum_threshold(counts, shapes, sigma)
+        return masks_from_counts(chosen, counts)
+
+    forced = sum(int((~m).sum()) for m in kept.values())
+    if not effective:
+        k = round(sparsity * plan.total) - plan.zeros_outside
+        if k > total:
+            raise InvalidOptionError(
+                f"sparsity={sparsity} needs {k} of the {total} selected weights removed"
+            )
+        return plan.finish(masks_for(max(k, 0)), (), 0)
+    # Removing every weight cuts every path; the search stops one short of it, which keeps
+    # allocation targets inside [0, 1).
+    top = max(total - 1, 0)
+    search = bisect_effective(
+        lambda k: plan.effective(masks_for(k)), min(forced, top), top, sparsity
+    )
+    notes = ()
+    if search.effective_sparsity > sparsity:
+        notes = (
+            f"effective sparsity is already {search.effective_sparsity:.4f} before pruning, "
+            f"above the target {sparsity}",
+        )
+    return plan.finish(masks_for(search.removed), notes, search.analyses)
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0.0 <= value < 1.0 or not math.isfinite(value):
+        raise InvalidOptionError(f"{name}={value} must be in [0, 1)")
+
+
+def _scores(
+    plan: _Plan,
+    score: str,
+    external: str | os.PathLike | Mapping[str, np.ndarray] | None,
+    ctx: ScoreContext,
+) -> dict[str, np.ndarray]:
+    """Scores of the selected weights in the consumed layout, from the registry or a file."""
+    weights = {name: plan.weight(name) for name in plan.selected}
+    if external is None:
+        return get_score(score).fn(weights, ctx)
+    given = load_npz(external, "scores") if isinstance(external, (str, os.PathLike)) else external
+    missing = sorted(set(weights) - set(given))
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise InvalidOptionError(f"scores lack {len(missing)} weight(s): {shown}")
+    out = {}
+    for name in weights:
+        layer = plan.layers[name]
+        stored = np.asarray(given[name], dtype=np.float64)
+        expected = _stored_shape(plan, name)
+        if stored.shape != expected:
+            raise InvalidOptionError(
+                f"scores for {name!r} have shape {stored.shape}, the weight has {expected}"
+            )
+        out[name] = layer.contract.source.to_consumed(stored, layer.shape)
+    return out
+
+
+def _stored_shape(plan: _Plan, name: str) -> tuple[int, ...]:
+    layer = plan.layers[name]
+    return layer.contract.source.to_stored(np.empty(layer.shape, bool)).shape
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The model, its graph, and which prunable weights this run may touch."""
+
+    model: onnx.ModelProto
+    graph: ConnectivityGraph
+    layers: dict[str, Layer]  # first use of each stored weight, in graph order
+    selected: tuple[str, ...]
+    skipped: tuple[str, ...]  # warnings about layers left alone
+    level: str
+    total: int  # all prunable weights
+    zeros_outside: int  # zeros of the weights not selected
+
+    @staticmethod
+    def make(
+        source: ModelSource,
+        input_shapes: Mapping[str, Sequence[int]] | None,
+        layers: str | None,
+        exclude: str | None,
+        level: str,
+        max_bytes: int,
+    ) -> _Plan:
+        if level not in LEVELS:
+            raise InvalidOptionError(f"level={level!r} must be one of {sorted(LEVELS)}")
+        model = load_model(source, max_bytes=max_bytes)
+        graph = build_graph(model, input_shapes)
+        first: dict[str, Layer] = {}
+        for layer in graph.layers:
+            first.setdefault(layer.name, layer)
+        include_re, exclude_re = _regex("--layers", layers), _regex("--exclude", exclude)
+        selected, skipped = [], []
+        for name, layer in first.items():
+            if (include_re and not include_re.search(name)) or (
+                exclude_re and exclude_re.search(name)
+            ):
+                continue
+            if layer.contract.source.dequantized:
+                skipped.append(f"{name}: quantized (DequantizeLinear) weights are not pruned")
+                continue
+            selected.append(name)
+        if (layers or exclude) and not selected:
+            raise InvalidOptionError("--layers/--exclude leave no prunable weight to prune")
+        zeros_outside = sum(
+            int((graph.weight(layer) == 0).sum())
+            for name, layer in first.items()
+            if name not in selected
+        )
+        total = sum(math.prod(layer.shape) for layer in first.values())
+        return _Plan(
+            model, graph, first, tuple(selected), tuple(skipped), level, total, zeros_outside
+        )
+
+    def weight(self, name: str) -> np.ndarray:
+        return self.graph.weight(self.layers[name])
+
+    def kept(self, given: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+        """Per selected weight: nonzero and not masked by ``given`` (consumed layout)."""
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(self.layers))
+        if unknown:
+            raise InvalidOptionError(f"masks name no prunable weight: {', '.join(unknown[:5])}")
+        kept = {}
+        for name in self.selected:
+            keep = self.weight(name) != 0
+            if name in given:
+                layer = self.layers[name]
+                mask = np.asarray(given[name], bool)
+                if mask.shape != _stored_shape(self, name):
+                    raise InvalidOptionError(
+                        f"mask {name!r} has shape {mask.shape}, the weight has "
+                        f"{_stored_shape(self, name)}"
+                    )
+                keep &= layer.contract.source.to_consumed(mask, layer.shape)
+            kept[name] = keep
+        return kept
+
+    def stored(self, masks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: self.layers[k].contract.source.to_stored(v) for k, v in masks.items()}
+
+    def masked_graph(self, masks: Mapping[str, np.ndarray]) -> ConnectivityGraph:
+        overrides = {
+            name: self.layers[name].contract.source.to_stored(np.where(m, self.weight(name), 0))
+            for name, m in masks.items()
+        }
+        return dataclasses.replace(self.graph, overrides=overrides)
+
+    def effective(self, masks: Mapping[str, np.ndarray]) -> float:
+        return sparsity_report(self.masked_graph(masks), level=self.level).effective_sparsity
+
+    def finish(
+        self, masks: dict[str, np.ndarray], notes: tuple[str, ...], analyses: int
+    ) -> PruneResult:
+        stored = self.stored(masks)
+        sources = {name: self.layers[name].contract.source for name in stored}
+        pruned = apply_masks(self.model, stored, sources)
+        report = sparsity_report(self.masked_graph(masks), level=self.level)
+        collapsed = [
+            f"{name}: pruned to 100% (layer collapse; every path through it is cut); "
+            "try --min-threshold"
+            for name, m in masks.items()
+            if m.size and not m.any()
+        ]
+        warnings = (*self.skipped, *collapsed, *notes)
+        return PruneResult(pruned, stored, report, warnings, analyses)
+
+
+def _regex(flag: str, pattern: str | None) -> re.Pattern | None:
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise InvalidOptionError(f"{flag} {pattern!r} is not a regular expression: {e}") from e

@@ -1,0 +1,117 @@
+"""The two pruner registries, scores and allocations, each a dict filled by a decorator.
+
+Entries register with ``@score("lamp", "summary")`` and ``@allocation("igq", "summary")``;
+importing ``onnxprune.pruners`` imports every entry's module.
+
+A **score** maps weights to importance (higher = keep):
+``fn(weights, ctx) -> {name: scores}``, ``weights`` keyed by layer name (the stored tensor a
+pruner rewrites), arrays in the layout the layer consumes (conv ``[O, C/G, *k]``, matmul as the
+node reads it).
+
+An **allocation** decides how many weights each layer loses:
+``fn(shapes, target, scores) -> {name: count}``, with counts that add up to
+``round(target * total)`` (the overall direct sparsity is hit to within one weight). Most
+allocations only look at the shapes; ``global`` looks at the scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from onnxprune.errors import InvalidOptionError
+from onnxprune.graph.build import ConnectivityGraph
+
+
+@dataclass(frozen=True)
+class ScoreContext:
+    """What a score may need beyond the weights.
+
+    Attributes:
+        graph: the model's connectivity graph (SynFlow runs the linearized network over it).
+        model: the model itself (the activation score runs it in ONNX Runtime).
+        target: the overall sparsity being pruned to (SynFlow's schedule ends there).
+        seed: seed of every random choice.
+        calibration: arrays keyed by graph input name (the activation score needs them).
+        rounds: SynFlow's number of pruning rounds.
+        masks: masks already in force (``False`` = pruned), keyed like the weights.
+    """
+
+    graph: ConnectivityGraph
+    model: onnx.ModelProto
+    target: float = 0.0
+    seed: int = 0
+    calibration: Mapping[str, np.ndarray] | None = None
+    rounds: int = 100
+    masks: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+ScoreFn = Callable[[Mapping[str, np.ndarray], ScoreContext], dict[str, np.ndarray]]
+AllocationFn = Callable[
+    [Mapping[str, tuple[int, ...]], float, Mapping[str, np.ndarray]], dict[str, int]
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """A registered score or allocation: the function and a one-line summary for ``methods``."""
+
+    name: str
+    fn: Callable
+    summary: str
+
+
+SCORES: dict[str, Method] = {}
+ALLOCATIONS: dict[str, Method] = {}
+
+ALIASES = {"uniform+": "uniform_plus", "global_magnitude": "global"}
+"""CLI spellings that differ from the names used in the code and the papers."""
+
+
+def score(name: str, summary: str) -> Callable[[ScoreFn], ScoreFn]:
+    """Register a score function under ``name``."""
+    return _register(SCORES, name, summary)
+
+
+def allocation(name: str, summary: str) -> Callable[[AllocationFn], AllocationFn]:
+    """Register an allocation function under ``name``."""
+    return _register(ALLOCATIONS, name, summary)
+
+
+def _register(table: dict[str, Method], name: str, summary: str) -> Callable:
+    def register(fn: Callable) -> Callable:
+        if name in table:
+            raise ValueError(f"{name!r} registered twice")
+        table[name] = Method(name, fn, summary)
+        return fn
+
+    return register
+
+
+def get_score(name: str) -> Method:
+    """The score registered as ``name``.
+
+    Raises:
+        InvalidOptionError: no such score; the message lists the registered ones.
+    """
+    return _get(SCORES, "score", name)
+
+
+def get_allocation(name: str) -> Method:
+    """The allocation registered as ``name`` (CLI spellings such as ``uniform+`` accepted).
+
+    Raises:
+        InvalidOptionError: no such allocation; the message lists the registered ones.
+    """
+    return _get(ALLOCATIONS, "allocation", ALIASES.get(name, name))
+
+
+def _get(table: dict[str, Method], kind: str, name: str) -> Method:
+    if name not in table:
+        raise InvalidOptionError(
+            f"unknown {kind} {name!r}; choose one of {', '.join(sorted(table))}"
+        )
+    return table[name]

@@ -1,0 +1,61 @@
+"""Pruning to a target *effective* sparsity.
+
+The bisection of Vysogorets & Kempe's "low-cost extension" (arXiv 2107.02306, section 5).
+
+The number of removed weights ``k`` (in score order, per the allocation) is bisected; each step
+runs one connectivity analysis. Effective sparsity grows with ``k`` because masks are nested (a
+fixed ranking, and a fixed seed for random scores), so the largest ``k`` whose effective sparsity
+is at most the target is found in about ``log2(total)`` analyses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Bisection:
+    """Outcome of the search.
+
+    Attributes:
+        removed: the largest number of weights removed whose effective sparsity <= target.
+        effective_sparsity: the effective sparsity at ``removed``.
+        analyses: how many connectivity analyses the search ran.
+    """
+
+    removed: int
+    effective_sparsity: float
+    analyses: int
+
+
+def bisect_effective(
+    effective_at: Callable[[int], float], low: int, high: int, target: float
+) -> Bisection:
+    """Largest ``k`` in ``[low, high]`` with ``effective_at(k) <= target``.
+
+    Args:
+        effective_at: effective sparsity after removing ``k`` weights (non-decreasing in ``k``).
+        low: removals that are forced anyway (weights already zero); returned when even they
+            exceed the target.
+        high: the most weights that may be removed.
+        target: the effective sparsity not to exceed.
+    """
+    analyses = 1
+    best = effective_at(low)
+    if best > target:
+        return Bisection(low, best, analyses)
+    top = effective_at(high)
+    analyses += 1
+    if top <= target:
+        return Bisection(high, top, analyses)
+    ok, bad = low, high  # invariant: effective_at(ok) <= target < effective_at(bad)
+    while bad - ok > 1:
+        mid = (ok + bad) // 2
+        value = effective_at(mid)
+        analyses += 1
+        if value <= target:
+            ok, best = mid, value
+        else:
+            bad = mid
+    return Bisection(ok, best, analyses)
