@@ -1,0 +1,101 @@
+"""Benchmark the prune step against torch.nn.utils.prune, and the effective-target search.
+
+On ResNet-50-sized random weights (the light ResNet-50 of the onnx package, weights replaced by
+random initializers), in the same run:
+
+- onnxprune's prune step for 90% global magnitude pruning (magnitude scores, the global
+  allocation, the masks) vs ``torch.nn.utils.prune.global_unstructured(..., L1Unstructured)`` on
+  the same tensors; prints both and the ratio (target <= 0.2);
+- the whole ``prune()`` call (load, graph, step, applying masks, report) for reference;
+- a 99% *effective* sparsity target: time and number of connectivity analyses of the bisection.
+
+    .venv/bin/python benchmarks/prune.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from _models import LIGHT, random_weights  # benchmarks/ is on sys.path
+from onnx import numpy_helper
+
+import onnxprune
+from onnxprune.pruners.masks import masks_from_counts
+from onnxprune.pruners.registry import ScoreContext, get_allocation, get_score
+
+BAR = 0.2
+
+
+def prune_step(weights: dict[str, np.ndarray], target: float) -> dict[str, np.ndarray]:
+    """Scores, allocation and masks: what a pruner does once the weights are in memory."""
+    scores = get_score("magnitude").fn(weights, ScoreContext(graph=None, model=None))
+    shapes = {name: w.shape for name, w in weights.items()}
+    counts = get_allocation("global").fn(shapes, target, scores)
+    return masks_from_counts(scores, counts)
+
+
+def torch_step(weights: dict[str, np.ndarray], target: float) -> None:
+    """The same with torch.nn.utils.prune (module parameters built from the same tensors)."""
+    import torch
+    from torch.nn.utils import prune
+
+    holders = []
+    for w in weights.values():
+        module = torch.nn.Module()
+        module.weight = torch.nn.Parameter(torch.from_numpy(w.copy()))
+        holders.append((module, "weight"))
+    prune.global_unstructured(holders, pruning_method=prune.L1Unstructured, amount=target)
+
+
+def best(fn, *args, repeat: int) -> float:
+    """Best wall time of ``repeat`` calls."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; exit status 1 when the ratio is above the bar."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "resnet50.onnx"
+        random_weights(LIGHT / "light_resnet50.onnx", path, sparsity=0.0)
+        model = onnx.load(path)
+        kernels = {n.input[1] for n in model.graph.node if n.op_type in ("Conv", "Gemm")}
+        weights = {
+            t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in kernels
+        }
+        n = sum(w.size for w in weights.values())
+        ours = best(prune_step, weights, 0.9, repeat=args.repeat)
+        theirs = best(torch_step, weights, 0.9, repeat=args.repeat)
+        whole = best(lambda: onnxprune.prune(model, sparsity=0.9), repeat=args.repeat)
+        ok = ours / theirs <= BAR
+        print(
+            f"90% global magnitude, {n:,} weights: prune step {ours:.3f} s, torch "
+            f"global_unstructured {theirs:.3f} s, ratio {ours / theirs:.3f} (target <= {BAR})"
+            f"{'' if ok else '  MISSED'}"
+        )
+        print(f"whole prune() call (load, graph, step, apply, report): {whole:.3f} s")
+        start = time.perf_counter()
+        result = onnxprune.prune(model, sparsity=0.99, effective=True)
+        took = time.perf_counter() - start
+        print(
+            f"99% effective target: {took:.2f} s, {result.analyses} analyses, reached effective "
+            f"{result.report.effective_sparsity:.5f} at direct {result.report.direct_sparsity:.5f}"
+        )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
