@@ -34,6 +34,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/analyze.py
+	$(BIN)/python benchmarks/prune.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
