@@ -6,15 +6,19 @@ active weights (it under-reports effective sparsity) and must equal it on MLPs.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from onnxprune import analyze
 from tests.reference import (
+    AUTO_PADS,
     Conv,
+    ConvTranspose,
     Dense,
     Flatten,
     GlobalPool,
@@ -25,6 +29,8 @@ from tests.reference import (
     forward,
     gradients,
     linear_weights,
+    ort_off_spec,
+    output_shape,
     reference_activity,
     to_onnx,
 )
@@ -104,60 +110,164 @@ def _fit(size: int, kernel: int, dilation: int, pads: int) -> tuple[int, int]:
     return kernel, dilation
 
 
+def _divisors(c: int) -> list[int]:
+    return [g for g in range(1, c + 1) if c % g == 0]
+
+
 @st.composite
-def conv(draw, name: str, shape: tuple[int, int, int], same: bool = False) -> Conv:
-    """A Conv on a [C, H, W] map; ``same`` keeps the shape (stride 1, centred odd kernel)."""
-    c, h, w = shape
-    group = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0]))
+def conv(draw, name: str, shape: tuple[int, ...], same: bool = False) -> Conv:
+    """A Conv on a [C, *spatial] map; ``same`` keeps the shape (stride 1).
+
+    The shape-keeping conv is either centred (odd kernel, symmetric pads) or SAME_UPPER /
+    SAME_LOWER with any kernel, even ones included (the odd pad then goes to one side).
+    """
+    c, spatial = shape[0], shape[1:]
+    n = len(spatial)
+    group = draw(st.sampled_from(_divisors(c)))
     out = c if same else group * draw(st.integers(1, max(1, 6 // group)))
-    dil = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    dil = tuple(draw(st.integers(1, 2)) for _ in range(n))
+    auto_pad = "NOTSET"
     if same:
-        kernel = (draw(st.sampled_from([1, 3])), draw(st.sampled_from([1, 3])))
-        strides = (1, 1)
-        half = [d * (k - 1) // 2 for k, d in zip(kernel, dil, strict=True)]
-        pads = (half[0], half[1], half[0], half[1])
+        strides = (1,) * n
+        if draw(st.booleans()):
+            auto_pad = draw(st.sampled_from(["SAME_UPPER", "SAME_LOWER"]))
+            kernel = tuple(draw(st.integers(1, 3)) for _ in range(n))
+            pads = None
+        else:
+            kernel = tuple(draw(st.sampled_from([1, 3])) for _ in range(n))
+            half = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dil, strict=True))
+            pads = half + half
     else:
-        kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-        strides = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-        pads = tuple(draw(st.integers(0, 2)) for _ in range(4))
-        kh, dh = _fit(h, kernel[0], dil[0], pads[0] + pads[2])
-        kw, dw = _fit(w, kernel[1], dil[1], pads[1] + pads[3])
-        kernel, dil = (kh, kw), (dh, dw)
+        auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "NOTSET", *AUTO_PADS[1:]]))
+        kernel = tuple(draw(st.integers(1, 3)) for _ in range(n))
+        strides = tuple(draw(st.integers(1, 2)) for _ in range(n))
+        pads = tuple(draw(st.integers(0, 2)) for _ in range(2 * n))
+        if auto_pad != "NOTSET":
+            pads = None
+        if auto_pad in ("NOTSET", "VALID"):
+            padded = [0] * n if pads is None else [pads[a] + pads[n + a] for a in range(n)]
+            fits = [_fit(*args) for args in zip(spatial, kernel, dil, padded, strict=True)]
+            kernel, dil = tuple(k for k, _ in fits), tuple(d for _, d in fits)
     weight = draw(weights((out, c // group, *kernel)))
-    return Conv(name, weight, strides, pads, dil, group, draw(st.booleans()))
+    return Conv(name, weight, strides, pads, dil, group, draw(st.booleans()), auto_pad)
 
 
 @st.composite
-def pool(draw, shape: tuple[int, int, int]) -> Pool:
-    _, h, w = shape
-    kernel = (draw(st.integers(1, min(3, h))), draw(st.integers(1, min(3, w))))
-    strides = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    pads = (
-        draw(st.integers(0, kernel[0] - 1)),
-        draw(st.integers(0, kernel[1] - 1)),
-        draw(st.integers(0, kernel[0] - 1)),
-        draw(st.integers(0, kernel[1] - 1)),
+def conv_transpose(draw, name: str, shape: tuple[int, ...]) -> ConvTranspose:
+    """A ConvTranspose on a [C, *spatial] map: explicit pads, output_shape, SAME_* or VALID.
+
+    Strides 1-3, dilations 1-2, output_padding below the stride. Left out: an output_shape
+    smaller than the input, and SAME_* with output_padding, where onnx's shape inference
+    disagrees with ONNX Runtime (tests/graph/test_rules_conv_geometry.py has both).
+    """
+    c, spatial = shape[0], shape[1:]
+    n = len(spatial)
+    group = draw(st.sampled_from(_divisors(c)))
+    out_ch = group * draw(st.integers(1, max(1, 6 // group)))
+    kernel = tuple(draw(st.integers(1, 3)) for _ in range(n))
+    strides = tuple(draw(st.integers(1, 3)) for _ in range(n))
+    dil = tuple(draw(st.integers(1, 2)) for _ in range(n))
+    mode = draw(st.sampled_from(["pads", "pads", "output_shape", "same", "valid"]))
+    extra = tuple(draw(st.integers(0, s - 1)) for s in strides)
+    full = [
+        s * (m - 1) + e + (k - 1) * d + 1
+        for m, e, k, s, d in zip(spatial, extra, kernel, strides, dil, strict=True)
+    ]
+    pads, auto_pad, out_shape = None, "NOTSET", None
+    if mode == "pads":
+        begins = [min(draw(st.integers(0, 2)), f - 1) for f in full]
+        ends = [min(draw(st.integers(0, 2)), f - 1 - b) for f, b in zip(full, begins, strict=True)]
+        pads = (*begins, *ends)
+    elif mode == "output_shape":
+        auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER"]))
+        # From the input size (onnx infers a wrong rank below it) to what ONNX Runtime accepts.
+        out_shape = tuple(
+            draw(st.integers(m, f + s - 1 - e))
+            for m, f, s, e in zip(spatial, full, strides, extra, strict=True)
+        )
+    elif mode == "same":
+        auto_pad = draw(st.sampled_from(["SAME_UPPER", "SAME_LOWER"]))
+        extra = (0,) * n
+    else:
+        auto_pad = "VALID"
+    if not any(extra) and draw(st.booleans()):
+        extra = None
+    weight = draw(weights((c, out_ch // group, *kernel)))
+    bias = draw(st.booleans())
+    return ConvTranspose(name, weight, strides, pads, dil, group, bias, auto_pad, extra, out_shape)
+
+
+def _last_window_in_end_pad(size: int, k: int, s: int, d: int, begin: int, end: int) -> bool:
+    """In ceil mode, whether the last window would start in the end padding.
+
+    ONNX Runtime drops that window; onnx's opset-17 shape inference keeps it.
+    """
+    span = size + begin + end - ((k - 1) * d + 1)
+    return (-(-span // s)) * s >= size + begin
+
+
+@st.composite
+def pool(draw, shape: tuple[int, ...], keep_dropped_window: bool = False) -> Pool:
+    """MaxPool / AveragePool: pads below the kernel, MaxPool dilations, ceil_mode or auto_pad."""
+    spatial = shape[1:]
+    n = len(spatial)
+    kind = draw(st.sampled_from(["max", "avg"]))
+    kernel = [draw(st.integers(1, 3)) for _ in range(n)]
+    strides = tuple(draw(st.integers(1, 3)) for _ in range(n))
+    dil = [draw(st.integers(1, 2)) if kind == "max" else 1 for _ in range(n)]
+    auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "NOTSET", *AUTO_PADS[1:]]))
+    begins = [draw(st.integers(0, k - 1)) for k in kernel]
+    ends = [draw(st.integers(0, k - 1)) for k in kernel]
+    if auto_pad != "NOTSET":
+        begins = ends = [0] * n
+    if auto_pad in ("NOTSET", "VALID"):
+        for a in range(n):
+            kernel[a], dil[a] = _fit(spatial[a], kernel[a], dil[a], begins[a] + ends[a])
+            begins[a], ends[a] = min(begins[a], kernel[a] - 1), min(ends[a], kernel[a] - 1)
+            kernel[a], dil[a] = _fit(spatial[a], kernel[a], dil[a], begins[a] + ends[a])
+    ceil_mode = auto_pad == "NOTSET" and draw(st.booleans())
+    if ceil_mode and not keep_dropped_window:  # trim end pads, else give up ceil_mode
+        for a in range(n):
+            geometry = (spatial[a], kernel[a], strides[a], dil[a], begins[a])
+            while ends[a] and _last_window_in_end_pad(*geometry, ends[a]):
+                ends[a] -= 1
+        geometry = zip(spatial, kernel, strides, dil, begins, ends, strict=True)
+        ceil_mode = not any(_last_window_in_end_pad(*args) for args in geometry)
+    return Pool(
+        tuple(kernel),
+        strides,
+        None if auto_pad != "NOTSET" else (*begins, *ends),
+        kind,
+        tuple(dil) if (kind == "max" and draw(st.booleans())) or max(dil) > 1 else None,
+        ceil_mode,
+        auto_pad,
     )
-    return Pool(kernel, strides, pads, draw(st.sampled_from(["max", "avg"])))
 
 
 def _shape_after(layers: list, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """[C, H, W] (or [F]) after ``layers``, read off the reference's forward pass."""
-    return tuple(forward(Net((1, *shape), tuple(layers))).shape[1:])
+    """[C, *spatial] (or [F]) after ``layers``, from the reference's forward pass."""
+    return output_shape(layers, (1, *shape))[1:]
 
 
 @st.composite
 def cnns(draw) -> Net:
-    """A conv first, then up to 3 of conv / pool / relu / residual conv, then maybe a dense head."""
+    """1-D, 2-D or 3-D: a conv or transposed conv first, then up to 3 of conv / transposed conv /
+    pool / relu / residual conv, then maybe a dense head."""
     names = Names()
-    shape = (draw(st.integers(1, 4)), draw(st.integers(1, 7)), draw(st.integers(1, 7)))
+    rank = draw(st.sampled_from([1, 1, 2, 2, 2, 3]))
+    biggest = {1: 9, 2: 7, 3: 4}[rank]
+    shape = (draw(st.integers(1, 4)), *(draw(st.integers(1, biggest)) for _ in range(rank)))
     first = shape
-    layers: list = [draw(conv(names(), shape))]
-    shape = _shape_after(layers[-1:], shape)
-    for _ in range(draw(st.integers(0, 3))):
-        kind = draw(st.sampled_from(["conv", "conv", "pool", "relu", "residual"]))
+    layers: list = []
+    for index in range(draw(st.integers(1, 4))):
+        kinds = ["conv", "conv", "convt", "pool", "pool", "relu", "residual"]
+        if max(shape[1:]) > (12 if rank < 3 else 6):  # keep maps small
+            kinds.remove("convt")
+        kind = draw(st.sampled_from(kinds[:3] if index == 0 else kinds))
         if kind == "conv":
             layers.append(draw(conv(names(), shape)))
+        elif kind == "convt":
+            layers.append(draw(conv_transpose(names(), shape)))
         elif kind == "pool":
             layers.append(draw(pool(shape)))
         elif kind == "relu":
@@ -172,7 +282,7 @@ def cnns(draw) -> Net:
     if head != "none":
         if head == "global" or int(np.prod(shape)) > 48:
             layers.append(GlobalPool())
-            shape = (shape[0], 1, 1)
+            shape = (shape[0], *(1 for _ in shape[1:]))
         layers.append(Flatten())
         layers.append(draw(dense(names(), int(np.prod(shape)), draw(st.integers(1, 4)))))
     return Net((1, *first), tuple(layers), draw(st.booleans()))
@@ -255,16 +365,53 @@ def test_effective_sparsity_is_not_rounded_below_direct() -> None:
 # --- the reference checks itself ----------------------------------------------------------------
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=QUIET)
+def _session(model):
+    ort = pytest.importorskip("onnxruntime")
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=QUIET)
 @given(st.one_of(mlps(), cnns()))
 def test_reference_forward_matches_onnxruntime(net: Net) -> None:
-    """The builder's linearized ONNX model and the reference compute the same function."""
-    ort = pytest.importorskip("onnxruntime")
-    model = to_onnx(net, linearized=True)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    """The builder's linearized ONNX model and the reference compute the same function.
+
+    The original model (MaxPool with its dilations and ceil_mode, biases) must give ONNX
+    Runtime's output the shape the reference gives, except where Runtime is off the spec.
+    """
     x = np.ones((1, *net.input_shape[1:]), np.float32)
-    (got,) = session.run(None, {"x": x})
+    (got,) = _session(to_onnx(net, linearized=True)).run(None, {"x": x})
     np.testing.assert_allclose(got, forward(net), rtol=1e-4, atol=1e-6)
+    if not ort_off_spec(net.layers, x.shape):
+        (original,) = _session(to_onnx(net)).run(None, {"x": x})
+        assert original.shape == got.shape
+
+
+@st.composite
+def lone_max_pools(draw) -> Net:
+    """One MaxPool on a random 1-3-D map, last windows in the end padding included."""
+    rank = draw(st.integers(1, 3))
+    shape = (draw(st.integers(1, 2)), *(draw(st.integers(1, 7 - rank)) for _ in range(rank)))
+    layer = replace(draw(pool(shape, keep_dropped_window=True)), kind="max")
+    assume(not ort_off_spec([layer], (1, *shape)))
+    return Net((1, *shape), (layer,))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=QUIET)
+@given(lone_max_pools(), st.integers(0, 2**16))
+def test_reference_pool_windows_match_onnxruntime_maxpool(net: Net, seed: int) -> None:
+    """Each output's window, read off the linear reference one unit input at a time, holds
+    exactly the input positions whose maximum ONNX Runtime's MaxPool returns (dilations,
+    pads, ceil_mode and auto_pad as given; padding never wins a max)."""
+    shape = (1, *net.input_shape[1:])
+    size = int(np.prod(shape))
+    columns = [forward(net, {}, np.eye(size)[j].reshape(shape)).reshape(-1) for j in range(size)]
+    window = np.stack(columns, axis=1) > 0  # [outputs, inputs]
+    x = np.random.default_rng(seed).permutation(size).astype(np.float32).reshape(shape)
+    (got,) = _session(to_onnx(net)).run(None, {"x": x})
+    assert got.shape == forward(net).shape
+    flat = got.reshape(-1)
+    for o in np.flatnonzero(window.any(axis=1)):
+        assert flat[o] == x.reshape(-1)[window[o]].max(), o
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=QUIET)

@@ -31,6 +31,28 @@ def infer_shapes(
         InvalidOptionError: an entry of ``input_shapes`` names no graph input or has the wrong rank.
     """
     light = _light_copy(model, dict(input_shapes or {}))
+    shapes = _inferred(light)
+    # Where onnx's inference departs from the operator spec (and ONNX Runtime), the spec's
+    # sizes are given back as hints and inference runs again from there.
+    for _ in range(_MAX_PASSES):
+        fixes = {n: s for n, s in _spec_shapes(light.graph, shapes).items() if shapes.get(n) != s}
+        if not fixes:
+            break
+        hints = [i for i in light.graph.value_info if i.name not in fixes]
+        del light.graph.value_info[:]
+        light.graph.value_info.extend(hints)
+        for name, shape in fixes.items():
+            light.graph.value_info.append(
+                helper.make_tensor_value_info(name, _elem_type(light.graph, name), list(shape))
+            )
+        shapes = _inferred(light)
+    return shapes
+
+
+_MAX_PASSES = 4
+
+
+def _inferred(light: onnx.ModelProto) -> dict[str, Shape]:
     try:
         inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError):
@@ -41,9 +63,82 @@ def infer_shapes(
         shape = _shape_of(info.type)
         if shape is not None:
             shapes[info.name] = shape
-    for init in model.graph.initializer:
+    for init in graph.initializer:
         shapes[init.name] = tuple(int(d) for d in init.dims)
     return shapes
+
+
+def _elem_type(graph: onnx.GraphProto, name: str) -> int:
+    for info in (*graph.input, *graph.value_info, *graph.output):
+        if info.name == name and info.type.tensor_type.elem_type:
+            return info.type.tensor_type.elem_type
+    return onnx.TensorProto.FLOAT
+
+
+def _spec_shapes(graph: onnx.GraphProto, shapes: Mapping[str, Shape]) -> dict[str, Shape]:
+    """Output shapes, by the operator spec, of the ops onnx's inference gets wrong.
+
+    Pooling with ``ceil_mode`` whose last window would start in the end padding (onnx before
+    opset 19 counts it), and ``ConvTranspose`` with ``output_shape`` or SAME padding.
+    """
+    out: dict[str, Shape] = {}
+    for node in graph.node:
+        x = shapes.get(node.input[0]) if node.input else None
+        if x is None or len(x) < 3 or any(d is None for d in x[2:]):
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        spatial = None
+        if node.op_type in ("MaxPool", "AveragePool", "LpPool") and attrs.get("ceil_mode"):
+            spatial = _ceil_pool(x[2:], attrs)
+        elif node.op_type == "ConvTranspose":
+            spatial = _transpose_spatial(x[2:], attrs, shapes.get(node.input[1]))
+        if spatial is None:
+            continue
+        y = shapes.get(node.output[0])
+        if y is not None and len(y) == len(x):
+            out[node.output[0]] = (*y[:2], *spatial)
+        elif node.op_type == "ConvTranspose" and shapes.get(node.input[1]) is not None:
+            # onnx may even get the rank wrong; channels = group * W.shape[1]
+            channels = int(attrs.get("group", 1)) * shapes[node.input[1]][1]
+            out[node.output[0]] = (x[0], channels, *spatial)
+    return out
+
+
+def _ceil_pool(sizes: Sequence[int], attrs: dict) -> tuple[int, ...] | None:
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        return None
+    kernel = attrs["kernel_shape"]
+    n = len(kernel)
+    strides = attrs.get("strides") or [1] * n
+    dilations = attrs.get("dilations") or [1] * n
+    pads = attrs.get("pads") or [0] * (2 * n)
+    result = []
+    for i, size in enumerate(sizes):
+        extent = (kernel[i] - 1) * dilations[i] + 1
+        out = -(-(size + pads[i] + pads[i + n] - extent) // strides[i]) + 1
+        if (out - 1) * strides[i] >= size + pads[i]:  # the last window would start in padding
+            out -= 1
+        result.append(out)
+    return tuple(result)
+
+
+def _transpose_spatial(
+    sizes: Sequence[int], attrs: dict, weight: Shape | None
+) -> tuple[int, ...] | None:
+    if attrs.get("output_shape"):
+        return tuple(int(d) for d in attrs["output_shape"][-len(sizes) :])
+    kernel = attrs.get("kernel_shape") or (weight[2:] if weight is not None else None)
+    if attrs.get("auto_pad", b"NOTSET") not in (b"SAME_UPPER", b"SAME_LOWER") or not kernel:
+        return None
+    # SAME: input * stride, but never more than the uncropped output (as ONNX Runtime does).
+    n = len(sizes)
+    strides = attrs.get("strides") or [1] * n
+    dilations = attrs.get("dilations") or [1] * n
+    extra = attrs.get("output_padding") or [0] * n
+    return tuple(
+        min(size * s, s * (size - 1) + e + (k - 1) * d + 1)
+        for size, s, d, e, k in zip(sizes, strides, dilations, extra, kernel, strict=True)
+    )
 
 
 def _light_copy(model: onnx.ModelProto, input_shapes: dict[str, Sequence[int]]) -> onnx.ModelProto:

@@ -58,7 +58,7 @@ def _transpose_pads(
     if auto_pad in ("NOTSET", "VALID") and node.attr("output_shape", None) is None:
         return tuple(pads) if pads and auto_pad == "NOTSET" else (0,) * (2 * n)
     inp, out = node.static_in(0), node.static_out()
-    if inp is None or out is None:
+    if inp is None or out is None or len(out) != len(inp):
         return None
     begins, ends = [], []
     extra = node.attr("output_padding", None) or (0,) * n
