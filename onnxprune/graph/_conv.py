@@ -1,6 +1,10 @@
-"""Convolution geometry shared by both reachability levels.
+"""Convolution geometry and the linear maps of windows and layers, shared by every level.
 
-Which kernel taps can touch real (non-padding) input, and which positions each tap meets.
+Which kernel taps can touch real (non-padding) input, and which positions each tap meets; im2col
+and its adjoint; sums over pooling windows; and convolutions and matrix products of a map with a
+weight, forward, backward and for the weight. The maps are plain sums in the dtype of the arrays
+given: the exact level passes 0/1 maps and thresholds at zero (a bool sum is an OR), SynFlow
+passes real values.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from onnxprune.graph.transfers import Contract
+from onnxprune.graph.transfers import Contract, Window
 
 
 def tap_validity(
@@ -118,3 +122,203 @@ def padded_size(
         max(s * (n - 1) + (k - 1) * d + 1, b + m)
         for k, s, d, n, b, m in zip(kernel, strides, dilations, outer, begins, inner, strict=True)
     )
+
+
+# --- broadcasting --------------------------------------------------------------------------------
+
+
+def unbroadcast(b: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The adjoint of broadcasting a tensor of ``shape`` to ``b.shape``: ``b`` summed back.
+
+    Sums in ``b``'s dtype, so a bool map is OR-ed.
+    """
+    lead = b.ndim - len(shape)
+    b = b.sum(axis=tuple(range(lead)), dtype=b.dtype) if lead else b
+    axes = tuple(
+        i for i, (n, m) in enumerate(zip(shape, b.shape, strict=True)) if n == 1 and m != 1
+    )
+    return b.sum(axis=axes, keepdims=True, dtype=b.dtype) if axes else b
+
+
+# --- windows (pooling, LRN) ----------------------------------------------------------------------
+
+
+def _window_geometry(t: Window, inner: tuple[int, ...], outer: tuple[int, ...]):
+    n = len(t.axes)
+    begins = t.pads[:n]
+    size = padded_size(t.kernel, t.strides, t.dilations, outer, begins, inner)
+    inside = tuple(slice(b, b + m) for b, m in zip(begins, inner, strict=True))
+    return size, inside
+
+
+def window_sum(t: Window, x: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
+    """Sum of ``x`` over each window of ``t`` (padding reads zeros), in ``x``'s dtype."""
+    axes = tuple(a % x.ndim for a in t.axes)
+    moved = np.moveaxis(x, axes, range(-len(axes), 0))
+    outer = tuple(out_shape[a] for a in axes)
+    size, inside = _window_geometry(t, moved.shape[-len(axes) :], outer)
+    padded = np.zeros(moved.shape[: -len(axes)] + size, x.dtype)
+    padded[(..., *inside)] = moved
+    out = np.zeros(moved.shape[: -len(axes)] + outer, x.dtype)
+    for index in taps(t.kernel, t.strides, t.dilations, outer):
+        out += padded[(..., *index)]
+    return np.moveaxis(out, range(-len(axes), 0), axes)
+
+
+def window_sum_adjoint(t: Window, b: np.ndarray, in_shape: tuple[int, ...]) -> np.ndarray:
+    """The adjoint of ``window_sum``: each input element gets the sum of its windows' ``b``."""
+    axes = tuple(a % b.ndim for a in t.axes)
+    moved = np.moveaxis(b, axes, range(-len(axes), 0))
+    inner = tuple(in_shape[a] for a in axes)
+    outer = moved.shape[-len(axes) :]
+    size, inside = _window_geometry(t, inner, outer)
+    padded = np.zeros(moved.shape[: -len(axes)] + size, b.dtype)
+    for index in taps(t.kernel, t.strides, t.dilations, outer):
+        padded[(..., *index)] += moved
+    return np.moveaxis(padded[(..., *inside)], range(-len(axes), 0), axes)
+
+
+# --- prunable layers -----------------------------------------------------------------------------
+#
+# ``w`` is a layer's weight in the layout the node consumes, as the values to multiply by (a 0/1
+# pattern or |w| * mask); maps are computed in float32 or wider (bool maps become float32).
+
+
+def _float(*arrays: np.ndarray) -> np.dtype:
+    return np.result_type(*(a.dtype for a in arrays), np.float32)
+
+
+def contract_forward(
+    c: Contract, w: np.ndarray, x: np.ndarray, out_shape: tuple[int, ...], *, binary: bool = False
+) -> np.ndarray:
+    """The layer applied to the map ``x`` of its input: a map of ``out_shape``.
+
+    With ``binary`` the result is only whether each sum is positive (a bool map).
+    """
+    if c.kind == "matmul":
+        y = _through_matmul(x, w.T if c.w_transposed else w, c.x_axis, c.y_axis, out_shape)
+    elif c.kind == "conv":
+        y = _conv_apply(c, w, im2col(c, x, w.shape[2:], out_shape[2:]), out_shape)
+    else:
+        cols = _conv_adjoint(c, w, x, binary)
+        return col2im(c, cols, out_shape, w.shape[2:], x.shape[2:])
+    return y > 0 if binary else y
+
+
+def contract_backward(
+    c: Contract, w: np.ndarray, b: np.ndarray, in_shape: tuple[int, ...], *, binary: bool = False
+) -> np.ndarray:
+    """The adjoint of ``contract_forward``: the map ``b`` of the output pulled to the input."""
+    if c.kind == "matmul":
+        x = _through_matmul(b, w if c.w_transposed else w.T, c.y_axis, c.x_axis, in_shape)
+    elif c.kind == "conv":
+        cols = _conv_adjoint(c, w, b, binary)
+        return col2im(c, cols, in_shape, w.shape[2:], b.shape[2:])
+    else:
+        x = _conv_apply(c, w, im2col(c, b, w.shape[2:], in_shape[2:]), in_shape)
+    return x > 0 if binary else x
+
+
+def contract_weight_grad(
+    c: Contract, x: np.ndarray, y: np.ndarray, w_shape: tuple[int, ...]
+) -> np.ndarray:
+    """For each weight entry, the sum over positions of input map times output map at its tap.
+
+    With ``x`` the forward map of the input and ``y`` the backward map of the output this is
+    the gradient of the output's weighted sum with respect to the weight (consumed layout).
+    """
+    if c.kind == "matmul":
+        k_units, n_units = (w_shape[1], w_shape[0]) if c.w_transposed else w_shape
+        dtype = _float(x, y)
+        xm = np.moveaxis(x, c.x_axis, -1).reshape(-1, k_units).astype(dtype, copy=False)
+        ym = np.moveaxis(y, c.y_axis, -1).reshape(-1, n_units).astype(dtype, copy=False)
+        grad = xm.T @ ym
+        return grad.T if c.w_transposed else grad
+    if c.kind == "conv":  # cols read from the input map
+        cols = im2col(c, x, w_shape[2:], y.shape[2:])
+        rows = by_group(y, c.group, _float(y, x))
+    else:  # conv_transpose: cols read from the output map
+        cols = im2col(c, y, w_shape[2:], x.shape[2:])
+        rows = by_group(x, c.group, _float(x, y))
+    return np.stack([r @ k.T for r, k in zip(rows, cols, strict=True)]).reshape(w_shape)
+
+
+def _moved_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
+    """Shape after ``np.moveaxis(a, axis, -1)`` on an array of ``shape``."""
+    axis %= len(shape)
+    return (*shape[:axis], *shape[axis + 1 :], shape[axis])
+
+
+def _through_matmul(
+    m: np.ndarray, w: np.ndarray, src_axis: int, dst_axis: int, dst_shape: tuple[int, ...]
+) -> np.ndarray:
+    """Push a map through a [src units, dst units] matrix along the given axes."""
+    moved = np.moveaxis(m, src_axis, -1).reshape(-1, w.shape[0]).astype(_float(m, w), copy=False)
+    out = moved @ w
+    return np.moveaxis(out.reshape(_moved_shape(dst_shape, dst_axis)), -1, dst_axis)
+
+
+def _conv_apply(c: Contract, w: np.ndarray, cols: list[np.ndarray], out_shape) -> np.ndarray:
+    """Kernel times im2col columns, per group: a map of ``out_shape`` = [N, O, *sp]."""
+    per_group = w.reshape(c.group, w.shape[0] // c.group, -1)
+    y = np.concatenate([p @ k for p, k in zip(per_group, cols, strict=True)])
+    return np.moveaxis(y.reshape(out_shape[1], out_shape[0], *out_shape[2:]), 0, 1)
+
+
+def _conv_adjoint(c: Contract, w: np.ndarray, m: np.ndarray, binary: bool) -> list[np.ndarray]:
+    """Kernel transposed times the map's rows, per group: columns for ``col2im``.
+
+    With ``binary`` the columns are bool (positive or not), so ``col2im`` ORs them.
+    """
+    per_group = w.reshape(c.group, w.shape[0] // c.group, -1)
+    rows = by_group(m, c.group, _float(m, w))
+    cols = [p.T @ r for p, r in zip(per_group, rows, strict=True)]
+    return [k > 0 for k in cols] if binary else cols
+
+
+def by_group(m: np.ndarray, group: int, dtype: np.dtype) -> list[np.ndarray]:
+    """Map [N, C, *sp] -> per group [C/G, N * P] rows of ``dtype``."""
+    ch = m.shape[1]
+    flat = np.moveaxis(m, 1, 0).reshape(group, ch // group, -1)
+    return [g.astype(dtype, copy=False) for g in flat]
+
+
+def im2col(
+    c: Contract, m: np.ndarray, kernel: tuple[int, ...], outer: tuple[int, ...]
+) -> list[np.ndarray]:
+    """im2col of a map: per group [C/G * taps, N * P] (float32 or wider), padded by ``c.pads``."""
+    n_sp = len(kernel)
+    begins = c.pads[:n_sp]
+    inner = m.shape[2:]
+    size = padded_size(kernel, c.strides, c.dilations, outer, begins, inner)
+    padded = np.zeros(m.shape[:2] + size, _float(m))
+    padded[(..., *(slice(b, b + k) for b, k in zip(begins, inner, strict=True)))] = m
+    moved = np.moveaxis(padded, 1, 0)  # [C, N, *padded]
+    cols = np.stack([moved[(..., *i)] for i in taps(kernel, c.strides, c.dilations, outer)], 1)
+    ch = m.shape[1]
+    return list(cols.reshape(c.group, (ch // c.group) * cols.shape[1], -1))
+
+
+def col2im(
+    c: Contract,
+    cols: list[np.ndarray],
+    shape: tuple[int, ...],
+    kernel: tuple[int, ...],
+    outer: tuple[int, ...],
+) -> np.ndarray:
+    """The adjoint of ``im2col``: columns summed back onto a map of ``shape`` = [N, C, *sp].
+
+    Sums in the columns' dtype: bool columns are OR-ed.
+    """
+    n_sp = len(kernel)
+    begins = c.pads[:n_sp]
+    inner = shape[2:]
+    size = padded_size(kernel, c.strides, c.dilations, outer, begins, inner)
+    n, ch = shape[:2]
+    n_taps = int(np.prod(kernel))
+    stacked = np.concatenate(cols).reshape(ch, n_taps, n, *outer)
+    padded = np.zeros((ch, n, *size), stacked.dtype)
+    for tap, index in enumerate(taps(kernel, c.strides, c.dilations, outer)):
+        padded[(..., *index)] += stacked[:, tap]
+    inside = padded[(..., *(slice(b, b + k) for b, k in zip(begins, inner, strict=True)))]
+    return np.moveaxis(inside, 0, 1)
