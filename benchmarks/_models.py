@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,3 +32,13 @@ def random_weights(src: Path, dst: Path, sparsity: float = 0.9, seed: int = 0) -
     model.graph.node.extend(keep)
     model.ir_version = 8  # initializers no longer need to be graph inputs (IR >= 4)
     onnx.save(model, dst)
+
+
+def best_time(fn, *args, repeat: int) -> float:
+    """Best wall time of ``repeat`` calls of ``fn(*args)``."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - start)
+    return min(times)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from _models import LIGHT, random_weights  # benchmarks/ is on sys.path
+from _models import LIGHT, best_time, random_weights  # benchmarks/ is on sys.path
 from onnx import numpy_helper
 
 import onnxprune
@@ -46,16 +46,6 @@ def floor(path: Path) -> int:
 def ours(path: Path, level: str) -> float:
     """``onnxprune analyze`` of the file at ``level``; returns effective sparsity."""
     return onnxprune.analyze(path, level=level).effective_sparsity
-
-
-def best_time(fn, *args, repeat: int) -> float:
-    """Best wall time of ``repeat`` calls."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def peak_rss_growth(kind: str, path: Path) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from _models import LIGHT, random_weights  # benchmarks/ is on sys.path
+from _models import LIGHT, best_time, random_weights  # benchmarks/ is on sys.path
 from onnx import numpy_helper
 
 import onnxprune
@@ -53,16 +53,6 @@ def torch_step(weights: dict[str, np.ndarray], target: float) -> None:
     prune.global_unstructured(holders, pruning_method=prune.L1Unstructured, amount=target)
 
 
-def best(fn, *args, repeat: int) -> float:
-    """Best wall time of ``repeat`` calls."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit status 1 when the ratio is above the bar."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -77,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
             t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in kernels
         }
         n = sum(w.size for w in weights.values())
-        ours = best(prune_step, weights, 0.9, repeat=args.repeat)
-        theirs = best(torch_step, weights, 0.9, repeat=args.repeat)
-        whole = best(lambda: onnxprune.prune(model, sparsity=0.9), repeat=args.repeat)
+        ours = best_time(prune_step, weights, 0.9, repeat=args.repeat)
+        theirs = best_time(torch_step, weights, 0.9, repeat=args.repeat)
+        whole = best_time(lambda: onnxprune.prune(model, sparsity=0.9), repeat=args.repeat)
         ok = ours / theirs <= BAR
         print(
             f"90% global magnitude, {n:,} weights: prune step {ours:.3f} s, torch "

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.cli import main
+from tests.helpers import run_cli as _run
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 LAYER_KEYS = {
@@ -228,13 +227,3 @@ def _truncated(tmp_path: Path) -> Path:
     full = _mlp(tmp_path / "full.onnx", np.ones((8, 8), np.float32), np.ones((8, 2), np.float32))
     data = full.read_bytes()
     return _write(tmp_path / "half.onnx", data[: len(data) // 2])
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "onnxprune.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )

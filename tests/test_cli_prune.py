@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 from onnx import numpy_helper
 
 from onnxprune.cli import main
+from tests.helpers import run_cli as _run
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 MLP = MODELS / "mlp_digits.onnx"
@@ -126,13 +125,3 @@ def test_prune_never_overwrites_its_input(tmp_path):
     assert result.returncode == 2
     assert "overwrite the input" in result.stderr
     assert model.read_bytes() == before
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "onnxprune.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )

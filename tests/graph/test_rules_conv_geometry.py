@@ -12,26 +12,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from onnxprune import analyze
-
-
-def _model(
-    nodes: list[onnx.NodeProto],
-    x_shape: list[int],
-    y_shape: list[int] | None,
-    inits: dict[str, np.ndarray],
-) -> onnx.ModelProto:
-    """Input ``x``, output ``y`` (``y_shape`` None: no declared shape), float32 initializers."""
-    graph = helper.make_graph(
-        nodes,
-        "conv_geometry",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
-        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()],
-    )
-    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+from tests.helpers import single_io_model as _model
 
 
 def _rows(model: onnx.ModelProto, level: str = "exact") -> dict[str, tuple[int, int, int, int]]:

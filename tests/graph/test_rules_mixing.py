@@ -8,19 +8,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune import analyze
+from tests.helpers import single_io_model
 
 LEVELS = ("channel", "exact")
-
-
-def _model(nodes, inits, x_shape, y_shape=None, opset=17):
-    graph = helper.make_graph(
-        nodes,
-        "m",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
-        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()],
-    )
-    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def _one_live_channel(channels: int, live: int) -> np.ndarray:
@@ -43,8 +33,8 @@ def test_lrn_spreads_a_channel_to_its_neighbours_only(level):
         helper.make_node("LRN", ["a"], ["b"], size=3),
         helper.make_node("Conv", ["b", "w2"], ["y"]),
     ]
-    model = _model(
-        nodes, {"w1": _one_live_channel(5, 0), "w2": np.ones((1, 5, 1, 1))}, [1, 1, 2, 2]
+    model = single_io_model(
+        nodes, [1, 1, 2, 2], None, {"w1": _one_live_channel(5, 0), "w2": np.ones((1, 5, 1, 1))}
     )
     assert _actives(model, level) == {"w1": 1, "w2": 2}
 
@@ -73,7 +63,7 @@ def test_mixing_along_an_axis(level, op, attrs, expected_w2):
         helper.make_node(op, inputs, ["b"], **attrs),
         helper.make_node("Conv", ["b", "w2"], ["y"]),
     ]
-    model = _model(nodes, inits, [1, 1, 2, 2])
+    model = single_io_model(nodes, [1, 1, 2, 2], None, inits)
     assert _actives(model, level) == {"w1": 1, "w2": expected_w2}
 
 
@@ -87,7 +77,7 @@ def test_reduce_over_channels_then_broadcast_mixes_everything(level):
         helper.make_node("Conv", ["b", "w2"], ["y"]),
     ]
     inits = {"w1": _one_live_channel(4, 2), "w2": np.ones((1, 4, 1, 1))}
-    graph = _model(nodes, inits, [1, 1, 2, 2], opset=18)
+    graph = single_io_model(nodes, [1, 1, 2, 2], None, inits, opset=18)
     graph.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "axes"))
     assert _actives(graph, level) == {"w1": 1, "w2": 4}
 
@@ -106,7 +96,7 @@ def test_channel_shuffle_is_followed_exactly(level):
         helper.make_node("Conv", ["b", "w2"], ["y"]),
     ]
     inits = {"w1": _one_live_channel(4, 1), "w2": np.eye(4).reshape(4, 4, 1, 1)}
-    model = _model(nodes, inits, [1, 1, 3, 3])
+    model = single_io_model(nodes, [1, 1, 3, 3], None, inits)
     for name, value in (("s5", [1, 2, 2, 3, 3]), ("s4", [1, 4, 3, 3])):
         model.graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), name))
     report = analyze(model, level=level)
@@ -129,7 +119,7 @@ def test_shape_arithmetic_is_not_a_signal_path_nor_a_fallback():
     w1 = np.zeros((2, 1, 2, 2), np.float32)
     w1[1] = 1.0  # channel 0 is dead: its 4 flattened features carry nothing
     inits = {"w1": w1, "w2": np.ones((3, 8))}  # a is [N, 2, 2, 2]: 8 features
-    model = _model(nodes, inits, ["N", 1, 3, 3])
+    model = single_io_model(nodes, ["N", 1, 3, 3], None, inits)
     for name, value in (("zero", np.array(0, np.int64)), ("zero1d", np.array([0], np.int64))):
         model.graph.initializer.append(numpy_helper.from_array(value, name))
     model.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), "minus1"))
@@ -140,7 +130,7 @@ def test_shape_arithmetic_is_not_a_signal_path_nor_a_fallback():
 
 
 def test_model_without_prunable_weights_reports_zero_layers():
-    model = _model([helper.make_node("Relu", ["x"], ["y"])], {}, [1, 4])
+    model = single_io_model([helper.make_node("Relu", ["x"], ["y"])], [1, 4], None, {})
     report = analyze(model)
     assert report.layers == ()
     assert report.total_params == 0
@@ -167,7 +157,7 @@ def test_subgraph_reading_an_outer_activation_falls_back_conservatively():
         helper.make_node("If", ["cond"], ["b"], then_branch=then_graph, else_branch=else_graph),
         helper.make_node("MatMul", ["b", "w2"], ["y"]),
     ]
-    model = _model(nodes, {"w1": np.ones((2, 3)), "w2": np.ones((3, 1))}, [1, 2], [1, 1])
+    model = single_io_model(nodes, [1, 2], [1, 1], {"w1": np.ones((2, 3)), "w2": np.ones((3, 1))})
     model.graph.initializer.append(numpy_helper.from_array(np.array(True), "cond"))
     report = analyze(model)
     assert report.fallback_ops == ("If",)
@@ -181,5 +171,5 @@ def test_dropout_mask_output_needs_no_shape(level):
         helper.make_node("Dropout", ["a"], ["b", "mask"]),
         helper.make_node("MatMul", ["b", "w2"], ["y"]),
     ]
-    model = _model(nodes, {"w1": np.ones((2, 3)), "w2": np.ones((3, 1))}, [1, 2], [1, 1])
+    model = single_io_model(nodes, [1, 2], [1, 1], {"w1": np.ones((2, 3)), "w2": np.ones((3, 1))})
     assert _actives(model, level) == {"w1": 6, "w2": 3}

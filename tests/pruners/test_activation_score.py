@@ -9,31 +9,16 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from onnxprune._ort import create_session
 from onnxprune.errors import DatasetError, InvalidOptionError
 from onnxprune.graph.build import build_graph
 from onnxprune.pruners.registry import ScoreContext, get_score
 from onnxprune.pruners.scores.activation import input_sum_of_squares
+from tests.helpers import single_io_model as _model
 
 RNG = np.random.default_rng(0)
-
-
-def _model(
-    nodes: list[onnx.NodeProto],
-    x: list[int | str],
-    y: list[int | str],
-    inits: dict[str, np.ndarray],
-) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        nodes,
-        "calibrated",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y)],
-        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()],
-    )
-    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def _scores(model: onnx.ModelProto, calibration) -> dict[str, np.ndarray]:

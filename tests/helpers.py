@@ -1,0 +1,39 @@
+"""Builders shared by tests: one-input one-output models, and the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def single_io_model(
+    nodes: list[onnx.NodeProto],
+    x_shape: list[int | str] | None,
+    y_shape: list[int | str] | None,
+    inits: dict[str, np.ndarray],
+    opset: int = 17,
+) -> onnx.ModelProto:
+    """Input ``x``, output ``y`` (shape ``None``: undeclared), float32 initializers, IR 10."""
+    graph = helper.make_graph(
+        nodes,
+        "test",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()],
+    )
+    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m onnxprune.cli ARGS`` with its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "onnxprune.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
