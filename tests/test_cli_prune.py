@@ -125,3 +125,25 @@ def test_prune_never_overwrites_its_input(tmp_path):
     assert result.returncode == 2
     assert "overwrite the input" in result.stderr
     assert model.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--score", "activation", "--calibration", str(MODELS / "digits_test.npz")],
+        ["--score", "synflow", "--rounds", "10"],
+        ["--score", "lamp", "--allocation", "igq"],
+        ["--score", "random", "--seed", "7", "--allocation", "uniform+"],
+    ],
+    ids=["activation", "synflow", "lamp-igq", "random-uniform+"],
+)
+def test_every_method_runs_from_the_cli(tmp_path, extra):
+    out = tmp_path / "p.onnx"
+    sparsity = "0.1" if "uniform+" in extra else "0.8"
+    result = _run("prune", str(MLP), "-o", str(out), "--sparsity", sparsity, "--json", *extra)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    total = report["total_params"]
+    assert report["direct_sparsity"] == pytest.approx(float(sparsity), abs=1 / total)
+    masks = np.load(tmp_path / "p.masks.npz")
+    assert sum(int((~m).sum()) for m in masks.values()) == round(float(sparsity) * total)
