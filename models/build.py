@@ -4,27 +4,37 @@ Trains, with fixed seeds, a LeNet-300-100-style MLP and a small CNN with BatchNo
 block in PyTorch, exports both to ONNX (IR 8, opset 17), writes the test split as
 ``digits_test.npz`` (arrays named after the models' inputs, plus ``labels``) and a copy of the
 MLP with 95% of its weights removed by global magnitude pruning, to show the gap between direct
-and effective sparsity. Needs the ``torch`` and ``dev`` extras:
+and effective sparsity. It also trains a scikit-learn ``MLPClassifier`` on the same split and
+exports it with skl2onnx, probabilities first. Needs the ``torch`` and ``dev`` extras:
 
-    .venv/bin/python models/build.py
+    .venv/bin/python models/build.py              # everything
+    .venv/bin/python models/build.py --only skl   # only skl_mlp_digits.onnx (seconds)
 """
 
 from __future__ import annotations
 
+import argparse
+import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType
 from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
 from torch import nn
 from torch.nn.utils import prune
 
 HERE = Path(__file__).parent
 SEED = 0
 OPSET = 17
+ML_OPSET = 3  # ai.onnx.ml; skl2onnx declares only the version its ops need (1 here)
+SKL_HIDDEN = (128, 64)
 
 
 class Mlp(nn.Module):
@@ -102,16 +112,73 @@ def _accuracy(path: Path, inputs: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == labels).mean())
 
 
-def main() -> None:
-    """Train, export and describe the sample models."""
-    torch.manual_seed(SEED)
+def _split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The stratified 75/25 split: images [N, 8, 8] in [0, 1] (float32) and labels."""
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)
     x_train, x_test, y_train, y_test = train_test_split(
         images, digits.target, test_size=0.25, random_state=SEED, stratify=digits.target
     )
+    return x_train, x_test, y_train, y_test
+
+
+def build_skl(x_train: np.ndarray, y_train: np.ndarray) -> Path:
+    """Train a scikit-learn MLP on flat 64-feature digits and export it with skl2onnx.
+
+    ``zipmap`` is off, so the probabilities are a plain float tensor [N, 10]; skl2onnx lists the
+    label first, so the outputs are reordered to ``probabilities`` then ``label``.
+    """
+    clf = MLPClassifier(
+        hidden_layer_sizes=SKL_HIDDEN, solver="adam", max_iter=500, random_state=SEED
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # max_iter must be enough to converge
+        clf.fit(x_train.reshape(-1, 64), y_train)
+    proto = to_onnx(
+        clf,
+        initial_types=[("x", FloatTensorType([None, 64]))],
+        options={id(clf): {"zipmap": False}},
+        target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
+    )
+    outputs = sorted(proto.graph.output, key=lambda o: o.name != "probabilities")
+    if outputs[0].name != "probabilities":
+        raise RuntimeError(f"skl2onnx gave no 'probabilities' output: {[o.name for o in outputs]}")
+    del proto.graph.output[:]
+    proto.graph.output.extend(outputs)
+    proto.ir_version = min(proto.ir_version, 8)
+    proto.producer_name = "onnxprune models/build.py"
+    onnx.checker.check_model(proto, full_check=True)
+    path = HERE / "skl_mlp_digits.onnx"
+    onnx.save(proto, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train, export and describe the sample models."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", choices=["skl"], help="rebuild only this model (the torch ones are left as is)"
+    )
+    args = parser.parse_args(argv)
+    x_train, x_test, y_train, y_test = _split()
     flat_test = x_test.reshape(-1, 64)
     image_test = x_test.reshape(-1, 1, 8, 8)
+    results = {"skl_mlp_digits": (build_skl(x_train, y_train), flat_test)}
+    if args.only is None:
+        results.update(_build_torch(x_train, y_train, flat_test, image_test, y_test))
+    for name, (path, inputs) in results.items():
+        print(f"{name}: test accuracy {_accuracy(path, inputs, y_test):.4f}")
+
+
+def _build_torch(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    flat_test: np.ndarray,
+    image_test: np.ndarray,
+    y_test: np.ndarray,
+) -> dict[str, tuple[Path, np.ndarray]]:
+    """The test split file and the PyTorch models, as {name: (path, test inputs)}."""
+    torch.manual_seed(SEED)
     np.savez_compressed(
         HERE / "digits_test.npz", x=flat_test, image=image_test, labels=y_test.astype(np.int64)
     )
@@ -129,8 +196,7 @@ def main() -> None:
         prune.remove(module, name)
     pruned = _export(mlp, torch.zeros(1, 64), "mlp_digits_pruned95", "x")
     results["mlp_digits_pruned95"] = (pruned, flat_test)
-    for name, (path, inputs) in results.items():
-        print(f"{name}: test accuracy {_accuracy(path, inputs, y_test):.4f}")
+    return results
 
 
 if __name__ == "__main__":

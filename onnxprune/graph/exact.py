@@ -80,15 +80,33 @@ def static_shapes(
         used |= {layer.x, layer.y}
     names = [*graph.inputs, *(n for s in graph.steps for n in s.outputs if n in used)]
     names += [n for s in graph.steps for n in s.inputs]
+    needs = _needing_shapes(graph)
     for name in dict.fromkeys(names):
         shape = graph.static_shape(name)
-        if shape is None:
+        if shape is None and name in needs:
             raise ShapeError(
                 f"{needed_by} needs static shapes, but tensor {name!r} has shape "
                 f"{_show(graph.shapes.get(name))}; fix the inputs with --input-shape NAME=1,3,H,W"
             )
-        shapes[name] = shape
+        # A tensor only element-wise or densely mixed needs no shape: one value stands for all
+        # its elements (a 0-d map), which can only over-connect.
+        shapes[name] = () if shape is None else shape
     return shapes
+
+
+def _needing_shapes(graph: ConnectivityGraph) -> set[str]:
+    """Tensors whose element layout matters: used by layers, moves, windows or reductions."""
+    needs: set[str] = set()
+    for step in graph.steps:
+        if step.layer is not None:
+            needs |= {step.layer.x, step.layer.y}
+            continue
+        for out, t in zip(step.outputs, step.transfers, strict=False):
+            if isinstance(t, Move):
+                needs |= {out, *step.inputs}
+            elif isinstance(t, (Window, Reduce)):
+                needs |= {out, *step.inputs[:1]}
+    return needs
 
 
 def _show(shape) -> str:
@@ -114,6 +132,8 @@ def _push(
         return contract_forward(step.layer.contract, weight, x, out_shape, binary=True)
     ins = [maps.get(n, np.zeros(shapes[n], bool)) for n in step.inputs]
     if isinstance(t, Pointwise):
+        if not out_shape:  # a 0-d summary: reached anywhere means reached everywhere
+            return np.array(any(m.any() for m in ins))
         out = np.zeros(out_shape, bool)
         for m in ins:
             out |= np.broadcast_to(m, out_shape)
@@ -148,8 +168,10 @@ def _pull(
         weight = _pattern(graph.weight(layer))
         got = [contract_backward(contract, weight, b_out, shapes[layer.x], binary=True)]
         names = [layer.x]
+    elif isinstance(t, Pointwise) and b_out.ndim == 0:
+        got = [np.full(shapes[n], bool(b_out)) for n in names]
     elif isinstance(t, Pointwise):
-        got = [unbroadcast(b_out, shapes[n]) for n in names]
+        got = [unbroadcast(b_out, shapes[n]) if shapes[n] else np.array(b_out.any()) for n in names]
     elif isinstance(t, Move):
         sizes = [int(np.prod(shapes[n])) for n in names]
         flat = np.zeros(sum(sizes) + 1, bool)

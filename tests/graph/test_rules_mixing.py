@@ -173,3 +173,24 @@ def test_dropout_mask_output_needs_no_shape(level):
     ]
     model = single_io_model(nodes, [1, 2], [1, 1], {"w1": np.ones((2, 3)), "w2": np.ones((3, 1))})
     assert _actives(model, level) == {"w1": 6, "w2": 3}
+
+
+def test_exact_level_needs_no_shape_where_only_dense_mixing_reads_it():
+    # y2 = Cast(custom::Foo(a)) has no inferable shape, but only dense and element-wise ops
+    # touch it: the exact level summarizes it by one value instead of refusing the model.
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["a"]),
+        helper.make_node("MatMul", ["a", "w2"], ["y"]),
+        helper.make_node("Foo", ["a"], ["f"], domain="custom"),
+        helper.make_node("Cast", ["f"], ["y2"], to=TensorProto.INT64),
+    ]
+    w1 = np.ones((2, 3))
+    w1[:, 2] = 0  # hidden unit 2 is dead: w2's row 2 is inactive on the y path
+    model = single_io_model(nodes, [1, 2], [1, 1], {"w1": w1, "w2": np.ones((3, 1))})
+    model.graph.output.append(helper.make_tensor_value_info("y2", TensorProto.INT64, None))
+    model.opset_import.append(helper.make_opsetid("custom", 1))
+    exact = analyze(model, level="exact")
+    channel = analyze(model, level="channel")
+    assert {layer.name: layer.active for layer in exact.layers} == {"w1": 4, "w2": 2}
+    assert [layer.active for layer in channel.layers] == [4, 2]
+    assert exact.fallback_ops == ("Foo",)
