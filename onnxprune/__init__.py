@@ -14,11 +14,13 @@ from onnxprune.errors import (
 )
 from onnxprune.model import load_model, save_model
 from onnxprune.pruners.prune import PruneResult, prune
-from onnxprune.report import LayerSparsity, SparsityReport
+from onnxprune.report import GateResult, LayerSparsity, SparsityReport, ValidationResult
 from onnxprune.sparsity import analyze
+from onnxprune.validate import load_dataset, validate
 
 __all__ = [
     "DatasetError",
+    "GateResult",
     "InvalidModelError",
     "InvalidOptionError",
     "LayerSparsity",
@@ -27,9 +29,12 @@ __all__ = [
     "PruneResult",
     "ShapeError",
     "SparsityReport",
+    "ValidationResult",
     "analyze",
+    "load_dataset",
     "load_model",
     "prune",
     "save_model",
+    "validate",
 ]
 __version__ = "0.1.0"

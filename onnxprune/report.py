@@ -168,3 +168,123 @@ def format_table(report: SparsityReport) -> str:
 
 def _ratio(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:,.2f}x"
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """The pipeline gate's decision: a value, never an exception (the CLI maps it to exit 3).
+
+    Attributes:
+        passed: whether every requested check held.
+        reason: one readable line: what failed with the numbers, or ``"passed: ..."``.
+        max_accuracy_drop: the allowed top-1 drop against the baseline, if checked.
+        min_agreement: the required top-1 agreement with the baseline, if checked.
+    """
+
+    passed: bool
+    reason: str
+    max_accuracy_drop: float | None = None
+    min_agreement: float | None = None
+
+    def to_dict(self) -> dict:
+        """JSON form: ``passed``, ``reason``, ``max_accuracy_drop``, ``min_agreement``."""
+        return {
+            "passed": self.passed,
+            "reason": self.reason,
+            "max_accuracy_drop": self.max_accuracy_drop,
+            "min_agreement": self.min_agreement,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationResult:
+    """Accuracy, agreement with a baseline, output error and latency of a model on ONNX Runtime.
+
+    Fractions are in [0, 1]; a metric that does not apply (no labels, no baseline, fewer than 5
+    classes for top-5) is ``None``.
+
+    Attributes:
+        model: display name of the model (its file name), ``None`` when given in memory.
+        baseline: display name of the baseline, ``None`` when in memory or not given.
+        provider: the execution provider the model ran on, e.g. ``"CPUExecutionProvider"``.
+        baseline_provider: the execution provider the baseline ran on (not in ``to_dict``).
+        samples: number of samples evaluated.
+        batch_size: samples per run (the model's fixed batch size when it has one).
+        top1: fraction of samples whose label is the model's highest-scored class.
+        top5: fraction whose label is among the 5 highest-scored classes.
+        baseline_top1: ``top1`` of the baseline.
+        baseline_top5: ``top5`` of the baseline.
+        agreement: fraction of samples where the model's and the baseline's top-1 classes agree.
+        max_abs_diff: largest absolute difference of the first output against the baseline's.
+        mean_abs_diff: mean absolute difference of the first output over all its elements.
+        latency_ms_p50: median time of one batch of the model, in milliseconds (after warmup).
+        latency_ms_p95: 95th percentile of the same times.
+        throughput: samples per second over the timed batches.
+        gate: the gate's decision, ``None`` when no gate was asked for.
+    """
+
+    model: str | None
+    baseline: str | None
+    provider: str
+    baseline_provider: str | None
+    samples: int
+    batch_size: int
+    top1: float | None
+    top5: float | None
+    baseline_top1: float | None
+    baseline_top5: float | None
+    agreement: float | None
+    max_abs_diff: float | None
+    mean_abs_diff: float | None
+    latency_ms_p50: float
+    latency_ms_p95: float
+    throughput: float
+    gate: GateResult | None
+
+    def to_dict(self) -> dict:
+        """JSON form with exactly the documented keys; missing metrics are ``None``."""
+        return {
+            "model": self.model,
+            "baseline": self.baseline,
+            "provider": self.provider,
+            "samples": self.samples,
+            "batch_size": self.batch_size,
+            "top1": self.top1,
+            "top5": self.top5,
+            "baseline_top1": self.baseline_top1,
+            "baseline_top5": self.baseline_top5,
+            "agreement": self.agreement,
+            "max_abs_diff": self.max_abs_diff,
+            "mean_abs_diff": self.mean_abs_diff,
+            "latency_ms_p50": self.latency_ms_p50,
+            "latency_ms_p95": self.latency_ms_p95,
+            "throughput": self.throughput,
+            "gate": None if self.gate is None else self.gate.to_dict(),
+        }
+
+
+def format_validation(result: ValidationResult) -> str:
+    """The validation result as readable lines, ending with the gate line."""
+    model = result.model or "(in memory)"
+    out = [f"model:       {model} on {result.provider}"]
+    if result.baseline_provider is not None:
+        baseline = result.baseline or "(in memory)"
+        out.append(f"baseline:    {baseline} on {result.baseline_provider}")
+    out.append(f"samples:     {result.samples:,} in batches of {result.batch_size}")
+    for label, value, reference in (
+        ("top-1:", result.top1, result.baseline_top1),
+        ("top-5:", result.top5, result.baseline_top5),
+    ):
+        if value is not None:
+            extra = "" if reference is None else f"   baseline {reference:.2%}"
+            out.append(f"{label:<12} {value:.2%}{extra}")
+    if result.agreement is not None:
+        out.append(f"agreement:   {result.agreement:.2%} of top-1 classes match the baseline")
+    if result.max_abs_diff is not None:
+        out.append(f"output diff: max {result.max_abs_diff:.6g}   mean {result.mean_abs_diff:.6g}")
+    out.append(
+        f"latency:     p50 {result.latency_ms_p50:.3f} ms   p95 {result.latency_ms_p95:.3f} ms "
+        f"per batch   throughput {result.throughput:,.0f} samples/s"
+    )
+    out.append(f"gate:        {'none' if result.gate is None else result.gate.reason}")
+    return "\n".join(out)

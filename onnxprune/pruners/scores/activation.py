@@ -12,18 +12,14 @@ outputs, in batches so memory stays bounded by one batch of activations.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
-from onnx import helper
 
-from onnxprune._ort import create_session
+from onnxprune._feeds import batches, check_feeds, describe, fixed_batch_size, session_for
 from onnxprune.errors import DatasetError, InvalidOptionError
 from onnxprune.graph.build import ConnectivityGraph, Layer
-from onnxprune.model import PROTOBUF_LIMIT, save_model
 from onnxprune.pruners.registry import ScoreContext, score
 
 BATCH_SIZE = 64
@@ -87,13 +83,13 @@ def input_sum_of_squares(
     wanted = {
         (layer.x, _unit_axis(layer)) for name in names for layer in _layers_named(graph, name)
     }
-    feeds = check_calibration(model, graph.inputs, calibration)
+    feeds = _check_calibration(model, graph.inputs, calibration)
     total = next((array.shape[0] for array in feeds.values()), 1)
     step = _batch_size(model, graph.inputs, total) or batch_size
     fetch = sorted({tensor for tensor, _ in wanted if tensor not in feeds})
     session = _session_with_outputs(model, fetch, provider) if fetch else None
     sums: dict[tuple[str, int], np.ndarray] = {}
-    for batch in _batches(feeds, total, step):
+    for batch in batches(feeds, total, step):
         values = dict(batch)
         if session is not None:
             values.update(zip(fetch, session.run(fetch, batch), strict=True))
@@ -125,96 +121,30 @@ def expand_to_weight(units: np.ndarray, layer: Layer, shape: tuple[int, ...]) ->
     return np.broadcast_to(units[None, :] if axis else units[:, None], shape)
 
 
-def check_calibration(
+def _check_calibration(
     model: onnx.ModelProto,
     inputs: Sequence[str],
     calibration: Mapping[str, np.ndarray] | None,
 ) -> dict[str, np.ndarray]:
-    """The calibration arrays for the graph ``inputs``, checked against what the model declares.
-
-    Raises:
-        DatasetError: no data, a graph input without an array, a dtype, rank or fixed dimension
-            that differs from the model's, no samples, or inputs with different sample counts.
-    """
-    declared = {i.name: i for i in model.graph.input}
-    wants = ", ".join(_describe(declared[name]) for name in inputs)
+    """The calibration arrays for the graph ``inputs``, checked by ``_feeds.check_feeds``."""
     if calibration is None:
+        declared = {i.name: i for i in model.graph.input}
+        wants = ", ".join(describe(declared[name]) for name in inputs)
         raise DatasetError(
             f"the activation score needs calibration data; none given (wants {wants})"
         )
-    feeds = {}
-    for name in inputs:
-        if name not in calibration:
-            given = ", ".join(sorted(calibration)) or "nothing"
-            raise DatasetError(f"calibration data has no {name!r} (given: {given}; wants {wants})")
-        feeds[name] = _checked(name, np.asarray(calibration[name]), declared[name])
-    counts = {name: array.shape[0] for name, array in feeds.items()}
-    if len(set(counts.values())) > 1:
-        raise DatasetError(f"calibration inputs have different sample counts: {counts}")
-    if 0 in counts.values():
-        raise DatasetError("calibration data has no samples (axis 0 has length 0)")
-    return feeds
-
-
-def _checked(name: str, array: np.ndarray, info: onnx.ValueInfoProto) -> np.ndarray:
-    tensor_type = info.type.tensor_type
-    if not info.type.HasField("tensor_type"):
-        return array
-    dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-    given = f"calibration {name!r} is {array.dtype}{list(array.shape)}"
-    if array.dtype != dtype:
-        raise DatasetError(f"{given}; the model wants {_describe(info)}")
-    if not tensor_type.HasField("shape"):
-        return array
-    dims = tensor_type.shape.dim
-    if array.ndim != len(dims) or array.ndim == 0:
-        raise DatasetError(f"{given}; the model wants rank {len(dims)}: {_describe(info)}")
-    for axis, dim in enumerate(dims):
-        if axis > 0 and dim.HasField("dim_value") and array.shape[axis] != dim.dim_value:
-            raise DatasetError(f"{given}; the model wants {_describe(info)}")
-    return array
-
-
-def _describe(info: onnx.ValueInfoProto) -> str:
-    """``x: float32[N, 4]``."""
-    tensor_type = info.type.tensor_type
-    if not info.type.HasField("tensor_type"):
-        return info.name
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)).name
-    if not tensor_type.HasField("shape"):
-        return f"{info.name}: {dtype}"
-    dims = [
-        str(d.dim_value) if d.HasField("dim_value") else d.dim_param or "?"
-        for d in tensor_type.shape.dim
-    ]
-    return f"{info.name}: {dtype}[{', '.join(dims)}]"
+    return check_feeds(model, inputs, calibration, "calibration data")
 
 
 def _batch_size(model: onnx.ModelProto, inputs: Sequence[str], total: int) -> int | None:
     """The fixed batch size of the model's inputs, or ``None`` when axis 0 is free."""
-    fixed = {
-        i.type.tensor_type.shape.dim[0].dim_value
-        for i in model.graph.input
-        if i.name in inputs
-        and i.type.tensor_type.shape.dim
-        and i.type.tensor_type.shape.dim[0].HasField("dim_value")
-    }
-    if not fixed:
-        return None
-    size = min(fixed)
-    if len(fixed) > 1 or total % size:
+    size = fixed_batch_size(model, inputs)
+    if size is not None and total % size:
         raise DatasetError(
-            f"the model has a fixed batch size {sorted(fixed)} and the calibration data "
+            f"the model has a fixed batch size {size} and the calibration data "
             f"{total} samples; give a multiple of {size}"
         )
     return size
-
-
-def _batches(
-    feeds: Mapping[str, np.ndarray], total: int, size: int
-) -> Iterator[dict[str, np.ndarray]]:
-    for start in range(0, total, size):
-        yield {name: array[start : start + size] for name, array in feeds.items()}
 
 
 def _session_with_outputs(model: onnx.ModelProto, tensors: Sequence[str], provider: str):
@@ -224,12 +154,7 @@ def _session_with_outputs(model: onnx.ModelProto, tensors: Sequence[str], provid
     existing = {o.name for o in copy.graph.output}
     # Untyped outputs: ONNX Runtime infers their types, and no shape inference is needed.
     copy.graph.output.extend(onnx.ValueInfoProto(name=t) for t in tensors if t not in existing)
-    if copy.ByteSize() < PROTOBUF_LIMIT:
-        return create_session(copy.SerializeToString(), provider)[0]
-    with tempfile.TemporaryDirectory(prefix="onnxprune-") as folder:
-        path = Path(folder) / "model.onnx"
-        save_model(copy, path, external_data_threshold=0)
-        return create_session(path, provider)[0]
+    return session_for(copy, provider)[0]
 
 
 def _unit_sum_of_squares(x: np.ndarray, axis: int) -> np.ndarray:

@@ -1,0 +1,55 @@
+"""``onnxprune analyze``: direct and effective sparsity per prunable layer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from onnxprune.cli._common import add_debug, add_input_shape, out, parse_input_shapes
+from onnxprune.model import DEFAULT_MAX_BYTES
+from onnxprune.report import format_table
+from onnxprune.sparsity import analyze
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    """The ``analyze`` subcommand."""
+    p = sub.add_parser(
+        "analyze",
+        help="report direct and effective sparsity per prunable layer",
+        description=(
+            "Report, per prunable weight (Conv, ConvTranspose, Gemm, MatMul), the direct "
+            "sparsity (zero weights) and the effective sparsity (zero weights plus nonzero "
+            "weights on no input-to-output path), and the dead input/output units."
+        ),
+    )
+    p.add_argument("model", help="path of the .onnx model")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="position-level reachability (every channel at every spatial position); needs "
+        "static shapes. Default: channel level, fast, can only under-report effective sparsity",
+    )
+    add_input_shape(p)
+    p.add_argument(
+        "--max-bytes",
+        type=int,
+        default=DEFAULT_MAX_BYTES,
+        help=f"refuse models larger than this many bytes (default {DEFAULT_MAX_BYTES})",
+    )
+    add_debug(p)
+    p.set_defaults(run=_analyze)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    report = analyze(
+        args.model,
+        level="exact" if args.exact else "channel",
+        input_shapes=parse_input_shapes(args.input_shape),
+        max_bytes=args.max_bytes,
+    )
+    if args.json:
+        out(json.dumps(report.to_dict(), indent=2))
+    else:
+        out(format_table(report))
+    return 0

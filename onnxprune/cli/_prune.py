@@ -1,0 +1,132 @@
+"""``onnxprune prune`` and ``onnxprune methods``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from onnxprune.cli._common import add_debug, add_input_shape, err, out, parse_input_shapes
+from onnxprune.errors import InvalidOptionError
+from onnxprune.model import DEFAULT_MAX_BYTES, save_model, write_text_atomic
+from onnxprune.pruners.masks import load_npz, save_masks
+from onnxprune.pruners.prune import prune
+from onnxprune.pruners.registry import ALIASES, ALLOCATIONS, SCORES
+from onnxprune.report import format_table
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    """The ``prune`` and ``methods`` subcommands."""
+    p = sub.add_parser(
+        "prune",
+        help="prune a model to a target sparsity and write it with its masks",
+        description=(
+            "Prune the prunable weights (Conv, ConvTranspose, Gemm, MatMul kernels) of a model: "
+            "score them, allocate a sparsity to each layer, write the pruned model, its masks "
+            "(.npz, bool, keyed by weight name) and print the sparsity table of the result."
+        ),
+    )
+    p.add_argument("model", help="path of the .onnx model (never overwritten)")
+    p.add_argument("-o", "--output", required=True, help="path of the pruned .onnx model")
+    p.add_argument(
+        "--sparsity",
+        type=float,
+        help="target direct sparsity in [0, 1) (effective sparsity with --effective)",
+    )
+    p.add_argument("--score", default="magnitude", help="score (see `onnxprune methods`)")
+    p.add_argument(
+        "--allocation", default="global", help="layerwise allocation (see `onnxprune methods`)"
+    )
+    p.add_argument(
+        "--effective",
+        action="store_true",
+        help="--sparsity is the target effective sparsity, reached by bisection",
+    )
+    p.add_argument(
+        "--min-threshold",
+        type=float,
+        metavar="SIGMA",
+        help="every layer keeps at least SIGMA (a fraction of all prunable weights) of its "
+        "largest-scored weights (Gupta et al.); prevents layer collapse",
+    )
+    p.add_argument("--nm", metavar="N:M", help="N:M sparsity along the input dimension, e.g. 2:4")
+    p.add_argument(
+        "--skip-indivisible",
+        action="store_true",
+        help="with --nm, leave layers whose input size is not a multiple of M dense",
+    )
+    p.add_argument("--scores", metavar="NPZ", help="external scores keyed by weight name")
+    p.add_argument("--masks-in", metavar="NPZ", help="masks to apply and compose with")
+    p.add_argument(
+        "--masks-out", metavar="NPZ", help="where to write masks (default <output stem>.masks.npz)"
+    )
+    p.add_argument("--report-out", metavar="JSON", help="also write the report as JSON")
+    p.add_argument("--layers", metavar="REGEX", help="prune only weights whose name matches")
+    p.add_argument("--exclude", metavar="REGEX", help="do not prune weights whose name matches")
+    p.add_argument("--seed", type=int, default=0, help="seed of random scores (default 0)")
+    p.add_argument(
+        "--calibration",
+        metavar="NPZ",
+        help="inputs for the activation score (arrays by input name)",
+    )
+    p.add_argument("--rounds", type=int, default=100, help="SynFlow rounds (default 100)")
+    p.add_argument("--exact", action="store_true", help="report (and target) the exact level")
+    add_input_shape(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help=argparse.SUPPRESS)
+    add_debug(p)
+    p.set_defaults(run=_prune)
+    methods = sub.add_parser("methods", help="list the scores and allocations with one line each")
+    add_debug(methods)
+    methods.set_defaults(run=_methods)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    source, output = Path(args.model), Path(args.output)
+    if output.exists() and source.exists() and output.resolve() == source.resolve():
+        raise InvalidOptionError("the output would overwrite the input model; choose another -o")
+    masks_out = Path(args.masks_out) if args.masks_out else output.with_suffix(".masks.npz")
+    calibration = load_npz(args.calibration, "calibration") if args.calibration else None
+    result = prune(
+        source,
+        sparsity=args.sparsity,
+        score=args.score,
+        allocation=args.allocation,
+        effective=args.effective,
+        min_threshold=args.min_threshold,
+        nm=args.nm,
+        scores=args.scores,
+        masks=args.masks_in,
+        layers=args.layers,
+        exclude=args.exclude,
+        seed=args.seed,
+        calibration=calibration,
+        rounds=args.rounds,
+        input_shapes=parse_input_shapes(args.input_shape),
+        level="exact" if args.exact else "channel",
+        skip_indivisible=args.skip_indivisible,
+        max_bytes=args.max_bytes,
+    )
+    save_model(result.model, output)
+    save_masks(result.masks, masks_out)
+    if args.report_out:
+        write_text_atomic(Path(args.report_out), json.dumps(result.report.to_dict(), indent=2))
+    for line in result.warnings:
+        err(f"warning: {line}")
+    if args.json:
+        out(json.dumps(result.report.to_dict(), indent=2))
+        return 0
+    out(format_table(result.report))
+    if result.analyses:
+        out(f"effective target reached in {result.analyses} analyses")
+    out(f"wrote {output} and {masks_out}")
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    for title, table in (("scores", SCORES), ("allocations", ALLOCATIONS)):
+        out(f"{title}:")
+        for name in sorted(table):
+            spelled = next((k for k, v in ALIASES.items() if v == name and "+" in k), name)
+            out(f"  {spelled:<12} {table[name].summary}")
+    return 0

@@ -1,0 +1,77 @@
+"""``onnxprune sweep``: every method at every sparsity, validated, with a combined report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tqdm import tqdm
+
+from onnxprune._ort import PROVIDERS
+from onnxprune.cli._common import EXIT_SOME_FAILED, add_debug, err, out
+from onnxprune.sweep import format_sweep, parse_methods, parse_sparsities, sweep
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    """The ``sweep`` subcommand."""
+    p = sub.add_parser(
+        "sweep",
+        help="prune with several methods at several sparsities and validate every result",
+        description=(
+            "For every METHOD (SCORE/ALLOCATION) and every sparsity: prune, write the model, its "
+            "masks and report, validate it against the dense model on --data. Writes "
+            "OUT/sweep.json (render it with `onnxprune report`) and prints one table. Exits 4 "
+            "when some runs failed (they are listed), 0 when all succeeded."
+        ),
+    )
+    p.add_argument("model", help="path of the dense .onnx model")
+    p.add_argument("--data", required=True, metavar="NPZ", help="evaluation data (.npz)")
+    p.add_argument(
+        "--sparsities", required=True, metavar="S1,S2,...", help="targets, e.g. 0.5,0.8,0.9"
+    )
+    p.add_argument(
+        "--methods",
+        default="magnitude/global",
+        metavar="SCORE/ALLOC,...",
+        help="e.g. magnitude/global,magnitude/erk,lamp/global (default magnitude/global)",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for everything written")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
+    p.add_argument("--effective", action="store_true", help="targets are effective sparsities")
+    p.add_argument("--exact", action="store_true", help="exact-level reports and targets")
+    p.add_argument("--provider", choices=PROVIDERS, default="auto", help="ONNX Runtime provider")
+    p.add_argument("--batch-size", type=int, default=64, help="validation batch size")
+    p.add_argument("--seed", type=int, default=0, help="seed of random scores")
+    add_debug(p)
+    p.set_defaults(run=_sweep)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    methods = parse_methods(args.methods)
+    sparsities = parse_sparsities(args.sparsities)
+    total = len(methods) * len(sparsities)
+    with tqdm(
+        total=total, desc="sweep", unit="run", file=sys.stderr, disable=not sys.stderr.isatty()
+    ) as bar:
+        result = sweep(
+            args.model,
+            args.data,
+            args.out,
+            sparsities=sparsities,
+            methods=methods,
+            jobs=args.jobs,
+            effective=args.effective,
+            level="exact" if args.exact else "channel",
+            provider=args.provider,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            on_done=lambda _: bar.update(1),
+        )
+    out(format_sweep(result))
+    out(f"wrote {args.out}/sweep.json (render: onnxprune report {args.out}/sweep.json --html ...)")
+    if result.failed:
+        err(f"{len(result.failed)} of {total} runs failed:")
+        for run in result.failed:
+            err(f"  {run.method} at {run.sparsity:g}: {run.error}")
+        return EXIT_SOME_FAILED
+    return 0

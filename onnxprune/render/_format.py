@@ -1,0 +1,50 @@
+"""How values print in rendered reports; JSON null shows as ``n/a``, infinite compression as ∞."""
+
+from __future__ import annotations
+
+import math
+
+MISSING = "n/a"
+INFINITY = "∞"
+
+
+def percent(value: float | None) -> str:
+    """A fraction as a percentage with two decimals: ``0.95`` -> ``95.00%``."""
+    return MISSING if value is None else f"{value:.2%}"
+
+
+def compression(value: float | None, sparsity: float | None = 0.0) -> str:
+    """A compression ratio: ``20.0`` -> ``20.00x``; null or infinite -> ∞.
+
+    A null compression means infinite only where its sparsity is known (JSON has no infinity); a
+    failed sweep run has both null and shows ``n/a``.
+    """
+    if sparsity is None:
+        return MISSING
+    if value is None or math.isinf(value):
+        return INFINITY
+    return f"{value:,.2f}x"
+
+
+def count(value: float | None) -> str:
+    """An integer count with thousands separators: ``50200`` -> ``50,200``."""
+    if value is None:
+        return MISSING
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:,}"
+
+
+def number(value: float | None, unit: str = "", spec: str = ".4g") -> str:
+    """A measured number with an optional unit: ``(0.1234, "ms", ".3f")`` -> ``0.123 ms``."""
+    if value is None:
+        return MISSING
+    return f"{value:{spec}} {unit}".rstrip()
+
+
+def text(value: str | None) -> str:
+    """A string, or ``n/a`` for null."""
+    return MISSING if value is None else value
+
+
+def sparsity_target(value: float) -> str:
+    """A sweep's target sparsity, as short as it was asked for: ``0.9`` -> ``90%``."""
+    return f"{value * 100:g}%"

@@ -1,0 +1,251 @@
+"""Report JSON -> ``Document``: what each kind of report shows, in which order.
+
+The JSON is the source of truth: every number shown is read from it and only formatted here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from onnxprune.render import _format as fmt
+from onnxprune.render.document import (
+    BarPlot,
+    Bars,
+    Block,
+    Document,
+    Line,
+    LinePlot,
+    Paragraph,
+    Section,
+    Table,
+    Verdict,
+)
+from onnxprune.render.kinds import detect_kind
+
+LAYER_HEADER = ("#", "layer", "op", "shape", "params", "direct", "effective", "dead in", "dead out")
+RUN_HEADER = (
+    "method",
+    "target",
+    "direct",
+    "effective",
+    "direct compression",
+    "effective compression",
+    "top-1",
+    "agreement",
+)
+
+
+def build_document(data: Mapping) -> Document:
+    """The document for any known report JSON (see ``kinds.py``).
+
+    Raises:
+        InvalidOptionError: the JSON is not a known report (from ``detect_kind``).
+    """
+    kind = detect_kind(data)
+    if kind == "sparsity":
+        return Document("Sparsity report", sparsity_sections(data))
+    if kind == "validation":
+        title = f"Validation: {fmt.text(data['model'])}"
+        return Document(title, (validation_section(data, "Validation"),))
+    if kind == "sweep":
+        return Document(f"Sparsity sweep: {fmt.text(data['model'])}", sweep_sections(data))
+    sections = sparsity_sections(data["report"])
+    if data.get("validation") is not None:
+        sections += (validation_section(data["validation"], "Validation"),)
+    return Document("Pruning report", sections)
+
+
+def sparsity_sections(data: Mapping) -> tuple[Section, ...]:
+    """Totals, the per-layer table with its two plots, and the ops that fell back."""
+    layers = data["layers"]
+    totals = Table(
+        ("quantity", "value"),
+        (
+            ("level", data["level"]),
+            ("prunable weights", fmt.count(data["total_params"])),
+            ("layers", fmt.count(len(layers))),
+            ("direct sparsity", fmt.percent(data["direct_sparsity"])),
+            ("effective sparsity", fmt.percent(data["effective_sparsity"])),
+            ("direct compression", fmt.compression(data["direct_compression"])),
+            ("effective compression", fmt.compression(data["effective_compression"])),
+        ),
+        (False, True),
+    )
+    return (
+        Section("Totals", (totals,)),
+        Section("Layers", _layer_blocks(layers)),
+        Section("Fallback ops", (_fallback_paragraph(data["fallback_ops"]),)),
+    )
+
+
+def _layer_blocks(layers: list[Mapping]) -> tuple[Block, ...]:
+    if not layers:
+        return (Paragraph("The model has no prunable layers."),)
+    rows = tuple(
+        (
+            str(i),
+            layer["name"],
+            layer["op_type"],
+            "x".join(fmt.count(d) for d in layer["shape"]).replace(",", ""),
+            fmt.count(layer["params"]),
+            fmt.percent(layer["direct_sparsity"]),
+            fmt.percent(layer["effective_sparsity"]),
+            fmt.count(layer["dead_inputs"]),
+            fmt.count(layer["dead_outputs"]),
+        )
+        for i, layer in enumerate(layers, 1)
+    )
+    table = Table(LAYER_HEADER, rows, (True, False, False, False, True, True, True, True, True))
+    names = tuple(layer["name"] for layer in layers)
+
+    def series(name: str, key: str) -> Bars:
+        return Bars(name, tuple(float(layer[key]) for layer in layers))
+
+    sparsity = BarPlot(
+        "Direct vs effective sparsity per layer",
+        "sparsity",
+        names,
+        (series("direct", "direct_sparsity"), series("effective", "effective_sparsity")),
+        percent=True,
+        caption="Effective sparsity also counts nonzero weights on no input-to-output path.",
+    )
+    dead = BarPlot(
+        "Dead units per layer",
+        "units",
+        names,
+        (series("dead inputs", "dead_inputs"), series("dead outputs", "dead_outputs")),
+        caption="Input and output units of each layer that no active weight passes through.",
+    )
+    return (table, sparsity, dead)
+
+
+def _fallback_paragraph(ops: list[str]) -> Paragraph:
+    if not ops:
+        return Paragraph("None: every op was followed by a transfer rule.")
+    return Paragraph(
+        "These op types fell back to dense mixing, so effective sparsity may be under-reported: "
+        f"{', '.join(ops)}."
+    )
+
+
+def validation_section(data: Mapping, title: str) -> Section:
+    """The metrics table and the gate's verdict of one validation result."""
+    rows = (
+        ("model", fmt.text(data["model"])),
+        ("baseline", fmt.text(data["baseline"])),
+        ("provider", fmt.text(data["provider"])),
+        ("samples", fmt.count(data["samples"])),
+        ("batch size", fmt.count(data["batch_size"])),
+        ("top-1 accuracy", fmt.percent(data["top1"])),
+        ("baseline top-1 accuracy", fmt.percent(data["baseline_top1"])),
+        ("top-5 accuracy", fmt.percent(data["top5"])),
+        ("baseline top-5 accuracy", fmt.percent(data["baseline_top5"])),
+        ("top-1 agreement with baseline", fmt.percent(data["agreement"])),
+        ("max abs output difference", fmt.number(data["max_abs_diff"])),
+        ("mean abs output difference", fmt.number(data["mean_abs_diff"])),
+        ("latency p50 per batch", fmt.number(data["latency_ms_p50"], "ms", ".3f")),
+        ("latency p95 per batch", fmt.number(data["latency_ms_p95"], "ms", ".3f")),
+        ("throughput", fmt.number(data["throughput"], "samples/s", ",.1f")),
+    )
+    return Section(title, (_gate(data["gate"]), Table(("metric", "value"), rows, (False, True))))
+
+
+def _gate(gate: Mapping | None) -> Block:
+    if gate is None:
+        return Paragraph("No gate was set.")
+    details = [] if gate["reason"] is None else [gate["reason"]]
+    if gate["max_accuracy_drop"] is not None:
+        details.append(f"max top-1 drop allowed: {fmt.percent(gate['max_accuracy_drop'])}")
+    if gate["min_agreement"] is not None:
+        details.append(f"min agreement required: {fmt.percent(gate['min_agreement'])}")
+    return Verdict(gate["passed"], tuple(details))
+
+
+def sweep_sections(data: Mapping) -> tuple[Section, ...]:
+    """The runs table (dense first), the two accuracy-vs-compression plots, the dense metrics."""
+    runs, dense = data["runs"], data["dense"]
+    rows = [_run_row(run) for run in runs]
+    if dense is not None:
+        na = fmt.MISSING
+        rows.insert(0, ("dense", na, na, na, na, na, fmt.percent(dense["top1"]), na))
+    blocks: list[Block] = [Table(RUN_HEADER, tuple(rows), (False, *(True,) * 7))]
+    failed = [run for run in runs if run.get("error") is not None]
+    if failed:
+        lines = "; ".join(
+            f"{r['method']} at {fmt.sparsity_target(r['sparsity'])}: {r['error']}" for r in failed
+        )
+        blocks.append(Paragraph(f"Failed runs: {lines}"))
+    sections = [Section("Runs", tuple(blocks))]
+    if runs:
+        sections.append(Section("Accuracy vs compression", _sweep_plots(runs, dense)))
+    if dense is not None:
+        sections.append(validation_section(dense, "Dense model"))
+    return tuple(sections)
+
+
+def _run_row(run: Mapping) -> tuple[str, ...]:
+    return (
+        run["method"],
+        fmt.sparsity_target(run["sparsity"]),
+        fmt.percent(run["direct_sparsity"]),
+        fmt.percent(run["effective_sparsity"]),
+        fmt.compression(run["direct_compression"], run["direct_sparsity"]),
+        fmt.compression(run["effective_compression"], run["effective_sparsity"]),
+        fmt.percent(run["top1"]),
+        fmt.percent(run["agreement"]),
+    )
+
+
+def _sweep_plots(runs: list[Mapping], dense: Mapping | None) -> tuple[Block, ...]:
+    """Accuracy (agreement where no run has labels) vs direct and effective compression."""
+    metric = "top1" if any(run["top1"] is not None for run in runs) else "agreement"
+    if metric == "top1":
+        ylabel = "top-1 accuracy"
+        dense_value = None if dense is None else dense["top1"]
+        reference = None if dense_value is None else ("dense", float(dense_value))
+    else:
+        ylabel = "top-1 agreement with the dense model (no labels)"
+        reference = ("dense (agrees with itself)", 1.0)
+    plots = tuple(
+        _sweep_plot(runs, metric, which, ylabel, reference) for which in ("direct", "effective")
+    )
+    if metric == "top1":
+        return plots
+    note = Paragraph("The sweep had no labels: the plots show agreement with the dense model.")
+    return (note, *plots)
+
+
+def _sweep_plot(
+    runs: list[Mapping],
+    metric: str,
+    which: str,
+    ylabel: str,
+    reference: tuple[str, float] | None,
+) -> LinePlot:
+    points: dict[str, list[tuple[float, float]]] = {}
+    infinite = 0
+    for run in runs:
+        x, y = run[f"{which}_compression"], run[metric]
+        if (x is None or math.isinf(x)) and run[f"{which}_sparsity"] is not None:
+            infinite += 1
+        elif x is not None and y is not None and run.get("error") is None:
+            points.setdefault(run["method"], []).append((float(x), float(y)))
+    lines = tuple(
+        Line(method, tuple(x for x, _ in pts), tuple(y for _, y in pts))
+        for method, pts in ((m, sorted(p)) for m, p in points.items())
+    )
+    caption = "One line per method; log x axis."
+    if reference is not None:
+        caption += " The dense model is the dashed horizontal line."
+    if infinite:
+        caption += f" {infinite} run(s) with infinite {which} compression are not plotted."
+    short = "Accuracy" if metric == "top1" else "Agreement"
+    return LinePlot(
+        f"{short} vs {which} compression",
+        f"{which} compression (x, log scale)",
+        ylabel,
+        lines,
+        reference,
+        caption,
+    )

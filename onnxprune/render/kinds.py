@@ -1,0 +1,205 @@
+"""Which of onnxprune's JSON reports a dict is, checked against the documented keys.
+
+Four shapes are known (extra keys are allowed, missing or mistyped ones are not):
+
+- ``sparsity``: ``SparsityReport.to_dict()`` (``onnxprune analyze --json``, ``--report-out``);
+- ``validation``: ``ValidationResult.to_dict()``;
+- ``sweep``: ``SweepResult.to_dict()`` (``"kind": "sweep"``);
+- ``combined``: ``{"report": <sparsity>, "validation": <validation or null>}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from onnxprune.errors import InvalidOptionError
+
+Kind = Literal["sparsity", "validation", "sweep", "combined"]
+
+# What a field may hold: "num" (int or float, not bool), "str", "bool", "list", "dict";
+# a trailing "?" also allows null.
+SPARSITY_FIELDS = {
+    "total_params": "num",
+    "direct_sparsity": "num",
+    "effective_sparsity": "num",
+    "direct_compression": "num?",
+    "effective_compression": "num?",
+    "level": "str",
+    "layers": "list",
+    "fallback_ops": "list",
+}
+LAYER_FIELDS = {
+    "name": "str",
+    "op_type": "str",
+    "shape": "list",
+    "params": "num",
+    "direct_sparsity": "num",
+    "effective_sparsity": "num",
+    "dead_inputs": "num",
+    "dead_outputs": "num",
+}
+VALIDATION_FIELDS = {
+    "model": "str?",
+    "baseline": "str?",
+    "provider": "str?",
+    "samples": "num?",
+    "batch_size": "num?",
+    "top1": "num?",
+    "top5": "num?",
+    "baseline_top1": "num?",
+    "baseline_top5": "num?",
+    "agreement": "num?",
+    "max_abs_diff": "num?",
+    "mean_abs_diff": "num?",
+    "latency_ms_p50": "num?",
+    "latency_ms_p95": "num?",
+    "throughput": "num?",
+    "gate": "dict?",
+}
+GATE_FIELDS = {
+    "passed": "bool",
+    "reason": "str?",
+    "max_accuracy_drop": "num?",
+    "min_agreement": "num?",
+}
+SWEEP_FIELDS = {"kind": "str", "model": "str?", "dense": "dict?", "runs": "list"}
+RUN_FIELDS = {
+    "method": "str",
+    "score": "str?",
+    "allocation": "str?",
+    "sparsity": "num",
+    "direct_sparsity": "num?",
+    "effective_sparsity": "num?",
+    "direct_compression": "num?",
+    "effective_compression": "num?",
+    "top1": "num?",
+    "agreement": "num?",
+    "provider": "str?",
+    "model_path": "str?",
+    "report_path": "str?",
+}
+OPTIONAL_RUN_FIELDS = {"error": "str?"}
+
+_EXPECTED = (
+    "a sparsity report (total_params, layers, ...), a validation result (top1, agreement, ...), "
+    'a sweep ("kind": "sweep") or {"report": ..., "validation": ...}'
+)
+
+
+def detect_kind(data: object) -> Kind:
+    """The kind of a parsed report JSON, after checking every documented key of that kind.
+
+    Args:
+        data: the parsed JSON.
+
+    Returns:
+        ``"sparsity"``, ``"validation"``, ``"sweep"`` or ``"combined"``.
+
+    Raises:
+        InvalidOptionError: not an object, an unknown shape, or a known shape with a missing or
+            mistyped key; the message names the key and what it must hold.
+
+    Example:
+        >>> detect_kind({"kind": "sweep", "model": "m.onnx", "dense": None, "runs": []})
+        'sweep'
+    """
+    if not isinstance(data, Mapping):
+        raise InvalidOptionError(f"a report must be a JSON object, got {_type_name(data)}")
+    if "kind" in data:
+        if data["kind"] != "sweep":
+            raise InvalidOptionError(f"unknown report kind {_short(data['kind'])}; known: 'sweep'")
+        check_sweep(data)
+        return "sweep"
+    if "report" in data:
+        _check(data, {"report": "dict", "validation": "dict?"}, "report JSON")
+        check_sparsity(data["report"], "report")
+        if data.get("validation") is not None:
+            check_validation(data["validation"], "validation")
+        return "combined"
+    if "total_params" in data and "layers" in data:
+        check_sparsity(data)
+        return "sparsity"
+    if "top1" in data and "agreement" in data:
+        check_validation(data)
+        return "validation"
+    keys = ", ".join(_short(k) for k in sorted(map(str, data))[:8]) or "none"
+    raise InvalidOptionError(f"unknown report JSON (top-level keys: {keys}); expected {_EXPECTED}")
+
+
+def check_sparsity(data: Mapping, where: str = "sparsity report") -> None:
+    """Check a sparsity report's keys, its layers' keys and its fallback op names."""
+    _check(data, SPARSITY_FIELDS, where)
+    for i, layer in enumerate(data["layers"]):
+        _check(layer, LAYER_FIELDS, f"{where} layers[{i}]")
+        _check_items(layer["shape"], "num", f"{where} layers[{i}].shape")
+    _check_items(data["fallback_ops"], "str", f"{where} fallback_ops")
+
+
+def check_validation(data: Mapping, where: str = "validation result") -> None:
+    """Check a validation result's keys and, when there is one, its gate's."""
+    _check(data, VALIDATION_FIELDS, where)
+    if data["gate"] is not None:
+        _check(data["gate"], GATE_FIELDS, f"{where} gate")
+
+
+def check_sweep(data: Mapping, where: str = "sweep") -> None:
+    """Check a sweep's keys, its dense validation and every run's keys."""
+    _check(data, SWEEP_FIELDS, where)
+    if data["dense"] is not None:
+        check_validation(data["dense"], f"{where} dense")
+    for i, run in enumerate(data["runs"]):
+        _check(run, RUN_FIELDS, f"{where} runs[{i}]")
+        _check(run, OPTIONAL_RUN_FIELDS, f"{where} runs[{i}]", required=False)
+
+
+def _check(obj: object, fields: Mapping[str, str], where: str, *, required: bool = True) -> None:
+    if not isinstance(obj, Mapping):
+        raise InvalidOptionError(f"{where} must be a JSON object, got {_type_name(obj)}")
+    for key, spec in fields.items():
+        if key not in obj:
+            if required:
+                raise InvalidOptionError(f"{where} lacks the key {key!r}")
+            continue
+        if not _holds(obj[key], spec):
+            raise InvalidOptionError(
+                f"{where}.{key} must be {_describe(spec)}, got {_type_name(obj[key])}"
+            )
+
+
+def _check_items(items: list, spec: str, where: str) -> None:
+    for i, item in enumerate(items):
+        if not _holds(item, spec):
+            raise InvalidOptionError(
+                f"{where}[{i}] must be {_describe(spec)}, got {_type_name(item)}"
+            )
+
+
+def _holds(value: object, spec: str) -> bool:
+    if value is None:
+        return spec.endswith("?")
+    base = spec.rstrip("?")
+    if base == "num":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    types = {"str": str, "bool": bool, "list": list, "dict": Mapping}
+    return isinstance(value, types[base])
+
+
+def _describe(spec: str) -> str:
+    words = {"num": "a number", "str": "a string", "bool": "true or false", "list": "a list"}
+    text = words.get(spec.rstrip("?"), "an object")
+    return f"{text} or null" if spec.endswith("?") else text
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", str: "a string", list: "a list", dict: "an object"}
+    if isinstance(value, int | float):
+        return names.get(type(value), "a number")
+    return names.get(type(value), type(value).__name__)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."

@@ -1,0 +1,315 @@
+"""Sweeps: prune one model with several methods at several sparsities, validate every result.
+
+Each run (method x sparsity) is independent, so runs go to worker processes (``jobs``). Every
+pruned model is written with its masks and its sparsity report; the sweep itself is one JSON
+document (``sweep.json``), the source of truth for the tables and plots rendered from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from onnxprune.errors import InvalidOptionError, OnnxpruneError
+from onnxprune.model import load_model, save_model, write_text_atomic
+from onnxprune.pruners.masks import save_masks
+from onnxprune.pruners.prune import prune
+from onnxprune.pruners.registry import get_allocation, get_score
+from onnxprune.report import compression
+from onnxprune.validate import ValidationResult, load_dataset, validate
+
+
+@dataclass(frozen=True, slots=True)
+class SweepRun:
+    """One pruned model of a sweep: what was asked, what came out, how it validated.
+
+    ``error`` holds a one-line message when the run failed (the other results are then None).
+    """
+
+    method: str
+    score: str
+    allocation: str
+    sparsity: float
+    direct_sparsity: float | None = None
+    effective_sparsity: float | None = None
+    top1: float | None = None
+    agreement: float | None = None
+    provider: str | None = None
+    model_path: str | None = None
+    report_path: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        """JSON form (compressions derived from the sparsities; infinite is None)."""
+        return {
+            "method": self.method,
+            "score": self.score,
+            "allocation": self.allocation,
+            "sparsity": self.sparsity,
+            "direct_sparsity": self.direct_sparsity,
+            "effective_sparsity": self.effective_sparsity,
+            "direct_compression": _finite_compression(self.direct_sparsity),
+            "effective_compression": _finite_compression(self.effective_sparsity),
+            "top1": self.top1,
+            "agreement": self.agreement,
+            "provider": self.provider,
+            "model_path": self.model_path,
+            "report_path": self.report_path,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    """The dense model's validation and every run, in the order they were asked for."""
+
+    model: str
+    dense: ValidationResult
+    runs: tuple[SweepRun, ...]
+
+    @property
+    def failed(self) -> tuple[SweepRun, ...]:
+        """Runs that did not complete."""
+        return tuple(run for run in self.runs if run.error is not None)
+
+    def to_dict(self) -> dict:
+        """The sweep document (``"kind": "sweep"``)."""
+        return {
+            "kind": "sweep",
+            "model": self.model,
+            "dense": self.dense.to_dict(),
+            "runs": [run.to_dict() for run in self.runs],
+        }
+
+
+def parse_methods(text: str | Sequence[str]) -> list[tuple[str, str]]:
+    """``"magnitude/global,lamp/erk"`` -> ``[("magnitude", "global"), ("lamp", "erk")]``.
+
+    Raises:
+        InvalidOptionError: a method that is not ``SCORE/ALLOCATION`` with registered names.
+    """
+    items = text.split(",") if isinstance(text, str) else list(text)
+    methods = []
+    for item in (i.strip() for i in items):
+        score, sep, allocation = item.partition("/")
+        if not sep or not score or not allocation:
+            raise InvalidOptionError(f"method {item!r} must look like SCORE/ALLOCATION")
+        get_score(score)
+        get_allocation(allocation)
+        methods.append((score, allocation))
+    if not methods:
+        raise InvalidOptionError("give at least one method, e.g. magnitude/global")
+    return methods
+
+
+def parse_sparsities(text: str | Sequence[float]) -> list[float]:
+    """``"0.5,0.9"`` -> ``[0.5, 0.9]``, each checked to be in [0, 1).
+
+    Raises:
+        InvalidOptionError: a value that is not a number in [0, 1).
+    """
+    items = text.split(",") if isinstance(text, str) else list(text)
+    values = []
+    for item in items:
+        try:
+            value = float(item)
+        except ValueError:
+            value = float("nan")
+        if not 0.0 <= value < 1.0:
+            raise InvalidOptionError(f"sparsity {item!r} must be a number in [0, 1)")
+        values.append(value)
+    if not values:
+        raise InvalidOptionError("give at least one sparsity")
+    return values
+
+
+def sweep(
+    model: str | os.PathLike,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    sparsities: Sequence[float],
+    methods: Sequence[tuple[str, str]],
+    jobs: int = 1,
+    effective: bool = False,
+    level: str = "channel",
+    provider: str = "auto",
+    batch_size: int = 64,
+    seed: int = 0,
+    on_done: Callable[[SweepRun], None] | None = None,
+) -> SweepResult:
+    """Prune ``model`` with every method at every sparsity, validate each against the dense one.
+
+    Args:
+        model: path of the dense model.
+        data: evaluation ``.npz`` (arrays named after the inputs, plus ``labels``).
+        out: folder for the pruned models, masks, reports and ``sweep.json``.
+        sparsities: targets in [0, 1) (effective sparsity with ``effective``).
+        methods: ``(score, allocation)`` pairs.
+        jobs: worker processes; 1 runs everything in this process.
+        effective: the targets are effective sparsities.
+        level: reachability level of the reports.
+        provider: ONNX Runtime provider for validation (``auto``, ``cpu``, ``cuda``).
+        batch_size: validation batch size.
+        seed: seed of random scores.
+        on_done: called with each finished run (progress bars).
+
+    Returns:
+        A ``SweepResult``; ``sweep.json`` in ``out`` holds its ``to_dict()``.
+
+    Raises:
+        InvalidModelError, DatasetError, InvalidOptionError: for bad input found before any run.
+    """
+    if jobs < 1:
+        raise InvalidOptionError(f"jobs={jobs} must be at least 1")
+    source = Path(model)
+    load_model(source)  # bad models fail here, once, not in every run
+    dataset = load_dataset(data, source)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    dense = validate(source, dataset, provider=provider, batch_size=batch_size)
+    tasks = [
+        _Task(
+            str(source),
+            str(data),
+            str(folder),
+            s,
+            a,
+            t,
+            effective,
+            level,
+            provider,
+            batch_size,
+            seed,
+        )
+        for s, a in methods
+        for t in sparsities
+    ]
+    runs: list[SweepRun | None] = [None] * len(tasks)
+    if jobs == 1:
+        for i, task in enumerate(tasks):
+            runs[i] = _report(task.run(), on_done)
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(_Task.run, task): i for i, task in enumerate(tasks)}
+            for future in as_completed(futures):
+                runs[futures[future]] = _report(future.result(), on_done)
+    result = SweepResult(source.name, dense, tuple(r for r in runs if r is not None))
+    write_text_atomic(folder / "sweep.json", json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def _report(run: SweepRun, on_done: Callable[[SweepRun], None] | None) -> SweepRun:
+    if on_done is not None:
+        on_done(run)
+    return run
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    """Everything one run needs, picklable for worker processes."""
+
+    model: str
+    data: str
+    out: str
+    score: str
+    allocation: str
+    sparsity: float
+    effective: bool
+    level: str
+    provider: str
+    batch_size: int
+    seed: int
+
+    def run(self) -> SweepRun:
+        method = f"{self.score}/{self.allocation}"
+        asked = SweepRun(method, self.score, self.allocation, self.sparsity)
+        stem = f"{self.score}_{self.allocation}_{self.sparsity:g}".replace("+", "plus")
+        folder = Path(self.out)
+        try:
+            result = prune(
+                self.model,
+                sparsity=self.sparsity,
+                score=self.score,
+                allocation=self.allocation,
+                effective=self.effective,
+                level=self.level,
+                seed=self.seed,
+                calibration=_calibration(self.score, self.data, self.model),
+            )
+            model_path, report_path = folder / f"{stem}.onnx", folder / f"{stem}.report.json"
+            save_model(result.model, model_path)
+            save_masks(result.masks, folder / f"{stem}.masks.npz")
+            write_text_atomic(report_path, json.dumps(result.report.to_dict(), indent=2))
+            checked = validate(
+                result.model,
+                self.data,
+                baseline=self.model,
+                provider=self.provider,
+                batch_size=self.batch_size,
+            )
+        except OnnxpruneError as e:  # one run's bad option must not stop the others
+            return dataclasses.replace(asked, error=f"{type(e).__name__}: {e}")
+        return dataclasses.replace(
+            asked,
+            direct_sparsity=result.report.direct_sparsity,
+            effective_sparsity=result.report.effective_sparsity,
+            top1=checked.top1,
+            agreement=checked.agreement,
+            provider=checked.provider,
+            model_path=model_path.name,
+            report_path=report_path.name,
+        )
+
+
+def _calibration(score: str, data: str, model: str) -> dict | None:
+    """The activation score calibrates on the evaluation inputs; other scores need none."""
+    return load_dataset(data, model).inputs if score == "activation" else None
+
+
+def _finite_compression(sparsity: float | None) -> float | None:
+    if sparsity is None:
+        return None
+    value = compression(sparsity)
+    return None if value == float("inf") else value
+
+
+def format_sweep(result: SweepResult) -> str:
+    """The sweep as a text table.
+
+    One row per run: method, target, direct and effective sparsity, top-1 accuracy, and
+    agreement with the dense model; failed runs show their error.
+    """
+    dense = result.dense
+    header = ("method", "target", "direct", "effective", "top-1", "agreement")
+    rows = [("dense", "-", "-", "-", _pct(dense.top1), "-")]
+    for run in result.runs:
+        if run.error is not None:
+            rows.append((run.method, f"{run.sparsity:g}", "failed", run.error, "", ""))
+            continue
+        rows.append(
+            (
+                run.method,
+                f"{run.sparsity:g}",
+                _pct(run.direct_sparsity),
+                _pct(run.effective_sparsity),
+                _pct(run.top1),
+                _pct(run.agreement),
+            )
+        )
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    lines = [
+        "  ".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=True)) for row in (header, *rows)
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"provider: {dense.provider}   samples: {dense.samples}")
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"

@@ -1,0 +1,185 @@
+"""Markdown: every table row carries the JSON's numbers, escaped so names stay literal text."""
+
+from __future__ import annotations
+
+import re
+
+from onnxprune.render import render_markdown
+from tests.render import samples
+
+
+def _tables(markdown: str) -> dict[str, list[list[str]]]:
+    """Each pipe table, keyed by its first header cell, as rows of cells (header included)."""
+    tables: dict[str, list[list[str]]] = {}
+    current: list[list[str]] | None = None
+    for line in markdown.splitlines():
+        if not line.startswith("|"):
+            current = None
+            continue
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if current is None:
+            current = tables.setdefault(cells[0], [])
+        if not all(set(c) <= set("-:") for c in cells):
+            current.append(cells)
+    return tables
+
+
+def test_sparsity_report_rows_are_the_analysis():
+    report = samples.sparsity_report()
+    text = render_markdown(report)
+    assert text.startswith("# Sparsity report\n")
+    tables = _tables(text)
+    totals = dict(tables["quantity"][1:])
+    assert totals["level"] == "channel"
+    assert totals["prunable weights"] == "50,200"  # 300*64 + 100*300 + 10*100
+    assert totals["layers"] == "3"
+    assert totals["direct sparsity"] == "95.00%"  # the model was pruned to 95% globally
+    assert totals["effective sparsity"] == f"{report['effective_sparsity']:.2%}"
+    assert totals["direct compression"] == "20.00x"  # 1 / (1 - 0.95)
+    assert totals["effective compression"] == f"{report['effective_compression']:.2f}x"
+    header, *rows = tables["#"]
+    assert header == [
+        "#",
+        "layer",
+        "op",
+        "shape",
+        "params",
+        "direct",
+        "effective",
+        "dead in",
+        "dead out",
+    ]
+    assert [row[1] for row in rows] == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    for i, (row, layer) in enumerate(zip(rows, report["layers"], strict=True), 1):
+        assert row == [
+            str(i),
+            layer["name"],
+            "Gemm",
+            "x".join(map(str, layer["shape"])),
+            f"{layer['params']:,}",
+            f"{layer['direct_sparsity']:.2%}",
+            f"{layer['effective_sparsity']:.2%}",
+            str(layer["dead_inputs"]),
+            str(layer["dead_outputs"]),
+        ]
+    assert rows[0][3:5] == ["300x64", "19,200"]
+    assert "None: every op was followed by a transfer rule." in text
+
+
+def test_infinite_compression_and_fallback_ops(tmp_path):
+    report = samples.all_zero_report(tmp_path)
+    report["fallback_ops"] = ["CustomAttention", "Loop"]
+    text = render_markdown(report)
+    totals = dict(_tables(text)["quantity"][1:])
+    assert totals["direct sparsity"] == "100.00%"
+    assert totals["direct compression"] == "∞"
+    assert totals["effective compression"] == "∞"
+    assert _tables(text)["#"][1] == [
+        "1",
+        "w",
+        "MatMul",
+        "4x3",
+        "12",
+        "100.00%",
+        "100.00%",
+        "4",
+        "3",
+    ]
+    assert "fell back to dense mixing" in text
+    assert "CustomAttention, Loop." in text
+
+
+def test_validation_metrics_and_failed_gate():
+    text = render_markdown(samples.validation_result())
+    assert text.startswith("# Validation: mlp\\_pruned.onnx\n")
+    metrics = dict(_tables(text)["metric"][1:])
+    assert metrics["top-1 accuracy"] == "95.00%"
+    assert metrics["baseline top-1 accuracy"] == "97.22%"
+    assert metrics["top-5 accuracy"] == "99.44%"
+    assert metrics["top-1 agreement with baseline"] == "96.11%"
+    assert metrics["max abs output difference"] == "3.25"
+    assert metrics["latency p50 per batch"] == "0.123 ms"
+    assert metrics["latency p95 per batch"] == "0.200 ms"
+    assert metrics["throughput"] == "251,234.5 samples/s"
+    assert metrics["samples"] == "360"
+    assert metrics["provider"] == "CPUExecutionProvider"
+    assert "**Gate: FAILED**" in text
+    assert "- top-1 dropped 2.22% \\> 1.00% allowed" in text
+    assert "- max top-1 drop allowed: 1.00%" in text
+    assert "- min agreement required: 95.00%" in text
+
+
+def test_validation_nulls_and_passed_or_absent_gate():
+    gate = {"passed": True, "reason": "passed: agreement 99.0%", "max_accuracy_drop": None}
+    data = samples.validation_result(top5=None, baseline=None, gate={**gate, "min_agreement": 0.9})
+    text = render_markdown(data)
+    metrics = dict(_tables(text)["metric"][1:])
+    assert metrics["top-5 accuracy"] == "n/a"
+    assert metrics["baseline"] == "n/a"
+    assert "**Gate: passed**" in text
+    assert "max top-1 drop allowed" not in text
+    assert "No gate was set." in render_markdown(samples.validation_result(gate=None))
+
+
+def test_sweep_table_has_dense_then_every_run():
+    data = samples.sweep()
+    data["runs"].append(samples.failed_run("synflow/erk", 0.9, "ShapeError: needs static shapes"))
+    text = render_markdown(data)
+    assert text.startswith("# Sparsity sweep: mlp\\_digits.onnx\n")
+    header, dense, *rows = _tables(text)["method"]
+    assert header == [
+        "method",
+        "target",
+        "direct",
+        "effective",
+        "direct compression",
+        "effective compression",
+        "top-1",
+        "agreement",
+    ]
+    assert dense == ["dense", "n/a", "n/a", "n/a", "n/a", "n/a", "97.22%", "n/a"]
+    assert len(rows) == 7
+    assert rows[1] == [
+        "magnitude/global",
+        "90%",
+        "90.00%",
+        "92.00%",
+        "10.00x",  # 1 / (1 - 0.9)
+        "12.50x",  # 1 / (1 - 0.92)
+        "95.00%",
+        "96.50%",  # 0.99 - 0.05 / 2
+    ]
+    assert rows[5][:6] == ["lamp/global", "99%", "99.00%", "100.00%", "100.00x", "∞"]
+    assert rows[6] == ["synflow/erk", "90%", *["n/a"] * 6]
+    assert "Failed runs: synflow/erk at 90%: ShapeError: needs static shapes" in text
+
+
+def test_sweep_without_labels_says_the_plots_show_agreement():
+    text = render_markdown(samples.sweep(labels=False))
+    assert "The sweep had no labels: the plots show agreement with the dense model." in text
+    assert _tables(text)["method"][2][6:] == ["n/a", "97.50%"]  # no top-1 without labels
+
+
+def test_combined_report_has_both_sections():
+    text = render_markdown(
+        {"report": samples.sparsity_report(), "validation": samples.validation_result()}
+    )
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    assert headings == [
+        "# Pruning report",
+        "## Totals",
+        "## Layers",
+        "## Fallback ops",
+        "## Validation",
+    ]
+    assert dict(_tables(text)["metric"][1:])["top-1 accuracy"] == "95.00%"
+
+
+def test_names_with_markdown_or_html_stay_literal_text():
+    report = samples.sparsity_report()
+    report["layers"][0]["name"] = "<script>alert(1)</script>|x"
+    text = render_markdown(report)
+    row = _tables(text)["#"][1]
+    assert len(row) == 9  # the pipe in the name did not split the cell
+    assert row[1] == "\\<script\\>alert(1)\\</script\\>\\|x"
+    assert "<script>" not in text
