@@ -14,12 +14,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[torch,dev]'
 	touch $(STAMP)
 
+DEMO := demo-report
+DEMO_METHODS := magnitude/global,magnitude/erk,lamp/global
+DEMO_SPARSITIES := 0.5,0.8,0.9,0.95,0.98
+
 demo: $(STAMP)
-	@echo "== LeNet-300-100 on digits, 95% global magnitude pruning: direct vs effective =="
-	$(BIN)/onnxprune analyze models/mlp_digits_pruned95.onnx
-	@echo
-	@echo "== small residual CNN on digits, position-level (exact) analysis =="
+	@echo "== 1. analyze the bundled residual CNN (digits), position-level =="
 	$(BIN)/onnxprune analyze models/cnn_digits.onnx --exact
+	@echo
+	@echo "== 2. sweep 3 methods x 5 sparsities: prune, validate on the digits test split =="
+	$(BIN)/onnxprune sweep models/cnn_digits.onnx --data models/digits_test.npz \
+		--methods $(DEMO_METHODS) --sparsities $(DEMO_SPARSITIES) --out $(DEMO) --jobs 2
+	@echo
+	@echo "== 3. a deployment gate on one pruned model: at most 5 points of top-1 lost =="
+	$(BIN)/onnxprune validate $(DEMO)/lamp_global_0.5.onnx --data models/digits_test.npz \
+		--baseline models/cnn_digits.onnx --max-accuracy-drop 0.05
+	@echo
+	@echo "== 4. the report =="
+	$(BIN)/onnxprune report $(DEMO)/sweep.json --html $(DEMO)/index.html --markdown $(DEMO)/README.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
@@ -37,4 +49,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/prune.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(DEMO)
