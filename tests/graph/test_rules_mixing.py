@@ -194,3 +194,17 @@ def test_exact_level_needs_no_shape_where_only_dense_mixing_reads_it():
     assert {layer.name: layer.active for layer in exact.layers} == {"w1": 4, "w2": 2}
     assert [layer.active for layer in channel.layers] == [4, 2]
     assert exact.fallback_ops == ("Foo",)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_linear_on_a_sequence_relayouts_to_the_last_axis(level):
+    # x [1, 3, 4] (batch, tokens, features) -> MatMul w1 [4, 2] -> MatMul w2 [2, 1]. The graph
+    # input's default units are axis 1 (tokens); the first MatMul contracts the last axis.
+    w1 = np.ones((4, 2))
+    w1[:, 1] = 0  # feature 1 of the hidden layer is dead: w2's row 1 is inactive
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["a"]),
+        helper.make_node("MatMul", ["a", "w2"], ["y"]),
+    ]
+    model = single_io_model(nodes, [1, 3, 4], [1, 3, 1], {"w1": w1, "w2": np.ones((2, 1))})
+    assert _actives(model, level) == {"w1": 4, "w2": 1}
