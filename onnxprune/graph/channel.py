@@ -179,7 +179,7 @@ def _layer_links(
         x_axes, y_axes = (1,), (1,)
     layouts[layer.y] = Layout(y_axes, edge.shape[1])
     relayout = _relayout(x_shape, src, x_axes)
-    if relayout == IDENTITY and src.size != edge.shape[0]:
+    if isinstance(relayout, str) and relayout == IDENTITY and src.size != edge.shape[0]:
         relayout = DENSE
     return relayout, edge, valid, int(np.count_nonzero(pattern))
 
