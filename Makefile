@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: the CPU wheel of this version is on every machine (see README).
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e '.[torch,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[torch,dev,ray]'
 	touch $(STAMP)
 
 DEMO := demo-report
@@ -37,16 +37,23 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check onnxprune tests benchmarks models
-	$(BIN)/ruff format --check onnxprune tests benchmarks models
+	$(BIN)/ruff check onnxprune server tests benchmarks models proto
+	$(BIN)/ruff format --check onnxprune server tests benchmarks models proto
 
 format: $(STAMP)
-	$(BIN)/ruff format onnxprune tests benchmarks models
-	$(BIN)/ruff check --fix onnxprune tests benchmarks models
+	$(BIN)/ruff format onnxprune server tests benchmarks models proto
+	$(BIN)/ruff check --fix onnxprune server tests benchmarks models proto
+
+# The Python gRPC code of proto/onnxprune/v1/*.proto, committed under onnxprune/_proto
+# (grpc_tools.protoc, then imports pointed at onnxprune._proto; tests/server/test_proto.py checks it).
+proto: $(STAMP)
+	$(BIN)/python proto/generate.py onnxprune/_proto
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/analyze.py
 	$(BIN)/python benchmarks/prune.py
+	$(BIN)/python benchmarks/batch.py
+	$(BIN)/python benchmarks/grpc.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(DEMO)

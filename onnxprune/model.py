@@ -17,9 +17,10 @@ import glob
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnx
@@ -67,6 +68,34 @@ def load_model(
     """
     if isinstance(source, onnx.ModelProto):
         return source
+    model, external, base = parse_checked(source, max_bytes=max_bytes, base_dir=base_dir)
+    if external:
+        external_data_helper.load_external_data_for_model(model, os.fspath(base))
+    check_model(model)
+    return model
+
+
+def parse_checked(
+    source: str | os.PathLike | bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    base_dir: str | os.PathLike | None = None,
+) -> tuple[onnx.ModelProto, list[onnx.TensorProto], Path | None]:
+    """Parse a model without loading its external data, after every safety check on it.
+
+    Args:
+        source: a file path or the serialized bytes.
+        max_bytes: largest accepted size of the model file plus its external data.
+        base_dir: where external data lives when ``source`` is bytes.
+
+    Returns:
+        The parsed model (external tensors still point at their files), those external
+        tensors, and the directory they are confined to (``None`` for bytes without one).
+
+    Raises:
+        InvalidModelError: missing file, truncated or non-ONNX bytes, unsafe external data.
+        LimitExceededError: the model is larger than ``max_bytes``.
+    """
     if isinstance(source, bytes):
         data = source
         _check_size(len(data), max_bytes)
@@ -79,16 +108,15 @@ def load_model(
         base_dir = path.parent if base_dir is None else base_dir
     model = _parse(data)
     external = list(_external_tensors(model))
+    base = None if base_dir is None else Path(base_dir)
     if external:
-        if base_dir is None:
+        if base is None:
             raise InvalidModelError(
                 "model refers to external data but was given as bytes without a base directory"
             )
-        external_bytes = sum(_check_external_location(t, Path(base_dir)) for t in external)
+        external_bytes = sum(external_span(t, base)[2] for t in external)
         _check_size(len(data) + external_bytes, max_bytes)
-        external_data_helper.load_external_data_for_model(model, os.fspath(base_dir))
-    _check(model)
-    return model
+    return model, external, base
 
 
 def save_model(
@@ -110,15 +138,27 @@ def save_model(
         path: destination ``.onnx`` path.
         external_data_threshold: size in bytes from which tensors go to external data.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    data_file = None
-    try:
-        if model.ByteSize() < external_data_threshold:
+
+    def write(tmp: Path, data_file: Path | None) -> None:
+        if data_file is None:
             tmp.write_bytes(model.SerializeToString())
         else:
-            data_file = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.data")
             _write_with_external_data(model, tmp, data_file)
+
+    commit_model(Path(path), write, external=model.ByteSize() >= external_data_threshold)
+
+
+def commit_model(path: Path, write: Callable[[Path, Path | None], None], *, external: bool) -> None:
+    """Write a model through ``write(tmp, data_file)`` and rename it into place at ``path``.
+
+    ``data_file`` is a fresh ``<name>.<12 hex>.data`` next to ``path`` when ``external``, else
+    ``None``. A reader never sees a half-written model: the model file is renamed last and points
+    at complete data. Data files of earlier saves to ``path`` are removed afterwards.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    data_file = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.data") if external else None
+    try:
+        write(tmp, data_file)
         os.replace(tmp, path)
     except BaseException:
         if data_file is not None:
@@ -176,8 +216,12 @@ def _parse(data: bytes) -> onnx.ModelProto:
     return model
 
 
-def _check(model: onnx.ModelProto) -> None:
-    """ONNX's structural checks, on a light copy (weights do not need a second serialization)."""
+def check_model(model: onnx.ModelProto) -> None:
+    """ONNX's structural checks, on a light copy (weights do not need a second serialization).
+
+    Raises:
+        InvalidModelError: the checker refuses the model; the message is its first line.
+    """
     try:
         onnx.checker.check_model(light_copy(model))
     except onnx.checker.ValidationError as e:
@@ -236,8 +280,15 @@ def _external_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
             yield tensor
 
 
-def _check_external_location(tensor: onnx.TensorProto, base_dir: Path) -> int:
-    """Refuse external data outside ``base_dir``; return the number of bytes it will read."""
+def external_span(tensor: onnx.TensorProto, base_dir: Path) -> tuple[Path, int, int]:
+    """Where the external data of ``tensor`` lies: ``(file, offset, length)``, checked.
+
+    The file must stay inside ``base_dir`` (no absolute paths, no ``..``, no symlink out of it),
+    exist, and hold ``offset + length`` bytes.
+
+    Raises:
+        InvalidModelError: the location is missing, escapes ``base_dir``, or is truncated.
+    """
     info = {entry.key: entry.value for entry in tensor.external_data}
     location = info.get("location", "")
     where = f"external data {location!r} of tensor {tensor.name!r}"
@@ -255,11 +306,14 @@ def _check_external_location(tensor: onnx.TensorProto, base_dir: Path) -> int:
     if not target.is_file():
         raise InvalidModelError(f"{where} is missing")
     size = target.stat().st_size
-    offset = int(info.get("offset", 0))
-    length = int(info.get("length", size - offset))
+    try:
+        offset = int(info.get("offset", 0))
+        length = int(info.get("length", size - offset))
+    except ValueError:
+        raise InvalidModelError(f"{where} has an offset or length that is not a number") from None
     if offset < 0 or length < 0 or offset + length > size:
         raise InvalidModelError(f"{where} is truncated: needs {offset + length} bytes, has {size}")
-    return length
+    return target, offset, length
 
 
 # --- weight discovery --------------------------------------------------------------------------
@@ -296,27 +350,72 @@ class WeightSource:
 
     def to_consumed(self, stored: np.ndarray, consumed_shape: tuple[int, ...]) -> np.ndarray:
         """Redo the layout changes: an array in the stored layout, in the consumed layout."""
-        afters, shape = [], tuple(consumed_shape)
-        for op, arg in reversed(self.steps):  # the shape after each step, walking back
-            afters.append(shape)
-            shape = tuple(shape[i] for i in np.argsort(arg)) if op == "transpose" else arg
-        for (op, arg), after in zip(self.steps, reversed(afters), strict=True):
+        afters = self._afters(consumed_shape)
+        for (op, arg), after in zip(self.steps, afters, strict=True):
             stored = np.transpose(stored, arg) if op == "transpose" else stored.reshape(after)
         return stored
+
+    def consumed_index(self, flat: np.ndarray, consumed_shape: tuple[int, ...]) -> np.ndarray:
+        """Flat (C-order) positions in the consumed layout of stored elements at ``flat``.
+
+        The same map as ``to_consumed`` on the whole tensor, for a few elements only (a pruner
+        breaking ties in the consumed order without materializing the weight).
+        """
+        afters = self._afters(consumed_shape)
+        shape = self.stored_shape(consumed_shape)
+        coords = np.unravel_index(np.asarray(flat, np.int64), shape)
+        for (op, arg), after in zip(self.steps, afters, strict=True):
+            if op == "transpose":
+                coords = tuple(coords[p] for p in arg)
+            else:
+                coords = np.unravel_index(np.ravel_multi_index(coords, shape), after)
+            shape = after
+        return np.ravel_multi_index(coords, shape).astype(np.int64)
+
+    def _afters(self, consumed_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """The shape after each step, in step order."""
+        afters, shape = [], tuple(consumed_shape)
+        for op, arg in reversed(self.steps):  # walking back from the consumed shape
+            afters.append(shape)
+            shape = tuple(shape[i] for i in np.argsort(arg)) if op == "transpose" else arg
+        return afters[::-1]
+
+    def stored_shape(self, consumed_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The stored tensor's shape, given the shape the layer consumes."""
+        shape = tuple(consumed_shape)
+        for op, arg in reversed(self.steps):
+            shape = tuple(shape[i] for i in np.argsort(arg)) if op == "transpose" else arg
+        return shape
+
+
+class TensorReader(Protocol):
+    """Reads the data of an external tensor on demand (see ``onnxprune.external_data``)."""
+
+    def read(self, tensor: onnx.TensorProto) -> np.ndarray:
+        """The tensor's value, read from its external file."""
+        ...
 
 
 class ConstantResolver:
     """Computes constant tensors of a graph on demand, following exporter-made chains.
 
     Nothing is cached: weights are materialized one at a time so peak memory stays near the
-    largest tensor, not the model size.
+    largest tensor, not the model size. Initializers whose data is still in external files are
+    read through ``external`` (``onnxprune.external_data.ExternalWeights``); without one they
+    are refused rather than read from wherever the process happens to run.
     """
 
-    def __init__(self, graph: onnx.GraphProto) -> None:
+    def __init__(self, graph: onnx.GraphProto, external: TensorReader | None = None) -> None:
+        self._external = external
         self._initializers = {t.name: t for t in graph.initializer}
         self._producers = {out: node for node in graph.node for out in node.output}
         # Before IR 4 every initializer is also listed as a graph input; those are still weights.
         self._graph_inputs = {i.name for i in graph.input} - set(self._initializers)
+
+    @property
+    def reads_external(self) -> bool:
+        """Whether some weights are read from external files on demand (never kept)."""
+        return self._external is not None
 
     def is_constant(self, name: str) -> bool:
         """Whether tensor ``name`` can be computed without graph inputs (by chains we follow)."""
@@ -325,7 +424,12 @@ class ConstantResolver:
     def value(self, name: str) -> np.ndarray | None:
         """The value of tensor ``name``, or ``None`` when it is not a constant we can follow."""
         if name in self._initializers and name not in self._graph_inputs:
-            return numpy_helper.to_array(self._initializers[name])
+            tensor = self._initializers[name]
+            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                return numpy_helper.to_array(tensor)
+            if self._external is None:
+                raise InvalidModelError(f"tensor {name!r} has external data that was not loaded")
+            return self._external.read(tensor)
         node = self._producers.get(name)
         if node is None or node.op_type not in _CONSTANT_OPS:
             return None

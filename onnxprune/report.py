@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from onnxprune.graph.build import Fallback
@@ -142,13 +143,7 @@ def format_table(report: SparsityReport) -> str:
         )
         for layer in report.layers
     ]
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    align = ["<", "<", "<", ">", ">", ">", ">", ">"]
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths, strict=True))
-
-    out = [line(header), "  ".join("-" * w for w in widths), *map(line, rows)]
+    out = text_table(header, rows, "<<<>>>>>")
     out += [
         "",
         f"level: {report.level}   prunable weights: {report.total_params:,}   layers: "
@@ -164,6 +159,29 @@ def format_table(report: SparsityReport) -> str:
     else:
         out.append("fell back to dense mixing: none")
     return "\n".join(out)
+
+
+def text_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], align: str | None = None
+) -> list[str]:
+    """Lines of a fixed-width table: the header, a rule, the rows.
+
+    Args:
+        header: column titles.
+        rows: already formatted cells.
+        align: one ``<`` (left) or ``>`` (right) per column; default all left.
+
+    Example:
+        >>> text_table(("a", "bb"), [("1", "2")], "<>")
+        ['a  bb', '-  --', '1   2']
+    """
+    align = align or "<" * len(header)
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths, strict=True))
+
+    return [line(header), "  ".join("-" * w for w in widths), *map(line, rows)]
 
 
 def _ratio(value: float) -> str:

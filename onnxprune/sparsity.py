@@ -11,12 +11,14 @@ constant is folded into the next layer's bias (compaction does that).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
 
 from onnxprune.errors import InvalidOptionError
+from onnxprune.external_data import load_model_lazy
 from onnxprune.graph.build import ConnectivityGraph, Layer, build_graph
 from onnxprune.graph.channel import LayerActivity, channel_reachability
 from onnxprune.graph.exact import exact_reachability
@@ -65,6 +67,9 @@ def analyze(
     """
     if level not in LEVELS:
         raise InvalidOptionError(f"level={level!r} must be one of {sorted(LEVELS)}")
+    if isinstance(model, (str, os.PathLike)):  # external weights are read one at a time
+        lazy = load_model_lazy(model, max_bytes=max_bytes)
+        return sparsity_report(build_graph(lazy.model, input_shapes, lazy.weights), level=level)
     proto: onnx.ModelProto = load_model(model, max_bytes=max_bytes)
     return sparsity_report(build_graph(proto, input_shapes), level=level)
 

@@ -11,16 +11,16 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from onnxprune._outputs import save_pruned
+from onnxprune._pool import run_in_processes
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
-from onnxprune.model import load_model, save_model, write_text_atomic
-from onnxprune.pruners.masks import save_masks
+from onnxprune.model import load_model, write_text_atomic
 from onnxprune.pruners.prune import prune
 from onnxprune.pruners.registry import get_allocation, get_score
-from onnxprune.report import compression
+from onnxprune.report import compression, text_table
 from onnxprune.validate import ValidationResult, load_dataset, validate
 
 
@@ -190,16 +190,11 @@ def sweep(
         for s, a in methods
         for t in sparsities
     ]
-    runs: list[SweepRun | None] = [None] * len(tasks)
     if jobs == 1:
-        for i, task in enumerate(tasks):
-            runs[i] = _report(task.run(), on_done)
+        runs = [_report(task.run(), on_done) for task in tasks]
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(_Task.run, task): i for i, task in enumerate(tasks)}
-            for future in as_completed(futures):
-                runs[futures[future]] = _report(future.result(), on_done)
-    result = SweepResult(source.name, dense, tuple(r for r in runs if r is not None))
+        runs = run_in_processes(_Task.run, tasks, jobs=jobs, crashed=_Task.failed, on_done=on_done)
+    result = SweepResult(source.name, dense, tuple(runs))
     write_text_atomic(folder / "sweep.json", json.dumps(result.to_dict(), indent=2))
     return result
 
@@ -226,6 +221,11 @@ class _Task:
     batch_size: int
     seed: int
 
+    def failed(self, error: str) -> SweepRun:
+        """The run as asked, failed with ``error``."""
+        method = f"{self.score}/{self.allocation}"
+        return SweepRun(method, self.score, self.allocation, self.sparsity, error=error)
+
     def run(self) -> SweepRun:
         method = f"{self.score}/{self.allocation}"
         asked = SweepRun(method, self.score, self.allocation, self.sparsity)
@@ -242,10 +242,7 @@ class _Task:
                 seed=self.seed,
                 calibration=_calibration(self.score, self.data, self.model),
             )
-            model_path, report_path = folder / f"{stem}.onnx", folder / f"{stem}.report.json"
-            save_model(result.model, model_path)
-            save_masks(result.masks, folder / f"{stem}.masks.npz")
-            write_text_atomic(report_path, json.dumps(result.report.to_dict(), indent=2))
+            files = save_pruned(result, folder / f"{stem}.onnx")
             checked = validate(
                 result.model,
                 self.data,
@@ -262,8 +259,8 @@ class _Task:
             top1=checked.top1,
             agreement=checked.agreement,
             provider=checked.provider,
-            model_path=model_path.name,
-            report_path=report_path.name,
+            model_path=files.model.name,
+            report_path=files.report.name,
         )
 
 
@@ -302,11 +299,7 @@ def format_sweep(result: SweepResult) -> str:
                 _pct(run.agreement),
             )
         )
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    lines = [
-        "  ".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=True)) for row in (header, *rows)
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = text_table(header, rows)
     lines.append(f"provider: {dense.provider}   samples: {dense.samples}")
     return "\n".join(lines)
 

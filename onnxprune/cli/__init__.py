@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from onnxprune import __version__
-from onnxprune.cli import _analyze, _prune, _report, _sweep, _validate
+from onnxprune.cli import _analyze, _batch, _prune, _remote, _report, _serve, _sweep, _validate
 from onnxprune.cli._common import (
     EXIT_BUG,
     EXIT_GATE_FAILED,
@@ -25,7 +25,7 @@ from onnxprune.errors import EXIT_CODES, OnnxpruneError
 
 __all__ = ["EXIT_BUG", "EXIT_GATE_FAILED", "EXIT_SOME_FAILED", "main", "parse_input_shapes"]
 
-COMMANDS = (_analyze, _prune, _validate, _sweep, _report)
+COMMANDS = (_analyze, _prune, _validate, _sweep, _batch, _report, _serve, _remote)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,15 +22,86 @@ def add_debug(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_input_shape(p: argparse.ArgumentParser) -> None:
-    """The repeatable ``--input-shape NAME=D0,D1,...`` flag."""
+def add_input_shape(p: argparse.ArgumentParser, *, given_only: bool = False) -> None:
+    """The repeatable ``--input-shape NAME=D0,D1,...`` flag (``given_only``: no default)."""
     p.add_argument(
         "--input-shape",
         action="append",
-        default=[],
+        default=argparse.SUPPRESS if given_only else [],
         metavar="NAME=D0,D1,...",
         help="fix the shape of a graph input with symbolic dimensions (repeatable)",
     )
+
+
+def add_prune_flags(p: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    """The flags that choose a pruner and its target, shared by ``prune`` and ``batch``.
+
+    With ``defaults=False`` a flag that is not given leaves no attribute (``batch`` merges only
+    the flags given over a manifest's options).
+    """
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    p.add_argument(
+        "--sparsity",
+        type=float,
+        default=default(None),
+        help="target direct sparsity in [0, 1) (effective sparsity with --effective)",
+    )
+    p.add_argument("--score", default=default("magnitude"), help="score (see `onnxprune methods`)")
+    p.add_argument(
+        "--allocation",
+        default=default("global"),
+        help="layerwise allocation (see `onnxprune methods`)",
+    )
+    p.add_argument(
+        "--effective",
+        action="store_true",
+        default=default(False),
+        help="--sparsity is the target effective sparsity, reached by bisection",
+    )
+    p.add_argument(
+        "--min-threshold",
+        type=float,
+        default=default(None),
+        metavar="SIGMA",
+        help="every layer keeps at least SIGMA (a fraction of all prunable weights) of its "
+        "largest-scored weights (Gupta et al.); prevents layer collapse",
+    )
+    p.add_argument(
+        "--nm",
+        default=default(None),
+        metavar="N:M",
+        help="N:M sparsity along the input dimension, e.g. 2:4",
+    )
+    p.add_argument(
+        "--skip-indivisible",
+        action="store_true",
+        default=default(False),
+        help="with --nm, leave layers whose input size is not a multiple of M dense",
+    )
+    p.add_argument(
+        "--layers",
+        default=default(None),
+        metavar="REGEX",
+        help="prune only weights whose name matches",
+    )
+    p.add_argument(
+        "--exclude",
+        default=default(None),
+        metavar="REGEX",
+        help="do not prune weights whose name matches",
+    )
+    p.add_argument("--seed", type=int, default=default(0), help="seed of random scores (default 0)")
+    p.add_argument("--rounds", type=int, default=default(100), help="SynFlow rounds (default 100)")
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        default=default(False),
+        help="report (and target) the exact level",
+    )
+    add_input_shape(p, given_only=not defaults)
 
 
 def out(text: str) -> None:

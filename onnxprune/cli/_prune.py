@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from onnxprune.cli._common import add_debug, add_input_shape, err, out, parse_input_shapes
+from onnxprune.cli._common import add_debug, add_prune_flags, err, out, parse_input_shapes
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import DEFAULT_MAX_BYTES, save_model, write_text_atomic
 from onnxprune.pruners.masks import load_npz, save_masks
@@ -28,50 +28,18 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="path of the .onnx model (never overwritten)")
     p.add_argument("-o", "--output", required=True, help="path of the pruned .onnx model")
-    p.add_argument(
-        "--sparsity",
-        type=float,
-        help="target direct sparsity in [0, 1) (effective sparsity with --effective)",
-    )
-    p.add_argument("--score", default="magnitude", help="score (see `onnxprune methods`)")
-    p.add_argument(
-        "--allocation", default="global", help="layerwise allocation (see `onnxprune methods`)"
-    )
-    p.add_argument(
-        "--effective",
-        action="store_true",
-        help="--sparsity is the target effective sparsity, reached by bisection",
-    )
-    p.add_argument(
-        "--min-threshold",
-        type=float,
-        metavar="SIGMA",
-        help="every layer keeps at least SIGMA (a fraction of all prunable weights) of its "
-        "largest-scored weights (Gupta et al.); prevents layer collapse",
-    )
-    p.add_argument("--nm", metavar="N:M", help="N:M sparsity along the input dimension, e.g. 2:4")
-    p.add_argument(
-        "--skip-indivisible",
-        action="store_true",
-        help="with --nm, leave layers whose input size is not a multiple of M dense",
-    )
+    add_prune_flags(p)
     p.add_argument("--scores", metavar="NPZ", help="external scores keyed by weight name")
     p.add_argument("--masks-in", metavar="NPZ", help="masks to apply and compose with")
     p.add_argument(
         "--masks-out", metavar="NPZ", help="where to write masks (default <output stem>.masks.npz)"
     )
     p.add_argument("--report-out", metavar="JSON", help="also write the report as JSON")
-    p.add_argument("--layers", metavar="REGEX", help="prune only weights whose name matches")
-    p.add_argument("--exclude", metavar="REGEX", help="do not prune weights whose name matches")
-    p.add_argument("--seed", type=int, default=0, help="seed of random scores (default 0)")
     p.add_argument(
         "--calibration",
         metavar="NPZ",
         help="inputs for the activation score (arrays by input name)",
     )
-    p.add_argument("--rounds", type=int, default=100, help="SynFlow rounds (default 100)")
-    p.add_argument("--exact", action="store_true", help="report (and target) the exact level")
-    add_input_shape(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help=argparse.SUPPRESS)
     add_debug(p)

@@ -16,7 +16,7 @@ from onnxprune.graph import rules  # noqa: F401  (registers every transfer rule)
 from onnxprune.graph._shapes import Shape, infer_shapes
 from onnxprune.graph.registry import NodeView, lookup, static
 from onnxprune.graph.transfers import Contract, Dense, Move, NoSignal, Transfer
-from onnxprune.model import ConstantResolver
+from onnxprune.model import ConstantResolver, TensorReader
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,17 +105,21 @@ class ConnectivityGraph:
 
 
 def build_graph(
-    model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    external: TensorReader | None = None,
 ) -> ConnectivityGraph:
     """Turn ``model`` into a ``ConnectivityGraph``.
 
     Args:
         model: the model (not modified).
         input_shapes: fixed shapes for graph inputs with symbolic dimensions.
+        external: reads initializers whose data is still in external files (a model from
+            ``onnxprune.external_data.load_model_lazy``); weights are then read one at a time.
     """
     graph = model.graph
     shapes = infer_shapes(model, input_shapes)
-    constants = ConstantResolver(graph)
+    constants = ConstantResolver(graph, external)
     initializers = {t.name for t in graph.initializer}
     inputs = tuple(i.name for i in graph.input if i.name not in initializers)
     opset = _default_opset(model)

@@ -7,12 +7,14 @@ is, so effective sparsity can only be under-reported, never over-reported.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
 
+from onnxprune.graph._bits import BitMatrix
 from onnxprune.graph._conv import conv_edges, matmul_edges, tap_validity
 from onnxprune.graph.build import ConnectivityGraph, Layer, Step
 from onnxprune.graph.registry import static
@@ -20,10 +22,11 @@ from onnxprune.graph.transfers import Contract, Move, Pointwise, Reduce, Transfe
 
 IDENTITY = "identity"
 DENSE = "dense"
-Op = sp.csr_matrix | np.ndarray | str
-"""A link between two unit vectors: an in x out matrix (scipy.sparse, or a dense boolean array
-for matmul weights), ``IDENTITY`` or ``DENSE``."""
-Matrix = sp.csr_matrix | np.ndarray
+Op = sp.csr_matrix | np.ndarray | BitMatrix | str
+"""A link between two unit vectors: an in x out matrix (scipy.sparse, a dense array of conv tap
+counts, or a packed boolean matmul pattern; a layer's may be a ``Reread``), ``IDENTITY`` or
+``DENSE``."""
+Matrix = sp.csr_matrix | np.ndarray | BitMatrix
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,27 +164,53 @@ def _relayout(shape: Sequence[int | None] | None, src: Layout, axes: tuple[int, 
 
 def _layer_links(
     graph: ConnectivityGraph, layer: Layer, layouts: dict[str, Layout]
-) -> tuple[Op, Matrix, np.ndarray, int]:
+) -> tuple[Op, Matrix | Reread, np.ndarray, int]:
     c = layer.contract
     x_shape, y_shape = graph.shapes.get(layer.x), graph.shapes.get(layer.y)
     src = layouts[layer.x]
-    pattern = graph.weight(layer) != 0
+    edge, valid, nonzero = _edge(graph, layer)
     if c.kind == "matmul":
         x_rank = len(x_shape) if x_shape is not None else 2
         y_rank = len(y_shape) if y_shape is not None else x_rank
-        edge = matmul_edges(c, pattern)
-        valid = np.ones((), bool)
         x_axes, y_axes = (c.x_axis % x_rank,), (c.y_axis % y_rank,)
     else:
-        xs, ys = static(x_shape), static(y_shape)
-        valid = tap_validity(c, pattern.shape[2:], xs and xs[2:], ys and ys[2:])
-        edge = conv_edges(c, pattern, valid)
         x_axes, y_axes = (1,), (1,)
     layouts[layer.y] = Layout(y_axes, edge.shape[1])
     relayout = _relayout(x_shape, src, x_axes)
     if isinstance(relayout, str) and relayout == IDENTITY and src.size != edge.shape[0]:
         relayout = DENSE
-    return relayout, edge, valid, int(np.count_nonzero(pattern))
+    if graph.constants.reads_external:  # weights on disk: rebuilt at each use, never kept
+        edge = Reread(partial(_rebuilt, graph, layer), edge.shape)
+    return relayout, edge, valid, nonzero
+
+
+@dataclass(frozen=True)
+class Reread:
+    """A layer's edge rebuilt from its weight at every use.
+
+    For graphs whose weights are read from external files one at a time: keeping every layer's
+    edge would hold a fixed fraction of the model (1/32 of a float32 matmul, a quarter of a 1x1
+    convolution); rebuilding costs one read of the weight per pass instead.
+    """
+
+    build: Callable[[], Matrix]
+    shape: tuple[int, int]
+
+
+def _edge(graph: ConnectivityGraph, layer: Layer) -> tuple[Matrix, np.ndarray, int]:
+    """The layer's in x out edge, the validity of its kernel taps, and its nonzero count."""
+    c = layer.contract
+    pattern = graph.weight(layer) != 0
+    nonzero = int(np.count_nonzero(pattern))
+    if c.kind == "matmul":  # packed: 1/32 of a float32 weight
+        return BitMatrix.pack(matmul_edges(c, pattern)), np.ones((), bool), nonzero
+    xs, ys = static(graph.shapes.get(layer.x)), static(graph.shapes.get(layer.y))
+    valid = tap_validity(c, pattern.shape[2:], xs and xs[2:], ys and ys[2:])
+    return conv_edges(c, pattern, valid), valid, nonzero
+
+
+def _rebuilt(graph: ConnectivityGraph, layer: Layer) -> Matrix:
+    return _edge(graph, layer)[0]
 
 
 def _step_links(
@@ -337,6 +366,10 @@ def _backward(
 
 
 def _push(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
+    if isinstance(op, Reread):
+        op = op.build()
+    if isinstance(op, BitMatrix):
+        return op.push(vec)
     if isinstance(op, np.ndarray):
         return op[vec].any(axis=0)
     if isinstance(op, sp.csr_matrix):
@@ -347,6 +380,10 @@ def _push(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
 
 
 def _pull(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
+    if isinstance(op, Reread):
+        op = op.build()
+    if isinstance(op, BitMatrix):
+        return op.pull(vec)
     if isinstance(op, np.ndarray):
         return op[:, vec].any(axis=1)
     if isinstance(op, sp.csr_matrix):
@@ -363,9 +400,14 @@ def _activity(
     alive_out: np.ndarray,
     mask: np.ndarray | None,
 ) -> LayerActivity:
+    if isinstance(edge, Reread):
+        edge = edge.build()
+    if isinstance(edge, BitMatrix):  # a matmul's pattern
+        active, used_in, used_out = edge.activity(alive_in, alive_out)
+        return LayerActivity(nonzero, active, int((~used_in).sum()), int((~used_out).sum()), mask)
     used_in = np.zeros(edge.shape[0], bool)
     used_out = np.zeros(edge.shape[1], bool)
-    if isinstance(edge, np.ndarray):  # boolean pattern (matmul) or tap counts (conv)
+    if isinstance(edge, np.ndarray):  # tap counts (conv)
         everything = alive_in.all() and alive_out.all()
         live = edge if everything else edge[alive_in][:, alive_out]
         active = int(np.count_nonzero(live) if live.dtype == bool else live.sum(dtype=np.int64))

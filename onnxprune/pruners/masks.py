@@ -7,9 +7,12 @@ a weight that is zero, or masked already, stays pruned.
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -96,14 +99,70 @@ def _constant_tensor(node: onnx.NodeProto, model: onnx.ModelProto) -> onnx.Tenso
 
 def save_masks(masks: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
     """Write masks to an ``.npz`` (arrays keyed by weight name, dtype bool), atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp.npz")
-    try:
-        with tmp.open("wb") as f:
-            np.savez_compressed(f, **{k: np.asarray(v, bool) for k, v in masks.items()})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with MaskWriter(path) as writer:
+        for name, mask in masks.items():
+            mask = np.asarray(mask, bool)
+            writer.add(name, mask.shape, [mask])
+
+
+class MaskWriter:
+    """Writes masks into an ``.npz`` one chunk at a time, renamed into place on success.
+
+    The archive is what ``np.savez_compressed`` writes (one ``<name>.npy`` member per mask), so
+    ``load_masks`` and ``np.load`` read it; a mask never has to be whole in memory.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "m.npz")
+        >>> with MaskWriter(path) as w:
+        ...     w.add("w", (2, 3), [np.array([True, False, True]), np.array([False, True, True])])
+        >>> load_masks(path)["w"].sum()
+        np.int64(4)
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self._path = Path(path)
+        self._tmp = self._path.with_name(f".{self._path.name}.{uuid.uuid4().hex}.tmp.npz")
+        self._zip = zipfile.ZipFile(self._tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+
+    def add(self, name: str, shape: tuple[int, ...], chunks: Iterable[np.ndarray]) -> None:
+        """Add mask ``name`` of ``shape`` from its C-order chunks (they must fill the shape)."""
+        with self.member(name, shape) as write:
+            for chunk in chunks:
+                write(chunk)
+
+    @contextmanager
+    def member(self, name: str, shape: tuple[int, ...]) -> Iterator[Callable[[np.ndarray], None]]:
+        """Open mask ``name``; the function it yields appends the next C-order chunk.
+
+        Raises:
+            ValueError: the chunks written hold a different number of elements than ``shape``.
+        """
+        header = {"descr": "|b1", "fortran_order": False, "shape": tuple(int(d) for d in shape)}
+        written = 0
+        with self._zip.open(f"{name}.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, header)
+
+            def write(chunk: np.ndarray) -> None:
+                nonlocal written
+                flat = np.ascontiguousarray(chunk, dtype=bool).reshape(-1)
+                member.write(flat.view(np.uint8).data)
+                written += flat.size
+
+            yield write
+        if written != math.prod(header["shape"]):
+            raise ValueError(f"mask {name!r}: {written} values for shape {header['shape']}")
+
+    def __enter__(self) -> MaskWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._zip.close()
+            if exc_type is None:
+                os.replace(self._tmp, self._path)
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
 
 def load_masks(path: str | os.PathLike) -> dict[str, np.ndarray]:

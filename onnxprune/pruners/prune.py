@@ -9,7 +9,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,7 +116,7 @@ def prune(
         if masks is None:
             raise InvalidOptionError("nothing to do: give --sparsity, --nm or --masks-in")
         return plan.finish(kept, (), 0)
-    _check_fraction("sparsity", sparsity)
+    check_fraction("sparsity", sparsity)
     ctx = ScoreContext(
         plan.graph,
         plan.model,
@@ -131,10 +131,7 @@ def prune(
     alloc = get_allocation(allocation).fn
     shapes = {name: plan.layers[name].shape for name in plan.selected}
     total = sum(math.prod(s) for s in shapes.values())
-    if min_threshold is not None:
-        _check_fraction("min_threshold", min_threshold)
-    # ``minimum_threshold``'s sigma is a fraction of all prunable weights; ours are the selected.
-    sigma = None if min_threshold is None else min_threshold * plan.total / max(total, 1)
+    sigma = selected_sigma(min_threshold, plan.total, total)
 
     def masks_for(k: int) -> dict[str, np.ndarray]:
         counts = alloc(shapes, k / total, chosen) if total else {}
@@ -144,12 +141,8 @@ def prune(
 
     forced = sum(int((~m).sum()) for m in kept.values())
     if not effective:
-        k = round(sparsity * plan.total) - plan.zeros_outside
-        if k > total:
-            raise InvalidOptionError(
-                f"sparsity={sparsity} needs {k} of the {total} selected weights removed"
-            )
-        return plan.finish(masks_for(max(k, 0)), (), 0)
+        k = removal_count(sparsity, plan.total, plan.zeros_outside, total)
+        return plan.finish(masks_for(k), (), 0)
     # Removing every weight cuts every path; the search stops one short of it, which keeps
     # allocation targets inside [0, 1).
     top = max(total - 1, 0)
@@ -163,11 +156,6 @@ def prune(
             f"above the target {sparsity}",
         )
     return plan.finish(masks_for(search.removed), notes, search.analyses)
-
-
-def _check_fraction(name: str, value: float) -> None:
-    if not 0.0 <= value < 1.0 or not math.isfinite(value):
-        raise InvalidOptionError(f"{name}={value} must be in [0, 1)")
 
 
 def _scores(
@@ -229,31 +217,14 @@ class _Plan:
             raise InvalidOptionError(f"level={level!r} must be one of {sorted(LEVELS)}")
         model = load_model(source, max_bytes=max_bytes)
         graph = build_graph(model, input_shapes)
-        first: dict[str, Layer] = {}
-        for layer in graph.layers:
-            first.setdefault(layer.name, layer)
-        include_re, exclude_re = _regex("--layers", layers), _regex("--exclude", exclude)
-        selected, skipped = [], []
-        for name, layer in first.items():
-            if (include_re and not include_re.search(name)) or (
-                exclude_re and exclude_re.search(name)
-            ):
-                continue
-            if layer.contract.source.dequantized:
-                skipped.append(f"{name}: quantized (DequantizeLinear) weights are not pruned")
-                continue
-            selected.append(name)
-        if (layers or exclude) and not selected:
-            raise InvalidOptionError("--layers/--exclude leave no prunable weight to prune")
+        first, selected, skipped = select_layers(graph, layers, exclude)
         zeros_outside = sum(
             int((graph.weight(layer) == 0).sum())
             for name, layer in first.items()
             if name not in selected
         )
         total = sum(math.prod(layer.shape) for layer in first.values())
-        return _Plan(
-            model, graph, first, tuple(selected), tuple(skipped), level, total, zeros_outside
-        )
+        return _Plan(model, graph, first, selected, skipped, level, total, zeros_outside)
 
     def weight(self, name: str) -> np.ndarray:
         return self.graph.weight(self.layers[name])
@@ -299,14 +270,97 @@ class _Plan:
         sources = {name: self.layers[name].contract.source for name in stored}
         pruned = apply_masks(self.model, stored, sources)
         report = sparsity_report(self.masked_graph(masks), level=self.level)
-        collapsed = [
-            f"{name}: pruned to 100% (layer collapse; every path through it is cut); "
-            "try --min-threshold"
-            for name, m in masks.items()
-            if m.size and not m.any()
-        ]
+        collapsed = collapse_warnings(name for name, m in masks.items() if m.size and not m.any())
         warnings = (*self.skipped, *collapsed, *notes)
         return PruneResult(pruned, stored, report, warnings, analyses)
+
+
+def select_layers(
+    graph: ConnectivityGraph, layers: str | None, exclude: str | None
+) -> tuple[dict[str, Layer], tuple[str, ...], tuple[str, ...]]:
+    """Which prunable weights a run may touch.
+
+    Args:
+        graph: the model's connectivity graph.
+        layers: regular expression; only weights whose name matches are selected.
+        exclude: regular expression; weights whose name matches are not selected.
+
+    Returns:
+        The first use of every stored weight (graph order), the selected weight names, and one
+        warning per weight left alone for a reason other than the expressions (quantized).
+
+    Raises:
+        InvalidOptionError: a bad expression, or expressions that select nothing.
+    """
+    first: dict[str, Layer] = {}
+    for layer in graph.layers:
+        first.setdefault(layer.name, layer)
+    include_re, exclude_re = _regex("--layers", layers), _regex("--exclude", exclude)
+    selected, skipped = [], []
+    for name, layer in first.items():
+        if (include_re and not include_re.search(name)) or (exclude_re and exclude_re.search(name)):
+            continue
+        if layer.contract.source.dequantized:
+            skipped.append(f"{name}: quantized (DequantizeLinear) weights are not pruned")
+            continue
+        selected.append(name)
+    if (layers or exclude) and not selected:
+        raise InvalidOptionError("--layers/--exclude leave no prunable weight to prune")
+    return first, tuple(selected), tuple(skipped)
+
+
+def removal_count(sparsity: float, everything: int, zeros_outside: int, selected: int) -> int:
+    """Weights to remove from the selected layers so that all prunable weights hit ``sparsity``.
+
+    Args:
+        sparsity: the direct sparsity wanted over all ``everything`` prunable weights.
+        everything: number of prunable weights.
+        zeros_outside: zeros of the weights that are not selected (they count as removed).
+        selected: number of selected weights.
+
+    Raises:
+        InvalidOptionError: the selected weights are too few to reach ``sparsity``.
+    """
+    k = round(sparsity * everything) - zeros_outside
+    if k > selected:
+        raise InvalidOptionError(
+            f"sparsity={sparsity} needs {k} of the {selected} selected weights removed"
+        )
+    return max(k, 0)
+
+
+def selected_sigma(min_threshold: float | None, everything: int, selected: int) -> float | None:
+    """``minimum_threshold``'s sigma over the selected weights for ``--min-threshold``.
+
+    ``--min-threshold`` is a fraction of all prunable weights; ``minimum_threshold`` takes a
+    fraction of the weights it is given, the selected ones.
+
+    Raises:
+        InvalidOptionError: ``min_threshold`` outside [0, 1).
+    """
+    if min_threshold is None:
+        return None
+    check_fraction("min_threshold", min_threshold)
+    return min_threshold * everything / max(selected, 1)
+
+
+def collapse_warnings(emptied: Iterable[str]) -> tuple[str, ...]:
+    """One warning per layer pruned to 100%, suggesting the minimum threshold."""
+    return tuple(
+        f"{name}: pruned to 100% (layer collapse; every path through it is cut); "
+        "try --min-threshold"
+        for name in emptied
+    )
+
+
+def check_fraction(name: str, value: float) -> None:
+    """Refuse ``value`` unless it is a finite number in [0, 1).
+
+    Raises:
+        InvalidOptionError: naming ``name`` and the value given.
+    """
+    if not 0.0 <= value < 1.0 or not math.isfinite(value):
+        raise InvalidOptionError(f"{name}={value} must be in [0, 1)")
 
 
 def _regex(flag: str, pattern: str | None) -> re.Pattern | None:

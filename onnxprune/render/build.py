@@ -24,6 +24,17 @@ from onnxprune.render.document import (
 from onnxprune.render.kinds import detect_kind
 
 LAYER_HEADER = ("#", "layer", "op", "shape", "params", "direct", "effective", "dead in", "dead out")
+ITEM_HEADER = (
+    "model",
+    "status",
+    "target",
+    "direct",
+    "effective",
+    "top-1",
+    "dense top-1",
+    "agreement",
+    "time",
+)
 RUN_HEADER = (
     "method",
     "target",
@@ -50,6 +61,8 @@ def build_document(data: Mapping) -> Document:
         return Document(title, (validation_section(data, "Validation"),))
     if kind == "sweep":
         return Document(f"Sparsity sweep: {fmt.text(data['model'])}", sweep_sections(data))
+    if kind == "batch":
+        return Document("Batch pruning", batch_sections(data))
     sections = sparsity_sections(data["report"])
     if data.get("validation") is not None:
         sections += (validation_section(data["validation"], "Validation"),)
@@ -249,3 +262,58 @@ def _sweep_plot(
         reference,
         caption,
     )
+
+
+def batch_sections(data: Mapping) -> tuple[Section, ...]:
+    """Totals, one row per model with a sparsity plot, and the failed models with their errors."""
+    results = data["results"]
+    totals = Table(
+        ("quantity", "value"),
+        (
+            ("models", fmt.count(data["models"])),
+            ("pruned", fmt.count(data["ok"])),
+            ("already done (skipped)", fmt.count(data["skipped"])),
+            ("failed", fmt.count(data["failed"])),
+            ("time of the models run", fmt.number(data["seconds"], "s", ".1f")),
+        ),
+        (False, True),
+    )
+    rows = tuple(
+        (
+            r["model"],
+            r["status"] + (" (streamed)" if r["streamed"] else ""),
+            fmt.MISSING if r["target"] is None else fmt.sparsity_target(r["target"]),
+            fmt.percent(r["direct_sparsity"]),
+            fmt.percent(r["effective_sparsity"]),
+            fmt.percent(r["accuracy"]),
+            fmt.percent(r["baseline_accuracy"]),
+            fmt.percent(r["agreement"]),
+            fmt.number(r["seconds"], "s", ".1f"),
+        )
+        for r in results
+    )
+    blocks: list[Block] = [Table(ITEM_HEADER, rows, (False, False, *(True,) * 7))]
+    pruned = [r for r in results if r["direct_sparsity"] is not None]
+    if pruned:
+        blocks.append(
+            BarPlot(
+                "Direct vs effective sparsity per model",
+                "sparsity",
+                tuple(r["model"] for r in pruned),
+                tuple(
+                    Bars(name, tuple(float(r[f"{name}_sparsity"]) for r in pruned))
+                    for name in ("direct", "effective")
+                ),
+                percent=True,
+            )
+        )
+    sections = [Section("Totals", (totals,)), Section("Models", tuple(blocks))]
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed:
+        failures = Table(
+            ("model", "error"),
+            tuple((r["model"], fmt.text(r["error"])) for r in failed),
+            (False, False),
+        )
+        sections.append(Section("Failed models", (failures,)))
+    return tuple(sections)

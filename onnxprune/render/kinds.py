@@ -1,10 +1,11 @@
 """Which of onnxprune's JSON reports a dict is, checked against the documented keys.
 
-Four shapes are known (extra keys are allowed, missing or mistyped ones are not):
+Five shapes are known (extra keys are allowed, missing or mistyped ones are not):
 
 - ``sparsity``: ``SparsityReport.to_dict()`` (``onnxprune analyze --json``, ``--report-out``);
 - ``validation``: ``ValidationResult.to_dict()``;
 - ``sweep``: ``SweepResult.to_dict()`` (``"kind": "sweep"``);
+- ``batch``: ``BatchResult.to_dict()`` (``"kind": "batch"``, ``onnxprune batch``'s batch.json);
 - ``combined``: ``{"report": <sparsity>, "validation": <validation or null>}``.
 """
 
@@ -15,7 +16,7 @@ from typing import Literal
 
 from onnxprune.errors import InvalidOptionError
 
-Kind = Literal["sparsity", "validation", "sweep", "combined"]
+Kind = Literal["sparsity", "validation", "sweep", "batch", "combined"]
 
 # What a field may hold: "num" (int or float, not bool), "str", "bool", "list", "dict";
 # a trailing "?" also allows null.
@@ -80,10 +81,35 @@ RUN_FIELDS = {
     "report_path": "str?",
 }
 OPTIONAL_RUN_FIELDS = {"error": "str?"}
+BATCH_FIELDS = {
+    "kind": "str",
+    "models": "num",
+    "ok": "num",
+    "skipped": "num",
+    "failed": "num",
+    "seconds": "num",
+    "results": "list",
+}
+ITEM_FIELDS = {
+    "model": "str",
+    "status": "str",
+    "output": "str?",
+    "streamed": "bool?",
+    "target": "num?",
+    "direct_sparsity": "num?",
+    "effective_sparsity": "num?",
+    "accuracy": "num?",
+    "baseline_accuracy": "num?",
+    "agreement": "num?",
+    "seconds": "num",
+    "error": "str?",
+    "warnings": "list",
+}
+_KINDS_WITH_TAG = ("sweep", "batch")
 
 _EXPECTED = (
     "a sparsity report (total_params, layers, ...), a validation result (top1, agreement, ...), "
-    'a sweep ("kind": "sweep") or {"report": ..., "validation": ...}'
+    'a sweep ("kind": "sweep"), a batch ("kind": "batch") or {"report": ..., "validation": ...}'
 )
 
 
@@ -94,7 +120,7 @@ def detect_kind(data: object) -> Kind:
         data: the parsed JSON.
 
     Returns:
-        ``"sparsity"``, ``"validation"``, ``"sweep"`` or ``"combined"``.
+        ``"sparsity"``, ``"validation"``, ``"sweep"``, ``"batch"`` or ``"combined"``.
 
     Raises:
         InvalidOptionError: not an object, an unknown shape, or a known shape with a missing or
@@ -107,8 +133,12 @@ def detect_kind(data: object) -> Kind:
     if not isinstance(data, Mapping):
         raise InvalidOptionError(f"a report must be a JSON object, got {_type_name(data)}")
     if "kind" in data:
-        if data["kind"] != "sweep":
-            raise InvalidOptionError(f"unknown report kind {_short(data['kind'])}; known: 'sweep'")
+        if data["kind"] not in _KINDS_WITH_TAG:
+            known = ", ".join(map(repr, _KINDS_WITH_TAG))
+            raise InvalidOptionError(f"unknown report kind {_short(data['kind'])}; known: {known}")
+        if data["kind"] == "batch":
+            check_batch(data)
+            return "batch"
         check_sweep(data)
         return "sweep"
     if "report" in data:
@@ -151,6 +181,14 @@ def check_sweep(data: Mapping, where: str = "sweep") -> None:
     for i, run in enumerate(data["runs"]):
         _check(run, RUN_FIELDS, f"{where} runs[{i}]")
         _check(run, OPTIONAL_RUN_FIELDS, f"{where} runs[{i}]", required=False)
+
+
+def check_batch(data: Mapping, where: str = "batch") -> None:
+    """Check a batch's keys and every model result's keys."""
+    _check(data, BATCH_FIELDS, where)
+    for i, item in enumerate(data["results"]):
+        _check(item, ITEM_FIELDS, f"{where} results[{i}]")
+        _check_items(item["warnings"], "str", f"{where} results[{i}].warnings")
 
 
 def _check(obj: object, fields: Mapping[str, str], where: str, *, required: bool = True) -> None:

@@ -91,5 +91,8 @@ def test_console_entry_point_exits_2_without_traceback(tmp_path):
     source.write_text('{"kind": "benchmark"}')
     result = run_cli("report", str(source), "--html", str(tmp_path / "x.html"))
     assert result.returncode == 2
-    assert result.stderr == "InvalidOptionError: unknown report kind 'benchmark'; known: 'sweep'\n"
+    assert (
+        result.stderr
+        == "InvalidOptionError: unknown report kind 'benchmark'; known: 'sweep', 'batch'\n"
+    )
     assert "Traceback" not in result.stderr

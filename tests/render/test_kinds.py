@@ -44,7 +44,9 @@ def test_an_unknown_shape_names_its_keys_and_the_known_kinds():
 def test_not_an_object_and_unknown_kinds_are_errors():
     assert _error([1, 2]) == "a report must be a JSON object, got a list"
     assert _error(None) == "a report must be a JSON object, got null"
-    assert _error({"kind": "benchmark"}) == "unknown report kind 'benchmark'; known: 'sweep'"
+    assert (
+        _error({"kind": "benchmark"}) == "unknown report kind 'benchmark'; known: 'sweep', 'batch'"
+    )
 
 
 def test_a_layer_without_a_documented_key_is_named():

@@ -1,0 +1,42 @@
+"""The files a pruning run leaves side by side: the model, its masks and its sparsity report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from onnxprune.model import save_model, write_text_atomic
+from onnxprune.pruners.masks import save_masks
+from onnxprune.pruners.prune import PruneResult
+from onnxprune.report import SparsityReport
+
+
+@dataclass(frozen=True, slots=True)
+class PrunedFiles:
+    """``<stem>.onnx``, ``<stem>.masks.npz`` and ``<stem>.report.json`` in one folder."""
+
+    model: Path
+    masks: Path
+    report: Path
+
+    @staticmethod
+    def beside(model: Path) -> PrunedFiles:
+        """The files that go with the pruned model at ``model``."""
+        return PrunedFiles(
+            model, model.with_suffix(".masks.npz"), model.with_suffix(".report.json")
+        )
+
+
+def save_pruned(result: PruneResult, model: Path) -> PrunedFiles:
+    """Write the pruned model, its masks and its report, each atomically."""
+    files = PrunedFiles.beside(model)
+    save_model(result.model, files.model)
+    save_masks(result.masks, files.masks)
+    save_report(result.report, files.report)
+    return files
+
+
+def save_report(report: SparsityReport, path: Path) -> None:
+    """The report's JSON, written atomically."""
+    write_text_atomic(path, json.dumps(report.to_dict(), indent=2))

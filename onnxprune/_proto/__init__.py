@@ -1,0 +1,1 @@
+"""Generated gRPC code of ``proto/onnxprune/v1/pruning.proto``; rebuild with ``make proto``."""

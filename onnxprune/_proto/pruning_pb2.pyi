@@ -1,0 +1,317 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FileInfo(_message.Message):
+    __slots__ = ("name", "size", "sha256")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size: int
+    sha256: str
+    def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("stage", "fraction")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    fraction: float
+    def __init__(self, stage: _Optional[str] = ..., fraction: _Optional[float] = ...) -> None: ...
+
+class InputShape(_message.Message):
+    __slots__ = ("name", "dims")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DIMS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dims: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., dims: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class AnalyzeOptions(_message.Message):
+    __slots__ = ("level", "input_shapes", "max_bytes")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    level: str
+    input_shapes: _containers.RepeatedCompositeFieldContainer[InputShape]
+    max_bytes: int
+    def __init__(self, level: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+
+class AnalyzeHeader(_message.Message):
+    __slots__ = ("model", "model_data", "options")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DATA_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    model: FileInfo
+    model_data: _containers.RepeatedCompositeFieldContainer[FileInfo]
+    options: AnalyzeOptions
+    def __init__(self, model: _Optional[_Union[FileInfo, _Mapping]] = ..., model_data: _Optional[_Iterable[_Union[FileInfo, _Mapping]]] = ..., options: _Optional[_Union[AnalyzeOptions, _Mapping]] = ...) -> None: ...
+
+class AnalyzeRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: AnalyzeHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[AnalyzeHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class AnalyzeResponse(_message.Message):
+    __slots__ = ("progress", "report")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    report: SparsityReport
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., report: _Optional[_Union[SparsityReport, _Mapping]] = ...) -> None: ...
+
+class PruneOptions(_message.Message):
+    __slots__ = ("sparsity", "score", "allocation", "effective", "min_threshold", "nm", "skip_indivisible", "layers", "exclude", "seed", "rounds", "level", "input_shapes", "max_bytes")
+    SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_FIELD_NUMBER: _ClassVar[int]
+    MIN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    NM_FIELD_NUMBER: _ClassVar[int]
+    SKIP_INDIVISIBLE_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    sparsity: float
+    score: str
+    allocation: str
+    effective: bool
+    min_threshold: float
+    nm: str
+    skip_indivisible: bool
+    layers: str
+    exclude: str
+    seed: int
+    rounds: int
+    level: str
+    input_shapes: _containers.RepeatedCompositeFieldContainer[InputShape]
+    max_bytes: int
+    def __init__(self, sparsity: _Optional[float] = ..., score: _Optional[str] = ..., allocation: _Optional[str] = ..., effective: _Optional[bool] = ..., min_threshold: _Optional[float] = ..., nm: _Optional[str] = ..., skip_indivisible: _Optional[bool] = ..., layers: _Optional[str] = ..., exclude: _Optional[str] = ..., seed: _Optional[int] = ..., rounds: _Optional[int] = ..., level: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+
+class PruneHeader(_message.Message):
+    __slots__ = ("model", "model_data", "options", "masks", "scores", "calibration", "output_name")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DATA_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MASKS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_NAME_FIELD_NUMBER: _ClassVar[int]
+    model: FileInfo
+    model_data: _containers.RepeatedCompositeFieldContainer[FileInfo]
+    options: PruneOptions
+    masks: FileInfo
+    scores: FileInfo
+    calibration: FileInfo
+    output_name: str
+    def __init__(self, model: _Optional[_Union[FileInfo, _Mapping]] = ..., model_data: _Optional[_Iterable[_Union[FileInfo, _Mapping]]] = ..., options: _Optional[_Union[PruneOptions, _Mapping]] = ..., masks: _Optional[_Union[FileInfo, _Mapping]] = ..., scores: _Optional[_Union[FileInfo, _Mapping]] = ..., calibration: _Optional[_Union[FileInfo, _Mapping]] = ..., output_name: _Optional[str] = ...) -> None: ...
+
+class PruneRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: PruneHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[PruneHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class PruneResult(_message.Message):
+    __slots__ = ("report", "warnings", "analyses")
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    ANALYSES_FIELD_NUMBER: _ClassVar[int]
+    report: SparsityReport
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    analyses: int
+    def __init__(self, report: _Optional[_Union[SparsityReport, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., analyses: _Optional[int] = ...) -> None: ...
+
+class PruneResponse(_message.Message):
+    __slots__ = ("progress", "model", "model_data", "masks", "chunk", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DATA_FIELD_NUMBER: _ClassVar[int]
+    MASKS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    model: FileInfo
+    model_data: FileInfo
+    masks: FileInfo
+    chunk: bytes
+    result: PruneResult
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., model: _Optional[_Union[FileInfo, _Mapping]] = ..., model_data: _Optional[_Union[FileInfo, _Mapping]] = ..., masks: _Optional[_Union[FileInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ..., result: _Optional[_Union[PruneResult, _Mapping]] = ...) -> None: ...
+
+class ValidateOptions(_message.Message):
+    __slots__ = ("provider", "batch_size", "warmup", "max_accuracy_drop", "min_agreement")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_FIELD_NUMBER: _ClassVar[int]
+    MAX_ACCURACY_DROP_FIELD_NUMBER: _ClassVar[int]
+    MIN_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    batch_size: int
+    warmup: int
+    max_accuracy_drop: float
+    min_agreement: float
+    def __init__(self, provider: _Optional[str] = ..., batch_size: _Optional[int] = ..., warmup: _Optional[int] = ..., max_accuracy_drop: _Optional[float] = ..., min_agreement: _Optional[float] = ...) -> None: ...
+
+class ValidateHeader(_message.Message):
+    __slots__ = ("model", "model_data", "data", "baseline", "baseline_data", "options")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DATA_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_DATA_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    model: FileInfo
+    model_data: _containers.RepeatedCompositeFieldContainer[FileInfo]
+    data: FileInfo
+    baseline: FileInfo
+    baseline_data: _containers.RepeatedCompositeFieldContainer[FileInfo]
+    options: ValidateOptions
+    def __init__(self, model: _Optional[_Union[FileInfo, _Mapping]] = ..., model_data: _Optional[_Iterable[_Union[FileInfo, _Mapping]]] = ..., data: _Optional[_Union[FileInfo, _Mapping]] = ..., baseline: _Optional[_Union[FileInfo, _Mapping]] = ..., baseline_data: _Optional[_Iterable[_Union[FileInfo, _Mapping]]] = ..., options: _Optional[_Union[ValidateOptions, _Mapping]] = ...) -> None: ...
+
+class ValidateRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: ValidateHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[ValidateHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class ValidateResponse(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    result: ValidationResult
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[ValidationResult, _Mapping]] = ...) -> None: ...
+
+class ListMethodsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Method(_message.Message):
+    __slots__ = ("name", "summary", "aliases")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    summary: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., summary: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListMethodsResponse(_message.Message):
+    __slots__ = ("scores", "allocations")
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    scores: _containers.RepeatedCompositeFieldContainer[Method]
+    allocations: _containers.RepeatedCompositeFieldContainer[Method]
+    def __init__(self, scores: _Optional[_Iterable[_Union[Method, _Mapping]]] = ..., allocations: _Optional[_Iterable[_Union[Method, _Mapping]]] = ...) -> None: ...
+
+class LayerSparsity(_message.Message):
+    __slots__ = ("name", "op_type", "shape", "params", "direct_sparsity", "effective_sparsity", "dead_inputs", "dead_outputs")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OP_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    DEAD_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    op_type: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    params: int
+    direct_sparsity: float
+    effective_sparsity: float
+    dead_inputs: int
+    dead_outputs: int
+    def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., dead_inputs: _Optional[int] = ..., dead_outputs: _Optional[int] = ...) -> None: ...
+
+class SparsityReport(_message.Message):
+    __slots__ = ("total_params", "direct_sparsity", "effective_sparsity", "direct_compression", "effective_compression", "level", "layers", "fallback_ops", "json", "text")
+    TOTAL_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_OPS_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    total_params: int
+    direct_sparsity: float
+    effective_sparsity: float
+    direct_compression: float
+    effective_compression: float
+    level: str
+    layers: _containers.RepeatedCompositeFieldContainer[LayerSparsity]
+    fallback_ops: _containers.RepeatedScalarFieldContainer[str]
+    json: str
+    text: str
+    def __init__(self, total_params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., direct_compression: _Optional[float] = ..., effective_compression: _Optional[float] = ..., level: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerSparsity, _Mapping]]] = ..., fallback_ops: _Optional[_Iterable[str]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class GateResult(_message.Message):
+    __slots__ = ("passed", "reason", "max_accuracy_drop", "min_agreement")
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MAX_ACCURACY_DROP_FIELD_NUMBER: _ClassVar[int]
+    MIN_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    passed: bool
+    reason: str
+    max_accuracy_drop: float
+    min_agreement: float
+    def __init__(self, passed: _Optional[bool] = ..., reason: _Optional[str] = ..., max_accuracy_drop: _Optional[float] = ..., min_agreement: _Optional[float] = ...) -> None: ...
+
+class ValidationResult(_message.Message):
+    __slots__ = ("model", "baseline", "provider", "samples", "batch_size", "top1", "top5", "baseline_top1", "baseline_top5", "agreement", "max_abs_diff", "mean_abs_diff", "latency_ms_p50", "latency_ms_p95", "throughput", "gate", "json", "text")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TOP1_FIELD_NUMBER: _ClassVar[int]
+    TOP5_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_TOP1_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_TOP5_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
+    MEAN_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_P50_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_P95_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_FIELD_NUMBER: _ClassVar[int]
+    GATE_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    baseline: str
+    provider: str
+    samples: int
+    batch_size: int
+    top1: float
+    top5: float
+    baseline_top1: float
+    baseline_top5: float
+    agreement: float
+    max_abs_diff: float
+    mean_abs_diff: float
+    latency_ms_p50: float
+    latency_ms_p95: float
+    throughput: float
+    gate: GateResult
+    json: str
+    text: str
+    def __init__(self, model: _Optional[str] = ..., baseline: _Optional[str] = ..., provider: _Optional[str] = ..., samples: _Optional[int] = ..., batch_size: _Optional[int] = ..., top1: _Optional[float] = ..., top5: _Optional[float] = ..., baseline_top1: _Optional[float] = ..., baseline_top5: _Optional[float] = ..., agreement: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., latency_ms_p50: _Optional[float] = ..., latency_ms_p95: _Optional[float] = ..., throughput: _Optional[float] = ..., gate: _Optional[_Union[GateResult, _Mapping]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,34 @@
+"""Batch pruning: many models, each in its own worker, resumable, locally or on Ray.
+
+- ``items.py``: the models of a directory or a manifest, with their options and data;
+- ``options.py``: prune options as a value, merged and fingerprinted;
+- ``job.py``: the job one worker runs for one model (``run_job``), its result, and the check
+  that a model is already done;
+- ``executors.py``: local worker processes or Ray tasks running ``run_job``;
+- ``run.py``: ``run_batch``, which ties them together and writes ``batch.jsonl``.
+
+Example:
+    >>> from onnxprune.batch import PruneOptions, run_batch
+    >>> batch = run_batch("zoo/", "out/", options=PruneOptions(sparsity=0.9))  # doctest: +SKIP
+    >>> [r.model for r in batch.failed]  # doctest: +SKIP
+    []
+"""
+
+from onnxprune.batch.items import BatchItem, collect_items
+from onnxprune.batch.job import ItemResult, Job, run_job
+from onnxprune.batch.options import PruneOptions, merge_options, parse_size
+from onnxprune.batch.run import BatchResult, format_batch, run_batch
+
+__all__ = [
+    "BatchItem",
+    "BatchResult",
+    "ItemResult",
+    "Job",
+    "PruneOptions",
+    "collect_items",
+    "format_batch",
+    "merge_options",
+    "parse_size",
+    "run_batch",
+    "run_job",
+]

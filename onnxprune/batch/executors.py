@@ -1,0 +1,97 @@
+"""Where a batch's jobs run: local worker processes, or tasks on a Ray cluster.
+
+Both ship the same function, ``job.run_job``, and give results in job order. Ray is the optional
+``ray`` extra; it is imported only when ``executor="ray"`` is asked for.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from onnxprune._pool import run_in_processes
+from onnxprune.batch.job import ItemResult, Job, crashed, run_job
+from onnxprune.errors import InvalidOptionError
+
+EXECUTORS = ("local", "ray")
+
+OnDone = Callable[[ItemResult], None] | None
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    *,
+    executor: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    on_done: OnDone = None,
+) -> list[ItemResult]:
+    """Run every job and return their results in order.
+
+    Args:
+        jobs: the jobs.
+        executor: ``"local"`` (worker processes on this machine) or ``"ray"``.
+        workers: jobs in flight at once (local default 1; Ray default: as the cluster allows).
+        address: the Ray cluster to join (``"auto"``, ``"ray://host:10001"``); ``None`` starts
+            a local Ray instance unless this process has already initialized Ray.
+        on_done: called with each result as it arrives.
+
+    Raises:
+        InvalidOptionError: an unknown executor, ``workers`` below 1, Ray not installed or its
+            cluster not reachable.
+    """
+    if executor not in EXECUTORS:
+        raise InvalidOptionError(f"executor {executor!r} must be one of {', '.join(EXECUTORS)}")
+    if workers is not None and workers < 1:
+        raise InvalidOptionError(f"jobs={workers} must be at least 1")
+    if not jobs:
+        return []
+    if executor == "local":
+        return run_in_processes(run_job, jobs, jobs=workers or 1, crashed=crashed, on_done=on_done)
+    return _run_ray(jobs, workers, address, on_done)
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise InvalidOptionError(
+            "--executor ray needs the 'ray' extra: pip install 'onnxprune[ray]'"
+        ) from None
+    return ray
+
+
+def _run_ray(
+    jobs: Sequence[Job], workers: int | None, address: str | None, on_done: OnDone
+) -> list[ItemResult]:
+    """One Ray task per job (one CPU each, no retries), at most ``workers`` in flight."""
+    ray = _import_ray()
+    started = not ray.is_initialized()
+    if started:
+        local = {"include_dashboard": False} if address is None else {}
+        try:
+            ray.init(address=address, logging_level="warning", **local)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise InvalidOptionError(f"cannot start or join Ray at {address!r}: {e}") from None
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(run_job)
+        results: dict[int, ItemResult] = {}
+        queue, pending = deque(range(len(jobs))), {}
+        while queue or pending:
+            while queue and (workers is None or len(pending) < workers):
+                index = queue.popleft()
+                pending[task.remote(jobs[index])] = index
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                index = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as e:  # the worker died, or the task could not run
+                    result = crashed(jobs[index], f"its Ray task failed: {type(e).__name__}")
+                results[index] = result
+                if on_done is not None:
+                    on_done(result)
+        return [results[i] for i in range(len(jobs))]
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,215 @@
+"""What a batch prunes: every ``*.onnx`` under a directory, or the models a manifest lists.
+
+A manifest is YAML or JSON, either a list of entries or ``{"defaults": {...}, "models": [...]}``.
+An entry is a path, or a mapping with ``path`` (required; relative to the manifest's folder),
+``data`` (an evaluation ``.npz``), ``options`` (prune options, see ``options.py``), ``output``
+(a path under the output folder) and ``memory_limit`` (e.g. ``"8G"``). For example::
+
+    defaults: {sparsity: 0.9, allocation: erk}
+    models:
+      - path: zoo/resnet.onnx
+        data: evals/resnet.npz
+      - path: zoo/bert.onnx
+        options: {sparsity: 0.5, allocation: global}
+        memory_limit: 16G
+
+Outputs keep the models' layout: ``zoo/resnet.onnx`` becomes ``OUT/zoo/resnet.onnx``. With
+``data_dir``, a model without ``data`` is evaluated on ``DATA_DIR/<same relative path>.npz``
+when that file exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from onnxprune.batch.options import PruneOptions, merge_options, parse_size
+from onnxprune.errors import InvalidOptionError
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_MANIFEST_BYTES = 16 * 2**20
+_ENTRY_KEYS = ("path", "data", "options", "output", "memory_limit")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One model of a batch.
+
+    Attributes:
+        model: the model file.
+        name: its path relative to the batch's root, POSIX style (what results show).
+        output: the pruned model's path relative to the output folder.
+        data: the evaluation ``.npz``, if any.
+        options: the merged prune options.
+        memory_limit: bytes of address space its worker may add (``None``: no limit), when
+            the manifest sets one (``own_limit``); else the batch's default applies.
+    """
+
+    model: Path
+    name: str
+    output: PurePosixPath
+    data: Path | None
+    options: PruneOptions
+    memory_limit: int | None = None
+    own_limit: bool = False
+
+    def limit(self, default: int | None) -> int | None:
+        """The memory limit for this item: its own, else ``default``."""
+        return self.memory_limit if self.own_limit else default
+
+
+def collect_items(
+    source: str | Path,
+    out: str | Path,
+    options: PruneOptions,
+    data_dir: str | Path | None = None,
+) -> list[BatchItem]:
+    """The models of a batch, from a directory or a manifest file.
+
+    Args:
+        source: a directory (every ``*.onnx`` below it, hidden folders and ``out`` left out)
+            or a ``.yaml``/``.yml``/``.json`` manifest.
+        out: the output folder.
+        options: options for every model (a manifest's may override them).
+        data_dir: where evaluation data is looked up by relative path.
+
+    Raises:
+        InvalidOptionError: a missing source, a bad manifest, two models with the same output.
+    """
+    source, out = Path(source), Path(out)
+    data_root = None if data_dir is None else Path(data_dir)
+    if data_root is not None and not data_root.is_dir():
+        raise InvalidOptionError(f"--data-dir {data_root} is not a directory")
+    if source.is_dir():
+        items = _from_directory(source, out, options, data_root)
+    elif source.is_file() and source.suffix.lower() in MANIFEST_SUFFIXES:
+        items = _from_manifest(source, options, data_root)
+    elif source.is_file():
+        raise InvalidOptionError(
+            f"{source.name} is neither a directory nor a manifest ({', '.join(MANIFEST_SUFFIXES)})"
+        )
+    else:
+        raise InvalidOptionError(f"batch source not found: {source}")
+    seen: dict[PurePosixPath, str] = {}
+    for item in items:
+        if item.output in seen:
+            raise InvalidOptionError(
+                f"{seen[item.output]} and {item.name} would both write {item.output}; "
+                "give one an 'output' in the manifest"
+            )
+        seen[item.output] = item.name
+    return items
+
+
+def _from_directory(
+    root: Path, out: Path, options: PruneOptions, data_root: Path | None
+) -> list[BatchItem]:
+    out_dir = out.resolve()
+    items = []
+    for path in sorted(root.rglob("*.onnx")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        if path.resolve().is_relative_to(out_dir):  # our own outputs, when OUT is inside DIR
+            continue
+        name = PurePosixPath(rel.as_posix())
+        items.append(BatchItem(path, str(name), name, _data_for(data_root, name), options))
+    return items
+
+
+def _from_manifest(path: Path, options: PruneOptions, data_root: Path | None) -> list[BatchItem]:
+    document = _read_manifest(path)
+    entries = document
+    if isinstance(document, Mapping):
+        unknown = sorted(set(document) - {"defaults", "models"})
+        if unknown or "models" not in document:
+            raise InvalidOptionError(
+                f"manifest {path.name}: expected a list of models or a mapping with 'models' "
+                f"(and optional 'defaults'); got keys {', '.join(map(str, document))}"
+            )
+        options = merge_options(options, document.get("defaults") or {}, f"{path.name} defaults")
+        entries = document["models"]
+    if not isinstance(entries, list):
+        raise InvalidOptionError(f"manifest {path.name}: 'models' must be a list")
+    return [
+        _entry(path.parent, entry, options, data_root, f"{path.name} models[{i}]")
+        for i, entry in enumerate(entries)
+    ]
+
+
+def _read_manifest(path: Path) -> object:
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise InvalidOptionError(f"manifest {path.name} is over {MAX_MANIFEST_BYTES} bytes")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InvalidOptionError(
+                f"manifest {path.name} is not valid JSON: {e.msg} at line {e.lineno}"
+            ) from None
+    import yaml  # only manifests need it
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "not YAML"
+        raise InvalidOptionError(f"manifest {path.name} is not valid YAML: {first}") from None
+
+
+def _entry(
+    base: Path, entry: object, options: PruneOptions, data_root: Path | None, where: str
+) -> BatchItem:
+    if isinstance(entry, str):
+        entry = {"path": entry}
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("path"), str):
+        raise InvalidOptionError(f"{where}: an entry needs a 'path' (a string)")
+    unknown = sorted(set(map(str, entry)) - set(_ENTRY_KEYS))
+    if unknown:
+        raise InvalidOptionError(
+            f"{where}: unknown key {unknown[0]!r}; an entry has {', '.join(_ENTRY_KEYS)}"
+        )
+    model = base / entry["path"]
+    try:
+        name = PurePosixPath(model.resolve().relative_to(base.resolve()).as_posix())
+    except ValueError:  # outside the manifest's folder: its file name
+        name = PurePosixPath(model.name)
+    output = _output(entry.get("output"), name, where)
+    data = entry.get("data")
+    if data is not None and not isinstance(data, str):
+        raise InvalidOptionError(f"{where}: 'data' must be a path")
+    merged = merge_options(options, entry.get("options") or {}, where)
+    item = BatchItem(
+        model,
+        str(name),
+        output,
+        base / data if data else _data_for(data_root, name),
+        merged,
+    )
+    if "memory_limit" in entry:
+        limit = entry["memory_limit"]
+        if not isinstance(limit, str | int) or isinstance(limit, bool):
+            raise InvalidOptionError(f"{where}: memory_limit must look like 4G, got {limit!r}")
+        item = dataclasses.replace(item, memory_limit=parse_size(limit), own_limit=True)
+    return item
+
+
+def _output(given: object, name: PurePosixPath, where: str) -> PurePosixPath:
+    if given is None:
+        return name
+    output = PurePosixPath(str(given).replace("\\", "/"))
+    if not isinstance(given, str) or output.is_absolute() or ".." in output.parts:
+        raise InvalidOptionError(f"{where}: output {given!r} must be a relative path inside OUT")
+    if output.suffix != ".onnx":
+        raise InvalidOptionError(f"{where}: output {given!r} must end in .onnx")
+    return output
+
+
+def _data_for(data_root: Path | None, name: PurePosixPath) -> Path | None:
+    if data_root is None:
+        return None
+    candidate = data_root / name.with_suffix(".npz")
+    return candidate if candidate.is_file() else None

@@ -1,0 +1,137 @@
+"""``onnxprune batch``: prune every model of a directory or manifest, resumable, local or Ray."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from onnxprune._ort import PROVIDERS
+from onnxprune.batch import PruneOptions, format_batch, merge_options, parse_size, run_batch
+from onnxprune.batch.executors import EXECUTORS
+from onnxprune.batch.options import STREAM_MODES
+from onnxprune.batch.run import RESULTS, SUMMARY
+from onnxprune.cli._common import (
+    EXIT_SOME_FAILED,
+    add_debug,
+    add_prune_flags,
+    err,
+    out,
+    parse_input_shapes,
+)
+from onnxprune.model import DEFAULT_MAX_BYTES, write_text_atomic
+
+REPORT = "batch.md"
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    """The ``batch`` subcommand."""
+    p = sub.add_parser(
+        "batch",
+        help="prune every model of a directory or manifest, each in its own worker",
+        description=(
+            "Prune every *.onnx under DIR (recursively), or the models a YAML/JSON manifest "
+            "lists with their own options and evaluation data, into OUT with the same layout. "
+            "Each model runs in a worker process (or a Ray task) with a memory limit; a model "
+            "that fails is recorded and the others go on. Models with external data are pruned "
+            "tensor by tensor. A rerun skips models already done with the same options "
+            "(--force redoes them). Writes OUT/batch.jsonl (one line per model), "
+            "OUT/batch.json and OUT/batch.md. Exits 4 when some models failed (listed on "
+            "stderr), 0 when all succeeded."
+        ),
+    )
+    p.add_argument("source", metavar="DIR|MANIFEST", help="a folder of models or a manifest")
+    p.add_argument("--out", required=True, metavar="OUT", help="folder for everything written")
+    add_prune_flags(p, defaults=False)
+    p.add_argument(
+        "--stream",
+        choices=STREAM_MODES,
+        default=argparse.SUPPRESS,
+        help="prune tensor by tensor: auto (models with external data; default), always, never",
+    )
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="evaluation data: DIR/<model path>.npz is used when it exists",
+    )
+    p.add_argument("--jobs", type=int, help="models at once (local default 1)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local", help="where models run")
+    p.add_argument("--address", help="Ray cluster to join, e.g. auto (default: a local Ray)")
+    p.add_argument("--force", action="store_true", help="redo models that are already done")
+    p.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        default="ram",
+        help="memory a worker may add per model, e.g. 4G; 0 for none (default: the RAM)",
+    )
+    p.add_argument("--provider", choices=PROVIDERS, default="auto", help="ONNX Runtime provider")
+    p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help=argparse.SUPPRESS)
+    add_debug(p)
+    p.set_defaults(run=_batch)
+
+
+_OPTION_FLAGS = (
+    "sparsity",
+    "score",
+    "allocation",
+    "effective",
+    "min_threshold",
+    "nm",
+    "skip_indivisible",
+    "layers",
+    "exclude",
+    "seed",
+    "rounds",
+    "stream",
+)
+
+
+def _options(args: argparse.Namespace) -> PruneOptions:
+    given = {name: getattr(args, name) for name in _OPTION_FLAGS if hasattr(args, name)}
+    if getattr(args, "exact", False):
+        given["level"] = "exact"
+    if hasattr(args, "input_shape"):
+        given["input_shapes"] = parse_input_shapes(args.input_shape)
+    return merge_options(PruneOptions(), given, "command line")
+
+
+def _batch(args: argparse.Namespace) -> int:
+    options = _options(args)
+    limit = -1 if args.memory_limit == "ram" else parse_size(args.memory_limit)
+    with tqdm(desc="batch", unit="model", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
+        batch = run_batch(
+            args.source,
+            args.out,
+            options=options,
+            data_dir=args.data_dir,
+            jobs=args.jobs,
+            executor=args.executor,
+            address=args.address,
+            force=args.force,
+            memory_limit=limit,
+            provider=args.provider,
+            batch_size=args.batch_size,
+            max_bytes=args.max_bytes,
+            on_start=lambda total: setattr(bar, "total", total) or bar.refresh(),
+            on_done=lambda _: bar.update(1),
+        )
+    folder = Path(args.out)
+    _write_report(batch.to_dict(), folder / REPORT)
+    out(format_batch(batch))
+    out(f"wrote {folder / RESULTS}, {folder / SUMMARY} and {folder / REPORT}")
+    if batch.failed:
+        err(f"{len(batch.failed)} of {len(batch.results)} models failed:")
+        for result in batch.failed:
+            err(f"  {result.model}: {result.error}")
+        return EXIT_SOME_FAILED
+    return 0
+
+
+def _write_report(data: dict, path: Path) -> None:
+    # Imported here: rendering loads matplotlib, which pruning does not need.
+    from onnxprune.render import render_markdown
+
+    write_text_atomic(path, render_markdown(data))

@@ -1,0 +1,165 @@
+"""``onnxprune remote analyze|prune|validate|methods``: the local commands, run on a server.
+
+Each remote command has exactly the flags of its local twin (the same ``add`` functions register
+them) plus the connection flags, writes the same files and prints the same output; exit codes are
+the local ones (2 bad input or a refused call, 3 gate failed, 1 a server failure or no server).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import grpc
+
+from onnxprune._proto import pruning_pb2 as pb
+from onnxprune._wire import read_token
+from onnxprune.cli import _analyze, _prune, _validate
+from onnxprune.cli._common import EXIT_BUG, EXIT_GATE_FAILED, err, out, parse_input_shapes
+from onnxprune.client import Client, RemoteError
+from onnxprune.model import write_text_atomic
+
+REFUSED = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+"""Statuses that mean the request was refused (exit 2); any other failure exits 1."""
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    """The ``remote`` subcommand and its own subcommands."""
+    p = sub.add_parser(
+        "remote",
+        help="run analyze, prune, validate or methods on an onnxprune server (onnxprune serve)",
+        description=(
+            "The local commands with the same flags and outputs, run by a server: models and "
+            "data are uploaded in chunks, results are written here."
+        ),
+    )
+    remote = p.add_subparsers(dest="remote_command", required=True, metavar="COMMAND")
+    for command in (_analyze, _prune, _validate):
+        command.add(remote)
+    for name, parser in remote.choices.items():
+        _add_connection(parser)
+        parser.set_defaults(run=_run, remote_run=COMMANDS[name])
+
+
+def _add_connection(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("server")
+    group.add_argument(
+        "--server", default="127.0.0.1:50051", metavar="HOST:PORT", help="default 127.0.0.1:50051"
+    )
+    group.add_argument("--token-file", metavar="F", help="send `authorization: Bearer <token>`")
+    group.add_argument("--tls-ca", metavar="PEM", help="use TLS; the CA of the server certificate")
+    group.add_argument("--tls-cert", metavar="PEM", help="mutual TLS: this client's certificate")
+    group.add_argument("--tls-key", metavar="PEM", help="mutual TLS: this client's private key")
+    group.add_argument("--timeout", type=float, metavar="SECONDS", help="deadline of the call")
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the remote command; a refused call exits 2, any other failure 1."""
+    try:
+        with _client(args) as client:
+            return args.remote_run(client, args)
+    except RemoteError as e:
+        err(f"RemoteError: {e}")
+        return 2 if e.code in REFUSED else EXIT_BUG
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(
+        args.server,
+        token=None if args.token_file is None else read_token(args.token_file),
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        timeout=args.timeout,
+    )
+
+
+def _analyze_remote(client: Client, args: argparse.Namespace) -> int:
+    report = client.analyze(
+        args.model,
+        level="exact" if args.exact else "channel",
+        input_shapes=parse_input_shapes(args.input_shape),
+        max_bytes=args.max_bytes,
+    )
+    out(report.json if args.json else report.text)
+    return 0
+
+
+def _prune_remote(client: Client, args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    masks_out = Path(args.masks_out or output.with_suffix(".masks.npz"))
+    options = {
+        name: getattr(args, name)
+        for name in pb.PruneOptions.DESCRIPTOR.fields_by_name
+        if getattr(args, name, None) is not None
+    }
+    options.update(
+        level="exact" if args.exact else "channel",
+        input_shapes=parse_input_shapes(args.input_shape),
+    )
+    result = client.prune(
+        args.model,
+        output,
+        masks_out=masks_out,
+        masks=args.masks_in,
+        scores=args.scores,
+        calibration=args.calibration,
+        **options,
+    )
+    report = result.report
+    if args.report_out:
+        write_text_atomic(Path(args.report_out), report.json)
+    for warning in result.warnings:
+        err(f"warning: {warning}")
+    lines = [report.json] if args.json else [report.text]
+    if not args.json and result.analyses:
+        lines.append(f"effective target reached in {result.analyses} analyses")
+    if not args.json:
+        lines.append(f"wrote {output} and {masks_out}")
+    out("\n".join(lines))
+    return 0
+
+
+def _validate_remote(client: Client, args: argparse.Namespace) -> int:
+    options = ("provider", "batch_size", "warmup", "max_accuracy_drop", "min_agreement")
+    result = client.validate(
+        args.model,
+        args.data,
+        baseline=args.baseline,
+        **{name: getattr(args, name) for name in options},
+    )
+    if args.report_out:
+        write_text_atomic(Path(args.report_out), result.json)
+    gate_failed = result.HasField("gate") and not result.gate.passed
+    out(result.json if args.json else result.text)
+    if gate_failed and args.json:
+        err(f"gate failed: {result.gate.reason}")
+    return EXIT_GATE_FAILED if gate_failed else 0
+
+
+def _methods_remote(client: Client, args: argparse.Namespace) -> int:
+    del args
+    reply = client.list_methods()
+    for title, methods in (("scores", reply.scores), ("allocations", reply.allocations)):
+        out(f"{title}:")
+        for method in methods:
+            shown = next((alias for alias in method.aliases if "+" in alias), method.name)
+            out(f"  {shown:<12} {method.summary}")
+    return 0
+
+
+COMMANDS = {
+    "analyze": _analyze_remote,
+    "prune": _prune_remote,
+    "methods": _methods_remote,
+    "validate": _validate_remote,
+}

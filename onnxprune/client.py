@@ -1,0 +1,409 @@
+"""Client of the onnxprune gRPC service (``onnxprune serve``): the same calls, run remotely.
+
+Files travel in chunks of at most 1 MiB with their SHA-256 (``onnxprune._wire``); a model's
+external data files go with it, so models over 2 GB work. Results are the messages of
+``proto/onnxprune/v1/pruning.proto``: typed fields plus ``json`` and ``text``, exactly what the
+local CLI prints. Files the server sends back are written atomically.
+
+Errors: the library's own exceptions when the server names one (``InvalidModelError``,
+``LimitExceededError``, ...), ``RemoteError`` with the gRPC status code otherwise.
+
+Example:
+    >>> from onnxprune.client import Client
+    >>> with Client("127.0.0.1:50051") as client:  # doctest: +SKIP
+    ...     result = client.prune("model.onnx", "pruned.onnx", sparsity=0.9, allocation="erk")
+    ...     print(result.report.effective_sparsity)
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import onnx
+from google.protobuf.message import DecodeError, Message
+
+from onnxprune import errors
+from onnxprune._proto import pruning_pb2 as pb
+from onnxprune._proto import pruning_pb2_grpc as pb_grpc
+from onnxprune._wire import (
+    ERROR_METADATA,
+    MAX_CHUNK,
+    check_name,
+    chunk_of,
+    file_info,
+    header_files,
+    read_chunks,
+    read_file,
+    receive_file,
+)
+from onnxprune.errors import DatasetError, InvalidModelError, InvalidOptionError
+from onnxprune.model import _external_tensors
+
+__all__ = ["Client", "RemoteError"]
+
+Progress = Callable[[str, float], None]
+PathLike = str | os.PathLike
+
+
+class RemoteError(Exception):
+    """A call failed with a gRPC status that names no library error (auth, busy, unavailable).
+
+    Attributes:
+        code: the ``grpc.StatusCode``.
+        details: the server's one-line message.
+    """
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class Client:
+    """A connection to an onnxprune server.
+
+    Args:
+        target: ``host:port`` of the server.
+        token: bearer token, sent as ``authorization: Bearer <token>``.
+        tls_ca: PEM file of the CA that signed the server's certificate; turns on TLS.
+        tls_cert: with ``tls_key``, this client's certificate for mutual TLS (turns on TLS).
+        tls_key: this client's private key for mutual TLS.
+        timeout: deadline of each call in seconds; ``None`` for none.
+        chunk_size: bytes per uploaded chunk, at most 1 MiB.
+        on_progress: called with ``(stage, fraction)``: ``upload`` and the server's stages as the
+            server reports them, ``download`` as result files arrive.
+
+    Raises:
+        InvalidOptionError: a bad chunk size, or TLS files that cannot be read.
+    """
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        token: str | None = None,
+        tls_ca: PathLike | None = None,
+        tls_cert: PathLike | None = None,
+        tls_key: PathLike | None = None,
+        timeout: float | None = None,
+        chunk_size: int = MAX_CHUNK,
+        on_progress: Progress | None = None,
+    ) -> None:
+        if not 0 < chunk_size <= MAX_CHUNK:
+            raise InvalidOptionError(f"chunk_size={chunk_size} must be in [1, {MAX_CHUNK}]")
+        if (tls_cert is None) != (tls_key is None):
+            raise InvalidOptionError("mutual TLS needs both --tls-cert and --tls-key")
+        options = [("grpc.max_receive_message_length", 64 * MAX_CHUNK)]
+        if tls_ca is None and tls_cert is None:
+            self._channel = grpc.insecure_channel(target, options=options)
+        else:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=None if tls_ca is None else read_file(tls_ca, "--tls-ca"),
+                private_key=None if tls_key is None else read_file(tls_key, "--tls-key"),
+                certificate_chain=None if tls_cert is None else read_file(tls_cert, "--tls-cert"),
+            )
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        self._stub = pb_grpc.PruningServiceStub(self._channel)
+        self._metadata = () if token is None else (("authorization", f"Bearer {token}"),)
+        self._timeout = timeout
+        self._chunk_size = chunk_size
+        self._on_progress = on_progress
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def analyze(
+        self,
+        model: PathLike,
+        *,
+        level: str | None = None,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
+        max_bytes: int | None = None,
+    ) -> pb.SparsityReport:
+        """``onnxprune.analyze`` on the server; see it for the arguments.
+
+        Returns:
+            The report: typed fields, ``json`` (what ``analyze --json`` prints) and ``text``.
+        """
+        options = _options(pb.AnalyzeOptions, level=level, input_shapes=input_shapes)
+        _set_max_bytes(options, max_bytes)
+        uploads = _Uploads()
+        header = pb.AnalyzeHeader(options=options)
+        uploads.model(header, "model", model)
+        return _result(self._call(self._stub.Analyze, pb.AnalyzeRequest, header, uploads), "report")
+
+    def prune(
+        self,
+        model: PathLike,
+        output: PathLike,
+        *,
+        masks_out: PathLike | None = None,
+        masks: PathLike | None = None,
+        scores: PathLike | None = None,
+        calibration: PathLike | None = None,
+        max_bytes: int | None = None,
+        **options: Any,
+    ) -> pb.PruneResult:
+        """``onnxprune.prune`` on the server; writes the pruned model and its masks here.
+
+        Args:
+            model: the model to prune (with its external data, if any).
+            output: where to write the pruned model (external data files go next to it).
+            masks_out: where to write the masks (default ``<output stem>.masks.npz``).
+            masks: ``.npz`` of masks to apply and compose with.
+            scores: ``.npz`` of external scores keyed by weight name.
+            calibration: ``.npz`` of inputs for the ``activation`` score.
+            max_bytes: largest model accepted (the server's own limit applies too).
+            **options: the other keyword arguments of ``onnxprune.prune`` (``sparsity``,
+                ``score``, ``allocation``, ``effective``, ``nm``, ``level``, ``input_shapes``...).
+
+        Returns:
+            The report of the pruned model, the warnings and the number of analyses.
+
+        Raises:
+            InvalidOptionError: ``output`` is the input model, or an option is refused.
+        """
+        output, source = Path(output), Path(model)
+        if output.exists() and source.exists() and output.samefile(source):
+            raise InvalidOptionError("the output would overwrite the input model; choose another")
+        masks_out = Path(masks_out or output.with_suffix(".masks.npz"))
+        header = pb.PruneHeader(options=_options(pb.PruneOptions, **options))
+        _set_max_bytes(header.options, max_bytes)
+        header.output_name = output.name
+        uploads = _Uploads()
+        uploads.model(header, "model", model)
+        for field, path in (("masks", masks), ("scores", scores), ("calibration", calibration)):
+            uploads.attach(header, field, path, InvalidOptionError, field)
+        downloads, result = _Downloads(output, masks_out), None
+        try:
+            stream = self._call(self._stub.Prune, pb.PruneRequest, header, uploads)
+            for message in stream:
+                kind = message.WhichOneof("kind")
+                if kind == "result":
+                    result = message.result
+                else:
+                    downloads.receive(kind, getattr(message, kind), stream, self._progress)
+            if result is None:
+                raise _incomplete()
+            downloads.commit()
+        finally:
+            downloads.discard()
+        return result
+
+    def validate(
+        self,
+        model: PathLike,
+        data: PathLike,
+        *,
+        baseline: PathLike | None = None,
+        **options: Any,
+    ) -> pb.ValidationResult:
+        """``onnxprune.validate`` on the server; see it for the arguments.
+
+        Returns:
+            The result: typed fields (``gate`` unset when no gate was asked for), ``json``
+            (what ``validate --json`` prints) and ``text``.
+        """
+        header = pb.ValidateHeader(options=_options(pb.ValidateOptions, **options))
+        uploads = _Uploads()
+        uploads.model(header, "model", model)
+        uploads.attach(header, "data", data, DatasetError, "dataset")
+        if baseline is not None:
+            uploads.model(header, "baseline", baseline)
+        return _result(
+            self._call(self._stub.Validate, pb.ValidateRequest, header, uploads), "result"
+        )
+
+    def list_methods(self) -> pb.ListMethodsResponse:
+        """The scores and allocations the server knows."""
+        try:
+            return self._stub.ListMethods(
+                pb.ListMethodsRequest(), metadata=self._metadata, timeout=self._timeout
+            )
+        except grpc.RpcError as e:
+            raise _error(e) from None
+
+    def _call(
+        self, method: Callable, request: type[Message], header: Message, uploads: _Uploads
+    ) -> Iterator[Message]:
+        """The responses of a streaming call, progress events passed to ``on_progress``."""
+        requests = uploads.requests(request, header, self._chunk_size)
+        try:
+            for message in method(requests, metadata=self._metadata, timeout=self._timeout):
+                if message.WhichOneof("kind") == "progress":
+                    self._progress(message.progress.stage, message.progress.fraction)
+                else:
+                    yield message
+        except grpc.RpcError as e:
+            raise _error(e) from None
+
+    def _progress(self, stage: str, fraction: float) -> None:
+        if self._on_progress is not None:
+            self._on_progress(stage, fraction)
+
+
+class _Uploads:
+    """The local files a request carries, keyed like its header's ``FileInfo`` fields."""
+
+    def __init__(self) -> None:
+        self._paths: dict[tuple[str, str], Path] = {}
+
+    def model(self, header: Message, field: str, source: PathLike) -> None:
+        """Announce a model file and its external data files in ``field``/``field_data``."""
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidModelError(f"model file not found: {path.name}")
+        self._add(header, field, path, path.name)
+        for location in _external_data(path):
+            self._add(header, f"{field}_data", path.parent / location, location)
+
+    def attach(
+        self,
+        header: Message,
+        field: str,
+        source: PathLike | None,
+        error: type[errors.OnnxpruneError],
+        what: str,
+    ) -> None:
+        """Announce an optional data file (masks, scores, calibration, dataset)."""
+        if source is None:
+            return
+        path = Path(source)
+        if not path.is_file():
+            raise error(f"{what} file not found: {path.name}")
+        self._add(header, field, path, path.name)
+
+    def _add(self, header: Message, field: str, path: Path, name: str) -> None:
+        info = file_info(path, name)
+        target = getattr(header, field)
+        if header.DESCRIPTOR.fields_by_name[field].is_repeated:
+            target.append(info)
+        else:
+            target.CopyFrom(info)
+        self._paths[field, name] = path
+
+    def requests(
+        self, request: type[Message], header: Message, chunk_size: int
+    ) -> Iterator[Message]:
+        """The request stream: the header, then every file's chunks in ``header_files`` order."""
+        yield request(header=header)
+        for field, info in header_files(header):
+            for block in read_chunks(self._paths[field, info.name], chunk_size):
+                yield request(chunk=block)
+
+
+class _Downloads:
+    """Files a prune call sends back, written under temporary names and renamed at the end."""
+
+    def __init__(self, output: Path, masks_out: Path) -> None:
+        self._output, self._masks_out = output, masks_out
+        self._written: list[tuple[Path, Path]] = []  # (temporary, final)
+
+    def receive(
+        self, kind: str, info: pb.FileInfo, stream: Iterator[Message], progress: Progress
+    ) -> None:
+        """Write the file ``info`` announces from the chunks that follow in ``stream``."""
+        if kind == "model":
+            final = self._output
+        elif kind == "masks":
+            final = self._masks_out
+        elif kind == "model_data":
+            check_name(info.name, relative=True, error=InvalidModelError)
+            final = self._output.parent / info.name
+        else:
+            raise InvalidModelError(f"unexpected {kind!r} message from the server")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
+        self._written.append((temporary, final))
+        for done in receive_file(
+            info, temporary, lambda: chunk_of(next(stream, None)), InvalidModelError
+        ):
+            progress("download", done / info.size)
+
+    def commit(self) -> None:
+        """Rename every received file into place (data files first, the model last)."""
+        for temporary, final in sorted(self._written, key=lambda w: w[1] == self._output):
+            os.replace(temporary, final)
+        self._written.clear()
+
+    def discard(self) -> None:
+        """Remove what was received but not committed."""
+        for temporary, _ in self._written:
+            temporary.unlink(missing_ok=True)
+
+
+def _external_data(path: Path) -> list[str]:
+    """Locations of the external data files ``path`` refers to that lie inside its folder.
+
+    Locations that leave the folder, or are missing, are not sent: the server's loader refuses
+    the model with the library's message.
+    """
+    try:
+        model = onnx.load_model(path, load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, OSError):
+        return []  # not a model: the server says so
+    locations = set()
+    for tensor in _external_tensors(model):
+        location = {e.key: e.value for e in tensor.external_data}.get("location", "")
+        try:
+            check_name(location, relative=True, error=InvalidModelError)
+        except InvalidModelError:
+            continue
+        if (path.parent / location).is_file():
+            locations.add(location)
+    return sorted(locations)
+
+
+def _options(message: type[Message], **values: Any) -> Message:
+    """An options message from keyword arguments; ``None`` leaves a field unset."""
+    values = {k: v for k, v in values.items() if v is not None}
+    shapes = values.pop("input_shapes", None) or {}
+    try:
+        options = message(**values)
+    except (TypeError, ValueError) as e:
+        raise InvalidOptionError(f"bad option for the server: {e}") from e
+    for name, dims in shapes.items():
+        options.input_shapes.add(name=name, dims=list(dims))
+    return options
+
+
+def _set_max_bytes(options: Message, max_bytes: int | None) -> None:
+    if max_bytes is not None:
+        options.max_bytes = max_bytes
+
+
+def _error(e: grpc.RpcError) -> Exception:
+    """The library exception the server named, else a ``RemoteError``."""
+    name = dict(e.trailing_metadata() or ()).get(ERROR_METADATA, "")
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, errors.OnnxpruneError):
+        return cls(e.details())
+    return RemoteError(e.code(), e.details() or "")
+
+
+def _result(stream: Iterator[Message], field: str) -> Message:
+    """The ``field`` of the last message of a call that sends no files."""
+    result = None
+    for message in stream:
+        if message.WhichOneof("kind") != field:
+            raise RemoteError(grpc.StatusCode.UNKNOWN, "unexpected message from the server")
+        result = getattr(message, field)
+    if result is None:
+        raise _incomplete()
+    return result
+
+
+def _incomplete() -> RemoteError:
+    return RemoteError(grpc.StatusCode.UNKNOWN, "the server ended the call without a result")

@@ -1,0 +1,18 @@
+"""The onnxprune gRPC service: a thin shell over ``onnxprune.analyze``, ``prune`` and ``validate``.
+
+Modules, in the order a request meets them:
+
+- ``app``: ``create_server(address, config) -> (server, port)`` and ``serve`` (signals, grace);
+- ``interceptors``: request log, bearer-token auth, the concurrency limit;
+- ``health``: standard gRPC health checking;
+- ``servicer``: receives the upload (``uploads``), runs the job in a worker process (``jobs``,
+  ``_worker``), streams the results back;
+- ``status``: library errors -> gRPC status codes (``to_status``).
+
+Run it with ``onnxprune serve`` or ``python -m server``.
+"""
+
+from server.app import create_server, serve
+from server.config import ServerConfig, load_config
+
+__all__ = ["ServerConfig", "create_server", "load_config", "serve"]

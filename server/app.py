@@ -1,0 +1,121 @@
+"""Building the gRPC server (``create_server``) and running it until a signal (``serve``).
+
+``create_server`` is apart from ``serve`` so tests bind ``127.0.0.1:0`` and drive the server in
+process. ``serve`` stops on SIGTERM or SIGINT: health turns NOT_SERVING, new calls are refused,
+calls in flight get ``config.grace`` seconds to finish, then the rest are cancelled (their worker
+processes killed).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health
+from grpc_reflection.v1alpha import reflection
+
+from onnxprune._proto import pruning_pb2_grpc as pb_grpc
+from onnxprune._wire import MAX_CHUNK, SERVICE
+from onnxprune.errors import InvalidOptionError
+from server.config import ServerConfig
+from server.health import add_health
+from server.interceptors import BearerAuth, ConcurrencyLimit, RequestLog
+from server.jobs import JobRunner
+from server.servicer import PruningServicer
+
+log = logging.getLogger("server")
+
+SPARE_THREADS = 8
+"""Threads beyond ``max_concurrent``: refusing a call, health watches and reflection need one."""
+
+
+@dataclass(frozen=True)
+class _Built:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    close: weakref.finalize  # kills the idle workers; also runs when the server is collected
+
+
+def create_server(address: str, config: ServerConfig) -> tuple[grpc.Server, int]:
+    """A server for ``address`` (``host:port``; port 0 picks a free one), not yet started.
+
+    Jobs run in processes of a ``multiprocessing`` fork server, which imports the caller's main
+    module: a script that calls this must do so under ``if __name__ == "__main__":``.
+
+    Returns:
+        The server and the port it is bound to.
+
+    Raises:
+        InvalidOptionError: the address cannot be bound.
+    """
+    built = _build(address, config)
+    return built.server, built.port
+
+
+def serve(address: str, config: ServerConfig) -> int:
+    """Serve on ``address`` until SIGTERM or SIGINT, then shut down gracefully; returns 0."""
+    built = _build(address, config)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    built.server.start()
+    host = address.rpartition(":")[0]
+    log.info(
+        "listening on %s:%d (tls: %s, token: %s, reflection: %s, workers: %d)",
+        host,
+        built.port,
+        "mutual" if config.tls and config.tls.client_ca else "yes" if config.tls else "no",
+        "required" if config.token else "none",
+        "on" if config.reflection else "off",
+        config.workers,
+    )
+    while not stop.wait(timeout=1.0):
+        pass
+    log.info("shutting down: finishing calls in flight (grace %.0f s)", config.grace)
+    built.health.enter_graceful_shutdown()
+    built.server.stop(config.grace).wait()
+    built.close()
+    log.info("stopped")
+    return 0
+
+
+def _build(address: str, config: ServerConfig) -> _Built:
+    runner = JobRunner(config.workers, config.worker_memory)
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=config.max_concurrent + SPARE_THREADS),
+        interceptors=[
+            RequestLog(),
+            BearerAuth(config.token),
+            ConcurrencyLimit(config.max_concurrent),
+        ],
+        options=[
+            ("grpc.max_receive_message_length", 2 * MAX_CHUNK),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    pb_grpc.add_PruningServiceServicer_to_server(PruningServicer(config, runner), server)
+    health_servicer = add_health(server)
+    if config.reflection:
+        names = (SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+    try:
+        if config.tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(config.tls.key, config.tls.cert)],
+                root_certificates=config.tls.client_ca,
+                require_client_auth=config.tls.client_ca is not None,
+            )
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError as e:  # grpc raises when it cannot bind
+        raise InvalidOptionError(f"cannot listen on {address}: {e}") from e
+    if port == 0:
+        raise InvalidOptionError(f"cannot listen on {address}")
+    return _Built(server, port, health_servicer, weakref.finalize(server, runner.close))

@@ -1,0 +1,86 @@
+"""The server's settings, and reading the files they come from (token, certificates)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from onnxprune._wire import read_file, read_token
+from onnxprune.errors import InvalidOptionError
+from onnxprune.model import DEFAULT_MAX_BYTES
+
+
+@dataclass(frozen=True)
+class Tls:
+    """PEM bytes for TLS; with ``client_ca``, clients must present a certificate it signed."""
+
+    cert: bytes = field(repr=False)
+    key: bytes = field(repr=False)
+    client_ca: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What ``create_server`` needs besides the address.
+
+    Attributes:
+        token: bearer token every call must carry (``authorization: Bearer <token>``); ``None``
+            for no authentication. Never printed (``repr`` hides it).
+        tls: certificate and key (and client CA for mutual TLS); ``None`` for plaintext.
+        reflection: register the server reflection service.
+        max_model_bytes: largest upload per model (its file plus external data) or data file,
+            checked against the request header before any data is read.
+        max_concurrent: most calls in flight; more get ``RESOURCE_EXHAUSTED``.
+        workers: most jobs running at once in worker processes; more wait for a free worker.
+        worker_memory: address-space limit of each worker process in bytes; 0 for none.
+        grace: seconds in-flight calls get to finish on shutdown.
+        work_dir: where uploads and results are spooled (default: the system temp folder).
+    """
+
+    token: str | None = field(default=None, repr=False)
+    tls: Tls | None = None
+    reflection: bool = False
+    max_model_bytes: int = DEFAULT_MAX_BYTES
+    max_concurrent: int = 16
+    workers: int = 2
+    worker_memory: int = 32 * 2**30
+    grace: float = 30.0
+    work_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_model_bytes", "max_concurrent", "workers"):
+            if getattr(self, name) < 1:
+                raise InvalidOptionError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.worker_memory < 0 or self.grace < 0:
+            raise InvalidOptionError("worker memory and grace period must not be negative")
+        if self.token is not None and not self.token:
+            raise InvalidOptionError("the token must not be empty")
+
+
+def load_config(
+    *,
+    token_file: str | os.PathLike | None = None,
+    tls_cert: str | os.PathLike | None = None,
+    tls_key: str | os.PathLike | None = None,
+    tls_client_ca: str | os.PathLike | None = None,
+    **settings: object,
+) -> ServerConfig:
+    """A ``ServerConfig`` whose token and TLS material are read from files.
+
+    Raises:
+        InvalidOptionError: a missing or empty file, a certificate without its key (or the
+            reverse), a client CA without a certificate, or a setting out of range.
+    """
+    if (tls_cert is None) != (tls_key is None):
+        raise InvalidOptionError("TLS needs both --tls-cert and --tls-key")
+    if tls_client_ca is not None and tls_cert is None:
+        raise InvalidOptionError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    tls = None
+    if tls_cert is not None:
+        tls = Tls(
+            read_file(tls_cert, "--tls-cert"),
+            read_file(tls_key, "--tls-key"),
+            None if tls_client_ca is None else read_file(tls_client_ca, "--tls-client-ca"),
+        )
+    token = None if token_file is None else read_token(token_file)
+    return ServerConfig(token=token, tls=tls, **settings)

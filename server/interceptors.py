@@ -1,0 +1,134 @@
+"""Interceptors: request log, bearer-token auth, concurrency limit (outermost first).
+
+Each wraps the method's behavior in a context manager ``around(request, context)`` that yields the
+request to pass on (``wrap``); health checks skip auth and the limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from onnxprune._wire import SERVICE
+
+log = logging.getLogger("server.requests")
+
+Around = Callable[[Any, grpc.ServicerContext], contextlib.AbstractContextManager]
+HEALTH = "/grpc.health.v1.Health/"
+
+
+def wrap(handler: grpc.RpcMethodHandler | None, around: Around) -> grpc.RpcMethodHandler | None:
+    """``handler`` with its behavior run inside ``around(request, context)``."""
+    if handler is None:
+        return None
+    kind = ("stream" if handler.request_streaming else "unary") + (
+        "_stream" if handler.response_streaming else "_unary"
+    )
+    inner = getattr(handler, kind)
+
+    def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        with around(request, context) as request:
+            yield from inner(request, context)
+
+    def unary(request: Any, context: grpc.ServicerContext) -> Any:
+        with around(request, context) as request:
+            return inner(request, context)
+
+    return handler._replace(**{kind: streaming if handler.response_streaming else unary})
+
+
+class RequestLog(grpc.ServerInterceptor):
+    """Logs each call: method, bytes received, duration, status."""
+
+    def intercept_service(self, continuation, handler_call_details):  # noqa: D102
+        method = handler_call_details.method
+        return wrap(continuation(handler_call_details), lambda r, c: self._logged(method, r, c))
+
+    @contextlib.contextmanager
+    def _logged(self, method: str, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        start, received = time.monotonic(), [0]
+        status = "OK"
+        try:
+            yield _counted(request, received) if isinstance(request, Iterator) else request
+        except GeneratorExit:
+            status = "CANCELLED"
+            raise
+        except BaseException:
+            status = "UNKNOWN"
+            raise
+        finally:
+            if not isinstance(request, Iterator):
+                received[0] = request.ByteSize()
+            code = context.code()
+            if code is not None:
+                status = code.name
+            elif not context.is_active():
+                left = context.time_remaining()
+                status = "DEADLINE_EXCEEDED" if left is not None and left <= 0 else "CANCELLED"
+            took = time.monotonic() - start
+            log.info("%s %d bytes %.3fs %s", method, received[0], took, status)
+
+
+def _counted(requests: Iterator[Any], received: list[int]) -> Iterator[Any]:
+    for request in requests:
+        received[0] += request.ByteSize()
+        yield request
+
+
+class BearerAuth(grpc.ServerInterceptor):
+    """Calls must carry ``authorization: Bearer <token>`` (compared in constant time)."""
+
+    def __init__(self, token: str | None) -> None:
+        self._expected = None if token is None else f"Bearer {token}".encode()
+
+    def intercept_service(self, continuation, handler_call_details):  # noqa: D102
+        handler = continuation(handler_call_details)
+        if self._expected is None or handler_call_details.method.startswith(HEALTH):
+            return handler
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        given = str(metadata.get("authorization", "")).encode()
+        if hmac.compare_digest(given, self._expected):
+            return handler
+        return wrap(handler, _refuse)
+
+
+@contextlib.contextmanager
+def _refuse(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+    context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+    yield request  # not reached: abort raises
+
+
+class ConcurrencyLimit(grpc.ServerInterceptor):
+    """At most ``limit`` calls of the pruning service in flight; more get RESOURCE_EXHAUSTED."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit, self._busy, self._lock = limit, 0, threading.Lock()
+
+    def intercept_service(self, continuation, handler_call_details):  # noqa: D102
+        handler = continuation(handler_call_details)
+        if not handler_call_details.method.startswith(f"/{SERVICE}/"):
+            return handler
+        return wrap(handler, self._slot)
+
+    @contextlib.contextmanager
+    def _slot(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        with self._lock:
+            free = self._busy < self._limit
+            self._busy += free
+        if not free:
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"server busy: {self._limit} calls in flight (its --max-concurrent); retry later",
+            )
+        try:
+            yield request
+        finally:
+            with self._lock:
+                self._busy -= 1

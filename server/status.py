@@ -1,0 +1,85 @@
+"""Errors -> gRPC status codes, in one place (the CLI maps the same tree to exit codes).
+
+=====================  =====================
+``InvalidModelError``   ``INVALID_ARGUMENT``
+``InvalidOptionError``  ``INVALID_ARGUMENT``
+``ShapeError``          ``INVALID_ARGUMENT``
+``DatasetError``        ``INVALID_ARGUMENT``
+``LimitExceededError``  ``RESOURCE_EXHAUSTED``
+``MemoryError``         ``RESOURCE_EXHAUSTED`` (a job over its worker's memory limit)
+anything else           ``INTERNAL``, short message; the traceback goes to the server log
+=====================  =====================
+
+A message is one line and never carries a traceback, a file path or a secret: library messages
+name files by their base name, and ``to_status`` replaces anything that looks like a path.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import grpc
+
+from onnxprune._wire import ERROR_METADATA
+from onnxprune.errors import (
+    DatasetError,
+    InvalidModelError,
+    InvalidOptionError,
+    LimitExceededError,
+    OnnxpruneError,
+    ShapeError,
+)
+from server.jobs import WorkerError
+
+log = logging.getLogger(__name__)
+
+STATUS_CODES: dict[type[OnnxpruneError], grpc.StatusCode] = {
+    InvalidModelError: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidOptionError: grpc.StatusCode.INVALID_ARGUMENT,
+    ShapeError: grpc.StatusCode.INVALID_ARGUMENT,
+    DatasetError: grpc.StatusCode.INVALID_ARGUMENT,
+    LimitExceededError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+MAX_MESSAGE = 300
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s'\"\\/,;:()]+){2,}[\\/]?")
+
+
+def to_status(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and the one-line, path-free message for ``error``."""
+    if isinstance(error, OnnxpruneError):
+        code = next(
+            (STATUS_CODES[c] for c in type(error).__mro__ if c in STATUS_CODES),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        return code, _clean(str(error))
+    if isinstance(error, MemoryError):
+        return (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "the job ran out of memory in its worker process (over the server's worker memory "
+            "limit); the model is too large for this server",
+        )
+    if isinstance(error, WorkerError):
+        return grpc.StatusCode.INTERNAL, _clean(str(error))
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see the server log"
+
+
+def abort(context: grpc.ServicerContext, error: BaseException) -> None:
+    """End the call with ``error``'s status; library errors name their class in trailing metadata.
+
+    Raises:
+        Exception: always (``context.abort`` raises to end the handler).
+    """
+    code, message = to_status(error)
+    if isinstance(error, OnnxpruneError):
+        context.set_trailing_metadata(((ERROR_METADATA, type(error).__name__),))
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("internal error: %s", message, exc_info=error)
+    context.abort(code, message)
+
+
+def _clean(message: str) -> str:
+    lines = message.strip().splitlines()
+    line = _PATH.sub("<path>", lines[0] if lines else "")
+    return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 3] + "..."

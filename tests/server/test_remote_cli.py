@@ -1,0 +1,108 @@
+"""``onnxprune remote ...`` writes and prints what the local commands do, with their exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from onnxprune.cli import main
+from tests.server.conftest import DATA, MLP
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_remote_prune_writes_the_same_outputs_as_prune(address, tmp_path, capsys):
+    flags = ["--sparsity", "0.9", "--allocation", "erk", "--min-threshold", "0.001"]
+    outputs = {}
+    for where, prefix in (("local", []), ("remote", ["remote"])):
+        folder = tmp_path / where
+        folder.mkdir()
+        server = ["--server", address] if prefix else []
+        code, out, err = _run(
+            capsys, *prefix, "prune", str(MLP), "-o", str(folder / "p.onnx"), *flags,
+            "--report-out", str(folder / "r.json"), *server,
+        )  # fmt: skip
+        assert code == 0, err
+        outputs[where] = (folder, out.replace(str(folder), "DIR"), err)
+    (local, local_out, local_err), (remote, remote_out, remote_err) = outputs.values()
+    assert remote_out == local_out
+    assert remote_err == local_err
+    assert "wrote DIR/p.onnx and DIR/p.masks.npz" in remote_out
+    assert (remote / "p.onnx").read_bytes() == (local / "p.onnx").read_bytes()
+    assert (remote / "r.json").read_text() == (local / "r.json").read_text()
+    with np.load(local / "p.masks.npz") as a, np.load(remote / "p.masks.npz") as b:
+        assert a.files == b.files
+        for name in a.files:
+            np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_remote_analyze_json_and_table_equal_local(address, capsys):
+    for flags in ([], ["--json"], ["--exact"]):
+        local = _run(capsys, "analyze", str(MLP), *flags)
+        remote = _run(capsys, "remote", "analyze", str(MLP), *flags, "--server", address)
+        assert remote == local
+
+
+def test_remote_methods_equal_local(address, capsys):
+    assert _run(capsys, "remote", "methods", "--server", address) == _run(capsys, "methods")
+
+
+def test_remote_validate_gate_exits_3(address, tmp_path, capsys):
+    pruned = tmp_path / "p.onnx"
+    assert _run(capsys, "prune", str(MLP), "-o", str(pruned), "--sparsity", "0.95")[0] == 0
+    flags = ["--data", str(DATA), "--baseline", str(MLP), "--max-accuracy-drop", "0.01", "--json"]
+    code, out, err = _run(capsys, "remote", "validate", str(pruned), *flags, "--server", address)
+    assert code == 3
+    assert json.loads(out)["gate"]["passed"] is False
+    assert err.startswith("gate failed: top-1 dropped")
+    local = _run(capsys, "validate", str(pruned), *flags)
+    assert (local[0], local[2]) == (code, err)
+
+
+def test_remote_errors_exit_like_local(address, tmp_path, capsys):
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("not a model")
+    local = _run(capsys, "analyze", str(notes))
+    remote = _run(capsys, "remote", "analyze", str(notes), "--server", address)
+    assert remote == local == (2, "", "InvalidModelError: not a valid ONNX model (truncated or "
+                                     "not ONNX)\n")  # fmt: skip
+    code, _, err = _run(capsys, "remote", "prune", str(MLP), "-o", str(tmp_path / "x.onnx"),
+                        "--sparsity", "2", "--server", address)  # fmt: skip
+    assert (code, err) == (2, "InvalidOptionError: sparsity=2.0 must be in [0, 1)\n")
+
+
+def test_remote_without_a_server_or_with_a_bad_token(start_server, tmp_path, capsys):
+    code, _, err = _run(capsys, "remote", "analyze", str(MLP), "--server", "127.0.0.1:1")
+    assert code == 1
+    assert err.startswith("RemoteError: UNAVAILABLE")
+    token = tmp_path / "token"
+    token.write_text("right")
+    address = start_server(token="right")  # noqa: S106 - a test token
+    (tmp_path / "wrong").write_text("wrong")
+    for flags in ([], ["--token-file", str(tmp_path / "wrong")]):
+        code, _, err = _run(capsys, "remote", "analyze", str(MLP), "--server", address, *flags)
+        assert (code, err) == (2, "RemoteError: UNAUTHENTICATED: missing or wrong bearer token\n")
+    code, out, _ = _run(capsys, "remote", "analyze", str(MLP), "--server", address,
+                        "--token-file", str(token), "--json")  # fmt: skip
+    assert code == 0
+    assert json.loads(out)["total_params"] == 50_200
+
+
+@pytest.mark.parametrize("command", ["analyze", "prune", "validate", "methods"])
+def test_remote_commands_have_the_local_flags(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    local = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["remote", command, "--help"])
+    remote = capsys.readouterr().out
+    for flag in {w.strip(",[]") for w in local.split() if w.startswith("--")}:
+        assert flag in remote, flag
+    assert "--server" in remote
+    assert "--tls-ca" in remote

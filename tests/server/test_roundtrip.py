@@ -1,0 +1,173 @@
+"""Analyze, Prune, Validate and ListMethods through the server equal the library calls."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import onnx
+import pytest
+from google.protobuf import json_format
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxprune
+from onnxprune._proto import pruning_pb2 as pb
+from onnxprune.client import Client
+from onnxprune.pruners.registry import ALLOCATIONS, SCORES
+from onnxprune.report import format_table
+from tests.server.conftest import DATA, MLP
+
+TIMINGS = ("latency_ms_p50", "latency_ms_p95", "throughput")
+
+
+def _big_mlp(path, hidden=1024, seed=0):
+    """x[N,64] -> Gemm 64xH -> Relu -> Gemm HxH -> Relu -> Gemm Hx10: about 4 MB of weights."""
+    rng = np.random.default_rng(seed)
+    sizes = [64, hidden, hidden, 10]
+    nodes, inits, prev = [], [], "x"
+    for i, (k, n) in enumerate(itertools.pairwise(sizes)):
+        inits += [
+            numpy_helper.from_array(rng.standard_normal((k, n), np.float32), f"w{i}"),
+            numpy_helper.from_array(np.zeros(n, np.float32), f"b{i}"),
+        ]
+        out = "y" if i == len(sizes) - 2 else f"h{i}"
+        nodes.append(
+            helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [f"g{i}" if out != "y" else out])
+        )
+        if out != "y":
+            nodes.append(helper.make_node("Relu", [f"g{i}"], [out]))
+        prev = out
+    graph = helper.make_graph(
+        nodes,
+        "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, path)
+    return path
+
+
+def test_analyze_equals_the_library(address):
+    with Client(address) as client:
+        remote = client.analyze(MLP, level="exact")
+    local = onnxprune.analyze(MLP, level="exact")
+    assert json.loads(remote.json) == local.to_dict()
+    assert remote.json == json.dumps(local.to_dict(), indent=2)
+    assert remote.text == format_table(local)
+    typed = json_format.MessageToDict(
+        remote, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    del typed["json"], typed["text"]
+    assert typed == {**local.to_dict(), "layers": [  # int64 fields come back as strings in JSON
+        {**layer, "shape": [str(d) for d in layer["shape"]], "params": str(layer["params"]),
+         "dead_inputs": str(layer["dead_inputs"]), "dead_outputs": str(layer["dead_outputs"])}
+        for layer in local.to_dict()["layers"]
+    ], "total_params": str(local.total_params)}  # fmt: skip
+
+
+def test_prune_gives_byte_identical_model_and_equal_masks(address, tmp_path):
+    options = {"sparsity": 0.9, "allocation": "erk", "min_threshold": 0.001}
+    with Client(address) as client:
+        remote = client.prune(MLP, tmp_path / "remote.onnx", **options)
+    local = onnxprune.prune(MLP, **options)
+    onnxprune.save_model(local.model, tmp_path / "local.onnx")
+    assert (tmp_path / "remote.onnx").read_bytes() == (tmp_path / "local.onnx").read_bytes()
+    with np.load(tmp_path / "remote.masks.npz") as masks:
+        assert set(masks.files) == set(local.masks)
+        for name, mask in local.masks.items():
+            assert masks[name].dtype == bool
+            np.testing.assert_array_equal(masks[name], mask)
+    assert json.loads(remote.report.json) == local.report.to_dict()
+    assert list(remote.warnings) == list(local.warnings)
+    assert remote.report.direct_sparsity == pytest.approx(0.9, abs=1e-4)
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_prune_effective_target_and_uploaded_masks(address, tmp_path):
+    with Client(address) as client:
+        first = client.prune(MLP, tmp_path / "a.onnx", nm="2:4")
+        again = client.prune(
+            MLP, tmp_path / "b.onnx", masks=tmp_path / "a.masks.npz", sparsity=0.97, effective=True
+        )
+    assert first.report.direct_sparsity == pytest.approx(0.5)
+    local = onnxprune.prune(MLP, masks=tmp_path / "a.masks.npz", sparsity=0.97, effective=True)
+    assert again.analyses == local.analyses > 0
+    assert json.loads(again.report.json) == local.report.to_dict()
+
+
+def test_validate_equals_the_library_but_for_timings(address, tmp_path):
+    pruned = tmp_path / "pruned.onnx"
+    onnxprune.save_model(onnxprune.prune(MLP, sparsity=0.95).model, pruned)
+    gate = {"max_accuracy_drop": 0.01, "min_agreement": 0.5}
+    with Client(address) as client:
+        remote = client.validate(pruned, DATA, baseline=MLP, provider="cpu", **gate)
+    local = onnxprune.validate(pruned, DATA, baseline=MLP, provider="cpu", **gate).to_dict()
+    remote_dict = json.loads(remote.json)
+    for key in TIMINGS:
+        assert remote_dict.pop(key) > 0
+        local.pop(key)
+    assert remote_dict == local
+    assert remote.model == "pruned.onnx"
+    assert remote.baseline == "mlp_digits.onnx"
+    assert remote.HasField("gate")
+    assert not remote.gate.passed  # 95% without fine-tuning loses far more than 1 point
+    assert remote.gate.reason == local["gate"]["reason"]
+    assert "gate:" in remote.text
+
+
+def test_list_methods_equals_the_registries(address):
+    with Client(address) as client:
+        reply = client.list_methods()
+    assert [m.name for m in reply.scores] == sorted(SCORES)
+    assert [m.name for m in reply.allocations] == sorted(ALLOCATIONS)
+    by_name = {m.name: m for m in reply.allocations}
+    assert "uniform+" in by_name["uniform_plus"].aliases
+    assert by_name["erk"].summary == ALLOCATIONS["erk"].summary
+
+
+def test_many_small_chunks_both_ways(address, tmp_path):
+    model = _big_mlp(tmp_path / "big.onnx")
+    size = model.stat().st_size
+    assert size > 4 * 2**20
+    events = []
+    with Client(address, chunk_size=64 * 1024, on_progress=lambda s, f: events.append((s, f))) as c:
+        remote = c.prune(model, tmp_path / "out.onnx", sparsity=0.8, allocation="uniform")
+    local = onnxprune.prune(model, sparsity=0.8, allocation="uniform")
+    onnxprune.save_model(local.model, tmp_path / "local.onnx")
+    assert (tmp_path / "out.onnx").read_bytes() == (tmp_path / "local.onnx").read_bytes()
+    assert json.loads(remote.report.json) == local.report.to_dict()
+    uploads = [f for s, f in events if s == "upload"]
+    assert len(uploads) >= 10  # 5% steps over ~70 chunks
+    assert uploads == sorted(uploads)
+    assert uploads[-1] == 1.0
+    stages = [s for s, _ in events]
+    assert stages.index("upload") < stages.index("prune") < stages.index("download")
+    downloads = [f for s, f in events if s == "download"]
+    assert len(downloads) > 4  # the 4 MB model came back in 1 MiB chunks, then the masks
+
+
+def test_model_with_external_data_goes_up_with_its_data(address, tmp_path):
+    folder = tmp_path / "ext"
+    (folder / "weights").mkdir(parents=True)
+    model = onnx.load(MLP)
+    onnx.save(model, folder / "m.onnx", save_as_external_data=True, location="weights/m.bin",
+              size_threshold=0)  # fmt: skip
+    assert (folder / "weights" / "m.bin").is_file()
+    with Client(address) as client:
+        remote = client.analyze(folder / "m.onnx")
+    assert json.loads(remote.json) == onnxprune.analyze(MLP).to_dict()
+
+
+def test_typed_request_fields_match_the_library_options():
+    # A request field the library does not take would fail at the first call; catch it here.
+    import inspect
+
+    prune_args = set(inspect.signature(onnxprune.prune).parameters)
+    assert set(pb.PruneOptions.DESCRIPTOR.fields_by_name) <= prune_args
+    analyze_args = set(inspect.signature(onnxprune.analyze).parameters)
+    assert set(pb.AnalyzeOptions.DESCRIPTOR.fields_by_name) <= analyze_args
+    validate_args = set(inspect.signature(onnxprune.validate).parameters)
+    assert set(pb.ValidateOptions.DESCRIPTOR.fields_by_name) <= validate_args
