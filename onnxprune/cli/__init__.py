@@ -1,4 +1,4 @@
-"""Command line: ``onnxprune analyze``, ``prune``, ``methods``, ``validate``, ``sweep``, ``report``.
+"""Command line: ``onnxprune analyze``, ``prune``, ``compact``, ``validate`` and the rest.
 
 Parses arguments, calls the library and maps errors to exit codes; it holds no logic of its own.
 Exit codes: 0 ok, 1 a bug, 2 bad input (``errors.EXIT_CODES``), 3 the validation gate failed
@@ -13,7 +13,17 @@ import sys
 from collections.abc import Sequence
 
 from onnxprune import __version__
-from onnxprune.cli import _analyze, _batch, _prune, _remote, _report, _serve, _sweep, _validate
+from onnxprune.cli import (
+    _analyze,
+    _batch,
+    _compact,
+    _prune,
+    _remote,
+    _report,
+    _serve,
+    _sweep,
+    _validate,
+)
 from onnxprune.cli._common import (
     EXIT_BUG,
     EXIT_GATE_FAILED,
@@ -25,7 +35,7 @@ from onnxprune.errors import EXIT_CODES, OnnxpruneError
 
 __all__ = ["EXIT_BUG", "EXIT_GATE_FAILED", "EXIT_SOME_FAILED", "main", "parse_input_shapes"]
 
-COMMANDS = (_analyze, _prune, _validate, _sweep, _batch, _report, _serve, _remote)
+COMMANDS = (_analyze, _prune, _compact, _validate, _sweep, _batch, _report, _serve, _remote)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from onnxprune.cli._common import add_debug, add_prune_flags, err, out, parse_input_shapes
+from onnxprune.cli._compact import add_structured_flags, run_structured
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import DEFAULT_MAX_BYTES, save_model, write_text_atomic
 from onnxprune.pruners.masks import load_npz, save_masks
@@ -29,6 +30,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="path of the .onnx model (never overwritten)")
     p.add_argument("-o", "--output", required=True, help="path of the pruned .onnx model")
     add_prune_flags(p)
+    add_structured_flags(p)
     p.add_argument("--scores", metavar="NPZ", help="external scores keyed by weight name")
     p.add_argument("--masks-in", metavar="NPZ", help="masks to apply and compose with")
     p.add_argument(
@@ -53,6 +55,8 @@ def _prune(args: argparse.Namespace) -> int:
     source, output = Path(args.model), Path(args.output)
     if output.exists() and source.exists() and output.resolve() == source.resolve():
         raise InvalidOptionError("the output would overwrite the input model; choose another -o")
+    if args.structured:
+        return run_structured(args)
     masks_out = Path(args.masks_out) if args.masks_out else output.with_suffix(".masks.npz")
     calibration = load_npz(args.calibration, "calibration") if args.calibration else None
     result = prune(

@@ -1,0 +1,102 @@
+"""``onnxprune compact`` (dead units out, outputs kept) and ``onnxprune prune --structured``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from onnxprune.cli._common import add_debug, out
+from onnxprune.errors import InvalidOptionError
+from onnxprune.model import DEFAULT_MAX_BYTES, load_model, save_model
+from onnxprune.structured import CRITERIA, compact, structured_prune
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    """The ``compact`` subcommand."""
+    p = sub.add_parser(
+        "compact",
+        help="remove dead channels and neurons, giving a smaller dense model",
+        description=(
+            "Remove the output units of Conv/Gemm/MatMul layers that have no nonzero incoming "
+            "or outgoing weight, slicing the next layer's inputs too; a unit that only emits "
+            "its bias is folded into the next layer's bias, so outputs do not change. Units "
+            "feeding residual Add, Concat or unknown ops are left alone."
+        ),
+    )
+    p.add_argument("model", help="path of the .onnx model (never overwritten)")
+    p.add_argument("-o", "--output", required=True, help="path of the compacted .onnx model")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--max-bytes",
+        type=int,
+        default=DEFAULT_MAX_BYTES,
+        help=f"refuse models larger than this many bytes (default {DEFAULT_MAX_BYTES})",
+    )
+    add_debug(p)
+    p.set_defaults(run=_compact)
+
+
+def _compact(args: argparse.Namespace) -> int:
+    result = compact(load_model(args.model, max_bytes=args.max_bytes))
+    save_model(result.model, args.output)
+    summary = {
+        "removed": result.removed,
+        "folded": result.folded,
+        "params_before": result.params_before,
+        "params_after": result.params_after,
+    }
+    if args.json:
+        out(json.dumps(summary, indent=2))
+        return 0
+    for name, count in result.removed.items():
+        folded = result.folded.get(name, 0)
+        out(f"{name}: removed {count} units" + (f" ({folded} folded)" if folded else ""))
+    out(f"parameters {result.params_before} -> {result.params_after}; wrote {args.output}")
+    return 0
+
+
+def add_structured_flags(p: argparse.ArgumentParser) -> None:
+    """``--structured`` and ``--round-to`` of ``onnxprune prune``."""
+    p.add_argument(
+        "--structured",
+        choices=sorted(CRITERIA),
+        help="remove whole output channels/neurons per layer (--sparsity of each layer's units) "
+        "ranked by this filter criterion, then compact the model",
+    )
+    p.add_argument(
+        "--round-to",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --structured: keep a multiple of N units per layer (default 1)",
+    )
+
+
+def run_structured(args: argparse.Namespace) -> int:
+    """``onnxprune prune --structured``: prune whole units, compact, write the smaller model."""
+    if args.sparsity is None:
+        raise InvalidOptionError("--structured needs --sparsity")
+    if args.effective or args.nm or args.masks_in or args.scores:
+        raise InvalidOptionError("--structured takes no --effective, --nm, --masks-in or --scores")
+    result = structured_prune(
+        load_model(args.model, max_bytes=args.max_bytes),
+        sparsity=args.sparsity,
+        criterion=args.structured,
+        round_to=args.round_to,
+        seed=args.seed,
+    )
+    save_model(result.model, args.output)
+    c = result.compaction
+    summary = {
+        "units": {name: list(kept_total) for name, kept_total in result.units.items()},
+        "removed": c.removed,
+        "params_before": c.params_before,
+        "params_after": c.params_after,
+    }
+    if args.json:
+        out(json.dumps(summary, indent=2))
+        return 0
+    for name, (kept, total) in result.units.items():
+        out(f"{name}: kept {kept} of {total} units")
+    out(f"parameters {c.params_before} -> {c.params_after}; wrote {args.output}")
+    return 0

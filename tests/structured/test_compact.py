@@ -1,0 +1,172 @@
+"""Compaction of dead units: outputs unchanged, shapes and parameter counts shrink as expected."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper, shape_inference
+
+from onnxprune.cli import main
+from onnxprune.pruners.prune import prune
+from onnxprune.sparsity import analyze
+from onnxprune.structured import compact
+from tests.helpers import single_io_model
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+DATA = np.load(MODELS / "digits_test.npz")
+
+
+def _run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feed)[0]
+
+
+def _same_outputs(before: onnx.ModelProto, after: onnx.ModelProto, feed) -> None:
+    onnx.checker.check_model(after, full_check=True)
+    assert after.ir_version == before.ir_version
+    assert list(after.opset_import) == list(before.opset_import)
+    a, b = _run(before, feed), _run(after, feed)
+    assert a.shape == b.shape
+    assert np.abs(a - b).max() <= 1e-5 * max(1.0, float(np.abs(a).max()))
+
+
+def _params(model: onnx.ModelProto) -> int:
+    return sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+
+
+def test_mlp_pruned95_removes_every_dead_unit_and_keeps_outputs():
+    model = onnx.load(MODELS / "mlp_digits_pruned95.onnx")
+    result = compact(model)
+    _same_outputs(model, result.model, {"x": DATA["x"]})
+    dead = {row.name: row.dead_outputs for row in analyze(model).layers}
+    assert result.removed == {k: v for k, v in dead.items() if v}
+    h1, h2 = 300 - dead["fc1.weight"], 100 - dead["fc2.weight"]
+    assert result.params_after == _params(result.model) == h1 * 65 + h2 * (h1 + 1) + 10 * h2 + 10
+    assert result.params_before == _params(model)
+    assert analyze(result.model).layers[0].dead_outputs == 0
+
+
+@pytest.mark.parametrize("sparsity", [0.8, 0.9, 0.95])
+def test_pruned_cnn_keeps_outputs_and_shrinks(sparsity):
+    model = prune(onnx.load(MODELS / "cnn_digits.onnx"), sparsity=sparsity).model
+    result = compact(model)
+    _same_outputs(model, result.model, {"image": DATA["image"]})
+    assert result.params_before - result.params_after == _params(model) - _params(result.model)
+    if sparsity >= 0.9:
+        assert result.removed
+
+
+@pytest.mark.parametrize("sparsity", [0.8, 0.95])
+def test_pruned_mlp_keeps_outputs(sparsity):
+    model = prune(onnx.load(MODELS / "mlp_digits.onnx"), sparsity=sparsity).model
+    _same_outputs(model, compact(model).model, {"x": DATA["x"]})
+
+
+def _conv_bn_flatten_gemm() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 2, 3, 3)).astype(np.float32)
+    w[1] = 0  # no incoming weight: emits its bias, through BN, Relu and pooling
+    head = rng.normal(size=(3, 4 * 2 * 2)).astype(np.float32)
+    head[:, 8:12] = 0  # unit 2 has no outgoing weight
+    shift = rng.normal(size=4)
+    shift[1], mean = 3.0, rng.normal(size=4)
+    mean[1] = -1.0  # unit 1's constant stays positive through BN and Relu
+    inits = {
+        "w": w,
+        "b": rng.normal(size=4),
+        "scale": rng.uniform(0.5, 2, 4),
+        "shift": shift,
+        "mean": mean,
+        "var": rng.uniform(0.5, 2, 4),
+        "head": head,
+        "head_b": rng.normal(size=3),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "scale", "shift", "mean", "var"], ["n"]),
+        helper.make_node("Relu", ["n"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "head", "head_b"], ["y"], transB=1),
+    ]
+    return shape_inference.infer_shapes(single_io_model(nodes, [2, 2, 4, 4], [2, 3], inits))
+
+
+def test_constant_unit_folds_through_bn_relu_pool_flatten():
+    model = _conv_bn_flatten_gemm()
+    result = compact(model)
+    assert result.removed == {"w": 2} and result.folded == {"w": 1}
+    _same_outputs(
+        model,
+        result.model,
+        {"x": np.random.default_rng(1).normal(size=(2, 2, 4, 4)).astype(np.float32)},
+    )
+    shapes = {
+        vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        for vi in result.model.graph.value_info
+    }
+    assert shapes["c"] == [2, 2, 4, 4] and shapes["f"] == [2, 8]
+    assert result.params_before - result.params_after == 2 * 18 + 2 * 5 + 2 * 4 * 3
+
+
+def test_matmul_consumer_without_bias_gets_an_add():
+    w1 = np.array([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]], np.float32)  # unit 1: no incoming weight
+    w2 = np.arange(6, dtype=np.float32).reshape(3, 2) + 1
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b1"], ["a"]),
+        helper.make_node("Sigmoid", ["a"], ["s"]),
+        helper.make_node("MatMul", ["s", "w2"], ["y"]),
+    ]
+    model = single_io_model(nodes, [5, 2], [5, 2], {"w1": w1, "b1": [0.5, -1.0, 0.0], "w2": w2})
+    result = compact(model)
+    assert result.removed == {"w1": 1} and result.folded == {"w1": 1}
+    assert [n.op_type for n in result.model.graph.node][-1] == "Add"
+    _same_outputs(
+        model, result.model, {"x": np.random.default_rng(2).normal(size=(5, 2)).astype(np.float32)}
+    )
+
+
+def test_padded_consumer_keeps_constant_units_but_drops_zero_ones():
+    w = np.ones((3, 1, 3, 3), np.float32)
+    w[1:] = 0  # units 1 and 2 have no incoming weight; unit 1 emits 1, unit 2 emits relu(-1)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    inits = {"w": w, "b": [0.0, 1.0, -1.0], "w2": np.ones((2, 3, 3, 3))}
+    model = single_io_model(nodes, [1, 1, 4, 4], [1, 2, 4, 4], inits)
+    result = compact(model)
+    assert result.removed == {"w": 1} and not result.folded
+    _same_outputs(model, result.model, {"x": np.ones((1, 1, 4, 4), np.float32)})
+
+
+def test_residual_members_and_last_unit_are_kept():
+    w = np.zeros((2, 2), np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node("Add", ["h", "x"], ["a"]),  # residual: h's units are left alone
+        helper.make_node("MatMul", ["a", "v"], ["z"]),
+        helper.make_node("MatMul", ["z", "u"], ["y"]),
+    ]
+    inits = {"w": w, "v": np.ones((2, 2)), "u": np.zeros((2, 2))}
+    model = single_io_model(nodes, [1, 2], [1, 2], inits)
+    result = compact(model)
+    assert result.removed == {"v": 1}  # every unit of v is dead; one is kept
+    _same_outputs(model, result.model, {"x": np.ones((1, 2), np.float32)})
+
+
+def test_cli_compact(tmp_path, capsys):
+    out = tmp_path / "small.onnx"
+    assert (
+        main(["compact", str(MODELS / "mlp_digits_pruned95.onnx"), "-o", str(out), "--json"]) == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["removed"] == {"fc1.weight": 140, "fc2.weight": 31}
+    assert summary["params_after"] == _params(onnx.load(out)) < summary["params_before"]

@@ -1,0 +1,95 @@
+"""Structured filter pruning: compacted outputs equal the masked model's, counts as asked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper, numpy_helper
+
+from onnxprune.cli import main
+from onnxprune.errors import InvalidOptionError
+from onnxprune.structured import structured_prune
+from tests.helpers import single_io_model
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+DATA = np.load(MODELS / "digits_test.npz")
+CASES = [("cnn_digits.onnx", "image"), ("mlp_digits.onnx", "x")]
+
+
+def _run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feed)[0]
+
+
+def _init(model: onnx.ModelProto, name: str) -> np.ndarray:
+    return next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name)
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "random"])
+@pytest.mark.parametrize(("file", "input_name"), CASES)
+def test_compacted_outputs_equal_masked_outputs(file, input_name, criterion):
+    model = onnx.load(MODELS / file)
+    result = structured_prune(model, sparsity=0.5, criterion=criterion, round_to=8)
+    onnx.checker.check_model(result.model, full_check=True)
+    feed = {input_name: DATA[input_name]}
+    a, b = _run(result.masked, feed), _run(result.model, feed)
+    assert np.abs(a - b).max() <= 1e-5 * max(1.0, float(np.abs(a).max()))
+    for name, (kept, total) in result.units.items():
+        assert kept % 8 == 0 and kept >= total / 2
+        assert result.compaction.removed[name] == total - kept
+
+
+def test_mlp_parameter_count_and_l1_keeps_the_largest_filters():
+    model = onnx.load(MODELS / "mlp_digits.onnx")
+    result = structured_prune(model, sparsity=0.5, criterion="l1")
+    k1, k2 = result.units["fc1.weight"][0], result.units["fc2.weight"][0]
+    assert (k1, k2) == (150, 50)
+    assert result.compaction.params_after == k1 * 65 + k2 * (k1 + 1) + 10 * k2 + 10
+    w = _init(model, "fc1.weight")
+    kept_rows = _init(result.model, "fc1.weight")
+    mean_abs = np.abs(w).mean(axis=1)
+    expected = np.sort(np.argsort(mean_abs, kind="stable")[150:])
+    assert np.array_equal(kept_rows, w[expected])
+
+
+def test_residual_convolutions_are_left_alone():
+    result = structured_prune(onnx.load(MODELS / "cnn_digits.onnx"), sparsity=0.5)
+    assert set(result.units) == {"onnx::Conv_42", "down.weight"}  # stem and block.3 feed the Add
+
+
+def test_never_every_unit():
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node("MatMul", ["h", "v"], ["y"]),
+    ]
+    model = single_io_model(nodes, [1, 2], [1, 1], {"w": np.ones((2, 2)), "v": np.ones((2, 1))})
+    result = structured_prune(model, sparsity=0.99)
+    assert result.units == {"w": (1, 2)}
+    assert _init(result.model, "w").shape == (2, 1)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"sparsity": 1.0}, {"sparsity": 0.5, "criterion": "lamp"}, {"sparsity": 0.5, "round_to": 0}],
+)
+def test_bad_options(options):
+    with pytest.raises(InvalidOptionError):
+        structured_prune(onnx.load(MODELS / "mlp_digits.onnx"), **options)
+
+
+def test_cli_prune_structured(tmp_path, capsys):
+    out = tmp_path / "small.onnx"
+    args = ["prune", str(MODELS / "cnn_digits.onnx"), "-o", str(out)]
+    code = main([*args, "--structured", "l1", "--sparsity", "0.5", "--round-to", "8", "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["units"] == {"onnx::Conv_42": [8, 16], "down.weight": [16, 32]}
+    small = onnx.load(out)
+    assert _init(small, "onnx::Conv_45").shape == (16, 8, 3, 3)
+    assert _init(small, "down.weight").shape == (16, 16, 3, 3)
+    assert main([*args, "--structured", "l1"]) == 2
