@@ -42,7 +42,7 @@ from onnxprune._wire import (
     receive_file,
 )
 from onnxprune.errors import DatasetError, InvalidModelError, InvalidOptionError
-from onnxprune.model import _external_tensors
+from onnxprune.model import external_tensors
 
 __all__ = ["Client", "RemoteError"]
 
@@ -355,7 +355,7 @@ def _external_data(path: Path) -> list[str]:
     except (DecodeError, RuntimeError, ValueError, OSError):
         return []  # not a model: the server says so
     locations = set()
-    for tensor in _external_tensors(model):
+    for tensor in external_tensors(model):
         location = {e.key: e.value for e in tensor.external_data}.get("location", "")
         try:
             check_name(location, relative=True, error=InvalidModelError)

@@ -15,7 +15,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.model import ConstantResolver, WeightSource
+from onnxprune.weights import ConstantResolver, WeightSource
 
 W23 = np.arange(6, dtype=np.float32).reshape(2, 3)  # [[0, 1, 2], [3, 4, 5]]
 W234 = np.arange(24, dtype=np.float32).reshape(2, 3, 4)

@@ -16,7 +16,7 @@ from onnxprune.graph import rules  # noqa: F401  (registers every transfer rule)
 from onnxprune.graph._shapes import Shape, infer_shapes
 from onnxprune.graph.registry import NodeView, lookup, static
 from onnxprune.graph.transfers import Contract, Dense, Move, NoSignal, Transfer
-from onnxprune.model import ConstantResolver, TensorReader
+from onnxprune.weights import ConstantResolver, TensorReader
 
 
 @dataclass(frozen=True, slots=True)

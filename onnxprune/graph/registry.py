@@ -16,7 +16,7 @@ import onnx
 
 from onnxprune.graph._shapes import Shape
 from onnxprune.graph.transfers import Transfer
-from onnxprune.model import ConstantResolver
+from onnxprune.weights import ConstantResolver
 
 Rule = Callable[["NodeView"], Transfer | tuple[Transfer, ...]]
 

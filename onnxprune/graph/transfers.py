@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from onnxprune.model import WeightSource
+from onnxprune.weights import WeightSource
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.errors import InvalidOptionError
-from onnxprune.model import ConstantResolver, WeightSource
+from onnxprune.weights import ConstantResolver, WeightSource
 
 
 def masks_from_counts(

@@ -66,7 +66,7 @@ def nm_masks(
             layer's input size not a multiple of ``m`` (unless ``skip_indivisible``).
 
     Example:
-        >>> from onnxprune.model import WeightSource
+        >>> from onnxprune.weights import WeightSource
         >>> kind = Contract("matmul", 0, 1, WeightSource("W", "initializer"))
         >>> s = np.array([[4.0], [1.0], [3.0], [2.0]])  # [K=4, N=1]
         >>> nm_masks({"W": s}, {"W": kind}, 2, 4)["W"].ravel().tolist()

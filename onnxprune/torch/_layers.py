@@ -15,7 +15,7 @@ import onnx
 from onnx import helper
 
 from onnxprune.graph.build import ConnectivityGraph, build_graph
-from onnxprune.model import WeightSource
+from onnxprune.weights import WeightSource
 
 _KINDS = {"conv": "conv", "conv_transpose": "conv_transpose", "matmul": "linear"}
 

@@ -20,9 +20,9 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxprune import InvalidModelError, InvalidOptionError, prune
 from onnxprune.batch import PruneOptions, run_batch
 from onnxprune.external_data import load_model_lazy
-from onnxprune.model import WeightSource
 from onnxprune.pruners.masks import load_masks
 from onnxprune.pruners.streaming import prune_streaming
+from onnxprune.weights import WeightSource
 from tests.batch.models import save
 
 

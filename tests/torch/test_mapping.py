@@ -13,6 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from onnx import numpy_helper  # noqa: E402
+
 import onnxprune  # noqa: E402
 import onnxprune.torch as opt  # noqa: E402
 from onnxprune.errors import InvalidOptionError  # noqa: E402
@@ -148,7 +150,7 @@ def test_folded_conv_keeps_the_module_zero_pattern():
     report = opt.map_weights(net, onnx_model)
     name = next(m.onnx_name for m in report.matched if m.parameter == "first.0.weight")
     weight = next(t for t in onnx_model.graph.initializer if t.name == name)
-    folded = onnxprune.model.numpy_helper.to_array(weight)
+    folded = numpy_helper.to_array(weight)
     np.testing.assert_array_equal(folded == 0, net.first[0].weight.detach().numpy() == 0)
 
 

@@ -1,0 +1,283 @@
+"""Discovery of prunable weights, wherever exporters put them.
+
+Initializers, ``Constant`` and ``ConstantOfShape`` nodes, and behind ``Identity``, ``Cast``,
+``Transpose``, ``Reshape`` (constant shape; some Caffe2 exports reshape their classifier
+weights) and ``DequantizeLinear`` chains. Each weight is mapped to the tensor a pruner has to
+rewrite, with the layout changes between that tensor and what the layer consumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxprune.errors import InvalidModelError
+
+
+@dataclass(frozen=True, slots=True)
+class WeightSource:
+    """Where a prunable weight is stored, i.e. the tensor a pruner must rewrite.
+
+    Attributes:
+        name: the initializer, or the output of the ``Constant``/``ConstantOfShape`` node.
+        kind: ``"initializer"``, ``"Constant"`` or ``"ConstantOfShape"``.
+        steps: the layout changes between the stored tensor and the value the layer consumes, in
+            order: ``("transpose", perm)`` or ``("reshape", shape_before)``.
+        dequantized: whether a ``DequantizeLinear`` lies between storage and use.
+    """
+
+    name: str
+    kind: str
+    steps: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    dequantized: bool = False
+
+    def to_stored(self, consumed: np.ndarray) -> np.ndarray:
+        """Undo the layout changes: an array in the consumed layout, in the stored layout."""
+        for op, arg in reversed(self.steps):
+            consumed = (
+                np.transpose(consumed, np.argsort(arg))
+                if op == "transpose"
+                else consumed.reshape(arg)
+            )
+        return consumed
+
+    def to_consumed(self, stored: np.ndarray, consumed_shape: tuple[int, ...]) -> np.ndarray:
+        """Redo the layout changes: an array in the stored layout, in the consumed layout."""
+        afters = self._afters(consumed_shape)
+        for (op, arg), after in zip(self.steps, afters, strict=True):
+            stored = np.transpose(stored, arg) if op == "transpose" else stored.reshape(after)
+        return stored
+
+    def consumed_index(self, flat: np.ndarray, consumed_shape: tuple[int, ...]) -> np.ndarray:
+        """Flat (C-order) positions in the consumed layout of stored elements at ``flat``.
+
+        The same map as ``to_consumed`` on the whole tensor, for a few elements only (a pruner
+        breaking ties in the consumed order without materializing the weight).
+        """
+        afters = self._afters(consumed_shape)
+        shape = self.stored_shape(consumed_shape)
+        coords = np.unravel_index(np.asarray(flat, np.int64), shape)
+        for (op, arg), after in zip(self.steps, afters, strict=True):
+            if op == "transpose":
+                coords = tuple(coords[p] for p in arg)
+            else:
+                coords = np.unravel_index(np.ravel_multi_index(coords, shape), after)
+            shape = after
+        return np.ravel_multi_index(coords, shape).astype(np.int64)
+
+    def _afters(self, consumed_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """The shape after each step, in step order."""
+        afters, shape = [], tuple(consumed_shape)
+        for op, arg in reversed(self.steps):  # walking back from the consumed shape
+            afters.append(shape)
+            shape = tuple(shape[i] for i in np.argsort(arg)) if op == "transpose" else arg
+        return afters[::-1]
+
+    def stored_shape(self, consumed_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The stored tensor's shape, given the shape the layer consumes."""
+        shape = tuple(consumed_shape)
+        for op, arg in reversed(self.steps):
+            shape = tuple(shape[i] for i in np.argsort(arg)) if op == "transpose" else arg
+        return shape
+
+
+class TensorReader(Protocol):
+    """Reads the data of an external tensor on demand (see ``onnxprune.external_data``)."""
+
+    def read(self, tensor: onnx.TensorProto) -> np.ndarray:
+        """The tensor's value, read from its external file."""
+        ...
+
+
+class ConstantResolver:
+    """Computes constant tensors of a graph on demand, following exporter-made chains.
+
+    Nothing is cached: weights are materialized one at a time so peak memory stays near the
+    largest tensor, not the model size. Initializers whose data is still in external files are
+    read through ``external`` (``onnxprune.external_data.ExternalWeights``); without one they
+    are refused rather than read from wherever the process happens to run.
+    """
+
+    def __init__(self, graph: onnx.GraphProto, external: TensorReader | None = None) -> None:
+        self._external = external
+        self._initializers = {t.name: t for t in graph.initializer}
+        self._producers = {out: node for node in graph.node for out in node.output}
+        # Before IR 4 every initializer is also listed as a graph input; those are still weights.
+        self._graph_inputs = {i.name for i in graph.input} - set(self._initializers)
+
+    @property
+    def reads_external(self) -> bool:
+        """Whether some weights are read from external files on demand (never kept)."""
+        return self._external is not None
+
+    def is_constant(self, name: str) -> bool:
+        """Whether tensor ``name`` can be computed without graph inputs (by chains we follow)."""
+        return self.source(name) is not None
+
+    def value(self, name: str) -> np.ndarray | None:
+        """The value of tensor ``name``, or ``None`` when it is not a constant we can follow."""
+        if name in self._initializers and name not in self._graph_inputs:
+            tensor = self._initializers[name]
+            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                return numpy_helper.to_array(tensor)
+            if self._external is None:
+                raise InvalidModelError(f"tensor {name!r} has external data that was not loaded")
+            return self._external.read(tensor)
+        node = self._producers.get(name)
+        if node is None or node.op_type not in _CONSTANT_OPS:
+            return None
+        return _CONSTANT_OPS[node.op_type](self, node)
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        """Shape of constant ``name`` without materializing large tensors."""
+        if name in self._initializers and name not in self._graph_inputs:
+            return tuple(int(d) for d in self._initializers[name].dims)
+        node = self._producers.get(name)
+        if node is None or node.op_type not in _CONSTANT_OPS:
+            return None
+        if node.op_type == "ConstantOfShape":
+            dims = self.value(node.input[0])
+            return None if dims is None else tuple(int(d) for d in dims)
+        if node.op_type in ("Constant", "Reshape"):
+            value = self.value(name) if node.op_type == "Constant" else None
+            return value.shape if value is not None else self._reshaped(node)
+        inner = self.shape(node.input[0])
+        if inner is None or node.op_type != "Transpose":
+            return inner
+        perm = _attr(node, "perm", None) or list(reversed(range(len(inner))))
+        return tuple(inner[p] for p in perm)
+
+    def source(self, name: str) -> WeightSource | None:
+        """The stored tensor behind constant ``name``, or ``None`` when it is not a constant."""
+        if name in self._initializers and name not in self._graph_inputs:
+            return WeightSource(name, "initializer")
+        node = self._producers.get(name)
+        if node is None or node.op_type not in _CONSTANT_OPS:
+            return None
+        if node.op_type == "Constant" or (
+            node.op_type == "ConstantOfShape" and self.value(node.input[0]) is not None
+        ):
+            return WeightSource(name, node.op_type)
+        inner = self.source(node.input[0])
+        helpers_constant = all(self.value(n) is not None for n in node.input[1:] if n)
+        if inner is None or not helpers_constant:
+            return None
+        step: tuple[tuple[str, tuple[int, ...]], ...] = ()
+        if node.op_type == "Transpose":
+            before = self.shape(node.input[0]) or ()
+            perm = _attr(node, "perm", None) or list(reversed(range(len(before))))
+            step = (("transpose", tuple(int(p) for p in perm)),)
+        elif node.op_type == "Reshape":
+            before = self.shape(node.input[0])
+            if before is None:
+                return None
+            step = (("reshape", before),)
+        dequantized = inner.dequantized or node.op_type == "DequantizeLinear"
+        return WeightSource(inner.name, inner.kind, inner.steps + step, dequantized)
+
+    def _reshaped(self, node: onnx.NodeProto) -> tuple[int, ...] | None:
+        before, target = self.shape(node.input[0]), self.value(node.input[1])
+        if before is None or target is None:
+            return None
+        return _reshape_target(before, target, bool(_attr(node, "allowzero", 0)))
+
+
+def _reshape_target(
+    before: tuple[int, ...], target: np.ndarray, allowzero: bool
+) -> tuple[int, ...]:
+    dims = [int(d) for d in target.reshape(-1)]
+    if not allowzero:
+        dims = [before[i] if d == 0 else d for i, d in enumerate(dims)]
+    if -1 in dims:
+        known = int(np.prod([d for d in dims if d != -1]))
+        dims[dims.index(-1)] = int(np.prod(before)) // max(known, 1)
+    return tuple(dims)
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _value_constant(_: ConstantResolver, node: onnx.NodeProto) -> np.ndarray:
+    attr = node.attribute[0]
+    value = onnx.helper.get_attribute_value(attr)
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    if attr.name in ("value_float", "value_floats"):
+        return np.asarray(value, dtype=np.float32)
+    if attr.name in ("value_int", "value_ints"):
+        return np.asarray(value, dtype=np.int64)
+    if isinstance(value, onnx.SparseTensorProto):
+        dense = np.zeros(
+            tuple(value.dims), onnx.helper.tensor_dtype_to_np_dtype(value.values.data_type)
+        )
+        indices = numpy_helper.to_array(value.indices)
+        coords = indices if indices.ndim == 1 else tuple(indices.T)
+        dense.reshape(-1 if indices.ndim == 1 else dense.shape)[coords] = numpy_helper.to_array(
+            value.values
+        )
+        return dense
+    return np.asarray(value)
+
+
+def _value_constant_of_shape(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
+    shape = r.value(node.input[0])
+    if shape is None:
+        return None
+    fill = _attr(node, "value", None)
+    scalar = numpy_helper.to_array(fill).reshape(-1)[0] if fill is not None else np.float32(0)
+    return np.full(tuple(int(d) for d in shape), scalar, dtype=np.asarray(scalar).dtype)
+
+
+def _value_identity(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
+    return r.value(node.input[0])
+
+
+def _value_cast(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
+    x = r.value(node.input[0])
+    to = onnx.helper.tensor_dtype_to_np_dtype(_attr(node, "to", onnx.TensorProto.FLOAT))
+    return None if x is None else x.astype(to)
+
+
+def _value_transpose(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
+    x = r.value(node.input[0])
+    return None if x is None else np.transpose(x, _attr(node, "perm", None))
+
+
+def _value_reshape(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
+    x, target = r.value(node.input[0]), r.value(node.input[1])
+    if x is None or target is None:
+        return None
+    return x.reshape(_reshape_target(x.shape, target, bool(_attr(node, "allowzero", 0))))
+
+
+def _value_dequantize(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
+    x = r.value(node.input[0])
+    scale = r.value(node.input[1])
+    if x is None or scale is None:
+        return None
+    zero = r.value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    axis = _attr(node, "axis", 1)
+    shape = [1] * x.ndim
+    if scale.ndim == 1 and x.ndim > 0:
+        shape[axis % x.ndim] = scale.size
+    zp = np.zeros(1, np.float32) if zero is None else zero.astype(np.float32).reshape(shape)
+    return (x.astype(np.float32) - zp) * scale.astype(np.float32).reshape(shape)
+
+
+_CONSTANT_OPS = {
+    "Constant": _value_constant,
+    "ConstantOfShape": _value_constant_of_shape,
+    "Identity": _value_identity,
+    "Cast": _value_cast,
+    "Transpose": _value_transpose,
+    "Reshape": _value_reshape,
+    "DequantizeLinear": _value_dequantize,
+}
