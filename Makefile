@@ -52,6 +52,7 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/analyze.py
 	$(BIN)/python benchmarks/prune.py
+	$(BIN)/python benchmarks/structured.py
 	$(BIN)/python benchmarks/batch.py
 	$(BIN)/python benchmarks/grpc.py
 
