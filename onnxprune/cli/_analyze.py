@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from onnxprune.cli._common import add_debug, add_input_shape, out, parse_input_shapes
-from onnxprune.model import DEFAULT_MAX_BYTES
+from onnxprune.cli._common import add_debug, add_input_shape, add_max_bytes, out, parse_input_shapes
 from onnxprune.report import format_table
 from onnxprune.sparsity import analyze
 
@@ -31,12 +30,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "static shapes. Default: channel level, fast, can only under-report effective sparsity",
     )
     add_input_shape(p)
-    p.add_argument(
-        "--max-bytes",
-        type=int,
-        default=DEFAULT_MAX_BYTES,
-        help=f"refuse models larger than this many bytes (default {DEFAULT_MAX_BYTES})",
-    )
+    add_max_bytes(p)
     add_debug(p)
     p.set_defaults(run=_analyze)
 

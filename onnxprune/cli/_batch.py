@@ -16,12 +16,13 @@ from onnxprune.batch.run import RESULTS, SUMMARY
 from onnxprune.cli._common import (
     EXIT_SOME_FAILED,
     add_debug,
+    add_max_bytes,
     add_prune_flags,
     err,
     out,
     parse_input_shapes,
 )
-from onnxprune.model import DEFAULT_MAX_BYTES, write_text_atomic
+from onnxprune.model import write_text_atomic
 
 REPORT = "batch.md"
 
@@ -68,7 +69,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--provider", choices=PROVIDERS, default="auto", help="ONNX Runtime provider")
     p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
-    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help=argparse.SUPPRESS)
+    add_max_bytes(p)
     add_debug(p)
     p.set_defaults(run=_batch)
 

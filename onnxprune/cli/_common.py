@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from onnxprune.errors import InvalidOptionError
+from onnxprune.model import DEFAULT_MAX_BYTES
 
 EXIT_BUG = 1
 EXIT_GATE_FAILED = 3
@@ -19,6 +20,16 @@ def add_debug(p: argparse.ArgumentParser) -> None:
     """``--debug`` after the subcommand too (the main parser has the visible one)."""
     p.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+
+
+def add_max_bytes(p: argparse.ArgumentParser) -> None:
+    """``--max-bytes``: the largest model (file plus external data) a command accepts."""
+    p.add_argument(
+        "--max-bytes",
+        type=int,
+        default=DEFAULT_MAX_BYTES,
+        help=f"refuse models larger than this many bytes (default {DEFAULT_MAX_BYTES})",
     )
 
 

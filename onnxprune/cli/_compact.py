@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from onnxprune.cli._common import add_debug, out
+from onnxprune.cli._common import add_debug, add_max_bytes, out
 from onnxprune.errors import InvalidOptionError
-from onnxprune.model import DEFAULT_MAX_BYTES, load_model, save_model
+from onnxprune.model import load_model, save_model
 from onnxprune.structured import CRITERIA, compact, structured_prune
 
 
@@ -26,12 +26,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="path of the .onnx model (never overwritten)")
     p.add_argument("-o", "--output", required=True, help="path of the compacted .onnx model")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument(
-        "--max-bytes",
-        type=int,
-        default=DEFAULT_MAX_BYTES,
-        help=f"refuse models larger than this many bytes (default {DEFAULT_MAX_BYTES})",
-    )
+    add_max_bytes(p)
     add_debug(p)
     p.set_defaults(run=_compact)
 

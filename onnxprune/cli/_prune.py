@@ -6,10 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
-from onnxprune.cli._common import add_debug, add_prune_flags, err, out, parse_input_shapes
+from onnxprune.cli._common import (
+    add_debug,
+    add_max_bytes,
+    add_prune_flags,
+    err,
+    out,
+    parse_input_shapes,
+)
 from onnxprune.cli._compact import add_structured_flags, run_structured
 from onnxprune.errors import InvalidOptionError
-from onnxprune.model import DEFAULT_MAX_BYTES, save_model, write_text_atomic
+from onnxprune.model import save_model, write_text_atomic
 from onnxprune.pruners.masks import load_npz, save_masks
 from onnxprune.pruners.prune import prune
 from onnxprune.pruners.registry import ALIASES, ALLOCATIONS, SCORES
@@ -43,7 +50,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="inputs for the activation score (arrays by input name)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help=argparse.SUPPRESS)
+    add_max_bytes(p)
     add_debug(p)
     p.set_defaults(run=_prune)
     methods = sub.add_parser("methods", help="list the scores and allocations with one line each")
