@@ -2,8 +2,10 @@
 
 Initializers, ``Constant`` and ``ConstantOfShape`` nodes, and behind ``Identity``, ``Cast``,
 ``Transpose``, ``Reshape`` (constant shape; some Caffe2 exports reshape their classifier
-weights) and ``DequantizeLinear`` chains. Each weight is mapped to the tensor a pruner has to
-rewrite, with the layout changes between that tensor and what the layer consumes.
+weights), ``Unsqueeze``/``Squeeze`` (constant axes; the light DenseNet of the onnx package
+unsqueezes its batch-norm vectors to ``[C, 1, 1]``) and ``DequantizeLinear`` chains. Each
+weight is mapped to the tensor a pruner has to rewrite, with the layout changes between that
+tensor and what the layer consumes.
 """
 
 from __future__ import annotations
@@ -142,9 +144,10 @@ class ConstantResolver:
         if node.op_type == "ConstantOfShape":
             dims = self.value(node.input[0])
             return None if dims is None else tuple(int(d) for d in dims)
-        if node.op_type in ("Constant", "Reshape"):
-            value = self.value(name) if node.op_type == "Constant" else None
-            return value.shape if value is not None else self._reshaped(node)
+        if node.op_type == "Constant":
+            return self.value(name).shape
+        if node.op_type in _RESHAPES:
+            return self._reshaped(node)
         inner = self.shape(node.input[0])
         if inner is None or node.op_type != "Transpose":
             return inner
@@ -171,7 +174,7 @@ class ConstantResolver:
             before = self.shape(node.input[0]) or ()
             perm = _attr(node, "perm", None) or list(reversed(range(len(before))))
             step = (("transpose", tuple(int(p) for p in perm)),)
-        elif node.op_type == "Reshape":
+        elif node.op_type in _RESHAPES:
             before = self.shape(node.input[0])
             if before is None:
                 return None
@@ -180,10 +183,20 @@ class ConstantResolver:
         return WeightSource(inner.name, inner.kind, inner.steps + step, dequantized)
 
     def _reshaped(self, node: onnx.NodeProto) -> tuple[int, ...] | None:
-        before, target = self.shape(node.input[0]), self.value(node.input[1])
-        if before is None or target is None:
+        """Output shape of a ``Reshape``/``Unsqueeze``/``Squeeze`` without computing its value."""
+        before = self.shape(node.input[0])
+        if before is None:
             return None
-        return _reshape_target(before, target, bool(_attr(node, "allowzero", 0)))
+        if node.op_type == "Reshape":
+            target = self.value(node.input[1])
+            if target is None:
+                return None
+            return _reshape_target(before, target, bool(_attr(node, "allowzero", 0)))
+        axes = _axes(self, node)
+        if axes is None:
+            return None
+        # the same numpy call as the value, on a zero-strided view: no memory for the data
+        return _AXES_OPS[node.op_type](np.broadcast_to(np.False_, before), axes).shape
 
 
 def _reshape_target(
@@ -258,6 +271,35 @@ def _value_reshape(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | No
     return x.reshape(_reshape_target(x.shape, target, bool(_attr(node, "allowzero", 0))))
 
 
+def _axes(r: ConstantResolver, node: onnx.NodeProto) -> tuple[int, ...] | None:
+    """Axes of an ``Unsqueeze``/``Squeeze``; ``None`` when they are computed at run time.
+
+    An attribute before opset 13, input 1 from opset 13 on; ``()`` when absent (``Squeeze``
+    then removes every axis of size 1).
+    """
+    if len(node.input) > 1 and node.input[1]:
+        axes = r.value(node.input[1])
+        return None if axes is None else tuple(int(a) for a in axes.reshape(-1))
+    return tuple(int(a) for a in _attr(node, "axes", ()))
+
+
+def _unsqueezed(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    # numpy, like ONNX, counts negative axes from the end of the output's rank
+    return np.expand_dims(x, axes)
+
+
+def _squeezed(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    return np.squeeze(x, axis=axes or None)
+
+
+_AXES_OPS = {"Unsqueeze": _unsqueezed, "Squeeze": _squeezed}
+
+
+def _value_axes_op(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
+    x, axes = r.value(node.input[0]), _axes(r, node)
+    return None if x is None or axes is None else _AXES_OPS[node.op_type](x, axes)
+
+
 def _value_dequantize(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
     x = r.value(node.input[0])
     scale = r.value(node.input[1])
@@ -279,5 +321,10 @@ _CONSTANT_OPS = {
     "Cast": _value_cast,
     "Transpose": _value_transpose,
     "Reshape": _value_reshape,
+    "Unsqueeze": _value_axes_op,
+    "Squeeze": _value_axes_op,
     "DequantizeLinear": _value_dequantize,
 }
+
+# Ops that only change the shape: the stored-to-consumed step is a reshape.
+_RESHAPES = frozenset({"Reshape", "Unsqueeze", "Squeeze"})

@@ -163,6 +163,49 @@ CASES = {
         W234.reshape(2, 12),  # 0 copies the input's dim 0
         lambda a: a.reshape(2, 12),
     ),
+    "unsqueeze_axes_attribute": Case(  # before opset 13
+        "Conv",
+        [_node("Unsqueeze", ["W"], "w", axes=[2, 3])],
+        [_init("W", W23)],
+        WeightSource("W", "initializer", (("reshape", (2, 3)),)),
+        W23.reshape(2, 3, 1, 1),
+        lambda a: a.reshape(2, 3, 1, 1),
+    ),
+    "unsqueeze_axes_input_negative": Case(  # from opset 13
+        "MatMul",
+        [_node("Unsqueeze", ["W", "axes"], "w")],
+        [_init("W", W23), _init("axes", np.array([-1, 0], np.int64))],
+        WeightSource("W", "initializer", (("reshape", (2, 3)),)),
+        W23.reshape(1, 2, 3, 1),  # output rank 4: -1 is axis 3
+        lambda a: a.reshape(1, 2, 3, 1),
+    ),
+    "squeeze_axes_input": Case(
+        "Gemm",
+        [_node("Squeeze", ["W", "axes"], "w")],
+        [_init("W", W23.reshape(2, 1, 3)), _init("axes", np.array([1], np.int64))],
+        WeightSource("W", "initializer", (("reshape", (2, 1, 3)),)),
+        W23,
+        lambda a: a.reshape(2, 3),
+    ),
+    "squeeze_without_axes": Case(  # every axis of size 1
+        "Gemm",
+        [_node("Squeeze", ["W"], "w")],
+        [_init("W", W23.reshape(1, 2, 1, 3))],
+        WeightSource("W", "initializer", (("reshape", (1, 2, 1, 3)),)),
+        W23,
+        lambda a: a.reshape(2, 3),
+    ),
+    "chain_constant_of_shape_unsqueeze": Case(  # the light DenseNet's batch-norm vectors
+        "Mul",
+        [
+            _node("ConstantOfShape", ["s"], "c", value=_init("v", np.array([0.5], np.float32))),
+            _node("Unsqueeze", ["c"], "w", axes=[1, 2]),
+        ],
+        [_init("s", np.array([3], np.int64))],
+        WeightSource("c", "ConstantOfShape", (("reshape", (3,)),)),
+        np.full((3, 1, 1), 0.5, np.float32),
+        lambda a: a.reshape(3, 1, 1),
+    ),
     "chain_dequantize_transpose_reshape": Case(
         "Gemm",
         [
@@ -342,6 +385,8 @@ def test_activation_is_not_a_constant():
         _node("Transpose", ["x"], "w", perm=[1, 0]),
         _node("Reshape", ["x", "shape"], "w"),
         _node("DequantizeLinear", ["x", "scale"], "w"),
+        _node("Unsqueeze", ["x"], "w", axes=[0]),
+        _node("Squeeze", ["x"], "w"),
     ],
     ids=lambda n: n.op_type,
 )
@@ -367,8 +412,9 @@ def test_op_outside_the_followed_chains_is_not_a_constant():
         ([_node("ConstantOfShape", ["dyn"], "w")], []),
         ([_node("Reshape", ["W", "dyn"], "w")], [_init("W", W23)]),
         ([_node("DequantizeLinear", ["Wq", "dyn"], "w")], [_init("Wq", WQ)]),
+        ([_node("Unsqueeze", ["W", "dyn"], "w")], [_init("W", W23)]),
     ],
-    ids=["ConstantOfShape_shape", "Reshape_shape", "DequantizeLinear_scale"],
+    ids=["ConstantOfShape_shape", "Reshape_shape", "DequantizeLinear_scale", "Unsqueeze_axes"],
 )
 def test_constant_needing_a_graph_input_is_not_a_constant(nodes, initializers):
     # the stored tensor is constant, but computing ``w`` needs graph input ``dyn``

@@ -1,0 +1,190 @@
+"""Weights computed by constant nodes, turned into initializers before structured pruning.
+
+Structured pruning slices initializers, but some exports compute their weights with nodes:
+``Constant``, ``ConstantOfShape`` of a shape initializer (every weight of the light ResNet-50
+and DenseNet-121 in the onnx package), and chains of ``Identity``, ``Cast``, ``Reshape``,
+``Transpose``, ``Unsqueeze`` and ``Squeeze`` behind them. ``materialize`` replaces such nodes
+by initializers holding the values ``onnxprune.weights.ConstantResolver`` computes.
+``DequantizeLinear`` is never folded: quantized weights stay quantized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxprune.weights import ConstantResolver
+
+# Ops folded when every input is constant; ConstantResolver computes each of them.
+_FOLDED = frozenset(
+    {
+        "Constant",
+        "ConstantOfShape",
+        "Identity",
+        "Cast",
+        "Reshape",
+        "Transpose",
+        "Unsqueeze",
+        "Squeeze",
+    }
+)
+
+# Element types whose values numpy computes exactly as ONNX does. Strings, complex numbers and
+# the float8/float4/int4 families (saturating casts, packed storage) are left to the runtime.
+_EXACT_TYPES = frozenset(
+    {
+        TensorProto.FLOAT,
+        TensorProto.DOUBLE,
+        TensorProto.FLOAT16,
+        TensorProto.BFLOAT16,
+        TensorProto.BOOL,
+        TensorProto.INT8,
+        TensorProto.INT16,
+        TensorProto.INT32,
+        TensorProto.INT64,
+        TensorProto.UINT8,
+        TensorProto.UINT16,
+        TensorProto.UINT32,
+        TensorProto.UINT64,
+    }
+)
+
+
+def materialize(model: onnx.ModelProto) -> int:
+    """Turn weights computed by constant nodes into initializers, in place; returns how many.
+
+    Walks ``model.graph.node`` in order and replaces each node of ``_FOLDED`` whose inputs are
+    all constant (initializers, or outputs folded before it) by an initializer named as its
+    output. A node is left as it is when its output is a graph output or read by nothing, or
+    when its value cannot be computed exactly. Initializers that only the removed nodes read
+    (the ``__SHAPE`` tensors of ``ConstantOfShape``) are removed; folded outputs that only other
+    folded nodes read are not kept. Before IR 4 every initializer is also a graph input, so
+    graph inputs are added and removed with them. ``ir_version`` and ``opset_import`` are kept.
+
+    Args:
+        model: the model, changed in place.
+
+    Returns:
+        The number of nodes removed.
+
+    Example:
+        >>> from onnx import TensorProto, helper
+        >>> c = helper.make_tensor("c", TensorProto.FLOAT, [2], [1.0, 2.0])
+        >>> graph = helper.make_graph(
+        ...     [
+        ...         helper.make_node("Constant", [], ["w"], value=c),
+        ...         helper.make_node("Mul", ["x", "w"], ["y"]),
+        ...     ],
+        ...     "g",
+        ...     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        ...     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        ... )
+        >>> model = helper.make_model(
+        ...     graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)]
+        ... )
+        >>> materialize(model)
+        1
+        >>> [t.name for t in model.graph.initializer], [n.op_type for n in model.graph.node]
+        (['w'], ['Mul'])
+    """
+    graph = model.graph
+    values, removed = _fold(graph, _constant_initializers(model))
+    if not removed:
+        return 0
+    kept_nodes = [n for i, n in enumerate(graph.node) if i not in removed]
+    used = _names_read(kept_nodes) | {o.name for o in graph.output}
+    new = [numpy_helper.from_array(v, name) for name, v in values.items() if name in used]
+    read_by_removed = {i for idx in removed for i in graph.node[idx].input}
+    dropped = {t.name for t in graph.initializer if t.name in read_by_removed - used}
+
+    for index in sorted(removed, reverse=True):
+        del graph.node[index]
+    _delete(graph.initializer, dropped)
+    graph.initializer.extend(new)
+    _delete(graph.value_info, dropped | (set(values) - used))
+    if model.ir_version < 4:  # IR 3: every initializer is also a graph input
+        _delete(graph.input, dropped)
+        graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in new)
+    return len(removed)
+
+
+def _fold(graph: onnx.GraphProto, constant: set[str]) -> tuple[dict[str, np.ndarray], set[int]]:
+    """Values of the nodes to fold, by output name, and the nodes' indices in ``graph.node``.
+
+    ``constant`` (the constant initializers) grows with each folded output.
+    """
+    resolver = ConstantResolver(graph)
+    read = _names_read(graph.node)
+    taken = {o.name for o in graph.output} | {i.name for i in graph.input} | constant
+    values: dict[str, np.ndarray] = {}
+    removed: set[int] = set()
+    for index, node in enumerate(graph.node):
+        if node.op_type not in _FOLDED or node.domain not in ("", "ai.onnx"):
+            continue
+        if len(node.output) != 1 or node.output[0] in taken or node.output[0] not in read:
+            continue  # a graph output, read by nothing, or a name clash
+        if not all(name in constant for name in node.input if name) or _external_constant(node):
+            continue
+        value = resolver.value(node.output[0])
+        if value is None or not _exact(value):
+            continue
+        values[node.output[0]] = value
+        constant.add(node.output[0])
+        removed.add(index)
+    return values, removed
+
+
+def _constant_initializers(model: onnx.ModelProto) -> set[str]:
+    """Initializers whose values are fixed and read here: in memory, of an ``_EXACT_TYPES`` type.
+
+    From IR 4 on an initializer that is also a graph input is only a default the caller may
+    override; before IR 4 every initializer is listed as an input and is a constant.
+    """
+    graph = model.graph
+    overridable = {i.name for i in graph.input} if model.ir_version >= 4 else set()
+    return {
+        t.name
+        for t in graph.initializer
+        if t.name not in overridable
+        and t.data_type in _EXACT_TYPES
+        and t.data_location != TensorProto.EXTERNAL
+    }
+
+
+def _external_constant(node: onnx.NodeProto) -> bool:
+    """Whether a ``Constant``'s tensor is stored in a file that was not loaded."""
+    return any(
+        a.type == onnx.AttributeProto.TENSOR and a.t.data_location == TensorProto.EXTERNAL
+        for a in node.attribute
+    )
+
+
+def _exact(value: np.ndarray) -> bool:
+    """Whether ``value`` has an ``_EXACT_TYPES`` element type (else the runtime computes it)."""
+    if value.dtype.kind in "OSUc":
+        return False
+    try:
+        return helper.np_dtype_to_tensor_dtype(value.dtype) in _EXACT_TYPES
+    except (KeyError, ValueError, TypeError):  # a dtype ONNX has no type for
+        return False
+
+
+def _names_read(nodes: Iterable[onnx.NodeProto]) -> set[str]:
+    """Every tensor name the nodes read, including inside their subgraphs (If, Loop, Scan)."""
+    names: set[str] = set()
+    for node in nodes:
+        names.update(node.input)
+        for attr in node.attribute:
+            for sub in [attr.g, *attr.graphs] if attr.HasField("g") else attr.graphs:
+                names |= _names_read(sub.node) | {o.name for o in sub.output}
+    return names
+
+
+def _delete(field, names: set[str]) -> None:
+    """Remove the entries called ``names`` from a repeated field of named messages."""
+    for index in range(len(field) - 1, -1, -1):
+        if field[index].name in names:
+            del field[index]
