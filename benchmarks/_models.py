@@ -17,6 +17,7 @@ def random_weights(src: Path, dst: Path, sparsity: float = 0.9, seed: int = 0) -
     model = onnx.load(src)
     rng = np.random.default_rng(seed)
     inits = {t.name: t for t in model.graph.initializer}
+    variances = {n.input[4] for n in model.graph.node if n.op_type == "BatchNormalization"}
     keep = []
     for node in model.graph.node:
         if node.op_type != "ConstantOfShape":
@@ -25,6 +26,8 @@ def random_weights(src: Path, dst: Path, sparsity: float = 0.9, seed: int = 0) -
         shape = tuple(int(d) for d in numpy_helper.to_array(inits[node.input[0]]))
         fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
         values = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+        if node.output[0] in variances:  # BatchNorm variances are positive: finite outputs
+            values = 1 + np.abs(values)
         if len(shape) > 1:  # kernels are masked; biases and BN parameters stay dense
             values *= rng.random(shape, dtype=np.float32) >= sparsity
         model.graph.initializer.append(numpy_helper.from_array(values, node.output[0]))

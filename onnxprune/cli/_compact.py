@@ -8,7 +8,7 @@ import json
 from onnxprune.cli._common import add_debug, add_max_bytes, out
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import load_model, save_model
-from onnxprune.structured import CRITERIA, compact, structured_prune
+from onnxprune.structured import CRITERIA, SCOPES, compact, structured_prune
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -17,10 +17,12 @@ def add(sub: argparse._SubParsersAction) -> None:
         "compact",
         help="remove dead channels and neurons, giving a smaller dense model",
         description=(
-            "Remove the output units of Conv/Gemm/MatMul layers that have no nonzero incoming "
-            "or outgoing weight, slicing the next layer's inputs too; a unit that only emits "
-            "its bias is folded into the next layer's bias, so outputs do not change. Units "
-            "feeding residual Add, Concat or unknown ops are left alone."
+            "Remove every dead channel or neuron: units of Conv/Gemm/MatMul layers that no later "
+            "layer reads, or that only carry a constant (their bias), whose constant is then "
+            "folded into the next layers' biases so outputs do not change. Units are removed "
+            "with everything tied to them (BatchNorm statistics, residual sums, Concat and "
+            "Split sizes, flattened features, depthwise convolutions, Reshape targets); units "
+            "that reach a graph output or an op onnxprune cannot follow are kept."
         ),
     )
     p.add_argument("model", help="path of the .onnx model (never overwritten)")
@@ -55,8 +57,15 @@ def add_structured_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--structured",
         choices=sorted(CRITERIA),
-        help="remove whole output channels/neurons per layer (--sparsity of each layer's units) "
-        "ranked by this filter criterion, then compact the model",
+        help="remove whole channels/neurons (--sparsity of the units, a residual sum's members "
+        "together) ranked by this filter criterion, then compact the model",
+    )
+    p.add_argument(
+        "--scope",
+        choices=SCOPES,
+        default="layer",
+        help="with --structured: the sparsity applies to each layer (default) or to the whole "
+        "network, scores normalized by their layer's mean",
     )
     p.add_argument(
         "--round-to",
@@ -77,6 +86,7 @@ def run_structured(args: argparse.Namespace) -> int:
         load_model(args.model, max_bytes=args.max_bytes),
         sparsity=args.sparsity,
         criterion=args.structured,
+        scope=args.scope,
         round_to=args.round_to,
         seed=args.seed,
     )

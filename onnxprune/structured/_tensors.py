@@ -1,17 +1,16 @@
-"""Initializers as numpy arrays and back, and the inferred shapes chains need."""
+"""The inferred shapes dependency groups need."""
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
-from onnx import numpy_helper, shape_inference
+from onnx import shape_inference
 
 
 def inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
     """Inferred shape of every tensor that has one; unknown dimensions are ``None``."""
     try:
         inferred = shape_inference.infer_shapes(model)
-    except Exception:  # without shapes fewer chains qualify: conservative
+    except Exception:  # without shapes fewer units can be followed: conservative
         inferred = model
     g = inferred.graph
     shapes = {}
@@ -21,17 +20,6 @@ def inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
             shapes[vi.name] = tuple(
                 d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim
             )
+    for t in g.initializer:
+        shapes.setdefault(t.name, tuple(t.dims))
     return shapes
-
-
-def write_back(graph: onnx.GraphProto, arrays: dict[str, np.ndarray]) -> None:
-    """Store ``arrays`` in the graph's initializers: changed ones replaced, new ones added."""
-    existing = {t.name: t for t in graph.initializer}
-    for name, value in arrays.items():
-        tensor = existing.get(name)
-        if tensor is None:
-            graph.initializer.append(numpy_helper.from_array(value, name))
-        elif tuple(tensor.dims) != value.shape or not np.array_equal(
-            numpy_helper.to_array(tensor), value
-        ):
-            tensor.CopyFrom(numpy_helper.from_array(value.astype(value.dtype), name))

@@ -1,29 +1,29 @@
-"""Compaction: remove the dead output units of Conv/Gemm/MatMul layers from the ONNX graph.
+"""Compaction: remove every dead unit from the ONNX graph, keeping the outputs.
 
-A unit (output channel or neuron) is dead when it has no nonzero incoming weight or no nonzero
-outgoing weight into the next layer; removing units can kill units upstream, so this repeats to a
-fixed point. On chains it equals the dead output units of the channel-level effective-sparsity
-analysis, less the constant units it must keep (below), which can also keep units downstream.
-A unit with no incoming weight still emits a constant (its bias, through the activations and
-BatchNormalization after it): it is removed with that constant folded into the next layer's bias,
-so the outputs do not change. Where the constant would not reach the next layer as a constant
-(zero padding in the next Conv, padded averaging), such a unit is kept unless its constant is
-exactly zero. Units outside chains (residual Add, Concat, unknown ops) are left alone.
+A dependency group (``groups``) is dead when no consumer reads it (every weight on its units is
+zero) or when its units hold a constant (no nonzero incoming weight anywhere in the group, only
+biases, through activations, BatchNormalization, residual sums and the like): that constant is
+folded into the biases of the layers reading it, so the outputs do not change. A constant meeting
+zero padding (a padded Conv, padded averaging) would not stay constant there, so such a group is
+removed only when its constant is exactly zero. Removing units can leave units upstream unread and
+units downstream constant, so this repeats to a fixed point before the graph is cut once. Blocked
+groups (graph outputs, ops the handlers do not know, shared weights) stay, and so does at least one
+unit of every tensor.
 """
 
 from __future__ import annotations
 
 import copy
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.structured._tensors import inferred_shapes, write_back
-from onnxprune.structured.chains import Chain, find_chains
-from onnxprune.structured.surgery import fold, in_major, out_major, shrink, unit_constants
+from onnxprune.structured._constants import materialize
+from onnxprune.structured._tensors import inferred_shapes
+from onnxprune.structured.groups import Groups, build_groups
+from onnxprune.structured.surgery import cut, fold, foldable, read, zero
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,9 @@ class CompactResult:
 
     Attributes:
         model: the smaller model (a new proto; the input is not changed).
-        removed: units removed per producer layer, keyed by its weight name.
+        removed: units removed per layer, keyed by its weight name.
         folded: of those, units whose constant output was folded into the next layer's bias.
-        params_before: number of initializer elements before.
+        params_before: number of weight elements before (constant nodes included).
         params_after: number of initializer elements after.
     """
 
@@ -45,11 +45,31 @@ class CompactResult:
     params_after: int = 0
 
 
+@dataclass
+class Workspace:
+    """A model copy being cut: its initializers as arrays and its dependency groups."""
+
+    model: onnx.ModelProto
+    arrays: dict[str, np.ndarray]
+    groups: Groups
+    params: int
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> Workspace:
+        """A deep copy of ``model`` with constant-node weights made initializers."""
+        work = copy.deepcopy(model)
+        materialize(work)
+        arrays = {t.name: numpy_helper.to_array(t) for t in work.graph.initializer}
+        opset = next((o.version for o in work.opset_import if o.domain in ("", "ai.onnx")), 1)
+        groups = build_groups(work.graph, arrays, inferred_shapes(work), opset)
+        return cls(work, arrays, groups, int(sum(a.size for a in arrays.values())))
+
+
 def compact(model: onnx.ModelProto) -> CompactResult:
-    """Remove every dead unit of the chains of ``model`` (see the module docstring).
+    """Remove every dead unit of ``model`` (see the module docstring).
 
     Args:
-        model: an ONNX model with its weights loaded (initializers).
+        model: an ONNX model with its weights loaded (initializers or constant nodes).
 
     Returns:
         A ``CompactResult``; its model keeps the IR version and opsets of ``model``.
@@ -69,81 +89,42 @@ def compact(model: onnx.ModelProto) -> CompactResult:
         >>> r.removed, r.params_before, r.params_after
         ({'w1': 1}, 6, 3)
     """
-    work = copy.deepcopy(model)
-    graph = work.graph
-    arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    before = sum(a.size for a in arrays.values())
-    shapes = inferred_shapes(work)
-    removed: Counter[str] = Counter()
-    folded: Counter[str] = Counter()
-    names = _Names(work)
-    progress = True
-    while progress:  # one chain at a time: a fold may insert a node and change later chains
-        progress = False
-        for chain in find_chains(graph, arrays, shapes):
-            if _compact_chain(chain, arrays, graph, names, removed, folded):
-                progress = True
-                break
-    write_back(graph, arrays)
-    after = sum(a.size for a in arrays.values() if a is not None)
-    return CompactResult(work, dict(removed), dict(folded), int(before), int(after))
+    return compact_workspace(Workspace.of(model))
 
 
-def _compact_chain(
-    chain: Chain,
-    arrays: dict[str, np.ndarray],
-    graph: onnx.GraphProto,
-    names: _Names,
-    removed: Counter[str],
-    folded: Counter[str],
-) -> bool:
-    p, c = chain.producer, chain.consumer
-    rows = out_major(p, arrays[p.input[1]])
-    n = rows.shape[0]
-    in_zero = ~(rows.reshape(n, -1) != 0).any(axis=1)
-    cols = in_major(c, arrays[c.input[1]])
-    if cols.shape[0] != n * chain.spread:  # the consumer does not read the units one to one
-        return False
-    out_zero = ~(cols.reshape(n, -1) != 0).any(axis=1)
-    constants = unit_constants(chain, arrays, n)
-    to_fold = in_zero & ~out_zero & np.isfinite(constants)
-    if not chain.constant_ok:
-        to_fold &= constants == 0
-    to_fold &= constants != 0  # a zero constant needs no fold
-    remove = out_zero | (in_zero & ~out_zero & np.isfinite(constants) & (constants == 0)) | to_fold
-    if remove.all():  # never remove every unit of a layer
-        remove[0] = to_fold[0] = False
-    if not remove.any():
-        return False
-    if to_fold.any():
-        uses = Counter(i for node in graph.node for i in node.input)
-        values = np.where(to_fold, constants, 0.0)
-        if not fold(chain, values, arrays, graph, lambda t: uses[t] == 1, names):
-            remove &= ~to_fold
-            to_fold[:] = False
-            if not remove.any():
-                return False
-    shrink(chain, ~remove, arrays, graph)
-    removed[p.input[1]] += int(remove.sum())
-    if to_fold.any():
-        folded[p.input[1]] += int(to_fold.sum())
-    return True
+def compact_workspace(ws: Workspace) -> CompactResult:
+    """Compact the model of ``ws`` (its arrays may already hold zeroed units)."""
+    groups, arrays = ws.groups, ws.arrays
+    gone = np.zeros(groups.count, bool)
+    folded = np.zeros(groups.count, bool)
+    pending: dict[str, np.ndarray] = {}
+    while True:
+        consts = groups.constants(arrays, pending)
+        reads = read(groups, arrays)
+        dead = ~reads | foldable(groups, consts, arrays)
+        new = _keep_one(groups, dead & ~groups.blocked & ~gone, gone)
+        if not new.any():
+            break
+        folded |= fold(groups, new & reads, consts, arrays, pending)
+        zero(groups, new, arrays)
+        gone |= new
+    removed, folds = {}, {}
+    for s in groups.filters:
+        labels = groups.of(s.tensor)
+        if gone[labels].any():
+            removed[s.name] = int(gone[labels].sum())
+        if folded[labels].any():
+            folds[s.name] = int(folded[labels].sum())
+    cut(ws.model, groups, gone, arrays, pending)
+    after = sum(t.size for t in arrays.values())
+    return CompactResult(ws.model, removed, folds, ws.params, int(after))
 
 
-class _Names:
-    """Fresh tensor and node names."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        g = model.graph
-        self.taken = {t.name for t in g.initializer} | {vi.name for vi in g.value_info}
-        self.taken |= {vi.name for vi in g.input} | {vi.name for vi in g.output}
-        for node in g.node:
-            self.taken |= set(node.input) | set(node.output) | {node.name}
-
-    def __call__(self, base: str) -> str:
-        name, i = base, 0
-        while name in self.taken:
-            i += 1
-            name = f"{base}_{i}"
-        self.taken.add(name)
-        return name
+def _keep_one(groups: Groups, new: np.ndarray, gone: np.ndarray) -> np.ndarray:
+    """``new`` less what would leave some tensor without units (never remove them all)."""
+    new = new.copy()
+    for tensor in groups.spaces:
+        labels = groups.of(tensor)
+        if labels.size and (new | gone)[labels].all():
+            new[labels[new[labels]][0]] = False
+    return new

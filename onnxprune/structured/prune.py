@@ -1,10 +1,12 @@
-"""Structured filter pruning: remove the lowest-scoring output units of every chain's producer.
+"""Structured filter pruning: remove the lowest-scoring dependency groups, then compact.
 
-L1-norm filter pruning (Li et al., as compared by Wang et al., PAPERS.md section 3): score each
-filter by the mean |w| of its incoming weights, remove the lowest fraction per layer (never all),
-then rebuild a smaller dense model by slicing the next layer's inputs and the BatchNorm
-statistics. Only layers whose units flow one to one into the next layer are pruned (see
-``chains``); convolutions feeding a residual Add, a Concat or an unknown op are left alone.
+L1-norm filter pruning (Li et al., as compared by Wang et al., PAPERS.md section 3): a unit is
+scored by the mean |w| of its filter; a dependency group (``groups``: a conv's channel with its
+BatchNorm and the next layers' inputs, or every member of a residual sum) by the mean |w| over all
+its members' filters, so the members of a residual sum are removed together or not at all. The
+lowest fraction is removed per layer (``scope="layer"``: the groups sharing the same filters, never
+all of them) or over the whole network (``scope="global"``: scores divided by their layer's mean so
+layers compare). The removed units are zeroed (the ``masked`` model), then compaction cuts them.
 """
 
 from __future__ import annotations
@@ -16,33 +18,42 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from onnxprune.errors import InvalidOptionError
-from onnxprune.structured._tensors import inferred_shapes, write_back
-from onnxprune.structured.chains import attr, find_chains
-from onnxprune.structured.compact import CompactResult, compact
-from onnxprune.structured.surgery import out_major
-
-Criterion = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+from onnxprune.structured.compact import CompactResult, Workspace, compact_workspace
+from onnxprune.structured.groups import Groups
+from onnxprune.structured.surgery import filter_stats, write_back, zero
 
 
-def l1(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Mean |w| of each filter (rows: one per output unit)."""
-    return np.abs(rows).mean(axis=1)
+@dataclass(frozen=True)
+class FilterStats:
+    """Per group, over all its filters: sum of |w|, sum of w², number of weights."""
+
+    abs_sum: np.ndarray
+    sq_sum: np.ndarray
+    count: np.ndarray
 
 
-def l2(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Root mean square of each filter."""
-    return np.sqrt(np.square(rows.astype(np.float64)).mean(axis=1))
+Criterion = Callable[[FilterStats, np.random.Generator], np.ndarray]
 
 
-def random(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random score per filter (a baseline)."""
-    return rng.random(rows.shape[0])
+def l1(stats: FilterStats, rng: np.random.Generator) -> np.ndarray:
+    """Mean |w| over the group's filters (Li et al.'s filter L1 norm, per weight)."""
+    return stats.abs_sum / np.maximum(stats.count, 1)
+
+
+def l2(stats: FilterStats, rng: np.random.Generator) -> np.ndarray:
+    """Root mean square over the group's filters."""
+    return np.sqrt(stats.sq_sum / np.maximum(stats.count, 1))
+
+
+def random(stats: FilterStats, rng: np.random.Generator) -> np.ndarray:
+    """A random score per group (a baseline)."""
+    return rng.random(stats.count.size)
 
 
 CRITERIA: dict[str, Criterion] = {"l1": l1, "l2": l2, "random": random}
+SCOPES = ("layer", "global")
 
 
 @dataclass(frozen=True)
@@ -52,7 +63,7 @@ class StructuredResult:
     Attributes:
         model: the compacted model.
         masked: the same pruning as zeros in the original shapes (same outputs as ``model``).
-        units: (kept, total) output units per pruned layer, keyed by weight name.
+        units: (kept, total) units chosen per layer, keyed by its weight name.
         compaction: what compaction of ``masked`` removed.
     """
 
@@ -67,58 +78,101 @@ def structured_prune(
     *,
     sparsity: float,
     criterion: str = "l1",
+    scope: str = "layer",
     round_to: int = 1,
     seed: int = 0,
 ) -> StructuredResult:
-    """Remove ``sparsity`` of the output units of every prunable chain producer, per layer.
+    """Remove ``sparsity`` of the prunable units (dependency groups) of ``model``.
 
-    A layer keeps ``ceil((1 - sparsity) * n)`` units, rounded up to a multiple of ``round_to``
-    (at most ``n``, at least one). A removed unit's incoming and outgoing weights are zeroed
-    (``masked``), then compaction removes it with no fold needed.
+    Per layer, a layer keeps ``ceil((1 - sparsity) * n)`` of its ``n`` groups; globally the
+    lowest ``sparsity`` of all groups go, at least one staying per layer. Either way the kept
+    count of each layer is rounded up to a multiple of ``round_to`` (at most ``n``). Groups the
+    surgery cannot follow (graph outputs, unknown ops, shared weights) always stay.
 
     Raises:
-        InvalidOptionError: sparsity outside [0, 1), unknown criterion, round_to below 1.
+        InvalidOptionError: sparsity outside [0, 1), unknown criterion or scope, round_to < 1.
     """
     if not 0 <= sparsity < 1:
         raise InvalidOptionError(f"sparsity={sparsity} must be in [0, 1)")
     if criterion not in CRITERIA:
         raise InvalidOptionError(f"criterion {criterion!r} must be one of {sorted(CRITERIA)}")
+    if scope not in SCOPES:
+        raise InvalidOptionError(f"scope {scope!r} must be one of {list(SCOPES)}")
     if round_to < 1:
         raise InvalidOptionError(f"round_to={round_to} must be at least 1")
-    masked = copy.deepcopy(model)
-    arrays = {t.name: numpy_helper.to_array(t) for t in masked.graph.initializer}
-    rng = np.random.default_rng(seed)
-    units, drops = {}, []
-    chains = find_chains(masked.graph, arrays, inferred_shapes(masked))
-    for chain in chains:  # scores from the unpruned weights, before any zeroing
-        rows = out_major(chain.producer, arrays[chain.producer.input[1]])
-        n = rows.shape[0]
-        keep_n = min(n, max(1, round_to * math.ceil(math.ceil((1 - sparsity) * n) / round_to)))
-        scores = CRITERIA[criterion](rows.reshape(n, -1), rng)
-        drop = np.zeros(n, bool)
-        drop[np.argsort(scores, kind="stable")[: n - keep_n]] = True
-        units[chain.producer.input[1]] = (keep_n, n)
-        drops.append(drop)
-    for chain, drop in zip(chains, drops, strict=True):
-        _zero(chain.producer, chain.consumer, drop, chain.spread, arrays)
-    write_back(masked.graph, arrays)
-    result = compact(masked)
+    ws = Workspace.of(model)
+    groups = ws.groups
+    stats = FilterStats(*filter_stats(groups, ws.arrays))
+    scores = CRITERIA[criterion](stats, np.random.default_rng(seed))
+    layers = _layers(groups)
+    choose = _per_layer if scope == "layer" else _global
+    fixed = groups.blocked | (stats.count == 0)
+    drop = choose(scores, layers, fixed, sparsity, round_to)
+    zero(groups, drop, ws.arrays)
+    masked = copy.deepcopy(ws.model)
+    write_back(masked, ws.arrays)
+    units = {}
+    for s in groups.filters:  # the layers with units it could remove
+        labels = groups.of(s.tensor)
+        if not fixed[labels].all():
+            units[s.name] = (int((~drop[labels]).sum()), int(labels.size))
+    result = compact_workspace(ws)
     return StructuredResult(result.model, masked, units, result)
 
 
-def _zero(
-    p: onnx.NodeProto, c: onnx.NodeProto, drop: np.ndarray, spread: int, arrays: dict
-) -> None:
-    w = arrays[p.input[1]].copy()
-    if p.op_type == "Conv" or (p.op_type == "Gemm" and attr(p, "transB", 0)):
-        w[drop] = 0
-    else:
-        w[:, drop] = 0
-    arrays[p.input[1]] = w
-    features = np.repeat(drop, spread)
-    v = arrays[c.input[1]].copy()
-    if c.op_type == "Conv" or (c.op_type == "Gemm" and attr(c, "transB", 0)):
-        v[:, features] = 0
-    else:
-        v[features] = 0
-    arrays[c.input[1]] = v
+def _layers(groups: Groups) -> list[np.ndarray]:
+    """The groups of each layer: groups sharing the same filters (a residual sum's are one)."""
+    owners: list[list[int]] = [[] for _ in range(groups.count)]
+    for i, s in enumerate(groups.filters):
+        for g in np.unique(groups.of(s.tensor)):
+            owners[g].append(i)
+    by_key: dict[tuple[int, ...], list[int]] = {}
+    for g, key in enumerate(owners):
+        if key:
+            by_key.setdefault(tuple(key), []).append(g)
+    return [np.array(members) for members in by_key.values()]
+
+
+def _kept(n: int, sparsity: float, round_to: int) -> int:
+    """Units a layer of ``n`` keeps: ``ceil((1 - sparsity) * n)`` up to a multiple of round_to."""
+    keep = math.ceil(round((1 - sparsity) * n, 9))
+    return min(n, max(1, round_to * math.ceil(keep / round_to)))
+
+
+def _per_layer(
+    scores: np.ndarray, layers: list[np.ndarray], fixed: np.ndarray, sparsity: float, round_to: int
+) -> np.ndarray:
+    drop = np.zeros(scores.size, bool)
+    for members in layers:
+        free = members[~fixed[members]]
+        k = min(members.size - _kept(members.size, sparsity, round_to), free.size)
+        drop[free[np.argsort(scores[free], kind="stable")[:k]]] = True
+    return drop
+
+
+def _global(
+    scores: np.ndarray, layers: list[np.ndarray], fixed: np.ndarray, sparsity: float, round_to: int
+) -> np.ndarray:
+    norm = scores.astype(np.float64)
+    layer_of = np.full(scores.size, -1)
+    for i, members in enumerate(layers):
+        mean = norm[members].mean()
+        if mean > 0:
+            norm[members] = norm[members] / mean
+        layer_of[members] = i
+    free = np.flatnonzero((layer_of >= 0) & ~fixed)
+    left = [members.size for members in layers]
+    target = round(sparsity * free.size)
+    drop = np.zeros(scores.size, bool)
+    for g in free[np.argsort(norm[free], kind="stable")]:
+        if target == 0:
+            break
+        if left[layer_of[g]] > 1:
+            drop[g] = True
+            left[layer_of[g]] -= 1
+            target -= 1
+    for i, members in enumerate(layers):  # round each layer's kept count up
+        extra = min(members.size, round_to * math.ceil(left[i] / round_to)) - left[i]
+        dropped = members[drop[members]]
+        drop[dropped[np.argsort(-norm[dropped], kind="stable")[:extra]]] = False
+    return drop

@@ -1,170 +1,219 @@
-"""Slicing one chain: producer output units, the ops' per-unit constants, the consumer's inputs.
+"""Graph surgery on dependency groups: zero, fold and finally cut the units of chosen groups.
 
-Weights are numpy arrays keyed by initializer name; the proto is only touched for value_info
-shapes and for the Add node a bias-less MatMul consumer gets when a constant is folded into it.
+Weights are numpy arrays keyed by initializer name until ``cut`` writes them back; constants
+folded into a layer without a bias wait in ``pending`` (keyed by the layer's output) and become a
+bias input, or an Add node after a MatMul, when the model is cut.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
-from onnxprune.structured.chains import ARITH, Chain, attr
+from onnxprune.structured.groups import Consumer, Groups, Slice
 
 Arrays = MutableMapping[str, np.ndarray]
 
 
-def out_major(node: onnx.NodeProto, w: np.ndarray) -> np.ndarray:
-    """A layer's weight with its output units first."""
-    if node.op_type == "Conv" or (node.op_type == "Gemm" and attr(node, "transB", 0)):
-        return w
-    return w.T
+def zero(groups: Groups, chosen: np.ndarray, arrays: Arrays) -> None:
+    """Zero the filters of ``chosen`` groups and the consumer inputs that read them.
+
+    What is left computes exactly what the cut model computes: no consumer reads those units.
+    """
+    for s in groups.filters:
+        _zero_along(arrays, s.name, s.axis, chosen[groups.of(s.tensor)])
+    for c in groups.consumers:
+        _zero_along(arrays, c.weight, c.in_axis, chosen[groups.of(c.tensor)])
 
 
-def in_major(node: onnx.NodeProto, w: np.ndarray) -> np.ndarray:
-    """A layer's weight with its input features first."""
-    if node.op_type == "Conv":
-        return np.swapaxes(w, 0, 1)
-    if node.op_type == "Gemm" and attr(node, "transB", 0):
-        return w.T
-    return w
+def _zero_along(arrays: Arrays, name: str, axis: int, drop: np.ndarray) -> None:
+    if drop.any():
+        w = arrays[name].copy()
+        np.moveaxis(w, axis, 0)[drop] = 0
+        arrays[name] = w
 
 
-def unit_constants(chain: Chain, arrays: Arrays, n: int) -> np.ndarray:
-    """What each producer unit emits after the ops when its incoming weights are all zero."""
-    p = chain.producer
-    c = np.zeros(n)
-    if p.op_type in ("Conv", "Gemm") and len(p.input) > 2 and p.input[2]:
-        beta = 1.0 if p.op_type == "Conv" else attr(p, "beta", 1.0)
-        c = c + beta * arrays[p.input[2]].astype(np.float64).reshape(-1)
-    tensor = p.output[0]
-    with np.errstate(all="ignore"):
-        for node in chain.ops:
-            c = _through(node, tensor, c, arrays)
-            tensor = node.output[0]
-    return c
+def read(groups: Groups, arrays: Arrays) -> np.ndarray:
+    """Per group: some consumer has a nonzero weight on one of its units."""
+    found = np.zeros(groups.count, bool)
+    for c in groups.consumers:
+        found[groups.of(c.tensor)[_reads(c, arrays)]] = True
+    return found
 
 
-def _through(node: onnx.NodeProto, tensor: str, c: np.ndarray, arrays: Arrays) -> np.ndarray:
-    op = node.op_type
-    if op == "Relu":
-        return np.maximum(c, 0.0)
-    if op == "LeakyRelu":
-        return np.where(c >= 0, c, attr(node, "alpha", 0.01) * c)
-    if op == "Sigmoid":
-        return 1.0 / (1.0 + np.exp(-c))
-    if op == "Tanh":
-        return np.tanh(c)
-    if op == "BatchNormalization":
-        scale, b, mean, var = (arrays[n].astype(np.float64) for n in node.input[1:5])
-        return (c - mean) / np.sqrt(var + attr(node, "epsilon", 1e-5)) * scale + b
-    if op in ARITH:
-        first = node.input[0] == tensor
-        k = arrays[node.input[1] if first else node.input[0]].astype(np.float64).reshape(-1)
-        a, b = (c, k) if first else (k, c)
-        return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op](a, b)
-    return c  # Identity, Dropout, pooling, ReduceMean, Flatten keep a constant
+def _reads(c: Consumer, arrays: Arrays) -> np.ndarray:
+    """Per input unit of consumer ``c``: some weight on it is nonzero."""
+    w = arrays[c.weight]
+    return np.moveaxis(w != 0, c.in_axis, 0).reshape(w.shape[c.in_axis], -1).any(axis=1)
+
+
+def foldable(groups: Groups, consts: dict[str, np.ndarray], arrays: Arrays) -> np.ndarray:
+    """Per group: every consumer reading its units sees a constant its bias can take."""
+    bad = np.zeros(groups.count, bool)
+    for c in groups.consumers:
+        value = consts[c.tensor]
+        ok = np.isfinite(value) & (c.foldable | (value == 0))
+        bad[groups.of(c.tensor)[~ok & _reads(c, arrays)]] = True
+    return ~bad
 
 
 def fold(
-    chain: Chain,
-    c: np.ndarray,
+    groups: Groups,
+    chosen: np.ndarray,
+    consts: dict[str, np.ndarray],
     arrays: Arrays,
-    graph: onnx.GraphProto,
-    owned: Callable[[str], bool],
-    fresh: Callable[[str], str],
-) -> bool:
-    """Add the constant units' contribution ``c`` (zero elsewhere) to the consumer's bias.
+    pending: dict[str, np.ndarray],
+) -> np.ndarray:
+    """Add the constants of ``chosen`` groups' units to their consumers' biases.
 
-    Returns False, changing nothing, when the consumer's bias cannot take it.
+    Returns the groups whose constant was nonzero somewhere (folded, not just dropped).
     """
-    node = chain.consumer
-    w = arrays[node.input[1]].astype(np.float64)
-    features = np.repeat(c, chain.spread)
-    if node.op_type == "Conv":
-        delta = (w.reshape(w.shape[0], w.shape[1], -1).sum(axis=2) * features).sum(axis=1)
-        scale = 1.0
-    else:
-        delta = features @ in_major(node, w)
-        beta = attr(node, "beta", 1.0) if node.op_type == "Gemm" else 1.0
-        if beta == 0:
-            return False
-        scale = attr(node, "alpha", 1.0) / beta if node.op_type == "Gemm" else 1.0
-    delta = delta * scale
-    dtype = arrays[node.input[1]].dtype
-    if node.op_type == "MatMul":
-        _add_after(node, delta.astype(dtype), arrays, graph, fresh)
-        return True
-    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-    if bias is None:
-        name = fresh(f"{node.output[0]}_folded_bias")
-        arrays[name] = delta.astype(dtype)
+    folded = np.zeros(groups.count, bool)
+    for c in groups.consumers:
+        labels = groups.of(c.tensor)
+        value = np.where(chosen[labels], np.nan_to_num(consts[c.tensor]), 0.0)
+        if not value.any():
+            continue
+        folded[labels[value != 0]] = True
+        delta = _contribution(c, arrays[c.weight], value) * c.scale
+        if c.bias is None:
+            out = c.node.output[0]
+            pending[out] = pending.get(out, 0.0) + delta
+        else:
+            b = arrays[c.bias]
+            arrays[c.bias] = (b.astype(np.float64) + delta.reshape(b.shape)).astype(b.dtype)
+    return folded
+
+
+def _contribution(c: Consumer, w: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """What input units holding ``value`` everywhere add to each output unit."""
+    moved = np.moveaxis(w.astype(np.float64), c.in_axis, -1) @ value
+    out_axis = c.out_axis - (c.out_axis > c.in_axis)
+    return np.moveaxis(moved, out_axis, 0).reshape(moved.shape[out_axis], -1).sum(axis=1)
+
+
+def cut(
+    model: onnx.ModelProto,
+    groups: Groups,
+    chosen: np.ndarray,
+    arrays: Arrays,
+    pending: dict[str, np.ndarray],
+) -> None:
+    """Remove the units of ``chosen`` groups from ``model`` (in place) and write ``arrays`` back."""
+    keep = ~chosen[groups.labels]
+
+    def kept(tensor: str) -> np.ndarray:
+        return keep[groups.spaces[tensor].slots]
+
+    graph = model.graph
+    fresh = Names(model)
+    for s in groups.slices:
+        arrays[s.name] = np.compress(kept(s.tensor), arrays[s.name], axis=s.axis)
+    for c in groups.consumers:
+        arrays[c.weight] = np.compress(kept(c.tensor), arrays[c.weight], axis=c.in_axis)
+    for edit in groups.edits:
+        edit(kept, arrays, fresh)
+    layers = {c.node.output[0]: c.node for c in groups.consumers}
+    for out, delta in pending.items():
+        if out in groups.spaces:
+            delta = delta[kept(out)]
+        node = layers[out]
+        _attach_bias(node, delta.astype(arrays[node.input[1]].dtype), arrays, graph, fresh)
+    _reshape_infos(graph, groups, kept)
+    write_back(model, arrays)
+
+
+def _attach_bias(node, delta, arrays: Arrays, graph: onnx.GraphProto, fresh) -> None:
+    """Give a layer without a bias the bias ``delta``: an input, or an Add after a MatMul."""
+    out = node.output[0]
+    name = fresh(f"{out}_folded_bias")
+    arrays[name] = delta
+    if node.op_type != "MatMul":
         while len(node.input) < 3:
             node.input.append("")
         node.input[2] = name
-        return True
-    b = arrays[bias]
-    if not owned(bias) or b.size not in (1, delta.size):
-        return False
-    shape = b.shape if b.size == delta.size else delta.shape
-    arrays[bias] = (b.astype(np.float64).reshape(-1) + delta).reshape(shape).astype(b.dtype)
-    return True
-
-
-def _add_after(
-    node: onnx.NodeProto,
-    delta: np.ndarray,
-    arrays: Arrays,
-    graph: onnx.GraphProto,
-    fresh: Callable[[str], str],
-) -> None:
-    out = node.output[0]
-    pre, const = fresh(f"{out}_unfolded"), fresh(f"{out}_folded_bias")
-    arrays[const] = delta
+        return
+    pre = fresh(f"{out}_unfolded")
     node.output[0] = pre
-    add = helper.make_node("Add", [pre, const], [out], name=fresh(f"{node.name or out}_fold"))
-    position = list(graph.node).index(node) + 1
-    graph.node.insert(position, add)
+    add = helper.make_node("Add", [pre, name], [out], name=fresh(f"{node.name or out}_fold"))
+    graph.node.insert(list(graph.node).index(node) + 1, add)
 
 
-def shrink(chain: Chain, keep: np.ndarray, arrays: Arrays, graph: onnx.GraphProto) -> None:
-    """Keep only the units ``keep`` of the chain: producer rows, op constants, consumer inputs."""
-    p, c = chain.producer, chain.consumer
-    w = arrays[p.input[1]]
-    rows = p.op_type == "Conv" or (p.op_type == "Gemm" and attr(p, "transB", 0))
-    arrays[p.input[1]] = w[keep] if rows else w[:, keep]
-    if p.op_type in ("Conv", "Gemm") and len(p.input) > 2 and p.input[2]:
-        b = arrays[p.input[2]]
-        if b.size == keep.size:
-            arrays[p.input[2]] = b[..., keep]
-    tensor = p.output[0]
-    for node in chain.ops:
-        if node.op_type == "BatchNormalization":
-            for name in node.input[1:5]:
-                arrays[name] = arrays[name][keep]
-        elif node.op_type in ARITH:
-            name = node.input[1] if node.input[0] == tensor else node.input[0]
-            k = arrays[name]
-            if k.size == keep.size and k.size > 1:
-                axis = next(i for i, d in enumerate(k.shape) if d != 1)
-                arrays[name] = np.compress(keep, k, axis=axis)
-        tensor = node.output[0]
-    features = np.repeat(keep, chain.spread)
-    wc = arrays[c.input[1]]
-    cols = c.op_type == "Conv" or (c.op_type == "Gemm" and attr(c, "transB", 0))
-    arrays[c.input[1]] = wc[:, features] if cols else wc[features]
-    _reshape_value_info(chain, int(keep.sum()), graph)
-
-
-def _reshape_value_info(chain: Chain, n: int, graph: onnx.GraphProto) -> None:
-    infos = {vi.name: vi for vi in graph.value_info}
-    for tensor, axis, spread in chain.tensors:
-        vi = infos.get(tensor)
-        if vi is None or not vi.type.tensor_type.HasField("shape"):
+def _reshape_infos(graph: onnx.GraphProto, groups: Groups, kept) -> None:
+    for vi in graph.value_info:
+        space = groups.spaces.get(vi.name)
+        if space is None or not vi.type.tensor_type.HasField("shape"):
             continue
         dims = vi.type.tensor_type.shape.dim
-        if len(dims) > (axis if axis >= 0 else -axis - 1) and dims[axis].HasField("dim_value"):
-            dims[axis].dim_value = n * spread
+        if len(dims) == space.rank and dims[space.axis].HasField("dim_value"):
+            dims[space.axis].dim_value = int(kept(vi.name).sum())
+
+
+def write_back(model: onnx.ModelProto, arrays: Arrays) -> None:
+    """Store ``arrays`` as the initializers (changed ones replaced, new ones added).
+
+    Initializers listed as graph inputs get their new shapes there; models older than IR 4
+    list every initializer as an input, so new ones are added to the inputs too.
+    """
+    graph = model.graph
+    existing = {t.name: t for t in graph.initializer}
+    for name, value in arrays.items():
+        tensor = existing.get(name)
+        if tensor is None:
+            graph.initializer.append(numpy_helper.from_array(value, name))
+        elif tuple(tensor.dims) != value.shape or not np.array_equal(
+            numpy_helper.to_array(tensor), value
+        ):
+            tensor.CopyFrom(numpy_helper.from_array(value, name))
+    inputs = {vi.name: vi for vi in graph.input}
+    for tensor in graph.initializer:
+        vi = inputs.get(tensor.name)
+        if vi is None and model.ir_version < 4:
+            vi = graph.input.add()
+            vi.CopyFrom(helper.make_tensor_value_info(tensor.name, tensor.data_type, None))
+        if vi is not None:
+            shape = vi.type.tensor_type.shape
+            shape.ClearField("dim")
+            for d in tensor.dims:
+                shape.dim.add().dim_value = d
+
+
+class Names:
+    """Fresh tensor and node names for a model."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        g = model.graph
+        self.taken = {t.name for t in g.initializer} | {vi.name for vi in g.value_info}
+        self.taken |= {vi.name for vi in g.input} | {vi.name for vi in g.output}
+        for node in g.node:
+            self.taken |= set(node.input) | set(node.output) | {node.name}
+
+    def __call__(self, base: str) -> str:
+        """``base``, or ``base_<i>`` with the first ``i`` that is free; taken from then on."""
+        name, i = base, 0
+        while name in self.taken:
+            i += 1
+            name = f"{base}_{i}"
+        self.taken.add(name)
+        return name
+
+
+def filter_stats(groups: Groups, arrays: Arrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group: sum of |w|, sum of w² and number of weights over all its filters."""
+    abs_sum = np.zeros(groups.count)
+    sq_sum = np.zeros(groups.count)
+    count = np.zeros(groups.count)
+    for s in groups.filters:
+        rows = _rows(arrays[s.name], s)
+        labels = groups.of(s.tensor)
+        np.add.at(abs_sum, labels, np.abs(rows).sum(axis=1))
+        np.add.at(sq_sum, labels, np.square(rows).sum(axis=1))
+        np.add.at(count, labels, rows.shape[1])
+    return abs_sum, sq_sum, count
+
+
+def _rows(w: np.ndarray, s: Slice) -> np.ndarray:
+    return np.moveaxis(w.astype(np.float64), s.axis, 0).reshape(w.shape[s.axis], -1)

@@ -57,9 +57,37 @@ def test_mlp_parameter_count_and_l1_keeps_the_largest_filters():
     assert np.array_equal(kept_rows, w[expected])
 
 
-def test_residual_convolutions_are_left_alone():
-    result = structured_prune(onnx.load(MODELS / "cnn_digits.onnx"), sparsity=0.5)
-    assert set(result.units) == {"onnx::Conv_42", "down.weight"}  # stem and block.3 feed the Add
+def test_residual_group_is_pruned_together_by_its_combined_l1():
+    model = onnx.load(MODELS / "cnn_digits.onnx")
+    result = structured_prune(model, sparsity=0.5)
+    stem, last = "onnx::Conv_39", "onnx::Conv_45"  # both feed the residual Add
+    assert result.units[stem] == result.units[last] == (8, 16)
+    a, b = _init(model, stem), _init(model, last)
+    total = np.abs(a).reshape(16, -1).sum(axis=1) + np.abs(b).reshape(16, -1).sum(axis=1)
+    score = total / (a[0].size + b[0].size)
+    kept = np.sort(np.argsort(score, kind="stable")[8:])
+    dropped = np.setdiff1d(np.arange(16), kept)
+    assert not _init(result.masked, stem)[dropped].any()
+    assert not _init(result.masked, last)[dropped].any()
+    assert np.array_equal(_init(result.model, stem), a[kept])
+    assert _init(result.model, "down.weight").shape[1] == 8
+
+
+def test_global_scope_ranks_layer_normalized_scores():
+    model = onnx.load(MODELS / "mlp_digits.onnx")
+    result = structured_prune(model, sparsity=0.5, scope="global")
+    scores = []
+    for name in ("fc1.weight", "fc2.weight"):
+        s = np.abs(_init(model, name)).mean(axis=1)
+        scores.append(s / s.mean())
+    n1, n2 = scores[0].size, scores[1].size
+    cut = np.sort(np.concatenate(scores))[round(0.5 * (n1 + n2)) - 1]
+    expected = {
+        "fc1.weight": (int((scores[0] > cut).sum()), n1),
+        "fc2.weight": (int((scores[1] > cut).sum()), n2),
+    }
+    assert result.units == expected
+    assert expected["fc1.weight"][0] != expected["fc2.weight"][0] * n1 // n2  # not uniform
 
 
 def test_never_every_unit():
@@ -75,7 +103,12 @@ def test_never_every_unit():
 
 @pytest.mark.parametrize(
     "options",
-    [{"sparsity": 1.0}, {"sparsity": 0.5, "criterion": "lamp"}, {"sparsity": 0.5, "round_to": 0}],
+    [
+        {"sparsity": 1.0},
+        {"sparsity": 0.5, "criterion": "lamp"},
+        {"sparsity": 0.5, "round_to": 0},
+        {"sparsity": 0.5, "scope": "network"},
+    ],
 )
 def test_bad_options(options):
     with pytest.raises(InvalidOptionError):
@@ -88,8 +121,13 @@ def test_cli_prune_structured(tmp_path, capsys):
     code = main([*args, "--structured", "l1", "--sparsity", "0.5", "--round-to", "8", "--json"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["units"] == {"onnx::Conv_42": [8, 16], "down.weight": [16, 32]}
+    assert summary["units"] == {
+        "onnx::Conv_39": [8, 16],
+        "onnx::Conv_42": [8, 16],
+        "onnx::Conv_45": [8, 16],
+        "down.weight": [16, 32],
+    }
     small = onnx.load(out)
-    assert _init(small, "onnx::Conv_45").shape == (16, 8, 3, 3)
-    assert _init(small, "down.weight").shape == (16, 16, 3, 3)
+    assert _init(small, "onnx::Conv_45").shape == (8, 8, 3, 3)
+    assert _init(small, "down.weight").shape == (16, 8, 3, 3)
     assert main([*args, "--structured", "l1"]) == 2

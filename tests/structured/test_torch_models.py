@@ -111,10 +111,13 @@ def test_structured_equals_masked(tmp_path, name):
     assert _close(_outputs(result.masked, name), _outputs(result.model, name))
 
 
-def test_residual_group_left_alone(tmp_path):
+def test_residual_group_removed_together(tmp_path):
     model = _export("resnet", tmp_path, 0.0)
     result = structured_prune(model, sparsity=0.5)
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    stem, conv2 = convs[0].input[1], convs[2].input[1]
-    assert stem not in result.units and conv2 not in result.units
-    assert result.units == {convs[1].input[1]: (4, 8)}
+    convs = [n.input[1] for n in model.graph.node if n.op_type == "Conv"]
+    stem, conv1, conv2 = convs
+    assert result.units == {stem: (4, 8), conv1: (4, 8), conv2: (4, 8)}
+    masked = {t.name: onnx.numpy_helper.to_array(t) for t in result.masked.graph.initializer}
+    gone_stem = ~masked[stem].reshape(8, -1).any(axis=1)
+    gone_conv2 = ~masked[conv2].reshape(8, -1).any(axis=1)
+    assert gone_stem.sum() == 4 and np.array_equal(gone_stem, gone_conv2)

@@ -1,0 +1,285 @@
+"""Dependency groups: the units (channels, neurons) of a graph that must be removed together.
+
+Every tensor whose units can be removed gets a *space*: one slot per unit along its unit axis
+(the channel axis of an ``N, C, ...`` tensor, the last axis of a features-last one). Op handlers
+(``ops``) create spaces for layer outputs and tie slots of different spaces together: an
+element-wise op ties its output to its inputs slot by slot (a residual Add joins both branches),
+a Concat places its inputs' slots at their offsets, a Flatten ties every feature to its channel,
+a depthwise Conv ties each output channel to the input channel it filters. The connected
+components of those ties (``scipy.sparse.csgraph``) are the dependency groups: removing a unit
+means removing every slot of its group, from every producer, consumer and per-channel parameter
+on the way. A group that touches anything the handlers cannot slice (a graph output, an unknown
+op, a shared weight) is *blocked* and never removed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+Arrays = MutableMapping[str, np.ndarray]
+Consts = dict[str, np.ndarray]
+"""Per tensor with a space: the value each unit holds everywhere, NaN where it varies."""
+Kept = Callable[[str], np.ndarray]
+"""The kept-units mask of a tensor's space."""
+
+
+@dataclass(frozen=True)
+class Space:
+    """The units of ``tensor`` along ``axis`` (of ``rank`` axes): slots ``base .. base+size``."""
+
+    tensor: str
+    axis: int
+    rank: int
+    base: int
+    size: int
+
+    @property
+    def slots(self) -> np.ndarray:
+        """The slot ids of the units, in order."""
+        return np.arange(self.base, self.base + self.size)
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Initializer ``name`` loses the entries of removed units of ``tensor`` along ``axis``."""
+
+    name: str
+    axis: int
+    tensor: str
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A layer reading units of ``tensor`` through the ``in_axis`` of its weight.
+
+    Attributes:
+        node: the layer.
+        weight: its weight initializer.
+        in_axis: the weight axis indexing the units read.
+        out_axis: the weight axis indexing the layer's output units.
+        tensor: the tensor read.
+        bias: an initializer of one value per output unit a folded constant can be added to;
+            None when the layer has none (a new one is made).
+        scale: what a folded contribution is multiplied by before it joins the bias.
+        foldable: a unit holding a constant gives this layer a constant contribution that its
+            bias can take (no zero padding, no transposed conv, a bias that is its own).
+    """
+
+    node: onnx.NodeProto
+    weight: str
+    in_axis: int
+    out_axis: int
+    tensor: str
+    bias: str | None
+    scale: float
+    foldable: bool
+
+
+Rule = Callable[[Consts, Arrays, Mapping[str, np.ndarray]], None]
+"""Sets the constants of one node's output spaces from its inputs' (and pending folds)."""
+Edit = Callable[[Kept, Arrays, Callable[[str], str]], None]
+"""Rewrites what slicing initializers cannot (an attribute, split sizes, a shape constant)."""
+
+
+@dataclass
+class Groups:
+    """The dependency groups of a graph.
+
+    Attributes:
+        spaces: space of each tensor whose units can be removed.
+        labels: group of each slot.
+        count: number of groups.
+        blocked: per group, whether it must be kept.
+        slices: initializers to slice when units go.
+        filters: producer weights (one filter per unit) and depthwise kernels, for importance.
+        consumers: layers reading units, whose input weights are sliced.
+        edits: node rewrites applied after slicing.
+        rules: constant propagation, in graph order.
+    """
+
+    spaces: dict[str, Space]
+    labels: np.ndarray
+    count: int
+    blocked: np.ndarray
+    slices: list[Slice] = field(default_factory=list)
+    filters: list[Slice] = field(default_factory=list)
+    consumers: list[Consumer] = field(default_factory=list)
+    edits: list[Edit] = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list)
+
+    def of(self, tensor: str) -> np.ndarray:
+        """The group of each unit of ``tensor``."""
+        return self.labels[self.spaces[tensor].slots]
+
+    def constants(self, arrays: Arrays, pending: Mapping[str, np.ndarray]) -> Consts:
+        """What each unit holds when it is the same everywhere (NaN where it varies)."""
+        consts: Consts = {}
+        with np.errstate(all="ignore"):
+            for rule in self.rules:
+                rule(consts, arrays, pending)
+        return consts
+
+    def per_group(self, tensor: str, values: np.ndarray, reduce=np.logical_or) -> np.ndarray:
+        """``values`` of the units of ``tensor`` combined per group (``reduce.at``)."""
+        out = np.zeros(self.count, bool if values.dtype == bool else values.dtype)
+        reduce.at(out, self.of(tensor), values)
+        return out
+
+
+class Builder:
+    """What op handlers see while the groups are built: spaces, ties, and what to slice."""
+
+    def __init__(
+        self, graph: onnx.GraphProto, arrays: Arrays, shapes: Mapping[str, tuple], opset: int
+    ) -> None:
+        self.arrays = arrays
+        self.opset = opset
+        self.shapes = shapes
+        self.uses: Counter[str] = Counter(i for node in graph.node for i in node.input if i)
+        self.spaces: dict[str, Space] = {}
+        self.next = 0
+        self.ties: list[tuple[np.ndarray, np.ndarray]] = []
+        self.blocked: list[np.ndarray] = []
+        self.slices: list[Slice] = []
+        self.filters: list[Slice] = []
+        self.consumers: list[Consumer] = []
+        self.edits: list[Edit] = []
+        self.rules: list[Rule] = []
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The value of initializer ``name``, or None for anything computed."""
+        return self.arrays.get(name) if name else None
+
+    def owned(self, name: str) -> bool:
+        """An initializer only one node input reads, so slicing it changes nothing else."""
+        return name in self.arrays and self.uses[name] == 1
+
+    def space(self, tensor: str) -> Space | None:
+        """The space of ``tensor``, if it has one."""
+        return self.spaces.get(tensor)
+
+    def shape(self, tensor: str) -> tuple | None:
+        """The inferred shape of ``tensor`` (None dimensions unknown), or None."""
+        return self.shapes.get(tensor)
+
+    def rank(self, tensor: str) -> int | None:
+        """The inferred rank of ``tensor``, or None."""
+        shape = self.shapes.get(tensor)
+        return None if shape is None else len(shape)
+
+    def new(self, tensor: str, axis: int, rank: int, size: int) -> Space:
+        """A fresh space of ``size`` units for ``tensor``."""
+        space = Space(tensor, axis, rank, self.next, size)
+        self.next += size
+        self.spaces[tensor] = space
+        return space
+
+    def alias(self, tensor: str, like: Space, axis: int | None = None, rank: int | None = None):
+        """``tensor`` holds the very units of ``like`` (an element-wise output)."""
+        space = Space(
+            tensor,
+            like.axis if axis is None else axis,
+            like.rank if rank is None else rank,
+            like.base,
+            like.size,
+        )
+        self.spaces[tensor] = space
+        return space
+
+    def tie(self, a: Space, a_index: np.ndarray, b: Space, b_index: np.ndarray) -> None:
+        """Unit ``a_index[i]`` of ``a`` and unit ``b_index[i]`` of ``b`` go together."""
+        self.ties.append((a.base + np.asarray(a_index), b.base + np.asarray(b_index)))
+
+    def block(self, space: Space | None, index: np.ndarray | None = None) -> None:
+        """The units (all, or ``index``) of ``space`` must stay."""
+        if space is not None:
+            self.blocked.append(space.slots if index is None else space.base + index)
+
+    def finish(self) -> Groups:
+        """The groups: connected components of the ties."""
+        n = self.next
+        if self.ties:
+            a = np.concatenate([t[0] for t in self.ties])
+            b = np.concatenate([t[1] for t in self.ties])
+        else:
+            a = b = np.zeros(0, np.int64)
+        graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(n, n))
+        count, labels = connected_components(graph, directed=False)
+        blocked = np.zeros(count, bool)
+        if self.blocked:
+            blocked[labels[np.concatenate(self.blocked)]] = True
+        return Groups(
+            self.spaces,
+            labels,
+            int(count),
+            blocked,
+            self.slices,
+            self.filters,
+            self.consumers,
+            self.edits,
+            self.rules,
+        )
+
+
+Handler = Callable[[Builder, onnx.NodeProto], None]
+HANDLERS: dict[str, Handler] = {}
+LAYERS: set[str] = set()
+"""Op types handled even when none of their inputs has a space (they make spaces)."""
+
+
+def handler(*op_types: str, layer: bool = False) -> Callable[[Handler], Handler]:
+    """Register a handler for ``op_types`` (``layer``: it creates spaces of its own)."""
+
+    def register(fn: Handler) -> Handler:
+        for op in op_types:
+            HANDLERS[op] = fn
+            if layer:
+                LAYERS.add(op)
+        return fn
+
+    return register
+
+
+def build_groups(
+    graph: onnx.GraphProto, arrays: Arrays, shapes: Mapping[str, tuple], opset: int
+) -> Groups:
+    """The dependency groups of ``graph``; ``arrays`` its initializers, ``opset`` its ai.onnx."""
+    from onnxprune.structured import ops  # noqa: F401  (fills HANDLERS)
+
+    b = Builder(graph, arrays, shapes, opset)
+    hidden = _subgraph_reads(graph)
+    for node in graph.node:
+        spaced = [b.space(name) for name in node.input if b.space(name) is not None]
+        for name in hidden.get(id(node), ()):
+            b.block(b.space(name))
+        known = node.op_type in LAYERS or (spaced and node.op_type in HANDLERS)
+        if known and node.domain in ("", "ai.onnx"):
+            HANDLERS[node.op_type](b, node)
+            continue
+        for space in spaced:  # an op we cannot follow reads these units
+            b.block(space)
+    for output in graph.output:
+        b.block(b.space(output.name))
+    return b.finish()
+
+
+def _subgraph_reads(graph: onnx.GraphProto) -> dict[int, set[str]]:
+    """Names the subgraphs of each node (If, Loop, Scan) read from the outer scope."""
+    found: dict[int, set[str]] = {}
+    for node in graph.node:
+        for a in node.attribute:
+            subs = list(a.graphs) + ([a.g] if a.HasField("g") else [])
+            for sub in subs:
+                names = found.setdefault(id(node), set())
+                for inner in sub.node:
+                    names.update(inner.input)
+                for nested in _subgraph_reads(sub).values():
+                    names.update(nested)
+    return found

@@ -1,0 +1,58 @@
+"""Helpers the op handlers share: attributes, padding, zero filters, pass-through spaces."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxprune.structured.groups import Builder, Space
+
+NAN = np.nan
+
+
+def attr(node: onnx.NodeProto, name: str, default):
+    """The value of attribute ``name`` of ``node``, or ``default``."""
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def input_at(node: onnx.NodeProto, i: int) -> str:
+    return node.input[i] if len(node.input) > i else ""
+
+
+def padded(node: onnx.NodeProto) -> bool:
+    auto = attr(node, "auto_pad", b"NOTSET")
+    return any(attr(node, "pads", [0])) or auto not in (b"NOTSET", b"VALID")
+
+
+def rows_zero(w: np.ndarray, axis: int) -> np.ndarray:
+    """Per unit along ``axis``: all its weights are zero."""
+    return ~np.moveaxis(w != 0, axis, 0).reshape(w.shape[axis], -1).any(axis=1)
+
+
+def bias_ok(b: Builder, name: str, n: int) -> bool:
+    """``name`` (may be empty) is a bias of ``n`` entries this node alone reads, or absent."""
+    if not name:
+        return True
+    value = b.const(name)
+    return value is not None and value.size == n and b.owned(name)
+
+
+def used_extra(b: Builder, node: onnx.NodeProto) -> bool:
+    """A second output (Dropout's mask, MaxPool's indices, BN's statistics) is read."""
+    return any(o and b.uses[o] for o in node.output[1:])
+
+
+def pass_through(b: Builder, node: onnx.NodeProto, xs: Space, keeps: bool, **like):
+    """The output holds ``xs``'s units; their constants survive (``keeps``) or only zeros do."""
+    out = node.output[0]
+    b.alias(out, xs, **like)
+
+    def rule(consts, arrays, pending):
+        c = consts[xs.tensor]
+        consts[out] = c if keeps else np.where(c == 0, c, NAN)
+
+    b.rules.append(rule)

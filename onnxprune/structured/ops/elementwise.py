@@ -1,0 +1,161 @@
+"""Element-wise ops: activations, arithmetic with per-unit constants, residual sums, norms."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from scipy.special import erf
+
+from onnxprune.structured.groups import Builder, Slice, handler
+from onnxprune.structured.ops._common import NAN, attr, input_at, used_extra
+
+UNARY = {
+    "Relu": lambda c, n: np.maximum(c, 0.0),
+    "LeakyRelu": lambda c, n: np.where(c >= 0, c, attr(n, "alpha", 0.01) * c),
+    "Elu": lambda c, n: np.where(c >= 0, c, attr(n, "alpha", 1.0) * np.expm1(c)),
+    "Selu": lambda c, n: (
+        attr(n, "gamma", 1.0507009873554805)
+        * np.where(c > 0, c, attr(n, "alpha", 1.6732632423543772) * np.expm1(c))
+    ),
+    "Sigmoid": lambda c, n: 1.0 / (1.0 + np.exp(-c)),
+    "HardSigmoid": lambda c, n: np.clip(attr(n, "alpha", 0.2) * c + attr(n, "beta", 0.5), 0, 1),
+    "HardSwish": lambda c, n: c * np.clip(c / 6 + 0.5, 0, 1),
+    "Tanh": lambda c, n: np.tanh(c),
+    "Softplus": lambda c, n: np.logaddexp(0.0, c),
+    "Gelu": lambda c, n: 0.5 * c * (1 + erf(c / math.sqrt(2))),
+    "Erf": lambda c, n: erf(c),
+    "Exp": lambda c, n: np.exp(c),
+    "Neg": lambda c, n: -c,
+    "Abs": lambda c, n: np.abs(c),
+    "Sqrt": lambda c, n: np.sqrt(c),
+    "Identity": lambda c, n: c,
+    "Dropout": lambda c, n: c,
+}
+
+
+@handler(*UNARY)
+def _unary(b: Builder, node: onnx.NodeProto) -> None:
+    xs = b.space(node.input[0])
+    if xs is None or any(b.space(i) for i in node.input[1:]) or used_extra(b, node):
+        b.block(xs)
+        return
+    out = node.output[0]
+    b.alias(out, xs)
+    fn = UNARY[node.op_type]
+    b.rules.append(
+        lambda consts, arrays, pending: consts.__setitem__(out, fn(consts[xs.tensor], node))
+    )
+
+
+@handler("Clip")
+def _clip(b: Builder, node: onnx.NodeProto) -> None:
+    xs = b.space(node.input[0])
+    bounds = [input_at(node, i) for i in (1, 2)]
+    values = [b.const(name) if name else np.array(NAN) for name in bounds]
+    if xs is None or any(v is None or v.size != 1 for v in values) or used_extra(b, node):
+        b.block(xs)
+        return
+    lo = attr(node, "min", -np.inf) if not bounds[0] else float(values[0].reshape(()))
+    hi = attr(node, "max", np.inf) if not bounds[1] else float(values[1].reshape(()))
+    out = node.output[0]
+    b.alias(out, xs)
+    b.rules.append(
+        lambda consts, arrays, pending: consts.__setitem__(out, np.clip(consts[xs.tensor], lo, hi))
+    )
+
+
+BINARY = {
+    "Add": lambda xs: np.sum(xs, axis=0),
+    "Sum": lambda xs: np.sum(xs, axis=0),
+    "Sub": lambda xs: xs[0] - xs[1],
+    "Mul": lambda xs: np.prod(xs, axis=0),
+    "Div": lambda xs: xs[0] / xs[1],
+    "Pow": lambda xs: np.power(xs[0], xs[1]),
+    "Max": lambda xs: np.max(xs, axis=0),
+    "Min": lambda xs: np.min(xs, axis=0),
+    "Mean": lambda xs: np.mean(xs, axis=0),
+    "PRelu": lambda xs: np.where(xs[0] < 0, xs[1] * xs[0], xs[0]),
+}
+
+
+def unit_axis(k: np.ndarray, axis: int, rank: int, size: int) -> int | None:
+    """The axis of constant ``k`` (broadcast against ``rank`` axes) holding one value per unit."""
+    big = [i for i, d in enumerate(k.shape) if d != 1]
+    if k.ndim > rank or len(big) != 1 or k.shape[big[0]] != size:
+        return None
+    return big[0] if rank - k.ndim + big[0] == axis else None
+
+
+@handler(*BINARY)
+def _binary(b: Builder, node: onnx.NodeProto) -> None:
+    spaces = [b.space(name) for name in node.input]
+    first = next(s for s in spaces if s is not None)
+    rank = b.rank(node.output[0])
+    same = all(
+        s is None or (s.size == first.size and s.axis == first.axis and s.rank == rank)
+        for s in spaces
+    )
+    parts = []  # per input: a space tensor name, or a per-unit (or scalar) constant
+    for name, space in zip(node.input, spaces, strict=True):
+        k = b.const(name)
+        if space is not None:
+            parts.append(name)
+        elif k is not None and k.size == 1:
+            parts.append(k.astype(np.float64).reshape(()))
+        elif k is not None and rank and b.owned(name):
+            axis = unit_axis(k, first.axis, rank, first.size)
+            if axis is None:
+                same = False
+                break
+            b.slices.append(Slice(name, axis, node.output[0]))
+            parts.append(name)
+        else:
+            same = False
+            break
+    if not same or not rank or used_extra(b, node):
+        for s in spaces:
+            b.block(s)
+        return
+    out = node.output[0]
+    b.alias(out, first)
+    for s in spaces:
+        if s is not None and s.base != first.base:
+            b.tie(first, np.arange(first.size), s, np.arange(s.size))
+    fn = BINARY[node.op_type]
+
+    def rule(consts, arrays, pending):
+        values = [
+            p if not isinstance(p, str) else consts[p] if p in consts else arrays[p].reshape(-1)
+            for p in parts
+        ]
+        values = [np.broadcast_to(np.asarray(v, np.float64), (first.size,)) for v in values]
+        consts[out] = fn(np.stack(values))
+
+    b.rules.append(rule)
+
+
+@handler("BatchNormalization", "InstanceNormalization")
+def _norm(b: Builder, node: onnx.NodeProto) -> None:
+    xs = b.space(node.input[0])
+    params = list(node.input[1:5] if node.op_type == "BatchNormalization" else node.input[1:3])
+    owned = all(b.owned(p) and b.const(p).ndim == 1 and b.const(p).size == xs.size for p in params)
+    rank_ok = xs.axis == 1 and (xs.rank >= 3 or node.op_type == "BatchNormalization")
+    if not owned or not rank_ok or used_extra(b, node) or attr(node, "training_mode", 0):
+        b.block(xs)
+        return
+    out = node.output[0]
+    b.alias(out, xs)
+    b.slices.extend(Slice(p, 0, out) for p in params)
+    eps = attr(node, "epsilon", 1e-5)
+
+    def rule(consts, arrays, pending):
+        c = consts[xs.tensor]
+        v = [arrays[p].astype(np.float64) for p in params]
+        if len(v) == 2:  # instance norm: a constant channel normalizes to its shift
+            consts[out] = np.where(np.isfinite(c), v[1], NAN)
+        else:
+            consts[out] = (c - v[2]) / np.sqrt(v[3] + eps) * v[0] + v[1]
+
+    b.rules.append(rule)

@@ -1,0 +1,138 @@
+"""Layers: Conv, ConvTranspose, Gemm and MatMul make spaces; their inputs are consumed units.
+
+A group-1 Conv, a Gemm or a MatMul with an initializer weight produces a new space (one unit per
+filter) and consumes the space it reads; a depthwise Conv ties each output channel to the input
+channel it filters, so both go together and its ``group`` is rewritten.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from onnxprune.structured.groups import Builder, Consumer, Slice, Space, handler
+from onnxprune.structured.ops._common import NAN, attr, bias_ok, input_at, padded, rows_zero
+
+
+@handler("Conv", "ConvTranspose", layer=True)
+def _conv(b: Builder, node: onnx.NodeProto) -> None:
+    x, wname, bias = node.input[0], node.input[1], input_at(node, 2)
+    xs, w = b.space(x), b.const(wname)
+    if w is None or w.ndim < 3 or not b.owned(wname) or b.const(x) is not None:
+        b.block(xs)
+        return
+    group = attr(node, "group", 1)
+    transpose = node.op_type == "ConvTranspose"
+    in_axis, out_axis = (0, 1) if transpose else (1, 0)
+    n_out = w.shape[out_axis] * (group if transpose else 1)
+    out_ok = bias_ok(b, bias, n_out)
+    if group == 1:
+        if xs is not None and xs.axis == 1 and xs.size == w.shape[in_axis]:
+            foldable = not transpose and not padded(node) and (not bias or out_ok)
+            b.consumers.append(
+                Consumer(node, wname, in_axis, out_axis, x, bias or None, 1.0, foldable)
+            )
+        else:
+            b.block(xs)
+        if out_ok:
+            _producer(b, node, wname, out_axis, bias, w.ndim, n_out)
+        return
+    depthwise = not transpose and xs is not None and xs.axis == 1 and group == xs.size
+    if not (depthwise and w.shape[1] == 1 and n_out % group == 0 and out_ok):
+        b.block(xs)
+        return
+    _depthwise(b, node, xs, n_out // group)
+
+
+def _producer(
+    b: Builder, node: onnx.NodeProto, wname: str, axis: int, bias: str, rank: int, n: int
+) -> Space:
+    """The output space of a layer whose filters are ``wname`` along ``axis``."""
+    out = node.output[0]
+    space = b.new(out, 1 if node.op_type.startswith("Conv") else rank - 1, rank, n)
+    b.slices.append(Slice(wname, axis, out))
+    b.filters.append(Slice(wname, axis, out))
+    if bias:
+        b.slices.append(Slice(bias, b.const(bias).ndim - 1, out))
+    beta = attr(node, "beta", 1.0) if node.op_type == "Gemm" else 1.0
+
+    def rule(consts, arrays, pending):
+        base = np.zeros(n)
+        if bias:
+            base = base + beta * arrays[bias].astype(np.float64).reshape(-1)
+        if out in pending:
+            base = base + pending[out]
+        consts[out] = np.where(rows_zero(arrays[wname], axis), base, NAN)
+
+    b.rules.append(rule)
+    return space
+
+
+def _depthwise(b: Builder, node: onnx.NodeProto, xs: Space, multiplier: int) -> None:
+    """Each output channel filters one input channel: they go together."""
+    wname, bias, out = node.input[1], input_at(node, 2), node.output[0]
+    n = xs.size * multiplier
+    space = b.new(out, 1, xs.rank, n)
+    b.tie(space, np.arange(n), xs, np.arange(n) // multiplier)
+    b.slices.append(Slice(wname, 0, out))
+    b.filters.append(Slice(wname, 0, out))
+    if bias:
+        b.slices.append(Slice(bias, 0, out))
+    pads = padded(node)
+
+    def rule(consts, arrays, pending):
+        w = arrays[wname].astype(np.float64)
+        c = np.repeat(consts[xs.tensor], multiplier)
+        base = arrays[bias].astype(np.float64) if bias else np.zeros(n)
+        through = np.where(pads & (c != 0), NAN, c * w.reshape(n, -1).sum(axis=1) + base)
+        consts[out] = np.where(rows_zero(w, 0), base, through)
+
+    def edit(kept, arrays, fresh):
+        for a in node.attribute:
+            if a.name == "group":
+                a.i = int(kept(xs.tensor).sum())
+
+    b.rules.append(rule)
+    b.edits.append(edit)
+
+
+@handler("Gemm", layer=True)
+def _gemm(b: Builder, node: onnx.NodeProto) -> None:
+    x, wname, bias = node.input[0], node.input[1], input_at(node, 2)
+    xs, w = b.space(x), b.const(wname)
+    ok = w is not None and w.ndim == 2 and b.owned(wname) and not attr(node, "transA", 0)
+    if not ok or b.const(x) is not None:
+        b.block(xs)
+        return
+    in_axis = 1 if attr(node, "transB", 0) else 0
+    out_axis = 1 - in_axis
+    n_out = w.shape[out_axis]
+    alpha, beta = attr(node, "alpha", 1.0), attr(node, "beta", 1.0)
+    out_ok = bias_ok(b, bias, n_out) and (
+        not bias or b.const(bias).ndim == 1 or b.const(bias).shape[0] == 1
+    )
+    if xs is not None and xs.rank == 2 and xs.size == w.shape[in_axis]:
+        foldable = beta != 0 and (not bias or out_ok)
+        scale = alpha / beta if beta else 0.0
+        b.consumers.append(
+            Consumer(node, wname, in_axis, out_axis, x, bias or None, scale, foldable)
+        )
+    else:
+        b.block(xs)
+    if out_ok:
+        _producer(b, node, wname, out_axis, bias, 2, n_out)
+
+
+@handler("MatMul", layer=True)
+def _matmul(b: Builder, node: onnx.NodeProto) -> None:
+    x, wname = node.input
+    xs, w, rank = b.space(x), b.const(wname), b.rank(node.output[0])
+    if w is None or w.ndim != 2 or not b.owned(wname) or b.const(x) is not None or not rank:
+        for name in node.input:
+            b.block(b.space(name))
+        return
+    if xs is not None and xs.axis == xs.rank - 1 and xs.size == w.shape[0]:
+        b.consumers.append(Consumer(node, wname, 0, 1, x, None, 1.0, True))
+    else:
+        b.block(xs)
+    _producer(b, node, wname, 1, "", rank, w.shape[1])

@@ -1,0 +1,293 @@
+"""Spatial and layout ops: pooling, reductions, resize, pad, flatten/reshape, concat, split."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxprune.structured.groups import Builder, Space, handler
+from onnxprune.structured.ops._common import (
+    NAN,
+    attr,
+    input_at,
+    padded,
+    pass_through,
+    used_extra,
+)
+
+POOLS = {"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
+
+
+@handler(*POOLS)
+def _pool(b: Builder, node: onnx.NodeProto) -> None:
+    xs = b.space(node.input[0])
+    if xs.axis != 1 or xs.rank < 3 or used_extra(b, node):
+        b.block(xs)
+        return
+    op = node.op_type
+    varies = "Lp" in op or (
+        op == "AveragePool" and padded(node) and attr(node, "count_include_pad", 0)
+    )
+    pass_through(b, node, xs, keeps=not varies)
+
+
+@handler("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2")
+def _reduce(b: Builder, node: onnx.NodeProto) -> None:
+    xs = b.space(node.input[0])
+    axes = attr(node, "axes", None)
+    if axes is None and input_at(node, 1):
+        k = b.const(node.input[1])
+        axes = None if k is None else k.reshape(-1).tolist()
+    if axes is None or not axes:
+        b.block(xs)
+        return
+    axes = sorted({int(a) % xs.rank for a in axes})
+    if xs.axis in axes:
+        b.block(xs)
+        return
+    keepdims = attr(node, "keepdims", 1)
+    axis = xs.axis if keepdims else xs.axis - sum(a < xs.axis for a in axes)
+    rank = xs.rank if keepdims else xs.rank - len(axes)
+    pass_through(
+        b,
+        node,
+        xs,
+        keeps=node.op_type in ("ReduceMean", "ReduceMax", "ReduceMin"),
+        axis=axis,
+        rank=rank,
+    )
+
+
+@handler("Resize", "Upsample")
+def _resize(b: Builder, node: onnx.NodeProto) -> None:
+    xs = b.space(node.input[0])
+    scales_name = node.input[1] if node.op_type == "Upsample" else input_at(node, 2)
+    scales = b.const(scales_name) if scales_name else attr(node, "scales", None)
+    if scales is None or input_at(node, 3) or b.space(scales_name or "") is not None:
+        b.block(xs)
+        return
+    scales = np.asarray(scales, np.float64).reshape(-1)
+    if scales.size != xs.rank or scales[xs.axis] != 1 or scales[0] != 1:
+        b.block(xs)
+        return
+    pass_through(b, node, xs, keeps=True)
+
+
+@handler("Pad")
+def _pad(b: Builder, node: onnx.NodeProto) -> None:
+    xs = b.space(node.input[0])
+    pads = attr(node, "pads", None)
+    if pads is None:
+        k = b.const(input_at(node, 1))
+        pads = None if k is None else k.reshape(-1).tolist()
+    if pads is None or input_at(node, 3) or len(pads) != 2 * xs.rank:
+        b.block(xs)
+        return
+    if pads[xs.axis] or pads[xs.axis + xs.rank]:
+        b.block(xs)
+        return
+    value = attr(node, "value", 0.0)
+    if input_at(node, 2):
+        k = b.const(node.input[2])
+        if k is None:
+            b.block(xs)
+            return
+        value = float(k.reshape(-1)[0]) if k.size else 0.0
+    constant = attr(node, "mode", b"constant") == b"constant"
+    out = node.output[0]
+    b.alias(out, xs)
+
+    def rule(consts, arrays, pending):
+        c = consts[xs.tensor]
+        consts[out] = np.where(~constant | (c == value), c, NAN)
+
+    b.rules.append(rule)
+
+
+@handler("Flatten", "Reshape")
+def _flatten(b: Builder, node: onnx.NodeProto) -> None:
+    """Flatten, or a Reshape that is one: units spread over consecutive features."""
+    xs, out = b.space(node.input[0]), node.output[0]
+    shape_in, shape_out = b.shape(node.input[0]), b.shape(out)
+    start = _flattened_from(node, shape_in, shape_out)
+    target = input_at(node, 1) if node.op_type == "Reshape" else ""
+    if start is None or (target and not (b.owned(target) and b.const(target) is not None)):
+        b.block(xs)
+        return
+    if start > xs.axis:  # trailing axes merged; the unit axis stays where it is
+        pass_through(b, node, xs, keeps=True, rank=start + 1)
+        if target:
+            b.edits.append(_set_dim(target, xs.axis, xs.tensor, b.const(target)))
+        return
+    dims = shape_in[start:]
+    if start < 1 or any(d is None for d in dims):
+        b.block(xs)
+        return
+    n = math.prod(dims)
+    space = b.new(out, start, start + 1, n)
+    units = np.broadcast_to(
+        np.arange(xs.size).reshape([-1 if i == xs.axis - start else 1 for i in range(len(dims))]),
+        dims,
+    )
+    b.tie(space, np.arange(n), xs, units.reshape(-1))
+    if target:
+        b.edits.append(_set_dim(target, start, out, b.const(target)))
+    spread = units.reshape(-1)
+
+    def rule(consts, arrays, pending):
+        consts[out] = consts[xs.tensor][spread]
+
+    b.rules.append(rule)
+
+
+def _flattened_from(node: onnx.NodeProto, shape_in: tuple | None, shape_out: tuple | None):
+    """The first axis the op merges into one (its output is ``in[:start] + [prod(in[start:])]``)."""
+    if shape_in is None or shape_out is None:
+        return None
+    if node.op_type == "Flatten":  # [prod(in[:axis]), prod(in[axis:])]: only axis 1 keeps the batch
+        return 1 if attr(node, "axis", 1) % max(len(shape_in), 1) == 1 else None
+    start = len(shape_out) - 1
+    if start < 1 or tuple(shape_in[:start]) != tuple(shape_out[:start]):
+        return None
+    rest = shape_in[start:]
+    if any(d is None for d in rest) or shape_out[start] != math.prod(rest):
+        return None
+    return start
+
+
+def _set_dim(name: str, index: int, tensor: str, shape: np.ndarray):
+    """Rewrite entry ``index`` of a Reshape target to the kept units of ``tensor``."""
+
+    def edit(kept, arrays, fresh):
+        if shape[index] > 0:
+            value = arrays[name].copy()
+            value[index] = int(kept(tensor).sum())
+            arrays[name] = value
+
+    return edit
+
+
+@handler("Concat")
+def _concat(b: Builder, node: onnx.NodeProto) -> None:
+    spaces = [b.space(name) for name in node.input]
+    first = next(s for s in spaces if s is not None)
+    axis = attr(node, "axis", 0) % first.rank
+    sizes = [_dim(b, name, axis) for name in node.input]
+    if axis != first.axis or any(s is not None and s.axis != axis for s in spaces) or None in sizes:
+        if axis != first.axis and all(s is not None and s.size == first.size for s in spaces):
+            _binary_like(b, node, first, spaces)
+            return
+        for s in spaces:
+            b.block(s)
+        return
+    out = node.output[0]
+    space = b.new(out, axis, first.rank, sum(sizes))
+    offset = 0
+    for s, size in zip(spaces, sizes, strict=True):
+        index = np.arange(offset, offset + size)
+        if s is None:
+            b.block(space, index)
+        else:
+            b.tie(space, index, s, np.arange(size))
+        offset += size
+
+    def rule(consts, arrays, pending):
+        consts[out] = np.concatenate(
+            [consts[s.tensor] if s else np.full(n, NAN) for s, n in zip(spaces, sizes, strict=True)]
+        )
+
+    b.rules.append(rule)
+
+
+def _binary_like(b: Builder, node: onnx.NodeProto, first: Space, spaces: list) -> None:
+    """Concat along another axis: every input holds the same units."""
+    out = node.output[0]
+    b.alias(out, first)
+    for s in spaces:
+        if s.base != first.base:
+            b.tie(first, np.arange(first.size), s, np.arange(s.size))
+
+    def rule(consts, arrays, pending):
+        stacked = np.stack([consts[s.tensor] for s in spaces])
+        consts[out] = np.where((stacked == stacked[0]).all(axis=0), stacked[0], NAN)
+
+    b.rules.append(rule)
+
+
+def _dim(b: Builder, name: str, axis: int) -> int | None:
+    space = b.space(name)
+    if space is not None:
+        return space.size
+    shape = b.shape(name)
+    return shape[axis] if shape is not None and len(shape) > axis else None
+
+
+@handler("Split")
+def _split(b: Builder, node: onnx.NodeProto) -> None:
+    xs = b.space(node.input[0])
+    axis = attr(node, "axis", 0) % xs.rank
+    outs = list(node.output)
+    sizes = [_dim(b, o, axis) if o else None for o in outs]
+    split_input = input_at(node, 1)
+    if split_input and not b.owned(split_input):
+        b.block(xs)
+        return
+    if axis != xs.axis:
+        if any(not o for o in outs):
+            b.block(xs)
+            return
+        for o in outs:
+            pass_through(b, _as_output(node, o), xs, keeps=True)
+        return
+    if None in sizes or sum(sizes) != xs.size:
+        b.block(xs)
+        return
+    offset, parts = 0, []
+    for o, size in zip(outs, sizes, strict=True):
+        space = b.new(o, axis, xs.rank, size)
+        b.tie(space, np.arange(size), xs, np.arange(offset, offset + size))
+        parts.append((o, offset, size))
+        offset += size
+
+    def rule(consts, arrays, pending):
+        for o, start, size in parts:
+            consts[o] = consts[xs.tensor][start : start + size]
+
+    b.rules.append(rule)
+    b.edits.append(_split_sizes(node, outs, split_input, b.opset))
+
+
+def _split_sizes(node: onnx.NodeProto, outs: list[str], split_input: str, opset: int):
+    """Rewrite a Split's sizes (attribute before opset 13, input after) to the kept units."""
+
+    def edit(kept, arrays, fresh):
+        new = np.array([int(kept(o).sum()) for o in outs], np.int64)
+        for a in list(node.attribute):
+            if a.name == "split":
+                a.ClearField("ints")
+                a.ints.extend(new.tolist())
+                return
+            if a.name == "num_outputs":
+                node.attribute.remove(a)
+        if split_input:
+            arrays[split_input] = new
+        elif opset < 13:
+            node.attribute.append(helper.make_attribute("split", new.tolist()))
+        else:
+            node.input.extend([""] * (2 - len(node.input)))
+            node.input[1] = fresh(f"{node.name or outs[0]}_split")
+            arrays[node.input[1]] = new
+
+    return edit
+
+
+def _as_output(node: onnx.NodeProto, output: str) -> onnx.NodeProto:
+    """A view of ``node`` whose first output is ``output`` (for ``pass_through``)."""
+    view = onnx.NodeProto()
+    view.CopyFrom(node)
+    del view.output[:]
+    view.output.append(output)
+    return view
