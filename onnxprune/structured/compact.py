@@ -20,8 +20,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxprune.graph._shapes import infer_shapes
 from onnxprune.structured._constants import materialize
-from onnxprune.structured._tensors import inferred_shapes
 from onnxprune.structured.groups import Groups, build_groups
 from onnxprune.structured.surgery import cut, fold, foldable, read, zero
 
@@ -61,7 +61,7 @@ class Workspace:
         materialize(work)
         arrays = {t.name: numpy_helper.to_array(t) for t in work.graph.initializer}
         opset = next((o.version for o in work.opset_import if o.domain in ("", "ai.onnx")), 1)
-        groups = build_groups(work.graph, arrays, inferred_shapes(work), opset)
+        groups = build_groups(work.graph, arrays, infer_shapes(work), opset)
         return cls(work, arrays, groups, int(sum(a.size for a in arrays.values())))
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.structured.groups import Consumer, Groups, Slice
+from onnxprune.structured.groups import Consumer, Groups
 
 Arrays = MutableMapping[str, np.ndarray]
 
@@ -31,9 +31,10 @@ def zero(groups: Groups, chosen: np.ndarray, arrays: Arrays) -> None:
 
 def _zero_along(arrays: Arrays, name: str, axis: int, drop: np.ndarray) -> None:
     if drop.any():
-        w = arrays[name].copy()
+        w = arrays[name]
+        if not w.flags.writeable:
+            w = arrays[name] = w.copy()
         np.moveaxis(w, axis, 0)[drop] = 0
-        arrays[name] = w
 
 
 def read(groups: Groups, arrays: Arrays) -> np.ndarray:
@@ -207,13 +208,10 @@ def filter_stats(groups: Groups, arrays: Arrays) -> tuple[np.ndarray, np.ndarray
     sq_sum = np.zeros(groups.count)
     count = np.zeros(groups.count)
     for s in groups.filters:
-        rows = _rows(arrays[s.name], s)
+        w = arrays[s.name]
+        rows = np.moveaxis(w, s.axis, 0).reshape(w.shape[s.axis], -1)
         labels = groups.of(s.tensor)
-        np.add.at(abs_sum, labels, np.abs(rows).sum(axis=1))
-        np.add.at(sq_sum, labels, np.square(rows).sum(axis=1))
+        np.add.at(abs_sum, labels, np.abs(rows).sum(axis=1, dtype=np.float64))
+        np.add.at(sq_sum, labels, np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
         np.add.at(count, labels, rows.shape[1])
     return abs_sum, sq_sum, count
-
-
-def _rows(w: np.ndarray, s: Slice) -> np.ndarray:
-    return np.moveaxis(w.astype(np.float64), s.axis, 0).reshape(w.shape[s.axis], -1)
