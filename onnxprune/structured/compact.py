@@ -3,9 +3,11 @@
 A dependency group (``groups``) is dead when no consumer reads it (every weight on its units is
 zero) or when its units hold a constant (no nonzero incoming weight anywhere in the group, only
 biases, through activations, BatchNormalization, residual sums and the like): that constant is
-folded into the biases of the layers reading it, so the outputs do not change. A constant meeting
-zero padding (a padded Conv, padded averaging) would not stay constant there, so such a group is
-removed only when its constant is exactly zero. Removing units can leave units upstream unread and
+folded into the biases of the layers reading it, so the outputs do not change. Into a padded Conv
+the constant's contribution varies near the borders (the taps in the padding add nothing): it is
+folded as a fixed map over the output positions, added after the Conv (static spatial shapes
+needed). Where the constant cannot be folded exactly (padded averaging, a transposed conv,
+unknown shapes) the group is removed only when its constant is exactly zero. Removing units can leave units upstream unread and
 units downstream constant, so this repeats to a fixed point before the graph is cut once. Blocked
 groups (graph outputs, ops the handlers do not know, shared weights) stay, and so does at least one
 unit of every tensor.

@@ -68,8 +68,10 @@ class Consumer:
         bias: an initializer of one value per output unit a folded constant can be added to;
             None when the layer has none (a new one is made).
         scale: what a folded contribution is multiplied by before it joins the bias.
-        foldable: a unit holding a constant gives this layer a constant contribution that its
-            bias can take (no zero padding, no transposed conv, a bias that is its own).
+        foldable: a unit holding a constant gives this layer a contribution known ahead: a
+            constant its bias can take, or (``window``) a fixed map over its output positions.
+        window: for a padded Conv, where its kernel taps fall inside the input: there a
+            constant input unit contributes a map that varies near the borders.
     """
 
     node: onnx.NodeProto
@@ -80,6 +82,25 @@ class Consumer:
     bias: str | None
     scale: float
     foldable: bool
+    window: Window | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """Per spatial axis of a Conv: padding before, stride, dilation, input and output size."""
+
+    begins: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    sizes_in: tuple[int, ...]
+    sizes_out: tuple[int, ...]
+
+    def taps(self, axis: int, kernel: int) -> np.ndarray:
+        """[kernel, output] bool: kernel tap k of output position o reads inside the input."""
+        k = np.arange(kernel)[:, None]
+        o = np.arange(self.sizes_out[axis])[None, :]
+        at = o * self.strides[axis] - self.begins[axis] + k * self.dilations[axis]
+        return (at >= 0) & (at < self.sizes_in[axis])
 
 
 Rule = Callable[[Consts, Arrays, Mapping[str, np.ndarray]], None]

@@ -79,10 +79,12 @@ def fold(
         if not value.any():
             continue
         folded[labels[value != 0]] = True
+        if c.window is not None:
+            _accumulate(pending, c.node.output[0], _contribution_map(c, arrays[c.weight], value))
+            continue
         delta = _contribution(c, arrays[c.weight], value) * c.scale
         if c.bias is None:
-            out = c.node.output[0]
-            pending[out] = pending.get(out, 0.0) + delta
+            _accumulate(pending, c.node.output[0], delta)
         else:
             b = arrays[c.bias]
             arrays[c.bias] = (b.astype(np.float64) + delta.reshape(b.shape)).astype(b.dtype)
@@ -94,6 +96,30 @@ def _contribution(c: Consumer, w: np.ndarray, value: np.ndarray) -> np.ndarray:
     moved = np.moveaxis(w.astype(np.float64), c.in_axis, -1) @ value
     out_axis = c.out_axis - (c.out_axis > c.in_axis)
     return np.moveaxis(moved, out_axis, 0).reshape(moved.shape[out_axis], -1).sum(axis=1)
+
+
+def _contribution_map(c: Consumer, w: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """What input channels holding ``value`` add at each output position of a padded Conv.
+
+    Returns an [out channels, *output spatial] array: the taps landing in the padding add
+    nothing, so the sum over the kernel changes near the borders.
+    """
+    m = np.tensordot(w.astype(np.float64), value, axes=([1], [0]))  # [O, *kernel]
+    for axis in range(m.ndim - 1):
+        taps = c.window.taps(axis, m.shape[1 + axis])
+        m = np.moveaxis(np.tensordot(m, taps, axes=([1 + axis], [0])), -1, 1 + axis)
+    return m
+
+
+def _accumulate(pending: dict[str, np.ndarray], out: str, delta: np.ndarray) -> None:
+    """Add ``delta`` ([units] or [units, *positions]) to what waits for layer output ``out``."""
+    old = pending.get(out)
+    if old is None:
+        pending[out] = delta
+        return
+    rank = max(old.ndim, delta.ndim)
+    old, delta = (a.reshape(a.shape + (1,) * (rank - a.ndim)) for a in (old, delta))
+    pending[out] = old + delta
 
 
 def cut(
@@ -128,11 +154,11 @@ def cut(
 
 
 def _attach_bias(node, delta, arrays: Arrays, graph: onnx.GraphProto, fresh) -> None:
-    """Give a layer without a bias the bias ``delta``: an input, or an Add after a MatMul."""
+    """Give a layer the folded ``delta``: a bias input, or an Add after it (MatMul, or a map)."""
     out = node.output[0]
     name = fresh(f"{out}_folded_bias")
-    arrays[name] = delta
-    if node.op_type != "MatMul":
+    arrays[name] = delta if delta.ndim == 1 else delta[np.newaxis]  # a map: batch axis first
+    if node.op_type != "MatMul" and delta.ndim == 1:
         while len(node.input) < 3:
             node.input.append("")
         node.input[2] = name

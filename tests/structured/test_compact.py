@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import helper, shape_inference
+from onnx import helper, numpy_helper, shape_inference
 
 from onnxprune.cli import main
 from onnxprune.pruners.prune import prune
@@ -132,7 +132,7 @@ def test_matmul_consumer_without_bias_gets_an_add():
     )
 
 
-def test_padded_consumer_keeps_constant_units_but_drops_zero_ones():
+def test_constant_unit_into_padded_conv_folds_as_a_map_of_in_bounds_taps():
     w = np.ones((3, 1, 3, 3), np.float32)
     w[1:] = 0  # units 1 and 2 have no incoming weight; unit 1 emits 1, unit 2 emits relu(-1)
     nodes = [
@@ -143,8 +143,45 @@ def test_padded_consumer_keeps_constant_units_but_drops_zero_ones():
     inits = {"w": w, "b": [0.0, 1.0, -1.0], "w2": np.ones((2, 3, 3, 3))}
     model = single_io_model(nodes, [1, 1, 4, 4], [1, 2, 4, 4], inits)
     result = compact(model)
-    assert result.removed == {"w": 1} and not result.folded
+    assert result.removed == {"w": 2} and result.folded == {"w": 1}
+    last = result.model.graph.node[-1]
+    assert last.op_type == "Add"
+    folded = next(t for t in result.model.graph.initializer if t.name == last.input[1])
+    taps = np.array([2, 3, 3, 2], np.float32)  # in-bounds taps of a 3-wide kernel, pad 1, size 4
+    expected = np.broadcast_to(np.outer(taps, taps), (1, 2, 4, 4))
+    assert np.array_equal(numpy_helper.to_array(folded), expected)
     _same_outputs(model, result.model, {"x": np.ones((1, 1, 4, 4), np.float32)})
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"pads": [0, 1, 2, 0]},
+        {"pads": [1, 1, 1, 1], "strides": [2, 2]},
+        {"pads": [2, 2, 2, 2], "dilations": [2, 2]},
+        {"auto_pad": "SAME_UPPER", "strides": [2, 2]},
+        {"auto_pad": "SAME_LOWER"},
+    ],
+)
+def test_padded_fold_matches_onnx_runtime_for_strides_dilations_and_auto_pad(attrs):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 2, 3, 3)).astype(np.float32)
+    w[[1, 3]] = 0  # constant units: their biases through Relu
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Conv", ["r", "w2", "b2"], ["y"], **attrs),
+    ]
+    inits = {
+        "w": w,
+        "b": [0.5, 1.5, -0.2, 0.7],
+        "w2": rng.normal(size=(3, 4, 3, 3)),
+        "b2": rng.normal(size=3),
+    }
+    model = shape_inference.infer_shapes(single_io_model(nodes, [1, 2, 7, 6], None, inits))
+    result = compact(model)
+    assert result.removed == {"w": 2} and result.folded == {"w": 2}
+    _same_outputs(model, result.model, {"x": rng.normal(size=(1, 2, 7, 6)).astype(np.float32)})
 
 
 def test_residual_members_and_last_unit_are_kept():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxprune.structured.groups import Builder, Consumer, Slice, Space, handler
+from onnxprune.structured.groups import Builder, Consumer, Slice, Space, Window, handler
 from onnxprune.structured.ops._common import NAN, attr, bias_ok, input_at, padded, rows_zero
 
 
@@ -28,9 +28,11 @@ def _conv(b: Builder, node: onnx.NodeProto) -> None:
     out_ok = bias_ok(b, bias, n_out)
     if group == 1:
         if xs is not None and xs.axis == 1 and xs.size == w.shape[in_axis]:
-            foldable = not transpose and not padded(node) and (not bias or out_ok)
+            window = _window(b, node, w.shape[2:]) if padded(node) else None
+            foldable = not transpose and (not padded(node) or window is not None)
+            foldable = foldable and (not bias or out_ok)
             b.consumers.append(
-                Consumer(node, wname, in_axis, out_axis, x, bias or None, 1.0, foldable)
+                Consumer(node, wname, in_axis, out_axis, x, bias or None, 1.0, foldable, window)
             )
         else:
             b.block(xs)
@@ -42,6 +44,29 @@ def _conv(b: Builder, node: onnx.NodeProto) -> None:
         b.block(xs)
         return
     _depthwise(b, node, xs, n_out // group)
+
+
+def _window(b: Builder, node: onnx.NodeProto, kernel: tuple[int, ...]) -> Window | None:
+    """Where the taps of a padded Conv fall, from static input and output shapes (or None)."""
+    shape_in, shape_out = b.shape(node.input[0]), b.shape(node.output[0])
+    nd = len(kernel)
+    if shape_in is None or shape_out is None or len(shape_in) != nd + 2:
+        return None
+    sizes_in, sizes_out = tuple(shape_in[2:]), tuple(shape_out[2:])
+    if None in sizes_in or None in sizes_out:
+        return None
+    strides = tuple(attr(node, "strides", [1] * nd))
+    dilations = tuple(attr(node, "dilations", [1] * nd))
+    auto = attr(node, "auto_pad", b"NOTSET")
+    if auto in (b"SAME_UPPER", b"SAME_LOWER"):
+        total = [
+            max(0, (o - 1) * s + (k - 1) * d + 1 - i)
+            for i, o, k, s, d in zip(sizes_in, sizes_out, kernel, strides, dilations, strict=True)
+        ]
+        begins = tuple(t // 2 if auto == b"SAME_UPPER" else t - t // 2 for t in total)
+    else:
+        begins = tuple(attr(node, "pads", [0] * 2 * nd)[:nd])
+    return Window(begins, strides, dilations, sizes_in, sizes_out)
 
 
 def _producer(
@@ -60,8 +85,9 @@ def _producer(
         base = np.zeros(n)
         if bias:
             base = base + beta * arrays[bias].astype(np.float64).reshape(-1)
-        if out in pending:
-            base = base + pending[out]
+        if out in pending:  # folded constants: per unit, or maps that may vary by position
+            flat = pending[out].reshape(n, -1)
+            base = base + np.where((flat == flat[:, :1]).all(axis=1), flat[:, 0], NAN)
         consts[out] = np.where(rows_zero(arrays[wname], axis), base, NAN)
 
     b.rules.append(rule)
