@@ -7,10 +7,12 @@ folded into the biases of the layers reading it, so the outputs do not change. I
 the constant's contribution varies near the borders (the taps in the padding add nothing): it is
 folded as a fixed map over the output positions, added after the Conv (static spatial shapes
 needed). Where the constant cannot be folded exactly (padded averaging, a transposed conv,
-unknown shapes) the group is removed only when its constant is exactly zero. Removing units can leave units upstream unread and
-units downstream constant, so this repeats to a fixed point before the graph is cut once. Blocked
-groups (graph outputs, ops the handlers do not know, shared weights) stay, and so does at least one
-unit of every tensor.
+unknown shapes) the group is removed only when its constant is exactly zero. Removing units can
+leave units upstream unread and units downstream constant, so this repeats to a fixed point before
+the graph is cut once. Blocked groups (graph outputs, ops the handlers do not know, shared weights)
+stay, and so does at least one unit of every tensor. A dead filter of one member of a residual sum
+stays when another member keeps that channel alive: ONNX has no cheap way to add into a subset of
+channels.
 """
 
 from __future__ import annotations
