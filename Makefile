@@ -30,7 +30,19 @@ demo: $(STAMP)
 	$(BIN)/onnxprune validate $(DEMO)/lamp_global_0.5.onnx --data models/digits_test.npz \
 		--baseline models/cnn_digits.onnx --max-accuracy-drop 0.05
 	@echo
-	@echo "== 4. the report =="
+	@echo "== 4. structured: remove 25% of the channels (residual groups together), validate (no fine-tuning) =="
+	$(BIN)/onnxprune prune models/cnn_digits.onnx -o $(DEMO)/structured_l1_0.25.onnx \
+		--structured l1 --sparsity 0.25
+	$(BIN)/onnxprune validate $(DEMO)/structured_l1_0.25.onnx --data models/digits_test.npz \
+		--baseline models/cnn_digits.onnx
+	@echo
+	@echo "== 5. compact the 90% magnitude model: dead channels out, outputs unchanged =="
+	$(BIN)/onnxprune compact $(DEMO)/magnitude_global_0.9.onnx \
+		-o $(DEMO)/magnitude_global_0.9.compact.onnx
+	$(BIN)/onnxprune validate $(DEMO)/magnitude_global_0.9.compact.onnx \
+		--data models/digits_test.npz --baseline $(DEMO)/magnitude_global_0.9.onnx
+	@echo
+	@echo "== 6. the report =="
 	$(BIN)/onnxprune report $(DEMO)/sweep.json --html $(DEMO)/index.html --markdown $(DEMO)/README.md
 
 test: $(STAMP)

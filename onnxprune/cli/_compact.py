@@ -47,7 +47,8 @@ def _compact(args: argparse.Namespace) -> int:
         return 0
     for name, count in result.removed.items():
         folded = result.folded.get(name, 0)
-        out(f"{name}: removed {count} units" + (f" ({folded} folded)" if folded else ""))
+        units = "unit" if count == 1 else "units"
+        out(f"{name}: removed {count} {units}" + (f" ({folded} folded)" if folded else ""))
     out(f"parameters {result.params_before} -> {result.params_after}; wrote {args.output}")
     return 0
 
