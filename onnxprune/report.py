@@ -239,6 +239,10 @@ class ValidationResult:
         latency_ms_p95: 95th percentile of the same times.
         throughput: samples per second over the timed batches.
         gate: the gate's decision, ``None`` when no gate was asked for.
+        baseline_latency_ms_p50: median time of one batch of the baseline, in milliseconds,
+            timed on the same batches as the model, after its own warmup.
+        baseline_latency_ms_p95: 95th percentile of the baseline's times.
+        speedup: ``baseline_latency_ms_p50 / latency_ms_p50``; above 1 the model is faster.
     """
 
     model: str | None
@@ -258,6 +262,9 @@ class ValidationResult:
     latency_ms_p95: float
     throughput: float
     gate: GateResult | None
+    baseline_latency_ms_p50: float | None = None
+    baseline_latency_ms_p95: float | None = None
+    speedup: float | None = None
 
     def to_dict(self) -> dict:
         """JSON form with exactly the documented keys; missing metrics are ``None``."""
@@ -277,6 +284,9 @@ class ValidationResult:
             "latency_ms_p50": self.latency_ms_p50,
             "latency_ms_p95": self.latency_ms_p95,
             "throughput": self.throughput,
+            "baseline_latency_ms_p50": self.baseline_latency_ms_p50,
+            "baseline_latency_ms_p95": self.baseline_latency_ms_p95,
+            "speedup": self.speedup,
             "gate": None if self.gate is None else self.gate.to_dict(),
         }
 
@@ -304,5 +314,17 @@ def format_validation(result: ValidationResult) -> str:
         f"latency:     p50 {result.latency_ms_p50:.3f} ms   p95 {result.latency_ms_p95:.3f} ms "
         f"per batch   throughput {result.throughput:,.0f} samples/s"
     )
+    if result.baseline_latency_ms_p50 is not None:
+        out.append(
+            f"vs baseline: p50 {result.baseline_latency_ms_p50:.3f} ms   p95 "
+            f"{result.baseline_latency_ms_p95:.3f} ms per batch   {_speedup(result.speedup)}"
+        )
     out.append(f"gate:        {'none' if result.gate is None else result.gate.reason}")
     return "\n".join(out)
+
+
+def _speedup(value: float | None) -> str:
+    """The speedup (baseline p50 / model p50): ``2.65x faster``, below 1 ``0.80x as fast``."""
+    if value is None:
+        return "speedup n/a"
+    return f"{value:.2f}x faster" if value >= 1 else f"{value:.2f}x as fast (slower)"

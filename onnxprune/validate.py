@@ -7,8 +7,17 @@ into ``C``).
 
 The model runs in batches on the provider ``create_session`` starts (CUDA when it works, else the
 CPU, unless asked otherwise). ``warmup`` untimed runs of the first batch come first; then every
-batch is timed once. A baseline, when given, runs on the same batches, untimed. The gate is a
-value (``GateResult``), never an exception: the CLI exits 3 when it fails.
+batch is timed once. A baseline, when given, gets its own ``warmup`` runs (model and baseline
+warm up in turn) and is timed on the same batches, so the result reports its latency and the
+speedup ``baseline p50 / model p50``.
+
+Model and baseline runs are interleaved batch by batch, and the order alternates: on even batches
+the model runs first, on odd ones the baseline does. Timing all of one model and then all of the
+other would let drift (CPU frequency and heat, other load on the machine) favour one side; a
+fixed order within each batch would always hand the second run the batch's inputs already in
+cache and the first run's ONNX Runtime threads still spinning on the same cores. Alternating
+gives each side the first and the second place equally often, so these effects fall on both.
+The gate is a value (``GateResult``), never an exception: the CLI exits 3 when it fails.
 """
 
 from __future__ import annotations
@@ -115,7 +124,7 @@ def validate(
     max_accuracy_drop: float | None = None,
     min_agreement: float | None = None,
 ) -> ValidationResult:
-    """Run ``model`` (and ``baseline``) on ``data`` with ONNX Runtime and measure it.
+    """Run ``model`` (and ``baseline``) on ``data`` with ONNX Runtime and measure both.
 
     Args:
         model: a path, serialized bytes or ``onnx.ModelProto``.
@@ -124,14 +133,16 @@ def validate(
         provider: ``"auto"``, ``"cuda"`` or ``"cpu"`` (see ``create_session``).
         batch_size: samples per run; a model whose input fixes the batch size uses that (the
             last batch is padded by repeating its last sample, and the padding is discarded).
-        warmup: untimed runs of the first batch before timing.
+        warmup: untimed runs of the first batch before timing, for the model and again for
+            the baseline.
         max_accuracy_drop: gate: baseline top-1 minus model top-1 must be at most this
             (needs labels and a baseline).
         min_agreement: gate: the fraction of top-1 classes that agree with the baseline must
             be at least this (needs a baseline).
 
     Returns:
-        A ``ValidationResult``; its ``gate`` is ``None`` when no gate option was given.
+        A ``ValidationResult``; its ``gate`` is ``None`` when no gate option was given, its
+        baseline latencies and ``speedup`` are ``None`` without a baseline.
 
     Raises:
         InvalidOptionError: a bad option, a gate option without the baseline or labels it
@@ -154,19 +165,41 @@ def validate(
         reference = _Runner.start(baseline, load_model(baseline), dataset, provider)
     step = runner.fixed or int(batch_size)
     tally = _Tally()
-    first = next(batches(runner.feeds, dataset.samples, step))
-    for _ in range(warmup):
-        runner.run(first)
-    times = []
-    for start in range(0, dataset.samples, step):
-        stop = start + step
-        began = time.perf_counter()
-        out = runner.run(runner.batch(start, stop))
-        times.append(time.perf_counter() - began)
-        ref = None if reference is None else reference.run(reference.batch(start, stop))
-        labels = None if dataset.labels is None else dataset.labels[start:stop]
-        tally.add(out, ref, labels)
+    times = _measure(runner, reference, dataset, step, int(warmup), tally)
     return _result(runner, reference, dataset, step, tally, times, max_accuracy_drop, min_agreement)
+
+
+def _measure(
+    runner: _Runner,
+    reference: _Runner | None,
+    dataset: Dataset,
+    step: int,
+    warmup: int,
+    tally: _Tally,
+) -> tuple[list[float], list[float] | None]:
+    """Seconds of every batch of the model and of the baseline; the outputs go into ``tally``.
+
+    Each side first runs its first batch ``warmup`` times, untimed. Then, batch by batch, both
+    run on the same samples, the model first on even batches and the baseline first on odd ones
+    (see the module docstring).
+    """
+    sides = (runner,) if reference is None else (runner, reference)
+    firsts = [side.batch(0, step) for side in sides]
+    for _ in range(warmup):
+        for side, first in zip(sides, firsts, strict=True):
+            side.run(first)
+    times: list[list[float]] = [[] for _ in sides]
+    for index, start in enumerate(range(0, dataset.samples, step)):
+        outs: list[np.ndarray | None] = [None] * len(sides)
+        order = range(len(sides)) if index % 2 == 0 else reversed(range(len(sides)))
+        for i in order:
+            feeds = sides[i].batch(start, start + step)
+            began = time.perf_counter()
+            outs[i] = sides[i].run(feeds)
+            times[i].append(time.perf_counter() - began)
+        labels = None if dataset.labels is None else dataset.labels[start : start + step]
+        tally.add(outs[0], outs[1] if reference is not None else None, labels)
+    return times[0], times[1] if reference is not None else None
 
 
 def _recheck(dataset: Dataset, model: onnx.ModelProto) -> Dataset:
@@ -311,7 +344,7 @@ def _result(
     dataset: Dataset,
     step: int,
     tally: _Tally,
-    times: list[float],
+    times: tuple[list[float], list[float] | None],
     max_accuracy_drop: float | None,
     min_agreement: float | None,
 ) -> ValidationResult:
@@ -323,7 +356,14 @@ def _result(
     top1 = correct[0] / n if labelled else None
     baseline_top1 = correct[2] / n if labelled and compared else None
     agreement = tally.agree / n if compared else None
-    p50, p95 = np.percentile(np.asarray(times) * 1e3, [50, 95])
+    model_times, baseline_times = times
+    p50, p95 = (float(t) for t in np.percentile(np.asarray(model_times) * 1e3, [50, 95]))
+    baseline_p50 = baseline_p95 = speedup = None
+    if baseline_times is not None:
+        baseline_p50, baseline_p95 = (
+            float(t) for t in np.percentile(np.asarray(baseline_times) * 1e3, [50, 95])
+        )
+        speedup = baseline_p50 / p50 if p50 > 0 else None
     return ValidationResult(
         model=runner.name,
         baseline=None if reference is None else reference.name,
@@ -338,9 +378,12 @@ def _result(
         agreement=agreement,
         max_abs_diff=tally.max_abs if compared else None,
         mean_abs_diff=tally.sum_abs / tally.elements if compared and tally.elements else None,
-        latency_ms_p50=float(p50),
-        latency_ms_p95=float(p95),
-        throughput=n / sum(times) if sum(times) > 0 else math.inf,
+        latency_ms_p50=p50,
+        latency_ms_p95=p95,
+        throughput=n / sum(model_times) if sum(model_times) > 0 else math.inf,
+        baseline_latency_ms_p50=baseline_p50,
+        baseline_latency_ms_p95=baseline_p95,
+        speedup=speedup,
         gate=decide_gate(top1, baseline_top1, agreement, max_accuracy_drop, min_agreement),
     )
 

@@ -277,7 +277,7 @@ class GateResult(_message.Message):
     def __init__(self, passed: _Optional[bool] = ..., reason: _Optional[str] = ..., max_accuracy_drop: _Optional[float] = ..., min_agreement: _Optional[float] = ...) -> None: ...
 
 class ValidationResult(_message.Message):
-    __slots__ = ("model", "baseline", "provider", "samples", "batch_size", "top1", "top5", "baseline_top1", "baseline_top5", "agreement", "max_abs_diff", "mean_abs_diff", "latency_ms_p50", "latency_ms_p95", "throughput", "gate", "json", "text")
+    __slots__ = ("model", "baseline", "provider", "samples", "batch_size", "top1", "top5", "baseline_top1", "baseline_top5", "agreement", "max_abs_diff", "mean_abs_diff", "latency_ms_p50", "latency_ms_p95", "throughput", "gate", "json", "text", "baseline_latency_ms_p50", "baseline_latency_ms_p95", "speedup")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -296,6 +296,9 @@ class ValidationResult(_message.Message):
     GATE_FIELD_NUMBER: _ClassVar[int]
     JSON_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_LATENCY_MS_P50_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_LATENCY_MS_P95_FIELD_NUMBER: _ClassVar[int]
+    SPEEDUP_FIELD_NUMBER: _ClassVar[int]
     model: str
     baseline: str
     provider: str
@@ -314,4 +317,7 @@ class ValidationResult(_message.Message):
     gate: GateResult
     json: str
     text: str
-    def __init__(self, model: _Optional[str] = ..., baseline: _Optional[str] = ..., provider: _Optional[str] = ..., samples: _Optional[int] = ..., batch_size: _Optional[int] = ..., top1: _Optional[float] = ..., top5: _Optional[float] = ..., baseline_top1: _Optional[float] = ..., baseline_top5: _Optional[float] = ..., agreement: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., latency_ms_p50: _Optional[float] = ..., latency_ms_p95: _Optional[float] = ..., throughput: _Optional[float] = ..., gate: _Optional[_Union[GateResult, _Mapping]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+    baseline_latency_ms_p50: float
+    baseline_latency_ms_p95: float
+    speedup: float
+    def __init__(self, model: _Optional[str] = ..., baseline: _Optional[str] = ..., provider: _Optional[str] = ..., samples: _Optional[int] = ..., batch_size: _Optional[int] = ..., top1: _Optional[float] = ..., top5: _Optional[float] = ..., baseline_top1: _Optional[float] = ..., baseline_top5: _Optional[float] = ..., agreement: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., latency_ms_p50: _Optional[float] = ..., latency_ms_p95: _Optional[float] = ..., throughput: _Optional[float] = ..., gate: _Optional[_Union[GateResult, _Mapping]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ..., baseline_latency_ms_p50: _Optional[float] = ..., baseline_latency_ms_p95: _Optional[float] = ..., speedup: _Optional[float] = ...) -> None: ...

@@ -32,6 +32,7 @@ UNARY = {
     "Sqrt": lambda c, n: np.sqrt(c),
     "Identity": lambda c, n: c,
     "Dropout": lambda c, n: c,
+    "Cast": lambda c, n: c,
 }
 
 
