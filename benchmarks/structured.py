@@ -10,6 +10,8 @@ dense random initializers), pruned with ``structured_prune(..., criterion="l1")`
 - ONNX Runtime CPU latency (CPUExecutionProvider, default intra-op threads, batch 1, 224x224):
   warm-up runs, then the median of ``--repeat`` runs, dense and compacted in the same process;
   prints the speedups (target >= 1.6x at 50%);
+- on a machine where ONNX Runtime's CUDA provider starts, the same latencies on the GPU at
+  batch 1 and batch 32 (otherwise a line says the GPU timings were skipped);
 - correctness: the compacted model's outputs equal the masked model's (the same pruning as
   zeros in the original graph) on one random input, within 1e-4 relative (max abs difference
   over max abs output, outputs and logits).
@@ -35,6 +37,7 @@ import numpy as np
 import onnx
 from _models import LIGHT, random_weights  # benchmarks/ is on sys.path
 
+from onnxprune._ort import create_session
 from onnxprune.structured import structured_prune
 
 SPARSITIES = (0.3, 0.5)
@@ -91,11 +94,9 @@ def _trans_b(node: onnx.NodeProto) -> bool:
     return any(a.name == "transB" and a.i for a in node.attribute)
 
 
-def session(model: onnx.ModelProto):
-    """An ONNX Runtime CPU session with default options."""
-    import onnxruntime as ort
-
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+def session(model: onnx.ModelProto, provider: str = "cpu"):
+    """An ONNX Runtime session with default options: on the CPU, or on CUDA when it starts."""
+    return create_session(model.SerializeToString(), provider)[0]
 
 
 def feed(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -107,9 +108,11 @@ def feed(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
     return {names[0]: x}
 
 
-def latency(model: onnx.ModelProto, x: np.ndarray, warmup: int, repeat: int) -> float:
+def latency(
+    model: onnx.ModelProto, x: np.ndarray, warmup: int, repeat: int, provider: str = "cpu"
+) -> float:
     """Median wall time of one ``run`` after ``warmup`` runs, in seconds."""
-    sess, inputs = session(model), feed(model, x)
+    sess, inputs = session(model, provider), feed(model, x)
     for _ in range(warmup):
         sess.run(None, inputs)
     times = []
@@ -118,6 +121,23 @@ def latency(model: onnx.ModelProto, x: np.ndarray, warmup: int, repeat: int) -> 
         sess.run(None, inputs)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def gpu_timings(dense: onnx.ModelProto, smalls: dict[float, onnx.ModelProto], args) -> None:
+    """Dense vs compacted latency on CUDA at batch 1 and 32, when the CUDA provider starts."""
+    provider = create_session(dense.SerializeToString(), "auto")[1]
+    if provider != "CUDAExecutionProvider":
+        print(f"GPU: ONNX Runtime runs on {provider} here; GPU timings skipped")
+        return
+    for batch in (1, 32):
+        x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
+        t0 = latency(dense, x, args.warmup, args.repeat, "cuda")
+        for sparsity, small in smalls.items():
+            t1 = latency(small, x, args.warmup, args.repeat, "cuda")
+            print(
+                f"CUDA batch {batch}, {sparsity:.0%}: dense {t0 * 1e3:.2f} ms, compacted "
+                f"{t1 * 1e3:.2f} ms, speedup {t0 / t1:.2f}x"
+            )
 
 
 def agreement(a: onnx.ModelProto, b: onnx.ModelProto, x: np.ndarray) -> float:
@@ -154,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         f"ORT CPU {t0 * 1e3:.1f} ms (median of {args.repeat})"
     )
     print("structured L1 filter pruning, per layer; residual groups pruned as one")
-    ok = True
+    ok, smalls = True, {}
     for sparsity in SPARSITIES:
         start = time.perf_counter()
         result = structured_prune(dense, sparsity=sparsity, criterion="l1")
         took = time.perf_counter() - start
-        small = result.model
+        small = smalls[sparsity] = result.model
         kept = sum(k for k, _ in result.units.values())
         total = sum(n for _, n in result.units.values())
         p1, f1 = params(small), macs(small)
@@ -179,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{sparsity:.0%}: compacted vs masked outputs, max rel difference {rel:.2e} "
             f"(<= {AGREE:g}): {'ok' if rel <= AGREE else 'FAILED'}"
         )
+    gpu_timings(dense, smalls, args)
     return 0 if ok else 1
 
 
