@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper, shape_inference
 
@@ -16,27 +15,17 @@ from onnxprune.pruners.prune import prune
 from onnxprune.sparsity import analyze
 from onnxprune.structured import compact
 from tests.helpers import single_io_model
+from tests.structured._common import close, params, run
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 DATA = np.load(MODELS / "digits_test.npz")
-
-
-def _run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, feed)[0]
 
 
 def _same_outputs(before: onnx.ModelProto, after: onnx.ModelProto, feed) -> None:
     onnx.checker.check_model(after, full_check=True)
     assert after.ir_version == before.ir_version
     assert list(after.opset_import) == list(before.opset_import)
-    a, b = _run(before, feed), _run(after, feed)
-    assert a.shape == b.shape
-    assert np.abs(a - b).max() <= 1e-5 * max(1.0, float(np.abs(a).max()))
-
-
-def _params(model: onnx.ModelProto) -> int:
-    return sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    assert close(run(before, feed)[0], run(after, feed)[0])
 
 
 def test_mlp_pruned95_removes_every_dead_unit_and_keeps_outputs():
@@ -46,8 +35,8 @@ def test_mlp_pruned95_removes_every_dead_unit_and_keeps_outputs():
     dead = {row.name: row.dead_outputs for row in analyze(model).layers}
     assert result.removed == {k: v for k, v in dead.items() if v}
     h1, h2 = 300 - dead["fc1.weight"], 100 - dead["fc2.weight"]
-    assert result.params_after == _params(result.model) == h1 * 65 + h2 * (h1 + 1) + 10 * h2 + 10
-    assert result.params_before == _params(model)
+    assert result.params_after == params(result.model) == h1 * 65 + h2 * (h1 + 1) + 10 * h2 + 10
+    assert result.params_before == params(model)
     assert analyze(result.model).layers[0].dead_outputs == 0
 
 
@@ -56,7 +45,7 @@ def test_pruned_cnn_keeps_outputs_and_shrinks(sparsity):
     model = prune(onnx.load(MODELS / "cnn_digits.onnx"), sparsity=sparsity).model
     result = compact(model)
     _same_outputs(model, result.model, {"image": DATA["image"]})
-    assert result.params_before - result.params_after == _params(model) - _params(result.model)
+    assert result.params_before - result.params_after == params(model) - params(result.model)
     if sparsity >= 0.9:
         assert result.removed
 
@@ -206,4 +195,4 @@ def test_cli_compact(tmp_path, capsys):
     )
     summary = json.loads(capsys.readouterr().out)
     assert summary["removed"] == {"fc1.weight": 140, "fc2.weight": 31}
-    assert summary["params_after"] == _params(onnx.load(out)) < summary["params_before"]
+    assert summary["params_after"] == params(onnx.load(out)) < summary["params_before"]

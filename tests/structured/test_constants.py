@@ -10,17 +10,15 @@ against the values ONNX Runtime computes for each weight in the original model.
 from __future__ import annotations
 
 import collections
-from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from onnxprune.structured._constants import materialize
+from tests.structured._common import LIGHT, run
 
-LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 F = TensorProto.FLOAT
 
 
@@ -41,15 +39,6 @@ def _const(name: str, array) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [name], value=_init(name + "_value", array))
 
 
-def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # the light ResNet has an unused initializer ORT warns about
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    return session.run(None, feeds)
-
-
 def _materialized(model: onnx.ModelProto, feeds: dict[str, np.ndarray]):
     """A materialized copy of ``model`` and the count; checked valid and ORT-equal to it."""
     copy = onnx.ModelProto()
@@ -59,7 +48,7 @@ def _materialized(model: onnx.ModelProto, feeds: dict[str, np.ndarray]):
     assert copy.ir_version == model.ir_version
     assert list(copy.opset_import) == list(model.opset_import)
     assert count == len(model.graph.node) - len(copy.graph.node)
-    for before, after in zip(_run(model, feeds), _run(copy, feeds), strict=True):
+    for before, after in zip(run(model, feeds), run(copy, feeds), strict=True):
         np.testing.assert_allclose(after, before, rtol=1e-5)
     return copy, count
 
@@ -96,7 +85,7 @@ def _tensors_by_ort(model: onnx.ModelProto, names: list[str], feeds) -> dict[str
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     probe.graph.output.extend(types[n] for n in names)
-    values = _run(probe, feeds)[len(model.graph.output) :]
+    values = run(probe, feeds)[len(model.graph.output) :]
     return dict(zip(names, values, strict=True))
 
 
@@ -166,7 +155,7 @@ def test_constant_unsqueeze_axes_attribute_ir3() -> None:
     # IR 3: the new initializer is a graph input, with its type and shape
     assert [i.name for i in result.graph.input] == ["x", "u"]
     assert result.graph.input[1] == _vi("u", [3, 1, 1])
-    (y,) = _run(result, {"x": x})
+    (y,) = run(result, {"x": x})
     np.testing.assert_array_equal(y[0], [x[0, 0] * 1, x[0, 1] * 2, x[0, 2] * 3])
 
 
@@ -245,7 +234,7 @@ def test_constant_cast_reshape() -> None:
     assert list(w) == ["w"]
     assert w["w"].dtype == np.float32
     np.testing.assert_array_equal(w["w"], [[0, 1, 2], [3, 4, 5]])
-    np.testing.assert_array_equal(_run(result, {"x": x})[0], [[3, 5, 7]])
+    np.testing.assert_array_equal(run(result, {"x": x})[0], [[3, 5, 7]])
 
 
 def test_reshape_allowzero_keeps_a_zero_dim() -> None:
@@ -418,7 +407,7 @@ def test_shared_shape_initializer_stays_ir3() -> None:
     assert values.keys() == {"s", "w"}
     np.testing.assert_array_equal(values["w"], np.full((2, 3), 0.5, np.float32))
     assert [i.name for i in result.graph.input] == ["x", "s", "w"]
-    np.testing.assert_array_equal(_run(result, {"x": x})[0], x.reshape(2, 3) + 0.5)
+    np.testing.assert_array_equal(run(result, {"x": x})[0], x.reshape(2, 3) + 0.5)
 
 
 def test_folded_output_read_by_a_remaining_node_is_kept() -> None:

@@ -7,27 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from onnxprune.cli import main
 from onnxprune.errors import InvalidOptionError
 from onnxprune.structured import structured_prune
 from tests.helpers import single_io_model
+from tests.structured._common import close, init, run
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 DATA = np.load(MODELS / "digits_test.npz")
 CASES = [("cnn_digits.onnx", "image"), ("mlp_digits.onnx", "x")]
-
-
-def _run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, feed)[0]
-
-
-def _init(model: onnx.ModelProto, name: str) -> np.ndarray:
-    return next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name)
 
 
 @pytest.mark.parametrize("criterion", ["l1", "l2", "random"])
@@ -37,8 +28,7 @@ def test_compacted_outputs_equal_masked_outputs(file, input_name, criterion):
     result = structured_prune(model, sparsity=0.5, criterion=criterion, round_to=8)
     onnx.checker.check_model(result.model, full_check=True)
     feed = {input_name: DATA[input_name]}
-    a, b = _run(result.masked, feed), _run(result.model, feed)
-    assert np.abs(a - b).max() <= 1e-5 * max(1.0, float(np.abs(a).max()))
+    assert close(run(result.masked, feed)[0], run(result.model, feed)[0])
     for name, (kept, total) in result.units.items():
         assert kept % 8 == 0 and kept >= total / 2
         assert result.compaction.removed[name] == total - kept
@@ -50,8 +40,8 @@ def test_mlp_parameter_count_and_l1_keeps_the_largest_filters():
     k1, k2 = result.units["fc1.weight"][0], result.units["fc2.weight"][0]
     assert (k1, k2) == (150, 50)
     assert result.compaction.params_after == k1 * 65 + k2 * (k1 + 1) + 10 * k2 + 10
-    w = _init(model, "fc1.weight")
-    kept_rows = _init(result.model, "fc1.weight")
+    w = init(model, "fc1.weight")
+    kept_rows = init(result.model, "fc1.weight")
     mean_abs = np.abs(w).mean(axis=1)
     expected = np.sort(np.argsort(mean_abs, kind="stable")[150:])
     assert np.array_equal(kept_rows, w[expected])
@@ -62,15 +52,15 @@ def test_residual_group_is_pruned_together_by_its_combined_l1():
     result = structured_prune(model, sparsity=0.5)
     stem, last = "onnx::Conv_39", "onnx::Conv_45"  # both feed the residual Add
     assert result.units[stem] == result.units[last] == (8, 16)
-    a, b = _init(model, stem), _init(model, last)
+    a, b = init(model, stem), init(model, last)
     total = np.abs(a).reshape(16, -1).sum(axis=1) + np.abs(b).reshape(16, -1).sum(axis=1)
     score = total / (a[0].size + b[0].size)
     kept = np.sort(np.argsort(score, kind="stable")[8:])
     dropped = np.setdiff1d(np.arange(16), kept)
-    assert not _init(result.masked, stem)[dropped].any()
-    assert not _init(result.masked, last)[dropped].any()
-    assert np.array_equal(_init(result.model, stem), a[kept])
-    assert _init(result.model, "down.weight").shape[1] == 8
+    assert not init(result.masked, stem)[dropped].any()
+    assert not init(result.masked, last)[dropped].any()
+    assert np.array_equal(init(result.model, stem), a[kept])
+    assert init(result.model, "down.weight").shape[1] == 8
 
 
 def test_global_scope_ranks_layer_normalized_scores():
@@ -78,7 +68,7 @@ def test_global_scope_ranks_layer_normalized_scores():
     result = structured_prune(model, sparsity=0.5, scope="global")
     scores = []
     for name in ("fc1.weight", "fc2.weight"):
-        s = np.abs(_init(model, name)).mean(axis=1)
+        s = np.abs(init(model, name)).mean(axis=1)
         scores.append(s / s.mean())
     n1, n2 = scores[0].size, scores[1].size
     cut = np.sort(np.concatenate(scores))[round(0.5 * (n1 + n2)) - 1]
@@ -98,7 +88,7 @@ def test_never_every_unit():
     model = single_io_model(nodes, [1, 2], [1, 1], {"w": np.ones((2, 2)), "v": np.ones((2, 1))})
     result = structured_prune(model, sparsity=0.99)
     assert result.units == {"w": (1, 2)}
-    assert _init(result.model, "w").shape == (2, 1)
+    assert init(result.model, "w").shape == (2, 1)
 
 
 @pytest.mark.parametrize(
@@ -128,6 +118,6 @@ def test_cli_prune_structured(tmp_path, capsys):
         "down.weight": [16, 32],
     }
     small = onnx.load(out)
-    assert _init(small, "onnx::Conv_45").shape == (8, 8, 3, 3)
-    assert _init(small, "down.weight").shape == (16, 8, 3, 3)
+    assert init(small, "onnx::Conv_45").shape == (8, 8, 3, 3)
+    assert init(small, "down.weight").shape == (16, 8, 3, 3)
     assert main([*args, "--structured", "l1"]) == 2

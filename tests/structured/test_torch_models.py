@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 from onnxprune.structured import compact, structured_prune
+from tests.structured._common import close, export, run
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -61,7 +59,7 @@ MODELS = {
 }
 
 
-def _export(name: str, tmp_path: Path, amount: float) -> onnx.ModelProto:
+def _export(name: str, amount: float) -> onnx.ModelProto:
     factory, shape = MODELS[name]
     torch.manual_seed(0)
     net = factory().eval()
@@ -72,47 +70,35 @@ def _export(name: str, tmp_path: Path, amount: float) -> onnx.ModelProto:
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-1, 1)
                 m.running_var.uniform_(0.5, 2)
-    path = tmp_path / f"{name}.onnx"
-    torch.onnx.export(
-        net, (torch.randn(*shape),), str(path), dynamo=False, opset_version=17,
-        input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
-    )  # fmt: skip
-    model = onnx.load(str(path))
-    model.ir_version = min(model.ir_version, 10)
-    return model
+    return export(torch, net, shape)
 
 
 def _outputs(model: onnx.ModelProto, name: str) -> np.ndarray:
     x = np.random.default_rng(0).normal(size=(4, *MODELS[name][1][1:])).astype(np.float32)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": x})[0]
-
-
-def _close(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and np.abs(a - b).max() <= 1e-5 * max(1.0, float(np.abs(a).max()))
+    return run(model, {"x": x})[0]
 
 
 @pytest.mark.parametrize("amount", [0.8, 0.95])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_compaction_keeps_outputs(tmp_path, name, amount):
-    model = _export(name, tmp_path, amount)
+def test_compaction_keeps_outputs(name, amount):
+    model = _export(name, amount)
     result = compact(model)
     onnx.checker.check_model(result.model, full_check=True)
-    assert _close(_outputs(model, name), _outputs(result.model, name))
+    assert close(_outputs(model, name), _outputs(result.model, name))
     if amount == 0.95 and name != "resnet":  # resnet's one chain ends in a padded conv
         assert result.params_after < result.params_before
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_structured_equals_masked(tmp_path, name):
-    result = structured_prune(_export(name, tmp_path, 0.0), sparsity=0.5, criterion="l1")
+def test_structured_equals_masked(name):
+    result = structured_prune(_export(name, 0.0), sparsity=0.5, criterion="l1")
     onnx.checker.check_model(result.model, full_check=True)
     assert result.units
-    assert _close(_outputs(result.masked, name), _outputs(result.model, name))
+    assert close(_outputs(result.masked, name), _outputs(result.model, name))
 
 
-def test_residual_group_removed_together(tmp_path):
-    model = _export("resnet", tmp_path, 0.0)
+def test_residual_group_removed_together():
+    model = _export("resnet", 0.0)
     result = structured_prune(model, sparsity=0.5)
     convs = [n.input[1] for n in model.graph.node if n.op_type == "Conv"]
     stem, conv1, conv2 = convs
