@@ -242,7 +242,8 @@ class ValidationResult:
         baseline_latency_ms_p50: median time of one batch of the baseline, in milliseconds,
             timed on the same batches as the model, after its own warmup.
         baseline_latency_ms_p95: 95th percentile of the baseline's times.
-        speedup: ``baseline_latency_ms_p50 / latency_ms_p50``; above 1 the model is faster.
+        speedup: ``baseline_latency_ms_p50 / latency_ms_p50``; above 1 the model is faster
+            (``None`` without a baseline, or when the model's median time is 0).
     """
 
     model: str | None

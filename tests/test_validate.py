@@ -123,7 +123,8 @@ def test_without_labels_and_baseline_only_latency_is_measured(tmp_path: Path) ->
     data = result.to_dict()
     assert [k for k, v in data.items() if v is None] == [
         "model", "baseline", "top1", "top5", "baseline_top1", "baseline_top5", "agreement",
-        "max_abs_diff", "mean_abs_diff", "gate",
+        "max_abs_diff", "mean_abs_diff", "baseline_latency_ms_p50", "baseline_latency_ms_p95",
+        "speedup", "gate",
     ]  # fmt: skip
     assert data["provider"] == "CPUExecutionProvider"
     assert data["samples"] == N
@@ -216,7 +217,8 @@ def test_to_dict_has_exactly_the_documented_keys(tmp_path: Path) -> None:
     assert list(as_dict) == [
         "model", "baseline", "provider", "samples", "batch_size", "top1", "top5",
         "baseline_top1", "baseline_top5", "agreement", "max_abs_diff", "mean_abs_diff",
-        "latency_ms_p50", "latency_ms_p95", "throughput", "gate",
+        "latency_ms_p50", "latency_ms_p95", "throughput", "baseline_latency_ms_p50",
+        "baseline_latency_ms_p95", "speedup", "gate",
     ]  # fmt: skip
     assert list(as_dict["gate"]) == ["passed", "reason", "max_accuracy_drop", "min_agreement"]
     assert as_dict["model"] == "pruned.onnx"

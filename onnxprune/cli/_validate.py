@@ -21,12 +21,16 @@ def add(sub: argparse._SubParsersAction) -> None:
         description=(
             "Run a model on an .npz dataset (one array per graph input, optional integer "
             "'labels') with ONNX Runtime and report top-1/top-5 accuracy, agreement and output "
-            "difference with a baseline, latency and throughput. Exits 3 when the gate fails."
+            "difference with a baseline, latency and throughput; the baseline is timed on the "
+            "same batches, and the speedup is its p50 over the model's. Exits 3 when the gate "
+            "fails."
         ),
     )
     p.add_argument("model", help="path of the .onnx model")
     p.add_argument("--data", required=True, metavar="NPZ", help="the dataset (.npz)")
-    p.add_argument("--baseline", metavar="MODEL", help="model to compare with (e.g. unpruned)")
+    p.add_argument(
+        "--baseline", metavar="MODEL", help="model to compare with and time (e.g. unpruned)"
+    )
     p.add_argument(
         "--max-accuracy-drop",
         type=float,
@@ -46,7 +50,9 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="execution provider (default auto: CUDA when it starts, else the CPU)",
     )
     p.add_argument("--batch-size", type=int, default=64, help="samples per run (default 64)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    p.add_argument(
+        "--warmup", type=int, default=3, help="untimed runs first, of each model (default 3)"
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--report-out", metavar="JSON", help="also write the result as JSON")
     add_debug(p)

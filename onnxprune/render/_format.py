@@ -26,6 +26,11 @@ def compression(value: float | None, sparsity: float | None = 0.0) -> str:
     return f"{value:,.2f}x"
 
 
+def ratio(value: float | None) -> str:
+    """A ratio of two measurements, e.g. a speedup: ``2.654`` -> ``2.65x``; null -> ``n/a``."""
+    return MISSING if value is None else f"{value:,.2f}x"
+
+
 def count(value: float | None) -> str:
     """An integer count with thousands separators: ``50200`` -> ``50,200``."""
     if value is None:

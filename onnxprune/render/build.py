@@ -21,7 +21,7 @@ from onnxprune.render.document import (
     Table,
     Verdict,
 )
-from onnxprune.render.kinds import detect_kind
+from onnxprune.render.kinds import OPTIONAL_VALIDATION_FIELDS, detect_kind
 
 LAYER_HEADER = ("#", "layer", "op", "shape", "params", "direct", "effective", "dead in", "dead out")
 ITEM_HEADER = (
@@ -143,7 +143,11 @@ def _fallback_paragraph(ops: list[str]) -> Paragraph:
 
 
 def validation_section(data: Mapping, title: str) -> Section:
-    """The metrics table and the gate's verdict of one validation result."""
+    """The metrics table and the gate's verdict of one validation result.
+
+    Results written before the baseline was timed lack its latencies; they show as ``n/a``.
+    """
+    data = {**dict.fromkeys(OPTIONAL_VALIDATION_FIELDS), **data}
     rows = (
         ("model", fmt.text(data["model"])),
         ("baseline", fmt.text(data["baseline"])),
@@ -160,6 +164,15 @@ def validation_section(data: Mapping, title: str) -> Section:
         ("latency p50 per batch", fmt.number(data["latency_ms_p50"], "ms", ".3f")),
         ("latency p95 per batch", fmt.number(data["latency_ms_p95"], "ms", ".3f")),
         ("throughput", fmt.number(data["throughput"], "samples/s", ",.1f")),
+        (
+            "baseline latency p50 per batch",
+            fmt.number(data["baseline_latency_ms_p50"], "ms", ".3f"),
+        ),
+        (
+            "baseline latency p95 per batch",
+            fmt.number(data["baseline_latency_ms_p95"], "ms", ".3f"),
+        ),
+        ("speedup (baseline p50 / model p50)", fmt.ratio(data["speedup"])),
     )
     return Section(title, (_gate(data["gate"]), Table(("metric", "value"), rows, (False, True))))
 

@@ -58,6 +58,11 @@ VALIDATION_FIELDS = {
     "throughput": "num?",
     "gate": "dict?",
 }
+OPTIONAL_VALIDATION_FIELDS = {  # checked when present: results from before they existed lack them
+    "baseline_latency_ms_p50": "num?",
+    "baseline_latency_ms_p95": "num?",
+    "speedup": "num?",
+}
 GATE_FIELDS = {
     "passed": "bool",
     "reason": "str?",
@@ -169,6 +174,7 @@ def check_sparsity(data: Mapping, where: str = "sparsity report") -> None:
 def check_validation(data: Mapping, where: str = "validation result") -> None:
     """Check a validation result's keys and, when there is one, its gate's."""
     _check(data, VALIDATION_FIELDS, where)
+    _check(data, OPTIONAL_VALIDATION_FIELDS, where, required=False)
     if data["gate"] is not None:
         _check(data["gate"], GATE_FIELDS, f"{where} gate")
 

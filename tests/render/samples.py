@@ -47,6 +47,9 @@ def validation_result(**changes: object) -> dict:
         "latency_ms_p50": 0.1234,
         "latency_ms_p95": 0.2,
         "throughput": 251234.5,
+        "baseline_latency_ms_p50": 0.3271,
+        "baseline_latency_ms_p95": 0.4,
+        "speedup": 0.3271 / 0.1234,  # 2.65x
         "gate": {
             "passed": False,
             "reason": "top-1 dropped 2.22% > 1.00% allowed",
@@ -109,6 +112,9 @@ def sweep(*, labels: bool = True) -> dict:
         agreement=None,
         max_abs_diff=None,
         mean_abs_diff=None,
+        baseline_latency_ms_p50=None,
+        baseline_latency_ms_p95=None,
+        speedup=None,
         gate=None,
     )
     return {"kind": "sweep", "model": "mlp_digits.onnx", "dense": dense, "runs": runs}

@@ -100,6 +100,8 @@ def test_validation_page_has_metrics_and_the_gate_but_no_plots():
     assert '<div class="verdict fail"><strong>Gate FAILED</strong>' in page
     assert "<li>top-1 dropped 2.22% &gt; 1.00% allowed</li>" in page
     assert '<td>top-1 accuracy</td><td class="num">95.00%</td>' in page
+    assert '<td>baseline latency p50 per batch</td><td class="num">0.327 ms</td>' in page
+    assert '<td>speedup (baseline p50 / model p50)</td><td class="num">2.65x</td>' in page
     passed = render_html(
         samples.validation_result(gate={**samples.validation_result()["gate"], "passed": True})
     )

@@ -77,6 +77,8 @@ def test_nested_validation_and_gate_are_checked():
     sweep = samples.sweep()
     del sweep["dense"]["throughput"]
     assert _error(sweep) == "sweep dense lacks the key 'throughput'"
+    message = _error(samples.validation_result(speedup="2.65x"))
+    assert message == "validation result.speedup must be a number or null, got a string"
     sweep = samples.sweep()
     sweep["runs"][3]["sparsity"] = None
     assert _error(sweep) == "sweep runs[3].sparsity must be a number, got null"

@@ -101,6 +101,9 @@ def test_validation_metrics_and_failed_gate():
     assert metrics["latency p50 per batch"] == "0.123 ms"
     assert metrics["latency p95 per batch"] == "0.200 ms"
     assert metrics["throughput"] == "251,234.5 samples/s"
+    assert metrics["baseline latency p50 per batch"] == "0.327 ms"
+    assert metrics["baseline latency p95 per batch"] == "0.400 ms"
+    assert metrics["speedup (baseline p50 / model p50)"] == "2.65x"
     assert metrics["samples"] == "360"
     assert metrics["provider"] == "CPUExecutionProvider"
     assert "**Gate: FAILED**" in text
@@ -119,6 +122,21 @@ def test_validation_nulls_and_passed_or_absent_gate():
     assert "**Gate: passed**" in text
     assert "max top-1 drop allowed" not in text
     assert "No gate was set." in render_markdown(samples.validation_result(gate=None))
+
+
+def test_validation_without_baseline_timings_shows_them_as_missing():
+    untimed = samples.validation_result(
+        baseline_latency_ms_p50=None, baseline_latency_ms_p95=None, speedup=None
+    )
+    older = samples.validation_result()  # written before the baseline was timed
+    for key in ("baseline_latency_ms_p50", "baseline_latency_ms_p95", "speedup"):
+        del older[key]
+    for data in (untimed, older):
+        metrics = dict(_tables(render_markdown(data))["metric"][1:])
+        assert metrics["baseline latency p50 per batch"] == "n/a"
+        assert metrics["baseline latency p95 per batch"] == "n/a"
+        assert metrics["speedup (baseline p50 / model p50)"] == "n/a"
+        assert metrics["latency p50 per batch"] == "0.123 ms"
 
 
 def test_sweep_table_has_dense_then_every_run():

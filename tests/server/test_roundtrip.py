@@ -19,6 +19,7 @@ from onnxprune.report import format_table
 from tests.server.conftest import DATA, MLP
 
 TIMINGS = ("latency_ms_p50", "latency_ms_p95", "throughput")
+BASELINE_TIMINGS = ("baseline_latency_ms_p50", "baseline_latency_ms_p95", "speedup")
 
 
 def _big_mlp(path, hidden=1024, seed=0):
@@ -106,16 +107,28 @@ def test_validate_equals_the_library_but_for_timings(address, tmp_path):
         remote = client.validate(pruned, DATA, baseline=MLP, provider="cpu", **gate)
     local = onnxprune.validate(pruned, DATA, baseline=MLP, provider="cpu", **gate).to_dict()
     remote_dict = json.loads(remote.json)
-    for key in TIMINGS:
-        assert remote_dict.pop(key) > 0
+    for key in TIMINGS + BASELINE_TIMINGS:
+        assert remote_dict[key] > 0
+        assert getattr(remote, key) == remote_dict.pop(key)  # the typed field is set too
         local.pop(key)
     assert remote_dict == local
+    assert remote.speedup == remote.baseline_latency_ms_p50 / remote.latency_ms_p50
+    assert "vs baseline: p50 " in remote.text
     assert remote.model == "pruned.onnx"
     assert remote.baseline == "mlp_digits.onnx"
     assert remote.HasField("gate")
     assert not remote.gate.passed  # 95% without fine-tuning loses far more than 1 point
     assert remote.gate.reason == local["gate"]["reason"]
     assert "gate:" in remote.text
+
+
+def test_validate_without_a_baseline_leaves_the_baseline_timings_unset(address):
+    with Client(address) as client:
+        remote = client.validate(MLP, DATA, provider="cpu")
+    assert remote.latency_ms_p50 > 0
+    assert not any(remote.HasField(key) for key in BASELINE_TIMINGS)
+    assert [json.loads(remote.json)[key] for key in BASELINE_TIMINGS] == [None, None, None]
+    assert "vs baseline" not in remote.text
 
 
 def test_list_methods_equals_the_registries(address):

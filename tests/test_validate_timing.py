@@ -1,0 +1,169 @@
+"""The baseline is timed too: its latencies, the speedup, fair interleaving, JSON and text.
+
+The model is the small MLP of ``test_validate``: x[N, 6] -> MatMul -> Add -> Relu -> MatMul -> Add
+-> y[N, 7], about 100 multiply-adds a sample. The slow baseline is the same MLP plus a side chain
+that cannot change its output: x -> MatMul A[6, 1024] -> 8 x (MatMul M[1024, 1024] -> Tanh) ->
+ReduceMean over axis 1 -> Mul 0 -> Add to the MLP's logits. Tanh keeps the chain finite, so adding
+0 times it leaves y exactly as it was (agreement 1, difference 0), while each sample costs about
+8 * 1024 * 1024 = 8.4 million multiply-adds more: some 80,000 times the MLP's work (measured on a
+2-core CPU: about 60x its latency per batch of 10, where fixed per-run costs weigh most), far
+beyond what timing noise can turn around. No test here compares a time with a fixed number.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from onnxprune.cli import main
+from onnxprune.report import ValidationResult, format_validation
+from onnxprune.validate import Dataset, _Runner, validate
+from tests.helpers import single_io_model
+from tests.test_validate import B1, B2, BASELINE, LABELS, MODEL, W1, W2, N, X
+
+WIDTH, DEPTH = 1024, 8
+TIMED = ("baseline_latency_ms_p50", "baseline_latency_ms_p95", "speedup")
+
+
+def _slow_twin() -> onnx.ModelProto:
+    """``MODEL`` with a heavy side chain whose contribution to y is exactly 0 (see above)."""
+    rng = np.random.default_rng(1)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h"]),
+        helper.make_node("Add", ["h", "B1"], ["hb"]),
+        helper.make_node("Relu", ["hb"], ["r"]),
+        helper.make_node("MatMul", ["r", "W2"], ["z"]),
+        helper.make_node("Add", ["z", "B2"], ["logits"]),
+        helper.make_node("MatMul", ["x", "A"], ["t0"]),
+    ]
+    for i in range(DEPTH):
+        nodes += [
+            helper.make_node("MatMul", [f"t{i}", "M"], [f"m{i}"]),
+            helper.make_node("Tanh", [f"m{i}"], [f"t{i + 1}"]),
+        ]
+    nodes += [
+        helper.make_node("ReduceMean", [f"t{DEPTH}"], ["mean"], axes=[1], keepdims=1),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+        helper.make_node("Add", ["logits", "nothing"], ["y"]),
+    ]
+    inits = {
+        "W1": W1,
+        "B1": B1,
+        "W2": W2,
+        "B2": B2,
+        "A": rng.standard_normal((W1.shape[0], WIDTH)),
+        "M": rng.standard_normal((WIDTH, WIDTH)) / np.sqrt(WIDTH),
+        "zero": np.zeros(1),
+    }
+    return single_io_model(nodes, ["N", W1.shape[0]], ["N", W2.shape[1]], inits)
+
+
+def _data() -> Dataset:
+    return Dataset(inputs={"x": X}, labels=LABELS, samples=N)
+
+
+def test_with_a_baseline_its_latency_and_the_speedup_are_reported() -> None:
+    result = validate(MODEL, _data(), baseline=BASELINE, provider="cpu", batch_size=10)
+    assert 0 < result.baseline_latency_ms_p50 <= result.baseline_latency_ms_p95
+    assert 0 < result.latency_ms_p50 <= result.latency_ms_p95
+    assert result.speedup == result.baseline_latency_ms_p50 / result.latency_ms_p50
+    data = json.loads(json.dumps(result.to_dict()))
+    assert [data[key] for key in TIMED] == [getattr(result, key) for key in TIMED]
+
+
+def test_without_a_baseline_there_is_no_baseline_latency_nor_speedup() -> None:
+    result = validate(MODEL, _data(), provider="cpu", batch_size=10)
+    assert result.latency_ms_p50 > 0
+    assert [getattr(result, key) for key in TIMED] == [None, None, None]
+    assert [result.to_dict()[key] for key in TIMED] == [None, None, None]
+    assert "vs baseline" not in format_validation(result)
+
+
+def test_a_much_slower_baseline_gives_a_speedup_above_1() -> None:
+    slow = _slow_twin()
+    result = validate(MODEL, _data(), baseline=slow, provider="cpu", batch_size=10)
+    # The side chain leaves the output as it was: this is the same model, only slower.
+    assert result.agreement == 1.0
+    assert result.max_abs_diff == 0.0
+    assert result.speedup > 1
+    assert result.baseline_latency_ms_p50 > result.latency_ms_p50
+    line = format_validation(result).splitlines()[-2]
+    assert line.startswith("vs baseline: p50 ")
+    assert line.endswith(f"   {result.speedup:.2f}x faster")
+
+
+def test_runs_are_interleaved_batch_by_batch_and_the_order_alternates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    onnx.save(MODEL, tmp_path / "m.onnx")
+    onnx.save(BASELINE, tmp_path / "b.onnx")
+    calls = []
+    run = _Runner.run
+
+    def recording(self: _Runner, feeds: dict) -> np.ndarray:
+        calls.append((self.name[0], len(feeds["x"]), float(feeds["x"][0, 0])))
+        return run(self, feeds)
+
+    monkeypatch.setattr(_Runner, "run", recording)
+    # 50 samples in batches of 20: 20, 20, 10.
+    validate(
+        tmp_path / "m.onnx", _data(), baseline=tmp_path / "b.onnx", provider="cpu",
+        batch_size=20, warmup=2,
+    )  # fmt: skip
+    first, second, third = (float(X[i, 0]) for i in (0, 20, 40))
+    assert calls == [
+        ("m", 20, first), ("b", 20, first), ("m", 20, first), ("b", 20, first),  # warmup
+        ("m", 20, first), ("b", 20, first),  # batch 0: the model first
+        ("b", 20, second), ("m", 20, second),  # batch 1: the baseline first
+        ("m", 10, third), ("b", 10, third),  # batch 2: the model first again
+    ]  # fmt: skip
+
+
+def _result(**timings: float | None) -> ValidationResult:
+    return ValidationResult(
+        model="small.onnx", baseline="model.onnx", provider="CPUExecutionProvider",
+        baseline_provider="CPUExecutionProvider", samples=100, batch_size=10, top1=None,
+        top5=None, baseline_top1=None, baseline_top5=None, agreement=1.0, max_abs_diff=0.0,
+        mean_abs_diff=0.0, latency_ms_p50=0.23, latency_ms_p95=0.285, throughput=43478.26,
+        gate=None, **timings,
+    )  # fmt: skip
+
+
+def test_text_shows_the_baseline_latency_and_the_speedup() -> None:
+    faster = _result(baseline_latency_ms_p50=0.61, baseline_latency_ms_p95=0.7, speedup=0.61 / 0.23)
+    lines = format_validation(faster).splitlines()
+    assert lines[-3:] == [
+        "latency:     p50 0.230 ms   p95 0.285 ms per batch   throughput 43,478 samples/s",
+        "vs baseline: p50 0.610 ms   p95 0.700 ms per batch   2.65x faster",
+        "gate:        none",
+    ]
+    slower = _result(baseline_latency_ms_p50=0.184, baseline_latency_ms_p95=0.2, speedup=0.8)
+    assert format_validation(slower).splitlines()[-2] == (
+        "vs baseline: p50 0.184 ms   p95 0.200 ms per batch   0.80x as fast (slower)"
+    )
+    untimed = format_validation(_result()).splitlines()
+    assert untimed[-2].startswith("latency:     p50 0.230 ms")
+
+
+def test_cli_json_and_text_show_the_baseline_timings(tmp_path: Path, capsys) -> None:
+    onnx.save(MODEL, tmp_path / "small.onnx")
+    onnx.save(_slow_twin(), tmp_path / "model.onnx")
+    np.savez(tmp_path / "eval.npz", x=X, labels=LABELS)
+    args = [
+        "validate", str(tmp_path / "small.onnx"), "--data", str(tmp_path / "eval.npz"),
+        "--baseline", str(tmp_path / "model.onnx"), "--provider", "cpu", "--batch-size", "10",
+    ]  # fmt: skip
+    assert main([*args, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert 0 < printed["baseline_latency_ms_p50"] <= printed["baseline_latency_ms_p95"]
+    assert printed["speedup"] == printed["baseline_latency_ms_p50"] / printed["latency_ms_p50"]
+    assert printed["speedup"] > 1
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    vs = next(line for line in text.splitlines() if line.startswith("vs baseline: p50 "))
+    assert vs.endswith("x faster")
