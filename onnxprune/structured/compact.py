@@ -26,7 +26,7 @@ from onnx import numpy_helper
 
 from onnxprune.graph._shapes import infer_shapes
 from onnxprune.structured._constants import materialize
-from onnxprune.structured.groups import Groups, build_groups
+from onnxprune.structured.groups import Folded, Groups, build_groups
 from onnxprune.structured.surgery import cut, fold, foldable, read, zero
 
 
@@ -101,7 +101,7 @@ def compact_workspace(ws: Workspace) -> CompactResult:
     groups, arrays = ws.groups, ws.arrays
     gone = np.zeros(groups.count, bool)
     folded = np.zeros(groups.count, bool)
-    pending: dict[str, np.ndarray] = {}
+    pending: dict[str, Folded] = {}
     while True:
         consts = groups.constants(arrays, pending)
         reads = read(groups, arrays)

@@ -102,8 +102,43 @@ class Window:
         at = o * self.strides[axis] - self.begins[axis] + k * self.dilations[axis]
         return (at >= 0) & (at < self.sizes_in[axis])
 
+    def spread(self, kernel: np.ndarray) -> np.ndarray:
+        """[units, *output] map a constant input of 1 makes through ``kernel`` [units, *taps].
 
-Rule = Callable[[Consts, Arrays, Mapping[str, np.ndarray]], None]
+        The taps landing in the padding add nothing, so the map changes near the borders.
+        """
+        m = kernel.astype(np.float64)
+        for axis in range(m.ndim - 1):
+            taps = self.taps(axis, m.shape[1 + axis])
+            m = np.moveaxis(np.tensordot(m, taps, axes=([1 + axis], [0])), -1, 1 + axis)
+        return m
+
+
+@dataclass
+class Folded:
+    """What constant input units, folded away, add to one layer's output units.
+
+    Attributes:
+        bias: per output unit, for a layer with no bias of its own to take it.
+        kernel: [units, *taps], the consumer's kernel summed over the folded inputs weighted by
+            their constants, when the layer is a padded Conv (``window``): its contribution
+            varies near the borders and is added back as that kernel run over a constant 1.
+        window: where that Conv's taps fall.
+    """
+
+    bias: np.ndarray
+    kernel: np.ndarray | None = None
+    window: Window | None = None
+
+    def per_unit(self) -> np.ndarray:
+        """The constant each output unit gains, NaN where it varies over positions."""
+        if self.kernel is None:
+            return self.bias
+        flat = self.window.spread(self.kernel).reshape(self.bias.size, -1)
+        return self.bias + np.where((flat == flat[:, :1]).all(axis=1), flat[:, 0], np.nan)
+
+
+Rule = Callable[[Consts, Arrays, Mapping[str, "Folded"]], None]
 """Sets the constants of one node's output spaces from its inputs' (and pending folds)."""
 Edit = Callable[[Kept, Arrays, Callable[[str], str]], None]
 """Rewrites what slicing initializers cannot (an attribute, split sizes, a shape constant)."""
@@ -123,6 +158,7 @@ class Groups:
         consumers: layers reading units, whose input weights are sliced.
         edits: node rewrites applied after slicing.
         rules: constant propagation, in graph order.
+        opset: the model's ai.onnx opset.
     """
 
     spaces: dict[str, Space]
@@ -134,12 +170,13 @@ class Groups:
     consumers: list[Consumer] = field(default_factory=list)
     edits: list[Edit] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
+    opset: int = 17
 
     def of(self, tensor: str) -> np.ndarray:
         """The group of each unit of ``tensor``."""
         return self.labels[self.spaces[tensor].slots]
 
-    def constants(self, arrays: Arrays, pending: Mapping[str, np.ndarray]) -> Consts:
+    def constants(self, arrays: Arrays, pending: Mapping[str, Folded]) -> Consts:
         """What each unit holds when it is the same everywhere (NaN where it varies)."""
         consts: Consts = {}
         with np.errstate(all="ignore"):
@@ -246,6 +283,7 @@ class Builder:
             self.consumers,
             self.edits,
             self.rules,
+            self.opset,
         )
 
 

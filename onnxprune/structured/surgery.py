@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.structured.groups import Consumer, Groups
+from onnxprune.structured.groups import Consumer, Folded, Groups
 
 Arrays = MutableMapping[str, np.ndarray]
 
@@ -66,7 +66,7 @@ def fold(
     chosen: np.ndarray,
     consts: dict[str, np.ndarray],
     arrays: Arrays,
-    pending: dict[str, np.ndarray],
+    pending: dict[str, Folded],
 ) -> np.ndarray:
     """Add the constants of ``chosen`` groups' units to their consumers' biases.
 
@@ -79,12 +79,17 @@ def fold(
         if not value.any():
             continue
         folded[labels[value != 0]] = True
-        if c.window is not None:
-            _accumulate(pending, c.node.output[0], _contribution_map(c, arrays[c.weight], value))
+        w = arrays[c.weight].astype(np.float64)
+        if c.window is not None:  # a padded Conv: the kernel summed over the folded inputs
+            f = _pending(pending, c, w.shape[0])
+            kernel = np.tensordot(w, value, axes=([1], [0]))
+            f.kernel = kernel if f.kernel is None else f.kernel + kernel
+            f.window = c.window
             continue
-        delta = _contribution(c, arrays[c.weight], value) * c.scale
+        delta = _contribution(c, w, value) * c.scale
         if c.bias is None:
-            _accumulate(pending, c.node.output[0], delta)
+            f = _pending(pending, c, delta.size)
+            f.bias = f.bias + delta
         else:
             b = arrays[c.bias]
             arrays[c.bias] = (b.astype(np.float64) + delta.reshape(b.shape)).astype(b.dtype)
@@ -93,33 +98,13 @@ def fold(
 
 def _contribution(c: Consumer, w: np.ndarray, value: np.ndarray) -> np.ndarray:
     """What input units holding ``value`` everywhere add to each output unit."""
-    moved = np.moveaxis(w.astype(np.float64), c.in_axis, -1) @ value
+    moved = np.moveaxis(w, c.in_axis, -1) @ value
     out_axis = c.out_axis - (c.out_axis > c.in_axis)
     return np.moveaxis(moved, out_axis, 0).reshape(moved.shape[out_axis], -1).sum(axis=1)
 
 
-def _contribution_map(c: Consumer, w: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """What input channels holding ``value`` add at each output position of a padded Conv.
-
-    Returns an [out channels, *output spatial] array: the taps landing in the padding add
-    nothing, so the sum over the kernel changes near the borders.
-    """
-    m = np.tensordot(w.astype(np.float64), value, axes=([1], [0]))  # [O, *kernel]
-    for axis in range(m.ndim - 1):
-        taps = c.window.taps(axis, m.shape[1 + axis])
-        m = np.moveaxis(np.tensordot(m, taps, axes=([1 + axis], [0])), -1, 1 + axis)
-    return m
-
-
-def _accumulate(pending: dict[str, np.ndarray], out: str, delta: np.ndarray) -> None:
-    """Add ``delta`` ([units] or [units, *positions]) to what waits for layer output ``out``."""
-    old = pending.get(out)
-    if old is None:
-        pending[out] = delta
-        return
-    rank = max(old.ndim, delta.ndim)
-    old, delta = (a.reshape(a.shape + (1,) * (rank - a.ndim)) for a in (old, delta))
-    pending[out] = old + delta
+def _pending(pending: dict[str, Folded], c: Consumer, n: int) -> Folded:
+    return pending.setdefault(c.node.output[0], Folded(np.zeros(n)))
 
 
 def cut(
@@ -127,7 +112,7 @@ def cut(
     groups: Groups,
     chosen: np.ndarray,
     arrays: Arrays,
-    pending: dict[str, np.ndarray],
+    pending: dict[str, Folded],
 ) -> None:
     """Remove the units of ``chosen`` groups from ``model`` (in place) and write ``arrays`` back."""
     keep = ~chosen[groups.labels]
@@ -144,29 +129,64 @@ def cut(
     for edit in groups.edits:
         edit(kept, arrays, fresh)
     layers = {c.node.output[0]: c.node for c in groups.consumers}
-    for out, delta in pending.items():
-        if out in groups.spaces:
-            delta = delta[kept(out)]
-        node = layers[out]
-        _attach_bias(node, delta.astype(arrays[node.input[1]].dtype), arrays, graph, fresh)
+    for out, f in pending.items():
+        node, units = layers[out], kept(out) if out in groups.spaces else slice(None)
+        dtype = arrays[node.input[1]].dtype
+        if f.bias.any():
+            _attach_bias(node, f.bias[units].astype(dtype), arrays, graph, fresh)
+        if f.kernel is not None:
+            kernel = f.kernel[units][:, np.newaxis].astype(dtype)
+            _attach_map(node, kernel, f.window, arrays, graph, fresh, groups.opset)
     _reshape_infos(graph, groups, kept)
     write_back(model, arrays)
 
 
 def _attach_bias(node, delta, arrays: Arrays, graph: onnx.GraphProto, fresh) -> None:
-    """Give a layer the folded ``delta``: a bias input, or an Add after it (MatMul, or a map)."""
+    """Give a layer without a bias the folded ``delta``: a bias input, or an Add after a MatMul."""
     out = node.output[0]
     name = fresh(f"{out}_folded_bias")
-    arrays[name] = delta if delta.ndim == 1 else delta[np.newaxis]  # a map: batch axis first
-    if node.op_type != "MatMul" and delta.ndim == 1:
+    arrays[name] = delta
+    if node.op_type != "MatMul":
         while len(node.input) < 3:
             node.input.append("")
         node.input[2] = name
         return
+    _add_after(node, name, graph, fresh)
+
+
+def _attach_map(node, kernel, window, arrays: Arrays, graph: onnx.GraphProto, fresh, opset):
+    """Add what folded inputs gave a padded Conv: ``kernel`` run over a constant 1, same window.
+
+    ONNX Runtime folds the constant subgraph once when the session starts; the model stores only
+    the summed kernel (no map over positions).
+    """
+    out = node.output[0]
+    shape = np.array([1, 1, *window.sizes_in], np.int64)
+    ones, mapped = fresh(f"{out}_folded_ones"), fresh(f"{out}_folded_map")
+    weight = fresh(f"{out}_folded_kernel")
+    arrays[weight] = kernel
+    nodes = []
+    if opset >= 9:
+        shape_name = fresh(f"{out}_folded_shape")
+        arrays[shape_name] = shape
+        one = numpy_helper.from_array(np.ones(1, kernel.dtype))
+        nodes.append(helper.make_node("ConstantOfShape", [shape_name], [ones], value=one))
+    else:
+        arrays[ones] = np.ones(shape, kernel.dtype)
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name != "group"}
+    nodes.append(helper.make_node("Conv", [ones, weight], [mapped], **attrs))
+    _add_after(node, mapped, graph, fresh, nodes)
+
+
+def _add_after(node, addend: str, graph: onnx.GraphProto, fresh, before=()) -> None:
+    """``node``'s output becomes ``output + addend`` under the same name (``before`` first)."""
+    out = node.output[0]
     pre = fresh(f"{out}_unfolded")
     node.output[0] = pre
-    add = helper.make_node("Add", [pre, name], [out], name=fresh(f"{node.name or out}_fold"))
-    graph.node.insert(list(graph.node).index(node) + 1, add)
+    add = helper.make_node("Add", [pre, addend], [out], name=fresh(f"{node.name or out}_fold"))
+    position = list(graph.node).index(node) + 1
+    for i, extra in enumerate([*before, add]):
+        graph.node.insert(position + i, extra)
 
 
 def _reshape_infos(graph: onnx.GraphProto, groups: Groups, kept) -> None:

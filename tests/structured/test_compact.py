@@ -133,12 +133,17 @@ def test_constant_unit_into_padded_conv_folds_as_a_map_of_in_bounds_taps():
     model = single_io_model(nodes, [1, 1, 4, 4], [1, 2, 4, 4], inits)
     result = compact(model)
     assert result.removed == {"w": 2} and result.folded == {"w": 1}
-    last = result.model.graph.node[-1]
-    assert last.op_type == "Add"
-    folded = next(t for t in result.model.graph.initializer if t.name == last.input[1])
-    taps = np.array([2, 3, 3, 2], np.float32)  # in-bounds taps of a 3-wide kernel, pad 1, size 4
-    expected = np.broadcast_to(np.outer(taps, taps), (1, 2, 4, 4))
-    assert np.array_equal(numpy_helper.to_array(folded), expected)
+    ops = [n.op_type for n in result.model.graph.node]
+    assert ops == ["Conv", "Relu", "Conv", "ConstantOfShape", "Conv", "Add"]
+    kernel = next(
+        t for t in result.model.graph.initializer if t.name == result.model.graph.node[4].input[1]
+    )
+    assert np.array_equal(numpy_helper.to_array(kernel), np.ones((2, 1, 3, 3)))  # 1 x w2[:, 1]
+    assert result.params_after == 1 * 9 + 1 + 2 * 1 * 9 + 2 * 9 + 4  # w, b, w2, kernel, shape
+    # x = 0: every unit is constant, and y is unit 1's 1 through w2: the in-bounds tap count
+    taps = np.array([2, 3, 3, 2], np.float32)  # of a 3-wide kernel, pad 1, size 4
+    y = run(result.model, {"x": np.zeros((1, 1, 4, 4), np.float32)})[0]
+    assert np.array_equal(y, np.broadcast_to(np.outer(taps, taps), (1, 2, 4, 4)))
     _same_outputs(model, result.model, {"x": np.ones((1, 1, 4, 4), np.float32)})
 
 

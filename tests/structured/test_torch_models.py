@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
+from onnxprune.sparsity import analyze
 from onnxprune.structured import compact, structured_prune
 from tests.structured._common import close, export, run
 
@@ -85,8 +86,28 @@ def test_compaction_keeps_outputs(name, amount):
     result = compact(model)
     onnx.checker.check_model(result.model, full_check=True)
     assert close(_outputs(model, name), _outputs(result.model, name))
-    if amount == 0.95 and name != "resnet":  # resnet's one chain ends in a padded conv
+    if amount == 0.95:
         assert result.params_after < result.params_before
+
+
+@pytest.mark.parametrize("amount", [0.8, 0.9, 0.95])
+@pytest.mark.parametrize("name", ["vgg", "mlp"])
+def test_compaction_removes_every_unit_the_analysis_finds_dead(name, amount):
+    model = _export(name, amount)
+    result = compact(model)
+    *hidden, last = analyze(model).layers  # the last layer's units are the graph's outputs
+    assert result.removed == {row.name: row.dead_outputs for row in hidden if row.dead_outputs}
+    assert all(row.dead_outputs == 0 for row in analyze(result.model).layers[:-1])
+    assert analyze(result.model).layers[-1].dead_outputs == last.dead_outputs
+
+
+def test_vgg_parameter_count_after_structured_pruning():
+    result = structured_prune(_export("vgg", 0.0), sparsity=0.5)
+    (c1, n1), (c2, n2), (f1, n3) = result.units.values()  # BN is folded into the convs
+    assert (n1, n2, n3) == (16, 16, 32) and (c1, c2, f1) == (8, 8, 16)
+    spread = 2 * 2  # an 8x8 input pooled twice: each channel is 4 features of the Linear
+    expected = (c1 * 3 * 9 + c1) + (c2 * c1 * 9 + c2) + (f1 * c2 * spread + f1) + (5 * f1 + 5)
+    assert result.compaction.params_after == expected
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -85,9 +85,8 @@ def _producer(
         base = np.zeros(n)
         if bias:
             base = base + beta * arrays[bias].astype(np.float64).reshape(-1)
-        if out in pending:  # folded constants: per unit, or maps that may vary by position
-            flat = pending[out].reshape(n, -1)
-            base = base + np.where((flat == flat[:, :1]).all(axis=1), flat[:, 0], NAN)
+        if out in pending:
+            base = base + pending[out].per_unit()
         consts[out] = np.where(rows_zero(arrays[wname], axis), base, NAN)
 
     b.rules.append(rule)
