@@ -88,6 +88,9 @@ def test_methods_lists_scores_and_allocations(capsys):
         assert f"  {name} " in out
     for name in ("global", "uniform", "uniform+", "erk", "igq"):
         assert f"  {name} " in out
+    structured = out[out.index("--structured:") :]
+    for name in ("l1", "l2", "random"):
+        assert f"  {name} " in structured
 
 
 @pytest.mark.parametrize(

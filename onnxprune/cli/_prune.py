@@ -19,7 +19,7 @@ from onnxprune.errors import InvalidOptionError
 from onnxprune.model import save_model, write_text_atomic
 from onnxprune.pruners.masks import load_npz, save_masks
 from onnxprune.pruners.prune import prune
-from onnxprune.pruners.registry import ALIASES, ALLOCATIONS, SCORES
+from onnxprune.pruners.registry import ALIASES, ALLOCATIONS, CRITERIA, SCORES
 from onnxprune.report import format_table
 
 
@@ -103,7 +103,8 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _methods(args: argparse.Namespace) -> int:
-    for title, table in (("scores", SCORES), ("allocations", ALLOCATIONS)):
+    tables = (("scores", SCORES), ("allocations", ALLOCATIONS), ("--structured", CRITERIA))
+    for title, table in tables:
         out(f"{title}:")
         for name in sorted(table):
             spelled = next((k for k, v in ALIASES.items() if v == name and "+" in k), name)

@@ -66,6 +66,8 @@ class Method:
 
 SCORES: dict[str, Method] = {}
 ALLOCATIONS: dict[str, Method] = {}
+CRITERIA: dict[str, Method] = {}
+"""Structured filter criteria (``onnxprune.structured``): per dependency group, higher = keep."""
 
 ALIASES = {"uniform+": "uniform_plus", "global_magnitude": "global"}
 """CLI spellings that differ from the names used in the code and the papers."""
@@ -79,6 +81,11 @@ def score(name: str, summary: str) -> Callable[[ScoreFn], ScoreFn]:
 def allocation(name: str, summary: str) -> Callable[[AllocationFn], AllocationFn]:
     """Register an allocation function under ``name``."""
     return _register(ALLOCATIONS, name, summary)
+
+
+def criterion(name: str, summary: str) -> Callable[[Callable], Callable]:
+    """Register a structured filter criterion under ``name``."""
+    return _register(CRITERIA, name, summary)
 
 
 def _register(table: dict[str, Method], name: str, summary: str) -> Callable:

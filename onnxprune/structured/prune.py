@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
 from onnxprune.errors import InvalidOptionError
+from onnxprune.pruners.registry import CRITERIA
+from onnxprune.pruners.registry import criterion as register_criterion
 from onnxprune.structured.compact import CompactResult, Workspace, compact_workspace
 from onnxprune.structured.groups import Groups
 from onnxprune.structured.surgery import filter_stats, write_back, zero
@@ -34,25 +35,24 @@ class FilterStats:
     count: np.ndarray
 
 
-Criterion = Callable[[FilterStats, np.random.Generator], np.ndarray]
-
-
+@register_criterion("l1", "mean |w| over the group's filters (Li et al.'s L1-norm filter pruning)")
 def l1(stats: FilterStats, rng: np.random.Generator) -> np.ndarray:
     """Mean |w| over the group's filters (Li et al.'s filter L1 norm, per weight)."""
     return stats.abs_sum / np.maximum(stats.count, 1)
 
 
+@register_criterion("l2", "root mean square of the group's filters")
 def l2(stats: FilterStats, rng: np.random.Generator) -> np.ndarray:
     """Root mean square over the group's filters."""
     return np.sqrt(stats.sq_sum / np.maximum(stats.count, 1))
 
 
+@register_criterion("random", "a random score per group, seeded (a baseline)")
 def random(stats: FilterStats, rng: np.random.Generator) -> np.ndarray:
     """A random score per group (a baseline)."""
     return rng.random(stats.count.size)
 
 
-CRITERIA: dict[str, Criterion] = {"l1": l1, "l2": l2, "random": random}
 SCOPES = ("layer", "global")
 
 
@@ -103,7 +103,7 @@ def structured_prune(
     ws = Workspace.of(model)
     groups = ws.groups
     stats = FilterStats(*filter_stats(groups, ws.arrays))
-    scores = CRITERIA[criterion](stats, np.random.default_rng(seed))
+    scores = CRITERIA[criterion].fn(stats, np.random.default_rng(seed))
     layers = _layers(groups)
     choose = _per_layer if scope == "layer" else _global
     fixed = groups.blocked | (stats.count == 0)
