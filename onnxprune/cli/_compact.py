@@ -81,8 +81,22 @@ def run_structured(args: argparse.Namespace) -> int:
     """``onnxprune prune --structured``: prune whole units, compact, write the smaller model."""
     if args.sparsity is None:
         raise InvalidOptionError("--structured needs --sparsity")
-    if args.effective or args.nm or args.masks_in or args.scores:
-        raise InvalidOptionError("--structured takes no --effective, --nm, --masks-in or --scores")
+    unstructured = {
+        "--score": args.score != "magnitude",
+        "--allocation": args.allocation != "global",
+        "--effective": args.effective,
+        "--min-threshold": args.min_threshold is not None,
+        "--nm": args.nm,
+        "--masks-in": args.masks_in,
+        "--scores": args.scores,
+        "--calibration": args.calibration,
+    }
+    given = [flag for flag, value in unstructured.items() if value]
+    if given:
+        raise InvalidOptionError(
+            f"--structured takes no {', '.join(given)} (they choose single weights); "
+            "see --scope and --round-to"
+        )
     result = structured_prune(
         load_model(args.model, max_bytes=args.max_bytes),
         sparsity=args.sparsity,
@@ -90,6 +104,8 @@ def run_structured(args: argparse.Namespace) -> int:
         scope=args.scope,
         round_to=args.round_to,
         seed=args.seed,
+        layers=args.layers,
+        exclude=args.exclude,
     )
     save_model(result.model, args.output)
     c = result.compaction

@@ -9,7 +9,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -295,10 +295,10 @@ def select_layers(
     first: dict[str, Layer] = {}
     for layer in graph.layers:
         first.setdefault(layer.name, layer)
-    include_re, exclude_re = _regex("--layers", layers), _regex("--exclude", exclude)
+    chosen = name_filter(layers, exclude)
     selected, skipped = [], []
     for name, layer in first.items():
-        if (include_re and not include_re.search(name)) or (exclude_re and exclude_re.search(name)):
+        if not chosen(name):
             continue
         if layer.contract.source.dequantized:
             skipped.append(f"{name}: quantized (DequantizeLinear) weights are not pruned")
@@ -307,6 +307,22 @@ def select_layers(
     if (layers or exclude) and not selected:
         raise InvalidOptionError("--layers/--exclude leave no prunable weight to prune")
     return first, tuple(selected), tuple(skipped)
+
+
+def name_filter(layers: str | None, exclude: str | None) -> Callable[[str], bool]:
+    """Whether a weight name matches ``layers`` (a regex, None: all) and not ``exclude``.
+
+    Raises:
+        InvalidOptionError: an expression that is not a regular expression.
+    """
+    include_re, exclude_re = _regex("--layers", layers), _regex("--exclude", exclude)
+
+    def chosen(name: str) -> bool:
+        return not (include_re and not include_re.search(name)) and not (
+            exclude_re and exclude_re.search(name)
+        )
+
+    return chosen
 
 
 def removal_count(sparsity: float, everything: int, zeros_outside: int, selected: int) -> int:

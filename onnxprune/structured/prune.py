@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import InvalidOptionError
+from onnxprune.pruners.prune import name_filter
 from onnxprune.pruners.registry import CRITERIA
 from onnxprune.pruners.registry import criterion as register_criterion
 from onnxprune.structured.compact import CompactResult, Workspace, compact_workspace
@@ -81,16 +82,21 @@ def structured_prune(
     scope: str = "layer",
     round_to: int = 1,
     seed: int = 0,
+    layers: str | None = None,
+    exclude: str | None = None,
 ) -> StructuredResult:
     """Remove ``sparsity`` of the prunable units (dependency groups) of ``model``.
 
     Per layer, a layer keeps ``ceil((1 - sparsity) * n)`` of its ``n`` groups; globally the
     lowest ``sparsity`` of all groups go, at least one staying per layer. Either way the kept
     count of each layer is rounded up to a multiple of ``round_to`` (at most ``n``). Groups the
-    surgery cannot follow (graph outputs, unknown ops, shared weights) always stay.
+    surgery cannot follow (graph outputs, unknown ops, shared weights) always stay, and so do
+    groups with a filter whose weight name ``layers`` (a regex) does not match or ``exclude``
+    matches: excluding a residual member keeps its whole sum.
 
     Raises:
-        InvalidOptionError: sparsity outside [0, 1), unknown criterion or scope, round_to < 1.
+        InvalidOptionError: sparsity outside [0, 1), unknown criterion or scope, round_to < 1,
+            a bad expression, or expressions that leave nothing to prune.
     """
     if not 0 <= sparsity < 1:
         raise InvalidOptionError(f"sparsity={sparsity} must be in [0, 1)")
@@ -100,14 +106,19 @@ def structured_prune(
         raise InvalidOptionError(f"scope {scope!r} must be one of {list(SCOPES)}")
     if round_to < 1:
         raise InvalidOptionError(f"round_to={round_to} must be at least 1")
+    chosen = name_filter(layers, exclude)
     ws = Workspace.of(model)
     groups = ws.groups
     stats = FilterStats(*filter_stats(groups, ws.arrays))
     scores = CRITERIA[criterion].fn(stats, np.random.default_rng(seed))
-    layers = _layers(groups)
-    choose = _per_layer if scope == "layer" else _global
     fixed = groups.blocked | (stats.count == 0)
-    drop = choose(scores, layers, fixed, sparsity, round_to)
+    for s in groups.filters:
+        if not chosen(s.name):
+            fixed[groups.of(s.tensor)] = True
+    if (layers is not None or exclude is not None) and fixed.all():
+        raise InvalidOptionError("--layers/--exclude leave no prunable unit to prune")
+    choose = _per_layer if scope == "layer" else _global
+    drop = choose(scores, _layers(groups), fixed, sparsity, round_to)
     zero(groups, drop, ws.arrays)
     masked = copy.deepcopy(ws.model)
     write_back(masked, ws.arrays)

@@ -121,3 +121,28 @@ def test_cli_prune_structured(tmp_path, capsys):
     assert init(small, "onnx::Conv_45").shape == (8, 8, 3, 3)
     assert init(small, "down.weight").shape == (16, 8, 3, 3)
     assert main([*args, "--structured", "l1"]) == 2
+
+
+def test_excluding_a_residual_member_keeps_its_whole_sum():
+    model = onnx.load(MODELS / "cnn_digits.onnx")
+    result = structured_prune(model, sparsity=0.5, exclude="Conv_39")  # the stem
+    assert result.units == {"onnx::Conv_42": (8, 16), "down.weight": (16, 32)}
+    assert _init(result.model, "onnx::Conv_39").shape[0] == 16
+    assert _init(result.model, "onnx::Conv_45").shape == (16, 8, 3, 3)
+    only = structured_prune(model, sparsity=0.5, layers="^down")
+    assert only.units == {"down.weight": (16, 32)}
+    with pytest.raises(InvalidOptionError, match="leave no prunable unit"):
+        structured_prune(model, sparsity=0.5, layers="^nothing$")
+    with pytest.raises(InvalidOptionError, match="not a regular expression"):
+        structured_prune(model, sparsity=0.5, exclude="(")
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--score", "lamp"], ["--allocation", "erk"], ["--effective"], ["--min-threshold", "0.01"]],
+)
+def test_cli_structured_refuses_unstructured_flags(tmp_path, capsys, flags):
+    args = ["prune", str(MODELS / "cnn_digits.onnx"), "-o", str(tmp_path / "s.onnx")]
+    assert main([*args, "--structured", "l1", "--sparsity", "0.5", *flags]) == 2
+    assert flags[0] in capsys.readouterr().err
+    assert not (tmp_path / "s.onnx").exists()
