@@ -127,8 +127,8 @@ def test_excluding_a_residual_member_keeps_its_whole_sum():
     model = onnx.load(MODELS / "cnn_digits.onnx")
     result = structured_prune(model, sparsity=0.5, exclude="Conv_39")  # the stem
     assert result.units == {"onnx::Conv_42": (8, 16), "down.weight": (16, 32)}
-    assert _init(result.model, "onnx::Conv_39").shape[0] == 16
-    assert _init(result.model, "onnx::Conv_45").shape == (16, 8, 3, 3)
+    assert init(result.model, "onnx::Conv_39").shape[0] == 16
+    assert init(result.model, "onnx::Conv_45").shape == (16, 8, 3, 3)
     only = structured_prune(model, sparsity=0.5, layers="^down")
     assert only.units == {"down.weight": (16, 32)}
     with pytest.raises(InvalidOptionError, match="leave no prunable unit"):
