@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from onnxprune.cli._common import add_debug, add_max_bytes, out
 from onnxprune.errors import InvalidOptionError
@@ -75,6 +76,16 @@ def add_structured_flags(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="with --structured: keep a multiple of N units per layer (default 1)",
     )
+    p.add_argument(
+        "--masked-out",
+        metavar="ONNX",
+        help="with --structured: also write the same pruning as zeros in the original shapes "
+        "(to fine-tune with masks kept, then `onnxprune compact`)",
+    )
+
+
+def _paths(args: argparse.Namespace) -> set[Path]:
+    return {Path(args.model).resolve(), Path(args.output).resolve()}
 
 
 def run_structured(args: argparse.Namespace) -> int:
@@ -92,6 +103,8 @@ def run_structured(args: argparse.Namespace) -> int:
         "--calibration": args.calibration,
     }
     given = [flag for flag, value in unstructured.items() if value]
+    if args.masked_out and Path(args.masked_out).resolve() in _paths(args):
+        raise InvalidOptionError("--masked-out must differ from the model and the output")
     if given:
         raise InvalidOptionError(
             f"--structured takes no {', '.join(given)} (they choose single weights); "
@@ -108,6 +121,8 @@ def run_structured(args: argparse.Namespace) -> int:
         exclude=args.exclude,
     )
     save_model(result.model, args.output)
+    if args.masked_out:
+        save_model(result.masked, args.masked_out)
     c = result.compaction
     summary = {
         "units": {name: list(kept_total) for name, kept_total in result.units.items()},

@@ -12,7 +12,7 @@ from onnx import helper
 
 from onnxprune.cli import main
 from onnxprune.errors import InvalidOptionError
-from onnxprune.structured import structured_prune
+from onnxprune.structured import compact, structured_prune
 from tests.helpers import single_io_model
 from tests.structured._common import close, init, run
 
@@ -146,3 +146,19 @@ def test_cli_structured_refuses_unstructured_flags(tmp_path, capsys, flags):
     assert main([*args, "--structured", "l1", "--sparsity", "0.5", *flags]) == 2
     assert flags[0] in capsys.readouterr().err
     assert not (tmp_path / "s.onnx").exists()
+
+
+def test_cli_masked_out_is_the_zeroed_model_compaction_cuts(tmp_path, capsys):
+    small, masked = tmp_path / "small.onnx", tmp_path / "masked.onnx"
+    args = ["prune", str(MODELS / "cnn_digits.onnx"), "-o", str(small), "--structured", "l2"]
+    assert main([*args, "--sparsity", "0.5", "--masked-out", str(masked)]) == 0
+    zeroed = onnx.load(masked)
+    assert init(zeroed, "down.weight").shape == (32, 16, 3, 3)  # original shapes
+    assert (~init(zeroed, "down.weight").reshape(32, -1).any(axis=1)).sum() == 16
+    again = compact(zeroed).model
+    assert [init(again, n).shape for n in ("down.weight", "head.weight")] == [
+        init(onnx.load(small), n).shape for n in ("down.weight", "head.weight")
+    ]
+    feed = {"image": DATA["image"]}
+    assert close(run(zeroed, feed)[0], run(onnx.load(small), feed)[0])
+    assert main([*args, "--sparsity", "0.5", "--masked-out", str(small)]) == 2
