@@ -128,3 +128,35 @@ def test_residual_group_removed_together():
     gone_stem = ~masked[stem].reshape(8, -1).any(axis=1)
     gone_conv2 = ~masked[conv2].reshape(8, -1).any(axis=1)
     assert gone_stem.sum() == 4 and np.array_equal(gone_stem, gone_conv2)
+
+
+class EncoderBlock(nn.Module):
+    """Self-attention, LayerNorm and a GELU feed-forward block with a residual, then a head."""
+
+    def __init__(self, d: int = 16, hidden: int = 64) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d, 2, batch_first=True)
+        self.norm = nn.LayerNorm(d)
+        self.fc1, self.fc2 = nn.Linear(d, hidden), nn.Linear(hidden, d)
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, x):
+        a, _ = self.attn(x, x, x, need_weights=False)
+        x = self.norm(x + a)
+        x = x + self.fc2(nn.functional.gelu(self.fc1(x)))
+        return self.head(x.mean(1))
+
+
+def test_transformer_feed_forward_neurons_are_pruned_and_the_rest_kept():
+    torch.manual_seed(0)
+    model = export(torch, EncoderBlock(), (2, 5, 16))
+    result = structured_prune(model, sparsity=0.5)
+    onnx.checker.check_model(result.model, full_check=True)
+    fc1 = next(n.input[1] for n in model.graph.node if n.op_type == "MatMul" and "fc1" in n.name)
+    # only the hidden neurons of the feed-forward block (GELU is Div/Erf/Add/Mul/Mul, per unit);
+    # the model width meets LayerNorm, attention reshapes and the residual: left alone
+    assert result.units == {fc1: (32, 64)}
+    d = 16  # a removed neuron: its fc1 row and bias, its fc2 column
+    assert result.compaction.params_before - result.compaction.params_after == 32 * (d + 1 + d)
+    x = np.random.default_rng(0).normal(size=(3, 5, 16)).astype(np.float32)
+    assert close(run(result.masked, {"x": x})[0], run(result.model, {"x": x})[0])
