@@ -314,6 +314,8 @@ def build_groups(
 
     b = Builder(graph, arrays, shapes, opset)
     hidden = _subgraph_reads(graph)
+    for names in hidden.values():  # a weight a subgraph reads too is shared
+        b.uses.update(names)
     for node in graph.node:
         spaced = [b.space(name) for name in node.input if b.space(name) is not None]
         for name in hidden.get(id(node), ()):

@@ -342,3 +342,48 @@ def test_light_models_prune_and_match_masked(name, min_layers):
     got = run(_with_logits(result.model), feed)
     assert len(got) == (2 if name == "resnet50" else 1)
     assert_close(expected, got, floor=0.0)  # relative to max |a| alone
+
+
+def test_weight_read_inside_a_subgraph_is_not_sliced():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 3)).astype(np.float32)
+    w[:, 1] = 0  # unit 1 of h: no incoming weight, no bias: dead
+    then = helper.make_graph(
+        [helper.make_node("Identity", ["w"], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [4, 3])],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Neg", ["w"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [4, 3])],
+    )
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node("MatMul", ["h", "v"], ["y"]),
+        helper.make_node("If", ["c"], ["z"], then_branch=then, else_branch=other),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [4, 3]),
+        ],
+        [
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(np.ones((3, 2), np.float32), "v"),
+        ],
+    )
+    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+    result = compact(model)
+    assert result.removed == {}
+    assert init(result.model, "w").shape == (4, 3)
+    feed = {"x": rng.normal(size=(2, 4)).astype(np.float32), "c": np.array(True)}
+    assert_close(run(model, feed), run(result.model, feed))
