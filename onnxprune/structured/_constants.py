@@ -119,6 +119,7 @@ def _fold(graph: onnx.GraphProto, constant: set[str]) -> tuple[dict[str, np.ndar
     resolver = ConstantResolver(graph)
     read = _names_read(graph.node)
     taken = {o.name for o in graph.output} | {i.name for i in graph.input} | constant
+    taken |= _conv_data_only(graph)
     values: dict[str, np.ndarray] = {}
     removed: set[int] = set()
     for index, node in enumerate(graph.node):
@@ -135,6 +136,20 @@ def _fold(graph: onnx.GraphProto, constant: set[str]) -> tuple[dict[str, np.ndar
         constant.add(node.output[0])
         removed.add(index)
     return values, removed
+
+
+def _conv_data_only(graph: onnx.GraphProto) -> set[str]:
+    """``ConstantOfShape`` outputs read only as the data input of Convs: fills, not weights.
+
+    Compaction writes such a fill (a constant 1 that a padded Conv's folded kernel runs over);
+    it is left as a node so that the model stores no array of the feature map's size.
+    """
+    data = {n.input[0] for n in graph.node if n.op_type == "Conv"}
+    elsewhere = {
+        name for n in graph.node for i, name in enumerate(n.input) if i or n.op_type != "Conv"
+    }
+    fills = {n.output[0] for n in graph.node if n.op_type == "ConstantOfShape"}
+    return fills & data - elsewhere
 
 
 def _constant_initializers(model: onnx.ModelProto) -> set[str]:

@@ -201,6 +201,8 @@ class Builder:
         self.opset = opset
         self.shapes = shapes
         self.uses: Counter[str] = Counter(i for node in graph.node for i in node.input if i)
+        self.fills: dict[str, float] = {}
+        """Tensors whose every element is one value (``ConstantOfShape``), by name."""
         self.spaces: dict[str, Space] = {}
         self.next = 0
         self.ties: list[tuple[np.ndarray, np.ndarray]] = []

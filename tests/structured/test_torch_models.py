@@ -160,3 +160,19 @@ def test_transformer_feed_forward_neurons_are_pruned_and_the_rest_kept():
     assert result.compaction.params_before - result.compaction.params_after == 32 * (d + 1 + d)
     x = np.random.default_rng(0).normal(size=(3, 5, 16)).astype(np.float32)
     assert close(run(result.masked, {"x": x})[0], run(result.model, {"x": x})[0])
+
+
+@pytest.mark.parametrize("name", ["resnet", "vgg"])
+def test_compacted_model_compacts_to_itself_and_prunes_further(name):
+    model = _export(name, 0.95)
+    once = compact(model).model
+    twice = compact(once)
+    assert twice.removed == {} and twice.params_after == twice.params_before
+    assert [n.op_type for n in twice.model.graph.node] == [n.op_type for n in once.graph.node]
+    again = structured_prune(once, sparsity=0.3)
+    convs = [
+        n.input[1] for n in once.graph.node if n.op_type == "Conv" and "folded" not in n.input[1]
+    ]
+    assert set(convs) <= set(again.units)  # folded maps block nothing
+    assert close(_outputs(model, name), _outputs(once, name))
+    assert close(_outputs(again.masked, name), _outputs(again.model, name))

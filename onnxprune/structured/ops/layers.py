@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
-from onnxprune.structured.groups import Builder, Consumer, Slice, Space, Window, handler
+from onnxprune.structured.groups import Builder, Consumer, Folded, Slice, Space, Window, handler
 from onnxprune.structured.ops._common import NAN, attr, bias_ok, input_at, padded, rows_zero
 
 
@@ -18,6 +19,9 @@ from onnxprune.structured.ops._common import NAN, attr, bias_ok, input_at, padde
 def _conv(b: Builder, node: onnx.NodeProto) -> None:
     x, wname, bias = node.input[0], node.input[1], input_at(node, 2)
     xs, w = b.space(x), b.const(wname)
+    if x in b.fills and node.op_type == "Conv" and w is not None and b.owned(wname):
+        _over_fill(b, node, w, b.fills[x])
+        return
     if w is None or w.ndim < 3 or not b.owned(wname) or b.const(x) is not None:
         b.block(xs)
         return
@@ -44,6 +48,41 @@ def _conv(b: Builder, node: onnx.NodeProto) -> None:
         b.block(xs)
         return
     _depthwise(b, node, xs, n_out // group)
+
+
+def _over_fill(b: Builder, node: onnx.NodeProto, w: np.ndarray, value: float) -> None:
+    """A Conv over a constant fill (a folded constant compaction wrote): a map, no filters.
+
+    Its output units are sliced with whatever they are added to; what each holds is its kernel
+    sum times the fill, where no tap lands in padding.
+    """
+    wname, bias, out = node.input[1], input_at(node, 2), node.output[0]
+    n = w.shape[0]
+    window = _window(b, node, w.shape[2:])
+    if attr(node, "group", 1) != 1 or not bias_ok(b, bias, n) or (padded(node) and not window):
+        return
+    b.new(out, 1, w.ndim, n)
+    b.slices.append(Slice(wname, 0, out))
+    if bias:
+        b.slices.append(Slice(bias, 0, out))
+
+    def rule(consts, arrays, pending):
+        kernel = arrays[wname].astype(np.float64).sum(axis=1) * value
+        base = arrays[bias].astype(np.float64) if bias else np.zeros(n)
+        if window is None:
+            consts[out] = base + kernel.reshape(n, -1).sum(axis=1)
+        else:
+            consts[out] = base + Folded(np.zeros(n), kernel, window).per_unit()
+
+    b.rules.append(rule)
+
+
+@handler("ConstantOfShape", layer=True)
+def _fill(b: Builder, node: onnx.NodeProto) -> None:
+    value = attr(node, "value", None)
+    fill = 0.0 if value is None else numpy_helper.to_array(value).reshape(-1)[0]
+    if b.const(node.input[0]) is not None and np.issubdtype(np.asarray(fill).dtype, np.floating):
+        b.fills[node.output[0]] = float(fill)
 
 
 def _window(b: Builder, node: onnx.NodeProto, kernel: tuple[int, ...]) -> Window | None:
