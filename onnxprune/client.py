@@ -13,6 +13,8 @@ Example:
     >>> with Client("127.0.0.1:50051") as client:  # doctest: +SKIP
     ...     result = client.prune("model.onnx", "pruned.onnx", sparsity=0.9, allocation="erk")
     ...     print(result.report.effective_sparsity)
+    ...     small = client.prune("model.onnx", "small.onnx", sparsity=0.5, structured="l1")
+    ...     print(small.params_before, small.params_after)
 """
 
 from __future__ import annotations
@@ -158,6 +160,10 @@ class Client:
     ) -> pb.PruneResult:
         """``onnxprune.prune`` on the server; writes the pruned model and its masks here.
 
+        With ``structured="l1"`` (or another criterion, ``scope=``, ``round_to=``) it is
+        ``onnxprune.structured.structured_prune`` instead, as ``onnxprune prune --structured``:
+        the compacted model is written and no masks.
+
         Args:
             model: the model to prune (with its external data, if any).
             output: where to write the pruned model (external data files go next to it).
@@ -167,17 +173,19 @@ class Client:
             calibration: ``.npz`` of inputs for the ``activation`` score.
             max_bytes: largest model accepted (the server's own limit applies too).
             **options: the other keyword arguments of ``onnxprune.prune`` (``sparsity``,
-                ``score``, ``allocation``, ``effective``, ``nm``, ``level``, ``input_shapes``...).
+                ``score``, ``allocation``, ``effective``, ``nm``, ``level``, ``input_shapes``...)
+                and ``structured``, ``scope``, ``round_to`` (the fields of ``PruneOptions``).
 
         Returns:
-            The report of the pruned model, the warnings and the number of analyses.
+            The report of the pruned model, the warnings and the number of analyses; after a
+            structured prune, the units kept per layer (``units``), what compaction cut
+            (``removed``) and ``params_before``/``params_after`` instead of a report.
 
         Raises:
-            InvalidOptionError: ``output`` is the input model, or an option is refused.
+            InvalidOptionError: ``output`` is the input model, or an option is refused (a
+                structured prune with an option that chooses single weights, for one).
         """
-        output, source = Path(output), Path(model)
-        if output.exists() and source.exists() and output.samefile(source):
-            raise InvalidOptionError("the output would overwrite the input model; choose another")
+        output = _output(model, output)
         masks_out = Path(masks_out or output.with_suffix(".masks.npz"))
         header = pb.PruneHeader(options=_options(pb.PruneOptions, **options))
         _set_max_bytes(header.options, max_bytes)
@@ -186,21 +194,33 @@ class Client:
         uploads.model(header, "model", model)
         for field, path in (("masks", masks), ("scores", scores), ("calibration", calibration)):
             uploads.attach(header, field, path, InvalidOptionError, field)
-        downloads, result = _Downloads(output, masks_out), None
-        try:
-            stream = self._call(self._stub.Prune, pb.PruneRequest, header, uploads)
-            for message in stream:
-                kind = message.WhichOneof("kind")
-                if kind == "result":
-                    result = message.result
-                else:
-                    downloads.receive(kind, getattr(message, kind), stream, self._progress)
-            if result is None:
-                raise _incomplete()
-            downloads.commit()
-        finally:
-            downloads.discard()
-        return result
+        stream = self._call(self._stub.Prune, pb.PruneRequest, header, uploads)
+        return self._download(stream, _Downloads(output, masks_out))
+
+    def compact(
+        self, model: PathLike, output: PathLike, *, max_bytes: int | None = None
+    ) -> pb.CompactResult:
+        """``onnxprune.structured.compact`` on the server; writes the compacted model here.
+
+        Args:
+            model: the model to compact (with its external data, if any).
+            output: where to write the compacted model (external data files go next to it).
+            max_bytes: largest model accepted (the server's own limit applies too).
+
+        Returns:
+            The units removed per layer (``removed``, with how many were ``folded``) and
+            ``params_before``/``params_after``.
+
+        Raises:
+            InvalidOptionError: ``output`` is the input model.
+        """
+        output = _output(model, output)
+        header = pb.CompactHeader(options=pb.CompactOptions(), output_name=output.name)
+        _set_max_bytes(header.options, max_bytes)
+        uploads = _Uploads()
+        uploads.model(header, "model", model)
+        stream = self._call(self._stub.Compact, pb.CompactRequest, header, uploads)
+        return self._download(stream, _Downloads(output))
 
     def validate(
         self,
@@ -227,7 +247,7 @@ class Client:
         )
 
     def list_methods(self) -> pb.ListMethodsResponse:
-        """The scores and allocations the server knows."""
+        """The scores, allocations and structured criteria the server knows."""
         try:
             return self._stub.ListMethods(
                 pb.ListMethodsRequest(), metadata=self._metadata, timeout=self._timeout
@@ -248,6 +268,23 @@ class Client:
                     yield message
         except grpc.RpcError as e:
             raise _error(e) from None
+
+    def _download(self, stream: Iterator[Message], downloads: _Downloads) -> Message:
+        """Write the files ``stream`` sends (atomically, at the end); return its result."""
+        result = None
+        try:
+            for message in stream:
+                kind = message.WhichOneof("kind")
+                if kind == "result":
+                    result = message.result
+                else:
+                    downloads.receive(kind, getattr(message, kind), stream, self._progress)
+            if result is None:
+                raise _incomplete()
+            downloads.commit()
+        finally:
+            downloads.discard()
+        return result
 
     def _progress(self, stage: str, fraction: float) -> None:
         if self._on_progress is not None:
@@ -305,9 +342,14 @@ class _Uploads:
 
 
 class _Downloads:
-    """Files a prune call sends back, written under temporary names and renamed at the end."""
+    """Files a prune or compact call sends back, written under temporary names, renamed at the end.
 
-    def __init__(self, output: Path, masks_out: Path) -> None:
+    Args:
+        output: where the model goes (its external data files go next to it).
+        masks_out: where masks go; ``None`` when the call sends none (compact).
+    """
+
+    def __init__(self, output: Path, masks_out: Path | None = None) -> None:
         self._output, self._masks_out = output, masks_out
         self._written: list[tuple[Path, Path]] = []  # (temporary, final)
 
@@ -317,7 +359,7 @@ class _Downloads:
         """Write the file ``info`` announces from the chunks that follow in ``stream``."""
         if kind == "model":
             final = self._output
-        elif kind == "masks":
+        elif kind == "masks" and self._masks_out is not None:
             final = self._masks_out
         elif kind == "model_data":
             check_name(info.name, relative=True, error=InvalidModelError)
@@ -342,6 +384,18 @@ class _Downloads:
         """Remove what was received but not committed."""
         for temporary, _ in self._written:
             temporary.unlink(missing_ok=True)
+
+
+def _output(model: PathLike, output: PathLike) -> Path:
+    """``output`` as a path, unless it is the input model.
+
+    Raises:
+        InvalidOptionError: ``output`` is ``model``.
+    """
+    output, source = Path(output), Path(model)
+    if output.exists() and source.exists() and output.samefile(source):
+        raise InvalidOptionError("the output would overwrite the input model; choose another")
+    return output
 
 
 def _external_data(path: Path) -> list[str]:

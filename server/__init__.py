@@ -1,4 +1,4 @@
-"""The onnxprune gRPC service: a thin shell over ``onnxprune.analyze``, ``prune`` and ``validate``.
+"""The onnxprune gRPC service: a thin shell over ``analyze``, ``prune``, ``compact``, ``validate``.
 
 Modules, in the order a request meets them:
 

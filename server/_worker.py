@@ -4,8 +4,8 @@ The fork server imports this module (and so the library) once; each worker proce
 ``serve``: it limits its address space, ignores SIGINT (a Ctrl-C in the server's terminal reaches
 the whole process group; the server decides when jobs stop), then runs the jobs that come
 through its pipe one at a time, sending their events and outcome back. Jobs take the request
-header and the paths the upload was written to, and call ``onnxprune.analyze``, ``prune`` or
-``validate`` exactly as the CLI does.
+header and the paths the upload was written to, and call ``onnxprune.analyze``, ``prune`` (or
+``structured_prune``), ``compact`` or ``validate`` exactly as the CLI does.
 """
 
 from __future__ import annotations
@@ -17,17 +17,28 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import onnx
 from google.protobuf.message import Message
 
 from onnxprune._proto import pruning_pb2 as pb
+from onnxprune._structured_options import check_structured
 from onnxprune._wire import check_name
 from onnxprune.errors import DatasetError, InvalidOptionError, OnnxpruneError
-from onnxprune.model import save_model
+from onnxprune.model import load_model, save_model
 from onnxprune.pruners.masks import load_npz, save_masks
 from onnxprune.pruners.prune import prune
 from onnxprune.sparsity import analyze
+from onnxprune.structured import compact, structured_prune
 from onnxprune.validate import validate
-from server.messages import options_kwargs, report_message, validation_message
+from server.messages import (
+    compact_message,
+    options_kwargs,
+    report_message,
+    structured_kwargs,
+    structured_message,
+    unstructured_kwargs,
+    validation_message,
+)
 
 Paths = Mapping[str, list[Path]]
 
@@ -88,10 +99,15 @@ def prune_job(
     """``onnxprune.prune`` of the uploaded model; its model and masks are written to ``out_dir``.
 
     The model (with its external data files, if any) is announced as soon as it is written, so
-    the server sends it while the masks are being compressed.
+    the server sends it while the masks are being compressed. With ``options.structured``:
+    ``structured_prune``, and the compacted model alone goes back.
     """
-    name = header.output_name or header.model.name
-    check_name(name, relative=False, error=InvalidOptionError)
+    name = _output_name(header)
+    options = options_kwargs(header.options)
+    files = {field: True for field in ("masks", "scores", "calibration") if header.HasField(field)}
+    check_structured({**options, **files})
+    if "structured" in options:
+        return _structured_prune(events, paths, max_bytes, out_dir, name, options)
     calibration = paths.get("calibration")
     events.progress("prune", 0.0)
     result = prune(
@@ -100,16 +116,10 @@ def prune_job(
         scores=_first(paths, "scores"),
         calibration=load_npz(calibration[0], "calibration") if calibration else None,
         max_bytes=max_bytes,
-        **options_kwargs(header.options),
+        **unstructured_kwargs(options),
     )
     events.progress("save", 0.0)
-    model_dir = out_dir / "model"
-    model_dir.mkdir(parents=True)
-    save_model(result.model, model_dir / name)
-    for path in sorted(model_dir.iterdir()):  # external data files first: the model refers to them
-        if path.name != name:
-            events.file("model_data", path, path.name)
-    events.file("model", model_dir / name, name)
+    _save_model(events, result.model, out_dir / "model", name)
     save_masks(result.masks, out_dir / "masks.npz")
     events.file("masks", out_dir / "masks.npz", "masks.npz")
     events.progress("save", 1.0)
@@ -118,6 +128,32 @@ def prune_job(
         warnings=list(result.warnings),
         analyses=result.analyses,
     )
+
+
+def _structured_prune(
+    events: Events, paths: Paths, max_bytes: int, out_dir: Path, name: str, options: dict
+) -> pb.PruneResult:
+    """``structured_prune`` of the uploaded model, as ``onnxprune prune --structured``."""
+    events.progress("prune", 0.0)
+    model = load_model(paths["model"][0], max_bytes=max_bytes)
+    result = structured_prune(model, **structured_kwargs(options))
+    events.progress("save", 0.0)
+    _save_model(events, result.model, out_dir / "model", name)
+    events.progress("save", 1.0)
+    return structured_message(result)
+
+
+def compact_job(
+    events: Events, *, header: pb.CompactHeader, paths: Paths, max_bytes: int, out_dir: Path
+) -> pb.CompactResult:
+    """``onnxprune.structured.compact`` of the uploaded model; the smaller model goes back."""
+    name = _output_name(header)
+    events.progress("compact", 0.0)
+    result = compact(load_model(paths["model"][0], max_bytes=max_bytes))
+    events.progress("save", 0.0)
+    _save_model(events, result.model, out_dir / "model", name)
+    events.progress("save", 1.0)
+    return compact_message(result)
 
 
 def validate_job(
@@ -142,8 +178,30 @@ def validate_job(
 JOBS: dict[str, Callable[..., Message]] = {
     "analyze": analyze_job,
     "prune": prune_job,
+    "compact": compact_job,
     "validate": validate_job,
 }
+
+
+def _output_name(header: Message) -> str:
+    """The file name the result model is sent under: the header's ``output_name``, or the input's.
+
+    Raises:
+        InvalidOptionError: a name with folders, ``..`` or the like.
+    """
+    name = header.output_name or header.model.name
+    check_name(name, relative=False, error=InvalidOptionError)
+    return name
+
+
+def _save_model(events: Events, model: onnx.ModelProto, folder: Path, name: str) -> None:
+    """Write ``model`` to ``folder/name`` and announce its files, external data files first."""
+    folder.mkdir(parents=True)
+    save_model(model, folder / name)
+    for path in sorted(folder.iterdir()):  # external data files first: the model refers to them
+        if path.name != name:
+            events.file("model_data", path, path.name)
+    events.file("model", folder / name, name)
 
 
 def _first(paths: Paths, field: str) -> Path | None:

@@ -10,8 +10,15 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from onnxprune._proto import pruning_pb2 as pb
-from onnxprune.pruners.registry import ALIASES, ALLOCATIONS, SCORES, Method
+from onnxprune.pruners.registry import ALIASES, ALLOCATIONS, CRITERIA, SCORES, Method
 from onnxprune.report import SparsityReport, ValidationResult, format_table, format_validation
+from onnxprune.structured import CompactResult, StructuredResult
+
+STRUCTURED = {"structured": "criterion", "scope": "scope", "round_to": "round_to"}
+"""``PruneOptions`` fields of structured pruning only -> their ``structured_prune`` keywords."""
+
+STRUCTURED_SHARED = ("sparsity", "seed", "layers", "exclude")
+"""The other ``PruneOptions`` fields ``structured_prune`` takes (the rest do not apply to it)."""
 
 
 def options_kwargs(options: Message) -> dict[str, Any]:
@@ -25,6 +32,20 @@ def options_kwargs(options: Message) -> dict[str, Any]:
     if "input_shapes" in kwargs:
         kwargs["input_shapes"] = {s.name: tuple(s.dims) for s in kwargs["input_shapes"]}
     return kwargs
+
+
+def unstructured_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options_kwargs`` of a prune request less the structured-only fields (``prune``'s)."""
+    return {name: value for name, value in options.items() if name not in STRUCTURED}
+
+
+def structured_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options_kwargs`` of a prune request as ``structured_prune`` keywords."""
+    return {
+        STRUCTURED.get(name, name): value
+        for name, value in options.items()
+        if name in STRUCTURED or name in STRUCTURED_SHARED
+    }
 
 
 def report_message(report: SparsityReport) -> pb.SparsityReport:
@@ -45,11 +66,41 @@ def validation_message(result: ValidationResult) -> pb.ValidationResult:
     return message
 
 
-def methods_message() -> pb.ListMethodsResponse:
-    """The registered scores and allocations; allocations with their other accepted spellings."""
-    return pb.ListMethodsResponse(
-        scores=_methods(SCORES, {}), allocations=_methods(ALLOCATIONS, ALIASES)
+def structured_message(result: StructuredResult) -> pb.PruneResult:
+    """A structured prune's result: units kept per layer, what compaction cut, parameters."""
+    c = result.compaction
+    return pb.PruneResult(
+        units=[pb.LayerUnits(name=n, kept=k, total=t) for n, (k, t) in result.units.items()],
+        removed=_removed(c),
+        params_before=c.params_before,
+        params_after=c.params_after,
     )
+
+
+def compact_message(result: CompactResult) -> pb.CompactResult:
+    """A ``CompactResult`` as its message (the model itself travels as a file)."""
+    return pb.CompactResult(
+        removed=_removed(result),
+        params_before=result.params_before,
+        params_after=result.params_after,
+    )
+
+
+def methods_message() -> pb.ListMethodsResponse:
+    """The registered scores, allocations (with their other spellings) and structured criteria."""
+    return pb.ListMethodsResponse(
+        scores=_methods(SCORES, {}),
+        allocations=_methods(ALLOCATIONS, ALIASES),
+        criteria=_methods(CRITERIA, {}),
+    )
+
+
+def _removed(result: CompactResult) -> list[pb.LayerRemoved]:
+    """Units removed per layer, in the result's (graph) order; folded units are among them."""
+    return [
+        pb.LayerRemoved(name=name, removed=count, folded=result.folded.get(name, 0))
+        for name, count in result.removed.items()
+    ]
 
 
 def _methods(table: Mapping[str, Method], aliases: Mapping[str, str]) -> list[pb.Method]:

@@ -28,9 +28,13 @@ from server.uploads import receive
 RESPONSES: dict[str, tuple[type[Message], str]] = {
     "analyze": (pb.AnalyzeResponse, "report"),
     "prune": (pb.PruneResponse, "result"),
+    "compact": (pb.CompactResponse, "result"),
     "validate": (pb.ValidateResponse, "result"),
 }
 """Per job: the response message and its field for the final result (sent last)."""
+
+FILE_JOBS = frozenset({"prune", "compact"})
+"""Jobs that write files to send back (into the call's ``out`` folder)."""
 
 
 class PruningServicer(pb_grpc.PruningServiceServicer):
@@ -50,15 +54,19 @@ class PruningServicer(pb_grpc.PruningServiceServicer):
         return self._call(request_iterator, context, "analyze")
 
     def Prune(self, request_iterator, context):  # noqa: N802
-        """The pruned model, its masks and its report."""
+        """The pruned model, its masks and its report (structured: the compacted model)."""
         return self._call(request_iterator, context, "prune")
+
+    def Compact(self, request_iterator, context):  # noqa: N802
+        """The uploaded model with every dead unit removed, and what was removed."""
+        return self._call(request_iterator, context, "compact")
 
     def Validate(self, request_iterator, context):  # noqa: N802
         """Accuracy, agreement and latency of the uploaded model on the uploaded data."""
         return self._call(request_iterator, context, "validate")
 
     def ListMethods(self, request, context):  # noqa: N802
-        """The registered scores and allocations."""
+        """The registered scores, allocations and structured criteria."""
         return methods_message()
 
     def _call(
@@ -88,7 +96,7 @@ class PruningServicer(pb_grpc.PruningServiceServicer):
             "paths": paths,
             "max_bytes": self._max_bytes(header),
         }
-        if job == "prune":
+        if job in FILE_JOBS:
             args["out_dir"] = tmp / "out"
         run = self._runner.run(job, args, context.is_active)
         message = yield from _relay(run, lambda event: _event(response, event))

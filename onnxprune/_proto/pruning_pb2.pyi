@@ -69,7 +69,7 @@ class AnalyzeResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., report: _Optional[_Union[SparsityReport, _Mapping]] = ...) -> None: ...
 
 class PruneOptions(_message.Message):
-    __slots__ = ("sparsity", "score", "allocation", "effective", "min_threshold", "nm", "skip_indivisible", "layers", "exclude", "seed", "rounds", "level", "input_shapes", "max_bytes")
+    __slots__ = ("sparsity", "score", "allocation", "effective", "min_threshold", "nm", "skip_indivisible", "layers", "exclude", "seed", "rounds", "level", "input_shapes", "max_bytes", "structured", "scope", "round_to")
     SPARSITY_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     ALLOCATION_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,9 @@ class PruneOptions(_message.Message):
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STRUCTURED_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    ROUND_TO_FIELD_NUMBER: _ClassVar[int]
     sparsity: float
     score: str
     allocation: str
@@ -98,7 +101,10 @@ class PruneOptions(_message.Message):
     level: str
     input_shapes: _containers.RepeatedCompositeFieldContainer[InputShape]
     max_bytes: int
-    def __init__(self, sparsity: _Optional[float] = ..., score: _Optional[str] = ..., allocation: _Optional[str] = ..., effective: _Optional[bool] = ..., min_threshold: _Optional[float] = ..., nm: _Optional[str] = ..., skip_indivisible: _Optional[bool] = ..., layers: _Optional[str] = ..., exclude: _Optional[str] = ..., seed: _Optional[int] = ..., rounds: _Optional[int] = ..., level: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+    structured: str
+    scope: str
+    round_to: int
+    def __init__(self, sparsity: _Optional[float] = ..., score: _Optional[str] = ..., allocation: _Optional[str] = ..., effective: _Optional[bool] = ..., min_threshold: _Optional[float] = ..., nm: _Optional[str] = ..., skip_indivisible: _Optional[bool] = ..., layers: _Optional[str] = ..., exclude: _Optional[str] = ..., seed: _Optional[int] = ..., rounds: _Optional[int] = ..., level: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., max_bytes: _Optional[int] = ..., structured: _Optional[str] = ..., scope: _Optional[str] = ..., round_to: _Optional[int] = ...) -> None: ...
 
 class PruneHeader(_message.Message):
     __slots__ = ("model", "model_data", "options", "masks", "scores", "calibration", "output_name")
@@ -126,15 +132,43 @@ class PruneRequest(_message.Message):
     chunk: bytes
     def __init__(self, header: _Optional[_Union[PruneHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
+class LayerUnits(_message.Message):
+    __slots__ = ("name", "kept", "total")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kept: int
+    total: int
+    def __init__(self, name: _Optional[str] = ..., kept: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+
+class LayerRemoved(_message.Message):
+    __slots__ = ("name", "removed", "folded")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    FOLDED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    removed: int
+    folded: int
+    def __init__(self, name: _Optional[str] = ..., removed: _Optional[int] = ..., folded: _Optional[int] = ...) -> None: ...
+
 class PruneResult(_message.Message):
-    __slots__ = ("report", "warnings", "analyses")
+    __slots__ = ("report", "warnings", "analyses", "units", "removed", "params_before", "params_after")
     REPORT_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     ANALYSES_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_AFTER_FIELD_NUMBER: _ClassVar[int]
     report: SparsityReport
     warnings: _containers.RepeatedScalarFieldContainer[str]
     analyses: int
-    def __init__(self, report: _Optional[_Union[SparsityReport, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., analyses: _Optional[int] = ...) -> None: ...
+    units: _containers.RepeatedCompositeFieldContainer[LayerUnits]
+    removed: _containers.RepeatedCompositeFieldContainer[LayerRemoved]
+    params_before: int
+    params_after: int
+    def __init__(self, report: _Optional[_Union[SparsityReport, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., analyses: _Optional[int] = ..., units: _Optional[_Iterable[_Union[LayerUnits, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ...) -> None: ...
 
 class PruneResponse(_message.Message):
     __slots__ = ("progress", "model", "model_data", "masks", "chunk", "result")
@@ -151,6 +185,56 @@ class PruneResponse(_message.Message):
     chunk: bytes
     result: PruneResult
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., model: _Optional[_Union[FileInfo, _Mapping]] = ..., model_data: _Optional[_Union[FileInfo, _Mapping]] = ..., masks: _Optional[_Union[FileInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ..., result: _Optional[_Union[PruneResult, _Mapping]] = ...) -> None: ...
+
+class CompactOptions(_message.Message):
+    __slots__ = ("max_bytes",)
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_bytes: int
+    def __init__(self, max_bytes: _Optional[int] = ...) -> None: ...
+
+class CompactHeader(_message.Message):
+    __slots__ = ("model", "model_data", "options", "output_name")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DATA_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_NAME_FIELD_NUMBER: _ClassVar[int]
+    model: FileInfo
+    model_data: _containers.RepeatedCompositeFieldContainer[FileInfo]
+    options: CompactOptions
+    output_name: str
+    def __init__(self, model: _Optional[_Union[FileInfo, _Mapping]] = ..., model_data: _Optional[_Iterable[_Union[FileInfo, _Mapping]]] = ..., options: _Optional[_Union[CompactOptions, _Mapping]] = ..., output_name: _Optional[str] = ...) -> None: ...
+
+class CompactRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: CompactHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[CompactHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class CompactResult(_message.Message):
+    __slots__ = ("removed", "params_before", "params_after")
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    removed: _containers.RepeatedCompositeFieldContainer[LayerRemoved]
+    params_before: int
+    params_after: int
+    def __init__(self, removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ...) -> None: ...
+
+class CompactResponse(_message.Message):
+    __slots__ = ("progress", "model", "model_data", "chunk", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DATA_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    model: FileInfo
+    model_data: FileInfo
+    chunk: bytes
+    result: CompactResult
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., model: _Optional[_Union[FileInfo, _Mapping]] = ..., model_data: _Optional[_Union[FileInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ..., result: _Optional[_Union[CompactResult, _Mapping]] = ...) -> None: ...
 
 class ValidateOptions(_message.Message):
     __slots__ = ("provider", "batch_size", "warmup", "max_accuracy_drop", "min_agreement")
@@ -213,12 +297,14 @@ class Method(_message.Message):
     def __init__(self, name: _Optional[str] = ..., summary: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListMethodsResponse(_message.Message):
-    __slots__ = ("scores", "allocations")
+    __slots__ = ("scores", "allocations", "criteria")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     ALLOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    CRITERIA_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedCompositeFieldContainer[Method]
     allocations: _containers.RepeatedCompositeFieldContainer[Method]
-    def __init__(self, scores: _Optional[_Iterable[_Union[Method, _Mapping]]] = ..., allocations: _Optional[_Iterable[_Union[Method, _Mapping]]] = ...) -> None: ...
+    criteria: _containers.RepeatedCompositeFieldContainer[Method]
+    def __init__(self, scores: _Optional[_Iterable[_Union[Method, _Mapping]]] = ..., allocations: _Optional[_Iterable[_Union[Method, _Mapping]]] = ..., criteria: _Optional[_Iterable[_Union[Method, _Mapping]]] = ...) -> None: ...
 
 class LayerSparsity(_message.Message):
     __slots__ = ("name", "op_type", "shape", "params", "direct_sparsity", "effective_sparsity", "dead_inputs", "dead_outputs")

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class PruningServiceStub:
-    """Analyze, prune and validate ONNX models; every model call streams its files both ways.
+    """Analyze, prune, compact and validate ONNX models; every model call streams its files both ways.
     """
 
     def __init__(self, channel):
@@ -45,6 +45,11 @@ class PruningServiceStub:
                 request_serializer=onnxprune_dot_v1_dot_pruning__pb2.PruneRequest.SerializeToString,
                 response_deserializer=onnxprune_dot_v1_dot_pruning__pb2.PruneResponse.FromString,
                 _registered_method=True)
+        self.Compact = channel.stream_stream(
+                '/onnxprune.v1.PruningService/Compact',
+                request_serializer=onnxprune_dot_v1_dot_pruning__pb2.CompactRequest.SerializeToString,
+                response_deserializer=onnxprune_dot_v1_dot_pruning__pb2.CompactResponse.FromString,
+                _registered_method=True)
         self.Validate = channel.stream_stream(
                 '/onnxprune.v1.PruningService/Validate',
                 request_serializer=onnxprune_dot_v1_dot_pruning__pb2.ValidateRequest.SerializeToString,
@@ -58,7 +63,7 @@ class PruningServiceStub:
 
 
 class PruningServiceServicer:
-    """Analyze, prune and validate ONNX models; every model call streams its files both ways.
+    """Analyze, prune, compact and validate ONNX models; every model call streams its files both ways.
     """
 
     def Analyze(self, request_iterator, context):
@@ -70,6 +75,15 @@ class PruningServiceServicer:
 
     def Prune(self, request_iterator, context):
         """Prune a model; returns the pruned model, its masks (.npz) and the report (`onnxprune prune`).
+        A structured prune (`options.structured`, `onnxprune prune --structured`) returns the
+        compacted model and the units kept per layer instead, and no masks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Compact(self, request_iterator, context):
+        """Remove every dead unit; returns the smaller model and what was removed (`onnxprune compact`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -83,7 +97,7 @@ class PruningServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListMethods(self, request, context):
-        """The registered scores and allocations (`onnxprune methods`).
+        """The registered scores, allocations and structured criteria (`onnxprune methods`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -101,6 +115,11 @@ def add_PruningServiceServicer_to_server(servicer, server):
                     servicer.Prune,
                     request_deserializer=onnxprune_dot_v1_dot_pruning__pb2.PruneRequest.FromString,
                     response_serializer=onnxprune_dot_v1_dot_pruning__pb2.PruneResponse.SerializeToString,
+            ),
+            'Compact': grpc.stream_stream_rpc_method_handler(
+                    servicer.Compact,
+                    request_deserializer=onnxprune_dot_v1_dot_pruning__pb2.CompactRequest.FromString,
+                    response_serializer=onnxprune_dot_v1_dot_pruning__pb2.CompactResponse.SerializeToString,
             ),
             'Validate': grpc.stream_stream_rpc_method_handler(
                     servicer.Validate,
@@ -121,7 +140,7 @@ def add_PruningServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PruningService:
-    """Analyze, prune and validate ONNX models; every model call streams its files both ways.
+    """Analyze, prune, compact and validate ONNX models; every model call streams its files both ways.
     """
 
     @staticmethod
@@ -168,6 +187,33 @@ class PruningService:
             '/onnxprune.v1.PruningService/Prune',
             onnxprune_dot_v1_dot_pruning__pb2.PruneRequest.SerializeToString,
             onnxprune_dot_v1_dot_pruning__pb2.PruneResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Compact(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/onnxprune.v1.PruningService/Compact',
+            onnxprune_dot_v1_dot_pruning__pb2.CompactRequest.SerializeToString,
+            onnxprune_dot_v1_dot_pruning__pb2.CompactResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
+from onnxprune._structured_options import check_structured
 from onnxprune.cli._common import add_debug, add_max_bytes, out
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import load_model, save_model
@@ -37,21 +39,31 @@ def add(sub: argparse._SubParsersAction) -> None:
 def _compact(args: argparse.Namespace) -> int:
     result = compact(load_model(args.model, max_bytes=args.max_bytes))
     save_model(result.model, args.output)
+    print_compact(result.removed, result.folded, (result.params_before, result.params_after), args)
+    return 0
+
+
+def print_compact(
+    removed: Mapping[str, int],
+    folded: Mapping[str, int],
+    params: tuple[int, int],
+    args: argparse.Namespace,
+) -> None:
+    """What ``compact`` prints (also ``remote compact``): units removed per layer, parameters."""
     summary = {
-        "removed": result.removed,
-        "folded": result.folded,
-        "params_before": result.params_before,
-        "params_after": result.params_after,
+        "removed": dict(removed),
+        "folded": dict(folded),
+        "params_before": params[0],
+        "params_after": params[1],
     }
     if args.json:
         out(json.dumps(summary, indent=2))
-        return 0
-    for name, count in result.removed.items():
-        folded = result.folded.get(name, 0)
+        return
+    for name, count in removed.items():
+        n_folded = folded.get(name, 0)
         units = "unit" if count == 1 else "units"
-        out(f"{name}: removed {count} {units}" + (f" ({folded} folded)" if folded else ""))
-    out(f"parameters {result.params_before} -> {result.params_after}; wrote {args.output}")
-    return 0
+        out(f"{name}: removed {count} {units}" + (f" ({n_folded} folded)" if n_folded else ""))
+    out(f"parameters {params[0]} -> {params[1]}; wrote {args.output}")
 
 
 def add_structured_flags(p: argparse.ArgumentParser) -> None:
@@ -84,32 +96,45 @@ def add_structured_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+FLAGS = {"masks": "--masks-in"}
+"""Option names whose flag is not ``--`` and the name with dashes."""
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of a ``prune`` option: ``round_to`` -> ``--round-to``."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def check_prune_flags(args: argparse.Namespace) -> None:
+    """Refuse flags ``--structured`` cannot take, or needs (``check_structured``).
+
+    Raises:
+        InvalidOptionError: one line naming the flags.
+    """
+    names = ("structured", "sparsity", "score", "allocation", "effective", "min_threshold", "nm")
+    options = {name: getattr(args, name) for name in names}
+    options.update(
+        masks=args.masks_in,
+        scores=args.scores,
+        calibration=args.calibration,
+        scope=args.scope,
+        round_to=args.round_to,
+        masked_out=args.masked_out,
+    )
+    check_structured(options, flag)
+
+
 def _paths(args: argparse.Namespace) -> set[Path]:
     return {Path(args.model).resolve(), Path(args.output).resolve()}
 
 
 def run_structured(args: argparse.Namespace) -> int:
-    """``onnxprune prune --structured``: prune whole units, compact, write the smaller model."""
-    if args.sparsity is None:
-        raise InvalidOptionError("--structured needs --sparsity")
-    unstructured = {
-        "--score": args.score != "magnitude",
-        "--allocation": args.allocation != "global",
-        "--effective": args.effective,
-        "--min-threshold": args.min_threshold is not None,
-        "--nm": args.nm,
-        "--masks-in": args.masks_in,
-        "--scores": args.scores,
-        "--calibration": args.calibration,
-    }
-    given = [flag for flag, value in unstructured.items() if value]
+    """``onnxprune prune --structured``: prune whole units, compact, write the smaller model.
+
+    The caller has run ``check_prune_flags``.
+    """
     if args.masked_out and Path(args.masked_out).resolve() in _paths(args):
         raise InvalidOptionError("--masked-out must differ from the model and the output")
-    if given:
-        raise InvalidOptionError(
-            f"--structured takes no {', '.join(given)} (they choose single weights); "
-            "see --scope and --round-to"
-        )
     result = structured_prune(
         load_model(args.model, max_bytes=args.max_bytes),
         sparsity=args.sparsity,
@@ -124,16 +149,26 @@ def run_structured(args: argparse.Namespace) -> int:
     if args.masked_out:
         save_model(result.masked, args.masked_out)
     c = result.compaction
+    print_structured(result.units, c.removed, (c.params_before, c.params_after), args)
+    return 0
+
+
+def print_structured(
+    units: Mapping[str, tuple[int, int]],
+    removed: Mapping[str, int],
+    params: tuple[int, int],
+    args: argparse.Namespace,
+) -> None:
+    """What ``prune --structured`` prints (also ``remote prune``): units kept, parameters."""
     summary = {
-        "units": {name: list(kept_total) for name, kept_total in result.units.items()},
-        "removed": c.removed,
-        "params_before": c.params_before,
-        "params_after": c.params_after,
+        "units": {name: list(kept_total) for name, kept_total in units.items()},
+        "removed": dict(removed),
+        "params_before": params[0],
+        "params_after": params[1],
     }
     if args.json:
         out(json.dumps(summary, indent=2))
-        return 0
-    for name, (kept, total) in result.units.items():
+        return
+    for name, (kept, total) in units.items():
         out(f"{name}: kept {kept} of {total} units")
-    out(f"parameters {c.params_before} -> {c.params_after}; wrote {args.output}")
-    return 0
+    out(f"parameters {params[0]} -> {params[1]}; wrote {args.output}")

@@ -14,7 +14,7 @@ from onnxprune.cli._common import (
     out,
     parse_input_shapes,
 )
-from onnxprune.cli._compact import add_structured_flags, run_structured
+from onnxprune.cli._compact import add_structured_flags, check_prune_flags, run_structured
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import save_model, write_text_atomic
 from onnxprune.pruners.masks import load_npz, save_masks
@@ -62,6 +62,7 @@ def _prune(args: argparse.Namespace) -> int:
     source, output = Path(args.model), Path(args.output)
     if output.exists() and source.exists() and output.resolve() == source.resolve():
         raise InvalidOptionError("the output would overwrite the input model; choose another -o")
+    check_prune_flags(args)
     if args.structured:
         return run_structured(args)
     masks_out = Path(args.masks_out) if args.masks_out else output.with_suffix(".masks.npz")

@@ -1,8 +1,10 @@
-"""``onnxprune remote analyze|prune|validate|methods``: the local commands, run on a server.
+"""``onnxprune remote analyze|prune|compact|validate|methods``: the local commands, on a server.
 
 Each remote command has exactly the flags of its local twin (the same ``add`` functions register
 them) plus the connection flags, writes the same files and prints the same output; exit codes are
 the local ones (2 bad input or a refused call, 3 gate failed, 1 a server failure or no server).
+``remote prune --structured`` writes the compacted model; only ``--masked-out`` (the zeroed
+model in the original shapes) is not offered remotely, and is refused.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import grpc
 
 from onnxprune._proto import pruning_pb2 as pb
 from onnxprune._wire import read_token
-from onnxprune.cli import _analyze, _prune, _validate
+from onnxprune.cli import _analyze, _compact, _prune, _validate
 from onnxprune.cli._common import EXIT_BUG, EXIT_GATE_FAILED, err, out, parse_input_shapes
+from onnxprune.cli._compact import check_prune_flags, print_compact, print_structured
 from onnxprune.client import Client, RemoteError
+from onnxprune.errors import InvalidOptionError
 from onnxprune.model import write_text_atomic
 
 REFUSED = frozenset(
@@ -36,14 +40,16 @@ def add(sub: argparse._SubParsersAction) -> None:
     """The ``remote`` subcommand and its own subcommands."""
     p = sub.add_parser(
         "remote",
-        help="run analyze, prune, validate or methods on an onnxprune server (onnxprune serve)",
+        help="run analyze, prune, compact, validate or methods on an onnxprune server "
+        "(onnxprune serve)",
         description=(
             "The local commands with the same flags and outputs, run by a server: models and "
-            "data are uploaded in chunks, results are written here."
+            "data are uploaded in chunks, results are written here. `remote prune --structured` "
+            "and `remote compact` write the smaller model the server made."
         ),
     )
     remote = p.add_subparsers(dest="remote_command", required=True, metavar="COMMAND")
-    for command in (_analyze, _prune, _validate):
+    for command in (_analyze, _prune, _compact, _validate):
         command.add(remote)
     for name, parser in remote.choices.items():
         _add_connection(parser)
@@ -95,6 +101,12 @@ def _analyze_remote(client: Client, args: argparse.Namespace) -> int:
 
 
 def _prune_remote(client: Client, args: argparse.Namespace) -> int:
+    check_prune_flags(args)  # the local command's refusals, in its words, before any upload
+    if args.masked_out:
+        raise InvalidOptionError(
+            "remote prune does not send back --masked-out (the zeroed model); run `onnxprune "
+            "prune --structured --masked-out` locally for it"
+        )
     output = Path(args.output)
     masks_out = Path(args.masks_out or output.with_suffix(".masks.npz"))
     options = {
@@ -115,6 +127,11 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
         calibration=args.calibration,
         **options,
     )
+    if args.structured:
+        units = {u.name: (u.kept, u.total) for u in result.units}
+        removed = {r.name: r.removed for r in result.removed}
+        print_structured(units, removed, (result.params_before, result.params_after), args)
+        return 0
     report = result.report
     if args.report_out:
         write_text_atomic(Path(args.report_out), report.json)
@@ -126,6 +143,14 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
     if not args.json:
         lines.append(f"wrote {output} and {masks_out}")
     out("\n".join(lines))
+    return 0
+
+
+def _compact_remote(client: Client, args: argparse.Namespace) -> int:
+    result = client.compact(args.model, args.output, max_bytes=args.max_bytes)
+    removed = {r.name: r.removed for r in result.removed}
+    folded = {r.name: r.folded for r in result.removed if r.folded}
+    print_compact(removed, folded, (result.params_before, result.params_after), args)
     return 0
 
 
@@ -149,7 +174,12 @@ def _validate_remote(client: Client, args: argparse.Namespace) -> int:
 def _methods_remote(client: Client, args: argparse.Namespace) -> int:
     del args
     reply = client.list_methods()
-    for title, methods in (("scores", reply.scores), ("allocations", reply.allocations)):
+    tables = (
+        ("scores", reply.scores),
+        ("allocations", reply.allocations),
+        ("--structured", reply.criteria),
+    )
+    for title, methods in tables:
         out(f"{title}:")
         for method in methods:
             shown = next((alias for alias in method.aliases if "+" in alias), method.name)
@@ -160,6 +190,7 @@ def _methods_remote(client: Client, args: argparse.Namespace) -> int:
 COMMANDS = {
     "analyze": _analyze_remote,
     "prune": _prune_remote,
+    "compact": _compact_remote,
     "methods": _methods_remote,
     "validate": _validate_remote,
 }

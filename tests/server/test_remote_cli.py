@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 
+import onnxprune
 from onnxprune.cli import main
-from tests.server.conftest import DATA, MLP
+from tests.server.conftest import DATA, MLP, MODELS
+
+CNN = MODELS / "cnn_digits.onnx"
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -94,7 +98,7 @@ def test_remote_without_a_server_or_with_a_bad_token(start_server, tmp_path, cap
     assert json.loads(out)["total_params"] == 50_200
 
 
-@pytest.mark.parametrize("command", ["analyze", "prune", "validate", "methods"])
+@pytest.mark.parametrize("command", ["analyze", "prune", "compact", "validate", "methods"])
 def test_remote_commands_have_the_local_flags(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
@@ -106,3 +110,74 @@ def test_remote_commands_have_the_local_flags(command, capsys):
         assert flag in remote, flag
     assert "--server" in remote
     assert "--tls-ca" in remote
+
+
+def _local_and_remote(capsys, tmp_path, address, *argv: str) -> list[tuple[int, str, str]]:
+    """``argv`` run locally and remotely, each writing ``-o DIR/out.onnx`` into its own folder."""
+    runs = []
+    for where, prefix in (("local", []), ("remote", ["remote"])):
+        folder = tmp_path / where
+        folder.mkdir(parents=True)
+        server = ["--server", address] if prefix else []
+        code, out, err = _run(capsys, *prefix, *argv, "-o", str(folder / "out.onnx"), *server)
+        runs.append((code, out.replace(str(folder), "DIR"), err))
+    return runs
+
+
+def test_remote_compact_writes_the_same_file_as_compact(address, tmp_path, capsys):
+    pruned = tmp_path / "pruned.onnx"
+    onnxprune.save_model(onnxprune.prune(CNN, sparsity=0.9).model, pruned)
+    printed = []
+    for run, flags in enumerate(([], ["--json"])):
+        folder = tmp_path / f"run{run}"
+        local, remote = _local_and_remote(capsys, folder, address, "compact", str(pruned), *flags)
+        assert remote == local
+        assert local[0] == 0
+        small = (folder / "remote" / "out.onnx").read_bytes()
+        assert small == (folder / "local" / "out.onnx").read_bytes()
+        assert onnx.load_from_string(small).graph.initializer
+        printed.append(remote[1])
+    text, as_json = printed
+    assert "down.weight: removed " in text
+    assert "parameters 9770 -> " in text
+    assert text.endswith("; wrote DIR/out.onnx\n")
+    summary = json.loads(as_json)
+    assert summary["params_after"] < summary["params_before"] == 9770
+    assert set(summary["folded"]) <= set(summary["removed"])
+
+
+def test_remote_prune_structured_writes_the_same_file_as_prune(address, tmp_path, capsys):
+    flags = ["--structured", "l1", "--sparsity", "0.5", "--round-to", "8"]
+    local, remote = _local_and_remote(capsys, tmp_path, address, "prune", str(CNN), *flags)
+    assert remote == local
+    assert local[0] == 0
+    assert "onnx::Conv_42: kept 8 of 16 units" in remote[1]
+    assert "; wrote DIR/out.onnx" in remote[1]
+    assert (tmp_path / "remote" / "out.onnx").read_bytes() == (
+        tmp_path / "local" / "out.onnx"
+    ).read_bytes()
+    assert not list((tmp_path / "remote").glob("*.npz"))  # no masks, as locally
+
+
+def test_remote_prune_structured_refuses_like_prune(address, tmp_path, capsys):
+    cases = {
+        ("--structured", "l1", "--sparsity", "0.5", "--score", "lamp", "--nm", "2:4"): (
+            "--structured takes no --score, --nm (they choose single weights); "
+            "see --scope and --round-to"
+        ),
+        ("--structured", "l2"): "--structured needs --sparsity",
+        ("--sparsity", "0.5", "--scope", "global", "--round-to", "8"): (
+            "--scope, --round-to need --structured"
+        ),
+    }
+    for run, (flags, message) in enumerate(cases.items()):
+        folder = tmp_path / f"run{run}"
+        local, remote = _local_and_remote(capsys, folder, address, "prune", str(MLP), *flags)
+        assert remote == local == (2, "", f"InvalidOptionError: {message}\n")
+        assert not list(folder.glob("*/*"))
+    code, _, err = _run(capsys, "remote", "prune", str(MLP), "-o", str(tmp_path / "x.onnx"),
+                        "--structured", "l1", "--sparsity", "0.5", "--masked-out",
+                        str(tmp_path / "m.onnx"), "--server", address)  # fmt: skip
+    assert code == 2
+    assert err.startswith("InvalidOptionError: remote prune does not send back --masked-out")
+    assert not list(tmp_path.glob("*.onnx"))

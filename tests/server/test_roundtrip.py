@@ -14,8 +14,10 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxprune
 from onnxprune._proto import pruning_pb2 as pb
 from onnxprune.client import Client
-from onnxprune.pruners.registry import ALLOCATIONS, SCORES
+from onnxprune.pruners.registry import ALLOCATIONS, CRITERIA, SCORES
 from onnxprune.report import format_table
+from onnxprune.structured import structured_prune
+from server.messages import STRUCTURED, STRUCTURED_SHARED
 from tests.server.conftest import DATA, MLP
 
 TIMINGS = ("latency_ms_p50", "latency_ms_p95", "throughput")
@@ -139,6 +141,8 @@ def test_list_methods_equals_the_registries(address):
     by_name = {m.name: m for m in reply.allocations}
     assert "uniform+" in by_name["uniform_plus"].aliases
     assert by_name["erk"].summary == ALLOCATIONS["erk"].summary
+    assert [m.name for m in reply.criteria] == sorted(CRITERIA) == ["l1", "l2", "random"]
+    assert reply.criteria[0].summary == CRITERIA["l1"].summary
 
 
 def test_many_small_chunks_both_ways(address, tmp_path):
@@ -178,8 +182,13 @@ def test_typed_request_fields_match_the_library_options():
     # A request field the library does not take would fail at the first call; catch it here.
     import inspect
 
+    prune_fields = set(pb.PruneOptions.DESCRIPTOR.fields_by_name)
     prune_args = set(inspect.signature(onnxprune.prune).parameters)
-    assert set(pb.PruneOptions.DESCRIPTOR.fields_by_name) <= prune_args
+    assert prune_fields - set(STRUCTURED) <= prune_args
+    structured_args = set(inspect.signature(structured_prune).parameters)
+    assert set(STRUCTURED.values()) | set(STRUCTURED_SHARED) <= structured_args
+    assert set(STRUCTURED) | set(STRUCTURED_SHARED) <= prune_fields
+    assert set(pb.CompactOptions.DESCRIPTOR.fields_by_name) == {"max_bytes"}  # the server's
     analyze_args = set(inspect.signature(onnxprune.analyze).parameters)
     assert set(pb.AnalyzeOptions.DESCRIPTOR.fields_by_name) <= analyze_args
     validate_args = set(inspect.signature(onnxprune.validate).parameters)
