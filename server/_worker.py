@@ -21,7 +21,6 @@ import onnx
 from google.protobuf.message import Message
 
 from onnxprune._proto import pruning_pb2 as pb
-from onnxprune._structured_options import check_structured
 from onnxprune._wire import check_name
 from onnxprune.errors import DatasetError, InvalidOptionError, OnnxpruneError
 from onnxprune.model import load_model, save_model
@@ -29,6 +28,7 @@ from onnxprune.pruners.masks import load_npz, save_masks
 from onnxprune.pruners.prune import prune
 from onnxprune.sparsity import analyze
 from onnxprune.structured import compact, structured_prune
+from onnxprune.structured.options import check_structured
 from onnxprune.validate import validate
 from server.messages import (
     compact_message,

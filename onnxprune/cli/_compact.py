@@ -7,11 +7,11 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from onnxprune._structured_options import check_structured
 from onnxprune.cli._common import add_debug, add_max_bytes, out
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import load_model, save_model
 from onnxprune.structured import CRITERIA, SCOPES, compact, structured_prune
+from onnxprune.structured.options import check_structured
 
 
 def add(sub: argparse._SubParsersAction) -> None:
