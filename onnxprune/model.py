@@ -20,7 +20,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
-from onnxprune.errors import InvalidModelError, LimitExceededError
+from onnxprune.errors import InvalidModelError, InvalidOptionError, LimitExceededError
 
 DEFAULT_MAX_BYTES = 8 * 2**30
 """Default limit on the bytes of a model (file plus external data) that ``load_model`` accepts."""
@@ -148,6 +148,7 @@ def commit_model(path: Path, write: Callable[[Path, Path | None], None], *, exte
     ``None``. A reader never sees a half-written model: the model file is renamed last and points
     at complete data. Data files of earlier saves to ``path`` are removed afterwards.
     """
+    check_writable(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     data_file = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.data") if external else None
     try:
@@ -168,8 +169,22 @@ def commit_model(path: Path, write: Callable[[Path, Path | None], None], *, exte
 _DATA_NAME = re.compile(r"\.[0-9a-f]{12}\.data")
 
 
+def check_writable(path: Path) -> None:
+    """Refuse an output path whose folder is missing or that names a folder.
+
+    Raises:
+        InvalidOptionError: one line naming the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidOptionError(f"cannot write {path}: it is a folder")
+    if not path.parent.is_dir():
+        raise InvalidOptionError(f"cannot write {path}: folder {path.parent} does not exist")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
+    check_writable(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")

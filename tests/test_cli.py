@@ -227,3 +227,27 @@ def _truncated(tmp_path: Path) -> Path:
     full = _mlp(tmp_path / "full.onnx", np.ones((8, 8), np.float32), np.ones((8, 2), np.float32))
     data = full.read_bytes()
     return _write(tmp_path / "half.onnx", data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["compact", "{m}", "-o", "{m}"], "would overwrite the input model"),
+        (["compact", "{m}", "-o", "{d}/missing/out.onnx"], "does not exist"),
+        (["compact", "{m}", "-o", "{d}"], "it is a folder"),
+        (["prune", "{m}", "-o", "{d}/missing/o.onnx", "--sparsity", "0.5"], "does not exist"),
+        (["prune", "{m}", "-o", "{d}/o.onnx", "--sparsity", "0.5", "--masks-out", "{m}"],
+         "would overwrite the input model"),
+        (["prune", "{m}", "-o", "{d}/o.onnx", "--structured", "l1", "--sparsity", "0.5",
+          "--masked-out", "{d}/o.onnx"], "would overwrite another output"),
+    ],
+)  # fmt: skip
+def test_bad_output_paths_exit_2_before_any_work_and_keep_the_input(tmp_path, command, message):
+    model = tmp_path / "m.onnx"
+    model.write_bytes((MODELS / "mlp_digits_pruned95.onnx").read_bytes())
+    args = [a.format(m=model, d=tmp_path) for a in command]
+    done = _run(*args)
+    assert done.returncode == 2
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert model.read_bytes() == (MODELS / "mlp_digits_pruned95.onnx").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from onnxprune.errors import InvalidOptionError
-from onnxprune.model import DEFAULT_MAX_BYTES
+from onnxprune.model import DEFAULT_MAX_BYTES, check_writable
 
 EXIT_BUG = 1
 EXIT_GATE_FAILED = 3
@@ -144,3 +146,22 @@ def parse_input_shapes(specs: Sequence[str]) -> dict[str, tuple[int, ...]]:
             )
         shapes[name] = shape
     return shapes
+
+
+def check_outputs(source: str | os.PathLike, *outputs: str | os.PathLike | None) -> None:
+    """Refuse outputs that would overwrite the input model or one another, or cannot be written.
+
+    Checked before any work, so a long prune does not fail at its last step (None: unused).
+
+    Raises:
+        InvalidOptionError: one line naming the path.
+    """
+    taken = {Path(source).resolve(): "the input model"}
+    for output in outputs:
+        if output is None:
+            continue
+        check_writable(Path(output))
+        path = Path(output).resolve()
+        if path in taken:
+            raise InvalidOptionError(f"{output} would overwrite {taken[path]}; choose another path")
+        taken[path] = "another output"

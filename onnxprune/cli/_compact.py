@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Mapping
-from pathlib import Path
 
-from onnxprune.cli._common import add_debug, add_max_bytes, out
-from onnxprune.errors import InvalidOptionError
+from onnxprune.cli._common import add_debug, add_max_bytes, check_outputs, out
 from onnxprune.model import load_model, save_model
 from onnxprune.structured import CRITERIA, SCOPES, compact, structured_prune
 from onnxprune.structured.options import check_structured
@@ -37,6 +35,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _compact(args: argparse.Namespace) -> int:
+    check_outputs(args.model, args.output)
     result = compact(load_model(args.model, max_bytes=args.max_bytes))
     save_model(result.model, args.output)
     print_compact(result.removed, result.folded, (result.params_before, result.params_after), args)
@@ -124,17 +123,12 @@ def check_prune_flags(args: argparse.Namespace) -> None:
     check_structured(options, flag)
 
 
-def _paths(args: argparse.Namespace) -> set[Path]:
-    return {Path(args.model).resolve(), Path(args.output).resolve()}
-
-
 def run_structured(args: argparse.Namespace) -> int:
     """``onnxprune prune --structured``: prune whole units, compact, write the smaller model.
 
     The caller has run ``check_prune_flags``.
     """
-    if args.masked_out and Path(args.masked_out).resolve() in _paths(args):
-        raise InvalidOptionError("--masked-out must differ from the model and the output")
+    check_outputs(args.model, args.output, args.masked_out)
     result = structured_prune(
         load_model(args.model, max_bytes=args.max_bytes),
         sparsity=args.sparsity,

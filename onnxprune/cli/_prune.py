@@ -10,12 +10,12 @@ from onnxprune.cli._common import (
     add_debug,
     add_max_bytes,
     add_prune_flags,
+    check_outputs,
     err,
     out,
     parse_input_shapes,
 )
 from onnxprune.cli._compact import add_structured_flags, check_prune_flags, run_structured
-from onnxprune.errors import InvalidOptionError
 from onnxprune.model import save_model, write_text_atomic
 from onnxprune.pruners.masks import load_npz, save_masks
 from onnxprune.pruners.prune import prune
@@ -60,12 +60,11 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def _prune(args: argparse.Namespace) -> int:
     source, output = Path(args.model), Path(args.output)
-    if output.exists() and source.exists() and output.resolve() == source.resolve():
-        raise InvalidOptionError("the output would overwrite the input model; choose another -o")
     check_prune_flags(args)
     if args.structured:
         return run_structured(args)
     masks_out = Path(args.masks_out) if args.masks_out else output.with_suffix(".masks.npz")
+    check_outputs(source, output, masks_out, args.report_out)
     calibration = load_npz(args.calibration, "calibration") if args.calibration else None
     result = prune(
         source,

@@ -17,7 +17,14 @@ import grpc
 from onnxprune._proto import pruning_pb2 as pb
 from onnxprune._wire import read_token
 from onnxprune.cli import _analyze, _compact, _prune, _validate
-from onnxprune.cli._common import EXIT_BUG, EXIT_GATE_FAILED, err, out, parse_input_shapes
+from onnxprune.cli._common import (
+    EXIT_BUG,
+    EXIT_GATE_FAILED,
+    check_outputs,
+    err,
+    out,
+    parse_input_shapes,
+)
 from onnxprune.cli._compact import check_prune_flags, print_compact, print_structured
 from onnxprune.client import Client, RemoteError
 from onnxprune.errors import InvalidOptionError
@@ -109,6 +116,7 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
         )
     output = Path(args.output)
     masks_out = Path(args.masks_out or output.with_suffix(".masks.npz"))
+    check_outputs(args.model, output, None if args.structured else masks_out, args.report_out)
     options = {
         name: getattr(args, name)
         for name in pb.PruneOptions.DESCRIPTOR.fields_by_name
@@ -147,6 +155,7 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
 
 
 def _compact_remote(client: Client, args: argparse.Namespace) -> int:
+    check_outputs(args.model, args.output)
     result = client.compact(args.model, args.output, max_bytes=args.max_bytes)
     removed = {r.name: r.removed for r in result.removed}
     folded = {r.name: r.folded for r in result.removed if r.folded}
