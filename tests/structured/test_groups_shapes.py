@@ -281,3 +281,48 @@ def test_reshape_target_and_gemm_follow_the_kept_channels(target, expected):
     assert result.compaction.params_after == 56 + 2 + 165 == params(result.model)
     x = np.random.default_rng(1).normal(size=(2, 3, 4, 4)).astype(np.float32)
     assert_pruned_like_masked(result, {"x": x})
+
+
+@pytest.mark.parametrize("opset", [11, 13])  # Squeeze/Unsqueeze axes: attribute, then input
+def test_nhwc_transposes_and_squeezes_carry_units(opset):
+    """A TensorFlow-style export: NHWC tensors, a Transpose around each Conv, a bias added on the
+    last axis, a Squeeze after global pooling and an Unsqueeze/Squeeze pair before the head."""
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(size=(8, 3, 3, 3))
+    w1 *= np.arange(1, 9)[:, None, None, None]  # filters 0..3 have the smallest L1 norms
+    w2 = rng.normal(size=(6, 8, 1, 1))
+    w2 *= np.array([1, 6, 2, 5, 3, 4])[:, None, None, None]
+    axes = {"axes": [2, 3]} if opset < 13 else {}
+    axes_in = [] if opset < 13 else ["hw"]
+    one = {"axes": [1]} if opset < 13 else {}
+    one_in = [] if opset < 13 else ["one"]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["xt", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Transpose", ["c1"], ["h1"], perm=[0, 2, 3, 1]),  # NHWC: units last
+        helper.make_node("Add", ["h1", "b1"], ["a1"]),
+        helper.make_node("Relu", ["a1"], ["r1"]),
+        helper.make_node("Transpose", ["r1"], ["r1t"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["r1t", "w2"], ["c2"]),
+        helper.make_node("GlobalAveragePool", ["c2"], ["p"]),
+        helper.make_node("Squeeze", ["p", *axes_in], ["s"], **axes),  # [N, 6]
+        helper.make_node("Unsqueeze", ["s", *one_in], ["u"], **one),  # [N, 1, 6]
+        helper.make_node("Squeeze", ["u", *one_in], ["f"], **one),
+        helper.make_node("Gemm", ["f", "head"], ["y"], transB=1),
+    ]
+    inits = {
+        "w1": w1,
+        "b1": rng.normal(size=8),
+        "w2": w2,
+        "head": rng.normal(size=(4, 6)),
+        "hw": np.array([2, 3], np.int64),
+        "one": np.array([1], np.int64),
+    }
+    model = graph_model(nodes, {"x": [2, 5, 5, 3]}, {"y": [2, 4]}, inits, opset=opset)
+    result = structured_prune(model, sparsity=0.5)
+    assert result.units == {"w1": (4, 8), "w2": (3, 6)}
+    assert init(result.model, "b1").shape == (4,)  # the NHWC bias follows the kept channels
+    assert np.array_equal(init(result.model, "w1"), w1[4:].astype(np.float32))
+    assert init(result.model, "head").shape == (4, 3)
+    feed = {"x": rng.normal(size=(2, 5, 5, 3)).astype(np.float32)}
+    assert_pruned_like_masked(result, feed)

@@ -37,11 +37,8 @@ def _pool(b: Builder, node: onnx.NodeProto) -> None:
 @handler("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2")
 def _reduce(b: Builder, node: onnx.NodeProto) -> None:
     xs = b.space(node.input[0])
-    axes = attr(node, "axes", None)
-    if axes is None and input_at(node, 1):
-        k = b.const(node.input[1])
-        axes = None if k is None else k.reshape(-1).tolist()
-    if axes is None or not axes:
+    axes = _axes(b, node)
+    if not axes:
         b.block(xs)
         return
     axes = sorted({int(a) % xs.rank for a in axes})
@@ -59,6 +56,50 @@ def _reduce(b: Builder, node: onnx.NodeProto) -> None:
         axis=axis,
         rank=rank,
     )
+
+
+def _axes(b: Builder, node: onnx.NodeProto) -> list[int] | None:
+    """A node's ``axes``: its attribute (older opsets) or its constant second input, or None."""
+    axes = attr(node, "axes", None)
+    if axes is None and input_at(node, 1):
+        k = b.const(node.input[1])
+        axes = None if k is None else k.reshape(-1).tolist()
+    return None if axes is None else [int(a) for a in axes]
+
+
+@handler("Transpose")
+def _transpose(b: Builder, node: onnx.NodeProto) -> None:
+    """Units move with their axis (NHWC exports wrap every Conv in Transposes)."""
+    xs = b.space(node.input[0])
+    perm = list(attr(node, "perm", range(xs.rank - 1, -1, -1)))
+    if sorted(perm) != list(range(xs.rank)):
+        b.block(xs)
+        return
+    pass_through(b, node, xs, keeps=True, axis=perm.index(xs.axis))
+
+
+@handler("Squeeze", "Unsqueeze")
+def _squeeze(b: Builder, node: onnx.NodeProto) -> None:
+    """Axes of size 1 come or go around the unit axis, which keeps its units."""
+    xs = b.space(node.input[0])
+    axes = _axes(b, node)
+    if node.op_type == "Squeeze":
+        shape = b.shape(node.input[0])
+        if axes is None and input_at(node, 1) == "" and shape is not None:
+            axes = [i for i, d in enumerate(shape) if d == 1]  # no axes: every axis of size 1
+        axes = None if axes is None else sorted({a % xs.rank for a in axes})
+        if axes is None or xs.axis in axes:
+            b.block(xs)
+            return
+        axis, rank = xs.axis - sum(a < xs.axis for a in axes), xs.rank - len(axes)
+    else:
+        if not axes:
+            b.block(xs)
+            return
+        rank = xs.rank + len(axes)
+        inserted = {a % rank for a in axes}
+        axis = [i for i in range(rank) if i not in inserted][xs.axis]
+    pass_through(b, node, xs, keeps=True, axis=axis, rank=rank)
 
 
 @handler("Resize", "Upsample")
