@@ -56,8 +56,11 @@ def _blocked_model(case: str) -> onnx.ModelProto:
     if case == "graph_output":
         outputs["h"] = [2, 4, 5, 5]
         nodes.append(helper.make_node("Relu", ["h"], ["u"]))
-    elif case == "transpose":
-        nodes.append(helper.make_node("Transpose", ["h"], ["u"], perm=[0, 1, 3, 2]))
+    elif case == "channel_split_reshape":  # [2, 4, 5, 5] -> [2, 2, 2, 5, 5] -> back
+        inits["split"] = np.array([2, 2, 2, 5, 5], np.int64)
+        inits["joined"] = np.array([2, 4, 5, 5], np.int64)
+        nodes.append(helper.make_node("Reshape", ["h", "split"], ["h5"]))
+        nodes.append(helper.make_node("Reshape", ["h5", "joined"], ["u"]))
     elif case == "custom_domain":
         nodes.append(helper.make_node("Gelu", ["h"], ["u"], domain="com.microsoft"))
         domains = (("com.microsoft", 1),)
@@ -78,7 +81,8 @@ def _blocked_model(case: str) -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize(
-    "case", ["graph_output", "transpose", "custom_domain", "shared_weight", "residual_input"]
+    "case",
+    ["graph_output", "channel_split_reshape", "custom_domain", "shared_weight", "residual_input"],
 )
 def test_blocked_units_stay(case):
     model = _blocked_model(case)
