@@ -72,6 +72,8 @@ class Consumer:
             constant its bias can take, or (``window``) a fixed map over its output positions.
         window: for a padded Conv, where its kernel taps fall inside the input: there a
             constant input unit contributes a map that varies near the borders.
+        groups: a grouped Conv's groups: its weight's input axis holds one group's units, and
+            every group keeps the same ones (they are tied across groups).
     """
 
     node: onnx.NodeProto
@@ -83,6 +85,7 @@ class Consumer:
     scale: float
     foldable: bool
     window: Window | None = None
+    groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,11 @@ class Groups:
     def of(self, tensor: str) -> np.ndarray:
         """The group of each unit of ``tensor``."""
         return self.labels[self.spaces[tensor].slots]
+
+    def inputs(self, c: Consumer) -> np.ndarray:
+        """The group of each entry along consumer ``c``'s weight input axis."""
+        labels = self.of(c.tensor)
+        return labels[: labels.size // c.groups]
 
     def constants(self, arrays: Arrays, pending: Mapping[str, Folded]) -> Consts:
         """What each unit holds when it is the same everywhere (NaN where it varies)."""

@@ -26,7 +26,7 @@ def zero(groups: Groups, chosen: np.ndarray, arrays: Arrays) -> None:
     for s in groups.filters:
         _zero_along(arrays, s.name, s.axis, chosen[groups.of(s.tensor)])
     for c in groups.consumers:
-        _zero_along(arrays, c.weight, c.in_axis, chosen[groups.of(c.tensor)])
+        _zero_along(arrays, c.weight, c.in_axis, chosen[groups.inputs(c)])
 
 
 def _zero_along(arrays: Arrays, name: str, axis: int, drop: np.ndarray) -> None:
@@ -41,7 +41,7 @@ def read(groups: Groups, arrays: Arrays) -> np.ndarray:
     """Per group: some consumer has a nonzero weight on one of its units."""
     found = np.zeros(groups.count, bool)
     for c in groups.consumers:
-        found[groups.of(c.tensor)[_reads(c, arrays)]] = True
+        found[groups.inputs(c)[_reads(c, arrays)]] = True
     return found
 
 
@@ -56,8 +56,8 @@ def foldable(groups: Groups, consts: dict[str, np.ndarray], arrays: Arrays) -> n
     bad = np.zeros(groups.count, bool)
     for c in groups.consumers:
         value = consts[c.tensor]
-        ok = np.isfinite(value) & (c.foldable | (value == 0))
-        bad[groups.of(c.tensor)[~ok & _reads(c, arrays)]] = True
+        ok = (np.isfinite(value) & (c.foldable | (value == 0))).reshape(c.groups, -1).all(axis=0)
+        bad[groups.inputs(c)[~ok & _reads(c, arrays)]] = True
     return ~bad
 
 
@@ -74,6 +74,8 @@ def fold(
     """
     folded = np.zeros(groups.count, bool)
     for c in groups.consumers:
+        if not c.foldable:  # only zeros reach it (``foldable``): nothing to add
+            continue
         labels = groups.of(c.tensor)
         value = np.where(chosen[labels], np.nan_to_num(consts[c.tensor]), 0.0)
         if not value.any():
@@ -125,7 +127,7 @@ def cut(
     for s in groups.slices:
         arrays[s.name] = np.compress(kept(s.tensor), arrays[s.name], axis=s.axis)
     for c in groups.consumers:
-        arrays[c.weight] = np.compress(kept(c.tensor), arrays[c.weight], axis=c.in_axis)
+        arrays[c.weight] = np.compress(~chosen[groups.inputs(c)], arrays[c.weight], axis=c.in_axis)
     for edit in groups.edits:
         edit(kept, arrays, fresh)
     layers = {c.node.output[0]: c.node for c in groups.consumers}

@@ -43,11 +43,33 @@ def _conv(b: Builder, node: onnx.NodeProto) -> None:
         if out_ok:
             _producer(b, node, wname, out_axis, bias, w.ndim, n_out)
         return
-    depthwise = not transpose and xs is not None and xs.axis == 1 and group == xs.size
-    if not (depthwise and w.shape[1] == 1 and n_out % group == 0 and out_ok):
+    split = not transpose and xs is not None and xs.axis == 1 and xs.size == group * w.shape[1]
+    if not (split and n_out % group == 0 and out_ok):
         b.block(xs)
         return
-    _depthwise(b, node, xs, n_out // group)
+    if w.shape[1] == 1:
+        _depthwise(b, node, xs, n_out // group)
+    else:
+        _grouped(b, node, xs, w, group)
+
+
+def _grouped(b: Builder, node: onnx.NodeProto, xs: Space, w: np.ndarray, group: int) -> None:
+    """A grouped Conv: each group keeps as many input and output channels as the others.
+
+    The k-th input channel of every group goes together (the weight's input axis indexes a
+    channel within its group), and so does the j-th output channel: removing one removes it
+    from every group, and ``group`` stays.
+    """
+    wname, bias = node.input[1], input_at(node, 2)
+    per_in, per_out = w.shape[1], w.shape[0] // group
+    for g in range(1, group):
+        b.tie(xs, np.arange(g * per_in, (g + 1) * per_in), xs, np.arange(per_in))
+    b.consumers.append(
+        Consumer(node, wname, 1, 0, node.input[0], bias or None, 1.0, False, groups=group)
+    )
+    out = _producer(b, node, wname, 0, bias, w.ndim, w.shape[0])
+    for g in range(1, group):
+        b.tie(out, np.arange(g * per_out, (g + 1) * per_out), out, np.arange(per_out))
 
 
 def _over_fill(b: Builder, node: onnx.NodeProto, w: np.ndarray, value: float) -> None:
