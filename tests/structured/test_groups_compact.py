@@ -391,3 +391,25 @@ def test_weight_read_inside_a_subgraph_is_not_sliced():
     assert init(result.model, "w").shape == (4, 3)
     feed = {"x": rng.normal(size=(2, 4)).astype(np.float32), "c": np.array(True)}
     assert_close(run(model, feed), run(result.model, feed))
+
+
+def test_per_channel_constant_of_a_blocked_add_is_not_sliced():
+    """Add(h, per-channel k, ...) where a later input blocks the node: k must stay whole."""
+    rng = np.random.default_rng(0)
+    inits = {
+        "a": rng.normal(size=(4, 3, 1, 1)),
+        "k": rng.normal(size=(1, 4, 1, 1)),
+        "b": rng.normal(size=(2, 4, 1, 1)),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "a"], ["h"]),
+        helper.make_node("Sum", ["h", "k", "r"], ["s"]),  # r: a graph input, so s is blocked
+        helper.make_node("Conv", ["s", "b"], ["y"]),
+    ]
+    model = graph_model(nodes, {"x": [1, 3, 4, 4], "r": [1, 4, 4, 4]}, {"y": [1, 2, 4, 4]}, inits)
+    result = structured_prune(model, sparsity=0.5)
+    assert result.units == {}
+    assert init(result.model, "k").shape == (1, 4, 1, 1)
+    feed = {"x": rng.normal(size=(1, 3, 4, 4)).astype(np.float32)}
+    feed["r"] = rng.normal(size=(1, 4, 4, 4)).astype(np.float32)
+    assert_pruned_like_masked(result, feed)

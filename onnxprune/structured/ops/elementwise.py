@@ -99,6 +99,7 @@ def _binary(b: Builder, node: onnx.NodeProto) -> None:
         for s in spaces
     )
     parts = []  # per input: a space tensor name, or a per-unit (or scalar) constant
+    slices = []
     for name, space in zip(node.input, spaces, strict=True):
         k = b.const(name)
         if space is not None:
@@ -110,7 +111,7 @@ def _binary(b: Builder, node: onnx.NodeProto) -> None:
             if axis is None:
                 same = False
                 break
-            b.slices.append(Slice(name, axis, node.output[0]))
+            slices.append(Slice(name, axis, node.output[0]))
             parts.append(name)
         else:
             same = False
@@ -121,6 +122,7 @@ def _binary(b: Builder, node: onnx.NodeProto) -> None:
         return
     out = node.output[0]
     b.alias(out, first)
+    b.slices.extend(slices)
     for s in spaces:
         if s is not None and s.base != first.base:
             b.tie(first, np.arange(first.size), s, np.arange(s.size))
