@@ -18,6 +18,7 @@ channels.
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,7 +98,32 @@ def compact(model: onnx.ModelProto) -> CompactResult:
 
 
 def compact_workspace(ws: Workspace) -> CompactResult:
-    """Compact the model of ``ws`` (its arrays may already hold zeroed units)."""
+    """Compact the model of ``ws`` (its arrays may already hold zeroed units) to a fixed point.
+
+    A cut can change how units are tied (a grouped Conv left with one input channel per group is
+    depthwise; a depthwise Conv left with one channel is a plain one), which can free units the
+    pass had to keep: the groups are built again on the result until a pass removes nothing.
+    """
+    grouped = any(
+        n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
+        for n in ws.model.graph.node
+    )
+    result = _compact_once(ws)
+    while grouped and result.removed:
+        again = _compact_once(Workspace.of(result.model))
+        if not again.removed:
+            break
+        result = CompactResult(
+            again.model,
+            dict(Counter(result.removed) + Counter(again.removed)),
+            dict(Counter(result.folded) + Counter(again.folded)),
+            result.params_before,
+            again.params_after,
+        )
+    return result
+
+
+def _compact_once(ws: Workspace) -> CompactResult:
     groups, arrays = ws.groups, ws.arrays
     gone = np.zeros(groups.count, bool)
     folded = np.zeros(groups.count, bool)

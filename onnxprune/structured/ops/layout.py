@@ -143,7 +143,7 @@ def _pad(b: Builder, node: onnx.NodeProto) -> None:
 
     def rule(consts, arrays, pending):
         c = consts[xs.tensor]
-        consts[out] = np.where(~constant | (c == value), c, NAN)
+        consts[out] = np.where((not constant) | (c == value), c, NAN)
 
     b.rules.append(rule)
 
@@ -305,6 +305,8 @@ def _split_sizes(node: onnx.NodeProto, outs: list[str], split_input: str, opset:
     """Rewrite a Split's sizes (attribute before opset 13, input after) to the kept units."""
 
     def edit(kept, arrays, fresh):
+        if all(kept(o).all() for o in outs):  # sizes unchanged: the Split stays as it was
+            return
         new = np.array([int(kept(o).sum()) for o in outs], np.int64)
         for a in list(node.attribute):
             if a.name == "split":
