@@ -32,13 +32,19 @@ Kept = Callable[[str], np.ndarray]
 
 @dataclass(frozen=True)
 class Space:
-    """The units of ``tensor`` along ``axis`` (of ``rank`` axes): slots ``base .. base+size``."""
+    """The units of ``tensor`` along ``axis`` (of ``rank`` axes): slots ``base .. base+size``.
+
+    With ``inner`` set, the units span two axes, ``axis`` (``size // inner`` long) and
+    ``axis + 1`` (``inner`` long), in row-major order: a channel axis split into groups, as a
+    channel shuffle does. Only Reshape and Transpose follow such a space.
+    """
 
     tensor: str
     axis: int
     rank: int
     base: int
     size: int
+    inner: int = 0
 
     @property
     def slots(self) -> np.ndarray:
@@ -242,14 +248,21 @@ class Builder:
         shape = self.shapes.get(tensor)
         return None if shape is None else len(shape)
 
-    def new(self, tensor: str, axis: int, rank: int, size: int) -> Space:
+    def new(self, tensor: str, axis: int, rank: int, size: int, inner: int = 0) -> Space:
         """A fresh space of ``size`` units for ``tensor``."""
-        space = Space(tensor, axis, rank, self.next, size)
+        space = Space(tensor, axis, rank, self.next, size, inner)
         self.next += size
         self.spaces[tensor] = space
         return space
 
-    def alias(self, tensor: str, like: Space, axis: int | None = None, rank: int | None = None):
+    def alias(
+        self,
+        tensor: str,
+        like: Space,
+        axis: int | None = None,
+        rank: int | None = None,
+        inner: int | None = None,
+    ) -> Space:
         """``tensor`` holds the very units of ``like`` (an element-wise output)."""
         space = Space(
             tensor,
@@ -257,6 +270,7 @@ class Builder:
             like.rank if rank is None else rank,
             like.base,
             like.size,
+            like.inner if inner is None else inner,
         )
         self.spaces[tensor] = space
         return space
@@ -331,6 +345,8 @@ def build_groups(
         for name in hidden.get(id(node), ()):
             b.block(b.space(name))
         known = node.op_type in LAYERS or (spaced and node.op_type in HANDLERS)
+        if any(s.inner for s in spaced) and node.op_type not in ("Reshape", "Transpose"):
+            known = False  # units over two axes: only a channel shuffle's ops follow them
         if known and node.domain in ("", "ai.onnx"):
             HANDLERS[node.op_type](b, node)
             continue

@@ -192,9 +192,14 @@ def _add_after(node, addend: str, graph: onnx.GraphProto, fresh, before=()) -> N
 
 
 def _reshape_infos(graph: onnx.GraphProto, groups: Groups, kept) -> None:
-    for vi in graph.value_info:
+    """New unit counts in value_info; entries of two-axis spaces are dropped (optional hints)."""
+    for index in range(len(graph.value_info) - 1, -1, -1):
+        vi = graph.value_info[index]
         space = groups.spaces.get(vi.name)
         if space is None or not vi.type.tensor_type.HasField("shape"):
+            continue
+        if space.inner:
+            del graph.value_info[index]
             continue
         dims = vi.type.tensor_type.shape.dim
         if len(dims) == space.rank and dims[space.axis].HasField("dim_value"):

@@ -56,11 +56,8 @@ def _blocked_model(case: str) -> onnx.ModelProto:
     if case == "graph_output":
         outputs["h"] = [2, 4, 5, 5]
         nodes.append(helper.make_node("Relu", ["h"], ["u"]))
-    elif case == "channel_split_reshape":  # [2, 4, 5, 5] -> [2, 2, 2, 5, 5] -> back
-        inits["split"] = np.array([2, 2, 2, 5, 5], np.int64)
-        inits["joined"] = np.array([2, 4, 5, 5], np.int64)
-        nodes.append(helper.make_node("Reshape", ["h", "split"], ["h5"]))
-        nodes.append(helper.make_node("Reshape", ["h5", "joined"], ["u"]))
+    elif case == "lrn":  # normalizes each channel by its neighbours: channels mix
+        nodes.append(helper.make_node("LRN", ["h"], ["u"], size=3))
     elif case == "custom_domain":
         nodes.append(helper.make_node("Gelu", ["h"], ["u"], domain="com.microsoft"))
         domains = (("com.microsoft", 1),)
@@ -82,7 +79,7 @@ def _blocked_model(case: str) -> onnx.ModelProto:
 
 @pytest.mark.parametrize(
     "case",
-    ["graph_output", "channel_split_reshape", "custom_domain", "shared_weight", "residual_input"],
+    ["graph_output", "lrn", "custom_domain", "shared_weight", "residual_input"],
 )
 def test_blocked_units_stay(case):
     model = _blocked_model(case)
@@ -413,3 +410,21 @@ def test_per_channel_constant_of_a_blocked_add_is_not_sliced():
     feed = {"x": rng.normal(size=(1, 3, 4, 4)).astype(np.float32)}
     feed["r"] = rng.normal(size=(1, 4, 4, 4)).astype(np.float32)
     assert_pruned_like_masked(result, feed)
+
+
+def test_light_shufflenet_channel_shuffles_and_grouped_convs_are_followed():
+    model = _light("shufflenet")
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    result = structured_prune(model, sparsity=0.3, criterion="l1")
+    assert set(result.units) == {n.input[1] for n in convs}  # every conv loses filters
+    groups = {n.output[0]: next((a.i for a in n.attribute if a.name == "group"), 1) for n in convs}
+    kept = {t.name: t.dims[0] for t in result.model.graph.initializer}
+    for node in result.model.graph.node:
+        if node.op_type == "Conv" and 1 < groups.get(node.output[0], 1) < kept[node.input[1]]:
+            assert kept[node.input[1]] % groups[node.output[0]] == 0  # equal groups
+    assert result.compaction.params_after < result.compaction.params_before
+    onnx.checker.check_model(result.model, full_check=True)
+    x = np.random.default_rng(1).normal(size=(1, 3, 224, 224)).astype(np.float32)
+    feed = {convs[0].input[0]: x}
+    expected = run(_with_logits(result.masked), feed)
+    assert_close(expected, run(_with_logits(result.model), feed), floor=0.0)

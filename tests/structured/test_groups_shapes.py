@@ -326,3 +326,36 @@ def test_nhwc_transposes_and_squeezes_carry_units(opset):
     assert init(result.model, "head").shape == (4, 3)
     feed = {"x": rng.normal(size=(2, 5, 5, 3)).astype(np.float32)}
     assert_pruned_like_masked(result, feed)
+
+
+def test_channel_shuffle_keeps_the_same_channels_in_every_group():
+    """Conv (8) -> Reshape [N, 2, 4, H, W] -> Transpose(0, 2, 1, 3, 4) -> Reshape [N, 8, H, W]
+    -> Conv: the k-th channel of both groups goes together, the targets follow."""
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(size=(8, 3, 1, 1))
+    w1 *= np.array([1, 9, 2, 8, 3, 7, 4, 6])[:, None, None, None]  # per group: 1 9 2 8 | 3 7 4 6
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c"]),
+        helper.make_node("Reshape", ["c", "split"], ["s"]),
+        helper.make_node("Transpose", ["s"], ["t"], perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["t", "merged"], ["m"]),
+        helper.make_node("Conv", ["m", "w2"], ["y"]),
+    ]
+    inits = {
+        "w1": w1,
+        "split": np.array([2, 2, 4, 3, 3], np.int64),
+        "merged": np.array([2, 8, 3, 3], np.int64),
+        "w2": rng.normal(size=(5, 8, 1, 1)),
+    }
+    model = graph_model(nodes, {"x": [2, 3, 3, 3]}, {"y": [2, 5, 3, 3]}, inits)
+    result = structured_prune(model, sparsity=0.5)
+    assert result.units == {"w1": (4, 8)}
+    # group scores (mean |w| over the k-th filter of both groups) rank k = 1 and 3 highest
+    kept = np.array([1, 3, 5, 7])
+    assert np.array_equal(init(result.model, "w1"), w1[kept].astype(np.float32))
+    assert init(result.model, "split").tolist() == [2, 2, 2, 3, 3]
+    assert init(result.model, "merged").tolist() == [2, 4, 3, 3]
+    # shuffled order is channel k * 2 + g for unit (g, k): w2 keeps columns 2, 3, 6, 7
+    w2 = inits["w2"].astype(np.float32)
+    assert np.array_equal(init(result.model, "w2"), w2[:, [2, 3, 6, 7]])
+    assert_pruned_like_masked(result, {"x": rng.normal(size=(2, 3, 3, 3)).astype(np.float32)})

@@ -56,3 +56,18 @@ def pass_through(b: Builder, node: onnx.NodeProto, xs: Space, keeps: bool, **lik
         consts[out] = c if keeps else np.where(c == 0, c, NAN)
 
     b.rules.append(rule)
+
+
+def set_dim(name: str, index: int, tensor: str, shape: np.ndarray, per: int = 1):
+    """Rewrite entry ``index`` of a Reshape target to the kept units of ``tensor`` (over ``per``).
+
+    Entries 0 (copy the input's) and -1 (inferred) stay as they are.
+    """
+
+    def edit(kept, arrays, fresh):
+        if shape[index] > 0:
+            value = arrays[name].copy()
+            value[index] = int(kept(tensor).sum()) // per
+            arrays[name] = value
+
+    return edit

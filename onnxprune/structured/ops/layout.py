@@ -9,12 +9,14 @@ import onnx
 from onnx import helper
 
 from onnxprune.structured.groups import Builder, Space, handler
+from onnxprune.structured.ops import shuffle
 from onnxprune.structured.ops._common import (
     NAN,
     attr,
     input_at,
     padded,
     pass_through,
+    set_dim,
     used_extra,
 )
 
@@ -74,8 +76,10 @@ def _transpose(b: Builder, node: onnx.NodeProto) -> None:
     perm = list(attr(node, "perm", range(xs.rank - 1, -1, -1)))
     if sorted(perm) != list(range(xs.rank)):
         b.block(xs)
-        return
-    pass_through(b, node, xs, keeps=True, axis=perm.index(xs.axis))
+    elif xs.inner:
+        shuffle.swap(b, node, xs, perm)
+    else:
+        pass_through(b, node, xs, keeps=True, axis=perm.index(xs.axis))
 
 
 @handler("Squeeze", "Unsqueeze")
@@ -152,6 +156,8 @@ def _pad(b: Builder, node: onnx.NodeProto) -> None:
 def _flatten(b: Builder, node: onnx.NodeProto) -> None:
     """Flatten, or a Reshape that is one: units spread over consecutive features."""
     xs, out = b.space(node.input[0]), node.output[0]
+    if node.op_type == "Reshape" and shuffle.regroup(b, node, xs):
+        return
     shape_in, shape_out = b.shape(node.input[0]), b.shape(out)
     start = _flattened_from(node, shape_in, shape_out)
     target = input_at(node, 1) if node.op_type == "Reshape" else ""
@@ -161,7 +167,7 @@ def _flatten(b: Builder, node: onnx.NodeProto) -> None:
     if start > xs.axis:  # trailing axes merged; the unit axis stays where it is
         pass_through(b, node, xs, keeps=True, rank=start + 1)
         if target:
-            b.edits.append(_set_dim(target, xs.axis, xs.tensor, b.const(target)))
+            b.edits.append(set_dim(target, xs.axis, xs.tensor, b.const(target)))
         return
     dims = shape_in[start:]
     if start < 1 or any(d is None for d in dims):
@@ -175,7 +181,7 @@ def _flatten(b: Builder, node: onnx.NodeProto) -> None:
     )
     b.tie(space, np.arange(n), xs, units.reshape(-1))
     if target:
-        b.edits.append(_set_dim(target, start, out, b.const(target)))
+        b.edits.append(set_dim(target, start, out, b.const(target)))
     spread = units.reshape(-1)
 
     def rule(consts, arrays, pending):
@@ -197,18 +203,6 @@ def _flattened_from(node: onnx.NodeProto, shape_in: tuple | None, shape_out: tup
     if any(d is None for d in rest) or shape_out[start] != math.prod(rest):
         return None
     return start
-
-
-def _set_dim(name: str, index: int, tensor: str, shape: np.ndarray):
-    """Rewrite entry ``index`` of a Reshape target to the kept units of ``tensor``."""
-
-    def edit(kept, arrays, fresh):
-        if shape[index] > 0:
-            value = arrays[name].copy()
-            value[index] = int(kept(tensor).sum())
-            arrays[name] = value
-
-    return edit
 
 
 @handler("Concat")
