@@ -1,9 +1,9 @@
 """Random small CNN-like ONNX graphs for the property tests of test_random_graphs.py.
 
 ``nets()`` draws 1 to ``MAX_BLOCKS`` blocks (convs of every kind, normalization, activations,
-per-channel constants, residual sums, Concat and Split branches, pooling, NHWC transposes, Pad,
-Resize, a shared weight) on a [2, 3, S, S] input, then a head, as a ``Drawn`` net: the model, an
-input, and the weights and scales a test may zero.
+per-channel constants, residual sums, Concat and Split branches, pooling, NHWC transposes,
+channel shuffles, Pad, Resize, a shared weight) on a [2, 3, S, S] input, then a head, as a
+``Drawn`` net: the model, an input, and the weights and scales a test may zero.
 """
 
 from __future__ import annotations
@@ -310,6 +310,18 @@ def nhwc(net: Net, x: T) -> T:
     return T(net.node("Transpose", [t], perm=[0, 3, 1, 2]), c, x.h, x.w)
 
 
+def shuffle(net: Net, x: T) -> T:
+    """Channel shuffle with constant targets: Reshape into 2 or 3 groups, swap, Reshape back."""
+    g = next((g for g in net.pick([(2, 3), (3, 2)]) if x.c % g == 0 and x.c > g), None)
+    if g is None:
+        return x
+    split = net.const("split", np.array([BATCH, g, x.c // g, x.h, x.w], np.int64))
+    s = net.node("Reshape", [x.name, split])
+    t = net.node("Transpose", [s], perm=[0, 2, 1, 3, 4])
+    merged = net.const("merged", np.array([BATCH, x.c, x.h, x.w], np.int64))
+    return T(net.node("Reshape", [t, merged]), x.c, x.h, x.w)
+
+
 def pad(net: Net, x: T) -> T:
     """Pad the spatial axes (maybe unevenly): zeros, a nonzero constant, reflect or edge."""
     p = [net.pick([0, 1, 2]) for _ in range(4)]  # top, left, bottom, right
@@ -356,6 +368,7 @@ BLOCKS = {
     "split": split,
     "pool": pool,
     "nhwc": nhwc,
+    "shuffle": shuffle,
     "pad": pad,
     "resize": resize,
     "shared": shared,

@@ -5,7 +5,8 @@ uneven or SAME_* pads, bias or not), depthwise (multiplier 1/2), 2-group and tra
 BatchNormalization or InstanceNormalization, activations, per-channel and scalar Mul/Add/Sub/Div,
 residual Add/Sum-of-three/Max/Min/Mean/Mul/Sub with an earlier map of the same shape, Concat of
 two branches then a conv, Split into two branches merged by Concat or Add, Max/AveragePool with
-pads, a global pool, an NHWC Transpose pair around [C] constants or a MatMul, Pad (constant,
+pads, a global pool, an NHWC Transpose pair around [C] constants or a MatMul, a channel shuffle
+(Reshape into groups, Transpose, Reshape back), Pad (constant,
 reflect, edge), Resize, a conv whose weight is used twice. A head follows: GlobalAveragePool then
 Flatten or Squeeze, ReduceMean(keepdims=0), Flatten or Reshape; maybe a hidden layer; Gemm
 (transB, alpha, beta) or MatMul, or a MatMul between Unsqueeze and Squeeze. Sometimes a hidden
