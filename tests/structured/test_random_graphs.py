@@ -6,11 +6,11 @@ BatchNormalization or InstanceNormalization, activations, per-channel and scalar
 residual Add/Sum-of-three/Max/Min/Mean/Mul/Sub with an earlier map of the same shape, Concat of
 two branches then a conv, Split into two branches merged by Concat or Add, Max/AveragePool with
 pads, a global pool, an NHWC Transpose pair around [C] constants or a MatMul, a channel shuffle
-(Reshape into groups, Transpose, Reshape back), Pad (constant,
-reflect, edge), Resize, a conv whose weight is used twice. A head follows: GlobalAveragePool then
-Flatten or Squeeze, ReduceMean(keepdims=0), Flatten or Reshape; maybe a hidden layer; Gemm
-(transB, alpha, beta) or MatMul, or a MatMul between Unsqueeze and Squeeze. Sometimes a hidden
-map is a second graph output.
+(Reshape into groups, Transpose, Reshape back), Pad (constant, reflect, edge), Resize, a conv
+whose weight is used twice. A head follows: GlobalAveragePool then Flatten or Squeeze,
+ReduceMean(keepdims=0), Flatten or Reshape; maybe a hidden layer; Gemm (transB, alpha, beta) or
+MatMul, or a MatMul between Unsqueeze and Squeeze. Sometimes a hidden map is a second graph
+output.
 
 1. ``structured_prune``: the compacted model passes the full checker, has the original output
    shapes and computes what the masked model computes; no layer keeps 0 units; parameters do not
