@@ -151,7 +151,7 @@ class ConstantResolver:
         inner = self.shape(node.input[0])
         if inner is None or node.op_type != "Transpose":
             return inner
-        perm = _attr(node, "perm", None) or list(reversed(range(len(inner))))
+        perm = attr(node, "perm", None) or list(reversed(range(len(inner))))
         return tuple(inner[p] for p in perm)
 
     def source(self, name: str) -> WeightSource | None:
@@ -172,7 +172,7 @@ class ConstantResolver:
         step: tuple[tuple[str, tuple[int, ...]], ...] = ()
         if node.op_type == "Transpose":
             before = self.shape(node.input[0]) or ()
-            perm = _attr(node, "perm", None) or list(reversed(range(len(before))))
+            perm = attr(node, "perm", None) or list(reversed(range(len(before))))
             step = (("transpose", tuple(int(p) for p in perm)),)
         elif node.op_type in _RESHAPES:
             before = self.shape(node.input[0])
@@ -191,7 +191,7 @@ class ConstantResolver:
             target = self.value(node.input[1])
             if target is None:
                 return None
-            return _reshape_target(before, target, bool(_attr(node, "allowzero", 0)))
+            return _reshape_target(before, target, bool(attr(node, "allowzero", 0)))
         axes = _axes(self, node)
         if axes is None:
             return None
@@ -211,7 +211,8 @@ def _reshape_target(
     return tuple(dims)
 
 
-def _attr(node: onnx.NodeProto, name: str, default):
+def attr(node: onnx.NodeProto, name: str, default=None):
+    """Attribute ``name`` of ``node`` as a Python value, or ``default`` when absent."""
     for a in node.attribute:
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
@@ -219,13 +220,13 @@ def _attr(node: onnx.NodeProto, name: str, default):
 
 
 def _value_constant(_: ConstantResolver, node: onnx.NodeProto) -> np.ndarray:
-    attr = node.attribute[0]
-    value = onnx.helper.get_attribute_value(attr)
+    first = node.attribute[0]
+    value = onnx.helper.get_attribute_value(first)
     if isinstance(value, onnx.TensorProto):
         return numpy_helper.to_array(value)
-    if attr.name in ("value_float", "value_floats"):
+    if first.name in ("value_float", "value_floats"):
         return np.asarray(value, dtype=np.float32)
-    if attr.name in ("value_int", "value_ints"):
+    if first.name in ("value_int", "value_ints"):
         return np.asarray(value, dtype=np.int64)
     if isinstance(value, onnx.SparseTensorProto):
         dense = np.zeros(
@@ -244,7 +245,7 @@ def _value_constant_of_shape(r: ConstantResolver, node: onnx.NodeProto) -> np.nd
     shape = r.value(node.input[0])
     if shape is None:
         return None
-    fill = _attr(node, "value", None)
+    fill = attr(node, "value", None)
     scalar = numpy_helper.to_array(fill).reshape(-1)[0] if fill is not None else np.float32(0)
     return np.full(tuple(int(d) for d in shape), scalar, dtype=np.asarray(scalar).dtype)
 
@@ -255,20 +256,20 @@ def _value_identity(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | N
 
 def _value_cast(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
     x = r.value(node.input[0])
-    to = onnx.helper.tensor_dtype_to_np_dtype(_attr(node, "to", onnx.TensorProto.FLOAT))
+    to = onnx.helper.tensor_dtype_to_np_dtype(attr(node, "to", onnx.TensorProto.FLOAT))
     return None if x is None else x.astype(to)
 
 
 def _value_transpose(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
     x = r.value(node.input[0])
-    return None if x is None else np.transpose(x, _attr(node, "perm", None))
+    return None if x is None else np.transpose(x, attr(node, "perm", None))
 
 
 def _value_reshape(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray | None:
     x, target = r.value(node.input[0]), r.value(node.input[1])
     if x is None or target is None:
         return None
-    return x.reshape(_reshape_target(x.shape, target, bool(_attr(node, "allowzero", 0))))
+    return x.reshape(_reshape_target(x.shape, target, bool(attr(node, "allowzero", 0))))
 
 
 def _axes(r: ConstantResolver, node: onnx.NodeProto) -> tuple[int, ...] | None:
@@ -280,7 +281,7 @@ def _axes(r: ConstantResolver, node: onnx.NodeProto) -> tuple[int, ...] | None:
     if len(node.input) > 1 and node.input[1]:
         axes = r.value(node.input[1])
         return None if axes is None else tuple(int(a) for a in axes.reshape(-1))
-    return tuple(int(a) for a in _attr(node, "axes", ()))
+    return tuple(int(a) for a in attr(node, "axes", ()))
 
 
 def _unsqueezed(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -306,7 +307,7 @@ def _value_dequantize(r: ConstantResolver, node: onnx.NodeProto) -> np.ndarray |
     if x is None or scale is None:
         return None
     zero = r.value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    axis = _attr(node, "axis", 1)
+    axis = attr(node, "axis", 1)
     shape = [1] * x.ndim
     if scale.ndim == 1 and x.ndim > 0:
         shape[axis % x.ndim] = scale.size

@@ -16,7 +16,7 @@ import onnx
 
 from onnxprune.graph._shapes import Shape
 from onnxprune.graph.transfers import Transfer
-from onnxprune.weights import ConstantResolver
+from onnxprune.weights import ConstantResolver, attr
 
 Rule = Callable[["NodeView"], Transfer | tuple[Transfer, ...]]
 
@@ -59,10 +59,7 @@ class NodeView:
 
     def attr(self, name: str, default: Any = None) -> Any:
         """Attribute ``name`` as a Python value, or ``default`` when absent."""
-        for a in self.node.attribute:
-            if a.name == name:
-                return onnx.helper.get_attribute_value(a)
-        return default
+        return attr(self.node, name, default)
 
     def const(self, index: int) -> np.ndarray | None:
         """Value of input ``index`` when it is a constant (absent optional inputs give ``None``)."""

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from onnxprune.structured.groups import Builder, Space
+from onnxprune.weights import attr
 
 NAN = np.nan
-
-
-def attr(node: onnx.NodeProto, name: str, default):
-    """The value of attribute ``name`` of ``node``, or ``default``."""
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def input_at(node: onnx.NodeProto, i: int) -> str:
