@@ -34,17 +34,55 @@ def tap_validity(
     masks = []
     for i in range(n):
         s, d, pb = contract.strides[i], contract.dilations[i], contract.pads[i]
-        k = np.arange(kernel[i])[:, None]
         if contract.kind == "conv":
-            pos = np.arange(y_spatial[i])[None, :] * s + k * d - pb
-            masks.append(((pos >= 0) & (pos < x_spatial[i])).any(axis=1))
+            hits = in_bounds(kernel[i], s, d, pb, x_spatial[i], y_spatial[i])
         else:  # conv_transpose: input i writes output i*s + k*d - pb
-            pos = np.arange(x_spatial[i])[None, :] * s + k * d - pb
-            masks.append(((pos >= 0) & (pos < y_spatial[i])).any(axis=1))
+            hits = in_bounds(kernel[i], s, d, pb, y_spatial[i], x_spatial[i])
+        masks.append(hits.any(axis=1))
     valid = masks[0]
     for m in masks[1:]:
         valid = np.multiply.outer(valid, m)
     return valid.reshape(tuple(kernel))
+
+
+def in_bounds(
+    kernel: int, stride: int, dilation: int, begin: int, inner: int, outer: int
+) -> np.ndarray:
+    """[kernel, outer] bool along one axis: tap ``k`` at step ``o`` lands inside the map.
+
+    The tap reads position ``o * stride + k * dilation - begin`` of a map of ``inner`` positions.
+    """
+    pos = np.arange(outer)[None, :] * stride + np.arange(kernel)[:, None] * dilation - begin
+    return (pos >= 0) & (pos < inner)
+
+
+def resolve_pads(
+    auto_pad: str | bytes,
+    pads: Sequence[int] | None,
+    spatial: Sequence[int | None] | None,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+) -> tuple[int, ...] | None:
+    """ONNX ``pads`` (begins then ends) with ``auto_pad`` resolved.
+
+    ``None`` when SAME padding needs the input's spatial sizes (``spatial``) and they are
+    unknown. Convolution and pooling pad alike.
+    """
+    n = len(kernel)
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad in ("NOTSET", "VALID"):
+        return tuple(pads) if pads and auto_pad == "NOTSET" else (0,) * (2 * n)
+    if spatial is None or None in spatial:
+        return None
+    begins, ends = [], []
+    for size, k, s, d in zip(spatial, kernel, strides, dilations, strict=True):
+        out = -(-size // s)
+        total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+        small = total // 2
+        begins.append(small if auto_pad == "SAME_UPPER" else total - small)
+        ends.append(total - begins[-1])
+    return (*begins, *ends)
 
 
 def conv_edges(

@@ -23,6 +23,8 @@ import onnx
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from onnxprune.graph._conv import in_bounds
+
 Arrays = MutableMapping[str, np.ndarray]
 Consts = dict[str, np.ndarray]
 """Per tensor with a space: the value each unit holds everywhere, NaN where it varies."""
@@ -106,10 +108,14 @@ class Window:
 
     def taps(self, axis: int, kernel: int) -> np.ndarray:
         """[kernel, output] bool: kernel tap k of output position o reads inside the input."""
-        k = np.arange(kernel)[:, None]
-        o = np.arange(self.sizes_out[axis])[None, :]
-        at = o * self.strides[axis] - self.begins[axis] + k * self.dilations[axis]
-        return (at >= 0) & (at < self.sizes_in[axis])
+        return in_bounds(
+            kernel,
+            self.strides[axis],
+            self.dilations[axis],
+            self.begins[axis],
+            self.sizes_in[axis],
+            self.sizes_out[axis],
+        )
 
     def spread(self, kernel: np.ndarray) -> np.ndarray:
         """[units, *output] map a constant input of 1 makes through ``kernel`` [units, *taps].

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from onnxprune.graph._conv import resolve_pads
 from onnxprune.graph.registry import NodeView, transfer_rule
 from onnxprune.graph.transfers import Dense, Reduce, Window
 
@@ -35,20 +36,12 @@ def explicit_pads(
 
     Shared by pooling and convolution, whose padding rules are the same.
     """
-    n = len(kernel)
-    auto_pad = node.attr("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    if auto_pad in ("NOTSET", "VALID"):
-        pads = node.attr("pads", None)
-        return tuple(pads) if pads and auto_pad == "NOTSET" else (0,) * (2 * n)
     shape = node.static_in(0)
-    if shape is None:
-        return None
-    begins, ends = [], []
-    for size, k, s, d in zip(shape[2:], kernel, strides, dilations, strict=True):
-        out = -(-size // s)
-        total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
-        small = total // 2
-        begins.append(small if auto_pad == "SAME_UPPER" else total - small)
-        ends.append(total - begins[-1])
-    return (*begins, *ends)
+    return resolve_pads(
+        node.attr("auto_pad", b"NOTSET"),
+        node.attr("pads", None),
+        None if shape is None else shape[2:],
+        kernel,
+        strides,
+        dilations,
+    )

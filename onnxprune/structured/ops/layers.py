@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxprune.graph._conv import resolve_pads
 from onnxprune.structured.groups import Builder, Consumer, Folded, Slice, Space, Window, handler
 from onnxprune.structured.ops._common import NAN, attr, bias_ok, input_at, padded, rows_zero
 
@@ -119,15 +120,8 @@ def _window(b: Builder, node: onnx.NodeProto, kernel: tuple[int, ...]) -> Window
     strides = tuple(attr(node, "strides", [1] * nd))
     dilations = tuple(attr(node, "dilations", [1] * nd))
     auto = attr(node, "auto_pad", b"NOTSET")
-    if auto in (b"SAME_UPPER", b"SAME_LOWER"):
-        total = [
-            max(0, (o - 1) * s + (k - 1) * d + 1 - i)
-            for i, o, k, s, d in zip(sizes_in, sizes_out, kernel, strides, dilations, strict=True)
-        ]
-        begins = tuple(t // 2 if auto == b"SAME_UPPER" else t - t // 2 for t in total)
-    else:
-        begins = tuple(attr(node, "pads", [0] * 2 * nd)[:nd])
-    return Window(begins, strides, dilations, sizes_in, sizes_out)
+    pads = resolve_pads(auto, attr(node, "pads"), sizes_in, kernel, strides, dilations)
+    return Window(pads[:nd], strides, dilations, sizes_in, sizes_out)
 
 
 def _producer(
