@@ -29,6 +29,7 @@ from onnxprune.graph._shapes import infer_shapes
 from onnxprune.structured._constants import materialize
 from onnxprune.structured.groups import Folded, Groups, build_groups
 from onnxprune.structured.surgery import cut, fold, foldable, read, zero
+from onnxprune.weights import attr
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,7 @@ def compact_workspace(ws: Workspace) -> CompactResult:
     depthwise; a depthwise Conv left with one channel is a plain one), which can free units the
     pass had to keep: the groups are built again on the result until a pass removes nothing.
     """
-    grouped = any(
-        n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
-        for n in ws.model.graph.node
-    )
+    grouped = any(n.op_type == "Conv" and attr(n, "group", 1) > 1 for n in ws.model.graph.node)
     result = _compact_once(ws)
     while grouped and result.removed:
         again = _compact_once(Workspace.of(result.model))
