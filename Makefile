@@ -49,17 +49,17 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check onnxprune server tests benchmarks models proto
-	$(BIN)/ruff format --check onnxprune server tests benchmarks models proto
+	$(BIN)/ruff check onnxprune tests benchmarks models proto
+	$(BIN)/ruff format --check onnxprune tests benchmarks models proto
 
 format: $(STAMP)
-	$(BIN)/ruff format onnxprune server tests benchmarks models proto
-	$(BIN)/ruff check --fix onnxprune server tests benchmarks models proto
+	$(BIN)/ruff format onnxprune tests benchmarks models proto
+	$(BIN)/ruff check --fix onnxprune tests benchmarks models proto
 
-# The Python gRPC code of proto/onnxprune/v1/*.proto, committed under onnxprune/_proto
-# (grpc_tools.protoc, then imports pointed at onnxprune._proto; tests/server/test_proto.py checks it).
+# The Python gRPC code of proto/onnxprune/v1/*.proto, committed under onnxprune/service/_proto
+# (grpc_tools.protoc, then imports pointed at onnxprune.service._proto; tests/server/test_proto.py checks it).
 proto: $(STAMP)
-	$(BIN)/python proto/generate.py onnxprune/_proto
+	$(BIN)/python proto/generate.py onnxprune/service/_proto
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/analyze.py

@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 from _models import LIGHT, random_weights  # benchmarks/ is on sys.path
 
-from onnxprune._ort import create_session
+from onnxprune.runtime import create_session
 from onnxprune.structured import structured_prune
 
 SPARSITIES = (0.3, 0.5)

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from onnxprune._outputs import save_pruned
-from onnxprune._pool import run_in_processes
+from onnxprune.outputs import save_pruned
+from onnxprune.processes import run_in_processes
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
 from onnxprune.model import load_model, write_text_atomic
 from onnxprune.pruners.prune import prune

@@ -36,8 +36,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnxprune._feeds import batches, check_feeds, fixed_batch_size, graph_inputs, session_for
-from onnxprune._ort import create_session
+from onnxprune.feeds import batches, check_feeds, fixed_batch_size, graph_inputs, session_for
+from onnxprune.runtime import create_session
 from onnxprune.errors import DatasetError, InvalidModelError, InvalidOptionError
 from onnxprune.model import ModelSource, load_model
 from onnxprune.report import GateResult, ValidationResult

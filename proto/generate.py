@@ -2,13 +2,13 @@
 
 Runs ``python -m grpc_tools.protoc -I proto --python_out --pyi_out --grpc_python_out`` into a
 temporary folder, then moves the modules of ``onnxprune/v1/`` into the target folder and rewrites
-their imports (``from onnxprune.v1 import x_pb2`` -> ``from onnxprune._proto import x_pb2``) and
+their imports (``from onnxprune.v1 import x_pb2`` -> ``from onnxprune.service._proto import x_pb2``) and
 the module name the messages are built in (pickling finds them there), so
 the descriptors keep their public names (``onnxprune/v1/pruning.proto``) while the code lives in
-the private package ``onnxprune._proto``. ``make proto`` runs it; ``tests/server/test_proto.py``
+the private package ``onnxprune.service._proto``. ``make proto`` runs it; ``tests/server/test_proto.py``
 runs it into a temporary folder and compares with the committed files.
 
-    python proto/generate.py [OUT_DIR]     # default: onnxprune/_proto
+    python proto/generate.py [OUT_DIR]     # default: onnxprune/service/_proto
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "proto"
-PACKAGE = "onnxprune._proto"
+PACKAGE = "onnxprune.service._proto"
 _IMPORT = re.compile(r"^from onnxprune\.v1 import (\w+_pb2)", re.MULTILINE)
 _MODULE = re.compile(r"'onnxprune\.v1\.(\w+_pb2)'")  # the module name messages pickle under
 
@@ -53,6 +53,6 @@ def generate(out_dir: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "onnxprune" / "_proto"
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "onnxprune" / "service" / "_proto"
     for path in generate(out):
         print(f"wrote {path}")  # noqa: T201

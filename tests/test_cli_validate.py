@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxprune._ort import create_session
+from onnxprune.runtime import create_session
 from onnxprune.cli import EXIT_GATE_FAILED, main
 from tests.helpers import run_cli
 

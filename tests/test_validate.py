@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 
 import onnxprune
 from onnxprune import DatasetError, InvalidModelError, InvalidOptionError, load_dataset, validate
-from onnxprune._ort import create_session
+from onnxprune.runtime import create_session
 from onnxprune.validate import Dataset
 from tests.helpers import single_io_model
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from onnxprune._pool import run_in_processes
+from onnxprune.processes import run_in_processes
 from onnxprune.batch.job import ItemResult, Job, crashed, run_job
 from onnxprune.errors import InvalidOptionError
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from onnxprune._outputs import PrunedFiles, save_pruned, save_report
+from onnxprune.outputs import PrunedFiles, save_pruned, save_report
 from onnxprune.batch.options import PruneOptions
 from onnxprune.errors import InvalidModelError, InvalidOptionError, OnnxpruneError
 from onnxprune.model import (

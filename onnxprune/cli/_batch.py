@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from onnxprune._ort import PROVIDERS
+from onnxprune.runtime import PROVIDERS
 from onnxprune.batch import PruneOptions, format_batch, merge_options, parse_size, run_batch
 from onnxprune.batch.executors import EXECUTORS
 from onnxprune.batch.options import STREAM_MODES

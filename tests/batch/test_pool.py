@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from onnxprune._pool import CRASHED, run_in_processes
+from onnxprune.processes import CRASHED, run_in_processes
 
 
 def square_or_die(n: int) -> int:

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from onnxprune._ort import create_session
+from onnxprune.runtime import create_session
 from onnxprune.errors import DatasetError, InvalidOptionError
 from onnxprune.graph.build import build_graph
 from onnxprune.pruners.registry import ScoreContext, get_score

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune._proto import pruning_pb2 as pb
-from onnxprune._proto import pruning_pb2_grpc as pb_grpc
-from onnxprune.client import Client
+from onnxprune.service._proto import pruning_pb2 as pb
+from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
+from onnxprune.service.client import Client
 from onnxprune.errors import InvalidModelError, InvalidOptionError, LimitExceededError
 from tests.server.conftest import MLP
 

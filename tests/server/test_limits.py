@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune._proto import pruning_pb2 as pb
-from onnxprune._proto import pruning_pb2_grpc as pb_grpc
-from onnxprune._wire import file_info, read_chunks
-from onnxprune.client import Client, RemoteError
+from onnxprune.service._proto import pruning_pb2 as pb
+from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
+from onnxprune.service.wire import file_info, read_chunks
+from onnxprune.service.client import Client, RemoteError
 from tests.server.conftest import MLP, SLOW
 
 Code = grpc.StatusCode

@@ -6,10 +6,10 @@ import importlib.util
 import pickle
 from pathlib import Path
 
-from onnxprune._proto import pruning_pb2 as pb
+from onnxprune.service._proto import pruning_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMITTED = ROOT / "onnxprune" / "_proto"
+COMMITTED = ROOT / "onnxprune" / "service" / "_proto"
 
 
 def _generator():

@@ -1,4 +1,4 @@
-"""``python -m server``: SIGTERM lets the call in flight finish, then the process exits 0."""
+"""``python -m onnxprune.service``: SIGTERM lets the call in flight finish, then the process exits 0."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import threading
 import onnx
 import pytest
 
-from onnxprune.client import Client, RemoteError
+from onnxprune.service.client import Client, RemoteError
 from tests.server.conftest import MLP
 
 SECONDS_OF_SYNFLOW = {"sparsity": 0.5, "score": "synflow", "rounds": 4000}
@@ -21,7 +21,7 @@ SECONDS_OF_SYNFLOW = {"sparsity": 0.5, "score": "synflow", "rounds": 4000}
 @pytest.fixture
 def server_process(tmp_path):
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--port", "0", "--workers", "1", "--grace", "60"],
+        [sys.executable, "-m", "onnxprune.service", "--port", "0", "--workers", "1", "--grace", "60"],
         stderr=subprocess.PIPE,
         text=True,
     )

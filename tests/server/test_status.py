@@ -15,8 +15,8 @@ from onnxprune.errors import (
     OnnxpruneError,
     ShapeError,
 )
-from server.jobs import WorkerError
-from server.status import STATUS_CODES, to_status
+from onnxprune.service.jobs import WorkerError
+from onnxprune.service.status import STATUS_CODES, to_status
 
 Code = grpc.StatusCode
 

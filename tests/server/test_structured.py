@@ -10,9 +10,9 @@ import pytest
 from onnx import numpy_helper
 
 import onnxprune
-from onnxprune._proto import pruning_pb2 as pb
-from onnxprune._wire import file_info, read_chunks
-from onnxprune.client import Client
+from onnxprune.service._proto import pruning_pb2 as pb
+from onnxprune.service.wire import file_info, read_chunks
+from onnxprune.service.client import Client
 from onnxprune.errors import InvalidOptionError, LimitExceededError
 from onnxprune.structured import compact, structured_prune
 from tests.server.conftest import DATA, MLP, MODELS

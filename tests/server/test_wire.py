@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 
-from onnxprune._proto import pruning_pb2 as pb
-from onnxprune._wire import MAX_CHUNK, check_name, header_files, receive_file
-from onnxprune.client import _Downloads
+from onnxprune.service._proto import pruning_pb2 as pb
+from onnxprune.service.wire import MAX_CHUNK, check_name, header_files, receive_file
+from onnxprune.service.client import _Downloads
 from onnxprune.errors import InvalidModelError
 
 

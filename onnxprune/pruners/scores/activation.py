@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
-from onnxprune._feeds import batches, check_feeds, describe, fixed_batch_size, session_for
+from onnxprune.feeds import batches, check_feeds, describe, fixed_batch_size, session_for
 from onnxprune.errors import DatasetError, InvalidOptionError
 from onnxprune.graph.build import ConnectivityGraph, Layer
 from onnxprune.pruners.registry import ScoreContext, score

@@ -28,7 +28,7 @@ DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aonnxprune/v1/p
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'onnxprune._proto.pruning_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'onnxprune.service._proto.pruning_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.onnxprune.v1P\001Z\030onnxprune/v1;onnxprunev1'

@@ -21,7 +21,7 @@ import re
 
 import grpc
 
-from onnxprune._wire import ERROR_METADATA
+from onnxprune.service.wire import ERROR_METADATA
 from onnxprune.errors import (
     DatasetError,
     InvalidModelError,
@@ -30,7 +30,7 @@ from onnxprune.errors import (
     OnnxpruneError,
     ShapeError,
 )
-from server.jobs import WorkerError
+from onnxprune.service.jobs import WorkerError
 
 log = logging.getLogger(__name__)
 

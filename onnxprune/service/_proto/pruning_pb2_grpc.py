@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from onnxprune._proto import pruning_pb2 as onnxprune_dot_v1_dot_pruning__pb2
+from onnxprune.service._proto import pruning_pb2 as onnxprune_dot_v1_dot_pruning__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from google.protobuf.message import Message
 
-from onnxprune._proto import pruning_pb2 as pb
+from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
 
 MAX_CHUNK = 1 << 20

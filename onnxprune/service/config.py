@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from onnxprune._wire import read_file, read_token
+from onnxprune.service.wire import read_file, read_token
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import DEFAULT_MAX_BYTES
 

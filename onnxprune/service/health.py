@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from onnxprune._wire import SERVICE
+from onnxprune.service.wire import SERVICE
 
 
 def add_health(server: grpc.Server) -> health.HealthServicer:

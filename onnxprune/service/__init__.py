@@ -6,13 +6,13 @@ Modules, in the order a request meets them:
 - ``interceptors``: request log, bearer-token auth, the concurrency limit;
 - ``health``: standard gRPC health checking;
 - ``servicer``: receives the upload (``uploads``), runs the job in a worker process (``jobs``,
-  ``_worker``), streams the results back;
+  ``worker``), streams the results back;
 - ``status``: library errors -> gRPC status codes (``to_status``).
 
-Run it with ``onnxprune serve`` or ``python -m server``.
+Run it with ``onnxprune serve`` or ``python -m onnxprune.service``.
 """
 
-from server.app import create_server, serve
-from server.config import ServerConfig, load_config
+from onnxprune.service.app import create_server, serve
+from onnxprune.service.config import ServerConfig, load_config
 
 __all__ = ["ServerConfig", "create_server", "load_config", "serve"]

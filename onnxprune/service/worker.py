@@ -20,8 +20,8 @@ from typing import Any
 import onnx
 from google.protobuf.message import Message
 
-from onnxprune._proto import pruning_pb2 as pb
-from onnxprune._wire import check_name
+from onnxprune.service._proto import pruning_pb2 as pb
+from onnxprune.service.wire import check_name
 from onnxprune.errors import DatasetError, InvalidOptionError, OnnxpruneError
 from onnxprune.model import load_model, save_model
 from onnxprune.pruners.masks import load_npz, save_masks
@@ -30,7 +30,7 @@ from onnxprune.sparsity import analyze
 from onnxprune.structured import compact, structured_prune
 from onnxprune.structured.options import check_structured
 from onnxprune.validate import validate
-from server.messages import (
+from onnxprune.service.messages import (
     compact_message,
     options_kwargs,
     report_message,

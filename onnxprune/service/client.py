@@ -1,6 +1,6 @@
 """Client of the onnxprune gRPC service (``onnxprune serve``): the same calls, run remotely.
 
-Files travel in chunks of at most 1 MiB with their SHA-256 (``onnxprune._wire``); a model's
+Files travel in chunks of at most 1 MiB with their SHA-256 (``onnxprune.service.wire``); a model's
 external data files go with it, so models over 2 GB work. Results are the messages of
 ``proto/onnxprune/v1/pruning.proto``: typed fields plus ``json`` and ``text``, exactly what the
 local CLI prints. Files the server sends back are written atomically.
@@ -9,7 +9,7 @@ Errors: the library's own exceptions when the server names one (``InvalidModelEr
 ``LimitExceededError``, ...), ``RemoteError`` with the gRPC status code otherwise.
 
 Example:
-    >>> from onnxprune.client import Client
+    >>> from onnxprune.service.client import Client
     >>> with Client("127.0.0.1:50051") as client:  # doctest: +SKIP
     ...     result = client.prune("model.onnx", "pruned.onnx", sparsity=0.9, allocation="erk")
     ...     print(result.report.effective_sparsity)
@@ -30,9 +30,9 @@ import onnx
 from google.protobuf.message import DecodeError, Message
 
 from onnxprune import errors
-from onnxprune._proto import pruning_pb2 as pb
-from onnxprune._proto import pruning_pb2_grpc as pb_grpc
-from onnxprune._wire import (
+from onnxprune.service._proto import pruning_pb2 as pb
+from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
+from onnxprune.service.wire import (
     ERROR_METADATA,
     MAX_CHUNK,
     check_name,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from onnxprune.errors import OnnxpruneError
-from server import _worker
+from onnxprune.service import worker as _worker
 
 log = logging.getLogger(__name__)
 

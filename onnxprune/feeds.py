@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from onnxprune._ort import create_session
+from onnxprune.runtime import create_session
 from onnxprune.errors import DatasetError
 from onnxprune.model import PROTOBUF_LIMIT, save_model
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
-from onnxprune._proto import pruning_pb2 as pb
-from onnxprune._wire import check_name, chunk_of, header_files, receive_file
+from onnxprune.service._proto import pruning_pb2 as pb
+from onnxprune.service.wire import check_name, chunk_of, header_files, receive_file
 from onnxprune.errors import (
     DatasetError,
     InvalidModelError,

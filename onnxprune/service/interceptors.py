@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from onnxprune._wire import SERVICE
+from onnxprune.service.wire import SERVICE
 
 log = logging.getLogger("server.requests")
 

@@ -16,14 +16,14 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from onnxprune._proto import pruning_pb2 as pb
-from onnxprune._proto import pruning_pb2_grpc as pb_grpc
-from onnxprune._wire import file_info, read_chunks
-from server.config import ServerConfig
-from server.jobs import Cancelled, JobRunner
-from server.messages import methods_message
-from server.status import abort
-from server.uploads import receive
+from onnxprune.service._proto import pruning_pb2 as pb
+from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
+from onnxprune.service.wire import file_info, read_chunks
+from onnxprune.service.config import ServerConfig
+from onnxprune.service.jobs import Cancelled, JobRunner
+from onnxprune.service.messages import methods_message
+from onnxprune.service.status import abort
+from onnxprune.service.uploads import receive
 
 RESPONSES: dict[str, tuple[type[Message], str]] = {
     "analyze": (pb.AnalyzeResponse, "report"),
