@@ -32,8 +32,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared model builders
-from onnxprune.outputs import save_pruned
 from onnxprune.batch import PruneOptions, run_batch
+from onnxprune.outputs import save_pruned
 from onnxprune.pruners.prune import prune
 from tests.batch.models import measure_streaming, write_big_model
 

@@ -1,8 +1,8 @@
 """Benchmark the gRPC service against the library, and soak it with mixed concurrent requests.
 
 On ResNet-50-sized random weights (the light ResNet-50 of the onnx package with random masked
-initializers, about 100 MB), with a server started by this script (``python -m onnxprune.service`` on
-127.0.0.1, its own process so its memory can be watched), in the same run:
+initializers, about 100 MB), with a server started by this script (``python -m onnxprune.service``
+on 127.0.0.1, its own process so its memory can be watched), in the same run:
 
 - upload and download throughput on loopback (MB/s), from the progress events of a Prune call;
 - a Prune RPC (upload, prune in a worker, pruned model and masks back, written here) against the
@@ -38,8 +38,8 @@ from pathlib import Path
 from _models import LIGHT, best_time, random_weights  # benchmarks/ is on sys.path
 
 import onnxprune
-from onnxprune.service.client import Client
 from onnxprune.pruners.masks import save_masks
+from onnxprune.service.client import Client
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 RATIO_BAR, RSS_BAR, SPARSITY = 1.3, 100 * 2**20, 0.9
@@ -49,7 +49,15 @@ class Server:
     """``python -m onnxprune.service`` on a free port of 127.0.0.1, stopped with SIGTERM."""
 
     def __init__(self, workers: int) -> None:
-        command = [sys.executable, "-m", "onnxprune.service", "--port", "0", "--workers", str(workers)]
+        command = [
+            sys.executable,
+            "-m",
+            "onnxprune.service",
+            "--port",
+            "0",
+            "--workers",
+            str(workers),
+        ]
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         for line in self.process.stderr:
             found = re.search(r"listening on (127\.0\.0\.1:\d+)", line)

@@ -15,9 +15,9 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from onnxprune.runtime import create_session
 from onnxprune.errors import DatasetError
 from onnxprune.model import PROTOBUF_LIMIT, save_model
+from onnxprune.runtime import create_session
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[str]:

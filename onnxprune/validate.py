@@ -36,11 +36,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnxprune.feeds import batches, check_feeds, fixed_batch_size, graph_inputs, session_for
-from onnxprune.runtime import create_session
 from onnxprune.errors import DatasetError, InvalidModelError, InvalidOptionError
+from onnxprune.feeds import batches, check_feeds, fixed_batch_size, graph_inputs, session_for
 from onnxprune.model import ModelSource, load_model
 from onnxprune.report import GateResult, ValidationResult
+from onnxprune.runtime import create_session
 
 LABELS = "labels"
 """Name of the optional array of integer class labels in a dataset."""

@@ -2,10 +2,10 @@
 
 Runs ``python -m grpc_tools.protoc -I proto --python_out --pyi_out --grpc_python_out`` into a
 temporary folder, then moves the modules of ``onnxprune/v1/`` into the target folder and rewrites
-their imports (``from onnxprune.v1 import x_pb2`` -> ``from onnxprune.service._proto import x_pb2``) and
-the module name the messages are built in (pickling finds them there), so
-the descriptors keep their public names (``onnxprune/v1/pruning.proto``) while the code lives in
-the private package ``onnxprune.service._proto``. ``make proto`` runs it; ``tests/server/test_proto.py``
+their imports (``from onnxprune.v1 import x_pb2`` -> ``from onnxprune.service._proto import
+x_pb2``) and the module name the messages are built in (pickling finds them there), so the
+descriptors keep their public names (``onnxprune/v1/pruning.proto``) while the code lives in the
+private package ``onnxprune.service._proto``. ``make proto`` runs it; ``tests/server/test_proto.py``
 runs it into a temporary folder and compares with the committed files.
 
     python proto/generate.py [OUT_DIR]     # default: onnxprune/service/_proto

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxprune.runtime import create_session
 from onnxprune.cli import EXIT_GATE_FAILED, main
+from onnxprune.runtime import create_session
 from tests.helpers import run_cli
 
 MODELS = Path(__file__).resolve().parents[1] / "models"

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from onnxprune.processes import run_in_processes
 from onnxprune.batch.job import ItemResult, Job, crashed, run_job
 from onnxprune.errors import InvalidOptionError
+from onnxprune.processes import run_in_processes
 
 EXECUTORS = ("local", "ray")
 

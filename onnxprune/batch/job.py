@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from onnxprune.outputs import PrunedFiles, save_pruned, save_report
 from onnxprune.batch.options import PruneOptions
 from onnxprune.errors import InvalidModelError, InvalidOptionError, OnnxpruneError
 from onnxprune.model import (
@@ -27,6 +26,7 @@ from onnxprune.model import (
     parse_checked,
     write_text_atomic,
 )
+from onnxprune.outputs import PrunedFiles, save_pruned, save_report
 from onnxprune.pruners.prune import prune
 from onnxprune.pruners.streaming import prune_streaming
 from onnxprune.validate import load_dataset, validate

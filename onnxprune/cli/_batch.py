@@ -8,7 +8,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from onnxprune.runtime import PROVIDERS
 from onnxprune.batch import PruneOptions, format_batch, merge_options, parse_size, run_batch
 from onnxprune.batch.executors import EXECUTORS
 from onnxprune.batch.options import STREAM_MODES
@@ -23,6 +22,7 @@ from onnxprune.cli._common import (
     parse_input_shapes,
 )
 from onnxprune.model import write_text_atomic
+from onnxprune.runtime import PROVIDERS
 
 REPORT = "batch.md"
 

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import grpc
 
-from onnxprune.service._proto import pruning_pb2 as pb
-from onnxprune.service.wire import read_token
 from onnxprune.cli import _analyze, _compact, _prune, _validate
 from onnxprune.cli._common import (
     EXIT_BUG,
@@ -26,9 +24,11 @@ from onnxprune.cli._common import (
     parse_input_shapes,
 )
 from onnxprune.cli._compact import check_prune_flags, print_compact, print_structured
-from onnxprune.service.client import Client, RemoteError
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import write_text_atomic
+from onnxprune.service._proto import pruning_pb2 as pb
+from onnxprune.service.client import Client, RemoteError
+from onnxprune.service.wire import read_token
 
 REFUSED = frozenset(
     {

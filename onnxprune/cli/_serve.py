@@ -68,7 +68,10 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from onnxprune.service import load_config, serve  # grpc and the worker pool only for this command
+    from onnxprune.service import (  # grpc and the worker pool only for this command
+        load_config,
+        serve,
+    )
 
     config = load_config(
         token_file=args.token_file,

@@ -7,8 +7,8 @@ import sys
 
 from tqdm import tqdm
 
-from onnxprune.runtime import PROVIDERS
 from onnxprune.cli._common import EXIT_SOME_FAILED, add_debug, err, out
+from onnxprune.runtime import PROVIDERS
 from onnxprune.sweep import format_sweep, parse_methods, parse_sparsities, sweep
 
 

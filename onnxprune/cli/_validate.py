@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from onnxprune.runtime import PROVIDERS
 from onnxprune.cli._common import EXIT_GATE_FAILED, add_debug, err, out
 from onnxprune.model import write_text_atomic
 from onnxprune.report import format_validation
+from onnxprune.runtime import PROVIDERS
 from onnxprune.validate import validate
 
 

@@ -19,14 +19,14 @@ import grpc
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
-from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
-from onnxprune.service.wire import MAX_CHUNK, SERVICE
 from onnxprune.errors import InvalidOptionError
+from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
 from onnxprune.service.config import ServerConfig
 from onnxprune.service.health import add_health
 from onnxprune.service.interceptors import BearerAuth, ConcurrencyLimit, RequestLog
 from onnxprune.service.jobs import JobRunner
 from onnxprune.service.servicer import PruningServicer
+from onnxprune.service.wire import MAX_CHUNK, SERVICE
 
 log = logging.getLogger("server")
 

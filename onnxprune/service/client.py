@@ -30,6 +30,8 @@ import onnx
 from google.protobuf.message import DecodeError, Message
 
 from onnxprune import errors
+from onnxprune.errors import DatasetError, InvalidModelError, InvalidOptionError
+from onnxprune.model import external_tensors
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
 from onnxprune.service.wire import (
@@ -43,8 +45,6 @@ from onnxprune.service.wire import (
     read_file,
     receive_file,
 )
-from onnxprune.errors import DatasetError, InvalidModelError, InvalidOptionError
-from onnxprune.model import external_tensors
 
 __all__ = ["Client", "RemoteError"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from onnxprune.service.wire import read_file, read_token
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import DEFAULT_MAX_BYTES
+from onnxprune.service.wire import read_file, read_token
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.pruners.registry import ALIASES, ALLOCATIONS, CRITERIA, SCORES, Method
 from onnxprune.report import SparsityReport, ValidationResult, format_table, format_validation
+from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.structured import CompactResult, StructuredResult
 
 STRUCTURED = {"structured": "criterion", "scope": "scope", "round_to": "round_to"}

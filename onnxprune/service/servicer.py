@@ -18,12 +18,12 @@ from google.protobuf.message import Message
 
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
-from onnxprune.service.wire import file_info, read_chunks
 from onnxprune.service.config import ServerConfig
 from onnxprune.service.jobs import Cancelled, JobRunner
 from onnxprune.service.messages import methods_message
 from onnxprune.service.status import abort
 from onnxprune.service.uploads import receive
+from onnxprune.service.wire import file_info, read_chunks
 
 RESPONSES: dict[str, tuple[type[Message], str]] = {
     "analyze": (pb.AnalyzeResponse, "report"),

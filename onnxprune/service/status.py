@@ -21,7 +21,6 @@ import re
 
 import grpc
 
-from onnxprune.service.wire import ERROR_METADATA
 from onnxprune.errors import (
     DatasetError,
     InvalidModelError,
@@ -31,6 +30,7 @@ from onnxprune.errors import (
     ShapeError,
 )
 from onnxprune.service.jobs import WorkerError
+from onnxprune.service.wire import ERROR_METADATA
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,6 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
-from onnxprune.service._proto import pruning_pb2 as pb
-from onnxprune.service.wire import check_name, chunk_of, header_files, receive_file
 from onnxprune.errors import (
     DatasetError,
     InvalidModelError,
@@ -23,6 +21,8 @@ from onnxprune.errors import (
     LimitExceededError,
     OnnxpruneError,
 )
+from onnxprune.service._proto import pruning_pb2 as pb
+from onnxprune.service.wire import check_name, chunk_of, header_files, receive_file
 
 ERRORS: dict[str, type[OnnxpruneError]] = {
     "model": InvalidModelError,

@@ -16,8 +16,8 @@ from pathlib import Path, PurePosixPath
 
 from google.protobuf.message import Message
 
-from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
+from onnxprune.service._proto import pruning_pb2 as pb
 
 MAX_CHUNK = 1 << 20
 """Largest ``chunk`` message payload, in bytes (1 MiB), in both directions."""

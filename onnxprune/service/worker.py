@@ -20,16 +20,11 @@ from typing import Any
 import onnx
 from google.protobuf.message import Message
 
-from onnxprune.service._proto import pruning_pb2 as pb
-from onnxprune.service.wire import check_name
 from onnxprune.errors import DatasetError, InvalidOptionError, OnnxpruneError
 from onnxprune.model import load_model, save_model
 from onnxprune.pruners.masks import load_npz, save_masks
 from onnxprune.pruners.prune import prune
-from onnxprune.sparsity import analyze
-from onnxprune.structured import compact, structured_prune
-from onnxprune.structured.options import check_structured
-from onnxprune.validate import validate
+from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service.messages import (
     compact_message,
     options_kwargs,
@@ -39,6 +34,11 @@ from onnxprune.service.messages import (
     unstructured_kwargs,
     validation_message,
 )
+from onnxprune.service.wire import check_name
+from onnxprune.sparsity import analyze
+from onnxprune.structured import compact, structured_prune
+from onnxprune.structured.options import check_structured
+from onnxprune.validate import validate
 
 Paths = Mapping[str, list[Path]]
 

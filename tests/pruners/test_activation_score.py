@@ -11,11 +11,11 @@ import onnx
 import pytest
 from onnx import helper
 
-from onnxprune.runtime import create_session
 from onnxprune.errors import DatasetError, InvalidOptionError
 from onnxprune.graph.build import build_graph
 from onnxprune.pruners.registry import ScoreContext, get_score
 from onnxprune.pruners.scores.activation import input_sum_of_squares
+from onnxprune.runtime import create_session
 from tests.helpers import single_io_model as _model
 
 RNG = np.random.default_rng(0)

@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
 from onnxprune.service import ServerConfig, create_server
+from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 MLP = MODELS / "mlp_digits.onnx"

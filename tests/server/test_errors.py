@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxprune.errors import InvalidModelError, InvalidOptionError, LimitExceededError
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
 from onnxprune.service.client import Client
-from onnxprune.errors import InvalidModelError, InvalidOptionError, LimitExceededError
 from tests.server.conftest import MLP
 
 Code = grpc.StatusCode

@@ -14,8 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
-from onnxprune.service.wire import file_info, read_chunks
 from onnxprune.service.client import Client, RemoteError
+from onnxprune.service.wire import file_info, read_chunks
 from tests.server.conftest import MLP, SLOW
 
 Code = grpc.StatusCode

@@ -12,12 +12,12 @@ from google.protobuf import json_format
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
-from onnxprune.service._proto import pruning_pb2 as pb
-from onnxprune.service.client import Client
 from onnxprune.pruners.registry import ALLOCATIONS, CRITERIA, SCORES
 from onnxprune.report import format_table
-from onnxprune.structured import structured_prune
+from onnxprune.service._proto import pruning_pb2 as pb
+from onnxprune.service.client import Client
 from onnxprune.service.messages import STRUCTURED, STRUCTURED_SHARED
+from onnxprune.structured import structured_prune
 from tests.server.conftest import DATA, MLP
 
 TIMINGS = ("latency_ms_p50", "latency_ms_p95", "throughput")

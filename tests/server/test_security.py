@@ -10,9 +10,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from onnxprune.service.client import Client, RemoteError
 from onnxprune.errors import InvalidOptionError
 from onnxprune.service import load_config
+from onnxprune.service.client import Client, RemoteError
 from tests.server.conftest import MLP
 
 Code = grpc.StatusCode

@@ -1,4 +1,4 @@
-"""``python -m onnxprune.service``: SIGTERM lets the call in flight finish, then the process exits 0."""
+"""``python -m onnxprune.service``: SIGTERM lets the call in flight finish, then it exits 0."""
 
 from __future__ import annotations
 
@@ -21,7 +21,17 @@ SECONDS_OF_SYNFLOW = {"sparsity": 0.5, "score": "synflow", "rounds": 4000}
 @pytest.fixture
 def server_process(tmp_path):
     process = subprocess.Popen(
-        [sys.executable, "-m", "onnxprune.service", "--port", "0", "--workers", "1", "--grace", "60"],
+        [
+            sys.executable,
+            "-m",
+            "onnxprune.service",
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--grace",
+            "60",
+        ],
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -10,10 +10,10 @@ import pytest
 from onnx import numpy_helper
 
 import onnxprune
-from onnxprune.service._proto import pruning_pb2 as pb
-from onnxprune.service.wire import file_info, read_chunks
-from onnxprune.service.client import Client
 from onnxprune.errors import InvalidOptionError, LimitExceededError
+from onnxprune.service._proto import pruning_pb2 as pb
+from onnxprune.service.client import Client
+from onnxprune.service.wire import file_info, read_chunks
 from onnxprune.structured import compact, structured_prune
 from tests.server.conftest import DATA, MLP, MODELS
 

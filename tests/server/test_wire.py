@@ -6,10 +6,10 @@ import hashlib
 
 import pytest
 
-from onnxprune.service._proto import pruning_pb2 as pb
-from onnxprune.service.wire import MAX_CHUNK, check_name, header_files, receive_file
-from onnxprune.service.client import _Downloads
 from onnxprune.errors import InvalidModelError
+from onnxprune.service._proto import pruning_pb2 as pb
+from onnxprune.service.client import _Downloads
+from onnxprune.service.wire import MAX_CHUNK, check_name, header_files, receive_file
 
 
 def _info(name: str, data: bytes) -> pb.FileInfo:

@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
-from onnxprune.feeds import batches, check_feeds, describe, fixed_batch_size, session_for
 from onnxprune.errors import DatasetError, InvalidOptionError
+from onnxprune.feeds import batches, check_feeds, describe, fixed_batch_size, session_for
 from onnxprune.graph.build import ConnectivityGraph, Layer
 from onnxprune.pruners.registry import ScoreContext, score
 
