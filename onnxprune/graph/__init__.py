@@ -3,7 +3,7 @@
 from onnxprune.graph.build import ConnectivityGraph, Fallback, Layer, Step, build_graph
 from onnxprune.graph.channel import LayerActivity, channel_reachability
 from onnxprune.graph.exact import exact_reachability
-from onnxprune.graph.registry import NodeView, transfer_rule
+from onnxprune.graph.registry import NodeView, OpFamily, op_rule
 
 __all__ = [
     "ConnectivityGraph",
@@ -11,9 +11,10 @@ __all__ = [
     "Layer",
     "LayerActivity",
     "NodeView",
+    "OpFamily",
     "Step",
     "build_graph",
     "channel_reachability",
     "exact_reachability",
-    "transfer_rule",
+    "op_rule",
 ]

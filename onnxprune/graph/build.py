@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from onnxprune.graph import rules  # noqa: F401  (registers every transfer rule)
 from onnxprune.graph._shapes import Shape, infer_shapes
 from onnxprune.graph.registry import NodeView, lookup, static
 from onnxprune.graph.transfers import Contract, Dense, Move, NoSignal, Transfer

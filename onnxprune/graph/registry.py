@@ -1,14 +1,37 @@
-"""The transfer-rule registry: op type -> function from a node to a ``Transfer`` value.
+"""The op table: one registration per op family gives every layer its knowledge of the op.
 
-Rules are registered explicitly with ``@transfer_rule("Concat", ...)``; nothing is discovered by
-scanning modules. An op without a rule falls back to dense mixing, which can only under-report
-effective sparsity, and the fallback is recorded with its reason.
+An *op family* is a set of op types (default ONNX domain) that behave alike. It is registered
+once, in ``graph/rules/<module>.py``, by decorating its transfer rule::
+
+    @op_rule("Add", "Sum", ..., family="arithmetic", constants=ARITHMETIC)
+    def pointwise(node: NodeView) -> Transfer: ...
+
+and the ``OpFamily`` record holds what the op types share:
+
+- ``transfer``: how units flow through the op, for the connectivity graph (``build``); an op
+  without a family falls back to dense mixing, which can only under-report effective sparsity,
+  and the fallback is recorded with its reason;
+- ``constants``: per op type, the op applied to per-unit constants (NumPy), which structured
+  pruning uses to know what a unit holds when its inputs' units are constant.
+
+Layers downstream of ``graph`` add their own behaviour *to a family*, never to an op type:
+structured pruning registers one handler per family (``onnxprune.structured.groups.handler``,
+keyed by the family name, which must be registered here), with the ties, slices and rewrites of
+its surgery. The table has one arrow: ``graph`` never imports ``structured``; ``structured``
+reads ``OPS`` to find a node's family and then its own handler. So a new op type joins a family
+in one place (its op list here) and every layer follows it; a new kind of op gets a family here
+and, if structured pruning should follow it, a handler there. Op types never appear twice:
+``op_rule`` refuses an op type or family name already registered, and tests check that every
+structured handler names a family.
+
+Nothing is discovered by scanning modules: ``FAMILIES`` and ``OPS`` import ``graph.rules`` on
+their first read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,29 +39,77 @@ import onnx
 
 from onnxprune.graph._shapes import Shape
 from onnxprune.graph.transfers import Transfer
+from onnxprune.registry import Registry
 from onnxprune.weights import ConstantResolver, attr
 
 Rule = Callable[["NodeView"], Transfer | tuple[Transfer, ...]]
+Constants = Callable[..., np.ndarray]
+"""An op applied to per-unit constants; each family documents the arguments its ops take."""
 
-RULES: dict[str, Rule] = {}
+
+@dataclass(frozen=True, slots=True)
+class OpFamily:
+    """Op types that share a transfer rule and the behaviour downstream layers give them.
+
+    Attributes:
+        name: the family's name, unique (downstream layers key their behaviour by it).
+        op_types: its op types (default ONNX domain), each in no other family.
+        transfer: the transfer rule of every op type of the family.
+        constants: per op type (some or all), the op applied to per-unit constants.
+    """
+
+    name: str
+    op_types: tuple[str, ...]
+    transfer: Rule
+    constants: Mapping[str, Constants] = field(default_factory=dict)
 
 
-def transfer_rule(*op_types: str) -> Callable[[Rule], Rule]:
-    """Register ``fn`` as the transfer rule of each op type in ``op_types`` (default domain)."""
+_RULES = ("onnxprune.graph.rules",)
+FAMILIES: Registry[OpFamily] = Registry("op family", _RULES)
+"""Every op family by name."""
+OPS: Registry[OpFamily] = Registry("op type", _RULES)
+"""The family of every op type with one."""
+
+
+def op_rule(
+    *op_types: str, family: str | None = None, constants: Mapping[str, Constants] | None = None
+) -> Callable[[Rule], Rule]:
+    """Register the op family ``family`` (default: the rule's name) with ``fn`` as its transfer.
+
+    Decorators stack: one transfer rule may serve several families.
+
+    Args:
+        op_types: the family's op types.
+        family: its name.
+        constants: per op type of the family, the op applied to per-unit constants.
+
+    Raises:
+        ValueError: the family name or an op type is registered already, or ``constants``
+            names an op type outside the family.
+    """
 
     def register(fn: Rule) -> Rule:
+        entry = OpFamily(family or fn.__name__, tuple(op_types), fn, dict(constants or {}))
+        stray = set(entry.constants) - set(op_types)
+        if stray:
+            raise ValueError(f"constants for {sorted(stray)} outside family {entry.name!r}")
+        if len(set(op_types)) != len(op_types):
+            raise ValueError(f"family {entry.name!r} lists an op type twice")
+        FAMILIES.check_new(entry.name)
         for op in op_types:
-            if op in RULES:
-                raise ValueError(f"transfer rule for {op!r} registered twice")
-            RULES[op] = fn
+            OPS.check_new(op)
+        FAMILIES.add(entry.name, entry)
+        for op in op_types:
+            OPS.add(op, entry)
         return fn
 
     return register
 
 
 def lookup(op_type: str) -> Rule | None:
-    """The rule for ``op_type``, or ``None`` when there is none (the op falls back to dense)."""
-    return RULES.get(op_type)
+    """The transfer rule for ``op_type``, or ``None`` when there is none (dense fallback)."""
+    entry = OPS.get(op_type)
+    return None if entry is None else entry.transfer
 
 
 @dataclass(frozen=True, slots=True)

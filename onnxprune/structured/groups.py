@@ -24,6 +24,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from onnxprune.graph._conv import in_bounds
+from onnxprune.structured.handlers import rule_for
 
 Arrays = MutableMapping[str, np.ndarray]
 Consts = dict[str, np.ndarray]
@@ -317,31 +318,10 @@ class Builder:
         )
 
 
-Handler = Callable[[Builder, onnx.NodeProto], None]
-HANDLERS: dict[str, Handler] = {}
-LAYERS: set[str] = set()
-"""Op types handled even when none of their inputs has a space (they make spaces)."""
-
-
-def handler(*op_types: str, layer: bool = False) -> Callable[[Handler], Handler]:
-    """Register a handler for ``op_types`` (``layer``: it creates spaces of its own)."""
-
-    def register(fn: Handler) -> Handler:
-        for op in op_types:
-            HANDLERS[op] = fn
-            if layer:
-                LAYERS.add(op)
-        return fn
-
-    return register
-
-
 def build_groups(
     graph: onnx.GraphProto, arrays: Arrays, shapes: Mapping[str, tuple], opset: int
 ) -> Groups:
     """The dependency groups of ``graph``; ``arrays`` its initializers, ``opset`` its ai.onnx."""
-    from onnxprune.structured import ops  # noqa: F401  (fills HANDLERS)
-
     b = Builder(graph, arrays, shapes, opset)
     hidden = _subgraph_reads(graph)
     for names in hidden.values():  # a weight a subgraph reads too is shared
@@ -350,11 +330,12 @@ def build_groups(
         spaced = [b.space(name) for name in node.input if b.space(name) is not None]
         for name in hidden.get(id(node), ()):
             b.block(b.space(name))
-        known = node.op_type in LAYERS or (spaced and node.op_type in HANDLERS)
+        rule = rule_for(node)
+        known = rule is not None and (rule.layer or bool(spaced))
         if any(s.inner for s in spaced) and node.op_type not in ("Reshape", "Transpose"):
             known = False  # units over two axes: only a channel shuffle's ops follow them
-        if known and node.domain in ("", "ai.onnx"):
-            HANDLERS[node.op_type](b, node)
+        if known:
+            rule.fn(b, node)
             continue
         for space in spaced:  # an op we cannot follow reads these units
             b.block(space)

@@ -1,4 +1,4 @@
-"""Transfer rules, one module per op family; importing this package registers all of them."""
+"""Op families (``registry.op_rule``), one module per kind of op; importing this registers all."""
 
 from onnxprune.graph.rules import elementwise, layers, mixing, movement, pooling
 

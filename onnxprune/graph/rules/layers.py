@@ -6,12 +6,12 @@ computed at run time) is not prunable and mixes densely.
 
 from __future__ import annotations
 
-from onnxprune.graph.registry import NodeView, transfer_rule
+from onnxprune.graph.registry import NodeView, op_rule
 from onnxprune.graph.rules.pooling import explicit_pads
 from onnxprune.graph.transfers import Contract, Dense
 
 
-@transfer_rule("Conv", "ConvTranspose")
+@op_rule("Conv", "ConvTranspose")
 def conv(node: NodeView) -> Contract | Dense:
     """A convolution over axes 2..; the weight is input 1."""
     source = node.constants.source(node.node.input[1])
@@ -71,14 +71,14 @@ def _transpose_pads(
     return (*begins, *ends)
 
 
-@transfer_rule("Gemm")
+@op_rule("Gemm")
 def gemm(node: NodeView) -> Contract | Dense:
     """``alpha * A' @ B' + beta * C`` with ``A' = A.T`` if transA, ``B' = B.T`` if transB."""
     trans_a, trans_b = bool(node.attr("transA", 0)), bool(node.attr("transB", 0))
     return _matmul(node, trans_a=trans_a, trans_b=trans_b)
 
 
-@transfer_rule("MatMul")
+@op_rule("MatMul")
 def matmul(node: NodeView) -> Contract | Dense:
     """``A @ B`` where one side is a constant 2-D weight."""
     return _matmul(node, trans_a=False, trans_b=False)

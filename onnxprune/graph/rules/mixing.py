@@ -1,18 +1,20 @@
 """Ops that mix whole axes.
 
 Reductions, softmax and normalizations over axes, resizing, and shape arithmetic that carries no
-signal at all.
+signal at all. Families sharing a rule are split where structured pruning treats their ops
+differently: ``reduce`` (followed) and ``other_reduce``; ``instance_norm`` (per-channel
+parameters, followed) and ``spatial_norm``; ``constant_of_shape`` (a fill a Conv may read) and
+``no_signal``.
 """
 
 from __future__ import annotations
 
-from onnxprune.graph.registry import NodeView, transfer_rule
+from onnxprune.graph.registry import NodeView, op_rule
 from onnxprune.graph.transfers import Dense, NoSignal, Reduce, Window
 
-REDUCE_OPS = (
-    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-    "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
-)  # fmt: skip
+REDUCE_OPS = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2")
+"""Reductions structured pruning follows: their value over zeros is zero."""
+OTHER_REDUCE_OPS = ("ReduceProd", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
 
 
 def _rank(node: NodeView) -> int | None:
@@ -20,7 +22,8 @@ def _rank(node: NodeView) -> int | None:
     return None if shape is None else len(shape)
 
 
-@transfer_rule(*REDUCE_OPS)
+@op_rule(*REDUCE_OPS)
+@op_rule(*OTHER_REDUCE_OPS, family="other_reduce")
 def reduce(node: NodeView) -> Reduce | Dense:
     """Reduce over ``axes`` (attribute, or input 1 from opset 13/18 on)."""
     rank = _rank(node)
@@ -39,7 +42,7 @@ def reduce(node: NodeView) -> Reduce | Dense:
     return Reduce(tuple(sorted(a % rank for a in axes)), bool(node.attr("keepdims", 1)))
 
 
-@transfer_rule("ArgMax", "ArgMin")
+@op_rule("ArgMax", "ArgMin")
 def arg_reduce(node: NodeView) -> Reduce | Dense:
     """The index along ``axis`` depends on every element along it."""
     rank = _rank(node)
@@ -48,7 +51,7 @@ def arg_reduce(node: NodeView) -> Reduce | Dense:
     return Reduce((node.attr("axis", 0) % rank,), bool(node.attr("keepdims", 1)))
 
 
-@transfer_rule("Softmax", "LogSoftmax", "Hardmax", "LpNormalization")
+@op_rule("Softmax", "LogSoftmax", "Hardmax", "LpNormalization")
 def softmax(node: NodeView) -> Reduce | Dense:
     """Each element depends on every element along ``axis`` (before opset 13: axes ``axis``..)."""
     rank = _rank(node)
@@ -64,7 +67,7 @@ def softmax(node: NodeView) -> Reduce | Dense:
     return Reduce(axes, keepdims=True)
 
 
-@transfer_rule("LayerNormalization")
+@op_rule("LayerNormalization")
 def layer_norm(node: NodeView) -> Reduce | Dense:
     """Normalized over axes ``axis``..end, so each element depends on all of them."""
     rank = _rank(node)
@@ -73,7 +76,8 @@ def layer_norm(node: NodeView) -> Reduce | Dense:
     return Reduce(tuple(range(node.attr("axis", -1) % rank, rank)), keepdims=True)
 
 
-@transfer_rule("InstanceNormalization", "MeanVarianceNormalization", "GroupNormalization")
+@op_rule("InstanceNormalization", family="instance_norm")
+@op_rule("MeanVarianceNormalization", "GroupNormalization")
 def spatial_norm(node: NodeView) -> Reduce | Dense:
     """Statistics over the spatial axes (and, for groups or MVN, the channels too)."""
     rank = _rank(node)
@@ -86,7 +90,7 @@ def spatial_norm(node: NodeView) -> Reduce | Dense:
     return Reduce(tuple(range(first, rank)), keepdims=True)
 
 
-@transfer_rule("Resize", "Upsample")
+@op_rule("Resize", "Upsample")
 def resize(node: NodeView) -> Reduce | Dense:
     """Within each channel, any output position may read any input position (conservative).
 
@@ -101,15 +105,15 @@ def resize(node: NodeView) -> Reduce | Dense:
     return Reduce(tuple(range(2, len(inp))), keepdims=True)
 
 
-@transfer_rule("LRN")
+@op_rule("LRN")
 def lrn(node: NodeView) -> Window:
     """Local response normalization: a window of ``size`` channels around each channel."""
     size = int(node.attr("size"))
     return Window((1,), (size,), (1,), (1,), ((size - 1) // 2, size // 2))
 
 
-@transfer_rule("Shape", "Size", "ConstantOfShape", "Range", "EyeLike", "RandomNormalLike",
-               "RandomUniformLike")  # fmt: skip
+@op_rule("ConstantOfShape", family="constant_of_shape")
+@op_rule("Shape", "Size", "Range", "EyeLike", "RandomNormalLike", "RandomUniformLike")
 def no_signal(node: NodeView) -> NoSignal:
     """Shape arithmetic: outputs depend on shapes, never on activation values."""
     return NoSignal()

@@ -2,14 +2,15 @@
 
 Each rule applies the op, with NumPy, to a tensor of element ids and returns the result as a
 ``Move``. That needs static shapes (a symbolic batch counts as 1); without them the op falls back
-to dense mixing and says why.
+to dense mixing and says why. ``reshape`` (Reshape, Flatten) and ``squeeze`` (Squeeze,
+Unsqueeze) share a rule but are separate families: structured pruning follows them differently.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.graph.registry import NodeView, transfer_rule
+from onnxprune.graph.registry import NodeView, op_rule
 from onnxprune.graph.transfers import Dense, Move
 
 NEEDS_SHAPES = "needs static shapes (use --input-shape)"
@@ -33,7 +34,8 @@ def _ids(node: NodeView, index: int) -> np.ndarray | None:
     return np.arange(offset, offset + int(np.prod(shape)), dtype=np.int64).reshape(shape)
 
 
-@transfer_rule("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+@op_rule("Reshape", "Flatten")
+@op_rule("Squeeze", "Unsqueeze", family="squeeze")
 def reshape(node: NodeView) -> Move | Dense:
     """Same elements in the same order, in a new shape (taken from shape inference).
 
@@ -62,7 +64,7 @@ def _solve(shape: tuple[int | None, ...] | None, size: int) -> tuple[int, ...] |
     return tuple(int(d) for d in dims)
 
 
-@transfer_rule("Transpose")
+@op_rule("Transpose")
 def transpose(node: NodeView) -> Move | Dense:
     """Axes permuted by ``perm`` (reversed when absent)."""
     ids = _ids(node, 0)
@@ -71,7 +73,7 @@ def transpose(node: NodeView) -> Move | Dense:
     return Move(np.transpose(ids, node.attr("perm", None)))
 
 
-@transfer_rule("Concat")
+@op_rule("Concat")
 def concat(node: NodeView) -> Move | Dense:
     """Inputs laid side by side along ``axis``."""
     parts = [_ids(node, i) for i in range(len(node.node.input))]
@@ -80,7 +82,7 @@ def concat(node: NodeView) -> Move | Dense:
     return Move(np.concatenate(parts, axis=node.attr("axis")))
 
 
-@transfer_rule("Split")
+@op_rule("Split")
 def split(node: NodeView) -> tuple[Move, ...] | Dense:
     """Consecutive ranges along ``axis``; sizes read off the outputs' inferred shapes."""
     ids = _ids(node, 0)
@@ -92,7 +94,7 @@ def split(node: NodeView) -> tuple[Move, ...] | Dense:
     return tuple(Move(part) for part in np.split(ids, bounds, axis=axis))
 
 
-@transfer_rule("Slice")
+@op_rule("Slice", family="slice")
 def slice_(node: NodeView) -> Move | Dense:
     """``starts:ends:steps`` along ``axes`` (attributes before opset 10, inputs after)."""
     ids = _ids(node, 0)
@@ -125,7 +127,7 @@ def _clamp(start: int, end: int, step: int, size: int) -> tuple[int | None, int 
     return start, end, step
 
 
-@transfer_rule("Pad")
+@op_rule("Pad")
 def pad(node: NodeView) -> Move | Dense:
     """Constant padding brings in elements with no source; edge/reflect copy existing ones."""
     ids = _ids(node, 0)
@@ -149,7 +151,7 @@ def pad(node: NodeView) -> Move | Dense:
     return Move(np.pad(ids, width, mode={"reflect": "reflect", "edge": "edge"}.get(mode, "wrap")))
 
 
-@transfer_rule("Expand", "Tile")
+@op_rule("Expand", "Tile")
 def broadcast(node: NodeView) -> Move | Dense:
     """Copies of the input to fill the output shape (Expand broadcasts, Tile repeats)."""
     ids, out = _ids(node, 0), node.static_out()
@@ -161,7 +163,7 @@ def broadcast(node: NodeView) -> Move | Dense:
     return Move(np.tile(ids, reps))
 
 
-@transfer_rule("Gather")
+@op_rule("Gather")
 def gather(node: NodeView) -> Move | Dense:
     """``take`` along ``axis`` with constant indices; data-dependent indices mix densely."""
     ids, indices = _ids(node, 0), node.const(1)
@@ -173,7 +175,7 @@ def gather(node: NodeView) -> Move | Dense:
     return Move(np.take(ids, np.where(indices < 0, indices + ids.shape[axis], indices), axis=axis))
 
 
-@transfer_rule("DepthToSpace", "SpaceToDepth")
+@op_rule("DepthToSpace", "SpaceToDepth")
 def depth_space(node: NodeView) -> Move | Dense:
     """Blocks of channels moved to space and back, in DCR or CRD order."""
     ids = _ids(node, 0)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from onnxprune.graph._conv import resolve_pads
-from onnxprune.graph.registry import NodeView, transfer_rule
+from onnxprune.graph.registry import NodeView, op_rule
 from onnxprune.graph.transfers import Dense, Reduce, Window
 
 
-@transfer_rule("MaxPool", "AveragePool", "LpPool")
+@op_rule("MaxPool", "AveragePool", "LpPool")
 def pool(node: NodeView) -> Window | Dense:
     """A window of ``kernel_shape`` over axes 2.., with ONNX strides, dilations and pads."""
     kernel = tuple(node.attr("kernel_shape"))
@@ -20,7 +20,7 @@ def pool(node: NodeView) -> Window | Dense:
     return Window(tuple(range(2, 2 + n)), kernel, strides, dilations, pads)
 
 
-@transfer_rule("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+@op_rule("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
 def global_pool(node: NodeView) -> Reduce | Dense:
     """Every spatial position of a channel feeds that channel's single output."""
     shape = node.in_shapes[0]

@@ -2,41 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import onnx
-from scipy.special import erf
 
-from onnxprune.structured.groups import Builder, Slice, handler
+from onnxprune.graph.registry import OPS
+from onnxprune.structured.groups import Builder, Slice
+from onnxprune.structured.handlers import handler
 from onnxprune.structured.ops._common import NAN, attr, input_at, used_extra
 
-UNARY = {
-    "Relu": lambda c, n: np.maximum(c, 0.0),
-    "LeakyRelu": lambda c, n: np.where(c >= 0, c, attr(n, "alpha", 0.01) * c),
-    "Elu": lambda c, n: np.where(c >= 0, c, attr(n, "alpha", 1.0) * np.expm1(c)),
-    "Selu": lambda c, n: (
-        attr(n, "gamma", 1.0507009873554805)
-        * np.where(c > 0, c, attr(n, "alpha", 1.6732632423543772) * np.expm1(c))
-    ),
-    "Sigmoid": lambda c, n: 1.0 / (1.0 + np.exp(-c)),
-    "HardSigmoid": lambda c, n: np.clip(attr(n, "alpha", 0.2) * c + attr(n, "beta", 0.5), 0, 1),
-    "HardSwish": lambda c, n: c * np.clip(c / 6 + 0.5, 0, 1),
-    "Tanh": lambda c, n: np.tanh(c),
-    "Softplus": lambda c, n: np.logaddexp(0.0, c),
-    "Gelu": lambda c, n: 0.5 * c * (1 + erf(c / math.sqrt(2))),
-    "Erf": lambda c, n: erf(c),
-    "Exp": lambda c, n: np.exp(c),
-    "Neg": lambda c, n: -c,
-    "Abs": lambda c, n: np.abs(c),
-    "Sqrt": lambda c, n: np.sqrt(c),
-    "Identity": lambda c, n: c,
-    "Dropout": lambda c, n: c,
-    "Cast": lambda c, n: c,
-}
 
-
-@handler(*UNARY)
+@handler("activation")
 def _unary(b: Builder, node: onnx.NodeProto) -> None:
     xs = b.space(node.input[0])
     if xs is None or any(b.space(i) for i in node.input[1:]) or used_extra(b, node):
@@ -44,13 +19,13 @@ def _unary(b: Builder, node: onnx.NodeProto) -> None:
         return
     out = node.output[0]
     b.alias(out, xs)
-    fn = UNARY[node.op_type]
+    fn = OPS[node.op_type].constants[node.op_type]
     b.rules.append(
         lambda consts, arrays, pending: consts.__setitem__(out, fn(consts[xs.tensor], node))
     )
 
 
-@handler("Clip")
+@handler("clip")
 def _clip(b: Builder, node: onnx.NodeProto) -> None:
     xs = b.space(node.input[0])
     bounds = [input_at(node, i) for i in (1, 2)]
@@ -67,20 +42,6 @@ def _clip(b: Builder, node: onnx.NodeProto) -> None:
     )
 
 
-BINARY = {
-    "Add": lambda xs: np.sum(xs, axis=0),
-    "Sum": lambda xs: np.sum(xs, axis=0),
-    "Sub": lambda xs: xs[0] - xs[1],
-    "Mul": lambda xs: np.prod(xs, axis=0),
-    "Div": lambda xs: xs[0] / xs[1],
-    "Pow": lambda xs: np.power(xs[0], xs[1]),
-    "Max": lambda xs: np.max(xs, axis=0),
-    "Min": lambda xs: np.min(xs, axis=0),
-    "Mean": lambda xs: np.mean(xs, axis=0),
-    "PRelu": lambda xs: np.where(xs[0] < 0, xs[1] * xs[0], xs[0]),
-}
-
-
 def unit_axis(k: np.ndarray, axis: int, rank: int, size: int) -> int | None:
     """The axis of constant ``k`` (broadcast against ``rank`` axes) holding one value per unit."""
     big = [i for i, d in enumerate(k.shape) if d != 1]
@@ -89,7 +50,7 @@ def unit_axis(k: np.ndarray, axis: int, rank: int, size: int) -> int | None:
     return big[0] if rank - k.ndim + big[0] == axis else None
 
 
-@handler(*BINARY)
+@handler("arithmetic")
 def _binary(b: Builder, node: onnx.NodeProto) -> None:
     spaces = [b.space(name) for name in node.input]
     first = next(s for s in spaces if s is not None)
@@ -126,7 +87,7 @@ def _binary(b: Builder, node: onnx.NodeProto) -> None:
     for s in spaces:
         if s is not None and s.base != first.base:
             b.tie(first, np.arange(first.size), s, np.arange(s.size))
-    fn = BINARY[node.op_type]
+    fn = OPS[node.op_type].constants[node.op_type]
 
     def rule(consts, arrays, pending):
         values = [
@@ -139,7 +100,7 @@ def _binary(b: Builder, node: onnx.NodeProto) -> None:
     b.rules.append(rule)
 
 
-@handler("BatchNormalization", "InstanceNormalization")
+@handler("batch_norm", "instance_norm")
 def _norm(b: Builder, node: onnx.NodeProto) -> None:
     xs = b.space(node.input[0])
     params = list(node.input[1:5] if node.op_type == "BatchNormalization" else node.input[1:3])

@@ -12,11 +12,12 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.graph._conv import resolve_pads
-from onnxprune.structured.groups import Builder, Consumer, Folded, Slice, Space, Window, handler
+from onnxprune.structured.groups import Builder, Consumer, Folded, Slice, Space, Window
+from onnxprune.structured.handlers import handler
 from onnxprune.structured.ops._common import NAN, attr, bias_ok, input_at, padded, rows_zero
 
 
-@handler("Conv", "ConvTranspose", layer=True)
+@handler("conv", layer=True)
 def _conv(b: Builder, node: onnx.NodeProto) -> None:
     x, wname, bias = node.input[0], node.input[1], input_at(node, 2)
     xs, w = b.space(x), b.const(wname)
@@ -100,7 +101,7 @@ def _over_fill(b: Builder, node: onnx.NodeProto, w: np.ndarray, value: float) ->
     b.rules.append(rule)
 
 
-@handler("ConstantOfShape", layer=True)
+@handler("constant_of_shape", layer=True)
 def _fill(b: Builder, node: onnx.NodeProto) -> None:
     value = attr(node, "value", None)
     fill = 0.0 if value is None else numpy_helper.to_array(value).reshape(-1)[0]
@@ -176,7 +177,7 @@ def _depthwise(b: Builder, node: onnx.NodeProto, xs: Space, multiplier: int) -> 
     b.edits.append(edit)
 
 
-@handler("Gemm", layer=True)
+@handler("gemm", layer=True)
 def _gemm(b: Builder, node: onnx.NodeProto) -> None:
     x, wname, bias = node.input[0], node.input[1], input_at(node, 2)
     xs, w = b.space(x), b.const(wname)
@@ -203,7 +204,7 @@ def _gemm(b: Builder, node: onnx.NodeProto) -> None:
         _producer(b, node, wname, out_axis, bias, 2, n_out)
 
 
-@handler("MatMul", layer=True)
+@handler("matmul", layer=True)
 def _matmul(b: Builder, node: onnx.NodeProto) -> None:
     x, wname = node.input
     xs, w, rank = b.space(x), b.const(wname), b.rank(node.output[0])

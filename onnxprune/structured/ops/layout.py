@@ -8,7 +8,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxprune.structured.groups import Builder, Space, handler
+from onnxprune.structured.groups import Builder, Space
+from onnxprune.structured.handlers import handler
 from onnxprune.structured.ops import shuffle
 from onnxprune.structured.ops._common import (
     NAN,
@@ -20,10 +21,8 @@ from onnxprune.structured.ops._common import (
     used_extra,
 )
 
-POOLS = {"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
 
-
-@handler(*POOLS)
+@handler("pool", "global_pool")
 def _pool(b: Builder, node: onnx.NodeProto) -> None:
     xs = b.space(node.input[0])
     if xs.axis != 1 or xs.rank < 3 or used_extra(b, node):
@@ -36,7 +35,7 @@ def _pool(b: Builder, node: onnx.NodeProto) -> None:
     pass_through(b, node, xs, keeps=not varies)
 
 
-@handler("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2")
+@handler("reduce")
 def _reduce(b: Builder, node: onnx.NodeProto) -> None:
     xs = b.space(node.input[0])
     axes = _axes(b, node)
@@ -69,7 +68,7 @@ def _axes(b: Builder, node: onnx.NodeProto) -> list[int] | None:
     return None if axes is None else [int(a) for a in axes]
 
 
-@handler("Transpose")
+@handler("transpose")
 def _transpose(b: Builder, node: onnx.NodeProto) -> None:
     """Units move with their axis (NHWC exports wrap every Conv in Transposes)."""
     xs = b.space(node.input[0])
@@ -82,7 +81,7 @@ def _transpose(b: Builder, node: onnx.NodeProto) -> None:
         pass_through(b, node, xs, keeps=True, axis=perm.index(xs.axis))
 
 
-@handler("Squeeze", "Unsqueeze")
+@handler("squeeze")
 def _squeeze(b: Builder, node: onnx.NodeProto) -> None:
     """Axes of size 1 come or go around the unit axis, which keeps its units."""
     xs = b.space(node.input[0])
@@ -106,7 +105,7 @@ def _squeeze(b: Builder, node: onnx.NodeProto) -> None:
     pass_through(b, node, xs, keeps=True, axis=axis, rank=rank)
 
 
-@handler("Resize", "Upsample")
+@handler("resize")
 def _resize(b: Builder, node: onnx.NodeProto) -> None:
     xs = b.space(node.input[0])
     scales_name = node.input[1] if node.op_type == "Upsample" else input_at(node, 2)
@@ -121,7 +120,7 @@ def _resize(b: Builder, node: onnx.NodeProto) -> None:
     pass_through(b, node, xs, keeps=True)
 
 
-@handler("Pad")
+@handler("pad")
 def _pad(b: Builder, node: onnx.NodeProto) -> None:
     xs = b.space(node.input[0])
     pads = attr(node, "pads", None)
@@ -152,7 +151,7 @@ def _pad(b: Builder, node: onnx.NodeProto) -> None:
     b.rules.append(rule)
 
 
-@handler("Flatten", "Reshape")
+@handler("reshape")
 def _flatten(b: Builder, node: onnx.NodeProto) -> None:
     """Flatten, or a Reshape that is one: units spread over consecutive features."""
     xs, out = b.space(node.input[0]), node.output[0]
@@ -205,7 +204,7 @@ def _flattened_from(node: onnx.NodeProto, shape_in: tuple | None, shape_out: tup
     return start
 
 
-@handler("Concat")
+@handler("concat")
 def _concat(b: Builder, node: onnx.NodeProto) -> None:
     spaces = [b.space(name) for name in node.input]
     first = next(s for s in spaces if s is not None)
@@ -260,7 +259,7 @@ def _dim(b: Builder, name: str, axis: int) -> int | None:
     return shape[axis] if shape is not None and len(shape) > axis else None
 
 
-@handler("Split")
+@handler("split")
 def _split(b: Builder, node: onnx.NodeProto) -> None:
     xs = b.space(node.input[0])
     axis = attr(node, "axis", 0) % xs.rank
