@@ -1,3 +1,5 @@
-"""Pruners: scores, layerwise allocations, targets in direct or effective sparsity, masks."""
+"""Pruners: scores, layerwise allocations, targets in direct or effective sparsity, masks.
 
-from onnxprune.pruners import allocations, scores  # noqa: F401  (registers every entry)
+The registries (``registry.py``) import the score, allocation and criterion modules when first
+read; importing this package imports none of them.
+"""

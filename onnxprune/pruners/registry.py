@@ -1,7 +1,9 @@
-"""The two pruner registries, scores and allocations, each a dict filled by a decorator.
+"""The pruner registries: scores, allocations and structured criteria, filled by decorators.
 
-Entries register with ``@score("lamp", "summary")`` and ``@allocation("igq", "summary")``;
-importing ``onnxprune.pruners`` imports every entry's module.
+Entries register with ``@score("lamp", "summary")``, ``@allocation("igq", "summary")`` and
+``@criterion("l1", "summary")``; a name registered twice is refused. Each registry imports the
+modules of its entries (``scores/``, ``allocations/``, ``criteria.py``) on its first read, so it
+is complete whoever reads it, and importing ``onnxprune`` loads none of them.
 
 A **score** maps weights to importance (higher = keep):
 ``fn(weights, ctx) -> {name: scores}``, ``weights`` keyed by layer name (the stored tensor a
@@ -24,6 +26,7 @@ import onnx
 
 from onnxprune.errors import InvalidOptionError
 from onnxprune.graph.build import ConnectivityGraph
+from onnxprune.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -57,16 +60,16 @@ AllocationFn = Callable[
 
 @dataclass(frozen=True, slots=True)
 class Method:
-    """A registered score or allocation: the function and a one-line summary for ``methods``."""
+    """A registered score, allocation or criterion: the function and a summary for ``methods``."""
 
     name: str
     fn: Callable
     summary: str
 
 
-SCORES: dict[str, Method] = {}
-ALLOCATIONS: dict[str, Method] = {}
-CRITERIA: dict[str, Method] = {}
+SCORES: Registry[Method] = Registry("score", ("onnxprune.pruners.scores",))
+ALLOCATIONS: Registry[Method] = Registry("allocation", ("onnxprune.pruners.allocations",))
+CRITERIA: Registry[Method] = Registry("criterion", ("onnxprune.pruners.criteria",))
 """Structured filter criteria (``onnxprune.structured``): per dependency group, higher = keep."""
 
 ALIASES = {"uniform+": "uniform_plus", "global_magnitude": "global"}
@@ -88,11 +91,9 @@ def criterion(name: str, summary: str) -> Callable[[Callable], Callable]:
     return _register(CRITERIA, name, summary)
 
 
-def _register(table: dict[str, Method], name: str, summary: str) -> Callable:
+def _register(table: Registry[Method], name: str, summary: str) -> Callable:
     def register(fn: Callable) -> Callable:
-        if name in table:
-            raise ValueError(f"{name!r} registered twice")
-        table[name] = Method(name, fn, summary)
+        table.add(name, Method(name, fn, summary))
         return fn
 
     return register
@@ -116,7 +117,7 @@ def get_allocation(name: str) -> Method:
     return _get(ALLOCATIONS, "allocation", ALIASES.get(name, name))
 
 
-def _get(table: dict[str, Method], kind: str, name: str) -> Method:
+def _get(table: Registry[Method], kind: str, name: str) -> Method:
     if name not in table:
         raise InvalidOptionError(
             f"unknown {kind} {name!r}; choose one of {', '.join(sorted(table))}"

@@ -19,40 +19,12 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import InvalidOptionError
+from onnxprune.pruners.criteria import FilterStats
 from onnxprune.pruners.prune import name_filter
 from onnxprune.pruners.registry import CRITERIA
-from onnxprune.pruners.registry import criterion as register_criterion
 from onnxprune.structured.compact import CompactResult, Workspace, compact_workspace
 from onnxprune.structured.groups import Groups
 from onnxprune.structured.surgery import filter_stats, write_back, zero
-
-
-@dataclass(frozen=True)
-class FilterStats:
-    """Per group, over all its filters: sum of |w|, sum of w², number of weights."""
-
-    abs_sum: np.ndarray
-    sq_sum: np.ndarray
-    count: np.ndarray
-
-
-@register_criterion("l1", "mean |w| over the group's filters (Li et al.'s L1-norm filter pruning)")
-def l1(stats: FilterStats, rng: np.random.Generator) -> np.ndarray:
-    """Mean |w| over the group's filters (Li et al.'s filter L1 norm, per weight)."""
-    return stats.abs_sum / np.maximum(stats.count, 1)
-
-
-@register_criterion("l2", "root mean square of the group's filters")
-def l2(stats: FilterStats, rng: np.random.Generator) -> np.ndarray:
-    """Root mean square over the group's filters."""
-    return np.sqrt(stats.sq_sum / np.maximum(stats.count, 1))
-
-
-@register_criterion("random", "a random score per group, seeded (a baseline)")
-def random(stats: FilterStats, rng: np.random.Generator) -> np.ndarray:
-    """A random score per group (a baseline)."""
-    return rng.random(stats.count.size)
-
 
 SCOPES = ("layer", "global")
 
