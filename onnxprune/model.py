@@ -161,12 +161,28 @@ def commit_model(path: Path, write: Callable[[Path, Path | None], None], *, exte
     finally:
         tmp.unlink(missing_ok=True)
     # Data files of earlier saves to this path are no longer referenced by anything we wrote.
-    for stale in path.parent.glob(f"{glob.escape(path.name)}.*.data"):
-        if stale != data_file and _DATA_NAME.fullmatch(stale.name[len(path.name) :]):
+    for stale in _data_files(path):
+        if stale != data_file:
             stale.unlink(missing_ok=True)
 
 
+def remove_model(path: Path) -> None:
+    """Delete a model ``save_model`` or ``commit_model`` wrote, with its data files, if present."""
+    path.unlink(missing_ok=True)
+    for data_file in _data_files(path):
+        data_file.unlink(missing_ok=True)
+
+
 _DATA_NAME = re.compile(r"\.[0-9a-f]{12}\.data")
+
+
+def _data_files(path: Path) -> list[Path]:
+    """The ``<name>.<12 hex>.data`` files that saves to ``path`` wrote next to it."""
+    return [
+        found
+        for found in path.parent.glob(f"{glob.escape(path.name)}.*.data")
+        if _DATA_NAME.fullmatch(found.name[len(path.name) :])
+    ]
 
 
 def check_writable(path: Path) -> None:

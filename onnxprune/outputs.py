@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from onnxprune.model import save_model, write_text_atomic
+from onnxprune.model import remove_model, save_model, write_text_atomic
 from onnxprune.pruners.masks import save_masks
 from onnxprune.pruners.prune import PruneResult
 from onnxprune.report import SparsityReport
@@ -26,6 +26,12 @@ class PrunedFiles:
         return PrunedFiles(
             model, model.with_suffix(".masks.npz"), model.with_suffix(".report.json")
         )
+
+    def remove(self) -> None:
+        """Delete whichever of the files exist (the model with its external data files)."""
+        remove_model(self.model)
+        self.masks.unlink(missing_ok=True)
+        self.report.unlink(missing_ok=True)
 
 
 def save_pruned(result: PruneResult, model: Path) -> PrunedFiles:

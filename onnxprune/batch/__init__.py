@@ -5,7 +5,9 @@
 - ``job.py``: the job one worker runs for one model (``run_job``), its result, and the check
   that a model is already done;
 - ``executors.py``: local worker processes or Ray tasks running ``run_job``;
-- ``run.py``: ``run_batch``, which ties them together and writes ``batch.jsonl``.
+- ``lock.py``: one batch at a time per output folder;
+- ``run.py``: ``run_batch``, which ties them together and writes ``batch.jsonl`` (always in
+  agreement with the files on disk).
 
 Example:
     >>> from onnxprune.batch import PruneOptions, run_batch
@@ -16,6 +18,7 @@ Example:
 
 from onnxprune.batch.items import BatchItem, collect_items
 from onnxprune.batch.job import ItemResult, Job, run_job
+from onnxprune.batch.lock import lock_folder
 from onnxprune.batch.options import PruneOptions, merge_options, parse_size
 from onnxprune.batch.run import BatchResult, format_batch, run_batch
 
@@ -27,6 +30,7 @@ __all__ = [
     "PruneOptions",
     "collect_items",
     "format_batch",
+    "lock_folder",
     "merge_options",
     "parse_size",
     "run_batch",

@@ -1,8 +1,22 @@
 """``run_batch``: collect the models, skip those already done, run the rest, write the results.
 
-The results are ``OUT/batch.jsonl`` (one JSON object per model, in input order) and
-``OUT/batch.json`` (``"kind": "batch"``: the totals and the same results; ``onnxprune report``
-renders it). Both are written atomically once every model has finished.
+The results are ``OUT/batch.jsonl`` (one JSON object per model), ``OUT/batch.json``
+(``"kind": "batch"``: the totals and the same results; ``onnxprune report`` renders it) and
+``OUT/batch.md`` (that rendered as Markdown).
+
+What is on disk always agrees with ``batch.jsonl``; every line describes files that are there:
+
+- one run at a time: the run holds ``lock.lock_folder(OUT)`` from before it looks at the folder
+  until its last file is written; a second run into the same folder fails at once;
+- a model's outputs are written atomically, its marker ``<stem>.batch.json`` last (``job.py``);
+- under the lock, ``batch.jsonl`` first gets the models already done, and ``batch.json`` and
+  ``batch.md`` (which describe the previous run) are removed; each other model's line is appended
+  once its marker is written. A model that fails leaves no outputs and no marker (what an
+  earlier run left of it is removed), only its ``failed`` line;
+- at the end ``batch.jsonl`` is rewritten in input order, then ``batch.json`` and ``batch.md``.
+
+An interrupted run (Ctrl-C, ``kill -9``, a crash) thus leaves ``batch.jsonl`` with the models done
+so far, in the order they finished, and no summary; a rerun picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -11,17 +25,20 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from onnxprune.batch.executors import run_jobs
 from onnxprune.batch.items import BatchItem, collect_items
 from onnxprune.batch.job import ItemResult, Job, finished
+from onnxprune.batch.lock import lock_folder
 from onnxprune.batch.options import PruneOptions, fingerprint
 from onnxprune.model import DEFAULT_MAX_BYTES, write_text_atomic
 from onnxprune.report import text_table
 
 RESULTS = "batch.jsonl"
 SUMMARY = "batch.json"
+REPORT = "batch.md"
 
 
 def default_memory_limit() -> int | None:
@@ -95,14 +112,15 @@ def run_batch(
         provider: ONNX Runtime provider for evaluation.
         batch_size: evaluation batch size.
         max_bytes: largest model accepted (file plus external data).
-        on_start: called once with the number of models.
+        on_start: called once with the number of models, once ``out`` is locked.
         on_done: called with each result as it arrives (skipped models first).
 
     Returns:
-        A ``BatchResult``; ``OUT/batch.jsonl`` and ``OUT/batch.json`` hold it.
+        A ``BatchResult``; ``OUT/batch.jsonl``, ``OUT/batch.json`` and ``OUT/batch.md`` hold it.
 
     Raises:
-        InvalidOptionError: a bad source, manifest, option or executor (before any model runs).
+        InvalidOptionError: a bad source, manifest, option or executor, or another batch
+            running into ``out`` (before any model runs).
     """
     from onnxprune import __version__
 
@@ -113,33 +131,71 @@ def run_batch(
         _job(item, out, default_limit, provider, batch_size, max_bytes, __version__)
         for item in items
     ]
-    if on_start is not None:
-        on_start(len(prepared))
     out.mkdir(parents=True, exist_ok=True)
-    results: list[ItemResult | None] = [None] * len(prepared)
-    todo = []
-    for index, job in enumerate(prepared):
-        done = None if force else finished(job)
-        if done is None:
-            todo.append(index)
-            continue
-        results[index] = done
-        if on_done is not None:
-            on_done(done)
-    ran = run_jobs(
-        [prepared[i] for i in todo],
-        executor=executor,
-        workers=jobs,
-        address=address,
-        on_done=on_done,
-    )
-    for index, result in zip(todo, ran, strict=True):
-        results[index] = result
-    batch = BatchResult(out, tuple(r for r in results if r is not None))
-    lines = "".join(json.dumps(r.to_dict()) + "\n" for r in batch.results)
-    write_text_atomic(out / RESULTS, lines)
-    write_text_atomic(out / SUMMARY, json.dumps(batch.to_dict(), indent=2))
+    with lock_folder(out):
+        if on_start is not None:
+            on_start(len(prepared))
+        results = [None if force else finished(job) for job in prepared]
+        _start_files(out, [r for r in results if r is not None])
+        for done in results:
+            if done is not None and on_done is not None:
+                on_done(done)
+        todo = [i for i, r in enumerate(results) if r is None]
+        by_output = {prepared[i].output_name: prepared[i] for i in todo}
+        ran = run_jobs(
+            [prepared[i] for i in todo],
+            executor=executor,
+            workers=jobs,
+            address=address,
+            on_done=partial(_record, out, by_output, on_done),
+        )
+        for index, result in zip(todo, ran, strict=True):
+            results[index] = result
+        batch = BatchResult(out, tuple(r for r in results if r is not None))
+        _finish_files(batch)
     return batch
+
+
+def _line(result: ItemResult) -> str:
+    return json.dumps(result.to_dict()) + "\n"
+
+
+def _start_files(out: Path, done: list[ItemResult]) -> None:
+    """``batch.jsonl`` with the models already done; the previous run's summaries removed."""
+    write_text_atomic(out / RESULTS, "".join(_line(r) for r in done))
+    for name in (SUMMARY, REPORT):
+        (out / name).unlink(missing_ok=True)
+
+
+def _record(
+    out: Path,
+    by_output: dict[str, Job],
+    on_done: Callable[[ItemResult], None] | None,
+    result: ItemResult,
+) -> None:
+    """A model has finished: its line goes at the end of ``batch.jsonl``, then ``on_done``.
+
+    A failed model first loses what it (or an earlier run of it) left: marker, then outputs.
+    """
+    if result.status == "failed":
+        job = by_output[result.output]
+        job.marker.unlink(missing_ok=True)
+        job.files.remove()
+    with (out / RESULTS).open("a", encoding="utf-8") as f:
+        f.write(_line(result))
+    if on_done is not None:
+        on_done(result)
+
+
+def _finish_files(batch: BatchResult) -> None:
+    """``batch.jsonl`` in input order, then ``batch.json`` and ``batch.md``, each atomically."""
+    # Imported here: rendering loads matplotlib, which pruning does not need.
+    from onnxprune.render import render_markdown
+
+    write_text_atomic(batch.out / RESULTS, "".join(_line(r) for r in batch.results))
+    document = batch.to_dict()
+    write_text_atomic(batch.out / SUMMARY, json.dumps(document, indent=2))
+    write_text_atomic(batch.out / REPORT, render_markdown(document))
 
 
 def _job(

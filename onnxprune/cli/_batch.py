@@ -11,7 +11,7 @@ from tqdm import tqdm
 from onnxprune.batch import PruneOptions, format_batch, merge_options, parse_size, run_batch
 from onnxprune.batch.executors import EXECUTORS
 from onnxprune.batch.options import STREAM_MODES
-from onnxprune.batch.run import RESULTS, SUMMARY
+from onnxprune.batch.run import REPORT, RESULTS, SUMMARY
 from onnxprune.cli._common import (
     EXIT_SOME_FAILED,
     add_debug,
@@ -21,10 +21,7 @@ from onnxprune.cli._common import (
     out,
     parse_input_shapes,
 )
-from onnxprune.model import write_text_atomic
 from onnxprune.runtime import PROVIDERS
-
-REPORT = "batch.md"
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -120,7 +117,6 @@ def _batch(args: argparse.Namespace) -> int:
             on_done=lambda _: bar.update(1),
         )
     folder = Path(args.out)
-    _write_report(batch.to_dict(), folder / REPORT)
     out(format_batch(batch))
     out(f"wrote {folder / RESULTS}, {folder / SUMMARY} and {folder / REPORT}")
     if batch.failed:
@@ -129,10 +125,3 @@ def _batch(args: argparse.Namespace) -> int:
             err(f"  {result.model}: {result.error}")
         return EXIT_SOME_FAILED
     return 0
-
-
-def _write_report(data: dict, path: Path) -> None:
-    # Imported here: rendering loads matplotlib, which pruning does not need.
-    from onnxprune.render import render_markdown
-
-    write_text_atomic(path, render_markdown(data))
