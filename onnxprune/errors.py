@@ -1,23 +1,58 @@
-"""Errors raised by onnxprune, and the exit codes the shells map them to.
+"""Errors raised by onnxprune; each class carries its CLI exit code and its gRPC status.
 
-The tree::
+The tree, with the exit code and the status name of each class::
 
-    OnnxpruneError                 base; never raised itself
-    ├── InvalidModelError          missing, truncated, not ONNX, path-escaping external data
-    ├── InvalidOptionError         an option outside what is allowed
-    ├── LimitExceededError         model bytes or tensor count over a configured limit
-    ├── ShapeError                 the exact level needs static shapes (hint: --input-shape)
-    └── DatasetError               evaluation data that does not fit the model
+    OnnxpruneError                 2  INVALID_ARGUMENT    base; never raised itself
+    ├── InvalidModelError          2  INVALID_ARGUMENT    missing, truncated, not ONNX,
+    │                                                     path-escaping external data
+    ├── InvalidOptionError         2  INVALID_ARGUMENT    an option outside what is allowed
+    ├── LimitExceededError         2  RESOURCE_EXHAUSTED  model bytes or tensor count over a limit
+    ├── ShapeError                 2  INVALID_ARGUMENT    the exact level needs static shapes
+    ├── DatasetError               2  INVALID_ARGUMENT    evaluation data that does not fit
+    └── RemoteError                1  UNKNOWN             the server failed a call (INTERNAL,
+        │                                                 UNKNOWN, DEADLINE_EXCEEDED, ...)
+        ├── CallRefusedError       2  FAILED_PRECONDITION the server refused the call (token,
+        │                                                 limits, a request it finds invalid)
+        └── ConnectionFailedError  5  UNAVAILABLE         no server reached: down, wrong address,
+                                                          TLS on one side only, wrong CA
 
-The CLI prints ``f"{type(e).__name__}: {e}"`` on one line and exits with ``EXIT_CODES``; the gRPC
-service maps the same classes to status codes.
+The CLI (``onnxprune.cli.main``) prints ``f"{type(e).__name__}: {e}"`` on one line and exits
+with ``e.exit_code``; the gRPC service (``onnxprune.service.status.to_status``) ends the call
+with ``e.grpc_status`` and names the class in trailing metadata, so the client raises the same
+class again: a remote ``InvalidModelError`` is an ``InvalidModelError``. A class defined
+elsewhere (``onnxprune.torch``'s ``MaskMappingError``) inherits both from its parent.
+
+``RemoteError`` and its subclasses are the client's: the server answered with a status that
+names no library class, or no server answered. Which one is raised follows the status
+received (``RemoteError.status``):
+
+=================================================================  =========================
+``INVALID_ARGUMENT``, ``RESOURCE_EXHAUSTED``, ``UNAUTHENTICATED``,  ``CallRefusedError`` (2)
+``PERMISSION_DENIED``, ``FAILED_PRECONDITION``, ``OUT_OF_RANGE``
+``UNAVAILABLE``                                                     ``ConnectionFailedError``
+                                                                    (5)
+any other (``INTERNAL``, ``UNKNOWN``, ``DEADLINE_EXCEEDED``,        ``RemoteError`` (1)
+``CANCELLED``, ``UNIMPLEMENTED``, ...)
+=================================================================  =========================
+
+Status names are strings, so this module never imports ``grpc``.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class OnnxpruneError(Exception):
-    """Base of every error onnxprune raises on purpose (bad input, not bugs)."""
+    """Base of every error onnxprune raises on purpose (bad input, not bugs).
+
+    Attributes:
+        exit_code: what the CLI exits with.
+        grpc_status: the name of the ``grpc.StatusCode`` the service ends a call with.
+    """
+
+    exit_code: ClassVar[int] = 2
+    grpc_status: ClassVar[str] = "INVALID_ARGUMENT"
 
 
 class InvalidModelError(OnnxpruneError):
@@ -31,6 +66,8 @@ class InvalidOptionError(OnnxpruneError):
 class LimitExceededError(OnnxpruneError):
     """The input is over a configured limit (bytes, tensor count)."""
 
+    grpc_status: ClassVar[str] = "RESOURCE_EXHAUSTED"
+
 
 class ShapeError(OnnxpruneError):
     """A computation needs static shapes the model does not give."""
@@ -40,10 +77,65 @@ class DatasetError(OnnxpruneError):
     """Evaluation data does not match the model's inputs."""
 
 
-EXIT_CODES: dict[type[OnnxpruneError], int] = {
-    InvalidModelError: 2,
-    InvalidOptionError: 2,
-    LimitExceededError: 2,
-    ShapeError: 2,
-    DatasetError: 2,
-}
+class RemoteError(OnnxpruneError):
+    """A call to the onnxprune service failed with a status that names no library error.
+
+    Raised as itself when the server failed or the call did not finish (``INTERNAL``,
+    ``DEADLINE_EXCEEDED``, ...): exit 1, as a local bug. A server passing it on answers
+    ``UNKNOWN``, gRPC's status for an error from another address space.
+
+    Args:
+        status: the name of the ``grpc.StatusCode`` received.
+        details: the server's (or the transport's) one-line message.
+        message: the whole message; ``"STATUS: details"`` by default.
+
+    Attributes:
+        status: the name of the ``grpc.StatusCode`` received.
+        details: the server's (or the transport's) one-line message.
+    """
+
+    exit_code: ClassVar[int] = 1
+    grpc_status: ClassVar[str] = "UNKNOWN"
+
+    def __init__(self, status: str, details: str, message: str | None = None) -> None:
+        super().__init__(message or f"{status}: {details}")
+        self.status = status
+        self.details = details
+
+
+class CallRefusedError(RemoteError):
+    """The server refused the call: a missing or wrong token, a limit, a request it rejects.
+
+    Bad input as far as the caller is concerned (exit 2): fix the request or the credentials.
+    """
+
+    exit_code: ClassVar[int] = 2
+    grpc_status: ClassVar[str] = "FAILED_PRECONDITION"
+    statuses: ClassVar[frozenset[str]] = frozenset(
+        {
+            "INVALID_ARGUMENT",
+            "RESOURCE_EXHAUSTED",
+            "UNAUTHENTICATED",
+            "PERMISSION_DENIED",
+            "FAILED_PRECONDITION",
+            "OUT_OF_RANGE",
+        }
+    )
+    """The statuses received that raise this class."""
+
+
+class ConnectionFailedError(RemoteError):
+    """No onnxprune server answered: it is down, the address is wrong, or TLS does not match.
+
+    gRPC reports all of these as ``UNAVAILABLE`` (a plaintext client talking to a TLS server
+    sees "Socket closed", a wrong CA a failed handshake); a server that answers
+    ``UNAVAILABLE`` itself (shutting down) gives this class too, since gRPC defines the status
+    as "try again later". Its own exit code, 5, because neither the input (2) nor onnxprune
+    (1) is at fault: a script can retry, or fix the address or the TLS flags the message
+    hints at.
+    """
+
+    exit_code: ClassVar[int] = 5
+    grpc_status: ClassVar[str] = "UNAVAILABLE"
+    statuses: ClassVar[frozenset[str]] = frozenset({"UNAVAILABLE"})
+    """The statuses received that raise this class."""

@@ -1,8 +1,11 @@
 """Command line: ``onnxprune analyze``, ``prune``, ``compact``, ``validate`` and the rest.
 
 Parses arguments, calls the library and maps errors to exit codes; it holds no logic of its own.
-Exit codes: 0 ok, 1 a bug, 2 bad input (``errors.EXIT_CODES``), 3 the validation gate failed
-(the gate is a value, not an error), 4 some runs of a sweep failed.
+Exit codes: 0 ok, 1 a bug (or a remote server's failure), 2 bad input (or a call the server
+refused), 3 the validation gate failed (the gate is a value, not an error), 4 some runs of a
+sweep or batch failed, 5 no server could be reached (``remote``: down, wrong address, TLS
+mismatch). An ``OnnxpruneError`` exits with its class's ``exit_code`` (the tree is drawn in
+``onnxprune.errors``), with or without ``--debug``, which only adds the traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from onnxprune import __version__
@@ -31,7 +35,7 @@ from onnxprune.cli._common import (
     err,
     parse_input_shapes,
 )
-from onnxprune.errors import EXIT_CODES, OnnxpruneError
+from onnxprune.errors import OnnxpruneError
 
 __all__ = ["EXIT_BUG", "EXIT_GATE_FAILED", "EXIT_SOME_FAILED", "main", "parse_input_shapes"]
 
@@ -39,7 +43,12 @@ COMMANDS = (_analyze, _prune, _compact, _validate, _sweep, _batch, _report, _ser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 1 bug, 2 bad input, 3 gate, 4 some failed)."""
+    """Run the CLI and return its exit code.
+
+    0 ok, 1 a bug, 2 bad input, 3 gate failed, 4 some runs failed, 5 no server reached; an
+    ``OnnxpruneError`` gives its class's ``exit_code``. ``--debug`` prints the traceback of an
+    error too and keeps its exit code.
+    """
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
@@ -48,13 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except OnnxpruneError as e:
         if args.debug:
-            raise
+            traceback.print_exc()
         err(f"{type(e).__name__}: {e}")
-        return EXIT_CODES.get(type(e), 2)
+        return e.exit_code
     except Exception as e:  # a bug: short message, traceback only with --debug
         if args.debug:
-            raise
-        err(f"InternalError: {type(e).__name__}: {e} (rerun with --debug)")
+            traceback.print_exc()
+        hint = "" if args.debug else " (rerun with --debug)"
+        err(f"InternalError: {type(e).__name__}: {e}{hint}")
         return EXIT_BUG
 
 

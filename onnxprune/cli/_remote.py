@@ -2,7 +2,9 @@
 
 Each remote command has exactly the flags of its local twin (the same ``add`` functions register
 them) plus the connection flags, writes the same files and prints the same output; exit codes are
-the local ones (2 bad input or a refused call, 3 gate failed, 1 a server failure or no server).
+the local ones (2 bad input or a refused call, 3 gate failed, 1 a server failure) and 5 when no
+server could be reached (``ConnectionFailedError``, with a hint: down, TLS on one side only,
+wrong CA). Errors are the library's (``onnxprune.errors``), mapped by ``cli.main`` as local ones.
 ``remote prune --structured`` writes the compacted model; only ``--masked-out`` (the zeroed
 model in the original shapes) is not offered remotely, and is refused.
 """
@@ -12,11 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import grpc
-
 from onnxprune.cli import _analyze, _compact, _prune, _validate
 from onnxprune.cli._common import (
-    EXIT_BUG,
     EXIT_GATE_FAILED,
     check_outputs,
     err,
@@ -27,20 +26,8 @@ from onnxprune.cli._compact import check_prune_flags, print_compact, print_struc
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import write_text_atomic
 from onnxprune.service._proto import pruning_pb2 as pb
-from onnxprune.service.client import Client, RemoteError
+from onnxprune.service.client import Client
 from onnxprune.service.wire import read_token
-
-REFUSED = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.OUT_OF_RANGE,
-    }
-)
-"""Statuses that mean the request was refused (exit 2); any other failure exits 1."""
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -76,13 +63,9 @@ def _add_connection(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Run the remote command; a refused call exits 2, any other failure 1."""
-    try:
-        with _client(args) as client:
-            return args.remote_run(client, args)
-    except RemoteError as e:
-        err(f"RemoteError: {e}")
-        return 2 if e.code in REFUSED else EXIT_BUG
+    """Run the remote command (its errors, remote ones included, are ``cli.main``'s to map)."""
+    with _client(args) as client:
+        return args.remote_run(client, args)
 
 
 def _client(args: argparse.Namespace) -> Client:

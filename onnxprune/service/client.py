@@ -6,7 +6,9 @@ external data files go with it, so models over 2 GB work. Results are the messag
 local CLI prints. Files the server sends back are written atomically.
 
 Errors: the library's own exceptions when the server names one (``InvalidModelError``,
-``LimitExceededError``, ...), ``RemoteError`` with the gRPC status code otherwise.
+``LimitExceededError``, ...); otherwise a ``RemoteError`` chosen by the status received
+(``CallRefusedError``, ``ConnectionFailedError`` with a hint on what to check, or
+``RemoteError`` itself), as the table in ``onnxprune.errors`` says.
 
 Example:
     >>> from onnxprune.service.client import Client
@@ -30,7 +32,14 @@ import onnx
 from google.protobuf.message import DecodeError, Message
 
 from onnxprune import errors
-from onnxprune.errors import DatasetError, InvalidModelError, InvalidOptionError
+from onnxprune.errors import (
+    CallRefusedError,
+    ConnectionFailedError,
+    DatasetError,
+    InvalidModelError,
+    InvalidOptionError,
+    RemoteError,
+)
 from onnxprune.model import external_tensors
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
@@ -46,24 +55,10 @@ from onnxprune.service.wire import (
     receive_file,
 )
 
-__all__ = ["Client", "RemoteError"]
+__all__ = ["Client"]
 
 Progress = Callable[[str, float], None]
 PathLike = str | os.PathLike
-
-
-class RemoteError(Exception):
-    """A call failed with a gRPC status that names no library error (auth, busy, unavailable).
-
-    Attributes:
-        code: the ``grpc.StatusCode``.
-        details: the server's one-line message.
-    """
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
 
 
 class Client:
@@ -111,6 +106,7 @@ class Client:
             )
             self._channel = grpc.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.PruningServiceStub(self._channel)
+        self._target, self._tls = target, tls_ca is not None or tls_cert is not None
         self._metadata = () if token is None else (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
         self._chunk_size = chunk_size
@@ -253,7 +249,7 @@ class Client:
                 pb.ListMethodsRequest(), metadata=self._metadata, timeout=self._timeout
             )
         except grpc.RpcError as e:
-            raise _error(e) from None
+            raise _error(e, self._target, tls=self._tls) from None
 
     def _call(
         self, method: Callable, request: type[Message], header: Message, uploads: _Uploads
@@ -267,7 +263,7 @@ class Client:
                 else:
                     yield message
         except grpc.RpcError as e:
-            raise _error(e) from None
+            raise _error(e, self._target, tls=self._tls) from None
 
     def _download(self, stream: Iterator[Message], downloads: _Downloads) -> Message:
         """Write the files ``stream`` sends (atomically, at the end); return its result."""
@@ -438,13 +434,46 @@ def _set_max_bytes(options: Message, max_bytes: int | None) -> None:
         options.max_bytes = max_bytes
 
 
-def _error(e: grpc.RpcError) -> Exception:
-    """The library exception the server named, else a ``RemoteError``."""
+def _error(e: grpc.RpcError, target: str, *, tls: bool) -> Exception:
+    """The library exception the server named, else the ``RemoteError`` its status calls for."""
     name = dict(e.trailing_metadata() or ()).get(ERROR_METADATA, "")
     cls = getattr(errors, name, None)
-    if isinstance(cls, type) and issubclass(cls, errors.OnnxpruneError):
+    if (
+        isinstance(cls, type)
+        and issubclass(cls, errors.OnnxpruneError)
+        and not issubclass(cls, RemoteError)  # the client's own: no server raises them
+    ):
         return cls(e.details())
-    return RemoteError(e.code(), e.details() or "")
+    status, details = e.code().name, " ".join((e.details() or "").split())
+    if status in ConnectionFailedError.statuses:
+        return ConnectionFailedError(status, details, _unreachable(target, details, tls=tls))
+    if status in CallRefusedError.statuses:
+        return CallRefusedError(status, details)
+    return RemoteError(status, details)
+
+
+_HINTS = (
+    ("WRONG_VERSION_NUMBER", None, "it does not serve TLS: leave out the --tls-* flags"),
+    ("CERTIFICATE_VERIFY_FAILED", None, "its certificate is not signed by the --tls-ca CA"),
+    ("Socket closed", True, "it closed the connection: does it want a client certificate "
+     "(--tls-cert, --tls-key) signed by its --tls-client-ca?"),
+    ("Socket closed", False, "it closed the connection: if it serves TLS, use --tls-ca"),
+)  # fmt: skip
+"""(text in gRPC's details, whether this client uses TLS or ``None`` for either, hint)."""
+
+
+def _unreachable(target: str, details: str, *, tls: bool) -> str:
+    """The message of a ``ConnectionFailedError``: what to check, then what gRPC said.
+
+    gRPC gives ``UNAVAILABLE`` for a server that is down, TLS on one side only, a certificate
+    the client cannot verify and a client certificate the server refuses; its details tell
+    them apart (a plaintext client talking to a TLS server only sees "Socket closed").
+    """
+    hint = next(
+        (text for needle, when, text in _HINTS if needle in details and when in (None, tls)),
+        "is the server running there?" + ("" if tls else " (use --tls-ca if it serves TLS)"),
+    )
+    return f"cannot reach an onnxprune server at {target}: {hint} (gRPC: {details})"
 
 
 def _result(stream: Iterator[Message], field: str) -> Message:
@@ -452,7 +481,7 @@ def _result(stream: Iterator[Message], field: str) -> Message:
     result = None
     for message in stream:
         if message.WhichOneof("kind") != field:
-            raise RemoteError(grpc.StatusCode.UNKNOWN, "unexpected message from the server")
+            raise RemoteError("UNKNOWN", "unexpected message from the server")
         result = getattr(message, field)
     if result is None:
         raise _incomplete()
@@ -460,4 +489,4 @@ def _result(stream: Iterator[Message], field: str) -> Message:
 
 
 def _incomplete() -> RemoteError:
-    return RemoteError(grpc.StatusCode.UNKNOWN, "the server ended the call without a result")
+    return RemoteError("UNKNOWN", "the server ended the call without a result")

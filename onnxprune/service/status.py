@@ -1,11 +1,9 @@
-"""Errors -> gRPC status codes, in one place (the CLI maps the same tree to exit codes).
+"""Errors -> gRPC status codes, in one function (the CLI maps the same tree to exit codes).
+
+A library error ends the call with its class's ``grpc_status`` (the tree and its statuses are
+drawn in ``onnxprune.errors``); two more cases are the server's own:
 
 =====================  =====================
-``InvalidModelError``   ``INVALID_ARGUMENT``
-``InvalidOptionError``  ``INVALID_ARGUMENT``
-``ShapeError``          ``INVALID_ARGUMENT``
-``DatasetError``        ``INVALID_ARGUMENT``
-``LimitExceededError``  ``RESOURCE_EXHAUSTED``
 ``MemoryError``         ``RESOURCE_EXHAUSTED`` (a job over its worker's memory limit)
 anything else           ``INTERNAL``, short message; the traceback goes to the server log
 =====================  =====================
@@ -21,26 +19,11 @@ import re
 
 import grpc
 
-from onnxprune.errors import (
-    DatasetError,
-    InvalidModelError,
-    InvalidOptionError,
-    LimitExceededError,
-    OnnxpruneError,
-    ShapeError,
-)
+from onnxprune.errors import OnnxpruneError
 from onnxprune.service.jobs import WorkerError
 from onnxprune.service.wire import ERROR_METADATA
 
 log = logging.getLogger(__name__)
-
-STATUS_CODES: dict[type[OnnxpruneError], grpc.StatusCode] = {
-    InvalidModelError: grpc.StatusCode.INVALID_ARGUMENT,
-    InvalidOptionError: grpc.StatusCode.INVALID_ARGUMENT,
-    ShapeError: grpc.StatusCode.INVALID_ARGUMENT,
-    DatasetError: grpc.StatusCode.INVALID_ARGUMENT,
-    LimitExceededError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
 
 MAX_MESSAGE = 300
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s'\"\\/,;:()]+){2,}[\\/]?")
@@ -49,11 +32,7 @@ _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s'\"\\/,;:()]+){2,}[\\/]?")
 def to_status(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and the one-line, path-free message for ``error``."""
     if isinstance(error, OnnxpruneError):
-        code = next(
-            (STATUS_CODES[c] for c in type(error).__mro__ if c in STATUS_CODES),
-            grpc.StatusCode.INVALID_ARGUMENT,
-        )
-        return code, _clean(str(error))
+        return getattr(grpc.StatusCode, error.grpc_status), _clean(str(error))
     if isinstance(error, MemoryError):
         return (
             grpc.StatusCode.RESOURCE_EXHAUSTED,

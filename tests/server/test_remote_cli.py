@@ -83,15 +83,22 @@ def test_remote_errors_exit_like_local(address, tmp_path, capsys):
 
 def test_remote_without_a_server_or_with_a_bad_token(start_server, tmp_path, capsys):
     code, _, err = _run(capsys, "remote", "analyze", str(MLP), "--server", "127.0.0.1:1")
-    assert code == 1
-    assert err.startswith("RemoteError: UNAVAILABLE")
+    assert code == 5
+    assert err.startswith(
+        "ConnectionFailedError: cannot reach an onnxprune server at 127.0.0.1:1: is the server "
+        "running there? (use --tls-ca if it serves TLS) (gRPC: "
+    )
+    assert err.count("\n") == 1
     token = tmp_path / "token"
     token.write_text("right")
     address = start_server(token="right")  # noqa: S106 - a test token
     (tmp_path / "wrong").write_text("wrong")
     for flags in ([], ["--token-file", str(tmp_path / "wrong")]):
         code, _, err = _run(capsys, "remote", "analyze", str(MLP), "--server", address, *flags)
-        assert (code, err) == (2, "RemoteError: UNAUTHENTICATED: missing or wrong bearer token\n")
+        assert (code, err) == (
+            2,
+            "CallRefusedError: UNAUTHENTICATED: missing or wrong bearer token\n",
+        )
     code, out, _ = _run(capsys, "remote", "analyze", str(MLP), "--server", address,
                         "--token-file", str(token), "--json")  # fmt: skip
     assert code == 0

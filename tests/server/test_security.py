@@ -1,8 +1,9 @@
-"""Bearer token, TLS and mutual TLS, health checking, reflection only when asked for."""
+"""Bearer token, TLS and mutual TLS (and what a mismatch says), health checking, reflection."""
 
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 
 import grpc
@@ -10,9 +11,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from onnxprune.errors import InvalidOptionError
+from onnxprune.cli import main
+from onnxprune.errors import CallRefusedError, ConnectionFailedError, InvalidOptionError
 from onnxprune.service import load_config
-from onnxprune.service.client import Client, RemoteError
+from onnxprune.service.client import Client
 from tests.server.conftest import MLP
 
 Code = grpc.StatusCode
@@ -26,13 +28,15 @@ def _openssl(*args: str, cwd) -> None:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate (EC P-256)."""
+    """A CA, a server certificate for 127.0.0.1/localhost, a client certificate and another CA
+    that signed neither (EC P-256)."""
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command is not installed")
     d = tmp_path_factory.mktemp("pki")
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
-             "-subj", "/CN=test ca", cwd=d)  # fmt: skip
+    for ca in ("ca", "other_ca"):
+        _openssl("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "1",
+                 "-subj", f"/CN={ca}", cwd=d)  # fmt: skip
     for name, extra in (
         ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
         ("client", "extendedKeyUsage=clientAuth"),
@@ -56,9 +60,9 @@ def test_token_missing_or_wrong_is_unauthenticated(start_server, tmp_path):
     token_file.write_text(TOKEN + "\n")
     address = start_server(**_settings(token_file=token_file))
     for token in (None, "wrong", TOKEN + "x", ""):
-        with Client(address, token=token) as client, pytest.raises(RemoteError) as caught:
+        with Client(address, token=token) as client, pytest.raises(CallRefusedError) as caught:
             client.analyze(MLP)
-        assert caught.value.code is Code.UNAUTHENTICATED
+        assert caught.value.status == "UNAUTHENTICATED"
         assert TOKEN not in str(caught.value)
     with Client(address, token=TOKEN) as client:
         assert client.analyze(MLP).total_params == 50_200
@@ -88,9 +92,9 @@ def test_tls_round_trip(start_server, pki):
     address = start_server(**_settings(tls_cert=pki / "server.pem", tls_key=pki / "server.key"))
     with Client(address, tls_ca=pki / "ca.pem") as client:
         assert client.analyze(MLP).total_params == 50_200
-    with Client(address) as plain, pytest.raises(RemoteError) as caught:
+    with Client(address) as plain, pytest.raises(ConnectionFailedError) as caught:
         plain.analyze(MLP)
-    assert caught.value.code is Code.UNAVAILABLE
+    assert caught.value.status == "UNAVAILABLE"
 
 
 def test_mutual_tls_needs_a_client_certificate(start_server, pki):
@@ -101,13 +105,52 @@ def test_mutual_tls_needs_a_client_certificate(start_server, pki):
             tls_client_ca=pki / "ca.pem",
         )
     )
-    with Client(address, tls_ca=pki / "ca.pem") as anonymous, pytest.raises(RemoteError) as caught:
+    with (
+        Client(address, tls_ca=pki / "ca.pem") as anonymous,
+        pytest.raises(ConnectionFailedError) as caught,
+    ):
         anonymous.analyze(MLP)
-    assert caught.value.code is Code.UNAVAILABLE
+    assert "does it want a client certificate (--tls-cert, --tls-key)" in str(caught.value)
     with Client(
         address, tls_ca=pki / "ca.pem", tls_cert=pki / "client.pem", tls_key=pki / "client.key"
     ) as client:
         assert client.analyze(MLP).total_params == 50_200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed on return: nothing listens there
+
+
+def test_unreachable_servers_exit_5_with_a_hint(start_server, pki, capsys):
+    tls = start_server(**_settings(tls_cert=pki / "server.pem", tls_key=pki / "server.key"))
+    plain, nobody = start_server(), f"127.0.0.1:{_free_port()}"
+    cases = [
+        (nobody, [], "is the server running there? (use --tls-ca if it serves TLS)"),
+        (tls, [], "it closed the connection: if it serves TLS, use --tls-ca"),
+        (plain, ["--tls-ca", pki / "ca.pem"], "it does not serve TLS: leave out the --tls-* flags"),
+        (
+            tls,
+            ["--tls-ca", pki / "other_ca.pem"],
+            "its certificate is not signed by the --tls-ca CA",
+        ),
+    ]
+    for address, flags, hint in cases:
+        for debug in ([], ["--debug"]):
+            argv = [*debug, "remote", "analyze", str(MLP), "--server", address, *map(str, flags)]
+            code = main(argv)
+            err = capsys.readouterr().err
+            assert code == ConnectionFailedError.exit_code == 5, (argv, err)
+            lines = err.splitlines()
+            assert lines[-1].startswith(
+                f"ConnectionFailedError: cannot reach an onnxprune server at {address}: {hint} "
+                "(gRPC: "
+            ), (argv, err)
+            if debug:
+                assert lines[0] == "Traceback (most recent call last):"
+            else:
+                assert len(lines) == 1  # one line, no traceback
 
 
 def test_health_reports_serving(address):

@@ -11,7 +11,8 @@ import threading
 import onnx
 import pytest
 
-from onnxprune.service.client import Client, RemoteError
+from onnxprune.errors import ConnectionFailedError
+from onnxprune.service.client import Client
 from tests.server.conftest import MLP
 
 SECONDS_OF_SYNFLOW = {"sparsity": 0.5, "score": "synflow", "rounds": 4000}
@@ -77,7 +78,7 @@ def test_sigterm_finishes_the_call_in_flight(server_process, tmp_path):
     assert outcome["result"].report.direct_sparsity == pytest.approx(0.5, abs=1e-4)
     onnx.checker.check_model(onnx.load(tmp_path / "p.onnx"))
     assert process.wait(30) == 0
-    with Client(address, timeout=5) as client, pytest.raises(RemoteError):
+    with Client(address, timeout=5) as client, pytest.raises(ConnectionFailedError):
         client.list_methods()  # nobody listens any more
     text = "".join(log)
     assert "shutting down" in text
