@@ -1,6 +1,15 @@
 """Structured pruning: remove whole units (channels, neurons) from the ONNX graph itself."""
 
+from onnxprune.structured.blocked import BlockedGroup
 from onnxprune.structured.compact import CompactResult, compact
 from onnxprune.structured.prune import CRITERIA, SCOPES, StructuredResult, structured_prune
 
-__all__ = ["CRITERIA", "SCOPES", "CompactResult", "StructuredResult", "compact", "structured_prune"]
+__all__ = [
+    "CRITERIA",
+    "SCOPES",
+    "BlockedGroup",
+    "CompactResult",
+    "StructuredResult",
+    "compact",
+    "structured_prune",
+]

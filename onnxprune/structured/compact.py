@@ -27,6 +27,7 @@ from onnx import numpy_helper
 
 from onnxprune.graph._shapes import infer_shapes
 from onnxprune.structured._constants import materialize
+from onnxprune.structured.blocked import BlockedGroup, blocked_groups
 from onnxprune.structured.groups import Folded, Groups, build_groups
 from onnxprune.structured.surgery import cut, fold, foldable, read, zero
 from onnxprune.weights import attr
@@ -42,6 +43,7 @@ class CompactResult:
         folded: of those, units whose constant output was folded into the next layer's bias.
         params_before: number of weight elements before (constant nodes included).
         params_after: number of initializer elements after.
+        blocked: the groups of the input model that had to stay whole, and why.
     """
 
     model: onnx.ModelProto
@@ -49,6 +51,7 @@ class CompactResult:
     folded: dict[str, int] = field(default_factory=dict)
     params_before: int = 0
     params_after: int = 0
+    blocked: tuple[BlockedGroup, ...] = ()
 
 
 @dataclass
@@ -117,6 +120,7 @@ def compact_workspace(ws: Workspace) -> CompactResult:
             dict(Counter(result.folded) + Counter(again.folded)),
             result.params_before,
             again.params_after,
+            result.blocked,
         )
     return result
 
@@ -145,7 +149,7 @@ def _compact_once(ws: Workspace) -> CompactResult:
             folds[s.name] = int(folded[labels].sum())
     cut(ws.model, groups, gone, arrays, pending)
     after = sum(t.size for t in arrays.values())
-    return CompactResult(ws.model, removed, folds, ws.params, int(after))
+    return CompactResult(ws.model, removed, folds, ws.params, int(after), blocked_groups(groups))
 
 
 def _keep_one(groups: Groups, new: np.ndarray, gone: np.ndarray) -> np.ndarray:

@@ -9,7 +9,8 @@ a depthwise Conv ties each output channel to the input channel it filters. The c
 components of those ties (``scipy.sparse.csgraph``) are the dependency groups: removing a unit
 means removing every slot of its group, from every producer, consumer and per-channel parameter
 on the way. A group that touches anything the handlers cannot slice (a graph output, an unknown
-op, a shared weight) is *blocked* and never removed.
+op, a shared weight) is *blocked* and never removed; the first ``Block`` met in graph order says
+why.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from onnxprune.graph._conv import in_bounds
+from onnxprune.structured.blocked import Block
 from onnxprune.structured.handlers import rule_for
 
 Arrays = MutableMapping[str, np.ndarray]
@@ -169,6 +171,7 @@ class Groups:
         labels: group of each slot.
         count: number of groups.
         blocked: per group, whether it must be kept.
+        reasons: why, per blocked group.
         slices: initializers to slice when units go.
         filters: producer weights (one filter per unit) and depthwise kernels, for importance.
         consumers: layers reading units, whose input weights are sliced.
@@ -181,6 +184,7 @@ class Groups:
     labels: np.ndarray
     count: int
     blocked: np.ndarray
+    reasons: dict[int, Block] = field(default_factory=dict)
     slices: list[Slice] = field(default_factory=list)
     filters: list[Slice] = field(default_factory=list)
     consumers: list[Consumer] = field(default_factory=list)
@@ -218,6 +222,7 @@ class Builder:
     def __init__(
         self, graph: onnx.GraphProto, arrays: Arrays, shapes: Mapping[str, tuple], opset: int
     ) -> None:
+        self.graph = graph
         self.arrays = arrays
         self.opset = opset
         self.shapes = shapes
@@ -227,7 +232,9 @@ class Builder:
         self.spaces: dict[str, Space] = {}
         self.next = 0
         self.ties: list[tuple[np.ndarray, np.ndarray]] = []
-        self.blocked: list[np.ndarray] = []
+        self.blocked: list[tuple[np.ndarray, Block]] = []
+        self.node: onnx.NodeProto | None = None
+        """The node being handled, which ``block`` names; None while graph outputs are blocked."""
         self.slices: list[Slice] = []
         self.filters: list[Slice] = []
         self.consumers: list[Consumer] = []
@@ -286,10 +293,40 @@ class Builder:
         """Unit ``a_index[i]`` of ``a`` and unit ``b_index[i]`` of ``b`` go together."""
         self.ties.append((a.base + np.asarray(a_index), b.base + np.asarray(b_index)))
 
-    def block(self, space: Space | None, index: np.ndarray | None = None) -> None:
-        """The units (all, or ``index``) of ``space`` must stay."""
+    def block(
+        self, space: Space | None, index: np.ndarray | None = None, why: str | None = None
+    ) -> None:
+        """The units (all, or ``index``) of ``space`` must stay, because of the current node.
+
+        ``why`` says what about the node blocks them (by default: it cannot follow them).
+        """
         if space is not None:
-            self.blocked.append(space.slots if index is None else space.base + index)
+            slots = space.slots if index is None else space.base + index
+            self.blocked.append((slots, self._block(why or "its units cannot be followed here")))
+
+    def _block(self, why: str) -> Block:
+        node = self.node
+        if node is None:
+            return Block(why)
+        default = node.domain in ("", "ai.onnx")
+        op = node.op_type if default else f"{node.domain}::{node.op_type}"
+        name = node.name or (node.output[0] if node.output else "")
+        return Block(f"{op} node {name!r}: {why}", op, name)
+
+    def why_not_owned(self, name: str, what: str = "weight") -> str | None:
+        """Why this node cannot slice or rewrite ``name`` (its ``what``), or None if it can.
+
+        ``name`` is computed at run time, or something else reads it too (slicing it would
+        change that reader): it is not an initializer ``owned`` by this node.
+        """
+        if name not in self.arrays:
+            return f"{what} {name!r} computed at run time"
+        if self.uses[name] == 1:
+            return None
+        readers = [n.name or n.output[0] for n in self.graph.node for i in n.input if i == name]
+        if len(readers) < self.uses[name]:
+            readers.append("a subgraph")
+        return f"{what} {name!r} shared by {', '.join(readers)}"
 
     def finish(self) -> Groups:
         """The groups: connected components of the ties."""
@@ -302,13 +339,17 @@ class Builder:
         graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(n, n))
         count, labels = connected_components(graph, directed=False)
         blocked = np.zeros(count, bool)
-        if self.blocked:
-            blocked[labels[np.concatenate(self.blocked)]] = True
+        reasons: dict[int, Block] = {}
+        for slots, why in self.blocked:  # the first reason met in graph order
+            for group in np.unique(labels[slots]).tolist():
+                reasons.setdefault(group, why)
+        blocked[list(reasons)] = True
         return Groups(
             self.spaces,
             labels,
             int(count),
             blocked,
+            reasons,
             self.slices,
             self.filters,
             self.consumers,
@@ -327,20 +368,24 @@ def build_groups(
     for names in hidden.values():  # a weight a subgraph reads too is shared
         b.uses.update(names)
     for node in graph.node:
+        b.node = node
         spaced = [b.space(name) for name in node.input if b.space(name) is not None]
         for name in hidden.get(id(node), ()):
-            b.block(b.space(name))
+            b.block(b.space(name), why="read inside its subgraph")
         rule = rule_for(node)
         known = rule is not None and (rule.layer or bool(spaced))
+        why = "no structured rule for this op"
         if any(s.inner for s in spaced) and node.op_type not in ("Reshape", "Transpose"):
             known = False  # units over two axes: only a channel shuffle's ops follow them
+            why = "reads channels split into groups (only Reshape and Transpose follow them)"
         if known:
             rule.fn(b, node)
             continue
         for space in spaced:  # an op we cannot follow reads these units
-            b.block(space)
+            b.block(space, why=why)
+    b.node = None
     for output in graph.output:
-        b.block(b.space(output.name))
+        b.block(b.space(output.name), why=f"graph output {output.name!r}")
     return b.finish()
 
 

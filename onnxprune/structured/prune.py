@@ -22,6 +22,7 @@ from onnxprune.errors import InvalidOptionError
 from onnxprune.pruners.criteria import FilterStats
 from onnxprune.pruners.prune import name_filter
 from onnxprune.pruners.registry import CRITERIA
+from onnxprune.structured.blocked import BlockedGroup, blocked_groups
 from onnxprune.structured.compact import CompactResult, Workspace, compact_workspace
 from onnxprune.structured.groups import Groups
 from onnxprune.structured.surgery import filter_stats, write_back, zero
@@ -38,12 +39,15 @@ class StructuredResult:
         masked: the same pruning as zeros in the original shapes (same outputs as ``model``).
         units: (kept, total) units chosen per layer, keyed by its weight name.
         compaction: what compaction of ``masked`` removed.
+        blocked: the groups that had to stay whole (a graph output, an op structured pruning
+            cannot follow, a shared weight), with the layers they hold and why.
     """
 
     model: onnx.ModelProto
     masked: onnx.ModelProto
     units: dict[str, tuple[int, int]]
     compaction: CompactResult
+    blocked: tuple[BlockedGroup, ...]
 
 
 def structured_prune(
@@ -100,7 +104,7 @@ def structured_prune(
         if not fixed[labels].all():
             units[s.name] = (int((~drop[labels]).sum()), int(labels.size))
     result = compact_workspace(ws)
-    return StructuredResult(result.model, masked, units, result)
+    return StructuredResult(result.model, masked, units, result, blocked_groups(groups))
 
 
 def _layers(groups: Groups) -> list[np.ndarray]:

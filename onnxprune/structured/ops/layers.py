@@ -24,8 +24,9 @@ def _conv(b: Builder, node: onnx.NodeProto) -> None:
     if x in b.fills and node.op_type == "Conv" and w is not None and b.owned(wname):
         _over_fill(b, node, w, b.fills[x])
         return
-    if w is None or w.ndim < 3 or not b.owned(wname) or b.const(x) is not None:
-        b.block(xs)
+    problem = b.why_not_owned(wname)
+    if problem or w.ndim < 3 or b.const(x) is not None:
+        b.block(xs, why=problem)
         return
     group = attr(node, "group", 1)
     transpose = node.op_type == "ConvTranspose"
@@ -181,9 +182,10 @@ def _depthwise(b: Builder, node: onnx.NodeProto, xs: Space, multiplier: int) -> 
 def _gemm(b: Builder, node: onnx.NodeProto) -> None:
     x, wname, bias = node.input[0], node.input[1], input_at(node, 2)
     xs, w = b.space(x), b.const(wname)
-    ok = w is not None and w.ndim == 2 and b.owned(wname) and not attr(node, "transA", 0)
+    problem = b.why_not_owned(wname)
+    ok = not problem and w.ndim == 2 and not attr(node, "transA", 0)
     if not ok or b.const(x) is not None:
-        b.block(xs)
+        b.block(xs, why=problem)
         return
     in_axis = 1 if attr(node, "transB", 0) else 0
     out_axis = 1 - in_axis
@@ -208,9 +210,10 @@ def _gemm(b: Builder, node: onnx.NodeProto) -> None:
 def _matmul(b: Builder, node: onnx.NodeProto) -> None:
     x, wname = node.input
     xs, w, rank = b.space(x), b.const(wname), b.rank(node.output[0])
-    if w is None or w.ndim != 2 or not b.owned(wname) or b.const(x) is not None or not rank:
+    problem = b.why_not_owned(wname)
+    if problem or w.ndim != 2 or b.const(x) is not None or not rank:
         for name in node.input:
-            b.block(b.space(name))
+            b.block(b.space(name), why=problem)
         return
     if xs is not None and xs.axis == xs.rank - 1 and xs.size == w.shape[0]:
         b.consumers.append(Consumer(node, wname, 0, 1, x, None, 1.0, True))

@@ -160,8 +160,9 @@ def _flatten(b: Builder, node: onnx.NodeProto) -> None:
     shape_in, shape_out = b.shape(node.input[0]), b.shape(out)
     start = _flattened_from(node, shape_in, shape_out)
     target = input_at(node, 1) if node.op_type == "Reshape" else ""
-    if start is None or (target and not (b.owned(target) and b.const(target) is not None)):
-        b.block(xs)
+    problem = b.why_not_owned(target, "target shape") if target else None
+    if start is None or problem:
+        b.block(xs, why=problem)
         return
     if start > xs.axis:  # trailing axes merged; the unit axis stays where it is
         pass_through(b, node, xs, keeps=True, rank=start + 1)

@@ -1,0 +1,89 @@
+"""Why structured pruning leaves units alone: blocked dependency groups and their reasons.
+
+A dependency group is blocked when something its units reach cannot follow their removal: a
+graph output, an op without a structured rule (Softmax, Shape, an op of another domain), a
+Reshape whose target is computed at run time, a weight another node reads too. ``Builder.block``
+records a ``Block`` naming that op and node; ``blocked_groups`` turns the blocked groups holding
+filters into ``BlockedGroup`` values for the results of ``structured_prune`` and ``compact``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from onnxprune.structured.groups import Groups
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Why units must stay.
+
+    Attributes:
+        reason: one line naming what blocks them: ``"Softmax node 'sm': no structured rule for
+            this op"``, ``"graph output 'y'"``.
+        op_type: the op that cannot follow them (``domain::op`` outside the default domain);
+            None for a graph output.
+        node: that node's name (its first output's when it has none); None for a graph output.
+    """
+
+    reason: str
+    op_type: str | None = None
+    node: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedGroup:
+    """Dependency groups that stay whole, the layers whose units they hold, and why.
+
+    Groups alike (the same layers, the same reason: the channels of one Conv before a Softmax)
+    are one value counting them.
+
+    Attributes:
+        layers: the weights whose filters (units) the groups hold, in graph order.
+        reason: what blocks them, one line (``Block.reason``).
+        op_type: the op that blocks them; None for a graph output.
+        node: that node's name; None for a graph output.
+        groups: how many groups: units each layer keeps because of this.
+    """
+
+    layers: tuple[str, ...]
+    reason: str
+    op_type: str | None
+    node: str | None
+    groups: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the fields."""
+        return {
+            "layers": list(self.layers),
+            "reason": self.reason,
+            "op_type": self.op_type,
+            "node": self.node,
+            "groups": self.groups,
+        }
+
+
+def blocked_groups(groups: Groups) -> tuple[BlockedGroup, ...]:
+    """The blocked groups of ``groups`` that hold filters, alike ones counted together.
+
+    Groups without filters (units no layer produces) have nothing to prune and are left out.
+    """
+    layers: dict[int, list[str]] = {}
+    for s in groups.filters:
+        labels = groups.of(s.tensor)
+        for group in np.unique(labels[groups.blocked[labels]]).tolist():
+            names = layers.setdefault(group, [])
+            if s.name not in names:
+                names.append(s.name)
+    counts: dict[tuple[tuple[str, ...], Block], int] = {}
+    for group, names in layers.items():
+        key = (tuple(names), groups.reasons[group])
+        counts[key] = counts.get(key, 0) + 1
+    return tuple(
+        BlockedGroup(names, why.reason, why.op_type, why.node, n)
+        for (names, why), n in counts.items()
+    )

@@ -1,0 +1,130 @@
+"""Blocked groups carry their reason: the op and node (or graph output, or shared weight) that
+keeps them whole, and the layers whose units they hold.
+
+Each model is a Conv ``c1`` (weight ``w1``, 4 output channels) whose channels reach one thing
+structured pruning cannot follow; its 4 groups are then reported as one ``BlockedGroup``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from onnxprune.structured import BlockedGroup, compact, structured_prune
+from tests.structured._group_models import graph_model
+
+RNG = np.random.default_rng(0)
+X = {"x": [1, 2, 4, 4]}
+
+
+def _w(*shape: int) -> np.ndarray:
+    return RNG.normal(size=shape).astype(np.float32)
+
+
+def _c1() -> helper.NodeProto:
+    return helper.make_node("Conv", ["x", "w1"], ["h"], name="c1")
+
+
+def _only(result, layer: str) -> BlockedGroup:
+    found = [b for b in result.blocked if layer in b.layers]
+    assert len(found) == 1, result.blocked
+    return found[0]
+
+
+def test_softmax_over_channels_and_graph_output_name_what_blocks():
+    # c1 -> Softmax over channels (sm) -> c2 -> y. Softmax has no structured rule: c1's 4
+    # channels stay. c2's 3 channels are the graph output y.
+    nodes = [
+        _c1(),
+        helper.make_node("Softmax", ["h"], ["s"], name="sm", axis=1),
+        helper.make_node("Conv", ["s", "w2"], ["y"], name="c2"),
+    ]
+    model = graph_model(nodes, X, {"y": [1, 3, 4, 4]}, {"w1": _w(4, 2, 1, 1), "w2": _w(3, 4, 1, 1)})
+    result = structured_prune(model, sparsity=0.5)
+    assert result.units == {}  # nothing could go
+    assert result.blocked == (
+        BlockedGroup(
+            ("w1",), "Softmax node 'sm': no structured rule for this op", "Softmax", "sm", 4
+        ),
+        BlockedGroup(("w2",), "graph output 'y'", None, None, 3),
+    )
+    assert result.compaction.blocked == result.blocked
+    assert result.blocked[1].to_dict() == {
+        "layers": ["w2"],
+        "reason": "graph output 'y'",
+        "op_type": None,
+        "node": None,
+        "groups": 3,
+    }
+
+
+def test_a_shape_op_reading_the_channels_blocks_them():
+    # c1 -> Relu -> c2 -> y, and Shape(h) -> Cast -> n: the channel count is an output too.
+    nodes = [
+        _c1(),
+        helper.make_node("Shape", ["h"], ["shape"], name="shp"),
+        helper.make_node("Cast", ["shape"], ["n"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w2"], ["y"], name="c2"),
+    ]
+    outputs = {"y": [1, 3, 4, 4], "n": [4]}
+    model = graph_model(nodes, X, outputs, {"w1": _w(4, 2, 1, 1), "w2": _w(3, 4, 1, 1)})
+    blocked = _only(compact(model), "w1")
+    assert (blocked.op_type, blocked.node, blocked.groups) == ("Shape", "shp", 4)
+    assert blocked.reason == "Shape node 'shp': no structured rule for this op"
+
+
+def test_a_reshape_to_a_target_computed_at_run_time_names_the_target():
+    # h [1, 4, 4, 4] flattened by Reshape(h, t) where t = Concat(Shape(x)[:1], [-1]) is computed
+    # when the model runs, then MatMul (w2 [64, 3]).
+    nodes = [
+        _c1(),
+        helper.make_node("Shape", ["x"], ["xs"], name="xshape", end=1),
+        helper.make_node("Concat", ["xs", "minus1"], ["t"], name="target", axis=0),
+        helper.make_node("Reshape", ["h", "t"], ["f"], name="flat"),
+        helper.make_node("MatMul", ["f", "w2"], ["y"], name="fc"),
+    ]
+    inits = {"w1": _w(4, 2, 1, 1), "w2": _w(64, 3), "minus1": np.array([-1], np.int64)}
+    model = graph_model(nodes, X, {"y": [1, 3]}, inits)
+    blocked = _only(structured_prune(model, sparsity=0.5), "w1")
+    assert (blocked.op_type, blocked.node) == ("Reshape", "flat")
+    assert blocked.reason == "Reshape node 'flat': target shape 't' computed at run time"
+
+
+def test_a_shared_weight_names_the_nodes_sharing_it():
+    # c1's channels are read by c2 and c3, both with weight w2: slicing w2 for one changes both.
+    nodes = [
+        _c1(),
+        helper.make_node("Conv", ["h", "w2"], ["y"], name="c2"),
+        helper.make_node("Conv", ["h", "w2"], ["z"], name="c3"),
+    ]
+    outputs = {"y": [1, 3, 4, 4], "z": [1, 3, 4, 4]}
+    model = graph_model(nodes, X, outputs, {"w1": _w(4, 2, 1, 1), "w2": _w(3, 4, 1, 1)})
+    blocked = _only(structured_prune(model, sparsity=0.5), "w1")
+    assert (blocked.op_type, blocked.node) == ("Conv", "c2")
+    assert blocked.reason == "Conv node 'c2': weight 'w2' shared by c2, c3"
+
+
+def test_an_op_of_another_domain_is_named_with_its_domain():
+    nodes = [
+        _c1(),
+        helper.make_node("Foo", ["h"], ["y"], name="foo", domain="com.example"),
+    ]
+    model = graph_model(
+        nodes, X, {"y": None}, {"w1": _w(4, 2, 1, 1)}, domains=(("com.example", 1),)
+    )
+    blocked = _only(compact(model), "w1")
+    assert (blocked.op_type, blocked.node) == ("com.example::Foo", "foo")
+
+
+def test_prunable_layers_are_not_blocked():
+    # c1 -> Relu -> c2 -> y: only c2's channels (the graph output) stay whole.
+    nodes = [
+        _c1(),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["y"], name="c2"),
+    ]
+    model = graph_model(nodes, X, {"y": [1, 3, 4, 4]}, {"w1": _w(4, 2, 1, 1), "w2": _w(3, 4, 1, 1)})
+    result = structured_prune(model, sparsity=0.5)
+    assert result.units == {"w1": (2, 4)}
+    assert result.blocked == (BlockedGroup(("w2",), "graph output 'y'", None, None, 3),)
