@@ -15,14 +15,15 @@ and the ``OpFamily`` record holds what the op types share:
   pruning uses to know what a unit holds when its inputs' units are constant.
 
 Layers downstream of ``graph`` add their own behaviour *to a family*, never to an op type:
-structured pruning registers one handler per family (``onnxprune.structured.groups.handler``,
+structured pruning registers one handler per family (``onnxprune.structured.handlers.handler``,
 keyed by the family name, which must be registered here), with the ties, slices and rewrites of
-its surgery. The table has one arrow: ``graph`` never imports ``structured``; ``structured``
-reads ``OPS`` to find a node's family and then its own handler. So a new op type joins a family
-in one place (its op list here) and every layer follows it; a new kind of op gets a family here
-and, if structured pruning should follow it, a handler there. Op types never appear twice:
-``op_rule`` refuses an op type or family name already registered, and tests check that every
-structured handler names a family.
+its surgery. The handlers stay in ``structured`` because they build its dependency groups
+(``Builder``, ``Slice``, ``Consumer``); keeping them there keeps one arrow: ``graph`` never
+imports ``structured``, and ``structured`` reads ``OPS`` to find a node's family, then its own
+handler. So a new op type joins a family in one place (its op list in ``graph/rules``) and every
+layer follows it; a new kind of op gets a family in ``graph/rules`` and, if structured pruning
+should follow it, a handler there. Op types never appear twice: ``op_rule`` refuses an op type
+or family name already registered, ``handler`` a family unknown here or handled twice.
 
 Nothing is discovered by scanning modules: ``FAMILIES`` and ``OPS`` import ``graph.rules`` on
 their first read.
