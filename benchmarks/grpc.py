@@ -48,15 +48,15 @@ RATIO_BAR, RSS_BAR, SPARSITY = 1.3, 100 * 2**20, 0.9
 class Server:
     """``python -m onnxprune.service`` on a free port of 127.0.0.1, stopped with SIGTERM."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, jobs: int) -> None:
         command = [
             sys.executable,
             "-m",
             "onnxprune.service",
             "--port",
             "0",
-            "--workers",
-            str(workers),
+            "--jobs",
+            str(jobs),
         ]
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         for line in self.process.stderr:
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--soak", type=int, default=200)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=2, help="the server's --jobs")
     args = parser.parse_args(argv)
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         model = work / "resnet50.onnx"
         random_weights(LIGHT / "light_resnet50.onnx", model)
         size = model.stat().st_size
-        server = Server(args.workers)
+        server = Server(args.jobs)
         try:
             remote_prune(server.address, model, work)  # warm-up: worker imports, page cache
             transfer = Transfer()

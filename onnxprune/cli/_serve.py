@@ -1,13 +1,17 @@
-"""``onnxprune serve``: the gRPC service (package ``server``), until SIGTERM or SIGINT."""
+"""``onnxprune serve``: the gRPC service (``onnxprune.service``), until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+from typing import TYPE_CHECKING
 
-from onnxprune.cli._common import add_debug
-from onnxprune.model import DEFAULT_MAX_BYTES
+from onnxprune.cli._aliases import add_renamed
+from onnxprune.cli._common import add_debug, add_max_bytes
+
+if TYPE_CHECKING:
+    from onnxprune.service import ServerConfig
 
 DEFAULT_PORT = 50051
 
@@ -35,12 +39,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--tls-client-ca", metavar="PEM", help="mutual TLS: clients need a certificate it signed"
     )
     p.add_argument("--reflection", action="store_true", help="enable server reflection")
-    p.add_argument(
-        "--max-model-bytes",
-        type=int,
-        default=DEFAULT_MAX_BYTES,
-        help=f"refuse larger uploads from their header, unread (default {DEFAULT_MAX_BYTES})",
-    )
+    add_max_bytes(p)
+    add_renamed(p, "--max-model-bytes", type=int)
     p.add_argument(
         "--max-concurrent",
         type=int,
@@ -48,17 +48,19 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="calls in flight; more get RESOURCE_EXHAUSTED (default 16)",
     )
     p.add_argument(
-        "--workers",
+        "--jobs",
         type=int,
         default=min(4, os.cpu_count() or 1),
         help="jobs running at once in worker processes (default: CPU count, at most 4)",
     )
+    add_renamed(p, "--workers", type=int)
     p.add_argument(
-        "--worker-memory-mb",
-        type=int,
-        default=32768,
-        help="address-space limit of each worker process in MiB, 0 for none (default 32768)",
+        "--memory-limit",
+        metavar="SIZE",
+        default="32G",
+        help="address-space limit of each worker process, e.g. 8G; 0 for none (default 32G)",
     )
+    add_renamed(p, "--worker-memory-mb", type=int, convert=_mebibytes)
     p.add_argument(
         "--grace", type=float, default=30.0, help="seconds calls in flight get on shutdown"
     )
@@ -68,25 +70,35 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from onnxprune.service import (  # grpc and the worker pool only for this command
-        load_config,
-        serve,
-    )
+    from onnxprune.service import serve  # grpc and the worker pool only for this command
 
-    config = load_config(
+    config = server_config(args)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    return serve(f"{host}:{args.port}", config)
+
+
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """The ``ServerConfig`` that ``serve``'s flags ask for (files read, sizes parsed)."""
+    from onnxprune.batch.options import parse_size
+    from onnxprune.service import load_config
+
+    return load_config(
         token_file=args.token_file,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         reflection=args.reflection,
-        max_model_bytes=args.max_model_bytes,
+        max_bytes=args.max_bytes,
         max_concurrent=args.max_concurrent,
-        workers=args.workers,
-        worker_memory=args.worker_memory_mb * 2**20,
+        jobs=args.jobs,
+        memory_limit=parse_size(args.memory_limit) or 0,
         grace=args.grace,
         work_dir=args.work_dir,
     )
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    return serve(f"{host}:{args.port}", config)
+
+
+def _mebibytes(count: int) -> int:
+    """``--worker-memory-mb``'s MiB as the bytes ``--memory-limit`` holds."""
+    return count * 2**20

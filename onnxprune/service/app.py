@@ -67,13 +67,13 @@ def serve(address: str, config: ServerConfig) -> int:
     built.server.start()
     host = address.rpartition(":")[0]
     log.info(
-        "listening on %s:%d (tls: %s, token: %s, reflection: %s, workers: %d)",
+        "listening on %s:%d (tls: %s, token: %s, reflection: %s, jobs: %d)",
         host,
         built.port,
         "mutual" if config.tls and config.tls.client_ca else "yes" if config.tls else "no",
         "required" if config.token else "none",
         "on" if config.reflection else "off",
-        config.workers,
+        config.jobs,
     )
     while not stop.wait(timeout=1.0):
         pass
@@ -86,7 +86,7 @@ def serve(address: str, config: ServerConfig) -> int:
 
 
 def _build(address: str, config: ServerConfig) -> _Built:
-    runner = JobRunner(config.workers, config.worker_memory)
+    runner = JobRunner(config.jobs, config.memory_limit)
     server = grpc.server(
         ThreadPoolExecutor(max_workers=config.max_concurrent + SPARE_THREADS),
         interceptors=[

@@ -1,8 +1,14 @@
-"""The server's settings, and reading the files they come from (token, certificates)."""
+"""The server's settings, and reading the files they come from (token, certificates).
+
+Settings are named as the CLI's flags and the library's keywords elsewhere: ``max_bytes``,
+``jobs``, ``memory_limit``. ``load_config`` still takes the old names (``max_model_bytes``,
+``workers``, ``worker_memory``) with a ``DeprecationWarning``.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 
 from onnxprune.errors import InvalidOptionError
@@ -28,11 +34,11 @@ class ServerConfig:
             for no authentication. Never printed (``repr`` hides it).
         tls: certificate and key (and client CA for mutual TLS); ``None`` for plaintext.
         reflection: register the server reflection service.
-        max_model_bytes: largest upload per model (its file plus external data) or data file,
+        max_bytes: largest upload per model (its file plus external data) or data file,
             checked against the request header before any data is read.
         max_concurrent: most calls in flight; more get ``RESOURCE_EXHAUSTED``.
-        workers: most jobs running at once in worker processes; more wait for a free worker.
-        worker_memory: address-space limit of each worker process in bytes; 0 for none.
+        jobs: most jobs running at once in worker processes; more wait for a free worker.
+        memory_limit: address-space limit of each worker process in bytes; 0 for none.
         grace: seconds in-flight calls get to finish on shutdown.
         work_dir: where uploads and results are spooled (default: the system temp folder).
     """
@@ -40,19 +46,19 @@ class ServerConfig:
     token: str | None = field(default=None, repr=False)
     tls: Tls | None = None
     reflection: bool = False
-    max_model_bytes: int = DEFAULT_MAX_BYTES
+    max_bytes: int = DEFAULT_MAX_BYTES
     max_concurrent: int = 16
-    workers: int = 2
-    worker_memory: int = 32 * 2**30
+    jobs: int = 2
+    memory_limit: int = 32 * 2**30
     grace: float = 30.0
     work_dir: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_model_bytes", "max_concurrent", "workers"):
+        for name in ("max_bytes", "max_concurrent", "jobs"):
             if getattr(self, name) < 1:
                 raise InvalidOptionError(f"{name}={getattr(self, name)} must be at least 1")
-        if self.worker_memory < 0 or self.grace < 0:
-            raise InvalidOptionError("worker memory and grace period must not be negative")
+        if self.memory_limit < 0 or self.grace < 0:
+            raise InvalidOptionError("memory limit and grace period must not be negative")
         if self.token is not None and not self.token:
             raise InvalidOptionError("the token must not be empty")
 
@@ -66,6 +72,9 @@ def load_config(
     **settings: object,
 ) -> ServerConfig:
     """A ``ServerConfig`` whose token and TLS material are read from files.
+
+    ``settings`` are ``ServerConfig`` fields; the old names in ``RENAMED`` are taken too, with a
+    ``DeprecationWarning``.
 
     Raises:
         InvalidOptionError: a missing or empty file, a certificate without its key (or the
@@ -83,4 +92,21 @@ def load_config(
             None if tls_client_ca is None else read_file(tls_client_ca, "--tls-client-ca"),
         )
     token = None if token_file is None else read_token(token_file)
-    return ServerConfig(token=token, tls=tls, **settings)
+    return ServerConfig(token=token, tls=tls, **_renamed(settings))
+
+
+RENAMED = {"max_model_bytes": "max_bytes", "workers": "jobs", "worker_memory": "memory_limit"}
+"""Old setting -> its name now (as ``onnxprune serve``'s old flags)."""
+
+
+def _renamed(settings: dict[str, object]) -> dict[str, object]:
+    """``settings`` with old names replaced by new ones, warning about each."""
+    current = {}
+    for name, value in settings.items():
+        new = RENAMED.get(name, name)
+        if new != name:
+            warnings.warn(f"{name} is deprecated; use {new}", DeprecationWarning, stacklevel=3)
+            if new in settings:
+                raise InvalidOptionError(f"{name} and {new} are the same setting; give {new} only")
+        current[new] = value
+    return current

@@ -87,7 +87,7 @@ class PruningServicer(pb_grpc.PruningServiceServicer):
         self, requests: Iterator[Message], context: grpc.ServicerContext, job: str, tmp: Path
     ) -> Iterator[Message]:
         response, result_field = RESPONSES[job]
-        upload = receive(requests, tmp / "in", self._config.max_model_bytes)
+        upload = receive(requests, tmp / "in", self._config.max_bytes)
         header, paths = yield from _relay(
             upload, lambda fraction: _progress(response, "upload", fraction)
         )
@@ -104,7 +104,7 @@ class PruningServicer(pb_grpc.PruningServiceServicer):
 
     def _max_bytes(self, header: Message) -> int:
         """The client's ``max_bytes`` option, never above this server's limit."""
-        options, limit = header.options, self._config.max_model_bytes
+        options, limit = header.options, self._config.max_bytes
         if "max_bytes" in options.DESCRIPTOR.fields_by_name and options.HasField("max_bytes"):
             return min(options.max_bytes, limit)
         return limit

@@ -27,7 +27,7 @@ def start_server() -> Iterator[StartServer]:
     servers = []
 
     def start(**settings: object) -> str:
-        settings.setdefault("worker_memory", 4 * 2**30)
+        settings.setdefault("memory_limit", 4 * 2**30)
         server, port = create_server("127.0.0.1:0", ServerConfig(**settings))
         server.start()
         servers.append(server)

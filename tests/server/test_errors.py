@@ -78,7 +78,7 @@ def test_missing_header_and_path_names_are_invalid_argument(stub):
 
 
 def test_over_limit_header_is_refused_before_any_data_is_read(start_server):
-    address = start_server(max_model_bytes=1000)
+    address = start_server(max_bytes=1000)
     data_sent, never = threading.Event(), threading.Event()
 
     def requests():

@@ -57,7 +57,7 @@ def _until(condition, seconds: float = 10.0) -> bool:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="counts worker processes in /proc")
 def test_cancellation_kills_the_worker_and_frees_it(start_server):
-    address = start_server(workers=1)
+    address = start_server(jobs=1)
     before = _workers()
     with grpc.insecure_channel(address) as channel:
         call = _slow_prune(channel)
@@ -70,7 +70,7 @@ def test_cancellation_kills_the_worker_and_frees_it(start_server):
 
 
 def test_deadline_stops_the_job(start_server, tmp_path):
-    address = start_server(workers=1)
+    address = start_server(jobs=1)
     start = time.monotonic()
     with Client(address, timeout=1.5) as client, pytest.raises(RemoteError) as caught:
         client.prune(MLP, tmp_path / "p.onnx", **SLOW)
@@ -82,7 +82,7 @@ def test_deadline_stops_the_job(start_server, tmp_path):
 
 
 def test_max_concurrent_refuses_the_call_over_the_limit(start_server):
-    address = start_server(max_concurrent=1, workers=1)
+    address = start_server(max_concurrent=1, jobs=1)
     with grpc.insecure_channel(address) as channel:
         call = _slow_prune(channel)
         with Client(address, timeout=10) as client:
@@ -122,7 +122,7 @@ def test_a_worker_over_its_memory_limit_does_not_take_the_server_down(start_serv
     model = helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)])
     path = tmp_path / "hostile.onnx"
     path.write_bytes(model.SerializeToString())
-    address = start_server(workers=1, worker_memory=3 * 2**30)
+    address = start_server(jobs=1, memory_limit=3 * 2**30)
     with Client(address, timeout=60) as client:
         with pytest.raises(RemoteError) as caught:
             client.analyze(path)

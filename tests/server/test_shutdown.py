@@ -28,7 +28,7 @@ def server_process(tmp_path):
             "onnxprune.service",
             "--port",
             "0",
-            "--workers",
+            "--jobs",
             "1",
             "--grace",
             "60",
