@@ -1,12 +1,14 @@
-"""The files a pruning run leaves side by side: the model, its masks and its sparsity report."""
+"""Output files: checked before any work, and the set a pruning run leaves side by side."""
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from onnxprune.model import remove_model, save_model, write_text_atomic
+from onnxprune.errors import InvalidOptionError
+from onnxprune.model import check_writable, remove_model, save_model, write_text_atomic
 from onnxprune.pruners.masks import save_masks
 from onnxprune.pruners.prune import PruneResult
 from onnxprune.report import SparsityReport
@@ -46,3 +48,23 @@ def save_pruned(result: PruneResult, model: Path) -> PrunedFiles:
 def save_report(report: SparsityReport, path: Path) -> None:
     """The report's JSON, written atomically."""
     write_text_atomic(path, json.dumps(report.to_dict(), indent=2))
+
+
+def check_outputs(source: str | os.PathLike | None, *outputs: str | os.PathLike | None) -> None:
+    """Refuse outputs that would overwrite the input model or one another, or cannot be written.
+
+    Checked before any work, so a long prune does not fail at its last step (``None``: unused;
+    ``source`` is ``None`` when the model came as bytes or a proto).
+
+    Raises:
+        InvalidOptionError: one line naming the path.
+    """
+    taken = {} if source is None else {Path(source).resolve(): "the input model"}
+    for output in outputs:
+        if output is None:
+            continue
+        check_writable(Path(output))
+        path = Path(output).resolve()
+        if path in taken:
+            raise InvalidOptionError(f"{output} would overwrite {taken[path]}; choose another path")
+        taken[path] = "another output"

@@ -18,10 +18,10 @@ from onnxprune.errors import InvalidOptionError, OnnxpruneError
 from onnxprune.model import load_model, write_text_atomic
 from onnxprune.outputs import save_pruned
 from onnxprune.processes import run_in_processes
-from onnxprune.pruners.prune import prune
 from onnxprune.pruners.registry import get_allocation, get_score
 from onnxprune.report import compression, text_table
 from onnxprune.validate import ValidationResult, load_dataset, validate
+from onnxprune.verbs import prune
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from onnxprune.batch.options import PruneOptions
-from onnxprune.errors import InvalidModelError, InvalidOptionError, OnnxpruneError
+from onnxprune.errors import InvalidModelError, OnnxpruneError
 from onnxprune.model import (
     DEFAULT_MAX_BYTES,
     check_model,
@@ -26,10 +25,10 @@ from onnxprune.model import (
     parse_checked,
     write_text_atomic,
 )
-from onnxprune.outputs import PrunedFiles, save_pruned, save_report
-from onnxprune.pruners.prune import prune
-from onnxprune.pruners.streaming import prune_streaming
+from onnxprune.options import PruneOptions
+from onnxprune.outputs import PrunedFiles
 from onnxprune.validate import load_dataset, validate
+from onnxprune.verbs import prune
 
 try:
     import resource
@@ -168,36 +167,36 @@ def crashed(job: Job, reason: str) -> ItemResult:
 
 
 def _prune(job: Job, asked: ItemResult) -> tuple[ItemResult, list[str]]:
-    """Prune and write; the result and the input files the outputs depend on."""
+    """Prune and write (``onnxprune.prune`` chooses the path).
+
+    Returns:
+        The result, and the input files the outputs depend on.
+    """
     options = job.options
     files = job.files
     files.model.parent.mkdir(parents=True, exist_ok=True)
-    inputs = _external_files(job)
-    streamed = options.stream == "always" or (options.stream == "auto" and bool(inputs))
-    if streamed:
-        pruned = prune_streaming(
-            job.model, files.model, masks_out=files.masks, **_streaming_kwargs(job)
-        )
-        report, warnings = pruned.report, pruned.warnings
-        save_report(report, files.report)
-    else:
-        calibration = None
-        if options.score == "activation" and job.data is not None:
-            calibration = load_dataset(job.data, job.model).inputs
-        result = prune(
-            job.model, **options.prune_kwargs(), calibration=calibration, max_bytes=job.max_bytes
-        )
-        save_pruned(result, files.model)
-        report, warnings = result.report, result.warnings
+    calibration = None
+    if options.score == "activation" and job.data is not None and options.structured is None:
+        calibration = load_dataset(job.data, job.model).inputs
+    result = prune(
+        job.model,
+        options,
+        calibration=calibration,
+        output=files.model,
+        masks_out=None if options.structured else files.masks,
+        report_out=files.report,
+        max_bytes=job.max_bytes,
+    )
+    report = result.report
     done = replace(
         asked,
         status="ok",
-        streamed=streamed,
-        direct_sparsity=report.direct_sparsity,
-        effective_sparsity=report.effective_sparsity,
-        warnings=tuple(warnings),
+        streamed=result.streamed,
+        direct_sparsity=None if report is None else report.direct_sparsity,
+        effective_sparsity=None if report is None else report.effective_sparsity,
+        warnings=tuple(result.warnings),
     )
-    return done, [str(Path(job.model).resolve()), *inputs]
+    return done, [str(Path(job.model).resolve()), *_external_files(job)]
 
 
 def _evaluate(job: Job, done: ItemResult) -> ItemResult:
@@ -223,35 +222,6 @@ def _external_files(job: Job) -> list[str]:
     return sorted({str(external_span(t, base)[0]) for t in external})
 
 
-def _streaming_kwargs(job: Job) -> dict:
-    options = job.options
-    unsupported = [
-        flag
-        for flag, used in (
-            ("--effective", options.effective),
-            ("--nm", options.nm is not None),
-        )
-        if used
-    ]
-    if unsupported or options.sparsity is None:
-        raise InvalidOptionError(
-            f"{job.name} is pruned tensor by tensor (it has external data), which needs "
-            f"--sparsity and does not do {', '.join(unsupported) or 'other targets'}; "
-            "give it the option stream: never (or --stream never) to load it whole"
-        )
-    return {
-        "sparsity": options.sparsity,
-        "score": options.score,
-        "allocation": options.allocation,
-        "min_threshold": options.min_threshold,
-        "layers": options.layers,
-        "exclude": options.exclude,
-        "input_shapes": dict(options.input_shapes) or None,
-        "level": options.level,
-        "max_bytes": job.max_bytes,
-    }
-
-
 def finished(job: Job) -> ItemResult | None:
     """The stored result when ``job`` was done with the same fingerprint and is up to date.
 
@@ -263,7 +233,8 @@ def finished(job: Job) -> ItemResult | None:
         if document.get("fingerprint") != job.fingerprint:
             return None
         files = job.files
-        made = min(p.stat().st_mtime_ns for p in (files.model, files.masks, files.report))
+        outputs = [files.model, files.report] + ([] if job.options.structured else [files.masks])
+        made = min(p.stat().st_mtime_ns for p in outputs)
         inputs = {job.model, *document["inputs"], *([job.data] if job.data else [])}
         if any(Path(p).stat().st_mtime_ns > made for p in inputs):
             return None

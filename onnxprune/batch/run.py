@@ -32,8 +32,9 @@ from onnxprune.batch.executors import run_jobs
 from onnxprune.batch.items import BatchItem, collect_items
 from onnxprune.batch.job import ItemResult, Job, finished
 from onnxprune.batch.lock import lock_folder
-from onnxprune.batch.options import PruneOptions, fingerprint
+from onnxprune.batch.options import fingerprint
 from onnxprune.model import DEFAULT_MAX_BYTES, write_text_atomic
+from onnxprune.options import PruneOptions
 from onnxprune.report import text_table
 
 RESULTS = "batch.jsonl"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -10,7 +11,6 @@ from tqdm import tqdm
 
 from onnxprune.batch import PruneOptions, format_batch, merge_options, parse_size, run_batch
 from onnxprune.batch.executors import EXECUTORS
-from onnxprune.batch.options import STREAM_MODES
 from onnxprune.batch.run import REPORT, RESULTS, SUMMARY
 from onnxprune.cli._common import (
     EXIT_SOME_FAILED,
@@ -44,12 +44,6 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="OUT", help="folder for everything written")
     add_prune_flags(p, defaults=False)
     p.add_argument(
-        "--stream",
-        choices=STREAM_MODES,
-        default=argparse.SUPPRESS,
-        help="prune tensor by tensor: auto (models with external data; default), always, never",
-    )
-    p.add_argument(
         "--data-dir",
         metavar="DIR",
         help="evaluation data: DIR/<model path>.npz is used when it exists",
@@ -71,20 +65,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_batch)
 
 
-_OPTION_FLAGS = (
-    "sparsity",
-    "score",
-    "allocation",
-    "effective",
-    "min_threshold",
-    "nm",
-    "skip_indivisible",
-    "layers",
-    "exclude",
-    "seed",
-    "rounds",
-    "stream",
+_OPTION_FLAGS = tuple(
+    f.name for f in dataclasses.fields(PruneOptions) if f.name not in ("level", "input_shapes")
 )
+"""``PruneOptions`` fields whose flag has their name (``--exact`` and ``--input-shape`` do not)."""
 
 
 def _options(args: argparse.Namespace) -> PruneOptions:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from onnxprune.errors import InvalidOptionError
-from onnxprune.model import DEFAULT_MAX_BYTES, check_writable
+from onnxprune.model import DEFAULT_MAX_BYTES
+from onnxprune.options import SCOPES, STREAM_MODES, PruneOptions, check_prune
 
 EXIT_BUG = 1
 EXIT_GATE_FAILED = 3
@@ -115,6 +114,41 @@ def add_prune_flags(p: argparse.ArgumentParser, *, defaults: bool = True) -> Non
         help="report (and target) the exact level",
     )
     add_input_shape(p, given_only=not defaults)
+    p.add_argument(
+        "--compact",
+        action="store_true",
+        default=default(False),
+        help="then remove the units the pruning left dead (as `onnxprune compact`)",
+    )
+    p.add_argument(
+        "--stream",
+        choices=STREAM_MODES,
+        default=default("auto"),
+        help="prune tensor by tensor: auto (models with external data, when the options allow "
+        "it; default), always, never",
+    )
+    p.add_argument(
+        "--structured",
+        default=default(None),
+        metavar="CRITERION",
+        help="l1, l2 or random (see `onnxprune methods`): remove whole channels/neurons "
+        "(--sparsity of the units, a residual sum's members together) ranked by this filter "
+        "criterion, then compact the model",
+    )
+    p.add_argument(
+        "--scope",
+        choices=SCOPES,
+        default=default("layer"),
+        help="with --structured: the sparsity applies to each layer (default) or to the whole "
+        "network, scores normalized by their layer's mean",
+    )
+    p.add_argument(
+        "--round-to",
+        type=int,
+        default=default(1),
+        metavar="N",
+        help="with --structured: keep a multiple of N units per layer (default 1)",
+    )
 
 
 def out(text: str) -> None:
@@ -148,20 +182,52 @@ def parse_input_shapes(specs: Sequence[str]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def check_outputs(source: str | os.PathLike, *outputs: str | os.PathLike | None) -> None:
-    """Refuse outputs that would overwrite the input model or one another, or cannot be written.
+FLAGS = {
+    "masks": "--masks-in",
+    "level": "--exact",
+    "input_shapes": "--input-shape",
+    "compact": "--compact",
+}
+"""``prune`` options and inputs whose flag is not ``--`` and the name with dashes."""
 
-    Checked before any work, so a long prune does not fail at its last step (None: unused).
+
+def flag(name: str) -> str:
+    """The command-line spelling of a ``prune`` option: ``round_to`` -> ``--round-to``."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def prune_options(args: argparse.Namespace) -> PruneOptions:
+    """The ``PruneOptions`` of ``onnxprune prune`` (local or remote) flags, checked.
 
     Raises:
-        InvalidOptionError: one line naming the path.
+        InvalidOptionError: options ``prune`` cannot honour, in the flags' words.
     """
-    taken = {Path(source).resolve(): "the input model"}
-    for output in outputs:
-        if output is None:
-            continue
-        check_writable(Path(output))
-        path = Path(output).resolve()
-        if path in taken:
-            raise InvalidOptionError(f"{output} would overwrite {taken[path]}; choose another path")
-        taken[path] = "another output"
+    options = PruneOptions(
+        sparsity=args.sparsity,
+        score=args.score,
+        allocation=args.allocation,
+        effective=args.effective,
+        min_threshold=args.min_threshold,
+        nm=args.nm,
+        skip_indivisible=args.skip_indivisible,
+        layers=args.layers,
+        exclude=args.exclude,
+        seed=args.seed,
+        rounds=args.rounds,
+        level="exact" if args.exact else "channel",
+        input_shapes=tuple(sorted(parse_input_shapes(args.input_shape).items())),
+        structured=args.structured,
+        scope=args.scope,
+        round_to=args.round_to,
+        compact=args.compact,
+        stream=args.stream,
+    )
+    given = {"masks": args.masks_in, "scores": args.scores, "calibration": args.calibration}
+    written = {"masks_out": args.masks_out, "masked_out": args.masked_out}
+    check_prune(
+        options,
+        inputs=[name for name, value in given.items() if value is not None],
+        outputs=[name for name, value in written.items() if value is not None],
+        spell=flag,
+    )
+    return options

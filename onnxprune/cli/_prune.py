@@ -10,16 +10,11 @@ from onnxprune.cli._common import (
     add_debug,
     add_max_bytes,
     add_prune_flags,
-    check_outputs,
     err,
     out,
-    parse_input_shapes,
+    prune_options,
 )
-from onnxprune.cli._compact import add_structured_flags, check_prune_flags, run_structured
-from onnxprune.model import save_model, write_text_atomic
-from onnxprune.pruners.masks import load_npz, save_masks
-from onnxprune.pruners.prune import prune
-from onnxprune.pruners.registry import ALIASES, ALLOCATIONS, CRITERIA, SCORES
+from onnxprune.cli._results import print_structured
 from onnxprune.report import format_table
 
 
@@ -31,25 +26,31 @@ def add(sub: argparse._SubParsersAction) -> None:
         description=(
             "Prune the prunable weights (Conv, ConvTranspose, Gemm, MatMul kernels) of a model: "
             "score them, allocate a sparsity to each layer, write the pruned model, its masks "
-            "(.npz, bool, keyed by weight name) and print the sparsity table of the result."
+            "(.npz, bool, keyed by weight name) and print the sparsity table of the result. "
+            "With --structured, remove whole units instead and write the smaller model."
         ),
     )
     p.add_argument("model", help="path of the .onnx model (never overwritten)")
     p.add_argument("-o", "--output", required=True, help="path of the pruned .onnx model")
     add_prune_flags(p)
-    add_structured_flags(p)
     p.add_argument("--scores", metavar="NPZ", help="external scores keyed by weight name")
     p.add_argument("--masks-in", metavar="NPZ", help="masks to apply and compose with")
     p.add_argument(
         "--masks-out", metavar="NPZ", help="where to write masks (default <output stem>.masks.npz)"
     )
-    p.add_argument("--report-out", metavar="JSON", help="also write the report as JSON")
+    p.add_argument(
+        "--masked-out",
+        metavar="ONNX",
+        help="with --structured: also write the same pruning as zeros in the original shapes "
+        "(to fine-tune with masks kept, then `onnxprune compact`)",
+    )
+    p.add_argument("--report-out", metavar="JSON", help="also write the result as JSON")
     p.add_argument(
         "--calibration",
         metavar="NPZ",
         help="inputs for the activation score (arrays by input name)",
     )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_max_bytes(p)
     add_debug(p)
     p.set_defaults(run=_prune)
@@ -59,50 +60,46 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    source, output = Path(args.model), Path(args.output)
-    check_prune_flags(args)
-    if args.structured:
-        return run_structured(args)
-    masks_out = Path(args.masks_out) if args.masks_out else output.with_suffix(".masks.npz")
-    check_outputs(source, output, masks_out, args.report_out)
-    calibration = load_npz(args.calibration, "calibration") if args.calibration else None
+    from onnxprune.verbs import prune
+
+    options = prune_options(args)
+    output = Path(args.output)
+    masks_out = None
+    if options.structured is None:
+        masks_out = Path(args.masks_out) if args.masks_out else output.with_suffix(".masks.npz")
     result = prune(
-        source,
-        sparsity=args.sparsity,
-        score=args.score,
-        allocation=args.allocation,
-        effective=args.effective,
-        min_threshold=args.min_threshold,
-        nm=args.nm,
-        scores=args.scores,
+        args.model,
+        options,
         masks=args.masks_in,
-        layers=args.layers,
-        exclude=args.exclude,
-        seed=args.seed,
-        calibration=calibration,
-        rounds=args.rounds,
-        input_shapes=parse_input_shapes(args.input_shape),
-        level="exact" if args.exact else "channel",
-        skip_indivisible=args.skip_indivisible,
+        scores=args.scores,
+        calibration=args.calibration,
+        output=output,
+        masks_out=masks_out,
+        report_out=args.report_out,
+        masked_out=args.masked_out,
         max_bytes=args.max_bytes,
     )
-    save_model(result.model, output)
-    save_masks(result.masks, masks_out)
-    if args.report_out:
-        write_text_atomic(Path(args.report_out), json.dumps(result.report.to_dict(), indent=2))
     for line in result.warnings:
         err(f"warning: {line}")
+    if result.structured is not None:
+        print_structured(result.structured.to_dict(), args)
+        return 0
     if args.json:
-        out(json.dumps(result.report.to_dict(), indent=2))
+        out(json.dumps(result.to_dict(), indent=2))
         return 0
     out(format_table(result.report))
     if result.analyses:
         out(f"effective target reached in {result.analyses} analyses")
+    if result.compaction is not None:
+        c = result.compaction
+        out(f"compacted: parameters {c.params_before} -> {c.params_after}")
     out(f"wrote {output} and {masks_out}")
     return 0
 
 
 def _methods(args: argparse.Namespace) -> int:
+    from onnxprune.pruners.registry import ALIASES, ALLOCATIONS, CRITERIA, SCORES
+
     tables = (("scores", SCORES), ("allocations", ALLOCATIONS), ("--structured", CRITERIA))
     for title, table in tables:
         out(f"{title}:")

@@ -17,16 +17,18 @@ from pathlib import Path
 from onnxprune.cli import _analyze, _compact, _prune, _validate
 from onnxprune.cli._common import (
     EXIT_GATE_FAILED,
-    check_outputs,
     err,
     out,
     parse_input_shapes,
+    prune_options,
 )
-from onnxprune.cli._compact import check_prune_flags, print_compact, print_structured
+from onnxprune.cli._results import print_compact, print_structured
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import write_text_atomic
+from onnxprune.outputs import check_outputs
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service.client import Client
+from onnxprune.service.messages import compact_dict, structured_dict
 from onnxprune.service.wire import read_token
 
 
@@ -91,7 +93,7 @@ def _analyze_remote(client: Client, args: argparse.Namespace) -> int:
 
 
 def _prune_remote(client: Client, args: argparse.Namespace) -> int:
-    check_prune_flags(args)  # the local command's refusals, in its words, before any upload
+    prune_options(args)  # the local command's refusals, in its words, before any upload
     if args.masked_out:
         raise InvalidOptionError(
             "remote prune does not send back --masked-out (the zeroed model); run `onnxprune "
@@ -119,9 +121,7 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
         **options,
     )
     if args.structured:
-        units = {u.name: (u.kept, u.total) for u in result.units}
-        removed = {r.name: r.removed for r in result.removed}
-        print_structured(units, removed, (result.params_before, result.params_after), args)
+        print_structured(structured_dict(result), args)
         return 0
     report = result.report
     if args.report_out:
@@ -140,9 +140,7 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
 def _compact_remote(client: Client, args: argparse.Namespace) -> int:
     check_outputs(args.model, args.output)
     result = client.compact(args.model, args.output, max_bytes=args.max_bytes)
-    removed = {r.name: r.removed for r in result.removed}
-    folded = {r.name: r.folded for r in result.removed if r.folded}
-    print_compact(removed, folded, (result.params_before, result.params_after), args)
+    print_compact(compact_dict(result), args)
     return 0
 
 

@@ -1,6 +1,7 @@
-"""``prune``: scores + allocation + target -> masks -> pruned model and its sparsity report.
+"""Unstructured pruning in memory: scores + allocation + target -> masks -> pruned model.
 
-The one public entry of the pruners; the CLI and the server call it and nothing below it.
+``prune_weights`` is the in-memory path of ``onnxprune.prune`` (``onnxprune.verbs``), which
+checks the options and chooses between it, streaming and structured pruning.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -18,6 +20,7 @@ import onnx
 from onnxprune.errors import InvalidOptionError
 from onnxprune.graph.build import ConnectivityGraph, Layer, build_graph
 from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model
+from onnxprune.options import check_fraction
 from onnxprune.pruners.allocations.minimum_threshold import minimum_threshold
 from onnxprune.pruners.masks import apply_masks, load_masks, load_npz, masks_from_counts
 from onnxprune.pruners.nm import nm_masks, parse_nm
@@ -26,112 +29,110 @@ from onnxprune.pruners.targets import bisect_effective
 from onnxprune.report import SparsityReport
 from onnxprune.sparsity import LEVELS, sparsity_report
 
+if TYPE_CHECKING:
+    from onnxprune.options import PruneOptions
+    from onnxprune.structured.compact import CompactResult
+    from onnxprune.structured.prune import StructuredResult
+
 
 @dataclass(frozen=True)
 class PruneResult:
-    """What ``prune`` gives back.
+    """What ``onnxprune.prune`` gives back.
 
     Attributes:
-        model: the pruned model (a new proto; the input is not modified).
+        model: the pruned model (a new proto; the input is not modified); ``None`` when it was
+            streamed to its output file.
         masks: boolean masks in the stored layout of each weight, keyed by its name
-            (``True`` = kept), for every prunable weight that was considered.
-        report: direct and effective sparsity of the pruned model.
+            (``True`` = kept), for every prunable weight that was considered (empty when
+            streamed, they are in the masks file, and for a structured prune).
+        report: direct and effective sparsity of the pruned model (``None`` for a structured
+            prune: see ``structured``).
         warnings: one line each: layer collapse, skipped layers, unreachable targets.
         analyses: connectivity analyses run to reach an effective target (0 for direct).
+        streamed: the model was pruned tensor by tensor into its output file.
+        structured: a structured prune's units kept per layer, masked model and compaction.
+        compaction: what compaction removed (structured, or ``compact=True``).
     """
 
-    model: onnx.ModelProto
+    model: onnx.ModelProto | None
     masks: dict[str, np.ndarray]
-    report: SparsityReport
+    report: SparsityReport | None
     warnings: tuple[str, ...] = ()
     analyses: int = 0
+    streamed: bool = False
+    structured: StructuredResult | None = None
+    compaction: CompactResult | None = None
+
+    def to_dict(self) -> dict:
+        """The JSON a prune writes (``--report-out``, ``--json``).
+
+        The sparsity report of an unstructured prune (with ``compaction`` when it was
+        compacted), the units and compaction of a structured one.
+        """
+        if self.structured is not None:
+            return self.structured.to_dict()
+        data = self.report.to_dict()
+        if self.compaction is not None:
+            data["compaction"] = self.compaction.to_dict()
+        return data
 
 
-def prune(
+def prune_weights(
     model: ModelSource,
+    options: PruneOptions,
     *,
-    sparsity: float | None = None,
-    score: str = "magnitude",
-    allocation: str = "global",
-    effective: bool = False,
-    min_threshold: float | None = None,
-    nm: str | tuple[int, int] | None = None,
-    scores: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
     masks: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
-    layers: str | None = None,
-    exclude: str | None = None,
-    seed: int = 0,
+    scores: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
     calibration: Mapping[str, np.ndarray] | None = None,
-    rounds: int = 100,
-    input_shapes: Mapping[str, Sequence[int]] | None = None,
-    level: str = "channel",
-    skip_indivisible: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> PruneResult:
-    """Prune ``model`` and report the result.
+    """Unstructured pruning in memory: scores + allocation + target -> masks -> pruned model.
+
+    ``onnxprune.prune`` checks ``options`` (``check_prune``) and calls this for every prune that
+    is neither structured nor streamed.
 
     Args:
         model: a path, serialized bytes or an ``onnx.ModelProto``.
-        sparsity: target in [0, 1): direct sparsity of all prunable weights, or effective
-            sparsity with ``effective=True``.
-        score: a registered score (``onnxprune methods``); ignored when ``scores`` is given.
-        allocation: a registered allocation (``global``, ``uniform``, ``uniform+``, ``erk``,
-            ``igq``).
-        effective: reach ``sparsity`` as *effective* sparsity, by bisection.
-        min_threshold: Gupta et al.'s minimum threshold: every layer keeps at least this
-            fraction of all prunable weights (layers with fewer stay dense).
-        nm: N:M semi-structured sparsity along the input dimension, e.g. ``"2:4"``.
-        scores: external importance scores, an ``.npz`` path or a mapping keyed by weight name.
+        options: checked prune options.
         masks: masks to apply (and to compose with), an ``.npz`` path or a mapping.
-        layers: regular expression; only weights whose name matches are pruned.
-        exclude: regular expression; weights whose name matches are not pruned.
-        seed: seed of random scores.
+        scores: external importance scores, an ``.npz`` path or a mapping keyed by weight name;
+            they replace ``options.score``.
         calibration: arrays keyed by graph input name, for the ``activation`` score.
-        rounds: SynFlow's number of rounds.
-        input_shapes: fixed shapes for inputs with symbolic dimensions.
-        level: reachability level of the report and of effective targets.
-        skip_indivisible: with ``nm``, leave layers whose input size is not a multiple of M
-            dense instead of failing.
         max_bytes: largest model accepted.
 
     Returns:
         A ``PruneResult`` with the pruned model, the masks and the report.
 
     Raises:
-        InvalidOptionError: a bad target, method, regular expression, scores or masks.
+        InvalidOptionError: a bad regular expression, scores or masks.
         InvalidModelError: the model cannot be read safely.
     """
-    plan = _Plan.make(model, input_shapes, layers, exclude, level, max_bytes)
+    o = options
+    plan = _Plan.make(model, o.shapes, o.layers, o.exclude, o.level, max_bytes)
     kept = plan.kept(load_masks(masks) if isinstance(masks, (str, os.PathLike)) else masks)
-    if nm is not None:
-        if sparsity is not None:
-            raise InvalidOptionError("give either --sparsity or --nm, not both")
-        n, m = parse_nm(nm) if isinstance(nm, str) else nm
-        contracts = {name: plan.layers[name].contract for name in plan.selected}
-        ctx = ScoreContext(plan.graph, plan.model, seed=seed, calibration=calibration, masks=kept)
-        chosen = _scores(plan, score, scores, ctx)
-        pattern = nm_masks(chosen, contracts, n, m, skip_indivisible=skip_indivisible)
-        return plan.finish({k: kept[k] & pattern[k] for k in kept}, (), 0)
-    if sparsity is None:
-        if masks is None:
-            raise InvalidOptionError("nothing to do: give --sparsity, --nm or --masks-in")
-        return plan.finish(kept, (), 0)
-    check_fraction("sparsity", sparsity)
     ctx = ScoreContext(
         plan.graph,
         plan.model,
-        target=sparsity,
-        seed=seed,
+        target=o.sparsity,
+        seed=o.seed,
         calibration=calibration,
-        rounds=rounds,
+        rounds=o.rounds,
         masks=kept,
     )
-    chosen = _scores(plan, score, scores, ctx)
+    if o.nm is not None:
+        n, m = parse_nm(o.nm)
+        contracts = {name: plan.layers[name].contract for name in plan.selected}
+        chosen = _scores(plan, o.score, scores, ctx)
+        pattern = nm_masks(chosen, contracts, n, m, skip_indivisible=o.skip_indivisible)
+        return plan.finish({k: kept[k] & pattern[k] for k in kept}, (), 0)
+    if o.sparsity is None:
+        return plan.finish(kept, (), 0)
+    chosen = _scores(plan, o.score, scores, ctx)
     chosen = {k: np.where(kept[k], v, -np.inf) for k, v in chosen.items()}
-    alloc = get_allocation(allocation).fn
+    alloc = get_allocation(o.allocation).fn
     shapes = {name: plan.layers[name].shape for name in plan.selected}
     total = sum(math.prod(s) for s in shapes.values())
-    sigma = selected_sigma(min_threshold, plan.total, total)
+    sigma = selected_sigma(o.min_threshold, plan.total, total)
 
     def masks_for(k: int) -> dict[str, np.ndarray]:
         counts = alloc(shapes, k / total, chosen) if total else {}
@@ -140,20 +141,20 @@ def prune(
         return masks_from_counts(chosen, counts)
 
     forced = sum(int((~m).sum()) for m in kept.values())
-    if not effective:
-        k = removal_count(sparsity, plan.total, plan.zeros_outside, total)
+    if not o.effective:
+        k = removal_count(o.sparsity, plan.total, plan.zeros_outside, total)
         return plan.finish(masks_for(k), (), 0)
     # Removing every weight cuts every path; the search stops one short of it, which keeps
     # allocation targets inside [0, 1).
     top = max(total - 1, 0)
     search = bisect_effective(
-        lambda k: plan.effective(masks_for(k)), min(forced, top), top, sparsity
+        lambda k: plan.effective(masks_for(k)), min(forced, top), top, o.sparsity
     )
     notes = ()
-    if search.effective_sparsity > sparsity:
+    if search.effective_sparsity > o.sparsity:
         notes = (
             f"effective sparsity is already {search.effective_sparsity:.4f} before pruning, "
-            f"above the target {sparsity}",
+            f"above the target {o.sparsity}",
         )
     return plan.finish(masks_for(search.removed), notes, search.analyses)
 
@@ -367,16 +368,6 @@ def collapse_warnings(emptied: Iterable[str]) -> tuple[str, ...]:
         "try --min-threshold"
         for name in emptied
     )
-
-
-def check_fraction(name: str, value: float) -> None:
-    """Refuse ``value`` unless it is a finite number in [0, 1).
-
-    Raises:
-        InvalidOptionError: naming ``name`` and the value given.
-    """
-    if not 0.0 <= value < 1.0 or not math.isfinite(value):
-        raise InvalidOptionError(f"{name}={value} must be in [0, 1)")
 
 
 def _regex(flag: str, pattern: str | None) -> re.Pattern | None:

@@ -9,16 +9,11 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from onnxprune.options import PruneOptions, merge_options
 from onnxprune.pruners.registry import ALIASES, ALLOCATIONS, CRITERIA, SCORES, Method
 from onnxprune.report import SparsityReport, ValidationResult, format_table, format_validation
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.structured import CompactResult, StructuredResult
-
-STRUCTURED = {"structured": "criterion", "scope": "scope", "round_to": "round_to"}
-"""``PruneOptions`` fields of structured pruning only -> their ``structured_prune`` keywords."""
-
-STRUCTURED_SHARED = ("sparsity", "seed", "layers", "exclude")
-"""The other ``PruneOptions`` fields ``structured_prune`` takes (the rest do not apply to it)."""
 
 
 def options_kwargs(options: Message) -> dict[str, Any]:
@@ -34,18 +29,9 @@ def options_kwargs(options: Message) -> dict[str, Any]:
     return kwargs
 
 
-def unstructured_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options_kwargs`` of a prune request less the structured-only fields (``prune``'s)."""
-    return {name: value for name, value in options.items() if name not in STRUCTURED}
-
-
-def structured_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options_kwargs`` of a prune request as ``structured_prune`` keywords."""
-    return {
-        STRUCTURED.get(name, name): value
-        for name, value in options.items()
-        if name in STRUCTURED or name in STRUCTURED_SHARED
-    }
+def prune_options(options: Message) -> PruneOptions:
+    """A request's ``PruneOptions`` message as the library's (unset fields: the defaults)."""
+    return merge_options(PruneOptions(), options_kwargs(options))
 
 
 def report_message(report: SparsityReport) -> pb.SparsityReport:
@@ -70,11 +56,33 @@ def structured_message(result: StructuredResult) -> pb.PruneResult:
     """A structured prune's result: units kept per layer, what compaction cut, parameters."""
     c = result.compaction
     return pb.PruneResult(
+        warnings=list(result.warnings),
         units=[pb.LayerUnits(name=n, kept=k, total=t) for n, (k, t) in result.units.items()],
         removed=_removed(c),
         params_before=c.params_before,
         params_after=c.params_after,
     )
+
+
+def structured_dict(message: pb.PruneResult) -> dict:
+    """A structured prune's reply as ``StructuredResult.to_dict`` gives it locally."""
+    return {
+        "units": {u.name: [u.kept, u.total] for u in message.units},
+        "removed": {r.name: r.removed for r in message.removed},
+        "params_before": message.params_before,
+        "params_after": message.params_after,
+        "warnings": list(message.warnings),
+    }
+
+
+def compact_dict(message: pb.CompactResult) -> dict:
+    """A compaction's reply as ``CompactResult.to_dict`` gives it locally."""
+    return {
+        "removed": {r.name: r.removed for r in message.removed},
+        "folded": {r.name: r.folded for r in message.removed if r.folded},
+        "params_before": message.params_before,
+        "params_after": message.params_after,
+    }
 
 
 def compact_message(result: CompactResult) -> pb.CompactResult:

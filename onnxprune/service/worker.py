@@ -17,28 +17,23 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import onnx
 from google.protobuf.message import Message
 
 from onnxprune.errors import DatasetError, InvalidOptionError, OnnxpruneError
-from onnxprune.model import load_model, save_model
-from onnxprune.pruners.masks import load_npz, save_masks
-from onnxprune.pruners.prune import prune
+from onnxprune.options import INPUTS, check_prune
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service.messages import (
     compact_message,
     options_kwargs,
+    prune_options,
     report_message,
-    structured_kwargs,
     structured_message,
-    unstructured_kwargs,
     validation_message,
 )
 from onnxprune.service.wire import check_name
 from onnxprune.sparsity import analyze
-from onnxprune.structured import compact, structured_prune
-from onnxprune.structured.options import check_structured
 from onnxprune.validate import validate
+from onnxprune.verbs import compact, prune
 
 Paths = Mapping[str, list[Path]]
 
@@ -98,31 +93,30 @@ def prune_job(
 ) -> pb.PruneResult:
     """``onnxprune.prune`` of the uploaded model; its model and masks are written to ``out_dir``.
 
-    The model (with its external data files, if any) is announced as soon as it is written, so
-    the server sends it while the masks are being compressed. With ``options.structured``:
-    ``structured_prune``, and the compacted model alone goes back.
+    With ``options.structured`` the compacted model alone goes back (no masks).
     """
     name = _output_name(header)
-    options = options_kwargs(header.options)
-    files = {field: True for field in ("masks", "scores", "calibration") if header.HasField(field)}
-    check_structured({**options, **files})
-    if "structured" in options:
-        return _structured_prune(events, paths, max_bytes, out_dir, name, options)
-    calibration = paths.get("calibration")
+    options = prune_options(header.options)
+    given = {field: _first(paths, field) for field in INPUTS}
+    check_prune(options, inputs=[field for field, path in given.items() if path is not None])
+    masks_out = None if options.structured else out_dir / "masks.npz"
+    folder = out_dir / "model"
+    folder.mkdir(parents=True)
     events.progress("prune", 0.0)
     result = prune(
         paths["model"][0],
-        masks=_first(paths, "masks"),
-        scores=_first(paths, "scores"),
-        calibration=load_npz(calibration[0], "calibration") if calibration else None,
+        options,
+        **given,
+        output=folder / name,
+        masks_out=masks_out,
         max_bytes=max_bytes,
-        **unstructured_kwargs(options),
     )
     events.progress("save", 0.0)
-    _save_model(events, result.model, out_dir / "model", name)
-    save_masks(result.masks, out_dir / "masks.npz")
-    events.file("masks", out_dir / "masks.npz", "masks.npz")
+    _announce(events, folder, name)
     events.progress("save", 1.0)
+    if result.structured is not None:
+        return structured_message(result.structured)
+    events.file("masks", masks_out, "masks.npz")
     return pb.PruneResult(
         report=report_message(result.report),
         warnings=list(result.warnings),
@@ -130,28 +124,17 @@ def prune_job(
     )
 
 
-def _structured_prune(
-    events: Events, paths: Paths, max_bytes: int, out_dir: Path, name: str, options: dict
-) -> pb.PruneResult:
-    """``structured_prune`` of the uploaded model, as ``onnxprune prune --structured``."""
-    events.progress("prune", 0.0)
-    model = load_model(paths["model"][0], max_bytes=max_bytes)
-    result = structured_prune(model, **structured_kwargs(options))
-    events.progress("save", 0.0)
-    _save_model(events, result.model, out_dir / "model", name)
-    events.progress("save", 1.0)
-    return structured_message(result)
-
-
 def compact_job(
     events: Events, *, header: pb.CompactHeader, paths: Paths, max_bytes: int, out_dir: Path
 ) -> pb.CompactResult:
-    """``onnxprune.structured.compact`` of the uploaded model; the smaller model goes back."""
+    """``onnxprune.compact`` of the uploaded model; the smaller model goes back."""
     name = _output_name(header)
+    folder = out_dir / "model"
+    folder.mkdir(parents=True)
     events.progress("compact", 0.0)
-    result = compact(load_model(paths["model"][0], max_bytes=max_bytes))
+    result = compact(paths["model"][0], output=folder / name, max_bytes=max_bytes)
     events.progress("save", 0.0)
-    _save_model(events, result.model, out_dir / "model", name)
+    _announce(events, folder, name)
     events.progress("save", 1.0)
     return compact_message(result)
 
@@ -194,10 +177,8 @@ def _output_name(header: Message) -> str:
     return name
 
 
-def _save_model(events: Events, model: onnx.ModelProto, folder: Path, name: str) -> None:
-    """Write ``model`` to ``folder/name`` and announce its files, external data files first."""
-    folder.mkdir(parents=True)
-    save_model(model, folder / name)
+def _announce(events: Events, folder: Path, name: str) -> None:
+    """Announce the written model ``folder/name`` and its files, external data files first."""
     for path in sorted(folder.iterdir()):  # external data files first: the model refers to them
         if path.name != name:
             events.file("model_data", path, path.name)

@@ -53,6 +53,15 @@ class CompactResult:
     params_after: int = 0
     blocked: tuple[BlockedGroup, ...] = ()
 
+    def to_dict(self) -> dict:
+        """JSON form: units removed (and of those folded) per layer, parameters."""
+        return {
+            "removed": dict(self.removed),
+            "folded": dict(self.folded),
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+        }
+
 
 @dataclass
 class Workspace:

@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import InvalidOptionError
+from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model
+from onnxprune.options import SCOPES
 from onnxprune.pruners.criteria import FilterStats
 from onnxprune.pruners.prune import name_filter
 from onnxprune.pruners.registry import CRITERIA
@@ -26,8 +28,6 @@ from onnxprune.structured.blocked import BlockedGroup, blocked_groups
 from onnxprune.structured.compact import CompactResult, Workspace, compact_workspace
 from onnxprune.structured.groups import Groups
 from onnxprune.structured.surgery import filter_stats, write_back, zero
-
-SCOPES = ("layer", "global")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class StructuredResult:
         compaction: what compaction of ``masked`` removed.
         blocked: the groups that had to stay whole (a graph output, an op structured pruning
             cannot follow, a shared weight), with the layers they hold and why.
+        warnings: one line each.
     """
 
     model: onnx.ModelProto
@@ -48,10 +49,23 @@ class StructuredResult:
     units: dict[str, tuple[int, int]]
     compaction: CompactResult
     blocked: tuple[BlockedGroup, ...]
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        """JSON form: units kept of each layer, what compaction removed, parameters, warnings."""
+        c = self.compaction
+        return {
+            "units": {name: list(kept_total) for name, kept_total in self.units.items()},
+            "removed": dict(c.removed),
+            "params_before": c.params_before,
+            "params_after": c.params_after,
+            "warnings": list(self.warnings),
+            "blocked": [group.to_dict() for group in self.blocked],
+        }
 
 
 def structured_prune(
-    model: onnx.ModelProto,
+    model: ModelSource,
     *,
     sparsity: float,
     criterion: str = "l1",
@@ -60,6 +74,7 @@ def structured_prune(
     seed: int = 0,
     layers: str | None = None,
     exclude: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> StructuredResult:
     """Remove ``sparsity`` of the prunable units (dependency groups) of ``model``.
 
@@ -83,7 +98,7 @@ def structured_prune(
     if round_to < 1:
         raise InvalidOptionError(f"round_to={round_to} must be at least 1")
     chosen = name_filter(layers, exclude)
-    ws = Workspace.of(model)
+    ws = Workspace.of(load_model(model, max_bytes=max_bytes))
     groups = ws.groups
     stats = FilterStats(*filter_stats(groups, ws.arrays))
     scores = CRITERIA[criterion].fn(stats, np.random.default_rng(seed))

@@ -124,13 +124,20 @@ def test_a_batch_prunes_external_data_models_tensor_by_tensor(tied, tmp_path):
     assert (by["inline.onnx"].status, by["inline.onnx"].streamed) == ("ok", False)
     assert by["ext/big.onnx"].direct_sparsity == by["inline.onnx"].direct_sparsity
     assert list((tmp_path / "out" / "ext").glob("big.onnx.*.data"))
-    # Options the streaming path cannot do fail that model with a message saying why.
+    # Options the streaming path cannot do load the model whole (stream=auto)...
     lamp = run_batch(
         tmp_path / "zoo", tmp_path / "lamp", options=PruneOptions(sparsity=0.6, score="lamp")
     )
     by = {r.model: r for r in lamp.results}
-    assert by["inline.onnx"].status == "ok"
-    assert "score 'lamp' does not stream" in by["ext/big.onnx"].error
+    assert [(r.status, r.streamed) for r in lamp.results] == [("ok", False), ("ok", False)]
+    assert by["ext/big.onnx"].direct_sparsity == by["inline.onnx"].direct_sparsity
+    # ...and fail that model with a message saying why when streaming is required.
+    always = PruneOptions(sparsity=0.6, score="lamp", stream="always")
+    by = {r.model: r for r in run_batch(tmp_path / "zoo", tmp_path / "a", options=always).results}
+    assert by["ext/big.onnx"].status == by["inline.onnx"].status == "failed"
+    assert "stream=always prunes tensor by tensor, which needs score magnitude" in (
+        by["ext/big.onnx"].error
+    )
 
 
 def test_consumed_index_matches_to_consumed():

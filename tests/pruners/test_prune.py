@@ -206,7 +206,7 @@ def test_external_scores_keyed_by_weight_name():
         ({"sparsity": 0.5, "layers": "("}, "not a regular expression"),
         ({"sparsity": 0.5, "layers": "zzz"}, "leave no prunable weight"),
         ({}, "nothing to do"),
-        ({"sparsity": 0.5, "nm": "2:4"}, "either --sparsity or --nm"),
+        ({"sparsity": 0.5, "nm": "2:4"}, "either sparsity or nm, not both"),
         ({"masks": {"nope": np.ones(3, bool)}}, "masks name no prunable weight"),
         ({"masks": {"fc0.weight": np.ones((16, 12), bool)}}, "has shape (16, 12)"),
     ],

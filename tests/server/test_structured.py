@@ -137,7 +137,7 @@ def test_compact_of_a_dense_model_removes_nothing_and_refuses_overwriting(addres
         ({"effective": True}, "structured takes no effective"),
         ({"nm": "2:4", "min_threshold": 0.0}, "structured takes no min_threshold, nm"),
         ({"sparsity": None}, "structured needs sparsity"),
-        ({"structured": "lamp"}, "criterion 'lamp' must be one of ['l1', 'l2', 'random']"),
+        ({"structured": "lamp"}, "structured 'lamp' must be one of l1, l2, random"),
         ({"round_to": 0}, "round_to=0 must be at least 1"),
         ({"structured": None, "scope": "global"}, "scope needs structured"),
         ({"structured": None, "round_to": 8}, "round_to needs structured"),

@@ -11,9 +11,9 @@ import pytest
 from onnx import helper, numpy_helper, shape_inference
 
 from onnxprune.cli import main
-from onnxprune.pruners.prune import prune
 from onnxprune.sparsity import analyze
 from onnxprune.structured import compact
+from onnxprune.verbs import prune
 from tests.helpers import single_io_model
 from tests.structured._common import close, params, run
 
