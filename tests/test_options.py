@@ -84,7 +84,7 @@ def test_check_prune_takes_what_a_path_can_do(options, inputs):
 
 
 def test_the_default_spelling_is_the_option_name():
-    with pytest.raises(InvalidOptionError, match="^round_to needs structured$"):
+    with pytest.raises(InvalidOptionError, match=r"^round_to needs structured$"):
         check_prune(PruneOptions(round_to=4))
 
 
@@ -109,7 +109,7 @@ def test_merge_options_reads_loose_data_with_its_place_in_the_message():
         with pytest.raises(InvalidOptionError) as error:
             merge_options(PruneOptions(), given, "m.yaml")
         assert str(error.value).startswith(message), str(error.value)
-    with pytest.raises(InvalidOptionError, match="^sparsity=2.0 must be in"):
+    with pytest.raises(InvalidOptionError, match=r"^sparsity=2\.0 must be in"):
         merge_options(PruneOptions(), {"sparsity": 2.0})  # no place: the bare message
 
 

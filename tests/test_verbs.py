@@ -117,7 +117,7 @@ def test_a_model_with_external_data_streams_when_the_options_allow_it(tmp_path):
     for name in a.files:
         np.testing.assert_array_equal(a[name], b[name])
     assert streamed.report.to_dict() == in_memory.report.to_dict()
-    with pytest.raises(InvalidOptionError, match="stream=always .* needs score magnitude"):
+    with pytest.raises(InvalidOptionError, match=r"stream=always .* needs score magnitude"):
         onnxprune.prune(source, sparsity=0.7, score="lamp", stream="always", output=out / "x.onnx")
 
 
