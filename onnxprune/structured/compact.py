@@ -6,13 +6,14 @@ biases, through activations, BatchNormalization, residual sums and the like): th
 folded into the biases of the layers reading it, so the outputs do not change. Into a padded Conv
 the constant's contribution varies near the borders (the taps in the padding add nothing): it is
 folded as a fixed map over the output positions, added after the Conv (static spatial shapes
-needed). Where the constant cannot be folded exactly (padded averaging, a transposed conv,
-unknown shapes) the group is removed only when its constant is exactly zero. Removing units can
-leave units upstream unread and units downstream constant, so this repeats to a fixed point before
-the graph is cut once. Blocked groups (graph outputs, ops the handlers do not know, shared weights)
-stay, and so does at least one unit of every tensor. A dead filter of one member of a residual sum
-stays when another member keeps that channel alive: ONNX has no cheap way to add into a subset of
-channels.
+needed), when the parameters the removal frees pay for the kernel that map stores (compaction never
+grows a model; otherwise the units stay). Where the constant cannot be folded exactly (padded
+averaging, a transposed conv, unknown shapes) the group is removed only when its constant is
+exactly zero. Removing units can leave units upstream unread and units downstream constant, so this
+repeats to a fixed point before the graph is cut once. Blocked groups (graph outputs, ops the
+handlers do not know, shared weights) stay, and so does at least one unit of every tensor. A dead
+filter of one member of a residual sum stays when another member keeps that channel alive: ONNX has
+no cheap way to add into a subset of channels.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from onnx import numpy_helper
 from onnxprune.graph._shapes import infer_shapes
 from onnxprune.structured._constants import materialize
 from onnxprune.structured.blocked import BlockedGroup, blocked_groups
-from onnxprune.structured.groups import Folded, Groups, build_groups
+from onnxprune.structured.groups import Arrays, Consts, Consumer, Folded, Groups, build_groups
 from onnxprune.structured.surgery import cut, fold, foldable, read, zero
 from onnxprune.weights import attr
 
@@ -144,6 +145,7 @@ def _compact_once(ws: Workspace) -> CompactResult:
         reads = read(groups, arrays)
         dead = ~reads | foldable(groups, consts, arrays)
         new = _keep_one(groups, dead & ~groups.blocked & ~gone, gone)
+        new = _affordable(groups, new & reads, consts, arrays, pending) | (new & ~reads)
         if not new.any():
             break
         folded |= fold(groups, new & reads, consts, arrays, pending)
@@ -159,6 +161,67 @@ def _compact_once(ws: Workspace) -> CompactResult:
     cut(ws.model, groups, gone, arrays, pending)
     after = sum(t.size for t in arrays.values())
     return CompactResult(ws.model, removed, folds, ws.params, int(after), blocked_groups(groups))
+
+
+def _affordable(
+    groups: Groups, chosen: np.ndarray, consts: Consts, arrays: Arrays, pending: dict[str, Folded]
+) -> np.ndarray:
+    """``chosen`` less the groups whose folds into padded Convs would grow the model.
+
+    Such a fold stores a kernel and a shape once per Conv (``surgery.fold``): the parameters
+    the groups folded into padded Convs free must pay for all of them. While they do not, the
+    groups folded into the Conv that pays worst are kept.
+    """
+    freed = _freed(groups, arrays)
+    chosen = chosen.copy()
+    while True:
+        maps = [(c, _folded_into(groups, c, chosen, consts, pending)) for c in groups.consumers]
+        maps = [(c, into) for c, into in maps if into.any()]
+        if not maps:
+            return chosen
+        into_any = np.logical_or.reduce([into for _, into in maps])
+        costs = [_map_cost(c, arrays, groups.opset) for c, _ in maps]
+        if freed[into_any].sum() >= sum(costs):
+            return chosen
+        worst = min(range(len(maps)), key=lambda k: freed[maps[k][1]].sum() - costs[k])
+        chosen &= ~maps[worst][1]
+
+
+def _folded_into(
+    groups: Groups, c: Consumer, chosen: np.ndarray, consts: Consts, pending: dict[str, Folded]
+) -> np.ndarray:
+    """Per group: ``chosen``, and its constant would give padded Conv ``c`` a new folded map."""
+    into = np.zeros(groups.count, bool)
+    f = pending.get(c.node.output[0])
+    if c.window is None or not c.foldable or (f is not None and f.kernel is not None):
+        return into
+    labels = groups.of(c.tensor)
+    into[labels[chosen[labels] & (np.nan_to_num(consts[c.tensor]) != 0)]] = True
+    return into
+
+
+def _map_cost(c: Consumer, arrays: Arrays, opset: int) -> int:
+    """Parameters a padded Conv's folded map adds.
+
+    Its kernel, and the shape of the 1s it runs over (the 1s themselves before opset 9, which
+    has no ``ConstantOfShape``).
+    """
+    w = arrays[c.weight]
+    sizes = c.window.sizes_in
+    ones = len(sizes) + 2 if opset >= 9 else int(np.prod(sizes))
+    return w.shape[c.out_axis] * int(np.prod(w.shape[2:])) + ones
+
+
+def _freed(groups: Groups, arrays: Arrays) -> np.ndarray:
+    """Per group: the initializer elements that removing one of its units takes away."""
+    freed = np.zeros(groups.count, np.int64)
+    for s in groups.slices:
+        a = arrays[s.name]
+        np.add.at(freed, groups.of(s.tensor), a.size // max(a.shape[s.axis], 1))
+    for c in groups.consumers:
+        w = arrays[c.weight]
+        np.add.at(freed, groups.inputs(c), w.size // max(w.shape[c.in_axis], 1))
+    return freed
 
 
 def _keep_one(groups: Groups, new: np.ndarray, gone: np.ndarray) -> np.ndarray:

@@ -141,10 +141,10 @@ def _producer(
     def rule(consts, arrays, pending):
         base = np.zeros(n)
         if bias:
-            base = base + beta * arrays[bias].astype(np.float64).reshape(-1)
-        if out in pending:
+            base = base + arrays[bias].astype(np.float64).reshape(-1)
+        if out in pending:  # a bias to be: a Gemm scales it by beta too
             base = base + pending[out].per_unit()
-        consts[out] = np.where(rows_zero(arrays[wname], axis), base, NAN)
+        consts[out] = np.where(rows_zero(arrays[wname], axis), beta * base, NAN)
 
     b.rules.append(rule)
     return space
