@@ -59,7 +59,7 @@ def _assert_same(expected: list[np.ndarray], got: list[np.ndarray]) -> None:
 # --- property 1: structured pruning -------------------------------------------------------------
 
 
-@settings(max_examples=1500, deadline=None, derandomize=True)
+@settings(deadline=None, derandomize=True)  # examples: the profile (tests/conftest.py)
 @given(
     nets(),
     SPARSITIES,
@@ -120,7 +120,7 @@ def zeroed(drawn: Drawn, style: str, density: float, seed: int) -> onnx.ModelPro
     return model
 
 
-@settings(max_examples=1500, deadline=None, derandomize=True)
+@settings(deadline=None, derandomize=True)  # examples: the profile (tests/conftest.py)
 @given(
     nets(),
     st.sampled_from([*STYLES, "mixed"]),
