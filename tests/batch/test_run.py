@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from onnxprune import InvalidOptionError, analyze, prune
+from onnxprune import InvalidOptionError, analyze, compact, prune
 from onnxprune.batch import PruneOptions, merge_options, run_batch
 from onnxprune.pruners.masks import load_masks
 from tests.batch.models import eval_data, mlp, save, zoo
@@ -194,3 +194,41 @@ def test_ray_is_an_optional_extra(monkeypatch, tmp_path):
         InvalidOptionError, match=r"needs the 'ray' extra: pip install 'onnxprune\[ray\]'"
     ):
         run_batch(tmp_path / "zoo", tmp_path / "out", executor="ray")
+
+
+def test_a_manifest_prunes_structurally_and_compacts_by_the_same_entry(tmp_path):
+    # The batch takes every prune option: a structured model and a compacted one, each equal
+    # to what ``onnxprune.prune`` gives for the same options.
+    save(mlp(1), tmp_path / "zoo" / "s.onnx")
+    save(mlp(2), tmp_path / "zoo" / "c.onnx")
+    manifest = tmp_path / "zoo" / "batch.yaml"
+    manifest.write_text(
+        "models:\n"
+        "  - path: s.onnx\n"
+        "    options: {structured: l1, sparsity: 0.5}\n"
+        "  - path: c.onnx\n"
+        "    options: {sparsity: 0.9, allocation: uniform, compact: true}\n"
+    )
+    batch = run_batch(manifest, tmp_path / "out")
+    results = _by_model(batch)
+    assert [(r.status, r.error) for r in batch.results] == [("ok", None), ("ok", None)]
+    structured = prune(tmp_path / "zoo" / "s.onnx", structured="l1", sparsity=0.5)
+    written = onnx.load(tmp_path / "out" / "s.onnx")
+    shapes = {t.name: tuple(t.dims) for t in written.graph.initializer}
+    # 16 hidden units, half go: w1 [8, 8], w2 [8, 4].
+    assert shapes == {t.name: tuple(t.dims) for t in structured.model.graph.initializer}
+    assert shapes == {"w1": (8, 8), "w2": (8, 4)}
+    report = json.loads((tmp_path / "out" / "s.report.json").read_text())
+    assert report == structured.to_dict()
+    assert not (tmp_path / "out" / "s.masks.npz").exists()  # a structured prune writes no masks
+    assert results["s.onnx"].direct_sparsity is None
+    compacted = json.loads((tmp_path / "out" / "c.report.json").read_text())["compaction"]
+    by_hand = prune(tmp_path / "zoo" / "c.onnx", sparsity=0.9, allocation="uniform")
+    assert compacted["params_before"] == 192
+    assert compacted["params_after"] == sum(
+        int(np.prod(t.dims)) for t in onnx.load(tmp_path / "out" / "c.onnx").graph.initializer
+    )
+    assert compacted["removed"] == compact(by_hand.model).removed
+    # A rerun finds both done (a structured model has no masks file and still counts as done).
+    again = run_batch(manifest, tmp_path / "out")
+    assert [r.status for r in again.results] == ["skipped", "skipped"]

@@ -180,3 +180,14 @@ def test_unstructured_prune_takes_the_default_structured_fields(address, tmp_pat
     assert not remote.HasField("params_before")
     onnxprune.save_model(onnxprune.prune(MLP, sparsity=0.5).model, tmp_path / "local.onnx")
     assert (tmp_path / "p.onnx").read_bytes() == (tmp_path / "local.onnx").read_bytes()
+
+
+def test_prune_with_compact_equals_the_library(address, tmp_path):
+    # The request's `compact` option reaches the same entry as `onnxprune prune --compact`.
+    out = tmp_path / "c.onnx"
+    with Client(address) as client:
+        remote = client.prune(CNN, out, sparsity=0.9, compact=True)
+    local = onnxprune.prune(CNN, sparsity=0.9, compact=True)
+    _assert_same_model(out, local.model, CNN)
+    assert local.compaction.params_after < local.compaction.params_before
+    assert remote.report.direct_sparsity == pytest.approx(local.report.direct_sparsity)
