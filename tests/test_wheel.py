@@ -1,4 +1,4 @@
-"""The wheel: the package alone (no top-level ``server``), with its wire contract and ``py.typed``."""
+"""The wheel: the package alone (no top-level ``server``), its wire contract, ``py.typed``."""
 
 from __future__ import annotations
 
