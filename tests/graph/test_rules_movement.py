@@ -146,3 +146,30 @@ def test_onnx_version_of_slice_before_opset_10_reads_attributes():
     onnx.checker.check_model(model)
     (transfer,) = build_graph(model).steps[0].transfers
     np.testing.assert_array_equal(transfer.ids, [[1, 2]])
+
+
+def test_gather_beyond_a_symbolic_batch_falls_back():
+    # A voice-activity export keeps its state as [2, batch, 128] and gathers entry 1 of axis 0;
+    # here x is [N, 3] with N symbolic (counted as 1) and Gather(x, 1, axis=0) reads row 1 of
+    # it, which the batch-1 shape does not have. Before the fix: IndexError in the rule.
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["x", "i"], ["g"], axis=0),
+            helper.make_node("MatMul", ["g", "w"], ["y"]),
+        ],
+        "gather_batch",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [
+            numpy_helper.from_array(np.array(1, I64), "i"),
+            numpy_helper.from_array(np.ones((3, 2), np.float32), "w"),
+        ],
+    )
+    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+    built = build_graph(model)
+    assert [(f.op_type, "outside axis 0 of size 1" in f.reason) for f in built.fallbacks] == [
+        ("Gather", True)
+    ]
+    # With the batch fixed at 2, row 1 exists and Gather moves it: elements 3..5 of x.
+    fixed = build_graph(model, {"x": (2, 3)})
+    np.testing.assert_array_equal(fixed.steps[0].transfers[0].ids, [3, 4, 5])

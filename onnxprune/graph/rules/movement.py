@@ -165,14 +165,21 @@ def broadcast(node: NodeView) -> Move | Dense:
 
 @op_rule("Gather")
 def gather(node: NodeView) -> Move | Dense:
-    """``take`` along ``axis`` with constant indices; data-dependent indices mix densely."""
+    """``take`` along ``axis`` with constant indices; data-dependent indices mix densely.
+
+    Indices outside the static shape fall back too: a symbolic batch counts as 1, so a model
+    that gathers batch entry 1 (state tensors of recurrent exports do) cannot be followed.
+    """
     ids, indices = _ids(node, 0), node.const(1)
-    if ids is None:
+    if ids is None or ids.ndim == 0:
         return Dense(NEEDS_SHAPES)
     if indices is None:
         return Dense("Gather indices are computed at run time")
     axis = node.attr("axis", 0) % ids.ndim
-    return Move(np.take(ids, np.where(indices < 0, indices + ids.shape[axis], indices), axis=axis))
+    size = ids.shape[axis]
+    if np.any((indices < -size) | (indices >= size)):
+        return Dense(f"Gather indices outside axis {axis} of size {size} (a symbolic batch is 1)")
+    return Move(np.take(ids, np.where(indices < 0, indices + size, indices), axis=axis))
 
 
 @op_rule("DepthToSpace", "SpaceToDepth")
