@@ -31,7 +31,8 @@ from onnxprune.service.wire import MAX_CHUNK, SERVICE
 log = logging.getLogger("server")
 
 SPARE_THREADS = 8
-"""Threads beyond ``max_concurrent``: refusing a call, health watches and reflection need one."""
+"""Threads beyond ``max_concurrent`` and ``max_watches``: refusing a call, a health check and
+reflection need one."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def serve(address: str, config: ServerConfig) -> int:
 def _build(address: str, config: ServerConfig) -> _Built:
     runner = JobRunner(config.jobs, config.memory_limit)
     server = grpc.server(
-        ThreadPoolExecutor(max_workers=config.max_concurrent + SPARE_THREADS),
+        ThreadPoolExecutor(max_workers=config.max_concurrent + config.max_watches + SPARE_THREADS),
         interceptors=[
             RequestLog(),
             BearerAuth(config.token),
@@ -100,7 +101,7 @@ def _build(address: str, config: ServerConfig) -> _Built:
         ],
     )
     pb_grpc.add_PruningServiceServicer_to_server(PruningServicer(config, runner), server)
-    health_servicer = add_health(server)
+    health_servicer = add_health(server, config.max_watches, config.watch_seconds)
     if config.reflection:
         names = (SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
