@@ -24,6 +24,7 @@ from onnxprune.options import check_fraction
 from onnxprune.pruners.allocations.minimum_threshold import minimum_threshold
 from onnxprune.pruners.masks import apply_masks, load_masks, load_npz, masks_from_counts
 from onnxprune.pruners.nm import nm_masks, parse_nm
+from onnxprune.pruners.ranking import Ranking
 from onnxprune.pruners.registry import ScoreContext, get_allocation, get_score
 from onnxprune.pruners.targets import bisect_effective
 from onnxprune.report import SparsityReport
@@ -144,11 +145,24 @@ def prune_weights(
     if not o.effective:
         k = removal_count(o.sparsity, plan.total, plan.zeros_outside, total)
         return plan.finish(masks_for(k), (), 0)
+    # Each bisection step is a prefix of one score order, sorted once (no selection per step).
+    masks_for(0)  # the allocation checks the scores (NaN, sizes) once
+    ranking = Ranking.of(chosen, across_layers=get_allocation(o.allocation).name == "global")
+
+    def ranked_masks(k: int) -> dict[str, np.ndarray]:
+        if ranking.layers_in_order is not None:
+            counts = ranking.global_counts(k)
+        else:
+            counts = alloc(shapes, k / total, chosen) if total else {}
+        if sigma is not None:
+            counts = minimum_threshold(counts, shapes, sigma)
+        return ranking.masks(counts)
+
     # Removing every weight cuts every path; the search stops one short of it, which keeps
     # allocation targets inside [0, 1).
     top = max(total - 1, 0)
     search = bisect_effective(
-        lambda k: plan.effective(masks_for(k)), min(forced, top), top, o.sparsity
+        lambda k: plan.effective(ranked_masks(k)), min(forced, top), top, o.sparsity
     )
     notes = ()
     if search.effective_sparsity > o.sparsity:
@@ -156,7 +170,7 @@ def prune_weights(
             f"effective sparsity is already {search.effective_sparsity:.4f} before pruning, "
             f"above the target {o.sparsity}",
         )
-    return plan.finish(masks_for(search.removed), notes, search.analyses)
+    return plan.finish(ranked_masks(search.removed), notes, search.analyses)
 
 
 def _scores(
