@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from onnxprune.graph.build import Fallback
+from onnxprune.text import printable
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +156,7 @@ def format_table(report: SparsityReport) -> str:
     ]
     if report.fallbacks:
         out.append(f"fell back to dense mixing ({len(report.fallbacks)} nodes): ")
-        out += [f"  {f.op_type:<16} {f.node}: {f.reason}" for f in report.fallbacks]
+        out += [printable(f"  {f.op_type:<16} {f.node}: {f.reason}") for f in report.fallbacks]
     else:
         out.append("fell back to dense mixing: none")
     return "\n".join(out)
@@ -168,7 +169,8 @@ def text_table(
 
     Args:
         header: column titles.
-        rows: already formatted cells.
+        rows: already formatted cells; names in them are shown with control characters
+            escaped (``printable``), so a row is one line whatever the model calls a layer.
         align: one ``<`` (left) or ``>`` (right) per column; default all left.
 
     Example:
@@ -176,6 +178,7 @@ def text_table(
         ['a  bb', '-  --', '1   2']
     """
     align = align or "<" * len(header)
+    rows = [tuple(map(printable, row)) for row in rows]
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
@@ -294,10 +297,10 @@ class ValidationResult:
 
 def format_validation(result: ValidationResult) -> str:
     """The validation result as readable lines, ending with the gate line."""
-    model = result.model or "(in memory)"
+    model = printable(result.model or "(in memory)")
     out = [f"model:       {model} on {result.provider}"]
     if result.baseline_provider is not None:
-        baseline = result.baseline or "(in memory)"
+        baseline = printable(result.baseline or "(in memory)")
         out.append(f"baseline:    {baseline} on {result.baseline_provider}")
     out.append(f"samples:     {result.samples:,} in batches of {result.batch_size}")
     for label, value, reference in (

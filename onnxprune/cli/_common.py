@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import DEFAULT_MAX_BYTES
 from onnxprune.options import SCOPES, STREAM_MODES, PruneOptions, check_prune
+from onnxprune.text import printable
 
 EXIT_BUG = 1
 EXIT_GATE_FAILED = 3
@@ -152,13 +153,16 @@ def add_prune_flags(p: argparse.ArgumentParser, *, defaults: bool = True) -> Non
 
 
 def out(text: str) -> None:
-    """Print a result on stdout."""
-    print(text)  # noqa: T201 - the CLI is where printing belongs
+    """Print a result on stdout, its control characters escaped but line breaks.
+
+    JSON comes out unchanged: ``json.dumps`` has escaped them already.
+    """
+    print(printable(text, keep="\n"))  # noqa: T201 - the CLI is where printing belongs
 
 
 def err(text: str) -> None:
-    """Print one line on stderr."""
-    print(text, file=sys.stderr)  # noqa: T201
+    """Print one line on stderr, every control character escaped (newlines included)."""
+    print(printable(text), file=sys.stderr)  # noqa: T201
 
 
 def parse_input_shapes(specs: Sequence[str]) -> dict[str, tuple[int, ...]]:

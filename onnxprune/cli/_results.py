@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 
 from onnxprune.cli._common import out
+from onnxprune.text import printable
 
 
 def print_structured(summary: Mapping[str, object], args: argparse.Namespace) -> None:
@@ -15,7 +16,7 @@ def print_structured(summary: Mapping[str, object], args: argparse.Namespace) ->
         out(json.dumps(summary, indent=2))
         return
     for name, (kept, total) in summary["units"].items():
-        out(f"{name}: kept {kept} of {total} units")
+        out(f"{printable(name)}: kept {kept} of {total} units")
     out(f"parameters {summary['params_before']} -> {summary['params_after']}; wrote {args.output}")
 
 
@@ -28,5 +29,8 @@ def print_compact(summary: Mapping[str, object], args: argparse.Namespace) -> No
     for name, count in summary["removed"].items():
         n_folded = folded.get(name, 0)
         units = "unit" if count == 1 else "units"
-        out(f"{name}: removed {count} {units}" + (f" ({n_folded} folded)" if n_folded else ""))
+        out(
+            f"{printable(name)}: removed {count} {units}"
+            + (f" ({n_folded} folded)" if n_folded else "")
+        )
     out(f"parameters {summary['params_before']} -> {summary['params_after']}; wrote {args.output}")

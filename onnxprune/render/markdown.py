@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from onnxprune.render.build import build_document
 from onnxprune.render.document import Block, Document, Paragraph, Table, Verdict
+from onnxprune.text import printable
 
 _SPECIAL = frozenset("\\`*_[]<>|~&")
 
@@ -47,8 +48,11 @@ def write_markdown(document: Document) -> str:
 
 
 def escape(text: str) -> str:
-    """Text as literal Markdown: specials backslash-escaped, line breaks made spaces."""
-    text = " ".join(text.splitlines())
+    """Text as literal Markdown: specials backslash-escaped, line breaks made spaces.
+
+    Other control characters show as escapes (``printable``), as on a terminal.
+    """
+    text = printable(" ".join(text.splitlines()))
     return "".join(f"\\{c}" if c in _SPECIAL else c for c in text)
 
 
