@@ -15,6 +15,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from onnxprune import __version__
 from onnxprune.cli import (
@@ -36,6 +37,7 @@ from onnxprune.cli._common import (
     parse_input_shapes,
 )
 from onnxprune.errors import OnnxpruneError
+from onnxprune.text import printable
 
 __all__ = ["EXIT_BUG", "EXIT_GATE_FAILED", "EXIT_SOME_FAILED", "main", "parse_input_shapes"]
 
@@ -68,8 +70,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BUG
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line: ``onnxprune prune: error: ...``.
+
+    argparse prints the whole usage before the error (6 to 12 lines); the usage is one
+    ``--help`` away. Subcommand parsers are of this class too (``add_subparsers`` makes them
+    with the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print the error as one line on stderr and exit 2."""
+        self.exit(2, f"{self.prog}: error: {printable(message)}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="onnxprune",
         description="Prune ONNX models and report direct and effective sparsity.",
     )
