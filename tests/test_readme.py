@@ -13,6 +13,8 @@ continuations) is parsed by the real parser, ``onnxprune.cli._parser()``; nothin
 that does not exist, a missing required argument or a bad choice fails. And every ``--flag``
 the prose names in backticks must be a flag of some ``onnxprune`` command.
 
+YAML: the batch manifest shown is read by ``onnxprune.batch.collect_items`` as described.
+
 Layout: the README's "Layout" section lists every module and subpackage of ``onnxprune/``, and
 every path it lists exists.
 """
@@ -30,7 +32,9 @@ from pathlib import Path
 
 import pytest
 
+from onnxprune.batch import collect_items
 from onnxprune.cli import _parser
+from onnxprune.options import PruneOptions, check_prune
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -178,3 +182,24 @@ def test_layout_matches_the_tree():
     packages = {f"onnxprune/{p.parent.name}/" for p in package.glob("*/__init__.py")}
     unlisted = sorted((modules | packages | {"onnxprune/__init__.py"}) - set(listed))
     assert not unlisted, f"the Layout section does not list {unlisted}"
+
+
+def test_yaml_manifest_is_read_as_documented(tmp_path):
+    # The README's manifest, with the models and data it names, read by the batch's reader:
+    # defaults apply under each model's own options, and those are PruneOptions' fields.
+    (block,) = re.findall(r"^```yaml\n(.*?)^```$", TEXT, flags=re.MULTILINE | re.DOTALL)
+    (tmp_path / "manifest.yaml").write_text(block)
+    paths = re.findall(r"(?:path|data): (\S+)", block)
+    for path in paths:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"")
+    items = collect_items(tmp_path / "manifest.yaml", tmp_path / "out", PruneOptions())
+    assert [item.name for item in items] == [p for p in paths if p.endswith(".onnx")]
+    resnet, bert, mobilenet = (item.options for item in items)
+    assert (resnet.sparsity, resnet.allocation) == (0.9, "erk")
+    assert (bert.sparsity, bert.allocation, bert.min_threshold) == (0.5, "global", 0.001)
+    assert str(items[1].output) == "bert/pruned.onnx"
+    assert items[1].memory_limit == 16 * 2**30
+    assert (mobilenet.structured, mobilenet.sparsity, mobilenet.round_to) == ("l1", 0.3, 8)
+    check_prune(bert)
+    check_prune(mobilenet)
