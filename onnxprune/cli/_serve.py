@@ -64,6 +64,13 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--grace", type=float, default=30.0, help="seconds calls in flight get on shutdown"
     )
+    p.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="end an upload that sends nothing for this long (DEADLINE_EXCEEDED; default 60)",
+    )
     p.add_argument("--work-dir", metavar="DIR", help="where uploads are spooled (default: temp)")
     add_debug(p)
     p.set_defaults(run=_serve)
@@ -95,6 +102,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         jobs=args.jobs,
         memory_limit=parse_size(args.memory_limit) or 0,
         grace=args.grace,
+        upload_timeout=args.upload_timeout,
         work_dir=args.work_dir,
     )
 

@@ -40,6 +40,8 @@ class ServerConfig:
         jobs: most jobs running at once in worker processes; more wait for a free worker.
         memory_limit: address-space limit of each worker process in bytes; 0 for none.
         grace: seconds in-flight calls get to finish on shutdown.
+        upload_timeout: seconds an upload may go without a message; then the call ends with
+            ``DEADLINE_EXCEEDED``, freeing its slot and removing what was spooled.
         max_watches: most health ``Watch`` streams open at once (they need no token); more
             get ``RESOURCE_EXHAUSTED``.
         watch_seconds: how long a health ``Watch`` stream stays open at most.
@@ -54,6 +56,7 @@ class ServerConfig:
     jobs: int = 2
     memory_limit: int = 32 * 2**30
     grace: float = 30.0
+    upload_timeout: float = 60.0
     max_watches: int = 8
     watch_seconds: float = 600.0
     work_dir: str | None = None
@@ -64,8 +67,9 @@ class ServerConfig:
                 raise InvalidOptionError(f"{name}={getattr(self, name)} must be at least 1")
         if self.memory_limit < 0 or self.grace < 0:
             raise InvalidOptionError("memory limit and grace period must not be negative")
-        if not self.watch_seconds > 0:
-            raise InvalidOptionError(f"watch_seconds={self.watch_seconds} must be positive")
+        for name in ("upload_timeout", "watch_seconds"):
+            if not getattr(self, name) > 0:
+                raise InvalidOptionError(f"{name}={getattr(self, name)} must be positive")
         if self.token is not None and not self.token:
             raise InvalidOptionError("the token must not be empty")
 

@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
 from onnxprune.service.config import ServerConfig
+from onnxprune.service.deadlines import idle_limited
 from onnxprune.service.jobs import Cancelled, JobRunner
 from onnxprune.service.messages import methods_message
 from onnxprune.service.status import abort
@@ -87,6 +88,7 @@ class PruningServicer(pb_grpc.PruningServiceServicer):
         self, requests: Iterator[Message], context: grpc.ServicerContext, job: str, tmp: Path
     ) -> Iterator[Message]:
         response, result_field = RESPONSES[job]
+        requests = idle_limited(requests, self._config.upload_timeout)
         upload = receive(requests, tmp / "in", self._config.max_bytes)
         header, paths = yield from _relay(
             upload, lambda fraction: _progress(response, "upload", fraction)
