@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import stat
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -186,7 +187,10 @@ def _data_files(path: Path) -> list[Path]:
 
 
 def check_writable(path: Path) -> None:
-    """Refuse an output path whose folder is missing or that names a folder.
+    """Refuse an output path whose folder is missing, or that names anything but a file.
+
+    Outputs are written beside and renamed over ``path``: a device, FIFO or socket there
+    (``-o /dev/null``) would be replaced by a regular file, so it is refused.
 
     Raises:
         InvalidOptionError: one line naming the path.
@@ -196,6 +200,21 @@ def check_writable(path: Path) -> None:
         raise InvalidOptionError(f"cannot write {path}: it is a folder")
     if not path.parent.is_dir():
         raise InvalidOptionError(f"cannot write {path}: folder {path.parent} does not exist")
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # nothing there (or a dangling link, which the rename replaces)
+        return
+    if not stat.S_ISREG(mode):
+        kind = next((k for test, k in _SPECIAL_FILES if test(mode)), "not a regular file")
+        raise InvalidOptionError(f"cannot write {path}: it is a {kind}; outputs are regular files")
+
+
+_SPECIAL_FILES = (
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISSOCK, "socket"),
+)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

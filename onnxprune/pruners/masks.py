@@ -20,6 +20,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.errors import InvalidOptionError
+from onnxprune.model import check_writable
 from onnxprune.weights import ConstantResolver, WeightSource
 
 
@@ -122,6 +123,7 @@ class MaskWriter:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self._path = Path(path)
+        check_writable(self._path)
         self._tmp = self._path.with_name(f".{self._path.name}.{uuid.uuid4().hex}.tmp.npz")
         self._zip = zipfile.ZipFile(self._tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
 

@@ -40,7 +40,7 @@ from onnxprune.errors import (
     InvalidOptionError,
     RemoteError,
 )
-from onnxprune.model import external_tensors
+from onnxprune.model import check_writable, external_tensors
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
 from onnxprune.service.wire import (
@@ -363,6 +363,7 @@ class _Downloads:
         else:
             raise InvalidModelError(f"unexpected {kind!r} message from the server")
         final.parent.mkdir(parents=True, exist_ok=True)
+        check_writable(final)
         temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
         self._written.append((temporary, final))
         for done in receive_file(
