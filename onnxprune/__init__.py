@@ -12,6 +12,7 @@ from onnxprune.errors import (
     InvalidOptionError,
     LimitExceededError,
     OnnxpruneError,
+    OutputError,
     ShapeError,
 )
 from onnxprune.model import load_model, save_model
@@ -32,6 +33,7 @@ __all__ = [
     "LayerSparsity",
     "LimitExceededError",
     "OnnxpruneError",
+    "OutputError",
     "PruneOptions",
     "PruneResult",
     "ShapeError",

@@ -9,6 +9,8 @@ The tree, with the exit code and the status name of each class::
     ├── LimitExceededError         2  RESOURCE_EXHAUSTED  model bytes or tensor count over a limit
     ├── ShapeError                 2  INVALID_ARGUMENT    the exact level needs static shapes
     ├── DatasetError               2  INVALID_ARGUMENT    evaluation data that does not fit
+    ├── OutputError                2  RESOURCE_EXHAUSTED  an output cannot be written: disk
+    │                                                     full, read-only or forbidden folder
     └── RemoteError                1  UNKNOWN             the server failed a call (INTERNAL,
         │                                                 UNKNOWN, DEADLINE_EXCEEDED, ...)
         ├── CallRefusedError       2  FAILED_PRECONDITION the server refused the call (token,
@@ -75,6 +77,18 @@ class ShapeError(OnnxpruneError):
 
 class DatasetError(OnnxpruneError):
     """Evaluation data does not match the model's inputs."""
+
+
+class OutputError(OnnxpruneError):
+    """An output could not be written: the disk is full, the folder is read-only or forbidden.
+
+    Nothing partial is left (outputs are written under temporary names and renamed); the
+    message names the output and the system's reason. Exit 2, as for any input the user can
+    fix by choosing another place; a server whose own disk is full answers
+    ``RESOURCE_EXHAUSTED``.
+    """
+
+    grpc_status: ClassVar[str] = "RESOURCE_EXHAUSTED"
 
 
 class RemoteError(OnnxpruneError):

@@ -8,12 +8,14 @@ weights are inside a model is ``onnxprune.weights``' business.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
 import stat
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,12 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
-from onnxprune.errors import InvalidModelError, InvalidOptionError, LimitExceededError
+from onnxprune.errors import (
+    InvalidModelError,
+    InvalidOptionError,
+    LimitExceededError,
+    OutputError,
+)
 
 DEFAULT_MAX_BYTES = 8 * 2**30
 """Default limit on the bytes of a model (file plus external data) that ``load_model`` accepts."""
@@ -153,8 +160,9 @@ def commit_model(path: Path, write: Callable[[Path, Path | None], None], *, exte
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     data_file = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.data") if external else None
     try:
-        write(tmp, data_file)
-        os.replace(tmp, path)
+        with writing(path, tmp, *([data_file] if data_file else [])):
+            write(tmp, data_file)
+            os.replace(tmp, path)
     except BaseException:
         if data_file is not None:
             data_file.unlink(missing_ok=True)
@@ -218,14 +226,61 @@ _SPECIAL_FILES = (
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    """Write ``text`` to ``path`` through a temporary file and a rename.
+
+    Raises:
+        InvalidOptionError: ``path`` cannot be an output (``check_writable``).
+        OutputError: the system refused the write (disk full, read-only folder).
+    """
     check_writable(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        with writing(path, tmp):
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def make_folder(folder: Path) -> None:
+    """Create an output folder and its parents, if missing.
+
+    Raises:
+        OutputError: the system refused (read-only or forbidden parent, a file in the way).
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create folder {folder}: {e.strerror or e}") from e
+
+
+OUTPUT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+)
+"""What a write refused by the system raises: disk full or over quota, a file over the size
+limit, a read-only or forbidden folder."""
+
+
+@contextmanager
+def writing(path: Path, *ours: Path) -> Iterator[None]:
+    """Report a failed write of the output ``path`` as an ``OutputError`` naming it.
+
+    An ``OSError`` in ``OUTPUT_ERRNOS`` about ``path``, one of ``ours`` (its temporary and data
+    files) or no file at all (a ``write`` on a full disk) becomes one line; any other error,
+    reading an input for one, passes unchanged.
+
+    Raises:
+        OutputError: ``cannot write out.onnx: No space left on device``.
+    """
+    try:
+        yield
+    except OSError as e:
+        mine = {Path(path), *map(Path, ours)}
+        if e.errno not in OUTPUT_ERRNOS or (
+            e.filename is not None and Path(e.filename) not in mine
+        ):
+            raise
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
 
 
 def _write_with_external_data(model: onnx.ModelProto, tmp: Path, data_file: Path) -> None:

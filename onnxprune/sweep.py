@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
-from onnxprune.model import load_model, write_text_atomic
+from onnxprune.model import load_model, make_folder, write_text_atomic
 from onnxprune.outputs import save_pruned
 from onnxprune.processes import run_in_processes
 from onnxprune.pruners.registry import get_allocation, get_score
@@ -167,11 +167,13 @@ def sweep(
     """
     if jobs < 1:
         raise InvalidOptionError(f"jobs={jobs} must be at least 1")
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise InvalidOptionError(f"--out {folder} is a file, not a folder")
     source = Path(model)
     load_model(source)  # bad models fail here, once, not in every run
     dataset = load_dataset(data, source)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     dense = validate(source, dataset, provider=provider, batch_size=batch_size)
     tasks = [
         _Task(

@@ -25,8 +25,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import zipfile
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Integral
@@ -39,14 +37,13 @@ import onnxruntime as ort
 from onnxprune.errors import DatasetError, InvalidModelError, InvalidOptionError
 from onnxprune.feeds import batches, check_feeds, fixed_batch_size, graph_inputs, session_for
 from onnxprune.model import ModelSource, load_model
+from onnxprune.pruners.masks import UNREADABLE_NPZ
 from onnxprune.report import GateResult, ValidationResult
 from onnxprune.runtime import create_session
 
 LABELS = "labels"
 """Name of the optional array of integer class labels in a dataset."""
 
-_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
-"""What reading a damaged ``.npz`` raises (a truncated archive, a bad member, pickled data)."""
 _TOLERANCE = 1e-9  # gate comparisons of fractions: 0.97 - 0.96 is 0.010000000000000009
 
 
@@ -105,7 +102,7 @@ def load_dataset(path: str | os.PathLike, model: ModelSource) -> Dataset:
         with data:
             feeds = check_feeds(proto, inputs, data, "dataset")
             labels = np.asarray(data[LABELS]) if LABELS in data else None
-    except _UNREADABLE as e:
+    except UNREADABLE_NPZ as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DatasetError(f"dataset {path.name} is not a readable .npz: {reason}") from e
     samples = next(iter(feeds.values())).shape[0]

@@ -78,9 +78,12 @@ def collect_items(
         data_dir: where evaluation data is looked up by relative path.
 
     Raises:
-        InvalidOptionError: a missing source, a bad manifest, two models with the same output.
+        InvalidOptionError: a missing source, a bad manifest, two models with the same output,
+            an output folder that is a file.
     """
     source, out = Path(source), Path(out)
+    if out.exists() and not out.is_dir():
+        raise InvalidOptionError(f"--out {out} is a file, not a folder")
     data_root = None if data_dir is None else Path(data_dir)
     if data_root is not None and not data_root.is_dir():
         raise InvalidOptionError(f"--data-dir {data_root} is not a directory")

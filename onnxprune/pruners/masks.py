@@ -11,6 +11,7 @@ import math
 import os
 import uuid
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.errors import InvalidOptionError
-from onnxprune.model import check_writable
+from onnxprune.model import check_writable, writing
 from onnxprune.weights import ConstantResolver, WeightSource
 
 
@@ -125,7 +126,8 @@ class MaskWriter:
         self._path = Path(path)
         check_writable(self._path)
         self._tmp = self._path.with_name(f".{self._path.name}.{uuid.uuid4().hex}.tmp.npz")
-        self._zip = zipfile.ZipFile(self._tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+        with writing(self._path, self._tmp):
+            self._zip = zipfile.ZipFile(self._tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
 
     def add(self, name: str, shape: tuple[int, ...], chunks: Iterable[np.ndarray]) -> None:
         """Add mask ``name`` of ``shape`` from its C-order chunks (they must fill the shape)."""
@@ -142,7 +144,10 @@ class MaskWriter:
         """
         header = {"descr": "|b1", "fortran_order": False, "shape": tuple(int(d) for d in shape)}
         written = 0
-        with self._zip.open(f"{name}.npy", "w", force_zip64=True) as member:
+        with (
+            writing(self._path, self._tmp),
+            self._zip.open(f"{name}.npy", "w", force_zip64=True) as member,
+        ):
             np.lib.format.write_array_header_1_0(member, header)
 
             def write(chunk: np.ndarray) -> None:
@@ -160,9 +165,10 @@ class MaskWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            self._zip.close()
-            if exc_type is None:
-                os.replace(self._tmp, self._path)
+            with writing(self._path, self._tmp):
+                self._zip.close()
+                if exc_type is None:
+                    os.replace(self._tmp, self._path)
         finally:
             self._tmp.unlink(missing_ok=True)
 
@@ -177,12 +183,27 @@ def load_masks(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def load_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` file, with a one-line error naming ``what`` it was for."""
+    """The arrays of an ``.npz`` file, with a one-line error naming ``what`` it was for.
+
+    Raises:
+        InvalidOptionError: a missing file, a single ``.npy`` array, or anything that is not a
+            readable ``.npz`` (a damaged or fake archive, pickled data).
+    """
     path = Path(path)
     if not path.is_file():
         raise InvalidOptionError(f"{what} file not found: {path.name}")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, Mapping):
+            raise InvalidOptionError(
+                f"{what} file {path.name} is one .npy array, not an .npz of arrays by name"
+            )
+        with data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-        raise InvalidOptionError(f"{what} file {path.name} is not a readable .npz: {e}") from e
+    except UNREADABLE_NPZ as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InvalidOptionError(f"{what} file {path.name} is not a readable .npz: {reason}") from e
+
+
+UNREADABLE_NPZ = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+"""What reading a damaged ``.npz`` raises (a truncated or fake archive, a bad member, pickles)."""

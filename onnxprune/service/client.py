@@ -40,7 +40,7 @@ from onnxprune.errors import (
     InvalidOptionError,
     RemoteError,
 )
-from onnxprune.model import check_writable, external_tensors
+from onnxprune.model import check_writable, external_tensors, writing
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
 from onnxprune.service.wire import (
@@ -366,15 +366,17 @@ class _Downloads:
         check_writable(final)
         temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
         self._written.append((temporary, final))
-        for done in receive_file(
-            info, temporary, lambda: chunk_of(next(stream, None)), InvalidModelError
-        ):
-            progress("download", done / info.size)
+        with writing(final, temporary):
+            for done in receive_file(
+                info, temporary, lambda: chunk_of(next(stream, None)), InvalidModelError
+            ):
+                progress("download", done / info.size)
 
     def commit(self) -> None:
         """Rename every received file into place (data files first, the model last)."""
         for temporary, final in sorted(self._written, key=lambda w: w[1] == self._output):
-            os.replace(temporary, final)
+            with writing(final, temporary):
+                os.replace(temporary, final)
         self._written.clear()
 
     def discard(self) -> None:
