@@ -79,11 +79,11 @@ def _prune(args: argparse.Namespace) -> int:
         masked_out=args.masked_out,
         max_bytes=args.max_bytes,
     )
-    for line in result.warnings:
-        err(f"warning: {line}")
     if result.structured is not None:
         print_structured(result.structured.to_dict(), args)
         return 0
+    for line in result.warnings:
+        err(f"warning: {line}")
     if args.json:
         out(json.dumps(result.to_dict(), indent=2))
         return 0

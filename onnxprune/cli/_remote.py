@@ -12,6 +12,7 @@ model in the original shapes) is not offered remotely, and is refused.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from onnxprune.cli import _analyze, _compact, _prune, _validate
@@ -121,7 +122,10 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
         **options,
     )
     if args.structured:
-        print_structured(structured_dict(result), args)
+        summary = structured_dict(result)
+        if args.report_out:
+            write_text_atomic(Path(args.report_out), json.dumps(summary, indent=2))
+        print_structured(summary, args)
         return 0
     report = result.report
     if args.report_out:
@@ -138,9 +142,11 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
 
 
 def _compact_remote(client: Client, args: argparse.Namespace) -> int:
-    check_outputs(args.model, args.output)
-    result = client.compact(args.model, args.output, max_bytes=args.max_bytes)
-    print_compact(compact_dict(result), args)
+    check_outputs(args.model, args.output, args.report_out)
+    summary = compact_dict(client.compact(args.model, args.output, max_bytes=args.max_bytes))
+    if args.report_out:
+        write_text_atomic(Path(args.report_out), json.dumps(summary, indent=2))
+    print_compact(summary, args)
     return 0
 
 

@@ -16,10 +16,11 @@ def add(sub: argparse._SubParsersAction) -> None:
         "report",
         help="render a report JSON as Markdown and/or one self-contained HTML page with plots",
         description=(
-            "Render a JSON that onnxprune wrote (analyze --json, prune --report-out, a validation "
-            "result, a sweep, or {report, validation}) as Markdown tables and/or one HTML page "
-            "with the plots embedded (no external files or URLs). The JSON stays the source of "
-            "truth; outputs are written atomically."
+            "Render any JSON that onnxprune writes (analyze --json, prune --report-out with or "
+            "without --structured or --compact, compact --report-out, validate --report-out, "
+            "sweep.json, batch.json, or {report, validation}) as Markdown tables and/or one HTML "
+            "page with the plots embedded (no external files or URLs). The JSON stays the source "
+            "of truth; outputs are written atomically."
         ),
     )
     p.add_argument("report", metavar="REPORT.json", help="the report JSON (never overwritten)")

@@ -1,27 +1,49 @@
-"""How ``prune --structured`` and ``compact`` results print, locally and from ``remote``."""
+"""How ``prune --structured`` and ``compact`` results print, locally and from ``remote``.
+
+Both print from the result's JSON (``StructuredResult.to_dict``, ``CompactResult.to_dict``, or the
+same dict rebuilt from a server's reply), so a remote run prints exactly what a local one does:
+warnings on stderr, then one line per layer, the sparsity reached, the groups left alone and why
+(most groups first, ``BLOCKED_LINES`` reasons at most), and the parameters before and after.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from onnxprune.cli._common import out
+from onnxprune.cli._common import err, out
 from onnxprune.text import printable
+
+BLOCKED_LINES = 5
+"""Reasons listed under "left alone"; the rest are counted in one line (``--json`` has all)."""
+
+BLOCKED_LAYERS = 3
+"""Layers named per reason; the rest are counted."""
 
 
 def print_structured(summary: Mapping[str, object], args: argparse.Namespace) -> None:
-    """A structured prune's JSON (``StructuredResult.to_dict``): units kept, parameters."""
+    """A structured prune's JSON: warnings, units kept, sparsity reached, blocked, parameters."""
+    _warn(summary)
     if args.json:
         out(json.dumps(summary, indent=2))
         return
+    shares = summary["layer_sparsity"]
     for name, (kept, total) in summary["units"].items():
-        out(f"{printable(name)}: kept {kept} of {total} units")
+        out(f"{printable(name)}: kept {kept} of {total} units ({shares[name]:.2%} removed)")
+    target = f"target {summary['sparsity']:.2%}"
+    if summary["group_sparsity"] is None:
+        out(f"no group could be removed ({target})")
+    else:
+        removed, prunable = summary["groups_removed"], summary["groups_prunable"]
+        out(f"removed {removed} of {prunable} prunable groups: {summary['group_sparsity']:.2%} "
+            f"({target})")  # fmt: skip
+    _left_alone(summary["blocked"])
     out(f"parameters {summary['params_before']} -> {summary['params_after']}; wrote {args.output}")
 
 
 def print_compact(summary: Mapping[str, object], args: argparse.Namespace) -> None:
-    """A compaction's JSON (``CompactResult.to_dict``): units removed per layer, parameters."""
+    """A compaction's JSON: units removed per layer, blocked groups, parameters."""
     if args.json:
         out(json.dumps(summary, indent=2))
         return
@@ -33,4 +55,29 @@ def print_compact(summary: Mapping[str, object], args: argparse.Namespace) -> No
             f"{printable(name)}: removed {count} {units}"
             + (f" ({n_folded} folded)" if n_folded else "")
         )
+    _left_alone(summary["blocked"])
     out(f"parameters {summary['params_before']} -> {summary['params_after']}; wrote {args.output}")
+
+
+def _warn(summary: Mapping[str, object]) -> None:
+    for line in summary["warnings"]:
+        err(f"warning: {line}")
+
+
+def _left_alone(blocked: Sequence[Mapping[str, object]]) -> None:
+    """``left alone: N groups: <reason> (layers ...)``, one line per reason, most groups first."""
+    from onnxprune.structured.blocked import BlockedGroup, by_reason, plural
+
+    reasons = by_reason(BlockedGroup.from_dict(group) for group in blocked)
+    for group in reasons[:BLOCKED_LINES]:
+        shown = ", ".join(map(printable, group.layers[:BLOCKED_LAYERS]))
+        more = len(group.layers) - BLOCKED_LAYERS
+        layers = f"{shown} and {more} more" if more > 0 else shown
+        word = "layer" if len(group.layers) == 1 else "layers"
+        reason = printable(group.reason)
+        out(f"left alone: {plural(group.groups, 'group')}: {reason} ({word} {layers})")
+    rest = reasons[BLOCKED_LINES:]
+    if rest:
+        groups = plural(sum(group.groups for group in rest), "group")
+        reasons = plural(len(rest), "other reason")
+        out(f"left alone: {groups} more for {reasons} (--json lists them)")

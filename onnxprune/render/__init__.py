@@ -1,8 +1,9 @@
 """Render onnxprune's report JSON (the source of truth) as Markdown or a self-contained HTML page.
 
-``kinds.py`` recognizes the JSON (sparsity report, validation result, sweep, or a sparsity report
-with its validation), ``build.py`` turns it into a ``Document``, and ``markdown.py``, ``html.py``
-(with ``plots.py``) write that document. Needs matplotlib, which ``import onnxprune`` does not load.
+``kinds.py`` recognizes the JSON (sparsity report, structured prune, compaction, validation
+result, sweep, batch, or a sparsity report with its validation), ``build.py`` (with
+``structured.py``) turns it into a ``Document``, and ``markdown.py``, ``html.py`` (with
+``plots.py``) write that document. Needs matplotlib, which ``import onnxprune`` does not load.
 """
 
 from onnxprune.render._load import MAX_REPORT_BYTES, load_report

@@ -22,6 +22,7 @@ from onnxprune.render.document import (
     Verdict,
 )
 from onnxprune.render.kinds import OPTIONAL_VALIDATION_FIELDS, detect_kind
+from onnxprune.render.structured import compact_sections, structured_sections
 
 LAYER_HEADER = ("#", "layer", "op", "shape", "params", "direct", "effective", "dead in", "dead out")
 ITEM_HEADER = (
@@ -56,6 +57,10 @@ def build_document(data: Mapping) -> Document:
     kind = detect_kind(data)
     if kind == "sparsity":
         return Document("Sparsity report", sparsity_sections(data))
+    if kind == "structured":
+        return Document("Structured pruning", structured_sections(data))
+    if kind == "compact":
+        return Document("Compaction report", compact_sections(data))
     if kind == "validation":
         title = f"Validation: {fmt.text(data['model'])}"
         return Document(title, (validation_section(data, "Validation"),))
@@ -70,7 +75,7 @@ def build_document(data: Mapping) -> Document:
 
 
 def sparsity_sections(data: Mapping) -> tuple[Section, ...]:
-    """Totals, the per-layer table with its two plots, and the ops that fell back."""
+    """Totals, layers with two plots, fallback ops, and compaction after ``prune --compact``."""
     layers = data["layers"]
     totals = Table(
         ("quantity", "value"),
@@ -85,11 +90,14 @@ def sparsity_sections(data: Mapping) -> tuple[Section, ...]:
         ),
         (False, True),
     )
-    return (
+    sections = (
         Section("Totals", (totals,)),
         Section("Layers", _layer_blocks(layers)),
         Section("Fallback ops", (_fallback_paragraph(data["fallback_ops"]),)),
     )
+    if "compaction" in data:
+        sections += compact_sections(data["compaction"])
+    return sections
 
 
 def _layer_blocks(layers: list[Mapping]) -> tuple[Block, ...]:

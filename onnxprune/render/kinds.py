@@ -1,8 +1,11 @@
 """Which of onnxprune's JSON reports a dict is, checked against the documented keys.
 
-Five shapes are known (extra keys are allowed, missing or mistyped ones are not):
+Seven shapes are known (extra keys are allowed, missing or mistyped ones are not):
 
-- ``sparsity``: ``SparsityReport.to_dict()`` (``onnxprune analyze --json``, ``--report-out``);
+- ``sparsity``: ``SparsityReport.to_dict()`` (``onnxprune analyze --json``, ``prune
+  --report-out``), with a ``compaction`` (a ``compact`` result) after ``prune --compact``;
+- ``structured``: ``StructuredResult.to_dict()`` (``prune --structured --report-out``);
+- ``compact``: ``CompactResult.to_dict()`` (``onnxprune compact --report-out``);
 - ``validation``: ``ValidationResult.to_dict()``;
 - ``sweep``: ``SweepResult.to_dict()`` (``"kind": "sweep"``);
 - ``batch``: ``BatchResult.to_dict()`` (``"kind": "batch"``, ``onnxprune batch``'s batch.json);
@@ -16,7 +19,7 @@ from typing import Literal
 
 from onnxprune.errors import InvalidOptionError
 
-Kind = Literal["sparsity", "validation", "sweep", "batch", "combined"]
+Kind = Literal["sparsity", "structured", "compact", "validation", "sweep", "batch", "combined"]
 
 # What a field may hold: "num" (int or float, not bool), "str", "bool", "list", "dict";
 # a trailing "?" also allows null.
@@ -110,11 +113,42 @@ ITEM_FIELDS = {
     "error": "str?",
     "warnings": "list",
 }
+BLOCKED_FIELDS = {
+    "layers": "list",
+    "reason": "str",
+    "op_type": "str?",
+    "node": "str?",
+    "groups": "num",
+}
+COMPACT_FIELDS = {
+    "removed": "dict",
+    "folded": "dict",
+    "params_before": "num",
+    "params_after": "num",
+    "blocked": "list",
+}
+STRUCTURED_FIELDS = {
+    "sparsity": "num",
+    "scope": "str",
+    "round_to": "num",
+    "group_sparsity": "num?",
+    "groups_removed": "num",
+    "groups_prunable": "num",
+    "units": "dict",
+    "layer_sparsity": "dict",
+    "removed": "dict",
+    "params_before": "num",
+    "params_after": "num",
+    "warnings": "list",
+    "blocked": "list",
+}
 _KINDS_WITH_TAG = ("sweep", "batch")
 
 _EXPECTED = (
-    "a sparsity report (total_params, layers, ...), a validation result (top1, agreement, ...), "
-    'a sweep ("kind": "sweep"), a batch ("kind": "batch") or {"report": ..., "validation": ...}'
+    "a sparsity report (total_params, layers, ...), a structured prune (units, params_before, "
+    "...), a compaction (removed, folded, params_before, ...), a validation result (top1, "
+    'agreement, ...), a sweep ("kind": "sweep"), a batch ("kind": "batch") or {"report": ..., '
+    '"validation": ...}'
 )
 
 
@@ -125,7 +159,8 @@ def detect_kind(data: object) -> Kind:
         data: the parsed JSON.
 
     Returns:
-        ``"sparsity"``, ``"validation"``, ``"sweep"``, ``"batch"`` or ``"combined"``.
+        ``"sparsity"``, ``"structured"``, ``"compact"``, ``"validation"``, ``"sweep"``,
+        ``"batch"`` or ``"combined"``.
 
     Raises:
         InvalidOptionError: not an object, an unknown shape, or a known shape with a missing or
@@ -155,6 +190,12 @@ def detect_kind(data: object) -> Kind:
     if "total_params" in data and "layers" in data:
         check_sparsity(data)
         return "sparsity"
+    if "units" in data and "params_before" in data:
+        check_structured(data)
+        return "structured"
+    if "folded" in data and "params_before" in data:
+        check_compact(data)
+        return "compact"
     if "top1" in data and "agreement" in data:
         check_validation(data)
         return "validation"
@@ -163,12 +204,43 @@ def detect_kind(data: object) -> Kind:
 
 
 def check_sparsity(data: Mapping, where: str = "sparsity report") -> None:
-    """Check a sparsity report's keys, its layers' keys and its fallback op names."""
+    """Check a sparsity report's keys, layers, fallback ops and (``prune --compact``) compaction."""
     _check(data, SPARSITY_FIELDS, where)
     for i, layer in enumerate(data["layers"]):
         _check(layer, LAYER_FIELDS, f"{where} layers[{i}]")
         _check_items(layer["shape"], "num", f"{where} layers[{i}].shape")
     _check_items(data["fallback_ops"], "str", f"{where} fallback_ops")
+    if "compaction" in data:
+        check_compact(data["compaction"], f"{where} compaction")
+
+
+def check_structured(data: Mapping, where: str = "structured prune") -> None:
+    """Check a structured prune's keys: units as [kept, total] per layer, shares, blocked."""
+    _check(data, STRUCTURED_FIELDS, where)
+    for name, kept_total in data["units"].items():
+        if not (isinstance(kept_total, list) and len(kept_total) == 2):
+            raise InvalidOptionError(
+                f"{where}.units[{_short(name)}] must be [kept, total], got {_type_name(kept_total)}"
+            )
+        _check_items(kept_total, "num", f"{where}.units[{_short(name)}]")
+    _check_values(data["layer_sparsity"], "num", f"{where}.layer_sparsity")
+    _check_values(data["removed"], "num", f"{where}.removed")
+    _check_items(data["warnings"], "str", f"{where}.warnings")
+    _check_blocked(data["blocked"], where)
+
+
+def check_compact(data: Mapping, where: str = "compaction") -> None:
+    """Check a compaction's keys: units removed and folded per layer, parameters, blocked."""
+    _check(data, COMPACT_FIELDS, where)
+    _check_values(data["removed"], "num", f"{where}.removed")
+    _check_values(data["folded"], "num", f"{where}.folded")
+    _check_blocked(data["blocked"], where)
+
+
+def _check_blocked(blocked: list, where: str) -> None:
+    for i, group in enumerate(blocked):
+        _check(group, BLOCKED_FIELDS, f"{where} blocked[{i}]")
+        _check_items(group["layers"], "str", f"{where} blocked[{i}].layers")
 
 
 def check_validation(data: Mapping, where: str = "validation result") -> None:
@@ -216,6 +288,14 @@ def _check_items(items: list, spec: str, where: str) -> None:
         if not _holds(item, spec):
             raise InvalidOptionError(
                 f"{where}[{i}] must be {_describe(spec)}, got {_type_name(item)}"
+            )
+
+
+def _check_values(mapping: Mapping, spec: str, where: str) -> None:
+    for key, value in mapping.items():
+        if not _holds(value, spec):
+            raise InvalidOptionError(
+                f"{where}[{_short(key)}] must be {_describe(spec)}, got {_type_name(value)}"
             )
 
 

@@ -16,7 +16,7 @@ _SPECIAL = frozenset("\\`*_[]<>|~&")
 
 
 def render_markdown(data: Mapping) -> str:
-    """Render a report JSON (sparsity report, validation result, sweep or combined) as Markdown.
+    """Render any report JSON onnxprune writes (see ``kinds.py``) as Markdown.
 
     Args:
         data: the parsed JSON of a report.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from google.protobuf import json_format
@@ -13,7 +13,7 @@ from onnxprune.options import PruneOptions, merge_options
 from onnxprune.pruners.registry import ALIASES, ALLOCATIONS, CRITERIA, SCORES, Method
 from onnxprune.report import SparsityReport, ValidationResult, format_table, format_validation
 from onnxprune.service._proto import pruning_pb2 as pb
-from onnxprune.structured import CompactResult, StructuredResult
+from onnxprune.structured import BlockedGroup, CompactResult, StructuredResult
 
 
 def options_kwargs(options: Message) -> dict[str, Any]:
@@ -53,25 +53,44 @@ def validation_message(result: ValidationResult) -> pb.ValidationResult:
 
 
 def structured_message(result: StructuredResult) -> pb.PruneResult:
-    """A structured prune's result: units kept per layer, what compaction cut, parameters."""
+    """A structured prune's result as its message: every key of ``StructuredResult.to_dict``."""
     c = result.compaction
+    layer_sparsity = result.layer_sparsity
     return pb.PruneResult(
         warnings=list(result.warnings),
-        units=[pb.LayerUnits(name=n, kept=k, total=t) for n, (k, t) in result.units.items()],
+        units=[
+            pb.LayerUnits(name=n, kept=k, total=t, sparsity=layer_sparsity[n])
+            for n, (k, t) in result.units.items()
+        ],
         removed=_removed(c),
         params_before=c.params_before,
         params_after=c.params_after,
+        blocked=_blocked(result.blocked),
+        sparsity=result.sparsity,
+        scope=result.scope,
+        round_to=result.round_to,
+        group_sparsity=result.group_sparsity,
+        groups_removed=result.groups_removed,
+        groups_prunable=result.groups_prunable,
     )
 
 
 def structured_dict(message: pb.PruneResult) -> dict:
     """A structured prune's reply as ``StructuredResult.to_dict`` gives it locally."""
     return {
+        "sparsity": message.sparsity,
+        "scope": message.scope,
+        "round_to": message.round_to,
+        "group_sparsity": (message.group_sparsity if message.HasField("group_sparsity") else None),
+        "groups_removed": message.groups_removed,
+        "groups_prunable": message.groups_prunable,
         "units": {u.name: [u.kept, u.total] for u in message.units},
+        "layer_sparsity": {u.name: u.sparsity for u in message.units},
         "removed": {r.name: r.removed for r in message.removed},
         "params_before": message.params_before,
         "params_after": message.params_after,
         "warnings": list(message.warnings),
+        "blocked": _blocked_dicts(message.blocked),
     }
 
 
@@ -82,6 +101,7 @@ def compact_dict(message: pb.CompactResult) -> dict:
         "folded": {r.name: r.folded for r in message.removed if r.folded},
         "params_before": message.params_before,
         "params_after": message.params_after,
+        "blocked": _blocked_dicts(message.blocked),
     }
 
 
@@ -91,7 +111,27 @@ def compact_message(result: CompactResult) -> pb.CompactResult:
         removed=_removed(result),
         params_before=result.params_before,
         params_after=result.params_after,
+        blocked=_blocked(result.blocked),
     )
+
+
+def _blocked(blocked: tuple[BlockedGroup, ...]) -> list[pb.BlockedGroup]:
+    """Blocked groups as messages (a graph output leaves ``op_type`` and ``node`` unset)."""
+    return [json_format.ParseDict(group.to_dict(), pb.BlockedGroup()) for group in blocked]
+
+
+def _blocked_dicts(blocked: Iterable[pb.BlockedGroup]) -> list[dict]:
+    """Blocked groups as ``BlockedGroup.to_dict`` writes them (unset: ``None``)."""
+    return [
+        {
+            "layers": list(b.layers),
+            "reason": b.reason,
+            "op_type": b.op_type if b.HasField("op_type") else None,
+            "node": b.node if b.HasField("node") else None,
+            "groups": b.groups,
+        }
+        for b in blocked
+    ]
 
 
 def methods_message() -> pb.ListMethodsResponse:

@@ -9,6 +9,7 @@ filters into ``BlockedGroup`` values for the results of ``structured_prune`` and
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,43 @@ class BlockedGroup:
             "node": self.node,
             "groups": self.groups,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BlockedGroup:
+        """The value ``to_dict`` wrote (a result JSON, a reply from the server)."""
+        return cls(
+            tuple(data["layers"]), data["reason"], data["op_type"], data["node"], data["groups"]
+        )
+
+
+def by_reason(blocked: Iterable[BlockedGroup]) -> list[BlockedGroup]:
+    """One value per reason (groups summed, layers joined in order), most groups first.
+
+    What a reader wants first: the few things that keep most of the model whole.
+
+    Example:
+        >>> a = BlockedGroup(("w1",), "graph output 'y'", None, None, 2)
+        >>> b = BlockedGroup(("w2",), "graph output 'y'", None, None, 3)
+        >>> c = BlockedGroup(("w3",), "Softmax node 'sm': no rule", "Softmax", "sm", 4)
+        >>> [(g.reason, g.layers, g.groups) for g in by_reason([a, c, b])]
+        [("graph output 'y'", ('w1', 'w2'), 5), ("Softmax node 'sm': no rule", ('w3',), 4)]
+    """
+    merged: dict[str, BlockedGroup] = {}
+    for group in blocked:
+        seen = merged.get(group.reason)
+        if seen is None:
+            merged[group.reason] = group
+            continue
+        layers = seen.layers + tuple(n for n in group.layers if n not in seen.layers)
+        merged[group.reason] = BlockedGroup(
+            layers, seen.reason, seen.op_type, seen.node, seen.groups + group.groups
+        )
+    return sorted(merged.values(), key=lambda group: -group.groups)
+
+
+def plural(count: int, noun: str) -> str:
+    """``3 groups``, ``1 group``: a count with its noun (English ``s`` plural)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def blocked_groups(groups: Groups) -> tuple[BlockedGroup, ...]:

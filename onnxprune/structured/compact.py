@@ -55,12 +55,13 @@ class CompactResult:
     blocked: tuple[BlockedGroup, ...] = ()
 
     def to_dict(self) -> dict:
-        """JSON form: units removed (and of those folded) per layer, parameters."""
+        """JSON form: units removed (and of those folded) per layer, parameters, blocked groups."""
         return {
             "removed": dict(self.removed),
             "folded": dict(self.folded),
             "params_before": self.params_before,
             "params_after": self.params_after,
+            "blocked": [group.to_dict() for group in self.blocked],
         }
 
 

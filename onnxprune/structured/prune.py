@@ -24,7 +24,7 @@ from onnxprune.options import SCOPES
 from onnxprune.pruners.criteria import FilterStats
 from onnxprune.pruners.prune import name_filter
 from onnxprune.pruners.registry import CRITERIA
-from onnxprune.structured.blocked import BlockedGroup, blocked_groups
+from onnxprune.structured.blocked import BlockedGroup, blocked_groups, by_reason, plural
 from onnxprune.structured.compact import CompactResult, Workspace, compact_workspace
 from onnxprune.structured.groups import Groups
 from onnxprune.structured.surgery import filter_stats, write_back, zero
@@ -32,16 +32,28 @@ from onnxprune.structured.surgery import filter_stats, write_back, zero
 
 @dataclass(frozen=True)
 class StructuredResult:
-    """A structured-pruned model.
+    """A structured-pruned model, what it removed and how close it came to the target.
+
+    Sparsity is counted in dependency groups, the units pruning chooses (a residual sum's
+    channels are one group): ``group_sparsity`` is ``groups_removed / groups_prunable``, where
+    the prunable groups are all the groups of the layers that had at least one group free to go
+    (a layer whose groups all had to stay is left out: see ``blocked``). Per layer,
+    ``layer_sparsity`` is the share of the layer's units removed (``units``).
 
     Attributes:
         model: the compacted model.
         masked: the same pruning as zeros in the original shapes (same outputs as ``model``).
-        units: (kept, total) units chosen per layer, keyed by its weight name.
+        units: (kept, total) units chosen per layer, keyed by its weight name, for the layers
+            with a unit free to go.
         compaction: what compaction of ``masked`` removed.
         blocked: the groups that had to stay whole (a graph output, an op structured pruning
             cannot follow, a shared weight), with the layers they hold and why.
-        warnings: one line each.
+        warnings: one line each: the target missed by more than ``TOLERANCE``, nothing removed.
+        sparsity: the target asked for: the fraction of the groups to remove.
+        scope: ``"layer"`` or ``"global"``, as asked.
+        round_to: each layer kept a multiple of this many groups, as asked.
+        groups_removed: dependency groups removed.
+        groups_prunable: dependency groups of the layers it could prune.
     """
 
     model: onnx.ModelProto
@@ -50,18 +62,49 @@ class StructuredResult:
     compaction: CompactResult
     blocked: tuple[BlockedGroup, ...]
     warnings: tuple[str, ...] = ()
+    sparsity: float = 0.0
+    scope: str = "layer"
+    round_to: int = 1
+    groups_removed: int = 0
+    groups_prunable: int = 0
+
+    @property
+    def group_sparsity(self) -> float | None:
+        """The sparsity reached: groups removed / prunable groups (None when none was)."""
+        if not self.groups_prunable:
+            return None
+        return self.groups_removed / self.groups_prunable
+
+    @property
+    def layer_sparsity(self) -> dict[str, float]:
+        """Per layer of ``units``: the share of its units removed."""
+        return {name: (total - kept) / total for name, (kept, total) in self.units.items()}
 
     def to_dict(self) -> dict:
-        """JSON form: units kept of each layer, what compaction removed, parameters, warnings."""
+        """JSON form: target, reached sparsity, units, compaction, warnings, blocked groups."""
         c = self.compaction
         return {
+            "sparsity": self.sparsity,
+            "scope": self.scope,
+            "round_to": self.round_to,
+            "group_sparsity": self.group_sparsity,
+            "groups_removed": self.groups_removed,
+            "groups_prunable": self.groups_prunable,
             "units": {name: list(kept_total) for name, kept_total in self.units.items()},
+            "layer_sparsity": self.layer_sparsity,
             "removed": dict(c.removed),
             "params_before": c.params_before,
             "params_after": c.params_after,
             "warnings": list(self.warnings),
             "blocked": [group.to_dict() for group in self.blocked],
         }
+
+
+TOLERANCE = 0.05
+"""A reached sparsity further than this from the target gets a warning (5 points)."""
+
+MAIN_REASONS = 3
+"""How many blocking reasons the nothing-removed warning names."""
 
 
 def structured_prune(
@@ -109,7 +152,8 @@ def structured_prune(
     if (layers is not None or exclude is not None) and fixed.all():
         raise InvalidOptionError("--layers/--exclude leave no prunable unit to prune")
     choose = _per_layer if scope == "layer" else _global
-    drop = choose(scores, _layers(groups), fixed, sparsity, round_to)
+    layers_of = _layers(groups)
+    drop = choose(scores, layers_of, fixed, sparsity, round_to)
     zero(groups, drop, ws.arrays)
     masked = copy.deepcopy(ws.model)
     write_back(masked, ws.arrays)
@@ -119,7 +163,102 @@ def structured_prune(
         if not fixed[labels].all():
             units[s.name] = (int((~drop[labels]).sum()), int(labels.size))
     result = compact_workspace(ws)
-    return StructuredResult(result.model, masked, units, result, blocked_groups(groups))
+    blocked = blocked_groups(groups)
+    counted = [members for members in layers_of if not fixed[members].all()]
+    reached = _Reached(
+        sparsity,
+        scope,
+        round_to,
+        removed=sum(int(drop[m].sum()) for m in counted),
+        stayed=sum(int(fixed[m].sum()) for m in counted),
+        sizes=tuple(m.size for m in counted),
+    )
+    return StructuredResult(
+        result.model,
+        masked,
+        units,
+        result,
+        blocked,
+        reached.warnings(blocked),
+        sparsity,
+        scope,
+        round_to,
+        reached.removed,
+        reached.prunable,
+    )
+
+
+@dataclass(frozen=True)
+class _Reached:
+    """What a structured prune removed of the prunable groups, to explain a missed target.
+
+    Attributes:
+        sparsity, scope, round_to: as asked.
+        removed: groups removed.
+        stayed: groups of the prunable layers that had to stay (blocked or excluded).
+        sizes: the number of groups of each prunable layer.
+    """
+
+    sparsity: float
+    scope: str
+    round_to: int
+    removed: int
+    stayed: int
+    sizes: tuple[int, ...]
+
+    @property
+    def prunable(self) -> int:
+        """Groups of the layers with at least one group free to go."""
+        return sum(self.sizes)
+
+    def warnings(self, blocked: tuple[BlockedGroup, ...]) -> tuple[str, ...]:
+        """Nothing removed though asked to, or the target missed by more than ``TOLERANCE``."""
+        if self.sparsity == 0:
+            return ()
+        if not self.prunable:
+            return (_nothing_removed(blocked),)
+        reached = self.removed / self.prunable
+        if abs(reached - self.sparsity) <= TOLERANCE:
+            return ()
+        side = "below" if reached < self.sparsity else "above"
+        causes = "; ".join(self._causes())
+        return (
+            f"removed {reached:.2%} of the prunable groups ({self.removed} of {self.prunable}), "
+            f"{abs(reached - self.sparsity) * 100:.1f} points {side} the target "
+            f"{self.sparsity:.2%}" + (f": {causes}" if causes else ""),
+        )
+
+    def _causes(self) -> list[str]:
+        """What took the count away from ``sparsity * prunable``, in the order it applied."""
+        s, r = self.sparsity, self.round_to
+        multiple = f"each layer keeps a multiple of round_to={r} groups"
+        causes = []
+        if self.scope == "layer":
+            ceil_only = sum(n - _kept(n, s, 1) for n in self.sizes)
+            planned = sum(n - _kept(n, s, r) for n in self.sizes)
+            if ceil_only < s * self.prunable - 1e-9:
+                causes.append("each layer keeps ceil((1 - sparsity) * n) of its n groups")
+            if planned < ceil_only:
+                causes.append(multiple)
+        else:
+            planned = round(s * (self.prunable - self.stayed))
+            if self.removed < planned:
+                causes.append(multiple if r > 1 else "every layer keeps at least one group")
+        if self.stayed and (self.scope == "global" or self.removed < planned):
+            stayed = plural(self.stayed, "group")
+            causes.append(f"{stayed} of these layers had to stay (blocked or excluded)")
+        return causes
+
+
+def _nothing_removed(blocked: tuple[BlockedGroup, ...]) -> str:
+    """The warning when no group was free to go, naming the reasons holding the most groups."""
+    if not blocked:
+        return "nothing was removed: the model has no layer with units to prune"
+    reasons = by_reason(blocked)
+    shown = "; ".join(f"{b.reason} ({plural(b.groups, 'group')})" for b in reasons[:MAIN_REASONS])
+    more = len(reasons) - MAIN_REASONS
+    tail = f"; and {plural(more, 'more reason')}" if more > 0 else ""
+    return f"nothing was removed: every group is blocked, mainly by {shown}{tail}"
 
 
 def _layers(groups: Groups) -> list[np.ndarray]:

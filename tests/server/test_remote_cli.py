@@ -188,3 +188,45 @@ def test_remote_prune_structured_refuses_like_prune(address, tmp_path, capsys):
     assert code == 2
     assert err.startswith("InvalidOptionError: remote prune does not send back --masked-out")
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_remote_prune_structured_prints_sparsity_warnings_and_blocked_as_local(
+    address, tmp_path, capsys
+):
+    flags = ["--structured", "l1", "--sparsity", "0.3", "--scope", "global", "--round-to", "8"]
+    for run, extra in enumerate(([], ["--json"])):
+        folder = tmp_path / f"run{run}"
+        runs = []
+        for where, prefix in (("local", []), ("remote", ["remote"])):
+            (folder / where).mkdir(parents=True)
+            server = ["--server", address] if prefix else []
+            argv = [*prefix, "prune", str(CNN), "-o", str(folder / where / "out.onnx"), *flags]
+            report = ["--report-out", str(folder / where / "r.json")]
+            code, out, err = _run(capsys, *argv, *extra, *report, *server)
+            runs.append((code, out.replace(str(folder / where), "DIR"), err))
+        local, remote = runs
+        assert remote == local
+        assert local[2].startswith("warning: removed 12.50% of the prunable groups (8 of 64)")
+        written = (folder / "remote" / "r.json").read_text()
+        assert written == (folder / "local" / "r.json").read_text()
+        assert json.loads(written)["blocked"][0]["reason"] == "graph output 'logits'"
+        if not extra:
+            assert "removed 8 of 64 prunable groups: 12.50% (target 30.00%)" in local[1]
+            assert "left alone: 10 groups: graph output 'logits' (layer head.weight)" in local[1]
+
+
+def test_remote_compact_writes_its_report_out_as_local(address, tmp_path, capsys):
+    pruned = tmp_path / "pruned.onnx"
+    onnxprune.save_model(onnxprune.prune(CNN, sparsity=0.9).model, pruned)
+    runs = []
+    for where, prefix in (("local", []), ("remote", ["remote"])):
+        (tmp_path / where).mkdir()
+        server = ["--server", address] if prefix else []
+        argv = [*prefix, "compact", str(pruned), "-o", str(tmp_path / where / "out.onnx")]
+        report = ["--report-out", str(tmp_path / where / "r.json")]
+        code, out, err = _run(capsys, *argv, *report, *server)
+        runs.append((code, out.replace(str(tmp_path / where), "DIR"), err))
+    assert runs[0] == runs[1]
+    written = (tmp_path / "remote" / "r.json").read_text()
+    assert written == (tmp_path / "local" / "r.json").read_text()
+    assert json.loads(written)["params_before"] == 9770

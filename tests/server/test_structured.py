@@ -13,6 +13,7 @@ import onnxprune
 from onnxprune.errors import InvalidOptionError, LimitExceededError
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service.client import Client
+from onnxprune.service.messages import compact_dict, structured_dict
 from onnxprune.service.wire import file_info, read_chunks
 from onnxprune.structured import compact, structured_prune
 from tests.server.conftest import DATA, MLP, MODELS
@@ -70,6 +71,9 @@ def test_structured_prune_equals_the_library(address, tmp_path, model, options):
     assert {r.name: r.removed for r in remote.removed} == c.removed
     assert (remote.params_before, remote.params_after) == (c.params_before, c.params_after)
     assert remote.params_after < remote.params_before
+    assert structured_dict(remote) == local.to_dict()  # sparsity, warnings, blocked: all of it
+    assert remote.groups_removed == local.groups_removed > 0
+    assert [b.reason for b in remote.blocked] == [b.reason for b in local.blocked]
     assert not remote.HasField("report")
     assert not (tmp_path / "small.masks.npz").exists()  # a structured prune sends no masks
     assert sorted(p.name for p in tmp_path.iterdir()) == ["local.onnx", "small.onnx"]
@@ -106,6 +110,8 @@ def test_compact_equals_the_library(address, tmp_path):
         local.params_before,
         local.params_after,
     )
+    assert compact_dict(remote) == local.to_dict()
+    assert [(b.reason, b.groups) for b in remote.blocked] == [("graph output 'logits'", 10)]
     np.testing.assert_allclose(
         _outputs(tmp_path / "small.onnx", CNN), _outputs(pruned, CNN), rtol=1e-4, atol=1e-4
     )
@@ -191,3 +197,25 @@ def test_prune_with_compact_equals_the_library(address, tmp_path):
     _assert_same_model(out, local.model, CNN)
     assert local.compaction.params_after < local.compaction.params_before
     assert remote.report.direct_sparsity == pytest.approx(local.report.direct_sparsity)
+
+
+def test_blocked_groups_and_a_missed_target_travel_as_typed_fields(address, tmp_path):
+    # cnn_digits, global 0.3 rounded to 8: 8 of the 64 prunable groups go (12.5%), a warning;
+    # the head's 10 output channels (the graph output) stay.
+    options = {"structured": "l1", "sparsity": 0.3, "scope": "global", "round_to": 8}
+    with Client(address) as client:
+        remote = client.prune(CNN, tmp_path / "s.onnx", **options)
+    assert (remote.groups_removed, remote.groups_prunable) == (8, 64)
+    assert remote.group_sparsity == 0.125
+    assert (remote.sparsity, remote.scope, remote.round_to) == (0.3, "global", 8)
+    assert [(u.name, u.sparsity) for u in remote.units][-1] == ("down.weight", 0.25)
+    (blocked,) = remote.blocked
+    assert (list(blocked.layers), blocked.reason, blocked.groups) == (
+        ["head.weight"],
+        "graph output 'logits'",
+        10,
+    )
+    assert not blocked.HasField("op_type")
+    assert not blocked.HasField("node")
+    (warning,) = remote.warnings
+    assert warning.startswith("removed 12.50% of the prunable groups (8 of 64), 17.5 points below")

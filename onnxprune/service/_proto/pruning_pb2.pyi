@@ -137,14 +137,30 @@ class PruneRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[PruneHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class LayerUnits(_message.Message):
-    __slots__ = ("name", "kept", "total")
+    __slots__ = ("name", "kept", "total", "sparsity")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KEPT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SPARSITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     kept: int
     total: int
-    def __init__(self, name: _Optional[str] = ..., kept: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+    sparsity: float
+    def __init__(self, name: _Optional[str] = ..., kept: _Optional[int] = ..., total: _Optional[int] = ..., sparsity: _Optional[float] = ...) -> None: ...
+
+class BlockedGroup(_message.Message):
+    __slots__ = ("layers", "reason", "op_type", "node", "groups")
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    OP_TYPE_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    reason: str
+    op_type: str
+    node: str
+    groups: int
+    def __init__(self, layers: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., op_type: _Optional[str] = ..., node: _Optional[str] = ..., groups: _Optional[int] = ...) -> None: ...
 
 class LayerRemoved(_message.Message):
     __slots__ = ("name", "removed", "folded")
@@ -157,7 +173,7 @@ class LayerRemoved(_message.Message):
     def __init__(self, name: _Optional[str] = ..., removed: _Optional[int] = ..., folded: _Optional[int] = ...) -> None: ...
 
 class PruneResult(_message.Message):
-    __slots__ = ("report", "warnings", "analyses", "units", "removed", "params_before", "params_after")
+    __slots__ = ("report", "warnings", "analyses", "units", "removed", "params_before", "params_after", "blocked", "sparsity", "scope", "round_to", "group_sparsity", "groups_removed", "groups_prunable")
     REPORT_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     ANALYSES_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +181,13 @@ class PruneResult(_message.Message):
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     PARAMS_BEFORE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    ROUND_TO_FIELD_NUMBER: _ClassVar[int]
+    GROUP_SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_PRUNABLE_FIELD_NUMBER: _ClassVar[int]
     report: SparsityReport
     warnings: _containers.RepeatedScalarFieldContainer[str]
     analyses: int
@@ -172,7 +195,14 @@ class PruneResult(_message.Message):
     removed: _containers.RepeatedCompositeFieldContainer[LayerRemoved]
     params_before: int
     params_after: int
-    def __init__(self, report: _Optional[_Union[SparsityReport, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., analyses: _Optional[int] = ..., units: _Optional[_Iterable[_Union[LayerUnits, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ...) -> None: ...
+    blocked: _containers.RepeatedCompositeFieldContainer[BlockedGroup]
+    sparsity: float
+    scope: str
+    round_to: int
+    group_sparsity: float
+    groups_removed: int
+    groups_prunable: int
+    def __init__(self, report: _Optional[_Union[SparsityReport, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., analyses: _Optional[int] = ..., units: _Optional[_Iterable[_Union[LayerUnits, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ..., blocked: _Optional[_Iterable[_Union[BlockedGroup, _Mapping]]] = ..., sparsity: _Optional[float] = ..., scope: _Optional[str] = ..., round_to: _Optional[int] = ..., group_sparsity: _Optional[float] = ..., groups_removed: _Optional[int] = ..., groups_prunable: _Optional[int] = ...) -> None: ...
 
 class PruneResponse(_message.Message):
     __slots__ = ("progress", "model", "model_data", "masks", "chunk", "result")
@@ -217,14 +247,16 @@ class CompactRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[CompactHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class CompactResult(_message.Message):
-    __slots__ = ("removed", "params_before", "params_after")
+    __slots__ = ("removed", "params_before", "params_after", "blocked")
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     PARAMS_BEFORE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
     removed: _containers.RepeatedCompositeFieldContainer[LayerRemoved]
     params_before: int
     params_after: int
-    def __init__(self, removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ...) -> None: ...
+    blocked: _containers.RepeatedCompositeFieldContainer[BlockedGroup]
+    def __init__(self, removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ..., blocked: _Optional[_Iterable[_Union[BlockedGroup, _Mapping]]] = ...) -> None: ...
 
 class CompactResponse(_message.Message):
     __slots__ = ("progress", "model", "model_data", "chunk", "result")

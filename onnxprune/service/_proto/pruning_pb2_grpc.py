@@ -76,7 +76,8 @@ class PruningServiceServicer:
     def Prune(self, request_iterator, context):
         """Prune a model; returns the pruned model, its masks (.npz) and the report (`onnxprune prune`).
         A structured prune (`options.structured`, `onnxprune prune --structured`) returns the
-        compacted model and the units kept per layer instead, and no masks.
+        compacted model, the units kept per layer, the sparsity reached and the blocked groups
+        instead, and no masks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,135 @@
+"""Structured prune and compaction JSON -> sections: sparsity reached, units, groups left alone.
+
+``prune --structured`` writes ``StructuredResult.to_dict()``, ``compact`` writes
+``CompactResult.to_dict()`` and ``prune --compact`` adds the latter as ``compaction`` to its
+sparsity report; each becomes the same kind of sections as the other reports, every number read
+from the JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from onnxprune.render import _format as fmt
+from onnxprune.render.document import BarPlot, Bars, Block, Paragraph, Section, Table
+
+UNITS_HEADER = ("#", "layer", "units kept", "units", "removed")
+REMOVED_HEADER = ("layer", "units removed")
+FOLDED_HEADER = "of them folded"
+BLOCKED_HEADER = ("groups", "reason", "layers")
+BLOCKED_ROWS = 20
+"""Reasons listed in the "Left alone" table, most groups first; the rest are counted."""
+BLOCKED_LAYERS = 5
+"""Layers named per reason; the rest are counted."""
+
+
+def structured_sections(data: Mapping) -> tuple[Section, ...]:
+    """Target and reached sparsity, warnings, units per layer, compaction, groups left alone."""
+    totals = Table(
+        ("quantity", "value"),
+        (
+            ("target sparsity (groups)", fmt.percent(data["sparsity"])),
+            ("scope", data["scope"]),
+            ("round to", fmt.count(data["round_to"])),
+            ("groups removed", fmt.count(data["groups_removed"])),
+            ("prunable groups", fmt.count(data["groups_prunable"])),
+            ("sparsity reached (groups)", fmt.percent(data["group_sparsity"])),
+            *_parameters(data),
+        ),
+        (False, True),
+    )
+    blocks: list[Block] = [totals]
+    blocks += [Paragraph(f"Warning: {line}") for line in data["warnings"]]
+    return (
+        Section("Totals", tuple(blocks)),
+        Section("Layers", _unit_blocks(data["units"], data["layer_sparsity"], data["sparsity"])),
+        Section("Compaction", (_removed_table(data["removed"], None),)),
+        Section("Left alone", _blocked_blocks(data["blocked"])),
+    )
+
+
+def compact_sections(data: Mapping) -> tuple[Section, ...]:
+    """Parameters before and after, units removed (and folded) per layer, groups left alone."""
+    removed = data["removed"]
+    totals = Table(
+        ("quantity", "value"),
+        (
+            ("units removed", fmt.count(sum(removed.values()))),
+            ("of them folded into biases", fmt.count(sum(data["folded"].values()))),
+            *_parameters(data),
+        ),
+        (False, True),
+    )
+    return (
+        Section("Compaction", (totals, _removed_table(removed, data["folded"]))),
+        Section("Left alone", _blocked_blocks(data["blocked"])),
+    )
+
+
+def _parameters(data: Mapping) -> tuple[tuple[str, str], ...]:
+    before, after = data["params_before"], data["params_after"]
+    return (
+        ("parameters before", fmt.count(before)),
+        ("parameters after", fmt.count(after)),
+        ("parameters removed", fmt.percent((before - after) / before if before else None)),
+    )
+
+
+def _unit_blocks(
+    units: Mapping[str, list], shares: Mapping[str, float], target: float
+) -> tuple[Block, ...]:
+    if not units:
+        return (Paragraph("No layer had a unit free to go: see the groups left alone."),)
+    rows = tuple(
+        (str(i), name, fmt.count(kept), fmt.count(total), fmt.percent(shares[name]))
+        for i, (name, (kept, total)) in enumerate(units.items(), 1)
+    )
+    table = Table(UNITS_HEADER, rows, (True, False, True, True, True))
+    plot = BarPlot(
+        "Units removed per layer",
+        "units removed",
+        tuple(units),
+        (Bars("removed", tuple(float(shares[name]) for name in units)),),
+        percent=True,
+        caption=f"The share of each layer's units removed; the target was {fmt.percent(target)} "
+        "of the groups.",
+    )
+    return (table, plot)
+
+
+def _removed_table(removed: Mapping[str, float], folded: Mapping[str, float] | None) -> Block:
+    """Units removed per layer, and of them folded when the JSON says (``compact``'s does)."""
+    if not removed:
+        return Paragraph("Compaction removed no unit.")
+    if folded is None:
+        rows = tuple((name, fmt.count(count)) for name, count in removed.items())
+        return Table(REMOVED_HEADER, rows, (False, True))
+    rows = tuple(
+        (name, fmt.count(count), fmt.count(folded.get(name, 0))) for name, count in removed.items()
+    )
+    return Table((*REMOVED_HEADER, FOLDED_HEADER), rows, (False, True, True))
+
+
+def _blocked_blocks(blocked: Sequence[Mapping]) -> tuple[Block, ...]:
+    """One row per reason, most groups first (``by_reason``), capped at ``BLOCKED_ROWS``."""
+    from onnxprune.structured.blocked import BlockedGroup, by_reason
+
+    if not blocked:
+        return (Paragraph("None: every group could be followed."),)
+    reasons = by_reason(BlockedGroup.from_dict(group) for group in blocked)
+    rows = []
+    for group in reasons[:BLOCKED_ROWS]:
+        names = ", ".join(group.layers[:BLOCKED_LAYERS])
+        more = len(group.layers) - BLOCKED_LAYERS
+        if more > 0:
+            names += f" and {more} more"
+        rows.append((fmt.count(group.groups), group.reason, names))
+    blocks: list[Block] = [
+        Paragraph("Dependency groups that had to stay whole, and why."),
+        Table(BLOCKED_HEADER, tuple(rows), (True, False, False)),
+    ]
+    rest = reasons[BLOCKED_ROWS:]
+    if rest:
+        count = sum(group.groups for group in rest)
+        blocks.append(Paragraph(f"And {fmt.count(count)} groups for {len(rest)} other reasons."))
+    return tuple(blocks)
