@@ -183,6 +183,11 @@ def check_prune(
         )
 
 
+INTEGER_BOUNDS = {"rounds": (1, 10_000), "round_to": (1, 65_536), "seed": (0, 2**63 - 1)}
+"""Inclusive ranges of the integer options. Each SynFlow round rescores the whole network (the
+paper uses 100); no layer has more units than 65,536 to round to; seeds are what numpy takes."""
+
+
 def _check_values(options: PruneOptions) -> None:
     """Each option on its own: ranges, registered names, formats."""
     from onnxprune.pruners.nm import parse_nm
@@ -201,9 +206,12 @@ def _check_values(options: PruneOptions) -> None:
     _check_choice("stream", options.stream, STREAM_MODES)
     if options.structured is not None:
         _check_choice("structured", options.structured, sorted(CRITERIA))
-    for name in ("rounds", "round_to"):
-        if getattr(options, name) < 1:
-            raise InvalidOptionError(f"{name}={getattr(options, name)} must be at least 1")
+    for name, (low, high) in INTEGER_BOUNDS.items():
+        value = getattr(options, name)
+        if value < low:
+            raise InvalidOptionError(f"{name}={value} must be at least {low}")
+        if value > high:
+            raise InvalidOptionError(f"{name}={value} must be at most {high}")
     input_shapes_of(dict(options.input_shapes), "input_shapes")
 
 

@@ -55,6 +55,20 @@ from onnxprune.options import check_prune, merge_options
         (PruneOptions(sparsity=0.5, stream="maybe"), (), (), "stream 'maybe' must be one of"),
         (PruneOptions(sparsity=0.5, rounds=0), (), (), "rounds=0 must be at least 1"),
         (
+            PruneOptions(sparsity=0.5, rounds=2**31 - 1),
+            (),
+            (),
+            "rounds=2147483647 must be at most 10000",
+        ),
+        (PruneOptions(sparsity=0.5, seed=-1), (), (), "seed=-1 must be at least 0"),
+        (PruneOptions(sparsity=0.5, seed=2**63), (), (), "seed=9223372036854775808 must be at"),
+        (
+            PruneOptions(structured="l1", sparsity=0.5, round_to=2**31 - 1),
+            (),
+            (),
+            "round_to=2147483647 must be at most 65536",
+        ),
+        (
             PruneOptions(structured="l1", sparsity=0.5, round_to=0),
             (),
             (),
@@ -77,6 +91,8 @@ def test_check_prune_names_the_option_in_the_callers_words(options, inputs, outp
         (PruneOptions(sparsity=0.9, effective=True, score="lamp", allocation="uniform+"), ()),
         (PruneOptions(sparsity=0.3, structured="l2", scope="global", round_to=8, seed=3), ()),
         (PruneOptions(sparsity=0.5, compact=True, stream="never", level="exact"), ()),
+        (PruneOptions(sparsity=0.5, score="synflow", rounds=10_000, seed=2**63 - 1), ()),
+        (PruneOptions(sparsity=0.5, structured="l1", round_to=65_536), ()),
     ],
 )
 def test_check_prune_takes_what_a_path_can_do(options, inputs):

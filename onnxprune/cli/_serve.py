@@ -62,6 +62,13 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     add_renamed(p, "--worker-memory-mb", type=int, convert=_mebibytes)
     p.add_argument(
+        "--max-job-seconds",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="stop a job that runs longer (DEADLINE_EXCEEDED; default 3600)",
+    )
+    p.add_argument(
         "--grace", type=float, default=30.0, help="seconds calls in flight get on shutdown"
     )
     p.add_argument(
@@ -101,6 +108,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         max_concurrent=args.max_concurrent,
         jobs=args.jobs,
         memory_limit=parse_size(args.memory_limit) or 0,
+        max_job_seconds=args.max_job_seconds,
         grace=args.grace,
         upload_timeout=args.upload_timeout,
         work_dir=args.work_dir,

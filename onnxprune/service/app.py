@@ -87,7 +87,7 @@ def serve(address: str, config: ServerConfig) -> int:
 
 
 def _build(address: str, config: ServerConfig) -> _Built:
-    runner = JobRunner(config.jobs, config.memory_limit)
+    runner = JobRunner(config.jobs, config.memory_limit, config.max_job_seconds)
     server = grpc.server(
         ThreadPoolExecutor(max_workers=config.max_concurrent + config.max_watches + SPARE_THREADS),
         interceptors=[

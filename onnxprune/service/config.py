@@ -39,6 +39,8 @@ class ServerConfig:
         max_concurrent: most calls in flight; more get ``RESOURCE_EXHAUSTED``.
         jobs: most jobs running at once in worker processes; more wait for a free worker.
         memory_limit: address-space limit of each worker process in bytes; 0 for none.
+        max_job_seconds: seconds a job may run in its worker; then it is killed and the call
+            ends with ``DEADLINE_EXCEEDED`` (clients without a deadline cannot hold a worker).
         grace: seconds in-flight calls get to finish on shutdown.
         upload_timeout: seconds an upload may go without a message; then the call ends with
             ``DEADLINE_EXCEEDED``, freeing its slot and removing what was spooled.
@@ -55,6 +57,7 @@ class ServerConfig:
     max_concurrent: int = 16
     jobs: int = 2
     memory_limit: int = 32 * 2**30
+    max_job_seconds: float = 3600.0
     grace: float = 30.0
     upload_timeout: float = 60.0
     max_watches: int = 8
@@ -67,7 +70,7 @@ class ServerConfig:
                 raise InvalidOptionError(f"{name}={getattr(self, name)} must be at least 1")
         if self.memory_limit < 0 or self.grace < 0:
             raise InvalidOptionError("memory limit and grace period must not be negative")
-        for name in ("upload_timeout", "watch_seconds"):
+        for name in ("max_job_seconds", "upload_timeout", "watch_seconds"):
             if not getattr(self, name) > 0:
                 raise InvalidOptionError(f"{name}={getattr(self, name)} must be positive")
         if self.token is not None and not self.token:

@@ -8,7 +8,8 @@ with ``MemoryError`` (or kills that one process), never the server. There are at
 allocates faster); one that was cancelled, failed for any reason but bad input, or ran
 ``JOBS_PER_WORKER`` jobs is killed and its slot refilled at the next job. The caller's
 ``alive()`` is polled; when it turns false (client cancelled, deadline passed, server stopping)
-the worker is killed at once.
+the worker is killed at once. So is a job that runs longer than the server's time limit
+(``TimeLimitExceeded``): a client without a deadline cannot hold a worker for good.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import logging
 import multiprocessing
 import multiprocessing.forkserver
 import queue
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
 from onnxprune.errors import OnnxpruneError
 from onnxprune.service import worker as _worker
+from onnxprune.service.deadlines import TimeLimitExceeded
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +49,15 @@ class JobRunner:
     Args:
         workers: how many jobs may run at once; more wait for a free worker.
         memory_limit: address-space limit of each worker in bytes; 0 for none.
+        time_limit: seconds a job may run in its worker (waiting for one not counted).
     """
 
-    def __init__(self, workers: int, memory_limit: int) -> None:
+    def __init__(self, workers: int, memory_limit: int, time_limit: float) -> None:
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload([_worker.__name__])
         multiprocessing.forkserver.ensure_running()  # start importing the library now
         self._memory_limit = memory_limit
+        self._time_limit = time_limit
         self._slots: queue.LifoQueue[_Worker | None] = queue.LifoQueue()
         for _ in range(workers):
             self._slots.put(None)  # a slot without a process yet
@@ -67,6 +72,7 @@ class JobRunner:
 
         Raises:
             Cancelled: ``alive()`` turned false; the worker was killed.
+            TimeLimitExceeded: the job ran longer than the time limit; the worker was killed.
             OnnxpruneError: the library refused the input (raised again here).
             MemoryError: the job went over the memory limit.
             WorkerError: a bug in the job, or the worker died.
@@ -75,7 +81,7 @@ class JobRunner:
         healthy = False
         try:
             worker = worker or _Worker(self._context, self._memory_limit)
-            result = yield from worker.run(job, args, alive)
+            result = yield from worker.run(job, args, alive, self._time_limit)
         except OnnxpruneError:  # bad input: the worker itself is fine
             healthy = True
             raise
@@ -117,10 +123,11 @@ class _Worker:
         self._jobs = 0
 
     def run(
-        self, job: str, args: dict[str, Any], alive: Callable[[], bool]
+        self, job: str, args: dict[str, Any], alive: Callable[[], bool], time_limit: float
     ) -> Generator[Event, None, Any]:
         self._jobs += 1
         self._conn.send((job, args))
+        end = time.monotonic() + time_limit
         while True:
             if self._conn.poll(POLL_SECONDS):
                 message = self._receive()
@@ -132,6 +139,11 @@ class _Worker:
                 raise self._died()
             if not alive():
                 raise Cancelled
+            if time.monotonic() > end:
+                raise TimeLimitExceeded(
+                    f"the {job} job ran over this server's time limit of {time_limit:g} s "
+                    "(its --max-job-seconds) and was stopped"
+                )
 
     def reusable(self) -> bool:
         return self._process.is_alive() and self._jobs < JOBS_PER_WORKER

@@ -15,8 +15,9 @@ MODELS = Path(__file__).resolve().parents[2] / "models"
 MLP = MODELS / "mlp_digits.onnx"
 DATA = MODELS / "digits_test.npz"
 
-SLOW = {"sparsity": 0.5, "score": "synflow", "rounds": 10**6}
-"""Prune options that keep a worker busy for minutes (SynFlow, a million rounds): to cancel."""
+SLOW = {"sparsity": 0.5, "score": "synflow", "rounds": 10_000}
+"""Prune options that keep a worker busy for seconds (SynFlow, the most rounds allowed): to
+cancel, or to stop at a deadline or time limit."""
 
 StartServer = Callable[..., str]
 
