@@ -1,7 +1,7 @@
 """Batch pruning: many models, each in its own worker, resumable, locally or on Ray.
 
 - ``items.py``: the models of a directory or a manifest, with their options and data;
-- ``options.py``: the fingerprint of a run's options, memory sizes;
+- ``options.py``: the fingerprint of a run's options;
 - ``job.py``: the job one worker runs for one model (``run_job``), its result, and the check
   that a model is already done;
 - ``executors.py``: local worker processes or Ray tasks running ``run_job``;
@@ -19,7 +19,6 @@ Example:
 from onnxprune.batch.items import BatchItem, collect_items
 from onnxprune.batch.job import ItemResult, Job, run_job
 from onnxprune.batch.lock import lock_folder
-from onnxprune.batch.options import parse_size
 from onnxprune.batch.run import BatchResult, format_batch, run_batch
 from onnxprune.options import PruneOptions, merge_options
 
@@ -33,7 +32,6 @@ __all__ = [
     "format_batch",
     "lock_folder",
     "merge_options",
-    "parse_size",
     "run_batch",
     "run_job",
 ]

@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from onnxprune.batch.options import parse_size
 from onnxprune.errors import InvalidOptionError
 from onnxprune.options import PruneOptions, merge_options
+from onnxprune.sizes import parse_size
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_MANIFEST_BYTES = 16 * 2**20

@@ -1,4 +1,4 @@
-"""What identifies a batch item's run, and memory sizes as users write them.
+"""What identifies a batch item's run.
 
 A batch item's options are ``onnxprune.options.PruneOptions``, merged from the least to the most
 specific: the defaults of ``prune``, the command line's flags, a manifest's ``defaults``, then the
@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 
-from onnxprune.errors import InvalidOptionError
 from onnxprune.options import PruneOptions
 
 
@@ -27,23 +25,3 @@ def fingerprint(options: PruneOptions, data: str | os.PathLike | None, version: 
     }
     text = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
-_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-
-
-def parse_size(text: str | int | None) -> int | None:
-    """``"512M"``, ``"4G"``, ``"1.5GiB"`` or a number of bytes; ``0``, ``"none"``: no limit.
-
-    Raises:
-        InvalidOptionError: anything else.
-    """
-    if text is None or (isinstance(text, int) and not isinstance(text, bool)):
-        return text or None
-    if str(text).strip().lower() in ("none", "0"):
-        return None
-    match = _SIZE.fullmatch(str(text))
-    if match is None:
-        raise InvalidOptionError(f"memory limit {text!r} must look like 512M, 4G or a byte count")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()]) or None

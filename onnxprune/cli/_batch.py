@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from onnxprune.batch import PruneOptions, format_batch, merge_options, parse_size, run_batch
+from onnxprune.batch import PruneOptions, format_batch, merge_options, run_batch
 from onnxprune.batch.executors import EXECUTORS
 from onnxprune.batch.run import REPORT, RESULTS, SUMMARY
 from onnxprune.cli._common import (
@@ -22,6 +22,7 @@ from onnxprune.cli._common import (
     parse_input_shapes,
 )
 from onnxprune.runtime import PROVIDERS
+from onnxprune.sizes import parse_size
 
 
 def add(sub: argparse._SubParsersAction) -> None:

@@ -27,8 +27,7 @@ from onnxprune.cli._results import print_compact, print_structured
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import write_text_atomic
 from onnxprune.outputs import check_outputs
-from onnxprune.service._proto import pruning_pb2 as pb
-from onnxprune.service.client import Client
+from onnxprune.service.client import PRUNE_OPTIONS, Client
 from onnxprune.service.messages import compact_dict, structured_dict
 from onnxprune.service.wire import read_token
 
@@ -104,9 +103,7 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
     masks_out = Path(args.masks_out or output.with_suffix(".masks.npz"))
     check_outputs(args.model, output, None if args.structured else masks_out, args.report_out)
     options = {
-        name: getattr(args, name)
-        for name in pb.PruneOptions.DESCRIPTOR.fields_by_name
-        if getattr(args, name, None) is not None
+        name: getattr(args, name) for name in PRUNE_OPTIONS if getattr(args, name, None) is not None
     }
     options.update(
         level="exact" if args.exact else "channel",

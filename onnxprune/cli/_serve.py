@@ -95,8 +95,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def server_config(args: argparse.Namespace) -> ServerConfig:
     """The ``ServerConfig`` that ``serve``'s flags ask for (files read, sizes parsed)."""
-    from onnxprune.batch.options import parse_size
     from onnxprune.service import load_config
+    from onnxprune.sizes import parse_size
 
     return load_config(
         token_file=args.token_file,

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from onnxprune.graph._shapes import Shape, infer_shapes
 from onnxprune.graph.registry import NodeView, lookup, static
+from onnxprune.graph.shapes import Shape, infer_shapes
 from onnxprune.graph.transfers import Contract, Dense, Move, NoSignal, Transfer
 from onnxprune.weights import ConstantResolver, TensorReader
 

@@ -15,8 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from onnxprune.graph._bits import BitMatrix
-from onnxprune.graph._conv import conv_edges, matmul_edges, tap_validity
 from onnxprune.graph.build import ConnectivityGraph, Layer, Step
+from onnxprune.graph.conv_geometry import conv_edges, matmul_edges, tap_validity
 from onnxprune.graph.registry import static
 from onnxprune.graph.transfers import Contract, Move, Pointwise, Reduce, Transfer, Window
 

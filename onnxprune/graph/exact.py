@@ -13,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.errors import ShapeError
-from onnxprune.graph._conv import (
+from onnxprune.graph.build import ConnectivityGraph, Step
+from onnxprune.graph.channel import LayerActivity
+from onnxprune.graph.conv_geometry import (
     contract_backward,
     contract_forward,
     contract_weight_grad,
@@ -21,8 +23,6 @@ from onnxprune.graph._conv import (
     window_sum,
     window_sum_adjoint,
 )
-from onnxprune.graph.build import ConnectivityGraph, Step
-from onnxprune.graph.channel import LayerActivity
 from onnxprune.graph.transfers import Contract, Dense, Move, Pointwise, Reduce, Transfer, Window
 
 Maps = dict[str, np.ndarray]

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxprune.graph._shapes import Shape
+from onnxprune.graph.shapes import Shape
 from onnxprune.graph.transfers import Transfer
 from onnxprune.registry import Registry
 from onnxprune.weights import ConstantResolver, attr

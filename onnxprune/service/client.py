@@ -55,10 +55,14 @@ from onnxprune.service.wire import (
     receive_file,
 )
 
-__all__ = ["Client"]
+__all__ = ["PRUNE_OPTIONS", "Client"]
 
 Progress = Callable[[str, float], None]
 PathLike = str | os.PathLike
+
+PRUNE_OPTIONS = tuple(pb.PruneOptions.DESCRIPTOR.fields_by_name)
+"""The options ``Client.prune`` sends as keywords (``sparsity``, ``score``, ...): the fields of the
+``PruneOptions`` message."""
 
 
 class Client:

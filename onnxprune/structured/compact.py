@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.graph._shapes import infer_shapes
+from onnxprune.graph.shapes import infer_shapes
 from onnxprune.structured._constants import materialize
 from onnxprune.structured.blocked import BlockedGroup, blocked_groups
 from onnxprune.structured.groups import Arrays, Consts, Consumer, Folded, Groups, build_groups

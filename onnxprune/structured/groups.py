@@ -24,7 +24,7 @@ import onnx
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from onnxprune.graph._conv import in_bounds
+from onnxprune.graph.conv_geometry import in_bounds
 from onnxprune.structured.blocked import Block
 from onnxprune.structured.handlers import rule_for
 

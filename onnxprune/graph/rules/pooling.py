@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from onnxprune.graph._conv import resolve_pads
+from onnxprune.graph.conv_geometry import resolve_pads
 from onnxprune.graph.registry import NodeView, op_rule
 from onnxprune.graph.transfers import Dense, Reduce, Window
 

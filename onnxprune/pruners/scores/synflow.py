@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxprune.errors import InvalidOptionError
-from onnxprune.graph._conv import (
+from onnxprune.graph.build import ConnectivityGraph, Layer, Step
+from onnxprune.graph.conv_geometry import (
     contract_backward,
     contract_forward,
     contract_weight_grad,
@@ -37,7 +38,6 @@ from onnxprune.graph._conv import (
     window_sum,
     window_sum_adjoint,
 )
-from onnxprune.graph.build import ConnectivityGraph, Layer, Step
 from onnxprune.graph.exact import static_shapes, used_outputs
 from onnxprune.graph.transfers import Dense, Move, Pointwise, Reduce, Transfer, Window
 from onnxprune.pruners.registry import ScoreContext, score

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.graph._conv import resolve_pads
+from onnxprune.graph.conv_geometry import resolve_pads
 from onnxprune.structured.groups import Builder, Consumer, Folded, Slice, Space, Window
 from onnxprune.structured.handlers import handler
 from onnxprune.structured.ops._common import NAN, attr, bias_ok, input_at, padded, rows_zero

@@ -1,0 +1,34 @@
+"""Byte sizes as users write them (``512M``, ``4G``): the memory limits of ``batch`` and ``serve``.
+
+Both the batch workers (a flag, or a manifest's ``memory_limit``) and the server's worker
+processes (``--memory-limit``, its config file) take a size in this one spelling.
+"""
+
+from __future__ import annotations
+
+import re
+
+from onnxprune.errors import InvalidOptionError
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_size(text: str | int | None) -> int | None:
+    """``"512M"``, ``"4G"``, ``"1.5GiB"`` or a number of bytes; ``0``, ``"none"``: no limit.
+
+    Raises:
+        InvalidOptionError: anything else.
+
+    Example:
+        >>> parse_size("512M"), parse_size("1.5GiB"), parse_size("none")
+        (536870912, 1610612736, None)
+    """
+    if text is None or (isinstance(text, int) and not isinstance(text, bool)):
+        return text or None
+    if str(text).strip().lower() in ("none", "0"):
+        return None
+    match = _SIZE.fullmatch(str(text))
+    if match is None:
+        raise InvalidOptionError(f"memory limit {text!r} must look like 512M, 4G or a byte count")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()]) or None
