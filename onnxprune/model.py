@@ -170,7 +170,7 @@ def commit_model(path: Path, write: Callable[[Path, Path | None], None], *, exte
     finally:
         tmp.unlink(missing_ok=True)
     # Data files of earlier saves to this path are no longer referenced by anything we wrote.
-    for stale in _data_files(path):
+    for stale in data_files(path):
         if stale != data_file:
             stale.unlink(missing_ok=True)
 
@@ -178,15 +178,19 @@ def commit_model(path: Path, write: Callable[[Path, Path | None], None], *, exte
 def remove_model(path: Path) -> None:
     """Delete a model ``save_model`` or ``commit_model`` wrote, with its data files, if present."""
     path.unlink(missing_ok=True)
-    for data_file in _data_files(path):
+    for data_file in data_files(path):
         data_file.unlink(missing_ok=True)
 
 
 _DATA_NAME = re.compile(r"\.[0-9a-f]{12}\.data")
 
 
-def _data_files(path: Path) -> list[Path]:
-    """The ``<name>.<12 hex>.data`` files that saves to ``path`` wrote next to it."""
+def data_files(path: Path) -> list[Path]:
+    """The ``<name>.<12 hex>.data`` files that saves to ``path`` wrote next to it.
+
+    The next save to ``path`` removes them: ``onnxprune.outputs.check_outputs`` refuses an
+    output whose name would take an input's data file with it.
+    """
     return [
         found
         for found in path.parent.glob(f"{glob.escape(path.name)}.*.data")

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from onnxprune.errors import InvalidOptionError
-from onnxprune.model import check_writable, remove_model, save_model, write_text_atomic
+from onnxprune.model import (
+    DEFAULT_MAX_BYTES,
+    check_writable,
+    data_files,
+    external_span,
+    parse_checked,
+    remove_model,
+    save_model,
+    write_text_atomic,
+)
 from onnxprune.pruners.masks import save_masks
 from onnxprune.pruners.prune import PruneResult
 from onnxprune.report import SparsityReport
@@ -50,21 +60,94 @@ def save_report(report: SparsityReport, path: Path) -> None:
     write_text_atomic(path, json.dumps(report.to_dict(), indent=2))
 
 
-def check_outputs(source: str | os.PathLike | None, *outputs: str | os.PathLike | None) -> None:
-    """Refuse outputs that would overwrite the input model or one another, or cannot be written.
+def check_outputs(
+    source: str | os.PathLike | None,
+    *outputs: str | os.PathLike | None,
+    reads: Mapping[str, object] | None = None,
+    baseline: str | os.PathLike | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> None:
+    """Refuse outputs that would replace an input or one another, or cannot be written.
 
-    Checked before any work, so a long prune does not fail at its last step (``None``: unused;
-    ``source`` is ``None`` when the model came as bytes or a proto).
+    Checked before any work, so a long prune does not fail at its last step, and an input is
+    never replaced: the model, each of its external data files (found by parsing the model,
+    not loading it), and every other file read (masks, scores, calibration, evaluation data).
+
+    Args:
+        source: the model read; ``None`` when it came as bytes or a proto (nothing on disk).
+        *outputs: the files to write; ``None``: unused.
+        reads: the other inputs by what they are (``{"masks": "m.npz"}``); values that are not
+            paths (arrays, ``None``) are skipped.
+        baseline: a second model read (``validate --baseline``), its external data too.
+        max_bytes: the largest model accepted, for the parse that finds external data.
 
     Raises:
-        InvalidOptionError: one line naming the path.
+        InvalidOptionError: one line naming the output and the input it would replace.
+        InvalidModelError: the model's external data is unsafe (as ``load_model`` says).
     """
-    taken = {} if source is None else {Path(source).resolve(): "the input model"}
+    wanted = [Path(output) for output in outputs if output is not None]
+    for output in wanted:
+        check_writable(output)
+    inputs: dict[Path, str] = {}
+    for what, model in (("the input model", source), ("the baseline model", baseline)):
+        if model is not None:
+            inputs.update(model_files(Path(model), what, wanted, max_bytes))
+    for what, path in (reads or {}).items():
+        if isinstance(path, str | os.PathLike):
+            inputs.update(dict.fromkeys(names(Path(path)), f"the {what} file {path}"))
+    refuse_clashes(wanted, inputs)
+
+
+def model_files(
+    model: Path, what: str, outputs: Sequence[Path], max_bytes: int = DEFAULT_MAX_BYTES
+) -> dict[Path, str]:
+    """The files of ``model`` an output must not replace, each with what it is.
+
+    The model's own names, and its external data files when an output that exists, or whose
+    save removes files that exist, lies in the model's folder (the loader confines external
+    data to it; an output that is not there yet replaces no input). The model is parsed for
+    them, its external data not read.
+    """
+    files = dict.fromkeys(names(model), what)
+    folder = model.parent.resolve()
+    if any(_replaces(o) and o.resolve().is_relative_to(folder) for o in outputs):
+        _, external, base = parse_checked(model, max_bytes=max_bytes)
+        for tensor in external:
+            target = external_span(tensor, base)[0]
+            files[target] = f"{target.name}, external data of {what}"
+    return files
+
+
+def _replaces(output: Path) -> bool:
+    """Whether writing ``output`` replaces or removes a file that exists."""
+    return output.exists() or output.is_symlink() or bool(data_files(output))
+
+
+def names(path: Path) -> set[Path]:
+    """The directory entry ``path`` names (its folder resolved) and the file it reaches."""
+    return {path.parent.resolve() / path.name, path.resolve()}
+
+
+def refuse_clashes(outputs: Sequence[Path], inputs: Mapping[Path, str]) -> None:
+    """Refuse an output that names an input or another output, or whose write removes an input.
+
+    A name is a directory entry or the file it reaches; a model's save removes the
+    ``<name>.<12 hex>.data`` files of earlier saves to its path.
+
+    Raises:
+        InvalidOptionError: ``out.onnx would overwrite the input model; choose another path``.
+    """
+    taken = dict(inputs)
     for output in outputs:
-        if output is None:
-            continue
-        check_writable(Path(output))
-        path = Path(output).resolve()
-        if path in taken:
-            raise InvalidOptionError(f"{output} would overwrite {taken[path]}; choose another path")
-        taken[path] = "another output"
+        hit = next((taken[n] for n in sorted(names(output)) if n in taken), None)
+        if hit is not None:
+            raise InvalidOptionError(f"{output} would overwrite {hit}; choose another path")
+        removed = next(
+            (inputs[f] for f in map(Path.resolve, data_files(output)) if f in inputs), None
+        )
+        if removed is not None:
+            raise InvalidOptionError(
+                f"writing {output} would remove {removed} (data files of earlier saves to "
+                "that path are removed); choose another path"
+            )
+        taken.update(dict.fromkeys(names(output), "another output"))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
 from onnxprune.model import load_model, make_folder, write_text_atomic
-from onnxprune.outputs import save_pruned
+from onnxprune.outputs import PrunedFiles, check_outputs, save_pruned
 from onnxprune.processes import run_in_processes
 from onnxprune.pruners.registry import get_allocation, get_score
 from onnxprune.report import compression, text_table
@@ -174,7 +174,6 @@ def sweep(
     load_model(source)  # bad models fail here, once, not in every run
     dataset = load_dataset(data, source)
     make_folder(folder)
-    dense = validate(source, dataset, provider=provider, batch_size=batch_size)
     tasks = [
         _Task(
             str(source),
@@ -192,6 +191,9 @@ def sweep(
         for s, a in methods
         for t in sparsities
     ]
+    written = [path for task in tasks for path in dataclasses.astuple(task.files)]
+    check_outputs(source, *written, folder / "sweep.json", reads={"data": data})
+    dense = validate(source, dataset, provider=provider, batch_size=batch_size)
     if jobs == 1:
         runs = [_report(task.run(), on_done) for task in tasks]
     else:
@@ -228,11 +230,15 @@ class _Task:
         method = f"{self.score}/{self.allocation}"
         return SweepRun(method, self.score, self.allocation, self.sparsity, error=error)
 
+    @property
+    def files(self) -> PrunedFiles:
+        """``<score>_<allocation>_<sparsity>.onnx`` and its masks and report in the folder."""
+        stem = f"{self.score}_{self.allocation}_{self.sparsity:g}".replace("+", "plus")
+        return PrunedFiles.beside(Path(self.out) / f"{stem}.onnx")
+
     def run(self) -> SweepRun:
         method = f"{self.score}/{self.allocation}"
         asked = SweepRun(method, self.score, self.allocation, self.sparsity)
-        stem = f"{self.score}_{self.allocation}_{self.sparsity:g}".replace("+", "plus")
-        folder = Path(self.out)
         try:
             result = prune(
                 self.model,
@@ -244,7 +250,7 @@ class _Task:
                 seed=self.seed,
                 calibration=_calibration(self.score, self.data, self.model),
             )
-            files = save_pruned(result, folder / f"{stem}.onnx")
+            files = save_pruned(result, self.files.model)
             checked = validate(
                 result.model,
                 self.data,

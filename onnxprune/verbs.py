@@ -10,8 +10,9 @@
 - **in memory**: every other prune (``pruners.prune``), compacted after with ``compact=True``.
 
 The CLI, the gRPC worker, batch and sweep call these and nothing below them, so a path added
-here reaches every shell. Outputs are checked before any work (never the input, never one
-another) and written atomically.
+here reaches every shell. Outputs are checked before any work (never a file the call reads:
+the model, its external data, masks, scores, calibration; never one another) and written
+atomically.
 """
 
 from __future__ import annotations
@@ -106,7 +107,15 @@ def prune(
     if output is None and any(p is not None for p in (masks_out, report_out, masked_out)):
         raise InvalidOptionError("masks_out, report_out and masked_out need output")
     if output is not None:
-        check_outputs(_path(model), output, masks_out, report_out, masked_out)
+        check_outputs(
+            _path(model),
+            output,
+            masks_out,
+            report_out,
+            masked_out,
+            reads=given,
+            max_bytes=max_bytes,
+        )
     if options.structured is not None:
         result = _structured(model, options, max_bytes)
     elif _streams(model, options, given, output, max_bytes):
@@ -147,7 +156,7 @@ def compact(
     if output is None and report_out is not None:
         raise InvalidOptionError("report_out needs output")
     if output is not None:
-        check_outputs(_path(model), output, report_out)
+        check_outputs(_path(model), output, report_out, max_bytes=max_bytes)
     result = compact_model(load_model(model, max_bytes=max_bytes))
     if output is not None:
         save_model(result.model, Path(output))

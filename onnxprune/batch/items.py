@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from onnxprune.errors import InvalidOptionError
+from onnxprune.errors import InvalidOptionError, OnnxpruneError
 from onnxprune.options import PruneOptions, merge_options
+from onnxprune.outputs import PrunedFiles, model_files, names, refuse_clashes
 from onnxprune.sizes import parse_size
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -67,6 +68,7 @@ def collect_items(
     out: str | Path,
     options: PruneOptions,
     data_dir: str | Path | None = None,
+    written: Sequence[str] = (),
 ) -> list[BatchItem]:
     """The models of a batch, from a directory or a manifest file.
 
@@ -76,10 +78,12 @@ def collect_items(
         out: the output folder.
         options: options for every model (a manifest's may override them).
         data_dir: where evaluation data is looked up by relative path.
+        written: the files the batch writes in ``out`` itself (its summaries).
 
     Raises:
         InvalidOptionError: a missing source, a bad manifest, two models with the same output,
-            an output folder that is a file.
+            an output folder that is a file, an output that would replace an input (a model,
+            its external data, evaluation data, the manifest).
     """
     source, out = Path(source), Path(out)
     if out.exists() and not out.is_dir():
@@ -105,7 +109,36 @@ def collect_items(
                 "give one an 'output' in the manifest"
             )
         seen[item.output] = item.name
+    _refuse_clashes(items, out, source if source.is_file() else None, written)
     return items
+
+
+MARKER_SUFFIX = ".batch.json"
+"""``<output stem>.batch.json``: a model's result and fingerprint, written last."""
+
+
+def outputs_of(item: BatchItem, out: Path) -> list[Path]:
+    """The files a model of the batch writes: pruned model, masks, report, marker."""
+    files = PrunedFiles.beside(out / item.output)
+    return [files.model, files.masks, files.report, files.model.with_suffix(MARKER_SUFFIX)]
+
+
+def _refuse_clashes(
+    items: Sequence[BatchItem], out: Path, manifest: Path | None, written: Sequence[str]
+) -> None:
+    """Refuse a batch whose outputs would replace one of its inputs, before any model runs."""
+    outputs = [out / name for name in written]
+    outputs += [path for item in items for path in outputs_of(item, out)]
+    inputs = {} if manifest is None else dict.fromkeys(names(manifest), f"the manifest {manifest}")
+    for item in items:
+        what = f"the model {item.name}"
+        try:
+            inputs.update(model_files(item.model, what, outputs))
+        except OnnxpruneError:  # unreadable: that model fails on its own; keep its file safe
+            inputs.update(dict.fromkeys(names(item.model), what))
+        if item.data is not None:
+            inputs.update(dict.fromkeys(names(item.data), f"the data {item.data}"))
+    refuse_clashes(outputs, inputs)
 
 
 def _from_directory(

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from onnxprune.batch.items import MARKER_SUFFIX
 from onnxprune.errors import InvalidModelError, OnnxpruneError
 from onnxprune.model import (
     DEFAULT_MAX_BYTES,
@@ -64,7 +65,7 @@ class Job:
     @property
     def marker(self) -> Path:
         """``<stem>.batch.json``: this job's result and fingerprint, written last."""
-        return Path(self.output).with_suffix(".batch.json")
+        return Path(self.output).with_suffix(MARKER_SUFFIX)
 
 
 @dataclass(frozen=True, slots=True)

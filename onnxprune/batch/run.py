@@ -126,7 +126,9 @@ def run_batch(
     from onnxprune import __version__
 
     out = Path(out)
-    items = collect_items(source, out, options or PruneOptions(), data_dir)
+    items = collect_items(
+        source, out, options or PruneOptions(), data_dir, (RESULTS, SUMMARY, REPORT)
+    )
     default_limit = default_memory_limit() if memory_limit == -1 else memory_limit
     prepared = [
         _job(item, out, default_limit, provider, batch_size, max_bytes, __version__)

@@ -101,7 +101,14 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
         )
     output = Path(args.output)
     masks_out = Path(args.masks_out or output.with_suffix(".masks.npz"))
-    check_outputs(args.model, output, None if args.structured else masks_out, args.report_out)
+    check_outputs(
+        args.model,
+        output,
+        None if args.structured else masks_out,
+        args.report_out,
+        reads={"masks": args.masks_in, "scores": args.scores, "calibration": args.calibration},
+        max_bytes=args.max_bytes,
+    )
     options = {
         name: getattr(args, name) for name in PRUNE_OPTIONS if getattr(args, name, None) is not None
     }
@@ -139,7 +146,7 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
 
 
 def _compact_remote(client: Client, args: argparse.Namespace) -> int:
-    check_outputs(args.model, args.output, args.report_out)
+    check_outputs(args.model, args.output, args.report_out, max_bytes=args.max_bytes)
     summary = compact_dict(client.compact(args.model, args.output, max_bytes=args.max_bytes))
     if args.report_out:
         write_text_atomic(Path(args.report_out), json.dumps(summary, indent=2))
@@ -149,6 +156,7 @@ def _compact_remote(client: Client, args: argparse.Namespace) -> int:
 
 def _validate_remote(client: Client, args: argparse.Namespace) -> int:
     options = ("provider", "batch_size", "warmup", "max_accuracy_drop", "min_agreement")
+    check_outputs(args.model, args.report_out, reads={"data": args.data}, baseline=args.baseline)
     result = client.validate(
         args.model,
         args.data,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from onnxprune.cli._common import EXIT_GATE_FAILED, add_debug, err, out
 from onnxprune.model import write_text_atomic
+from onnxprune.outputs import check_outputs
 from onnxprune.report import format_validation
 from onnxprune.runtime import PROVIDERS
 from onnxprune.validate import validate
@@ -60,6 +61,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    check_outputs(args.model, args.report_out, reads={"data": args.data}, baseline=args.baseline)
     result = validate(
         args.model,
         args.data,
