@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any
 
 import grpc
 import onnx
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from onnxprune import errors
 from onnxprune.errors import (
@@ -40,7 +41,7 @@ from onnxprune.errors import (
     InvalidOptionError,
     RemoteError,
 )
-from onnxprune.model import check_writable, external_tensors, writing
+from onnxprune.model import check_writable, external_span, parse_checked, writing
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
 from onnxprune.service.wire import (
@@ -143,7 +144,7 @@ class Client:
         _set_max_bytes(options, max_bytes)
         uploads = _Uploads()
         header = pb.AnalyzeHeader(options=options)
-        uploads.model(header, "model", model)
+        uploads.model(header, "model", model, max_bytes)
         return _result(self._call(self._stub.Analyze, pb.AnalyzeRequest, header, uploads), "report")
 
     def prune(
@@ -191,7 +192,7 @@ class Client:
         _set_max_bytes(header.options, max_bytes)
         header.output_name = output.name
         uploads = _Uploads()
-        uploads.model(header, "model", model)
+        uploads.model(header, "model", model, max_bytes)
         for field, path in (("masks", masks), ("scores", scores), ("calibration", calibration)):
             uploads.attach(header, field, path, InvalidOptionError, field)
         stream = self._call(self._stub.Prune, pb.PruneRequest, header, uploads)
@@ -218,7 +219,7 @@ class Client:
         header = pb.CompactHeader(options=pb.CompactOptions(), output_name=output.name)
         _set_max_bytes(header.options, max_bytes)
         uploads = _Uploads()
-        uploads.model(header, "model", model)
+        uploads.model(header, "model", model, max_bytes)
         stream = self._call(self._stub.Compact, pb.CompactRequest, header, uploads)
         return self._download(stream, _Downloads(output))
 
@@ -297,14 +298,27 @@ class _Uploads:
     def __init__(self) -> None:
         self._paths: dict[tuple[str, str], Path] = {}
 
-    def model(self, header: Message, field: str, source: PathLike) -> None:
-        """Announce a model file and its external data files in ``field``/``field_data``."""
+    def model(
+        self, header: Message, field: str, source: PathLike, max_bytes: int | None = None
+    ) -> None:
+        """Announce a model file and its external data files in ``field``/``field_data``.
+
+        The model passes the loader's checks first (``parse_checked``), so nothing the local
+        loader refuses is read or sent: a location that is absolute, climbs out with ``..`` or
+        is a symlink leading out of the model's folder, a missing or short data file.
+
+        Raises:
+            InvalidModelError: as ``load_model`` would, before any file is read for upload.
+            LimitExceededError: the model is over ``max_bytes`` (no limit when ``None``).
+        """
         path = Path(source)
-        if not path.is_file():
-            raise InvalidModelError(f"model file not found: {path.name}")
+        model, external, base = parse_checked(
+            path, max_bytes=sys.maxsize if max_bytes is None else max_bytes
+        )
+        del model  # only its external data references were needed
         self._add(header, field, path, path.name)
-        for location in _external_data(path):
-            self._add(header, f"{field}_data", path.parent / location, location)
+        for location, target in sorted(_external_data(external, base).items()):
+            self._add(header, f"{field}_data", target, location)
 
     def attach(
         self,
@@ -401,26 +415,20 @@ def _output(model: PathLike, output: PathLike) -> Path:
     return output
 
 
-def _external_data(path: Path) -> list[str]:
-    """Locations of the external data files ``path`` refers to that lie inside its folder.
+def _external_data(external: Sequence[onnx.TensorProto], base: Path) -> dict[str, Path]:
+    """The files the external tensors are in, by location, each checked as the loader does.
 
-    Locations that leave the folder, or are missing, are not sent: the server's loader refuses
-    the model with the library's message.
+    Raises:
+        InvalidModelError: a location the loader refuses (``external_span``), or one the
+            service cannot name (``check_name``).
     """
-    try:
-        model = onnx.load_model(path, load_external_data=False)
-    except (DecodeError, RuntimeError, ValueError, OSError):
-        return []  # not a model: the server says so
-    locations = set()
-    for tensor in external_tensors(model):
-        location = {e.key: e.value for e in tensor.external_data}.get("location", "")
-        try:
-            check_name(location, relative=True, error=InvalidModelError)
-        except InvalidModelError:
-            continue
-        if (path.parent / location).is_file():
-            locations.add(location)
-    return sorted(locations)
+    files = {}
+    for tensor in external:
+        target = external_span(tensor, base)[0]
+        location = {e.key: e.value for e in tensor.external_data}["location"]
+        check_name(location, relative=True, error=InvalidModelError)
+        files[location] = target
+    return files
 
 
 def _options(message: type[Message], **values: Any) -> Message:
