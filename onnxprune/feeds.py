@@ -45,8 +45,8 @@ def check_feeds(
 
     Raises:
         DatasetError: a graph input without an array, a dtype, rank or fixed dimension (other
-            than the batch axis) that differs from the model's, no samples, or inputs with
-            different sample counts.
+            than the batch axis) that differs from the model's, NaN or infinite values, no
+            samples, or inputs with different sample counts.
     """
     declared = {i.name: i for i in model.graph.input}
     feeds = {}
@@ -74,6 +74,8 @@ def _checked(name: str, array: np.ndarray, info: onnx.ValueInfoProto, what: str)
         raise DatasetError(f"{given}; the model wants {describe(info)}")
     if array.ndim == 0:
         raise DatasetError(f"{given}; the model wants samples along axis 0: {describe(info)}")
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        raise DatasetError(f"{given} and holds NaN or infinity; give finite numbers")
     if not tensor_type.HasField("shape"):
         return array
     dims = tensor_type.shape.dim

@@ -284,6 +284,7 @@ class _Tally:
     classes: int | None = None
     correct: list[int] | None = None  # top-1, top-5, baseline top-1, baseline top-5
     agree: int = 0
+    nonfinite: int = 0  # samples whose model output holds NaN or infinity
     max_abs: float = 0.0
     sum_abs: float = 0.0
     elements: int = 0
@@ -294,6 +295,8 @@ class _Tally:
                 f"the first outputs differ in shape: model {list(out.shape)}, baseline "
                 f"{list(ref.shape)}"
             )
+        if np.issubdtype(out.dtype, np.inexact):
+            self.nonfinite += int((~np.isfinite(out.reshape(out.shape[0], -1))).any(axis=1).sum())
         if labels is None and ref is None:
             return
         scores = _scores(out)
@@ -310,7 +313,8 @@ class _Tally:
         if labels is not None:
             self.correct[2] += _top_k(ref_scores, labels, 1)
             self.correct[3] += _top_k(ref_scores, labels, 5)
-        self.agree += int((scores.argmax(axis=1) == ref_scores.argmax(axis=1)).sum())
+        same = scores.argmax(axis=1) == ref_scores.argmax(axis=1)
+        self.agree += int((same & ~_has_nan(scores) & ~_has_nan(ref_scores)).sum())
         diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
         self.max_abs = float(np.max([self.max_abs, diff.max(initial=0.0)]))  # NaN stays
         self.sum_abs += float(diff.sum())
@@ -327,12 +331,22 @@ def _scores(out: np.ndarray) -> np.ndarray:
 
 
 def _top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> int:
-    """Samples whose label has fewer than ``k`` classes scored strictly higher (NaN: wrong)."""
+    """Samples whose label has fewer than ``k`` classes scored strictly higher.
+
+    A sample with a NaN score is wrong: NaN is neither above nor below, so it would pass.
+    """
     if k == 1:
-        return int((scores.argmax(axis=1) == labels).sum())
+        return int(((scores.argmax(axis=1) == labels) & ~_has_nan(scores)).sum())
     own = np.take_along_axis(scores, labels[:, None].astype(np.intp), axis=1)
     higher = (scores > own).sum(axis=1)
-    return int(((higher < k) & ~np.isnan(own[:, 0])).sum())
+    return int(((higher < k) & ~_has_nan(scores)).sum())
+
+
+def _has_nan(scores: np.ndarray) -> np.ndarray:
+    """Per sample, whether any of its scores is NaN."""
+    if not np.issubdtype(scores.dtype, np.inexact):
+        return np.zeros(scores.shape[0], bool)
+    return np.isnan(scores).any(axis=1)
 
 
 def _result(
@@ -381,7 +395,14 @@ def _result(
         baseline_latency_ms_p50=baseline_p50,
         baseline_latency_ms_p95=baseline_p95,
         speedup=speedup,
-        gate=decide_gate(top1, baseline_top1, agreement, max_accuracy_drop, min_agreement),
+        gate=decide_gate(
+            top1,
+            baseline_top1,
+            agreement,
+            max_accuracy_drop,
+            min_agreement,
+            nonfinite=tally.nonfinite,
+        ),
     )
 
 
@@ -391,8 +412,13 @@ def decide_gate(
     agreement: float | None,
     max_accuracy_drop: float | None,
     min_agreement: float | None,
+    *,
+    nonfinite: int = 0,
 ) -> GateResult | None:
     """The gate's decision, or ``None`` when neither threshold is given.
+
+    A gate fails whatever its thresholds when the model's outputs were not finite on
+    ``nonfinite`` samples: NaN or infinite scores make accuracy and agreement meaningless.
 
     Raises:
         InvalidOptionError: a threshold is given without the metric it checks.
@@ -418,6 +444,8 @@ def decide_gate(
             passed.append(f"{text}, at least the required {min_agreement:g}")
         else:
             failed.append(f"{text}, less than the required {min_agreement:g}")
+    if nonfinite:
+        failed.append(f"the model's outputs hold NaN or infinity on {nonfinite} sample(s)")
     reason = "; ".join(failed) if failed else "passed: " + "; ".join(passed)
     return GateResult(
         passed=not failed,

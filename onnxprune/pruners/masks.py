@@ -177,9 +177,35 @@ def load_masks(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read masks written by ``save_masks`` (or any ``.npz`` of arrays keyed by weight name).
 
     Raises:
-        InvalidOptionError: the file is missing or not an ``.npz`` of arrays.
+        InvalidOptionError: the file is missing or not an ``.npz`` of arrays, or a mask is not
+            boolean or 0/1 (``as_mask``).
     """
-    return {k: v.astype(bool) for k, v in load_npz(path, "masks").items()}
+    return {k: as_mask(k, v) for k, v in load_npz(path, "masks").items()}
+
+
+def as_mask(name: str, value: np.ndarray) -> np.ndarray:
+    """A mask as booleans: a boolean array as it is, numbers that are all 0 or 1 converted.
+
+    Anything else (0.5, -1, NaN, complex, strings) is refused: taken as "nonzero means keep",
+    a score or a float mask saved by mistake would silently keep every weight.
+
+    Raises:
+        InvalidOptionError: ``mask 'w' is float64 with values other than 0 and 1 (0.5); ...``.
+    """
+    array = np.asarray(value)
+    if array.dtype == bool:
+        return array
+    if array.dtype.kind in "iuf":
+        other = array[(array != 0) & (array != 1)]
+        if not other.size:
+            return array.astype(bool)
+        example = f" ({other.flat[0]!r})"
+    else:
+        example = ""
+    raise InvalidOptionError(
+        f"mask {name!r} is {array.dtype} with values other than 0 and 1{example}; masks are "
+        "boolean (True = keep) or 0/1"
+    )
 
 
 def load_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:

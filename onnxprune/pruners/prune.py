@@ -22,7 +22,13 @@ from onnxprune.graph.build import ConnectivityGraph, Layer, build_graph
 from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model
 from onnxprune.options import check_fraction
 from onnxprune.pruners.allocations.minimum_threshold import minimum_threshold
-from onnxprune.pruners.masks import apply_masks, load_masks, load_npz, masks_from_counts
+from onnxprune.pruners.masks import (
+    apply_masks,
+    as_mask,
+    load_masks,
+    load_npz,
+    masks_from_counts,
+)
 from onnxprune.pruners.nm import nm_masks, parse_nm
 from onnxprune.pruners.ranking import Ranking
 from onnxprune.pruners.registry import ScoreContext, get_allocation, get_score
@@ -191,7 +197,7 @@ def _scores(
     out = {}
     for name in weights:
         layer = plan.layers[name]
-        stored = np.asarray(given[name], dtype=np.float64)
+        stored = _real_scores(name, given[name])
         expected = _stored_shape(plan, name)
         if stored.shape != expected:
             raise InvalidOptionError(
@@ -199,6 +205,21 @@ def _scores(
             )
         out[name] = layer.contract.source.to_consumed(stored, layer.shape)
     return out
+
+
+def _real_scores(name: str, value: np.ndarray) -> np.ndarray:
+    """External scores as float64; complex, non-numeric or NaN scores are refused.
+
+    Raises:
+        InvalidOptionError: ``scores for 'w' are complex128; scores are real numbers``.
+    """
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise InvalidOptionError(f"scores for {name!r} are {array.dtype}; scores are real numbers")
+    scores = array.astype(np.float64)
+    if np.isnan(scores).any():
+        raise InvalidOptionError(f"scores for {name!r} hold NaN; scores are ordered numbers")
+    return scores
 
 
 def _stored_shape(plan: _Plan, name: str) -> tuple[int, ...]:
@@ -255,7 +276,7 @@ class _Plan:
             keep = self.weight(name) != 0
             if name in given:
                 layer = self.layers[name]
-                mask = np.asarray(given[name], bool)
+                mask = as_mask(name, given[name])
                 if mask.shape != _stored_shape(self, name):
                     raise InvalidOptionError(
                         f"mask {name!r} has shape {mask.shape}, the weight has "

@@ -23,7 +23,7 @@ from torch.nn.utils import parametrize
 
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import ModelSource, load_model
-from onnxprune.pruners.masks import load_masks
+from onnxprune.pruners.masks import as_mask, load_masks
 from onnxprune.torch._layers import OnnxWeight, onnx_weights
 from onnxprune.torch.mapping import (
     MappingReport,
@@ -163,7 +163,7 @@ def apply_masks(
         >>> handle.make_permanent()
     """
     given = load_masks(masks) if isinstance(masks, (str, os.PathLike)) else masks
-    given = {k: np.asarray(v, dtype=bool) for k, v in given.items()}
+    given = {k: as_mask(k, v) for k, v in given.items()}
     if onnx_model is None:
         report, weights = _by_name_only(model, given), {}
     else:
