@@ -23,7 +23,12 @@ from onnxprune.errors import InvalidOptionError
 from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
 from onnxprune.service.config import ServerConfig
 from onnxprune.service.health import add_health
-from onnxprune.service.interceptors import BearerAuth, ConcurrencyLimit, RequestLog
+from onnxprune.service.interceptors import (
+    BearerAuth,
+    ConcurrencyLimit,
+    RefuseMalformed,
+    RequestLog,
+)
 from onnxprune.service.jobs import JobRunner
 from onnxprune.service.servicer import PruningServicer
 from onnxprune.service.wire import MAX_CHUNK, SERVICE
@@ -93,6 +98,7 @@ def _build(address: str, config: ServerConfig) -> _Built:
         interceptors=[
             RequestLog(),
             BearerAuth(config.token),
+            RefuseMalformed(),
             ConcurrencyLimit(config.max_concurrent),
         ],
         options=[

@@ -1,4 +1,4 @@
-"""Interceptors: request log, bearer-token auth, concurrency limit (outermost first).
+"""Interceptors: request log, token auth, malformed requests, concurrency limit (outermost first).
 
 Each wraps the method's behavior in a context manager ``around(request, context)`` that yields the
 request to pass on (``wrap``); health checks skip auth and the limit.
@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from onnxprune.service.wire import SERVICE
 
@@ -65,7 +66,7 @@ class RequestLog(grpc.ServerInterceptor):
             raise
         finally:
             if not isinstance(request, Iterator):
-                received[0] = request.ByteSize()
+                received[0] = _size(request)
             code = context.code()
             if code is not None:
                 status = code.name
@@ -78,8 +79,13 @@ class RequestLog(grpc.ServerInterceptor):
 
 def _counted(requests: Iterator[Any], received: list[int]) -> Iterator[Any]:
     for request in requests:
-        received[0] += request.ByteSize()
+        received[0] += _size(request)
         yield request
+
+
+def _size(request: Any) -> int:
+    """Bytes of a request message (0 for a ``MalformedRequest``)."""
+    return request.ByteSize() if isinstance(request, Message) else 0
 
 
 class BearerAuth(grpc.ServerInterceptor):
@@ -103,6 +109,55 @@ class BearerAuth(grpc.ServerInterceptor):
 def _refuse(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
     context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
     yield request  # not reached: abort raises
+
+
+class MalformedRequest(Exception):  # noqa: N818 - named as what the client sent
+    """A request message that is not valid protobuf of its type (the status: INVALID_ARGUMENT)."""
+
+
+class RefuseMalformed(grpc.ServerInterceptor):
+    """A request that does not parse ends its call with INVALID_ARGUMENT, not gRPC's INTERNAL.
+
+    gRPC answers a message its deserializer cannot read with ``INTERNAL`` ("Exception
+    deserializing request!") behind the handler's back. Here the deserializer never raises: it
+    returns a ``MalformedRequest`` in the message's place, which is refused before the handler
+    sees it (one request), or raised where the handler reads it (a stream; the service answers
+    it with INVALID_ARGUMENT as any bad input), so the status and the request log agree.
+    """
+
+    def intercept_service(self, continuation, handler_call_details):  # noqa: D102
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        lenient = _lenient(handler.request_deserializer)
+        return wrap(handler._replace(request_deserializer=lenient), _refuse_malformed)
+
+
+def _lenient(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def read(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as e:  # protobuf's DecodeError, or whatever a deserializer raises
+            return MalformedRequest(f"malformed request: {str(e).strip() or type(e).__name__}")
+
+    return read
+
+
+@contextlib.contextmanager
+def _refuse_malformed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+    if isinstance(request, MalformedRequest):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
+    try:
+        yield _checked(request) if isinstance(request, Iterator) else request
+    except MalformedRequest as e:  # a handler that let it through (health, reflection)
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+
+
+def _checked(requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        if isinstance(request, MalformedRequest):
+            raise request
+        yield request
 
 
 class ConcurrencyLimit(grpc.ServerInterceptor):

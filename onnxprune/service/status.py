@@ -1,11 +1,12 @@
 """Errors -> gRPC status codes, in one function (the CLI maps the same tree to exit codes).
 
 A library error ends the call with its class's ``grpc_status`` (the tree and its statuses are
-drawn in ``onnxprune.errors``); three more cases are the server's own:
+drawn in ``onnxprune.errors``); four more cases are the server's own:
 
 =====================  =====================
 ``MemoryError``         ``RESOURCE_EXHAUSTED`` (a job over its worker's memory limit)
 ``TimeLimitExceeded``   ``DEADLINE_EXCEEDED`` (a stalled upload, a job over its time limit)
+``MalformedRequest``    ``INVALID_ARGUMENT`` (a request message that is not valid protobuf)
 anything else           ``INTERNAL``, short message; the traceback goes to the server log
 =====================  =====================
 
@@ -22,6 +23,7 @@ import grpc
 
 from onnxprune.errors import OnnxpruneError
 from onnxprune.service.deadlines import TimeLimitExceeded
+from onnxprune.service.interceptors import MalformedRequest
 from onnxprune.service.jobs import WorkerError
 from onnxprune.service.wire import ERROR_METADATA
 
@@ -43,6 +45,8 @@ def to_status(error: BaseException) -> tuple[grpc.StatusCode, str]:
         )
     if isinstance(error, TimeLimitExceeded):
         return grpc.StatusCode.DEADLINE_EXCEEDED, _clean(str(error))
+    if isinstance(error, MalformedRequest):
+        return grpc.StatusCode.INVALID_ARGUMENT, _clean(str(error))
     if isinstance(error, WorkerError):
         return grpc.StatusCode.INTERNAL, _clean(str(error))
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see the server log"

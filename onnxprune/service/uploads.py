@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Generator, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from google.protobuf.message import Message
 
@@ -93,6 +93,12 @@ def _check(header: Message, files: list[tuple[str, pb.FileInfo]], max_bytes: int
         if (group, info.name) in seen:
             raise error(f"two files of the {group} are both named {info.name!r}")
         seen.add((group, info.name))
+    for field, info in files:
+        group = field.removesuffix("_data")
+        error = ERRORS.get(group, InvalidOptionError)
+        for folder in PurePosixPath(info.name).parents[:-1]:  # 'x' and 'x/w.bin' cannot both be
+            if (group, str(folder)) in seen:
+                raise error(f"{info.name!r} would be inside {str(folder)!r}, a file of the {group}")
         if not _SHA256.fullmatch(info.sha256):
             raise error(f"{info.name}: sha256 must be 64 hex digits")
         sizes[group] = sizes.get(group, 0) + info.size

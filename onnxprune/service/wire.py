@@ -22,6 +22,9 @@ from onnxprune.service._proto import pruning_pb2 as pb
 MAX_CHUNK = 1 << 20
 """Largest ``chunk`` message payload, in bytes (1 MiB), in both directions."""
 
+NAME_MAX = 255
+"""Longest file name (one part of a path), in bytes, that common file systems take."""
+
 ERROR_METADATA = "onnxprune-error"
 """Trailing metadata key naming the ``onnxprune.errors`` class behind a failed call."""
 
@@ -117,6 +120,12 @@ def check_name(name: str, *, relative: bool, error: type[OnnxpruneError]) -> Pur
     if not (plain and parts_ok and not path.is_absolute() and (relative or len(path.parts) == 1)):
         allowed = "a relative path inside the folder" if relative else "a plain file name"
         raise error(f"file name {name[:80]!r} is not allowed; give {allowed}")
+    longest = max(len(part.encode("utf-8", "surrogatepass")) for part in path.parts)
+    if longest > NAME_MAX:
+        raise error(
+            f"file name {name[:80]!r} is not allowed: a part of it is {longest} bytes in UTF-8, "
+            f"over the {NAME_MAX} file systems take"
+        )
     return path
 
 

@@ -29,6 +29,9 @@ def _info(name: str, data: bytes) -> pb.FileInfo:
         ("", False, False),
         (".", False, False),
         ("x" * 256, False, False),
+        ("é" * 127 + ".onnx", False, False),  # 132 characters, 259 bytes in UTF-8
+        ("é" * 125 + ".onnx", False, True),  # 255 bytes
+        ("w/" + "é" * 128, True, False),  # one part of 256 bytes
     ],
 )
 def test_check_name(name, relative, ok):
