@@ -7,7 +7,7 @@ import sys
 import grpc
 import pytest
 
-from onnxprune.cli import _parser
+from onnxprune.cli._main import _parser
 from onnxprune.cli._serve import server_config
 from onnxprune.errors import RemoteError
 from onnxprune.service._proto import pruning_pb2 as pb

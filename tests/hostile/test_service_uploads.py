@@ -7,7 +7,7 @@ import time
 
 import grpc
 
-from onnxprune.cli import _parser
+from onnxprune.cli._main import _parser
 from onnxprune.cli._serve import server_config
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
