@@ -163,6 +163,7 @@ def check_prune(
             raise InvalidOptionError(
                 f"nothing to do: give {spell('sparsity')}, {spell('nm')} or {spell('masks')}"
             )
+        _check_unused(options, inputs, spell)
         return
     if options.sparsity is None:
         raise InvalidOptionError(f"{spell('structured')} needs {spell('sparsity')}")
@@ -186,6 +187,44 @@ def check_prune(
 INTEGER_BOUNDS = {"rounds": (1, 10_000), "round_to": (1, 65_536), "seed": (0, 2**63 - 1)}
 """Inclusive ranges of the integer options. Each SynFlow round rescores the whole network (the
 paper uses 100); no layer has more units than 65,536 to round to; seeds are what numpy takes."""
+
+
+NM_IGNORES = ("allocation", "effective", "min_threshold")
+"""Options an N:M prune has no use for: the pattern fixes how many weights each layer keeps."""
+
+SCORE_ONLY = {"rounds": "synflow", "calibration": "activation"}
+"""Options (or data) that only one score reads."""
+
+
+def _check_unused(options: PruneOptions, inputs: Collection[str], spell: Callable) -> None:
+    """Refuse what an unstructured prune would silently ignore on the path it takes."""
+    if options.nm is not None:
+        stray = [name for name in NM_IGNORES if _given(options, name)]
+        if stray:
+            raise InvalidOptionError(
+                f"{spell('nm')} takes no {', '.join(map(spell, stray))} (the N:M pattern fixes "
+                "how many weights each layer keeps)"
+            )
+    elif options.sparsity is None:  # masks alone: nothing is scored or allocated
+        stray = [n for n in (*UNSTRUCTURED_ONLY, "rounds") if _given(options, n)]
+        stray += [name for name in ("scores", "calibration") if name in inputs]
+        if stray:
+            verb = "needs" if len(stray) == 1 else "need"
+            raise InvalidOptionError(
+                f"{', '.join(map(spell, stray))} {verb} {spell('sparsity')} or {spell('nm')} "
+                f"({spell('masks')} alone only applies the masks)"
+            )
+    if options.skip_indivisible and options.nm is None:
+        raise InvalidOptionError(f"{spell('skip_indivisible')} needs {spell('nm')}")
+    if "scores" in inputs and _given(options, "score"):
+        raise InvalidOptionError(
+            f"give either {spell('scores')} or {spell('score')}, not both (the file's scores "
+            "replace the score)"
+        )
+    for name, score in SCORE_ONLY.items():
+        given = name in inputs if name in INPUTS else _given(options, name)
+        if given and options.score != score:
+            raise InvalidOptionError(f"{spell(name)} is read by {spell('score')} {score} only")
 
 
 def _check_values(options: PruneOptions) -> None:

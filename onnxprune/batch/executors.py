@@ -37,18 +37,29 @@ def run_jobs(
         on_done: called with each result as it arrives.
 
     Raises:
-        InvalidOptionError: an unknown executor, ``workers`` below 1, Ray not installed or its
-            cluster not reachable.
+        InvalidOptionError: an unknown executor, ``workers`` below 1, an address without Ray,
+            Ray not installed or its cluster not reachable.
     """
-    if executor not in EXECUTORS:
-        raise InvalidOptionError(f"executor {executor!r} must be one of {', '.join(EXECUTORS)}")
-    if workers is not None and workers < 1:
-        raise InvalidOptionError(f"jobs={workers} must be at least 1")
+    check_executor(executor, workers, address)
     if not jobs:
         return []
     if executor == "local":
         return run_in_processes(run_job, jobs, jobs=workers or 1, crashed=crashed, on_done=on_done)
     return _run_ray(jobs, workers, address, on_done)
+
+
+def check_executor(executor: str, workers: int | None, address: str | None) -> None:
+    """Refuse an unknown executor, ``workers`` below 1, and an address only Ray would use.
+
+    Raises:
+        InvalidOptionError: one line naming the flag.
+    """
+    if executor not in EXECUTORS:
+        raise InvalidOptionError(f"executor {executor!r} must be one of {', '.join(EXECUTORS)}")
+    if workers is not None and workers < 1:
+        raise InvalidOptionError(f"jobs={workers} must be at least 1")
+    if address is not None and executor != "ray":
+        raise InvalidOptionError("--address is the Ray cluster to join; it needs --executor ray")
 
 
 def _import_ray():

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from onnxprune.batch.executors import run_jobs
+from onnxprune.batch.executors import check_executor, run_jobs
 from onnxprune.batch.items import BatchItem, collect_items
 from onnxprune.batch.job import ItemResult, Job, finished
 from onnxprune.batch.lock import lock_folder
@@ -125,6 +125,7 @@ def run_batch(
     """
     from onnxprune import __version__
 
+    check_executor(executor, jobs, address)  # before any model is read
     out = Path(out)
     items = collect_items(
         source, out, options or PruneOptions(), data_dir, (RESULTS, SUMMARY, REPORT)
