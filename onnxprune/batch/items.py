@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
-from onnxprune.options import PruneOptions, merge_options
+from onnxprune.options import PruneOptions, check_prune, merge_options
 from onnxprune.outputs import PrunedFiles, model_files, names, refuse_clashes
 from onnxprune.sizes import parse_size
 
@@ -81,9 +81,10 @@ def collect_items(
         written: the files the batch writes in ``out`` itself (its summaries).
 
     Raises:
-        InvalidOptionError: a missing source, a bad manifest, two models with the same output,
-            an output folder that is a file, an output that would replace an input (a model,
-            its external data, evaluation data, the manifest).
+        InvalidOptionError: a missing source, a bad manifest, options a prune refuses (a
+            structured model given an allocation...), two models with the same output, an
+            output folder that is a file, an output that would replace an input (a model, its
+            external data, evaluation data, the manifest).
     """
     source, out = Path(source), Path(out)
     if out.exists() and not out.is_dir():
@@ -109,8 +110,17 @@ def collect_items(
                 "give one an 'output' in the manifest"
             )
         seen[item.output] = item.name
+    for item in items:  # combinations a prune refuses fail here, before any model runs
+        _check_options(item)
     _refuse_clashes(items, out, source if source.is_file() else None, written)
     return items
+
+
+def _check_options(item: BatchItem) -> None:
+    try:
+        check_prune(item.options)
+    except InvalidOptionError as e:
+        raise InvalidOptionError(f"{item.name}: {e}") from None
 
 
 MARKER_SUFFIX = ".batch.json"

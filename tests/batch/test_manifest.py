@@ -64,7 +64,8 @@ def test_entries_may_be_plain_paths_and_data_dir_fills_in_data(tmp_path):
     a = save(mlp(1), tmp_path / "a.onnx")
     eval_data(onnx.load(a), tmp_path / "evals" / "a.npz")
     (tmp_path / "m.yaml").write_text("- a.onnx\n")
-    items = collect_items(tmp_path / "m.yaml", tmp_path / "out", PruneOptions(), tmp_path / "evals")
+    options = PruneOptions(sparsity=0.5)
+    items = collect_items(tmp_path / "m.yaml", tmp_path / "out", options, tmp_path / "evals")
     assert [(i.name, i.data) for i in items] == [("a.onnx", tmp_path / "evals" / "a.npz")]
 
 
@@ -80,12 +81,21 @@ def test_entries_may_be_plain_paths_and_data_dir_fills_in_data(tmp_path):
         ("modles: []", "expected a list of models"),
         ("models: [a.onnx\n", "is not valid YAML"),
         ("defaults: {allocation: magic}\nmodels: []", "unknown allocation 'magic'"),
+        # Combinations a prune refuses are refused for the model, before anything runs.
+        (
+            "defaults: {allocation: erk}\nmodels: [{path: a.onnx, options: {structured: l1}}]",
+            r"^a\.onnx: structured takes no allocation",
+        ),
+        (
+            "models: [{path: a.onnx, options: {round_to: 8}}]",
+            r"^a\.onnx: round_to needs structured",
+        ),
     ],
 )
 def test_manifest_errors_say_where_and_what(tmp_path, text, message):
     (tmp_path / "m.yaml").write_text(text)
     with pytest.raises(InvalidOptionError, match=message):
-        collect_items(tmp_path / "m.yaml", tmp_path / "out", PruneOptions())
+        collect_items(tmp_path / "m.yaml", tmp_path / "out", PruneOptions(sparsity=0.5))
 
 
 def test_a_json_manifest_error_names_the_line(tmp_path):
@@ -98,5 +108,5 @@ def test_a_directory_keeps_its_layout_and_skips_hidden_files(tmp_path):
     save(mlp(1), tmp_path / "z" / "deep" / "er" / "m.onnx")
     save(mlp(1), tmp_path / "z" / ".cache" / "m.onnx")
     save(mlp(1), tmp_path / "z" / ".tmp.onnx")
-    items = collect_items(tmp_path / "z", tmp_path / "out", PruneOptions())
+    items = collect_items(tmp_path / "z", tmp_path / "out", PruneOptions(sparsity=0.5))
     assert [(i.name, str(i.output)) for i in items] == [("deep/er/m.onnx", "deep/er/m.onnx")]

@@ -19,6 +19,7 @@ from tests.batch.models import eval_data, mlp, save, zoo
 
 GOOD = ("a.onnx", "sub/b.onnx")
 BROKEN = ("corrupt.onnx", "sub/unknown_op.onnx")
+HALF = PruneOptions(sparsity=0.5)
 
 
 def _by_model(batch):
@@ -174,9 +175,12 @@ def test_a_bad_option_fails_before_any_model_runs(tmp_path):
     with pytest.raises(InvalidOptionError, match="unknown score 'magnitud'"):
         merge_options(PruneOptions(), {"score": "magnitud"}, "command line")
     with pytest.raises(InvalidOptionError, match="executor 'slurm' must be one of local, ray"):
-        run_batch(tmp_path / "zoo", tmp_path / "out", executor="slurm")
+        run_batch(tmp_path / "zoo", tmp_path / "out", executor="slurm", options=HALF)
     with pytest.raises(InvalidOptionError, match="batch source not found"):
         run_batch(tmp_path / "nowhere", tmp_path / "out")
+    with pytest.raises(InvalidOptionError, match=r"^a\.onnx: nothing to do: give sparsity"):
+        run_batch(tmp_path / "zoo", tmp_path / "out")  # no target: refused, nothing runs
+    assert not (tmp_path / "out" / "a.onnx").exists()
 
 
 def test_ray_is_an_optional_extra(monkeypatch, tmp_path):
@@ -193,7 +197,7 @@ def test_ray_is_an_optional_extra(monkeypatch, tmp_path):
     with pytest.raises(
         InvalidOptionError, match=r"needs the 'ray' extra: pip install 'onnxprune\[ray\]'"
     ):
-        run_batch(tmp_path / "zoo", tmp_path / "out", executor="ray")
+        run_batch(tmp_path / "zoo", tmp_path / "out", executor="ray", options=HALF)
 
 
 def test_a_manifest_prunes_structurally_and_compacts_by_the_same_entry(tmp_path):
