@@ -9,7 +9,7 @@ of two models) and ``mynet.py``, which stands for the reader's own PyTorch code 
 was exported to ``model.onnx``, and data loaders). A block that raises fails its test.
 
 Shell: every ``onnxprune ...`` line of the README's indented code blocks (with its ``\\``
-continuations) is parsed by the real parser, ``onnxprune.cli._parser()``; nothing runs. A flag
+continuations) is parsed by the real parser, ``onnxprune.cli._main._parser()``; nothing runs. A flag
 that does not exist, a missing required argument or a bad choice fails. And every ``--flag``
 the prose names in backticks must be a flag of some ``onnxprune`` command.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from onnxprune.batch import collect_items
-from onnxprune.cli import _parser
+from onnxprune.cli._main import _parser
 from onnxprune.options import PruneOptions, check_prune
 
 ROOT = Path(__file__).resolve().parent.parent
