@@ -1,10 +1,11 @@
-# Two entry points: `make demo` and `make test`. Both build .venv by themselves.
+# Entry points: `make demo`, `make test` (the whole suite) and `make check` (the quick loop).
+# Each builds .venv by itself.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench proto clean
+.PHONY: demo test check lint format bench proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,8 +46,14 @@ demo: $(STAMP)
 	@echo "== 6. the report =="
 	$(BIN)/onnxprune report $(DEMO)/sweep.json --html $(DEMO)/index.html --markdown $(DEMO)/README.md
 
+# Every test, the docstring examples and every property at its full example count
+# (HYPOTHESIS_PROFILE, tests/conftest.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q
+	HYPOTHESIS_PROFILE=full $(BIN)/python -m pytest -n 2 -q
+
+# The edit-test loop, under 3 minutes on 2 cores: no test marked slow, a few examples per property.
+check: $(STAMP)
+	HYPOTHESIS_PROFILE=dev $(BIN)/python -m pytest -n 2 -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check onnxprune tests benchmarks models proto

@@ -6,8 +6,9 @@
 - ``dev``: a few examples each, for the edit-test loop; ``make check`` runs it.
 
 Both derandomize (the examples come from each test's source, not a clock) with no example
-database and no deadline (the first ONNX Runtime session of a process is slow). Tests take
-``max_examples`` from the profile: ``@settings(deadline=None, derandomize=True)`` with no count.
+database and no deadline (the first ONNX Runtime session of a process is slow). Properties take
+their example count from the profile (``@settings(deadline=None, derandomize=True)``, no count),
+or at most it (``max_examples=examples(n)``, tests/helpers.py).
 
 Hypothesis (6.131 on) also draws, now and then, constants it harvests from the source of every
 *local* module imported so far (our package, benchmarks, examples; not tests). Which modules
@@ -23,7 +24,7 @@ import os
 
 from hypothesis import settings
 
-PROFILES = {"full": 1500, "dev": 50}
+PROFILES = {"full": 1500, "dev": 100}
 """Examples per property test in each profile."""
 
 for _name, _count in PROFILES.items():

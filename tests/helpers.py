@@ -1,4 +1,5 @@
-"""Builders shared by tests: one-input one-output models, and the CLI in a subprocess."""
+"""Builders shared by tests: one-input one-output models, the CLI in a subprocess, and the
+example counts of properties."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 
 import numpy as np
 import onnx
+from hypothesis import settings
 from onnx import TensorProto, helper, numpy_helper
 
 
@@ -37,3 +39,12 @@ def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
         check=False,
         timeout=timeout,
     )
+
+
+def examples(full: int) -> int:
+    """``full``, at most the loaded Hypothesis profile's count (tests/conftest.py).
+
+    A property that needs fewer examples than the profile's keeps its own count under ``full``
+    (``make test``) and runs the few of ``dev`` (``make check``).
+    """
+    return min(full, settings().max_examples)

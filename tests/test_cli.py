@@ -163,6 +163,7 @@ def _escaping_model(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "error"),
     [
@@ -229,6 +230,7 @@ def _truncated(tmp_path: Path) -> Path:
     return _write(tmp_path / "half.onnx", data[: len(data) // 2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("command", "message"),
     [

@@ -58,6 +58,7 @@ def test_prune_with_allocation_min_threshold_and_masks_out(tmp_path):
     assert sum(kept.values()) == total - round(0.95 * total)
 
 
+@pytest.mark.slow
 def test_prune_effective_target_reports_analyses(tmp_path, capsys):
     out = tmp_path / "p.onnx"
     assert main(["prune", str(MLP), "-o", str(out), "--sparsity", "0.97", "--effective"]) == 0
@@ -93,6 +94,7 @@ def test_methods_lists_scores_and_allocations(capsys):
         assert f"  {name} " in structured
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "error"),
     [
@@ -111,6 +113,7 @@ def test_bad_prune_arguments_exit_2(tmp_path, args, error):
     assert not (tmp_path / "o.onnx").exists()
 
 
+@pytest.mark.slow
 def test_mismatched_scores_file_exits_2(tmp_path):
     scores = tmp_path / "s.npz"
     np.savez(scores, **{"fc1.weight": np.ones((300, 64))})
@@ -120,6 +123,7 @@ def test_mismatched_scores_file_exits_2(tmp_path):
     assert "scores lack 2 weight(s)" in result.stderr
 
 
+@pytest.mark.slow
 def test_prune_never_overwrites_its_input(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(MLP.read_bytes())
@@ -130,6 +134,7 @@ def test_prune_never_overwrites_its_input(tmp_path):
     assert model.read_bytes() == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra",
     [

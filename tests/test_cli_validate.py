@@ -42,6 +42,7 @@ def test_summary_names_the_provider_and_the_gate(capsys) -> None:
     )
 
 
+@pytest.mark.slow
 def test_gate_failure_exits_3_with_the_reason() -> None:
     result = run_cli("validate", PRUNED, "--data", DIGITS, "--baseline", DENSE,
                      "--max-accuracy-drop", "0.01")  # fmt: skip
@@ -50,6 +51,7 @@ def test_gate_failure_exits_3_with_the_reason() -> None:
     assert result.stderr == ""
 
 
+@pytest.mark.slow
 def test_gate_pass_and_no_gate_exit_0() -> None:
     passed = run_cli("validate", DENSE, "--data", DIGITS, "--baseline", DENSE,
                      "--min-agreement", "1", "--max-accuracy-drop", "0")  # fmt: skip
@@ -124,6 +126,7 @@ def test_bad_data_exits_2_with_one_line(tmp_path: Path, capsys, case: str, messa
     assert captured.out == ""
 
 
+@pytest.mark.slow
 def test_bad_input_in_a_subprocess_has_no_traceback(tmp_path: Path) -> None:
     missing = run_cli("validate", DENSE, "--data", str(tmp_path / "nope.npz"))
     assert missing.returncode == 2

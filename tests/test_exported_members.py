@@ -128,6 +128,7 @@ def test_the_private_import_check_sees_one(tmp_path: Path) -> None:
         offender.unlink()
 
 
+@pytest.mark.slow
 def test_core_imports_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import settings
 
 from tests.conftest import PROFILES
@@ -48,6 +49,7 @@ def _examples(tmp_path: Path, *modules: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_examples_do_not_depend_on_what_is_imported(tmp_path):
     # Hypothesis mixes in constants from the source of the local modules imported so far, and
     # which those are depends on what pytest collected. A local module full of integers and

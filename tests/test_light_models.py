@@ -30,6 +30,8 @@ from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 import onnxprune
 
+pytestmark = pytest.mark.slow  # the light models of the onnx package, full analyses
+
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 MODELS = [
     "bvlc_alexnet",

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from onnxprune import analyze
+from tests.helpers import examples
 from tests.reference import (
     AUTO_PADS,
     Conv,
@@ -312,7 +313,7 @@ def _check_exact(report, ref) -> None:
         assert got == (want.active, want.dead_inputs, want.dead_outputs), layer.name
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=QUIET)
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=QUIET)
 @given(mlps())
 def test_mlp_channel_and_exact_equal_reference(net: Net) -> None:
     model, ref = to_onnx(net), reference_activity(net)
@@ -323,7 +324,7 @@ def test_mlp_channel_and_exact_equal_reference(net: Net) -> None:
         _check_exact(report, ref)
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=QUIET)
+@settings(max_examples=examples(1000), deadline=None, suppress_health_check=QUIET)
 @given(cnns())
 def test_cnn_exact_equals_reference_and_channel_under_reports(net: Net) -> None:
     model, ref = to_onnx(net), reference_activity(net)
@@ -340,7 +341,7 @@ def test_cnn_exact_equals_reference_and_channel_under_reports(net: Net) -> None:
     assert channel.effective_sparsity <= exact.effective_sparsity + 1e-12
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=QUIET)
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=QUIET)
 @given(st.one_of(mlps(), cnns()))
 def test_effective_sparsity_is_at_least_direct(net: Net) -> None:
     model = to_onnx(net)
@@ -370,7 +371,7 @@ def _session(model):
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=QUIET)
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=QUIET)
 @given(st.one_of(mlps(), cnns()))
 def test_reference_forward_matches_onnxruntime(net: Net) -> None:
     """The builder's linearized ONNX model and the reference compute the same function.
@@ -396,7 +397,7 @@ def lone_max_pools(draw) -> Net:
     return Net((1, *shape), (layer,))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=QUIET)
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=QUIET)
 @given(lone_max_pools(), st.integers(0, 2**16))
 def test_reference_pool_windows_match_onnxruntime_maxpool(net: Net, seed: int) -> None:
     """Each output's window, read off the linear reference one unit input at a time, holds
@@ -414,7 +415,7 @@ def test_reference_pool_windows_match_onnxruntime_maxpool(net: Net, seed: int) -
         assert flat[o] == x.reshape(-1)[window[o]].max(), o
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=QUIET)
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=QUIET)
 @given(st.one_of(mlps(), cnns()), st.integers(0, 2**16))
 def test_reference_gradient_is_the_exact_difference(net: Net, seed: int) -> None:
     """sum(output) is affine in any single weight, so its gradient is f(w + e) - f(w)."""

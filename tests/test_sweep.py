@@ -97,6 +97,7 @@ def test_bad_sparsities(text):
         parse_sparsities(text)
 
 
+@pytest.mark.slow
 def test_cli_sweep_prints_the_table_and_exit_codes(tmp_path):
     out = tmp_path / "sweep"
     ok = run_cli(

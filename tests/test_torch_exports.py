@@ -31,6 +31,7 @@ nn = torch.nn
 prune = pytest.importorskip("torch.nn.utils.prune")
 
 pytestmark = [
+    pytest.mark.slow,  # torch exports
     # torch 2.9+ warns that the TorchScript exporter is legacy; it is still the one that gives
     # the stable ``<module>.weight`` names and the BatchNorm folding these tests are about.
     pytest.mark.filterwarnings(

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.batch.models import mlp, save, zoo
 from tests.helpers import run_cli
 
 
+@pytest.mark.slow
 def test_some_failed_exits_4_and_lists_them_then_a_clean_folder_exits_0(tmp_path):
     zoo(tmp_path / "zoo")
     out = tmp_path / "out"

@@ -11,6 +11,8 @@ import pytest
 from onnxprune.batch import PruneOptions, run_batch
 from tests.batch.models import eval_data, zoo
 
+pytestmark = pytest.mark.slow  # starts a Ray instance
+
 ray = pytest.importorskip("ray")
 
 _SAME = ("model", "status", "output", "streamed", "target", "direct_sparsity")

@@ -138,6 +138,7 @@ def test_out_inside_the_source_folder_is_not_pruned_again(tmp_path):
     assert [(r.model, r.status) for r in batch.results] == [("a.onnx", "skipped")]
 
 
+@pytest.mark.slow
 def test_out_of_memory_in_a_worker_is_recorded_and_the_others_go_on(tmp_path):
     save(mlp(1), tmp_path / "zoo" / "small.onnx")
     # One 3000 x 3000 float32 weight (36 MB): pruning it in memory needs several copies.

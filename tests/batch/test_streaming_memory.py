@@ -25,6 +25,7 @@ def _can_reset_peak() -> bool:
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _can_reset_peak(), reason="needs Linux's /proc/self/clear_refs")
 def test_peak_memory_stays_near_the_largest_tensor(tmp_path):
     model = write_big_model(tmp_path, LAYERS, A, B)

@@ -19,6 +19,7 @@ from onnxprune.pruners.allocations.minimum_threshold import minimum_threshold
 from onnxprune.pruners.allocations.uniform import uniform
 from onnxprune.pruners.allocations.uniform_plus import uniform_plus
 from onnxprune.pruners.registry import ALLOCATIONS, get_allocation
+from tests.helpers import examples
 
 LENET = {"fc1": (784, 300), "fc2": (300, 100), "fc3": (100, 10)}
 TARGETS = (0.5, 0.9, 0.98, 0.995)
@@ -352,7 +353,7 @@ def _check_counts(shapes, t, counts):
         assert 0 <= counts[name] <= n
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(shapes=shapes_st, t=target_st, seed=st.integers(0, 2**16))
 def test_every_allocation_sums_exactly_within_bounds(shapes, t, seed):
     scores = _random_scores(shapes, seed)
@@ -376,7 +377,7 @@ def test_every_allocation_sums_exactly_within_bounds(shapes, t, seed):
                 assert counts[names[0]] == 0
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(shapes=shapes_st, t=target_st, seed=st.integers(0, 2**16))
 def test_erk_and_igq_match_their_closed_forms(shapes, t, seed):
     for fn, reference in ((erk, _erk_reference), (igq, lambda s, x: _igq_reference(s, x)[0])):
@@ -384,7 +385,7 @@ def test_erk_and_igq_match_their_closed_forms(shapes, t, seed):
         assert np.all(np.abs(got - reference(shapes, t)) <= 1 + 1e-6)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     shapes=shapes_st,
     t=target_st,

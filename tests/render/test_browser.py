@@ -17,6 +17,8 @@ from PIL import Image
 from onnxprune.render import render_html
 from tests.render import samples
 
+pytestmark = pytest.mark.slow  # starts headless Chromium
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 TAB_BLUE, TAB_ORANGE = (31, 119, 180), (255, 127, 14)  # the plots' first two series colours
 # Test-only probe, run by the load event (after every image has loaded or failed): record each

@@ -12,6 +12,8 @@ import pytest
 import onnxprune
 from tests.server.conftest import MLP
 
+pytestmark = pytest.mark.slow  # installs and runs the Node.js client
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "node"
 OFFLINE = ("ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ETIMEDOUT", "ENETUNREACH")
 

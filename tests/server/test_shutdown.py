@@ -54,6 +54,7 @@ def server_process(tmp_path):
         process.wait(10)
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_call_in_flight(server_process, tmp_path):
     process, address, log = server_process
     started, outcome = threading.Event(), {}

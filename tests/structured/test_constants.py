@@ -89,6 +89,7 @@ def _tensors_by_ort(model: onnx.ModelProto, names: list[str], feeds) -> dict[str
     return dict(zip(names, values, strict=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "removed"),
     [

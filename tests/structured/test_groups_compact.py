@@ -318,6 +318,7 @@ def _with_logits(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "min_layers"), [("resnet50", 53), ("densenet121", 120)])
 def test_light_models_prune_and_match_masked(name, min_layers):
     model = _light(name)

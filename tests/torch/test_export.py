@@ -47,6 +47,7 @@ def pruned_convbn(tmp_path):
     return net, path, pruned
 
 
+@pytest.mark.slow
 def test_export_like_the_original_and_masks_held(pruned_convbn, tmp_path):
     net, pruned_path, pruned = pruned_convbn
     handle = opt.apply_masks(net, pruned.masks, onnx_model=pruned_path)

@@ -22,6 +22,7 @@ def test_all_is_sorted_and_complete():
         assert hasattr(opt, name), name
 
 
+@pytest.mark.slow
 def test_without_torch_the_import_names_the_extra():
     code = (
         "import sys; sys.modules['torch'] = None\n"

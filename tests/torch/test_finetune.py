@@ -24,6 +24,7 @@ def blobs(n=256, seed=0):
     return torch.utils.data.DataLoader(data, batch_size=32, shuffle=True, generator=gen)
 
 
+@pytest.mark.slow
 def test_history_follows_the_schedule_and_masks_hold():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 4))

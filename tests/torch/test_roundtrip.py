@@ -28,7 +28,10 @@ from onnxprune.pruners.masks import load_masks  # noqa: E402
 from tests.torch.helpers import LEGACY_EXPORTER_WARNINGS  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "finetune_digits.py"
-pytestmark = [pytest.mark.filterwarnings(w) for w in LEGACY_EXPORTER_WARNINGS]
+pytestmark = [
+    pytest.mark.slow,  # trains, prunes and exports the digits nets
+    *[pytest.mark.filterwarnings(w) for w in LEGACY_EXPORTER_WARNINGS],
+]
 
 
 def load_example():
