@@ -14,7 +14,7 @@ from onnxprune.cli._common import (
     out,
     prune_options,
 )
-from onnxprune.cli._results import print_structured
+from onnxprune.cli._results import print_compaction, print_structured
 from onnxprune.report import format_table
 
 
@@ -91,8 +91,7 @@ def _prune(args: argparse.Namespace) -> int:
     if result.analyses:
         out(f"effective target reached in {result.analyses} analyses")
     if result.compaction is not None:
-        c = result.compaction
-        out(f"compacted: parameters {c.params_before} -> {c.params_after}")
+        print_compaction(result.compaction.to_dict())
     out(f"wrote {output} and {masks_out}")
     return 0
 

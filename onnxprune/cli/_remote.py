@@ -23,7 +23,7 @@ from onnxprune.cli._common import (
     parse_input_shapes,
     prune_options,
 )
-from onnxprune.cli._results import print_compact, print_structured
+from onnxprune.cli._results import print_compact, print_compaction, print_structured
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import write_text_atomic
 from onnxprune.outputs import check_outputs
@@ -131,17 +131,24 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
             write_text_atomic(Path(args.report_out), json.dumps(summary, indent=2))
         print_structured(summary, args)
         return 0
-    report = result.report
+    report, compaction = result.report, None
+    text = report.json
+    if result.HasField("compaction"):  # --compact: the JSON gains it, as PruneResult.to_dict's
+        compaction = compact_dict(result.compaction)
+        text = json.dumps({**json.loads(report.json), "compaction": compaction}, indent=2)
     if args.report_out:
-        write_text_atomic(Path(args.report_out), report.json)
+        write_text_atomic(Path(args.report_out), text)
     for warning in result.warnings:
         err(f"warning: {warning}")
-    lines = [report.json] if args.json else [report.text]
-    if not args.json and result.analyses:
-        lines.append(f"effective target reached in {result.analyses} analyses")
-    if not args.json:
-        lines.append(f"wrote {output} and {masks_out}")
-    out("\n".join(lines))
+    if args.json:
+        out(text)
+        return 0
+    out(report.text)
+    if result.analyses:
+        out(f"effective target reached in {result.analyses} analyses")
+    if compaction is not None:
+        print_compaction(compaction)
+    out(f"wrote {output} and {masks_out}")
     return 0
 
 

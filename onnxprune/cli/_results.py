@@ -59,6 +59,12 @@ def print_compact(summary: Mapping[str, object], args: argparse.Namespace) -> No
     out(f"parameters {summary['params_before']} -> {summary['params_after']}; wrote {args.output}")
 
 
+def print_compaction(summary: Mapping[str, object]) -> None:
+    """After ``prune --compact`` (a ``CompactResult.to_dict``): parameters, blocked groups."""
+    out(f"compacted: parameters {summary['params_before']} -> {summary['params_after']}")
+    _left_alone(summary["blocked"])
+
+
 def _warn(summary: Mapping[str, object]) -> None:
     for line in summary["warnings"]:
         err(f"warning: {line}")

@@ -117,11 +117,14 @@ def prune_job(
     if result.structured is not None:
         return structured_message(result.structured)
     events.file("masks", masks_out, "masks.npz")
-    return pb.PruneResult(
+    message = pb.PruneResult(
         report=report_message(result.report),
         warnings=list(result.warnings),
         analyses=result.analyses,
     )
+    if result.compaction is not None:
+        message.compaction.CopyFrom(compact_message(result.compaction))
+    return message
 
 
 def compact_job(

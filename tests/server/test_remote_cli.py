@@ -230,3 +230,27 @@ def test_remote_compact_writes_its_report_out_as_local(address, tmp_path, capsys
     written = (tmp_path / "remote" / "r.json").read_text()
     assert written == (tmp_path / "local" / "r.json").read_text()
     assert json.loads(written)["params_before"] == 9770
+
+
+def test_remote_prune_compact_prints_and_writes_the_compaction_as_local(address, tmp_path, capsys):
+    flags = ["--sparsity", "0.9", "--compact"]
+    for run, extra in enumerate(([], ["--json"])):
+        folder = tmp_path / f"run{run}"
+        runs = []
+        for where, prefix in (("local", []), ("remote", ["remote"])):
+            (folder / where).mkdir(parents=True)
+            server = ["--server", address] if prefix else []
+            argv = [*prefix, "prune", str(CNN), "-o", str(folder / where / "p.onnx"), *flags]
+            report = ["--report-out", str(folder / where / "r.json")]
+            code, out, err = _run(capsys, *argv, *extra, *report, *server)
+            runs.append((code, out.replace(str(folder / where), "DIR"), err))
+        local, remote = runs
+        assert remote == local
+        assert local[0] == 0
+        written = json.loads((folder / "remote" / "r.json").read_text())
+        assert written == json.loads((folder / "local" / "r.json").read_text())
+        compaction = written["compaction"]
+        assert compaction["params_before"] == 9770 > compaction["params_after"]
+        if not extra:
+            assert f"compacted: parameters 9770 -> {compaction['params_after']}" in local[1]
+            assert "left alone: 10 groups: graph output 'logits' (layer head.weight)" in local[1]

@@ -173,7 +173,7 @@ class LayerRemoved(_message.Message):
     def __init__(self, name: _Optional[str] = ..., removed: _Optional[int] = ..., folded: _Optional[int] = ...) -> None: ...
 
 class PruneResult(_message.Message):
-    __slots__ = ("report", "warnings", "analyses", "units", "removed", "params_before", "params_after", "blocked", "sparsity", "scope", "round_to", "group_sparsity", "groups_removed", "groups_prunable")
+    __slots__ = ("report", "warnings", "analyses", "units", "removed", "params_before", "params_after", "blocked", "sparsity", "scope", "round_to", "group_sparsity", "groups_removed", "groups_prunable", "compaction")
     REPORT_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     ANALYSES_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +188,7 @@ class PruneResult(_message.Message):
     GROUP_SPARSITY_FIELD_NUMBER: _ClassVar[int]
     GROUPS_REMOVED_FIELD_NUMBER: _ClassVar[int]
     GROUPS_PRUNABLE_FIELD_NUMBER: _ClassVar[int]
+    COMPACTION_FIELD_NUMBER: _ClassVar[int]
     report: SparsityReport
     warnings: _containers.RepeatedScalarFieldContainer[str]
     analyses: int
@@ -202,7 +203,8 @@ class PruneResult(_message.Message):
     group_sparsity: float
     groups_removed: int
     groups_prunable: int
-    def __init__(self, report: _Optional[_Union[SparsityReport, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., analyses: _Optional[int] = ..., units: _Optional[_Iterable[_Union[LayerUnits, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ..., blocked: _Optional[_Iterable[_Union[BlockedGroup, _Mapping]]] = ..., sparsity: _Optional[float] = ..., scope: _Optional[str] = ..., round_to: _Optional[int] = ..., group_sparsity: _Optional[float] = ..., groups_removed: _Optional[int] = ..., groups_prunable: _Optional[int] = ...) -> None: ...
+    compaction: CompactResult
+    def __init__(self, report: _Optional[_Union[SparsityReport, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., analyses: _Optional[int] = ..., units: _Optional[_Iterable[_Union[LayerUnits, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ..., blocked: _Optional[_Iterable[_Union[BlockedGroup, _Mapping]]] = ..., sparsity: _Optional[float] = ..., scope: _Optional[str] = ..., round_to: _Optional[int] = ..., group_sparsity: _Optional[float] = ..., groups_removed: _Optional[int] = ..., groups_prunable: _Optional[int] = ..., compaction: _Optional[_Union[CompactResult, _Mapping]] = ...) -> None: ...
 
 class PruneResponse(_message.Message):
     __slots__ = ("progress", "model", "model_data", "masks", "chunk", "result")
