@@ -6,6 +6,7 @@ processes (``--memory-limit``, its config file) take a size in this one spelling
 
 from __future__ import annotations
 
+import os
 import re
 
 from onnxprune.errors import InvalidOptionError
@@ -32,3 +33,14 @@ def parse_size(text: str | int | None) -> int | None:
     if match is None:
         raise InvalidOptionError(f"memory limit {text!r} must look like 512M, 4G or a byte count")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()]) or None
+
+
+def physical_memory() -> int | None:
+    """The machine's physical memory in bytes (``None`` where it is unknown).
+
+    Batch workers may add this much by default; the server's workers get a share of it.
+    """
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return None

@@ -36,18 +36,11 @@ from onnxprune.batch.options import fingerprint
 from onnxprune.model import DEFAULT_MAX_BYTES, write_text_atomic
 from onnxprune.options import PruneOptions
 from onnxprune.report import text_table
+from onnxprune.sizes import physical_memory
 
 RESULTS = "batch.jsonl"
 SUMMARY = "batch.json"
 REPORT = "batch.md"
-
-
-def default_memory_limit() -> int | None:
-    """The machine's physical memory: what a worker may add by default (``None`` if unknown)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +123,7 @@ def run_batch(
     items = collect_items(
         source, out, options or PruneOptions(), data_dir, (RESULTS, SUMMARY, REPORT)
     )
-    default_limit = default_memory_limit() if memory_limit == -1 else memory_limit
+    default_limit = physical_memory() if memory_limit == -1 else memory_limit
     prepared = [
         _job(item, out, default_limit, provider, batch_size, max_bytes, __version__)
         for item in items

@@ -57,8 +57,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--memory-limit",
         metavar="SIZE",
-        default="32G",
-        help="address-space limit of each worker process, e.g. 8G; 0 for none (default 32G)",
+        help="address-space limit of each worker process, e.g. 8G; 0 for none (default: 3/4 of "
+        "the machine's memory)",
     )
     add_renamed(p, "--worker-memory-mb", type=int, convert=_mebibytes)
     p.add_argument(
@@ -98,6 +98,9 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     from onnxprune.service import load_config
     from onnxprune.sizes import parse_size
 
+    settings = {}
+    if args.memory_limit is not None:  # else the config's default, a share of the memory
+        settings["memory_limit"] = parse_size(args.memory_limit) or 0
     return load_config(
         token_file=args.token_file,
         tls_cert=args.tls_cert,
@@ -107,11 +110,11 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         max_bytes=args.max_bytes,
         max_concurrent=args.max_concurrent,
         jobs=args.jobs,
-        memory_limit=parse_size(args.memory_limit) or 0,
         max_job_seconds=args.max_job_seconds,
         grace=args.grace,
         upload_timeout=args.upload_timeout,
         work_dir=args.work_dir,
+        **settings,
     )
 
 

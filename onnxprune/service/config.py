@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import DEFAULT_MAX_BYTES
 from onnxprune.service.wire import read_file, read_token
+from onnxprune.sizes import physical_memory
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,20 @@ class Tls:
     cert: bytes = field(repr=False)
     key: bytes = field(repr=False)
     client_ca: bytes | None = field(default=None, repr=False)
+
+
+WORKER_MEMORY_SHARE = 0.75
+"""The share of the machine's physical memory a server worker may use by default."""
+
+
+def default_memory_limit() -> int:
+    """Three quarters of the physical memory (0, no limit, where it is unknown).
+
+    A worker that needs more fails alone with ``RESOURCE_EXHAUSTED``, before the machine swaps
+    or its OOM killer picks a process (a fixed default, such as 32 GiB, could be above it).
+    """
+    memory = physical_memory()
+    return 0 if memory is None else int(memory * WORKER_MEMORY_SHARE)
 
 
 @dataclass(frozen=True)
@@ -38,7 +53,8 @@ class ServerConfig:
             checked against the request header before any data is read.
         max_concurrent: most calls in flight; more get ``RESOURCE_EXHAUSTED``.
         jobs: most jobs running at once in worker processes; more wait for a free worker.
-        memory_limit: address-space limit of each worker process in bytes; 0 for none.
+        memory_limit: address-space limit of each worker process in bytes; 0 for none
+            (default: ``default_memory_limit()``, three quarters of the machine's memory).
         max_job_seconds: seconds a job may run in its worker; then it is killed and the call
             ends with ``DEADLINE_EXCEEDED`` (clients without a deadline cannot hold a worker).
         grace: seconds in-flight calls get to finish on shutdown.
@@ -56,7 +72,7 @@ class ServerConfig:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_concurrent: int = 16
     jobs: int = 2
-    memory_limit: int = 32 * 2**30
+    memory_limit: int = field(default_factory=default_memory_limit)
     max_job_seconds: float = 3600.0
     grace: float = 30.0
     upload_timeout: float = 60.0
