@@ -33,6 +33,10 @@ from onnxprune.sizes import parse_size
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_MANIFEST_BYTES = 16 * 2**20
+MAX_MANIFEST_DEPTH = 32
+"""Deepest nesting of lists and mappings in a manifest (a real one needs 5)."""
+MAX_MANIFEST_VALUES = 1_000_000
+"""Most values a manifest may stand for once its YAML aliases are expanded (about 10 a model)."""
 _ENTRY_KEYS = ("path", "data", "options", "output", "memory_limit")
 
 
@@ -191,6 +195,15 @@ def _read_manifest(path: Path) -> object:
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise InvalidOptionError(f"manifest {path.name} is over {MAX_MANIFEST_BYTES} bytes")
     text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        document = _parse(path, text)
+    except RecursionError:  # the parsers recurse once per level
+        raise InvalidOptionError(_too_deep(path)) from None
+    _check_extent(path, document)
+    return document
+
+
+def _parse(path: Path, text: str) -> object:
     if path.suffix.lower() == ".json":
         try:
             return json.loads(text)
@@ -205,6 +218,37 @@ def _read_manifest(path: Path) -> object:
     except yaml.YAMLError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "not YAML"
         raise InvalidOptionError(f"manifest {path.name} is not valid YAML: {first}") from None
+
+
+def _check_extent(path: Path, document: object) -> None:
+    """Refuse a document nested too deep, or standing for too many values.
+
+    YAML aliases share what they name, so loading is cheap, but whatever reads the document
+    meets every value as often as it is named: a 400-byte "billion laughs" stands for 10^9 of
+    them, and a recursive alias (``&a [*a]``) never ends. Counted as met, up to the limit.
+
+    Raises:
+        InvalidOptionError: over ``MAX_MANIFEST_DEPTH`` or ``MAX_MANIFEST_VALUES``.
+    """
+    stack, count = [(document, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if depth > MAX_MANIFEST_DEPTH:
+            raise InvalidOptionError(_too_deep(path))
+        if count > MAX_MANIFEST_VALUES:
+            raise InvalidOptionError(
+                f"manifest {path.name} stands for over {MAX_MANIFEST_VALUES} values once its "
+                "YAML aliases (*name) are expanded; list the models without aliases"
+            )
+        if isinstance(value, Mapping):
+            stack += [(child, depth + 1) for item in value.items() for child in item]
+        elif isinstance(value, list):
+            stack += [(child, depth + 1) for child in value]
+
+
+def _too_deep(path: Path) -> str:
+    return f"manifest {path.name} is nested more than {MAX_MANIFEST_DEPTH} levels deep"
 
 
 def _entry(
