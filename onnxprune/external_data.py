@@ -189,6 +189,8 @@ def save_model_streaming(
     weights: ExternalWeights,
     path: str | os.PathLike,
     replace: Mapping[str, Chunks] | None = None,
+    *,
+    before_rename: Callable[[], None] | None = None,
 ) -> None:
     """Write ``model`` with every external initializer in one new data file, chunk by chunk.
 
@@ -203,6 +205,8 @@ def save_model_streaming(
         weights: reads the external initializers of ``model``.
         path: destination ``.onnx`` path.
         replace: new values of external initializers, keyed by name.
+        before_rename: commits the files that go with the model, just before its rename
+            (see ``commit_model``).
 
     Raises:
         ValueError: a producer yields the wrong number of elements (a bug in the caller).
@@ -227,7 +231,7 @@ def save_model_streaming(
             raise ValueError(f"no external initializer named {sorted(replace)[0]!r}")
         tmp.write_bytes(copy.SerializeToString())
 
-    commit_model(Path(path), write, external=True)
+    commit_model(Path(path), write, external=True, before_rename=before_rename)
 
 
 def _write_chunks(tensor: onnx.TensorProto, chunks: Iterable[np.ndarray], out: BinaryIO) -> None:

@@ -13,6 +13,7 @@ import glob
 import os
 import re
 import stat
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -125,19 +126,20 @@ def save_model(
     path: str | os.PathLike,
     *,
     external_data_threshold: int = PROTOBUF_LIMIT,
+    before_rename: Callable[[], None] | None = None,
 ) -> None:
     """Write ``model`` atomically, with external data when it is too large for one protobuf.
 
     The model is written as it is: its IR version, opset imports, metadata and names are kept.
     Models of ``external_data_threshold`` bytes or more store their tensors in ``<name>.data``
-    next to
-    the file. Both files are written under temporary names and renamed into place, so a reader
-    never sees a half-written model.
+    next to the file. Both files are written under temporary names and renamed into place, so
+    a reader never sees a half-written model.
 
     Args:
         model: the model to write; it is not modified.
         path: destination ``.onnx`` path.
         external_data_threshold: size in bytes from which tensors go to external data.
+        before_rename: see ``commit_model`` (commits the files that go with the model).
     """
 
     def write(tmp: Path, data_file: Path | None) -> None:
@@ -146,22 +148,41 @@ def save_model(
         else:
             _write_with_external_data(model, tmp, data_file)
 
-    commit_model(Path(path), write, external=model.ByteSize() >= external_data_threshold)
+    commit_model(
+        Path(path),
+        write,
+        external=model.ByteSize() >= external_data_threshold,
+        before_rename=before_rename,
+    )
 
 
-def commit_model(path: Path, write: Callable[[Path, Path | None], None], *, external: bool) -> None:
+def commit_model(
+    path: Path,
+    write: Callable[[Path, Path | None], None],
+    *,
+    external: bool,
+    before_rename: Callable[[], None] | None = None,
+) -> None:
     """Write a model through ``write(tmp, data_file)`` and rename it into place at ``path``.
 
     ``data_file`` is a fresh ``<name>.<12 hex>.data`` next to ``path`` when ``external``, else
     ``None``. A reader never sees a half-written model: the model file is renamed last and points
-    at complete data. Data files of earlier saves to ``path`` are removed afterwards.
+    at complete data. Data files of earlier saves to ``path`` are removed afterwards, and so
+    are temporary files our writers left there in an earlier process (``temporary``).
+
+    ``before_rename`` runs once the model is written, just before its rename: it commits the
+    files that go with the model (its masks), so a reader who sees the new model sees them,
+    and a write that fails (a full disk) replaces none of them.
     """
     check_writable(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    remove_stale_temporaries(path)
+    tmp = temporary(path)
     data_file = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.data") if external else None
     try:
         with writing(path, tmp, *([data_file] if data_file else [])):
             write(tmp, data_file)
+            if before_rename is not None:
+                before_rename()
             os.replace(tmp, path)
     except BaseException:
         if data_file is not None:
@@ -237,13 +258,45 @@ def write_text_atomic(path: Path, text: str) -> None:
         OutputError: the system refused the write (disk full, read-only folder).
     """
     check_writable(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    remove_stale_temporaries(path)
+    tmp = temporary(path)
     try:
         with writing(path, tmp):
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_STARTED = time.time()
+"""When this process began writing (about): temporary files older than this are no writer's."""
+_TEMPORARY = r"\.[0-9a-f]{32}\.(?:tmp|tmp\.npz|part)"
+
+
+def temporary(path: Path, suffix: str = ".tmp") -> Path:
+    """A fresh hidden name beside ``path`` to write it under: ``.<name>.<32 hex><suffix>``.
+
+    Every writer of ours (text, models, masks ``.tmp.npz``, remote downloads ``.part``) writes
+    under such a name and renames it into place, so a crash leaves only hidden temporaries,
+    which ``remove_stale_temporaries`` takes away.
+    """
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}{suffix}")
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporaries of ``path`` (``temporary``) older than this process.
+
+    A process killed while writing ``path`` leaves them; a writer still at work in another
+    process has touched its own since this one began, and keeps it.
+    """
+    pattern = re.compile(re.escape(f".{path.name}") + _TEMPORARY)
+    for found in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        try:
+            stale = pattern.fullmatch(found.name) and found.lstat().st_mtime < _STARTED
+        except OSError:  # gone meanwhile
+            continue
+        if stale:
+            found.unlink(missing_ok=True)
 
 
 def make_folder(folder: Path) -> None:

@@ -8,6 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import onnx
+
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import (
     DEFAULT_MAX_BYTES,
@@ -19,7 +22,7 @@ from onnxprune.model import (
     save_model,
     write_text_atomic,
 )
-from onnxprune.pruners.masks import save_masks
+from onnxprune.pruners.masks import MaskWriter
 from onnxprune.pruners.prune import PruneResult
 from onnxprune.report import SparsityReport
 
@@ -47,12 +50,25 @@ class PrunedFiles:
 
 
 def save_pruned(result: PruneResult, model: Path) -> PrunedFiles:
-    """Write the pruned model, its masks and its report, each atomically."""
+    """Write the pruned model with its masks (``save_with_masks``), then its report."""
     files = PrunedFiles.beside(model)
-    save_model(result.model, files.model)
-    save_masks(result.masks, files.masks)
+    save_with_masks(result.model, files.model, result.masks, files.masks)
     save_report(result.report, files.report)
     return files
+
+
+def save_with_masks(
+    model: onnx.ModelProto, path: Path, masks: Mapping[str, np.ndarray], masks_path: Path
+) -> None:
+    """The model and its masks, the masks renamed into place just before the model.
+
+    Both are written under temporary names first: a write that fails (a full disk, a weight
+    name an ``.npz`` cannot hold) replaces neither file, and a reader who sees the new model
+    sees its masks.
+    """
+    with MaskWriter(masks_path) as writer:
+        writer.add_all(masks)
+        save_model(model, path, before_rename=writer.commit)
 
 
 def save_report(report: SparsityReport, path: Path) -> None:

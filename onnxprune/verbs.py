@@ -35,7 +35,7 @@ from onnxprune.model import (
     write_text_atomic,
 )
 from onnxprune.options import PruneOptions, check_prune, input_shapes_of
-from onnxprune.outputs import check_outputs
+from onnxprune.outputs import check_outputs, save_with_masks
 from onnxprune.pruners.prune import PruneResult
 
 if TYPE_CHECKING:
@@ -300,13 +300,12 @@ def _structured(model: ModelSource, options: PruneOptions, max_bytes: int) -> Pr
 def _write(
     result: PruneResult, output: Path, masks_out: PathLike | None, masked_out: PathLike | None
 ) -> None:
-    """The pruned model, then its companions (a streamed prune wrote its own)."""
-    from onnxprune.pruners.masks import save_masks
-
+    """The pruned model with its masks, then the masked model (a streamed prune wrote its own)."""
     if result.streamed:
         return
-    save_model(result.model, output)
     if masks_out is not None and result.structured is None:
-        save_masks(result.masks, Path(masks_out))
+        save_with_masks(result.model, output, result.masks, Path(masks_out))
+    else:
+        save_model(result.model, output)
     if masked_out is not None:
         save_model(result.structured.masked, Path(masked_out))

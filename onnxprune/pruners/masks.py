@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.errors import InvalidOptionError
-from onnxprune.model import check_writable, writing
+from onnxprune.model import check_writable, remove_stale_temporaries, temporary, writing
 from onnxprune.weights import ConstantResolver, WeightSource
 
 
@@ -102,9 +101,7 @@ def _constant_tensor(node: onnx.NodeProto, model: onnx.ModelProto) -> onnx.Tenso
 def save_masks(masks: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
     """Write masks to an ``.npz`` (arrays keyed by weight name, dtype bool), atomically."""
     with MaskWriter(path) as writer:
-        for name, mask in masks.items():
-            mask = np.asarray(mask, bool)
-            writer.add(name, mask.shape, [mask])
+        writer.add_all(masks)
 
 
 class MaskWriter:
@@ -125,9 +122,17 @@ class MaskWriter:
     def __init__(self, path: str | os.PathLike) -> None:
         self._path = Path(path)
         check_writable(self._path)
-        self._tmp = self._path.with_name(f".{self._path.name}.{uuid.uuid4().hex}.tmp.npz")
+        remove_stale_temporaries(self._path)
+        self._tmp = temporary(self._path, ".tmp.npz")
+        self._committed = False
         with writing(self._path, self._tmp):
             self._zip = zipfile.ZipFile(self._tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+
+    def add_all(self, masks: Mapping[str, np.ndarray]) -> None:
+        """Add every mask of ``masks`` (stored as bool)."""
+        for name, mask in masks.items():
+            mask = np.asarray(mask, bool)
+            self.add(name, mask.shape, [mask])
 
     def add(self, name: str, shape: tuple[int, ...], chunks: Iterable[np.ndarray]) -> None:
         """Add mask ``name`` of ``shape`` from its C-order chunks (they must fill the shape)."""
@@ -163,12 +168,26 @@ class MaskWriter:
     def __enter__(self) -> MaskWriter:
         return self
 
+    def commit(self) -> None:
+        """Finish the archive and rename it into place (once; leaving the block does it too).
+
+        ``save_model(..., before_rename=writer.commit)`` puts the masks in place just before
+        the model they belong to.
+        """
+        if self._committed:
+            return
+        with writing(self._path, self._tmp):
+            self._zip.close()
+            os.replace(self._tmp, self._path)
+        self._committed = True
+
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            with writing(self._path, self._tmp):
-                self._zip.close()
-                if exc_type is None:
-                    os.replace(self._tmp, self._path)
+            if exc_type is None:
+                self.commit()
+            else:  # the error that stopped the writing is the one to report
+                with suppress(OSError, ValueError):
+                    self._zip.close()
         finally:
             self._tmp.unlink(missing_ok=True)
 

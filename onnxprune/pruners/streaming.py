@@ -343,7 +343,7 @@ def _write(
             masks.add(weight.name, weight.stored_shape, [mask])
         sources = {w.name: w.layer.contract.source for w in weights if w.name in inline}
         graph = apply_masks(lazy.model, inline, sources) if inline else lazy.model
-        save_model_streaming(graph, lazy.weights, output, replace)
+        save_model_streaming(graph, lazy.weights, output, replace, before_rename=masks.commit)
 
 
 def _masked(

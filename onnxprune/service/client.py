@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,14 @@ from onnxprune.errors import (
     InvalidOptionError,
     RemoteError,
 )
-from onnxprune.model import check_writable, external_span, parse_checked, writing
+from onnxprune.model import (
+    check_writable,
+    external_span,
+    parse_checked,
+    remove_stale_temporaries,
+    temporary,
+    writing,
+)
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
 from onnxprune.service.wire import (
@@ -382,25 +388,26 @@ class _Downloads:
             raise InvalidModelError(f"unexpected {kind!r} message from the server")
         final.parent.mkdir(parents=True, exist_ok=True)
         check_writable(final)
-        temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
-        self._written.append((temporary, final))
-        with writing(final, temporary):
+        remove_stale_temporaries(final)
+        part = temporary(final, ".part")
+        self._written.append((part, final))
+        with writing(final, part):
             for done in receive_file(
-                info, temporary, lambda: chunk_of(next(stream, None)), InvalidModelError
+                info, part, lambda: chunk_of(next(stream, None)), InvalidModelError
             ):
                 progress("download", done / info.size)
 
     def commit(self) -> None:
         """Rename every received file into place (data files first, the model last)."""
-        for temporary, final in sorted(self._written, key=lambda w: w[1] == self._output):
-            with writing(final, temporary):
-                os.replace(temporary, final)
+        for part, final in sorted(self._written, key=lambda w: w[1] == self._output):
+            with writing(final, part):
+                os.replace(part, final)
         self._written.clear()
 
     def discard(self) -> None:
         """Remove what was received but not committed."""
-        for temporary, _ in self._written:
-            temporary.unlink(missing_ok=True)
+        for part, _ in self._written:
+            part.unlink(missing_ok=True)
 
 
 def _output(model: PathLike, output: PathLike) -> Path:

@@ -20,13 +20,17 @@ HOSTILE_NAME = "w\x1b]52;c;aGk=\x07\x1b[2J\r\nforged line\u202e"
 right-to-left override: printed raw, it rewrites the terminal and forges a line."""
 
 
-def mlp(path: Path, names: tuple[str, str] = ("w1", "w2")) -> Path:
+def mlp(
+    path: Path, names: tuple[str, str] = ("w1", "w2"), sizes: tuple[int, ...] = (4, 3, 2)
+) -> Path:
     """``x[1,4] -> MatMul(w1[4,3]) -> Relu -> MatMul(w2[3,2]) -> y``, weights 1..12 and 1..6.
 
-    Written to ``path`` with its weights inline; returns ``path``.
+    ``sizes`` changes the widths (weights ``1..a*b`` again). Written to ``path`` with its
+    weights inline; returns ``path``.
     """
-    w1 = np.arange(1, 13, dtype=np.float32).reshape(4, 3)
-    w2 = np.arange(1, 7, dtype=np.float32).reshape(3, 2)
+    a, b, c = sizes
+    w1 = np.arange(1, a * b + 1, dtype=np.float32).reshape(a, b)
+    w2 = np.arange(1, b * c + 1, dtype=np.float32).reshape(b, c)
     graph = helper.make_graph(
         [
             helper.make_node("MatMul", ["x", names[0]], ["h"]),
@@ -34,8 +38,8 @@ def mlp(path: Path, names: tuple[str, str] = ("w1", "w2")) -> Path:
             helper.make_node("MatMul", ["r", names[1]], ["y"]),
         ],
         "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, a])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c])],
         [numpy_helper.from_array(w1, names[0]), numpy_helper.from_array(w2, names[1])],
     )
     model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
