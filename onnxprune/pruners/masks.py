@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.errors import InvalidOptionError
+from onnxprune.errors import InvalidModelError, InvalidOptionError
 from onnxprune.model import check_writable, remove_stale_temporaries, temporary, writing
 from onnxprune.weights import ConstantResolver, WeightSource
 
@@ -145,8 +145,10 @@ class MaskWriter:
         """Open mask ``name``; the function it yields appends the next C-order chunk.
 
         Raises:
+            InvalidModelError: ``name`` is too long for an ``.npz`` (``check_mask_names``).
             ValueError: the chunks written hold a different number of elements than ``shape``.
         """
+        check_mask_names([name])
         header = {"descr": "|b1", "fortran_order": False, "shape": tuple(int(d) for d in shape)}
         written = 0
         with (
@@ -190,6 +192,28 @@ class MaskWriter:
                     self._zip.close()
         finally:
             self._tmp.unlink(missing_ok=True)
+
+
+MAX_NAME_BYTES = 0xFFFF - len(".npy")
+"""The longest weight name (UTF-8 bytes) an ``.npz`` member ``<name>.npy`` can hold."""
+
+
+def check_mask_names(names: Iterable[str]) -> None:
+    """Refuse weight names that masks cannot be saved under, before anything is written.
+
+    A zip member's name has a 16-bit length; a longer one makes the archive unwritable.
+
+    Raises:
+        InvalidModelError: ``weight name 'wwww...' is 70,000 bytes; masks (.npz) hold names of
+            at most 65,531 bytes``.
+    """
+    for name in names:
+        size = len(name.encode("utf-8", "surrogatepass"))
+        if size > MAX_NAME_BYTES:
+            raise InvalidModelError(
+                f"weight name {name[:24]!r}... is {size:,} bytes; masks (.npz) hold names of "
+                f"at most {MAX_NAME_BYTES:,} bytes: rename the weight"
+            )
 
 
 def load_masks(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -43,7 +43,7 @@ from onnxprune.graph.build import ConnectivityGraph, Layer, build_graph
 from onnxprune.model import DEFAULT_MAX_BYTES
 from onnxprune.pruners._select import Keys, count_around, key_dtype, kth_smallest, to_keys
 from onnxprune.pruners.allocations.minimum_threshold import minimum_threshold
-from onnxprune.pruners.masks import MaskWriter, apply_masks
+from onnxprune.pruners.masks import MaskWriter, apply_masks, check_mask_names
 from onnxprune.pruners.prune import (
     check_fraction,
     collapse_warnings,
@@ -139,6 +139,7 @@ def prune_streaming(
     k = removal_count(sparsity, everything, zeros_outside, total)
     sigma = selected_sigma(min_threshold, everything, total)
     chosen = [weights[name] for name in selected]
+    check_mask_names(selected)  # before a chunk is read or a byte written
     cuts = _cuts(chosen, get_allocation(allocation).name, k, total, sigma, floats)
     _write(lazy, chosen, cuts, output, masks_out, floats)
     written = load_model_lazy(output, max_bytes=max_bytes)

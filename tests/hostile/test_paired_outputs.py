@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from tests.hostile.builders import cli, mlp
+from tests.hostile.builders import cli, mlp, one_line, snapshot, unchanged, with_external_data
 
 
 def test_masks_are_renamed_before_the_model(tmp_path, capsys, monkeypatch):
@@ -31,6 +32,29 @@ def test_masks_are_renamed_before_the_model(tmp_path, capsys, monkeypatch):
                        "--report-out", tmp_path / "r.json")  # fmt: skip
     assert (code, err) == (0, "")
     assert renamed == ["p.masks.npz", "p.onnx", "r.json"]
+
+
+@pytest.mark.parametrize("external", [False, True], ids=["in-memory", "streamed"])
+def test_a_name_masks_cannot_hold_replaces_nothing(tmp_path, capsys, external):
+    """A weight name of 70,000 bytes (a zip member name holds 65,535): refused, exit 2; the
+    earlier pruned model and masks stay as they were (in memory, and tensor by tensor)."""
+    long = "w" * 70_000
+    model = mlp(tmp_path / "m.onnx", (long, "w2"))
+    if external:
+        with_external_data(model, "w.bin")
+    old_model, old_masks = tmp_path / "p.onnx", tmp_path / "p.masks.npz"
+    old_model.write_bytes(b"the earlier pruned model")
+    old_masks.write_bytes(b"its masks")
+    before = snapshot(model, old_model, old_masks)
+    code, out, err = cli(capsys, "prune", model, "-o", old_model, "--sparsity", "0.5")
+    assert (code, out) == (2, "")
+    assert one_line(err) == (
+        "InvalidModelError: weight name 'wwwwwwwwwwwwwwwwwwwwwwww'... is 70,000 bytes; masks "
+        "(.npz) hold names of at most 65,531 bytes: rename the weight"
+    )
+    assert unchanged(before)
+    inputs = ["m.onnx", "w.bin"] if external else ["m.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*inputs, "p.masks.npz", "p.onnx"])
 
 
 def test_stale_temporaries_of_the_outputs_are_removed(tmp_path, capsys):
