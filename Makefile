@@ -69,6 +69,7 @@ proto: $(STAMP)
 	$(BIN)/python proto/generate.py onnxprune/service/_proto
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/analyze.py
 	$(BIN)/python benchmarks/prune.py
 	$(BIN)/python benchmarks/structured.py

@@ -4,49 +4,34 @@ The entries (``analyze``, ``prune``, ``compact``, ``validate``, ``structured_pru
 bytes or an ``onnx.ModelProto``; ``prune`` takes ``PruneOptions`` (or its fields as keywords) and
 chooses between pruning in memory, tensor by tensor (external data) and structured pruning. The
 core works without PyTorch; the optional ``onnxprune.torch`` hooks need the ``torch`` extra.
+
+Each name loads its module on first use (``onnxprune.lazy``): ``import onnxprune`` imports
+neither ONNX nor NumPy, so the command line starts fast.
 """
 
-from onnxprune.errors import (
-    DatasetError,
-    InvalidModelError,
-    InvalidOptionError,
-    LimitExceededError,
-    OnnxpruneError,
-    OutputError,
-    ShapeError,
-)
-from onnxprune.model import load_model, save_model
-from onnxprune.options import PruneOptions
-from onnxprune.pruners.prune import PruneResult
-from onnxprune.report import GateResult, LayerSparsity, SparsityReport, ValidationResult
-from onnxprune.sparsity import analyze
-from onnxprune.structured import CompactResult, StructuredResult, structured_prune
-from onnxprune.validate import load_dataset, validate
-from onnxprune.verbs import compact, prune
+from onnxprune.lazy import attach as _attach
 
-__all__ = [
-    "CompactResult",
-    "DatasetError",
-    "GateResult",
-    "InvalidModelError",
-    "InvalidOptionError",
-    "LayerSparsity",
-    "LimitExceededError",
-    "OnnxpruneError",
-    "OutputError",
-    "PruneOptions",
-    "PruneResult",
-    "ShapeError",
-    "SparsityReport",
-    "StructuredResult",
-    "ValidationResult",
-    "analyze",
-    "compact",
-    "load_dataset",
-    "load_model",
-    "prune",
-    "save_model",
-    "structured_prune",
-    "validate",
-]
 __version__ = "0.1.0"
+
+__getattr__, __dir__, __all__ = _attach(
+    __name__,
+    {
+        "onnxprune.errors": [
+            "DatasetError",
+            "InvalidModelError",
+            "InvalidOptionError",
+            "LimitExceededError",
+            "OnnxpruneError",
+            "OutputError",
+            "ShapeError",
+        ],
+        "onnxprune.model": ["load_model", "save_model"],
+        "onnxprune.options": ["PruneOptions"],
+        "onnxprune.pruners.prune": ["PruneResult"],
+        "onnxprune.report": ["GateResult", "LayerSparsity", "SparsityReport", "ValidationResult"],
+        "onnxprune.sparsity": ["analyze"],
+        "onnxprune.structured": ["CompactResult", "StructuredResult", "structured_prune"],
+        "onnxprune.validation": ["load_dataset", "validate"],
+        "onnxprune.verbs": ["compact", "prune"],
+    },
+)

@@ -30,9 +30,7 @@ from onnxprune.errors import (
     LimitExceededError,
     OutputError,
 )
-
-DEFAULT_MAX_BYTES = 8 * 2**30
-"""Default limit on the bytes of a model (file plus external data) that ``load_model`` accepts."""
+from onnxprune.sizes import DEFAULT_MAX_BYTES
 
 PROTOBUF_LIMIT = 2**31 - 1
 """Protobuf cannot serialize messages at or above 2 GiB; larger models go to external data."""

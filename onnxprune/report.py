@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from onnxprune.graph.build import Fallback
 from onnxprune.text import printable
+
+if TYPE_CHECKING:
+    from onnxprune.graph.build import Fallback
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,15 +4,19 @@ Shared by everything that runs a model (the activation score, validation). With 
 ``onnxruntime-gpu`` wheel, ``CUDAExecutionProvider`` is listed as available even on machines
 without a usable GPU; ONNX Runtime then falls back to the CPU by itself. The provider that a
 session really runs on is read back from the session, never assumed from the request.
+ONNX Runtime is imported when a session is made: the command line reads ``PROVIDERS`` for its
+``--help``.
 """
 
 from __future__ import annotations
 
 import os
-
-import onnxruntime as ort
+from typing import TYPE_CHECKING
 
 from onnxprune.errors import InvalidOptionError
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 PROVIDERS = ("auto", "cuda", "cpu")
 """Accepted values of ``provider``: ``auto`` takes CUDA when it starts, else the CPU."""
@@ -53,6 +57,8 @@ def create_session(
     """
     if provider not in PROVIDERS:
         raise InvalidOptionError(f"provider={provider!r} must be one of {', '.join(PROVIDERS)}")
+    import onnxruntime as ort
+
     ort.set_default_logger_severity(_QUIET)
     source = os.fspath(model) if not isinstance(model, bytes) else model
     if provider != "cpu" and _CUDA in ort.get_available_providers():
@@ -76,6 +82,8 @@ def create_session(
 def _session(
     model: bytes | str, providers: list[str], severity: int = _QUIET
 ) -> ort.InferenceSession:
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.log_severity_level = severity
     return ort.InferenceSession(model, options, providers=providers)

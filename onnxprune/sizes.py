@@ -1,4 +1,4 @@
-"""Byte sizes as users write them (``512M``, ``4G``): the memory limits of ``batch`` and ``serve``.
+"""Byte sizes: as users write them (``512M``, ``4G``), and the default limit on a model's size.
 
 Both the batch workers (a flag, or a manifest's ``memory_limit``) and the server's worker
 processes (``--memory-limit``, its config file) take a size in this one spelling.
@@ -10,6 +10,9 @@ import os
 import re
 
 from onnxprune.errors import InvalidOptionError
+
+DEFAULT_MAX_BYTES = 8 * 2**30
+"""Default limit on the bytes of a model (file plus external data) that ``load_model`` accepts."""
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}

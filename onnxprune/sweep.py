@@ -20,7 +20,7 @@ from onnxprune.outputs import PrunedFiles, check_outputs, save_pruned
 from onnxprune.processes import run_in_processes
 from onnxprune.pruners.registry import get_allocation, get_score
 from onnxprune.report import compression, text_table
-from onnxprune.validate import ValidationResult, load_dataset, validate
+from onnxprune.validation import ValidationResult, load_dataset, validate
 from onnxprune.verbs import prune
 
 

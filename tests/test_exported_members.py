@@ -9,6 +9,7 @@ Helpers one package shares with another are public modules: no module imports a 
 
 import ast
 import importlib
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,18 @@ def test_all_is_sorted_and_exact(name: str) -> None:
     star: dict = {}
     exec(f"from {name} import *", star)  # noqa: S102 - a fixed import statement
     assert set(star) - {"__builtins__"} == set(package.__all__)
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_a_lazy_export_is_not_named_like_a_submodule(name: str) -> None:
+    """Importing ``package.x`` sets the attribute ``x`` to the submodule, hiding an export ``x``."""
+    if name == "onnxprune.torch":
+        pytest.importorskip("torch")
+    package = importlib.import_module(name)
+    if "__getattr__" in vars(package):  # exports load on first use (onnxprune.lazy)
+        submodules = {info.name for info in pkgutil.iter_modules(package.__path__)}
+        assert submodules & set(package.__all__) == set()
+        assert len(submodules) > 3
 
 
 def test_the_check_sees_a_public_name_missing_from_all() -> None:

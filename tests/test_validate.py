@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 import onnxprune
 from onnxprune import DatasetError, InvalidModelError, InvalidOptionError, load_dataset, validate
 from onnxprune.runtime import create_session
-from onnxprune.validate import Dataset
+from onnxprune.validation import Dataset
 from tests.helpers import single_io_model
 
 MODELS = Path(__file__).resolve().parents[1] / "models"

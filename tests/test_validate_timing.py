@@ -22,7 +22,7 @@ from onnx import helper
 
 from onnxprune.cli import main
 from onnxprune.report import ValidationResult, format_validation
-from onnxprune.validate import Dataset, _Runner, validate
+from onnxprune.validation import Dataset, _Runner, validate
 from tests.helpers import single_io_model
 from tests.test_validate import B1, B2, BASELINE, LABELS, MODEL, W1, W2, N, X
 

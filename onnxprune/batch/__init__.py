@@ -16,22 +16,15 @@ Example:
     []
 """
 
-from onnxprune.batch.items import BatchItem, collect_items
-from onnxprune.batch.job import ItemResult, Job, run_job
-from onnxprune.batch.lock import lock_folder
-from onnxprune.batch.run import BatchResult, format_batch, run_batch
-from onnxprune.options import PruneOptions, merge_options
+from onnxprune.lazy import attach as _attach
 
-__all__ = [
-    "BatchItem",
-    "BatchResult",
-    "ItemResult",
-    "Job",
-    "PruneOptions",
-    "collect_items",
-    "format_batch",
-    "lock_folder",
-    "merge_options",
-    "run_batch",
-    "run_job",
-]
+__getattr__, __dir__, __all__ = _attach(  # loaded on first use: `onnxprune batch --help` stays fast
+    __name__,
+    {
+        "onnxprune.batch.items": ["BatchItem", "collect_items"],
+        "onnxprune.batch.job": ["ItemResult", "Job", "run_job"],
+        "onnxprune.batch.lock": ["lock_folder"],
+        "onnxprune.batch.run": ["BatchResult", "format_batch", "run_batch"],
+        "onnxprune.options": ["PruneOptions", "merge_options"],
+    },
+)

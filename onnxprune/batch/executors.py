@@ -1,21 +1,25 @@
 """Where a batch's jobs run: local worker processes, or tasks on a Ray cluster.
 
 Both ship the same function, ``job.run_job``, and give results in job order. Ray is the optional
-``ray`` extra; it is imported only when ``executor="ray"`` is asked for.
+``ray`` extra; it is imported only when ``executor="ray"`` is asked for. The job module (ONNX,
+ONNX Runtime) and the process pool are imported when jobs run: the command line reads
+``EXECUTORS`` for its ``--help``.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from onnxprune.batch.job import ItemResult, Job, crashed, run_job
 from onnxprune.errors import InvalidOptionError
-from onnxprune.processes import run_in_processes
+
+if TYPE_CHECKING:
+    from onnxprune.batch.job import ItemResult, Job
+
+    OnDone = Callable[[ItemResult], None] | None
 
 EXECUTORS = ("local", "ray")
-
-OnDone = Callable[[ItemResult], None] | None
 
 
 def run_jobs(
@@ -43,6 +47,9 @@ def run_jobs(
     check_executor(executor, workers, address)
     if not jobs:
         return []
+    from onnxprune.batch.job import crashed, run_job
+    from onnxprune.processes import run_in_processes
+
     if executor == "local":
         return run_in_processes(run_job, jobs, jobs=workers or 1, crashed=crashed, on_done=on_done)
     return _run_ray(jobs, workers, address, on_done)
@@ -76,6 +83,8 @@ def _run_ray(
     jobs: Sequence[Job], workers: int | None, address: str | None, on_done: OnDone
 ) -> list[ItemResult]:
     """One Ray task per job (one CPU each, no retries), at most ``workers`` in flight."""
+    from onnxprune.batch.job import crashed, run_job
+
     ray = _import_ray()
     started = not ray.is_initialized()
     if started:

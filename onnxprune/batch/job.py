@@ -28,7 +28,7 @@ from onnxprune.model import (
 )
 from onnxprune.options import PruneOptions
 from onnxprune.outputs import PrunedFiles
-from onnxprune.validate import load_dataset, validate
+from onnxprune.validation import load_dataset, validate
 from onnxprune.verbs import prune
 
 try:

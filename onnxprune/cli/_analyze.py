@@ -6,8 +6,6 @@ import argparse
 import json
 
 from onnxprune.cli._common import add_debug, add_input_shape, add_max_bytes, out, parse_input_shapes
-from onnxprune.report import format_table
-from onnxprune.sparsity import analyze
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +34,9 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    from onnxprune.report import format_table
+    from onnxprune.sparsity import analyze
+
     report = analyze(
         args.model,
         level="exact" if args.exact else "channel",

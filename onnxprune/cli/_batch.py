@@ -7,11 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
-from onnxprune.batch import PruneOptions, format_batch, merge_options, run_batch
 from onnxprune.batch.executors import EXECUTORS
-from onnxprune.batch.run import REPORT, RESULTS, SUMMARY
 from onnxprune.cli._common import (
     EXIT_SOME_FAILED,
     add_debug,
@@ -21,6 +17,7 @@ from onnxprune.cli._common import (
     out,
     parse_input_shapes,
 )
+from onnxprune.options import PruneOptions, merge_options
 from onnxprune.runtime import PROVIDERS
 from onnxprune.sizes import parse_size
 
@@ -82,6 +79,11 @@ def _options(args: argparse.Namespace) -> PruneOptions:
 
 
 def _batch(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from onnxprune.batch import format_batch, run_batch
+    from onnxprune.batch.run import REPORT, RESULTS, SUMMARY
+
     options = _options(args)
     limit = -1 if args.memory_limit == "ram" else parse_size(args.memory_limit)
     with tqdm(desc="batch", unit="model", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from onnxprune.errors import InvalidOptionError
-from onnxprune.model import DEFAULT_MAX_BYTES
 from onnxprune.options import SCOPES, STREAM_MODES, PruneOptions, check_prune
+from onnxprune.sizes import DEFAULT_MAX_BYTES
 from onnxprune.text import printable
 
 EXIT_BUG = 1

@@ -15,7 +15,6 @@ from onnxprune.cli._common import (
     prune_options,
 )
 from onnxprune.cli._results import print_compaction, print_structured
-from onnxprune.report import format_table
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -60,6 +59,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _prune(args: argparse.Namespace) -> int:
+    from onnxprune.report import format_table
     from onnxprune.verbs import prune
 
     options = prune_options(args)

@@ -5,6 +5,7 @@ them) plus the connection flags, writes the same files and prints the same outpu
 the local ones (2 bad input or a refused call, 3 gate failed, 1 a server failure) and 5 when no
 server could be reached (``ConnectionFailedError``, with a hint: down, TLS on one side only,
 wrong CA). Errors are the library's (``onnxprune.errors``), mapped by ``cli.main`` as local ones.
+This module builds the parsers; the calls (``_remote_calls``, gRPC) are imported when one runs.
 ``remote prune --structured`` writes the compacted model; only ``--masked-out`` (the zeroed
 model in the original shapes) is not offered remotely, and is refused.
 """
@@ -12,24 +13,8 @@ model in the original shapes) is not offered remotely, and is refused.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from onnxprune.cli import _analyze, _compact, _prune, _validate
-from onnxprune.cli._common import (
-    EXIT_GATE_FAILED,
-    err,
-    out,
-    parse_input_shapes,
-    prune_options,
-)
-from onnxprune.cli._results import print_compact, print_compaction, print_structured
-from onnxprune.errors import InvalidOptionError
-from onnxprune.model import write_text_atomic
-from onnxprune.outputs import check_outputs
-from onnxprune.service.client import PRUNE_OPTIONS, Client
-from onnxprune.service.messages import compact_dict, structured_dict
-from onnxprune.service.wire import read_token
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -47,9 +32,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     remote = p.add_subparsers(dest="remote_command", required=True, metavar="COMMAND")
     for command in (_analyze, _prune, _compact, _validate):
         command.add(remote)
-    for name, parser in remote.choices.items():
+    for parser in remote.choices.values():
         _add_connection(parser)
-        parser.set_defaults(run=_run, remote_run=COMMANDS[name])
+        parser.set_defaults(run=_run)
 
 
 def _add_connection(p: argparse.ArgumentParser) -> None:
@@ -66,139 +51,6 @@ def _add_connection(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     """Run the remote command (its errors, remote ones included, are ``cli.main``'s to map)."""
-    with _client(args) as client:
-        return args.remote_run(client, args)
+    from onnxprune.cli._remote_calls import run
 
-
-def _client(args: argparse.Namespace) -> Client:
-    return Client(
-        args.server,
-        token=None if args.token_file is None else read_token(args.token_file),
-        tls_ca=args.tls_ca,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        timeout=args.timeout,
-    )
-
-
-def _analyze_remote(client: Client, args: argparse.Namespace) -> int:
-    report = client.analyze(
-        args.model,
-        level="exact" if args.exact else "channel",
-        input_shapes=parse_input_shapes(args.input_shape),
-        max_bytes=args.max_bytes,
-    )
-    out(report.json if args.json else report.text)
-    return 0
-
-
-def _prune_remote(client: Client, args: argparse.Namespace) -> int:
-    prune_options(args)  # the local command's refusals, in its words, before any upload
-    if args.masked_out:
-        raise InvalidOptionError(
-            "remote prune does not send back --masked-out (the zeroed model); run `onnxprune "
-            "prune --structured --masked-out` locally for it"
-        )
-    output = Path(args.output)
-    masks_out = Path(args.masks_out or output.with_suffix(".masks.npz"))
-    check_outputs(
-        args.model,
-        output,
-        None if args.structured else masks_out,
-        args.report_out,
-        reads={"masks": args.masks_in, "scores": args.scores, "calibration": args.calibration},
-        max_bytes=args.max_bytes,
-    )
-    options = {
-        name: getattr(args, name) for name in PRUNE_OPTIONS if getattr(args, name, None) is not None
-    }
-    options.update(
-        level="exact" if args.exact else "channel",
-        input_shapes=parse_input_shapes(args.input_shape),
-    )
-    result = client.prune(
-        args.model,
-        output,
-        masks_out=masks_out,
-        masks=args.masks_in,
-        scores=args.scores,
-        calibration=args.calibration,
-        **options,
-    )
-    if args.structured:
-        summary = structured_dict(result)
-        if args.report_out:
-            write_text_atomic(Path(args.report_out), json.dumps(summary, indent=2))
-        print_structured(summary, args)
-        return 0
-    report, compaction = result.report, None
-    text = report.json
-    if result.HasField("compaction"):  # --compact: the JSON gains it, as PruneResult.to_dict's
-        compaction = compact_dict(result.compaction)
-        text = json.dumps({**json.loads(report.json), "compaction": compaction}, indent=2)
-    if args.report_out:
-        write_text_atomic(Path(args.report_out), text)
-    for warning in result.warnings:
-        err(f"warning: {warning}")
-    if args.json:
-        out(text)
-        return 0
-    out(report.text)
-    if result.analyses:
-        out(f"effective target reached in {result.analyses} analyses")
-    if compaction is not None:
-        print_compaction(compaction)
-    out(f"wrote {output} and {masks_out}")
-    return 0
-
-
-def _compact_remote(client: Client, args: argparse.Namespace) -> int:
-    check_outputs(args.model, args.output, args.report_out, max_bytes=args.max_bytes)
-    summary = compact_dict(client.compact(args.model, args.output, max_bytes=args.max_bytes))
-    if args.report_out:
-        write_text_atomic(Path(args.report_out), json.dumps(summary, indent=2))
-    print_compact(summary, args)
-    return 0
-
-
-def _validate_remote(client: Client, args: argparse.Namespace) -> int:
-    options = ("provider", "batch_size", "warmup", "max_accuracy_drop", "min_agreement")
-    check_outputs(args.model, args.report_out, reads={"data": args.data}, baseline=args.baseline)
-    result = client.validate(
-        args.model,
-        args.data,
-        baseline=args.baseline,
-        **{name: getattr(args, name) for name in options},
-    )
-    if args.report_out:
-        write_text_atomic(Path(args.report_out), result.json)
-    gate_failed = result.HasField("gate") and not result.gate.passed
-    out(result.json if args.json else result.text)
-    if gate_failed and args.json:
-        err(f"gate failed: {result.gate.reason}")
-    return EXIT_GATE_FAILED if gate_failed else 0
-
-
-def _methods_remote(client: Client, args: argparse.Namespace) -> int:
-    del args
-    reply = client.list_methods()
-    tables = (
-        ("scores", reply.scores),
-        ("allocations", reply.allocations),
-        ("--structured", reply.criteria),
-    )
-    for title, methods in tables:
-        out(f"{title}:")
-        for method in methods:
-            shown = next((alias for alias in method.aliases if "+" in alias), method.name)
-            out(f"  {shown:<12} {method.summary}")
-    return 0
-
-
-COMMANDS = {
-    "analyze": _analyze_remote,
-    "prune": _prune_remote,
-    "compact": _compact_remote,
-    "methods": _methods_remote,
-    "validate": _validate_remote,
-}
+    return run(args)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from onnxprune.cli._common import add_debug, out
 from onnxprune.errors import InvalidOptionError
-from onnxprune.model import write_text_atomic
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +30,8 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    # Imported here: rendering loads matplotlib, which no other command needs.
+    # Imported here, as each command imports its library code: rendering loads matplotlib.
+    from onnxprune.model import write_text_atomic
     from onnxprune.render import load_report, render_html, render_markdown
 
     outputs = [

@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tqdm import tqdm
-
 from onnxprune.cli._common import EXIT_SOME_FAILED, add_debug, err, out
 from onnxprune.runtime import PROVIDERS
-from onnxprune.sweep import format_sweep, parse_methods, parse_sparsities, sweep
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +44,10 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from onnxprune.sweep import format_sweep, parse_methods, parse_sparsities, sweep
+
     methods = parse_methods(args.methods)
     sparsities = parse_sparsities(args.sparsities)
     total = len(methods) * len(sparsities)

@@ -7,11 +7,7 @@ import json
 from pathlib import Path
 
 from onnxprune.cli._common import EXIT_GATE_FAILED, add_debug, err, out
-from onnxprune.model import write_text_atomic
-from onnxprune.outputs import check_outputs
-from onnxprune.report import format_validation
 from onnxprune.runtime import PROVIDERS
-from onnxprune.validate import validate
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -61,6 +57,11 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from onnxprune.model import write_text_atomic
+    from onnxprune.outputs import check_outputs
+    from onnxprune.report import format_validation
+    from onnxprune.validation import validate
+
     check_outputs(args.model, args.report_out, reads={"data": args.data}, baseline=args.baseline)
     result = validate(
         args.model,

@@ -1,20 +1,17 @@
-"""The connectivity graph: units, transfer rules, and reachability at two levels."""
+"""The connectivity graph: units, transfer rules, and reachability at two levels.
 
-from onnxprune.graph.build import ConnectivityGraph, Fallback, Layer, Step, build_graph
-from onnxprune.graph.channel import LayerActivity, channel_reachability
-from onnxprune.graph.exact import exact_reachability
-from onnxprune.graph.registry import NodeView, OpFamily, op_rule
+The exports load on first use (``onnxprune.lazy``): a module that needs one piece of the graph
+(``transfers``, ``conv_geometry``) does not pay for ONNX and SciPy through this ``__init__``.
+"""
 
-__all__ = [
-    "ConnectivityGraph",
-    "Fallback",
-    "Layer",
-    "LayerActivity",
-    "NodeView",
-    "OpFamily",
-    "Step",
-    "build_graph",
-    "channel_reachability",
-    "exact_reachability",
-    "op_rule",
-]
+from onnxprune.lazy import attach as _attach
+
+__getattr__, __dir__, __all__ = _attach(
+    __name__,
+    {
+        "onnxprune.graph.build": ["ConnectivityGraph", "Fallback", "Layer", "Step", "build_graph"],
+        "onnxprune.graph.channel": ["LayerActivity", "channel_reachability"],
+        "onnxprune.graph.exact": ["exact_reachability"],
+        "onnxprune.graph.registry": ["NodeView", "OpFamily", "op_rule"],
+    },
+)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from onnxprune.graph.transfers import Contract, Window
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 
 def tap_validity(
@@ -94,6 +97,8 @@ def conv_edges(
     small fraction of the weight's size); grouped and depthwise convolutions give scipy.sparse,
     whose dense form would be mostly empty blocks.
     """
+    import scipy.sparse as sp  # here: SynFlow imports this module, and never needs scipy
+
     counts = tap_counts(pattern if valid.all() else pattern & valid)
     a, b = counts.shape  # conv: [O, C/G]; conv_transpose: [C, O/G]
     g = contract.group

@@ -7,10 +7,12 @@ them over channels/neurons, the exact level over every element; neither needs to
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from onnxprune.weights import WeightSource
+if TYPE_CHECKING:
+    from onnxprune.weights import WeightSource
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@
 Entries register with ``@score("lamp", "summary")``, ``@allocation("igq", "summary")`` and
 ``@criterion("l1", "summary")``; a name registered twice is refused. Each registry imports the
 modules of its entries (``scores/``, ``allocations/``, ``criteria.py``) on its first read, so it
-is complete whoever reads it, and importing ``onnxprune`` loads none of them.
+is complete whoever reads it, and importing ``onnxprune`` loads none of them. Those modules
+import NumPy at the top and anything heavier (ONNX, ONNX Runtime, SciPy, the graph) where it is
+used, so that listing the methods (``onnxprune methods``) stays fast.
 
 A **score** maps weights to importance (higher = keep):
 ``fn(weights, ctx) -> {name: scores}``, ``weights`` keyed by layer name (the stored tensor a
@@ -20,13 +22,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 
 from onnxprune.errors import InvalidOptionError
-from onnxprune.graph.build import ConnectivityGraph
 from onnxprune.registry import Registry
+
+if TYPE_CHECKING:
+    import onnx
+
+    from onnxprune.graph.build import ConnectivityGraph
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from onnxprune.service.messages import (
 )
 from onnxprune.service.wire import check_name
 from onnxprune.sparsity import analyze
-from onnxprune.validate import validate
+from onnxprune.validation import validate
 from onnxprune.verbs import compact, prune
 
 Paths = Mapping[str, list[Path]]

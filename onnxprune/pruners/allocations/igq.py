@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from scipy.optimize import brentq
 
 from onnxprune.pruners.allocations._quota import (
     apportion,
@@ -61,6 +60,8 @@ def igq_pressure(sizes: np.ndarray, kept: float) -> float:
         sizes: ``N_l`` of each layer.
         kept: weights to keep overall, in ``(0, sum N_l]``.
     """
+    from scipy.optimize import brentq  # imported here: scipy.optimize is slow to import
+
     n = np.asarray(sizes, dtype=np.float64)
     n = n[n > 0]
     if n.size == 0 or kept >= n.sum():

@@ -7,20 +7,25 @@ Pruning Approach for Large Language Models", arXiv 2306.11695, eq. 1), used here
 Conv, ConvTranspose, Gemm and MatMul layer.
 
 The inputs of the layers are read by running the model in ONNX Runtime with them added as graph
-outputs, in batches so memory stays bounded by one batch of activations.
+outputs, in batches so memory stays bounded by one batch of activations. ONNX and ONNX Runtime
+(``onnxprune.feeds``) are imported where they are used: the score registry imports this module
+to list the methods.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 
 from onnxprune.errors import DatasetError, InvalidOptionError
-from onnxprune.feeds import batches, check_feeds, describe, fixed_batch_size, session_for
-from onnxprune.graph.build import ConnectivityGraph, Layer
 from onnxprune.pruners.registry import ScoreContext, score
+
+if TYPE_CHECKING:
+    import onnx
+
+    from onnxprune.graph.build import ConnectivityGraph, Layer
 
 BATCH_SIZE = 64
 """Calibration samples per ONNX Runtime call (a model with a fixed batch size uses that)."""
@@ -80,6 +85,8 @@ def input_sum_of_squares(
         float64 vectors keyed by ``(tensor, axis)``: axis 1 of a convolution input, the
         contracted axis (counted from the end) of a matmul input.
     """
+    from onnxprune.feeds import batches
+
     wanted = {
         (layer.x, _unit_axis(layer)) for name in names for layer in _layers_named(graph, name)
     }
@@ -126,7 +133,9 @@ def _check_calibration(
     inputs: Sequence[str],
     calibration: Mapping[str, np.ndarray] | None,
 ) -> dict[str, np.ndarray]:
-    """The calibration arrays for the graph ``inputs``, checked by ``_feeds.check_feeds``."""
+    """The calibration arrays for the graph ``inputs``, checked by ``feeds.check_feeds``."""
+    from onnxprune.feeds import check_feeds, describe
+
     if calibration is None:
         declared = {i.name: i for i in model.graph.input}
         wants = ", ".join(describe(declared[name]) for name in inputs)
@@ -138,6 +147,8 @@ def _check_calibration(
 
 def _batch_size(model: onnx.ModelProto, inputs: Sequence[str], total: int) -> int | None:
     """The fixed batch size of the model's inputs, or ``None`` when axis 0 is free."""
+    from onnxprune.feeds import fixed_batch_size
+
     size = fixed_batch_size(model, inputs)
     if size is not None and total % size:
         raise DatasetError(
@@ -149,6 +160,10 @@ def _batch_size(model: onnx.ModelProto, inputs: Sequence[str], total: int) -> in
 
 def _session_with_outputs(model: onnx.ModelProto, tensors: Sequence[str], provider: str):
     """A session on a copy of ``model`` that also returns ``tensors`` (IR and opsets kept)."""
+    import onnx
+
+    from onnxprune.feeds import session_for
+
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     existing = {o.name for o in copy.graph.output}

@@ -25,11 +25,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from onnxprune.errors import InvalidOptionError
-from onnxprune.graph.build import ConnectivityGraph, Layer, Step
 from onnxprune.graph.conv_geometry import (
     contract_backward,
     contract_forward,
@@ -38,9 +38,11 @@ from onnxprune.graph.conv_geometry import (
     window_sum,
     window_sum_adjoint,
 )
-from onnxprune.graph.exact import static_shapes, used_outputs
 from onnxprune.graph.transfers import Dense, Move, Pointwise, Reduce, Transfer, Window
 from onnxprune.pruners.registry import ScoreContext, score
+
+if TYPE_CHECKING:
+    from onnxprune.graph.build import ConnectivityGraph, Layer, Step
 
 REMOVED = -1e200
 """Weights removed in a round score in ``[2 * REMOVED, REMOVED)``, earlier removals lower."""
@@ -225,6 +227,8 @@ class _Net:
 
     @classmethod
     def of(cls, ctx: ScoreContext, weights: Mapping[str, np.ndarray]) -> _Net:
+        from onnxprune.graph.exact import static_shapes  # here: listing the scores needs no ONNX
+
         graph = ctx.graph
         shapes = static_shapes(graph, "SynFlow")
         missing = sorted(set(weights) - {layer.name for layer in graph.layers})
@@ -274,6 +278,8 @@ class _Net:
 
     def _maps(self, kernels: Mapping[str, Scaled]) -> tuple[dict[str, Scaled], dict[str, Scaled]]:
         """Forward maps from the all-ones input, backward maps (dR/d tensor) from the outputs."""
+        from onnxprune.graph.exact import used_outputs
+
         shapes = self.shapes
         forward = {t: Scaled(np.ones(shapes[t]), 0.0) for t in self.graph.inputs}
         for step in self.graph.steps:

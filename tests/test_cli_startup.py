@@ -1,0 +1,67 @@
+"""What a command imports: ``--help`` and ``methods`` nothing heavy, ``analyze`` no ONNX Runtime.
+
+Each case runs the CLI in a fresh interpreter and reads back ``sys.modules`` (no timing here:
+``benchmarks/startup.py`` measures the start-up times). A module import moved back to the top of
+a command module, or a package ``__init__`` importing its exports eagerly, fails these tests.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SAMPLE = Path(__file__).resolve().parents[1] / "models" / "cnn_digits.onnx"
+
+SERVICE_AND_RENDERING = {"onnxruntime", "grpc", "matplotlib", "torch", "tqdm", "yaml"}
+MODEL_READING = {"onnx", "google.protobuf", "scipy", "ml_dtypes"}
+
+
+def modules_after(argv: list[str]) -> tuple[set[str], str]:
+    """The top-level modules loaded by ``onnxprune ARGV`` (the stdout it printed too)."""
+    code = (
+        "import json, sys\n"
+        "from onnxprune.cli import main\n"
+        "try:\n"
+        f"    code = main({argv!r})\n"
+        "except SystemExit as e:\n"  # --help exits
+        "    code = e.code\n"
+        "assert code == 0, code\n"
+        "sys.stderr.write(json.dumps(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stderr.splitlines()[-1])), result.stdout
+
+
+def test_help_imports_no_library_dependency() -> None:
+    modules, stdout = modules_after(["--help"])
+    assert "analyze" in stdout
+    assert "batch" in stdout
+    assert modules & (SERVICE_AND_RENDERING | MODEL_READING | {"numpy"}) == set()
+
+
+def test_methods_imports_numpy_only() -> None:
+    modules, stdout = modules_after(["methods"])
+    assert "synflow" in stdout
+    assert "igq" in stdout
+    assert "numpy" in modules
+    assert modules & (SERVICE_AND_RENDERING | MODEL_READING) == set()
+
+
+def test_analyze_reads_the_model_without_runtime_or_service() -> None:
+    modules, stdout = modules_after(["analyze", str(SAMPLE)])
+    assert "effective" in stdout
+    assert {"onnx", "numpy", "scipy.sparse"} <= modules
+    assert modules & SERVICE_AND_RENDERING == set()
+    heavy_scipy = {"scipy.optimize", "scipy.linalg", "scipy.special", "scipy.sparse.linalg"}
+    assert modules & heavy_scipy == set()
+
+
+@pytest.mark.parametrize("package", ["onnxprune", "onnxprune.batch", "onnxprune.graph"])
+def test_importing_a_package_loads_none_of_its_exports(package: str) -> None:
+    code = f"import json, sys, {package}\nprint(json.dumps(sorted(sys.modules)))\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert {"numpy", "onnx", "scipy"} & set(json.loads(result.stdout)) == set()
