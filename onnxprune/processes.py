@@ -6,14 +6,27 @@ out-of-memory killer, a crash in native code. ``ProcessPoolExecutor`` then fails
 flight with ``BrokenProcessPool`` without saying which one killed it, so those tasks are rerun
 one at a time in a pool of one worker: the one that dies alone is recorded as crashed, the others
 complete, and the remaining tasks go on in a fresh pool.
+
+Workers never outlive the work: they ignore SIGINT (a Ctrl-C reaches the whole process group;
+the parent decides), they die with their parent however it ends (``kill -9`` included: Linux's
+``PR_SET_PDEATHSIG``, elsewhere a thread watching the parent's pid), and when the parent's wait
+is interrupted (Ctrl-C, a stop signal, an error in a callback) the workers are killed before the
+exception goes on, rather than awaited.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -64,7 +77,7 @@ def _run_pool(
 ) -> list[int]:
     """Run from ``queue`` until it is empty or the pool breaks; the tasks in flight at a break."""
     inflight: dict[Future, int] = {}
-    with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(queue)))) as pool:
+    with _pool(max(1, min(jobs, len(queue)))) as pool:
         while queue or inflight:
             while queue and len(inflight) < jobs:
                 index = queue.popleft()
@@ -90,9 +103,49 @@ def _run_alone(
     crashed: Callable[[T, str], R],
     done: Callable[[int, R], None],
 ) -> None:
-    with ProcessPoolExecutor(max_workers=1) as pool:
+    with _pool(1) as pool:
         try:
             result = pool.submit(fn, task).result()
         except BrokenProcessPool:
             result = crashed(task, CRASHED)
     done(index, result)
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A process pool whose workers die with this process, and are killed if the body raises."""
+    pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(os.getpid(),))
+    try:
+        yield pool
+    except BaseException:  # Ctrl-C, a stop signal, a callback's error: no worker may go on
+        for process in list((pool._processes or {}).values()):  # kill_workers() is Python 3.14+
+            process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+PR_SET_PDEATHSIG = 1
+"""``prctl`` option (linux/prctl.h): the signal this process gets when its parent dies."""
+
+WATCH_SECONDS = 1.0
+"""Without ``PR_SET_PDEATHSIG``, how often a worker checks that its parent is alive."""
+
+
+def _start_worker(parent: int) -> None:
+    """Initializer of each worker: ignore SIGINT, take SIGTERM's default, die with ``parent``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler the parent's fork left behind
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(WATCH_SECONDS)
+    os._exit(1)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from onnxprune.batch.executors import EXECUTORS
 from onnxprune.cli._common import (
@@ -17,9 +19,14 @@ from onnxprune.cli._common import (
     out,
     parse_input_shapes,
 )
+from onnxprune.cli._signals import Stopped, stoppable
 from onnxprune.options import PruneOptions, merge_options
 from onnxprune.runtime import PROVIDERS
 from onnxprune.sizes import parse_size
+
+if TYPE_CHECKING:
+    from onnxprune.batch.job import ItemResult
+    from onnxprune.batch.run import BatchResult
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +42,9 @@ def add(sub: argparse._SubParsersAction) -> None:
             "tensor by tensor. A rerun skips models already done with the same options "
             "(--force redoes them). Writes OUT/batch.jsonl (one line per model), "
             "OUT/batch.json and OUT/batch.md. Exits 4 when some models failed (listed on "
-            "stderr), 0 when all succeeded."
+            "stderr), 0 when all succeeded. Ctrl-C (SIGINT) or SIGTERM stops it at once: its "
+            "workers are killed, batch.jsonl lists the models done, a rerun goes on from there; "
+            "exit 130 or 143."
         ),
     )
     p.add_argument("source", metavar="DIR|MANIFEST", help="a folder of models or a manifest")
@@ -79,15 +88,44 @@ def _options(args: argparse.Namespace) -> PruneOptions:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from onnxprune.batch import format_batch, run_batch
+    from onnxprune.batch import format_batch
     from onnxprune.batch.run import REPORT, RESULTS, SUMMARY
 
     options = _options(args)
     limit = -1 if args.memory_limit == "ram" else parse_size(args.memory_limit)
+    folder, done = Path(args.out), []
+    try:
+        with stoppable():
+            batch = _run(args, options, limit, done.append)
+    except Stopped as stop:
+        err(
+            f"batch stopped by {stop}: the {len(done)} models done are in {folder / RESULTS}; "
+            "run the same command again to go on"
+        )
+        return stop.exit_code
+    out(format_batch(batch))
+    out(f"wrote {folder / RESULTS}, {folder / SUMMARY} and {folder / REPORT}")
+    if batch.failed:
+        err(f"{len(batch.failed)} of {len(batch.results)} models failed:")
+        for result in batch.failed:
+            err(f"  {result.model}: {result.error}")
+        return EXIT_SOME_FAILED
+    return 0
+
+
+def _run(
+    args: argparse.Namespace,
+    options: PruneOptions,
+    limit: int | None,
+    on_done: Callable[[ItemResult], None],
+) -> BatchResult:
+    """``run_batch`` as the flags ask, with a progress bar on a terminal."""
+    from tqdm import tqdm
+
+    from onnxprune.batch import run_batch
+
     with tqdm(desc="batch", unit="model", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
-        batch = run_batch(
+        return run_batch(
             args.source,
             args.out,
             options=options,
@@ -101,14 +139,5 @@ def _batch(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             max_bytes=args.max_bytes,
             on_start=lambda total: setattr(bar, "total", total) or bar.refresh(),
-            on_done=lambda _: bar.update(1),
+            on_done=lambda result: on_done(result) or bar.update(1),
         )
-    folder = Path(args.out)
-    out(format_batch(batch))
-    out(f"wrote {folder / RESULTS}, {folder / SUMMARY} and {folder / REPORT}")
-    if batch.failed:
-        err(f"{len(batch.failed)} of {len(batch.results)} models failed:")
-        for result in batch.failed:
-            err(f"  {result.model}: {result.error}")
-        return EXIT_SOME_FAILED
-    return 0
