@@ -326,8 +326,15 @@ def format_validation(result: ValidationResult) -> str:
             f"vs baseline: p50 {result.baseline_latency_ms_p50:.3f} ms   p95 "
             f"{result.baseline_latency_ms_p95:.3f} ms per batch   {_speedup(result.speedup)}"
         )
-    out.append(f"gate:        {'none' if result.gate is None else result.gate.reason}")
+    out.append(f"gate:        {gate_line(result.gate)}")
     return "\n".join(out)
+
+
+def gate_line(gate: GateResult | None) -> str:
+    """``none``, ``passed: ...`` or ``FAILED: ...``: what the gate decided and why."""
+    if gate is None:
+        return "none"
+    return gate.reason if gate.passed else f"FAILED: {gate.reason}"
 
 
 def _speedup(value: float | None) -> str:

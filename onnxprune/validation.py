@@ -430,20 +430,20 @@ def decide_gate(
         if top1 is None or baseline_top1 is None:
             raise InvalidOptionError("max_accuracy_drop needs labels and a baseline")
         drop = baseline_top1 - top1
-        moved = f"dropped {drop:.4f}" if drop >= 0 else f"rose {-drop:.4f}"
-        text = f"top-1 {moved} ({baseline_top1:.4f} -> {top1:.4f})"
+        moved = f"dropped {_points(drop)}" if drop >= 0 else f"rose {_points(-drop)}"
+        text = f"top-1 {moved} ({baseline_top1:.2%} -> {top1:.2%})"
         if drop <= max_accuracy_drop + _TOLERANCE:
-            passed.append(f"{text}, within the allowed {max_accuracy_drop:g}")
+            passed.append(f"{text}, within the allowed {_points(max_accuracy_drop)}")
         else:
-            failed.append(f"{text}, more than the allowed {max_accuracy_drop:g}")
+            failed.append(f"{text}, more than the allowed {_points(max_accuracy_drop)}")
     if min_agreement is not None:
         if agreement is None:
             raise InvalidOptionError("min_agreement needs a baseline")
-        text = f"top-1 agreement with the baseline {agreement:.4f}"
+        text = f"top-1 agreement with the baseline {agreement:.2%}"
         if agreement >= min_agreement - _TOLERANCE:
-            passed.append(f"{text}, at least the required {min_agreement:g}")
+            passed.append(f"{text}, at least the required {min_agreement:.2%}")
         else:
-            failed.append(f"{text}, less than the required {min_agreement:g}")
+            failed.append(f"{text}, less than the required {min_agreement:.2%}")
     if nonfinite:
         failed.append(f"the model's outputs hold NaN or infinity on {nonfinite} sample(s)")
     reason = "; ".join(failed) if failed else "passed: " + "; ".join(passed)
@@ -453,6 +453,11 @@ def decide_gate(
         max_accuracy_drop=max_accuracy_drop,
         min_agreement=min_agreement,
     )
+
+
+def _points(fraction: float) -> str:
+    """A difference of accuracies in percentage points, as accuracies print in percent."""
+    return f"{fraction * 100:.2f} points"
 
 
 def _needed_inputs(model: onnx.ModelProto) -> list[str]:

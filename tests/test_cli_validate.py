@@ -23,7 +23,8 @@ DIGITS = str(MODELS / "digits_test.npz")
 DENSE = str(MODELS / "mlp_digits.onnx")
 PRUNED = str(MODELS / "mlp_digits_pruned95.onnx")
 CNN = str(MODELS / "cnn_digits.onnx")
-FAIL_LINE = "top-1 dropped 0.6289 (0.9756 -> 0.3467), more than the allowed 0.01"
+# Accuracies print in percent, so the drop and the allowance are in percentage points.
+FAIL_LINE = "top-1 dropped 62.89 points (97.56% -> 34.67%), more than the allowed 1.00 points"
 
 
 def test_summary_names_the_provider_and_the_gate(capsys) -> None:
@@ -38,7 +39,8 @@ def test_summary_names_the_provider_and_the_gate(capsys) -> None:
     assert "samples:     450 in batches of 100" in out
     assert "top-1:       34.67%   baseline 97.56%" in out
     assert out.rstrip().splitlines()[-1] == (
-        "gate:        passed: top-1 dropped 0.6289 (0.9756 -> 0.3467), within the allowed 0.7"
+        "gate:        passed: top-1 dropped 62.89 points (97.56% -> 34.67%), within the allowed "
+        "70.00 points"
     )
 
 
@@ -47,8 +49,8 @@ def test_gate_failure_exits_3_with_the_reason() -> None:
     result = run_cli("validate", PRUNED, "--data", DIGITS, "--baseline", DENSE,
                      "--max-accuracy-drop", "0.01")  # fmt: skip
     assert result.returncode == EXIT_GATE_FAILED == 3
-    assert result.stdout.rstrip().splitlines()[-1] == f"gate:        {FAIL_LINE}"
-    assert result.stderr == ""
+    assert result.stdout.rstrip().splitlines()[-1] == f"gate:        FAILED: {FAIL_LINE}"
+    assert result.stderr == f"gate FAILED: {FAIL_LINE}\n"  # a pipeline log shows it
 
 
 @pytest.mark.slow
@@ -56,8 +58,8 @@ def test_gate_pass_and_no_gate_exit_0() -> None:
     passed = run_cli("validate", DENSE, "--data", DIGITS, "--baseline", DENSE,
                      "--min-agreement", "1", "--max-accuracy-drop", "0")  # fmt: skip
     assert passed.returncode == 0, passed.stderr
-    assert "gate:        passed: top-1 dropped 0.0000 (0.9756 -> 0.9756)" in passed.stdout
-    assert "agreement with the baseline 1.0000, at least the required 1" in passed.stdout
+    assert "gate:        passed: top-1 dropped 0.00 points (97.56% -> 97.56%)" in passed.stdout
+    assert "agreement with the baseline 100.00%, at least the required 100.00%" in passed.stdout
     none = run_cli("validate", CNN, "--data", DIGITS)
     assert none.returncode == 0, none.stderr
     assert "top-1:       98.22%" in none.stdout
@@ -73,7 +75,7 @@ def test_json_and_report_out_with_a_failed_gate(tmp_path: Path, capsys) -> None:
     captured = capsys.readouterr()
     assert code == 3
     printed = json.loads(captured.out)
-    assert captured.err == f"gate failed: {FAIL_LINE}\n"
+    assert captured.err == f"gate FAILED: {FAIL_LINE}\n"
     assert json.loads(report.read_text()) == printed
     assert printed["gate"] == {
         "passed": False,

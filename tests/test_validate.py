@@ -149,13 +149,14 @@ def test_gate_passes_and_fails_at_the_measured_drop() -> None:
     ok = validate(MODEL, data, baseline=BASELINE, provider="cpu", max_accuracy_drop=drop)
     assert ok.baseline_top1 == 1.0
     assert ok.gate.passed  # exactly at the allowed drop passes (no float round-off failure)
+    points = f"{drop * 100:.2f} points"
     assert ok.gate.reason == (
-        f"passed: top-1 dropped {drop:.4f} (1.0000 -> {agreement:.4f}), within the allowed {drop:g}"
+        f"passed: top-1 dropped {points} (100.00% -> {agreement:.2%}), within the allowed {points}"
     )
     bad = validate(MODEL, data, baseline=BASELINE, provider="cpu", max_accuracy_drop=0.01)
     assert not bad.gate.passed
     assert bad.gate.reason == (
-        f"top-1 dropped {drop:.4f} (1.0000 -> {agreement:.4f}), more than the allowed 0.01"
+        f"top-1 dropped {points} (100.00% -> {agreement:.2%}), more than the allowed 1.00 points"
     )
     assert bad.gate.to_dict() == {
         "passed": False,
@@ -173,7 +174,7 @@ def test_gate_on_agreement_lists_only_what_failed() -> None:
     )
     assert not result.gate.passed
     assert result.gate.reason == (
-        f"top-1 agreement with the baseline {agreement:.4f}, less than the required 0.99"
+        f"top-1 agreement with the baseline {agreement:.2%}, less than the required 99.00%"
     )
     result = validate(MODEL, data, baseline=BASELINE, provider="cpu", min_agreement=0.5)
     assert result.gate.passed

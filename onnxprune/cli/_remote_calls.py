@@ -136,8 +136,8 @@ def _validate_remote(client: Client, args: argparse.Namespace) -> int:
         write_text_atomic(Path(args.report_out), result.json)
     gate_failed = result.HasField("gate") and not result.gate.passed
     out(result.json if args.json else result.text)
-    if gate_failed and args.json:
-        err(f"gate failed: {result.gate.reason}")
+    if gate_failed:
+        err(f"gate FAILED: {result.gate.reason}")
     return EXIT_GATE_FAILED if gate_failed else 0
 
 

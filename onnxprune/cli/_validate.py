@@ -59,7 +59,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 def _validate(args: argparse.Namespace) -> int:
     from onnxprune.model import write_text_atomic
     from onnxprune.outputs import check_outputs
-    from onnxprune.report import format_validation
+    from onnxprune.report import format_validation, gate_line
     from onnxprune.validation import validate
 
     check_outputs(args.model, args.report_out, reads={"data": args.data}, baseline=args.baseline)
@@ -77,10 +77,7 @@ def _validate(args: argparse.Namespace) -> int:
     if args.report_out:
         write_text_atomic(Path(args.report_out), text)
     failed = result.gate is not None and not result.gate.passed
-    if args.json:
-        out(text)
-        if failed:
-            err(f"gate failed: {result.gate.reason}")
-    else:
-        out(format_validation(result))
+    out(text if args.json else format_validation(result))
+    if failed:  # on stderr too, so a pipeline log shows it whatever it keeps of stdout
+        err(f"gate {gate_line(result.gate)}")
     return EXIT_GATE_FAILED if failed else 0

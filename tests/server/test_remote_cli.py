@@ -64,7 +64,7 @@ def test_remote_validate_gate_exits_3(address, tmp_path, capsys):
     code, out, err = _run(capsys, "remote", "validate", str(pruned), *flags, "--server", address)
     assert code == 3
     assert json.loads(out)["gate"]["passed"] is False
-    assert err.startswith("gate failed: top-1 dropped")
+    assert err.startswith("gate FAILED: top-1 dropped")
     local = _run(capsys, "validate", str(pruned), *flags)
     assert (local[0], local[2]) == (code, err)
 
