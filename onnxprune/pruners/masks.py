@@ -21,6 +21,7 @@ from onnx import helper, numpy_helper
 
 from onnxprune.errors import InvalidModelError, InvalidOptionError
 from onnxprune.model import check_writable, remove_stale_temporaries, temporary, writing
+from onnxprune.pruners._cut import common_dtype, find_cut, keep_above
 from onnxprune.weights import ConstantResolver, WeightSource
 
 
@@ -30,20 +31,19 @@ def masks_from_counts(
     """Per layer, remove the ``counts[name]`` lowest-scored weights (ties: lower index first).
 
     Scores of weights that are already pruned must be ``-inf`` so they go first; a layer never
-    gets back a weight it had lost. Linear time: a partition finds each layer's threshold.
+    gets back a weight it had lost. Linear time: a selection (``_cut.find_cut``) finds each
+    layer's threshold.
     """
     return {name: _keep_top(s, int(counts.get(name, 0))) for name, s in scores.items()}
 
 
 def _keep_top(scores: np.ndarray, k: int) -> np.ndarray:
-    flat = scores.reshape(-1)
-    keep = flat != -np.inf  # already pruned: never comes back
-    if k > 0:
-        threshold = np.partition(flat, k - 1)[k - 1]
-        keep &= flat > threshold
-        ties = np.flatnonzero(flat == threshold)
-        below = int(np.count_nonzero(flat < threshold))
-        keep[ties[k - below :]] = threshold != -np.inf  # the first ties by index go
+    flat = np.asarray(scores)
+    flat = flat.astype(common_dtype([flat]), copy=False).reshape(-1)
+    if k <= 0:
+        return (flat != -np.inf).reshape(scores.shape)  # already pruned: never comes back
+    cut = find_cut([flat], k)
+    keep = keep_above(flat, cut.value, k - int(cut.below[0]), int(cut.equal[0]))
     return keep.reshape(scores.shape)
 
 

@@ -21,6 +21,7 @@ from onnxprune.errors import InvalidOptionError
 from onnxprune.graph.build import ConnectivityGraph, Layer, build_graph
 from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model
 from onnxprune.options import check_fraction
+from onnxprune.pruners.allocations.global_ import global_masks
 from onnxprune.pruners.allocations.minimum_threshold import minimum_threshold
 from onnxprune.pruners.masks import (
     apply_masks,
@@ -150,6 +151,8 @@ def prune_weights(
     forced = sum(int((~m).sum()) for m in kept.values())
     if not o.effective:
         k = removal_count(o.sparsity, plan.total, plan.zeros_outside, total)
+        if get_allocation(o.allocation).name == "global" and sigma is None and total:
+            return plan.finish(global_masks(shapes, k / total, chosen), (), 0)  # one selection
         return plan.finish(masks_for(k), (), 0)
     # Each bisection step is a prefix of one score order, sorted once (no selection per step).
     masks_for(0)  # the allocation checks the scores (NaN, sizes) once

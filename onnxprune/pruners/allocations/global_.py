@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from onnxprune.errors import InvalidOptionError
+from onnxprune.pruners._cut import Cut, common_dtype, find_cut, keep_above
 from onnxprune.pruners.allocations._quota import (
     as_dict,
     check_target,
@@ -30,8 +31,8 @@ def global_(
     collapse. Already-pruned weights score ``-inf`` and so go first.
 
     Ties at the threshold are broken as a stable sort of the concatenated flattened scores
-    would: by layer order, then by flat (C-order) index. The threshold is found with a linear
-    ``np.partition``, not a full sort.
+    would: by layer order, then by flat (C-order) index. The threshold is found by selection in
+    linear time (``_cut.find_cut``), not a full sort, in the scores' own float dtype.
 
     Args:
         shapes: weight shape of each prunable layer, in graph order.
@@ -51,39 +52,72 @@ def global_(
         >>> global_({"a": (3,), "b": (2,)}, 0.6, s)
         {'a': 1, 'b': 2}
     """
+    counts, _, _ = _global_cut(shapes, target, scores)
+    return as_dict(shapes, counts)
+
+
+def global_masks(
+    shapes: Mapping[str, tuple[int, ...]], target: float, scores: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """``masks_from_counts(scores, global_(shapes, target, scores))`` with a single selection.
+
+    Once the global cut value is known, each layer's mask is one comparison with it (its share
+    of the ties at the cut goes by flat index), so no layer needs a selection of its own.
+    The masks are keyed and shaped like ``scores``, in the order of ``shapes``.
+
+    Raises:
+        InvalidOptionError: as :func:`global_`.
+
+    Example:
+        >>> s = {"a": np.array([0.1, 0.9, 0.5]), "b": np.array([0.2, 0.05])}
+        >>> global_masks({"a": (3,), "b": (2,)}, 0.6, s)["a"]
+        array([False,  True,  True])
+    """
+    counts, cut, flat = _global_cut(shapes, target, scores)
+    masks = {}
+    for i, (name, f) in enumerate(zip(shapes, flat, strict=True)):
+        if cut is None:
+            keep = f != -np.inf
+        else:
+            keep = keep_above(f, cut.value, int(counts[i] - cut.below[i]), int(cut.equal[i]))
+        masks[name] = keep.reshape(np.shape(scores[name]))
+    return masks
+
+
+def _global_cut(
+    shapes: Mapping[str, tuple[int, ...]], target: float, scores: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, Cut | None, list[np.ndarray]]:
+    """Counts per layer, the cut (None when nothing is removed), and the flat scores."""
     t = check_target(target)
     sizes = layer_sizes(shapes)
     flat = _flat_scores(shapes, sizes, scores)
     budget = removal_budget(t, int(sizes.sum()))
-    counts = np.zeros(sizes.size, dtype=np.int64)
     if budget == 0:
-        return as_dict(shapes, counts)
-    everything = np.concatenate(flat)
-    threshold = np.partition(everything, budget - 1)[budget - 1]
-    below = np.array([np.count_nonzero(f < threshold) for f in flat], dtype=np.int64)
-    ties_left = budget - int(below.sum())
-    for i, f in enumerate(flat):
-        take = min(ties_left, int(np.count_nonzero(f == threshold)))
-        counts[i] = below[i] + take
-        ties_left -= take
-    return as_dict(shapes, counts)
+        return np.zeros(sizes.size, dtype=np.int64), None, flat
+    cut = find_cut(flat, budget)
+    return cut.removed(budget), cut, flat
 
 
 def _flat_scores(
     shapes: Mapping[str, tuple[int, ...]], sizes: np.ndarray, scores: Mapping[str, np.ndarray]
 ) -> list[np.ndarray]:
-    """Each layer's scores as a flat float64 array, checked against the layer's size."""
+    """Each layer's scores flat, checked, in one float dtype that orders them all exactly.
+
+    No copy is made when the layers already share a float dtype.
+    """
     missing = [name for name in shapes if name not in scores]
     if missing:
         raise InvalidOptionError(f"no scores for layers {', '.join(map(repr, missing))}")
+    given = [np.asarray(scores[name]) for name in shapes]
+    dtype = common_dtype(given)
     flat = []
-    for name, size in zip(shapes, sizes, strict=True):
-        values = np.asarray(scores[name], dtype=np.float64).reshape(-1)
+    for name, size, values in zip(shapes, sizes, given, strict=True):
+        values = values.astype(dtype, copy=False).reshape(-1)
         if values.size != size:
             raise InvalidOptionError(
                 f"scores of layer {name!r} have {values.size} values; the layer has {size} weights"
             )
-        if np.isnan(values).any():
+        if values.size and np.isnan(values.max()):
             raise InvalidOptionError(f"scores of layer {name!r} contain NaN")
         flat.append(values)
     return flat

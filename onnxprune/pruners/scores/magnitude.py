@@ -11,8 +11,15 @@ from onnxprune.pruners.registry import ScoreContext, score
 
 @score("magnitude", "|w|: keep the largest weights (Global MP of Gupta et al., arXiv 2209.14624)")
 def magnitude(weights: Mapping[str, np.ndarray], ctx: ScoreContext) -> dict[str, np.ndarray]:
-    """Importance = absolute value of each weight."""
-    return {name: np.abs(w).astype(np.float64) for name, w in weights.items()}
+    """Importance = absolute value of each weight.
+
+    Float weights keep their dtype (``|w|`` is exact in it, and the masks only compare scores);
+    other dtypes are read as float64, so that ``|int8 min|`` does not wrap around.
+    """
+    return {
+        name: np.abs(w) if w.dtype.kind == "f" else np.abs(w.astype(np.float64))
+        for name, w in weights.items()
+    }
 
 
 @score("random", "uniform random scores, seeded (--seed); masks stay nested as sparsity grows")
