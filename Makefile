@@ -68,13 +68,10 @@ format: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py onnxprune/service/_proto
 
+# Every benchmark in turn, then one table (figure, target, measured, ok); exits 1 at the end if
+# any target was missed (benchmarks/run_all.py). Each script also runs alone.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/startup.py
-	$(BIN)/python benchmarks/analyze.py
-	$(BIN)/python benchmarks/prune.py
-	$(BIN)/python benchmarks/structured.py
-	$(BIN)/python benchmarks/batch.py
-	$(BIN)/python benchmarks/grpc.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(DEMO)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from _models import LIGHT, best_time, random_weights  # benchmarks/ is on sys.path
+from _results import report
 from onnx import numpy_helper
 
 import onnxprune
@@ -114,6 +115,17 @@ def main(argv: list[str] | None = None) -> int:
                     f"{name} {level:7s}: analyze {t:.3f} s, ratio to floor {t / base:.2f}; "
                     f"peak RSS {rss:.2f}x file{bars}{'' if ok else '  MISSED'}"
                 )
+                if level == "channel":
+                    figure = f"{name} channel analyze"
+                    report(
+                        f"{figure} / floor",
+                        f"<= {TIME_BAR}",
+                        f"{t / base:.2f}",
+                        t / base <= TIME_BAR,
+                    )
+                    report(
+                        f"{figure} peak RSS / file", f"<= {RSS_BAR}", f"{rss:.2f}", rss <= RSS_BAR
+                    )
             if name == "resnet50":
                 failed |= not _compare_authors(path, args.repeat)
     return 1 if failed else 0
@@ -136,6 +148,12 @@ def _compare_authors(path: Path, repeat: int) -> bool:
         f"{ref_time:.3f} s, ratio {ours_time / ref_time:.2f} (target <= 1.0); active weights "
         f"{active:,} vs {ref_active:,} ({'equal' if same else 'DIFFERENT'})"
         f"{'' if ok else '  MISSED'}"
+    )
+    report(
+        "resnet50 exact / authors' torch float64 pass",
+        "<= 1.0, same active weights",
+        f"{ours_time / ref_time:.2f}, {'same' if same else 'DIFFERENT'}",
+        ok,
     )
     return ok
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from _results import report  # benchmarks/ is on sys.path
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared model builders
@@ -100,6 +101,9 @@ def bench_workers(folder: Path) -> bool:
         f"local executor, 2 workers: {two:.2f} s, speedup {loop / two:.2f}x "
         f"(target >= {TWO_WORKER_BAR}x){'' if ok_two else '  MISSED'}"
     )
+    report("batch, 1 worker / plain loop", f"<= {ONE_WORKER_BAR}", f"{one / loop:.2f}", ok_one)
+    target = f">= {TWO_WORKER_BAR}x" + (f" ({cores} core)" if cores < 2 else "")
+    report("batch, 2 workers speedup over the loop", target, f"{loop / two:.2f}x", ok_two)
     return ok_one and ok_two
 
 
@@ -119,6 +123,8 @@ def bench_streaming(folder: Path, layers: int, dim: int) -> bool:
             f"{result['growth'] / size:.3f}x the model (target <= {RSS_BAR}x)"
             f"{'' if ratio <= RSS_BAR else '  MISSED'}"
         )
+        figure = f"streaming {allocation} peak RSS growth / largest tensor"
+        report(figure, f"<= {RSS_BAR}", f"{ratio:.2f}", ratio <= RSS_BAR)
         for data in folder.glob(f"pruned_{allocation}.onnx.*.data"):
             data.unlink()
     return ok

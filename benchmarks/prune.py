@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from _models import LIGHT, best_time, random_weights  # benchmarks/ is on sys.path
+from _results import report
 from onnx import numpy_helper
 
 import onnxprune
@@ -78,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             f"90% global magnitude, {n:,} weights: prune step {ours:.3f} s, torch "
             f"global_unstructured {theirs:.3f} s, ratio {ours / theirs:.3f} (target <= {BAR})"
             f"{'' if ok else '  MISSED'}"
+        )
+        report(
+            "magnitude prune step / torch global_unstructured (ResNet-50, 90%)",
+            f"<= {BAR}",
+            f"{ours / theirs:.3f}",
+            ok,
         )
         print(f"whole prune() call (load, graph, step, apply, report): {whole:.3f} s")
         start = time.perf_counter()
