@@ -37,7 +37,7 @@ class Result:
         return Result(fields[0], fields[1], fields[2], fields[3] == "ok")
 
 
-def report(figure: str, target: str, measured: str, ok: bool) -> bool:
+def print_result(figure: str, target: str, measured: str, ok: bool) -> bool:
     """Print the result line of one target; returns ``ok`` so callers can fold it in."""
     print(Result(figure, target, measured, ok).line())
     return ok

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from _models import LIGHT, best_time, random_weights  # benchmarks/ is on sys.path
-from _results import report
+from _results import print_result
 from onnx import numpy_helper
 
 import onnxprune
@@ -117,13 +117,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if level == "channel":
                     figure = f"{name} channel analyze"
-                    report(
+                    print_result(
                         f"{figure} / floor",
                         f"<= {TIME_BAR}",
                         f"{t / base:.2f}",
                         t / base <= TIME_BAR,
                     )
-                    report(
+                    print_result(
                         f"{figure} peak RSS / file", f"<= {RSS_BAR}", f"{rss:.2f}", rss <= RSS_BAR
                     )
             if name == "resnet50":
@@ -149,7 +149,7 @@ def _compare_authors(path: Path, repeat: int) -> bool:
         f"{active:,} vs {ref_active:,} ({'equal' if same else 'DIFFERENT'})"
         f"{'' if ok else '  MISSED'}"
     )
-    report(
+    print_result(
         "resnet50 exact / authors' torch float64 pass",
         "<= 1.0, same active weights",
         f"{ours_time / ref_time:.2f}, {'same' if same else 'DIFFERENT'}",

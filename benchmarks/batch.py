@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from _results import report  # benchmarks/ is on sys.path
+from _results import print_result  # benchmarks/ is on sys.path
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared model builders
 from onnxprune.batch import PruneOptions, run_batch
-from onnxprune.outputs import save_pruned
-from onnxprune.pruners.prune import prune
+from onnxprune.outputs import PrunedFiles
+from onnxprune.verbs import prune
 from tests.batch.models import measure_streaming, write_big_model
 
 MODELS = 20
@@ -66,9 +66,15 @@ def small_model(path: Path, sizes: tuple[int, ...], seed: int) -> None:
 def plain_loop(models: list[Path], out: Path, options: PruneOptions) -> None:
     """What a batch does for each model, in this process, one after the other."""
     for path in models:
-        target = out / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        save_pruned(prune(path, **options.prune_kwargs()), target)
+        files = PrunedFiles.beside(out / path.name)
+        files.model.parent.mkdir(parents=True, exist_ok=True)
+        prune(
+            path,
+            options,
+            output=files.model,
+            masks_out=files.masks,
+            report_out=files.report,
+        )
 
 
 def timed(fn, *args, **kwargs) -> float:
@@ -101,9 +107,11 @@ def bench_workers(folder: Path) -> bool:
         f"local executor, 2 workers: {two:.2f} s, speedup {loop / two:.2f}x "
         f"(target >= {TWO_WORKER_BAR}x){'' if ok_two else '  MISSED'}"
     )
-    report("batch, 1 worker / plain loop", f"<= {ONE_WORKER_BAR}", f"{one / loop:.2f}", ok_one)
+    print_result(
+        "batch, 1 worker / plain loop", f"<= {ONE_WORKER_BAR}", f"{one / loop:.2f}", ok_one
+    )
     target = f">= {TWO_WORKER_BAR}x" + (f" ({cores} core)" if cores < 2 else "")
-    report("batch, 2 workers speedup over the loop", target, f"{loop / two:.2f}x", ok_two)
+    print_result("batch, 2 workers speedup over the loop", target, f"{loop / two:.2f}x", ok_two)
     return ok_one and ok_two
 
 
@@ -124,7 +132,7 @@ def bench_streaming(folder: Path, layers: int, dim: int) -> bool:
             f"{'' if ratio <= RSS_BAR else '  MISSED'}"
         )
         figure = f"streaming {allocation} peak RSS growth / largest tensor"
-        report(figure, f"<= {RSS_BAR}", f"{ratio:.2f}", ratio <= RSS_BAR)
+        print_result(figure, f"<= {RSS_BAR}", f"{ratio:.2f}", ratio <= RSS_BAR)
         for data in folder.glob(f"pruned_{allocation}.onnx.*.data"):
             data.unlink()
     return ok

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _models import LIGHT, best_time, random_weights  # benchmarks/ is on sys.path
-from _results import report
+from _results import print_result
 
 import onnxprune
 from onnxprune.pruners.masks import save_masks
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             ok &= ratio <= RATIO_BAR
             print(f"ratio RPC / local: {ratio:.2f} (target <= {RATIO_BAR})   "
                   f"RPC / prune(): {rpc / bare:.2f}")  # fmt: skip
-            report(
+            print_result(
                 "Prune RPC / local prune + save",
                 f"<= {RATIO_BAR}",
                 f"{ratio:.2f}",
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             mb = f"{growth / 2**20:.1f} MB, {errors} errors"
             limit = f"< {RSS_BAR // 2**20} MB, 0 errors"
-            report("gRPC soak server RSS growth", limit, mb, growth < RSS_BAR and errors == 0)
+            print_result("gRPC soak server RSS growth", limit, mb, growth < RSS_BAR and errors == 0)
         finally:
             server.stop()
     return 0 if ok else 1

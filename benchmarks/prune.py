@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from _models import LIGHT, best_time, random_weights  # benchmarks/ is on sys.path
-from _results import report
+from _results import print_result
 from onnx import numpy_helper
 
 import onnxprune
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             f"global_unstructured {theirs:.3f} s, ratio {ours / theirs:.3f} (target <= {BAR})"
             f"{'' if ok else '  MISSED'}"
         )
-        report(
+        print_result(
             "magnitude prune step / torch global_unstructured (ResNet-50, 90%)",
             f"<= {BAR}",
             f"{ours / theirs:.3f}",

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from _results import report  # benchmarks/ is on sys.path
+from _results import print_result  # benchmarks/ is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "models" / "cnn_digits.onnx"
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             f"onnxprune {case}: {took:.3f} s, {took / bare:.1f}x python, {took / onnx:.2f}x "
             f"import onnx (target < {target} s){'' if ok else '  MISSED'}"
         )
-        report(f"onnxprune {case} start-up", f"< {target} s", f"{took:.3f} s", ok)
+        print_result(f"onnxprune {case} start-up", f"< {target} s", f"{took:.3f} s", ok)
     return 1 if failed else 0
 
 

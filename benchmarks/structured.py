@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from _models import LIGHT, random_weights  # benchmarks/ is on sys.path
-from _results import report
+from _results import print_result
 
 from onnxprune.runtime import create_session
 from onnxprune.structured import structured_prune
@@ -202,9 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         if sparsity == BAR_AT:
             figure = f"structured {sparsity:.0%} ResNet-50 ORT CPU speedup"
-            report(figure, f">= {BAR}x", f"{speedup:.2f}x", not missed)
+            print_result(figure, f">= {BAR}x", f"{speedup:.2f}x", not missed)
         figure = f"structured {sparsity:.0%} compacted vs masked, max rel difference"
-        report(figure, f"<= {AGREE:g}", f"{rel:.2e}", rel <= AGREE)
+        print_result(figure, f"<= {AGREE:g}", f"{rel:.2e}", rel <= AGREE)
     gpu_timings(dense, smalls, args)
     return 0 if ok else 1
 

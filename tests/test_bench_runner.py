@@ -18,13 +18,17 @@ def runner(monkeypatch):
 
 
 def write(folder: Path, name: str, body: str) -> None:
-    prelude = f"import sys\nsys.path.insert(0, {str(BENCHMARKS)!r})\nfrom _results import report\n"
+    prelude = (
+        f"import sys\nsys.path.insert(0, {str(BENCHMARKS)!r})\nfrom _results import print_result\n"
+    )
     (folder / f"{name}.py").write_text(prelude + body)
 
 
 def test_results_of_a_script_are_collected_with_its_verdicts(runner, tmp_path, capsys):
-    write(tmp_path, "good", "report('a / b', '<= 0.05', '0.006', True)\nprint('other line')\n")
-    write(tmp_path, "slow", "report('c | d', '>= 2x', '1.5x', False)\nsys.exit(1)\n")
+    write(
+        tmp_path, "good", "print_result('a / b', '<= 0.05', '0.006', True)\nprint('other line')\n"
+    )
+    write(tmp_path, "slow", "print_result('c | d', '>= 2x', '1.5x', False)\nsys.exit(1)\n")
     good = runner.run("good", tmp_path)
     slow = runner.run("slow", tmp_path)
     assert [(r.figure, r.target, r.measured, r.ok) for r in good] == [
@@ -36,7 +40,7 @@ def test_results_of_a_script_are_collected_with_its_verdicts(runner, tmp_path, c
 
 
 def test_a_crash_or_a_silent_script_counts_as_missed(runner, tmp_path):
-    write(tmp_path, "crash", "report('e', '<= 1', '0.5', True)\nraise RuntimeError('boom')\n")
+    write(tmp_path, "crash", "print_result('e', '<= 1', '0.5', True)\nraise RuntimeError('boom')\n")
     write(tmp_path, "silent", "print('no result line')\n")
     crash = runner.run("crash", tmp_path)
     assert [r.ok for r in crash] == [True, False]
