@@ -31,6 +31,7 @@ from onnxprune.model import (
     external_span,
     parse_checked,
 )
+from onnxprune.model_checks import check_structure, tensor_limit
 
 CHUNK_ELEMENTS = 1 << 20
 """Elements per read when a tensor is streamed in chunks (4 MiB of float32)."""
@@ -127,9 +128,10 @@ def load_model_lazy(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYT
     """Load ``path`` without reading its large external initializers.
 
     Every check of ``load_model`` runs (size limit counting external bytes, confinement of
-    every location, ONNX's checker). Small external tensors (shapes, axes: at most
-    ``LIGHT_ELEMENTS`` elements) and tensors inside nodes (``Constant`` values, subgraphs) are
-    read in; large top-level initializers stay in their files.
+    every location, ONNX's checker, ``onnxprune.model_checks``). Small external tensors
+    (shapes, axes: at most ``LIGHT_ELEMENTS`` elements) and tensors inside nodes
+    (``Constant`` values, subgraphs) are read in; large top-level initializers stay in their
+    files.
 
     Args:
         path: the ``.onnx`` file.
@@ -151,6 +153,7 @@ def load_model_lazy(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYT
                 tensor.data_location = onnx.TensorProto.DEFAULT
                 del tensor.external_data[:]
     check_model(model)
+    check_structure(model, tensor_limit(max_bytes))
     return LazyModel(model, ExternalWeights(base))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import math
 import os
 import re
 import stat
@@ -30,6 +31,7 @@ from onnxprune.errors import (
     LimitExceededError,
     OutputError,
 )
+from onnxprune.model_checks import all_tensors, check_structure, element_bits, tensor_limit
 from onnxprune.sizes import DEFAULT_MAX_BYTES
 
 PROTOBUF_LIMIT = 2**31 - 1
@@ -55,8 +57,10 @@ def load_model(
         The parsed model with any external data loaded into it.
 
     Raises:
-        InvalidModelError: missing file, truncated or non-ONNX bytes, unsafe external data.
-        LimitExceededError: the model is larger than ``max_bytes``.
+        InvalidModelError: missing file, truncated or non-ONNX bytes, unsafe external data,
+            malformed tensors or nodes (``onnxprune.model_checks``); a proto is checked too.
+        LimitExceededError: the model is larger than ``max_bytes``, or declares or computes a
+            tensor larger than ``tensor_limit(max_bytes)``.
 
     Example:
         >>> import onnx
@@ -67,11 +71,13 @@ def load_model(
         8
     """
     if isinstance(source, onnx.ModelProto):
+        check_structure(source, tensor_limit(max_bytes))
         return source
     model, external, base = parse_checked(source, max_bytes=max_bytes, base_dir=base_dir)
     if external:
         external_data_helper.load_external_data_for_model(model, os.fspath(base))
     check_model(model)
+    check_structure(model, tensor_limit(max_bytes))
     return model
 
 
@@ -377,6 +383,8 @@ def check_model(model: onnx.ModelProto) -> None:
     """
     try:
         onnx.checker.check_model(light_copy(model))
+    except UnicodeDecodeError as e:  # the checker names a node or value whose name is not UTF-8
+        raise InvalidModelError("not a valid ONNX model: a name or text is not valid UTF-8") from e
     except onnx.checker.ValidationError as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else "checker failed"
         raise InvalidModelError(f"not a valid ONNX model: {first_line}") from e
@@ -414,22 +422,9 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
-def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _all_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _all_tensors(sub)
-
-
 def external_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
     """Every tensor of ``model`` (initializers and node attributes) stored in external files."""
-    for tensor in _all_tensors(model.graph):
+    for tensor in all_tensors(model.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             yield tensor
 
@@ -467,4 +462,8 @@ def external_span(tensor: onnx.TensorProto, base_dir: Path) -> tuple[Path, int, 
         raise InvalidModelError(f"{where} has an offset or length that is not a number") from None
     if offset < 0 or length < 0 or offset + length > size:
         raise InvalidModelError(f"{where} is truncated: needs {offset + length} bytes, has {size}")
+    bits = element_bits(tensor.data_type)
+    needed = -(-math.prod(int(d) for d in tensor.dims) * bits // 8) if bits else length
+    if length != needed:
+        raise InvalidModelError(f"{where} holds {length} bytes; its dims and type need {needed}")
     return target, offset, length

@@ -14,7 +14,8 @@ import onnx
 
 from onnxprune.graph.registry import NodeView, lookup, static
 from onnxprune.graph.shapes import Shape, infer_shapes
-from onnxprune.graph.transfers import Contract, Dense, Move, NoSignal, Transfer
+from onnxprune.graph.transfers import Contract, Dense, Move, NoSignal, Pointwise, Transfer
+from onnxprune.op_checks import check_shapes
 from onnxprune.weights import ConstantResolver, TensorReader
 
 
@@ -115,9 +116,14 @@ def build_graph(
         input_shapes: fixed shapes for graph inputs with symbolic dimensions.
         external: reads initializers whose data is still in external files (a model from
             ``onnxprune.external_data.load_model_lazy``); weights are then read one at a time.
+
+    Raises:
+        InvalidModelError: a layer's input does not fit its weight, or operands do not
+            broadcast (``onnxprune.op_checks.check_shapes``).
     """
     graph = model.graph
     shapes = infer_shapes(model, input_shapes)
+    check_shapes(graph, shapes)
     constants = ConstantResolver(graph, external)
     initializers = {t.name for t in graph.initializer}
     inputs = tuple(i.name for i in graph.input if i.name not in initializers)
@@ -178,9 +184,33 @@ def _transfers(view: NodeView) -> tuple[Transfer, ...]:
         result: Transfer | tuple[Transfer, ...] = Dense(f"no transfer rule for {where}")
     else:
         result = rule(view)
-    if isinstance(result, tuple):
-        return result
-    return (result,) * max(1, len(node.output))
+    transfers = result if isinstance(result, tuple) else (result,) * max(1, len(node.output))
+    return tuple(_fitting(view, t, view.static_out(i)) for i, t in enumerate(transfers))
+
+
+def _fitting(view: NodeView, transfer: Transfer, out: tuple[int, ...] | None) -> Transfer:
+    """``transfer``, or dense mixing when the output's shape contradicts it.
+
+    A move into another shape than the output's, or a pointwise op whose inputs do not
+    broadcast to its output: the model's shapes contradict its op, and following either could
+    be wrong.
+    """
+    if out is None:
+        return transfer
+    if isinstance(transfer, Move) and transfer.ids.shape != out:
+        return Dense(f"the op makes {list(transfer.ids.shape)}, the model says {list(out)}")
+    if isinstance(transfer, Pointwise):
+        for shape in (view.static_in(i) for i in view.activations):
+            if shape is not None and not _broadcasts_to(shape, out):
+                return Dense(f"an input of shape {list(shape)} for an output of {list(out)}")
+    return transfer
+
+
+def _broadcasts_to(shape: tuple[int, ...], out: tuple[int, ...]) -> bool:
+    """Whether ``shape`` broadcasts to ``out`` (numpy's rules, one way)."""
+    if len(shape) > len(out):
+        return False
+    return all(d in (1, o) for d, o in zip(shape, out[len(out) - len(shape) :], strict=True))
 
 
 def _layer(

@@ -20,6 +20,9 @@ from onnxprune.graph.transfers import Contract, Window
 if TYPE_CHECKING:
     import scipy.sparse as sp
 
+MAX_POSITIONS = 2**24
+"""Largest spatial size whose positions ``tap_validity`` lays out one by one."""
+
 
 def tap_validity(
     contract: Contract,
@@ -29,9 +32,10 @@ def tap_validity(
 ) -> np.ndarray:
     """Boolean array of ``kernel``'s shape: taps that connect some real input to some output.
 
-    Without static spatial sizes every tap counts as valid (conservative).
+    Without static spatial sizes, or with sizes of more than ``MAX_POSITIONS`` (a shape a
+    model merely declares), every tap counts as valid (conservative).
     """
-    if x_spatial is None or y_spatial is None:
+    if x_spatial is None or y_spatial is None or max(*x_spatial, *y_spatial, 0) > MAX_POSITIONS:
         return np.ones(tuple(kernel), dtype=bool)
     n = len(kernel)
     masks = []

@@ -10,9 +10,11 @@ Kempe (linearized |w| network, all-ones input, active iff grad * |w| != 0).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from onnxprune.errors import ShapeError
+from onnxprune.errors import LimitExceededError, ShapeError
 from onnxprune.graph.build import ConnectivityGraph, Step
 from onnxprune.graph.channel import LayerActivity
 from onnxprune.graph.conv_geometry import (
@@ -24,6 +26,7 @@ from onnxprune.graph.conv_geometry import (
     window_sum_adjoint,
 )
 from onnxprune.graph.transfers import Contract, Dense, Move, Pointwise, Reduce, Transfer, Window
+from onnxprune.model_checks import memory_limit
 
 Maps = dict[str, np.ndarray]
 
@@ -35,6 +38,7 @@ def exact_reachability(
 
     Raises:
         ShapeError: a tensor on a signal path has a symbolic dimension other than the batch.
+        LimitExceededError: the per-position maps would not fit in memory.
     """
     shapes = static_shapes(graph)
     forward: Maps = {t: np.ones(shapes[t], bool) for t in graph.inputs}
@@ -73,6 +77,7 @@ def static_shapes(
     Raises:
         ShapeError: a tensor has a symbolic dimension other than the batch; the message says
             ``needed_by`` needs static shapes and suggests ``--input-shape``.
+        LimitExceededError: the maps of these shapes would not fit in memory.
     """
     shapes = {}
     used = {n for s in graph.steps for n in s.inputs} | set(graph.outputs)
@@ -91,7 +96,23 @@ def static_shapes(
         # A tensor only element-wise or densely mixed needs no shape: one value stands for all
         # its elements (a 0-d map), which can only over-connect.
         shapes[name] = () if shape is None else shape
+    _check_size(shapes, needed_by)
     return shapes
+
+
+def _check_size(shapes: dict[str, tuple[int, ...]], needed_by: str) -> None:
+    """Refuse maps that would not fit: a forward and a backward byte per element of each tensor.
+
+    Raises:
+        LimitExceededError: the maps need more than half of the memory this process may use.
+    """
+    needed = 2 * sum(math.prod(shape) for shape in shapes.values())
+    limit = memory_limit()
+    if needed > limit:
+        raise LimitExceededError(
+            f"{needed_by} needs {needed} bytes of per-position maps for these shapes, over "
+            f"the {limit} bytes this process may use; use the channel level"
+        )
 
 
 def _needing_shapes(graph: ConnectivityGraph) -> set[str]:

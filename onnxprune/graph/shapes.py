@@ -171,4 +171,7 @@ def _shape_of(type_proto: onnx.TypeProto) -> Shape | None:
     if not type_proto.HasField("tensor_type") or not type_proto.tensor_type.HasField("shape"):
         return None
     dims = type_proto.tensor_type.shape.dim
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+    # a negative size (a window larger than its padded input) is no shape: unknown
+    return tuple(
+        d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None for d in dims
+    )

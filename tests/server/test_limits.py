@@ -105,18 +105,21 @@ def _succeeds(fn) -> bool:
 
 
 def test_a_worker_over_its_memory_limit_does_not_take_the_server_down(start_server, tmp_path):
-    # MatMul with a 60000x60000 weight made by ConstantOfShape: a 300-byte file, 13.4 GiB once
-    # the weight is materialized.
-    shape = numpy_helper.from_array(np.array([60000, 60000], np.int64), "shape")
+    # Four MatMuls with 19000x19000 weights made by ConstantOfShape: a 400-byte file. Each
+    # weight (1.34 GiB) is under the 1.5 GiB a tensor may take in a worker limited to 3 GiB
+    # (onnxprune.model_checks.tensor_limit refuses larger ones before any work), but pruning
+    # holds every weight with its scores: more than the worker has.
+    shape = numpy_helper.from_array(np.array([19000, 19000], np.int64), "shape")
     one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    nodes = []
+    for i in range(4):
+        nodes.append(helper.make_node("ConstantOfShape", ["shape"], [f"w{i}"], value=one))
+        nodes.append(helper.make_node("MatMul", [f"h{i}" if i else "x", f"w{i}"], [f"h{i + 1}"]))
     graph = helper.make_graph(
-        [
-            helper.make_node("ConstantOfShape", ["shape"], ["w"], value=one),
-            helper.make_node("MatMul", ["x", "w"], ["y"]),
-        ],
+        nodes,
         "hostile",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 60000])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 60000])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 19000])],
+        [helper.make_tensor_value_info("h4", TensorProto.FLOAT, [1, 19000])],
         [shape],
     )
     model = helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)])
@@ -125,7 +128,7 @@ def test_a_worker_over_its_memory_limit_does_not_take_the_server_down(start_serv
     address = start_server(jobs=1, memory_limit=3 * 2**30)
     with Client(address, timeout=60) as client:
         with pytest.raises(RemoteError) as caught:
-            client.analyze(path)
+            client.prune(path, tmp_path / "pruned.onnx", sparsity=0.5)
         assert caught.value.status in ("RESOURCE_EXHAUSTED", "INTERNAL")
         assert "memory" in caught.value.details
         assert client.analyze(MLP).total_params == 50_200

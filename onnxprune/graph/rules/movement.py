@@ -4,9 +4,15 @@ Each rule applies the op, with NumPy, to a tensor of element ids and returns the
 ``Move``. That needs static shapes (a symbolic batch counts as 1); without them the op falls back
 to dense mixing and says why. ``reshape`` (Reshape, Flatten) and ``squeeze`` (Squeeze,
 Unsqueeze) share a rule but are separate families: structured pruning follows them differently.
+Tensors of more than ``MAX_IDS`` elements mix densely too (``@bounded``): an id per element of a
+shape a model merely declares (``Expand`` to ``[1, 2^20, 2^20]``) would not fit in memory.
 """
 
 from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -14,6 +20,27 @@ from onnxprune.graph.registry import NodeView, op_rule
 from onnxprune.graph.transfers import Dense, Move
 
 NEEDS_SHAPES = "needs static shapes (use --input-shape)"
+MAX_IDS = 2**26
+"""Most elements a rule follows one by one (an int64 id each: 512 MiB per tensor)."""
+
+Rule = Callable[[NodeView], Move | tuple[Move, ...] | Dense]
+
+
+def bounded(rule: Rule) -> Rule:
+    """``rule``, unless an input or output holds more than ``MAX_IDS`` elements: dense mixing."""
+
+    @functools.wraps(rule)
+    def guarded(node: NodeView) -> Move | tuple[Move, ...] | Dense:
+        shapes = [node.static_in(i) for i in node.activations]
+        shapes += [node.static_out(i) for i in range(len(node.node.output))]
+        largest = max((math.prod(s) for s in shapes if s is not None), default=0)
+        if largest > MAX_IDS:
+            return Dense(
+                f"a tensor of {largest} elements, more than {MAX_IDS} to follow one by one"
+            )
+        return rule(node)
+
+    return guarded
 
 
 def _ids(node: NodeView, index: int) -> np.ndarray | None:
@@ -36,6 +63,7 @@ def _ids(node: NodeView, index: int) -> np.ndarray | None:
 
 @op_rule("Reshape", "Flatten")
 @op_rule("Squeeze", "Unsqueeze", family="squeeze")
+@bounded
 def reshape(node: NodeView) -> Move | Dense:
     """Same elements in the same order, in a new shape (taken from shape inference).
 
@@ -65,6 +93,7 @@ def _solve(shape: tuple[int | None, ...] | None, size: int) -> tuple[int, ...] |
 
 
 @op_rule("Transpose")
+@bounded
 def transpose(node: NodeView) -> Move | Dense:
     """Axes permuted by ``perm`` (reversed when absent)."""
     ids = _ids(node, 0)
@@ -74,6 +103,7 @@ def transpose(node: NodeView) -> Move | Dense:
 
 
 @op_rule("Concat")
+@bounded
 def concat(node: NodeView) -> Move | Dense:
     """Inputs laid side by side along ``axis``."""
     parts = [_ids(node, i) for i in range(len(node.node.input))]
@@ -83,6 +113,7 @@ def concat(node: NodeView) -> Move | Dense:
 
 
 @op_rule("Split")
+@bounded
 def split(node: NodeView) -> tuple[Move, ...] | Dense:
     """Consecutive ranges along ``axis``; sizes read off the outputs' inferred shapes."""
     ids = _ids(node, 0)
@@ -95,6 +126,7 @@ def split(node: NodeView) -> tuple[Move, ...] | Dense:
 
 
 @op_rule("Slice", family="slice")
+@bounded
 def slice_(node: NodeView) -> Move | Dense:
     """``starts:ends:steps`` along ``axes`` (attributes before opset 10, inputs after)."""
     ids = _ids(node, 0)
@@ -128,6 +160,7 @@ def _clamp(start: int, end: int, step: int, size: int) -> tuple[int | None, int 
 
 
 @op_rule("Pad")
+@bounded
 def pad(node: NodeView) -> Move | Dense:
     """Constant padding brings in elements with no source; edge/reflect copy existing ones."""
     ids = _ids(node, 0)
@@ -152,6 +185,7 @@ def pad(node: NodeView) -> Move | Dense:
 
 
 @op_rule("Expand", "Tile")
+@bounded
 def broadcast(node: NodeView) -> Move | Dense:
     """Copies of the input to fill the output shape (Expand broadcasts, Tile repeats)."""
     ids, out = _ids(node, 0), node.static_out()
@@ -164,6 +198,7 @@ def broadcast(node: NodeView) -> Move | Dense:
 
 
 @op_rule("Gather")
+@bounded
 def gather(node: NodeView) -> Move | Dense:
     """``take`` along ``axis`` with constant indices; data-dependent indices mix densely.
 
@@ -183,6 +218,7 @@ def gather(node: NodeView) -> Move | Dense:
 
 
 @op_rule("DepthToSpace", "SpaceToDepth")
+@bounded
 def depth_space(node: NodeView) -> Move | Dense:
     """Blocks of channels moved to space and back, in DCR or CRD order."""
     ids = _ids(node, 0)

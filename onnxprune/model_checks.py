@@ -1,0 +1,149 @@
+"""Structural checks at load: what ONNX's checker leaves for later, refused before any work.
+
+The checker sees a light copy (large initializers become typed inputs), and does not compare
+a tensor's data with its dims when there is too much of it, nor look at attribute values. Left
+alone, such models reach NumPy deep inside the analysis and fail there as bugs (exit 1) or
+allocate what their dims declare. ``check_structure`` runs on every model ``load_model`` and
+``load_model_lazy`` return:
+
+- every tensor (initializers, node attributes, subgraphs): dims non-negative, stored data as
+  long as its dims and type say (external data is checked where its span is read,
+  ``onnxprune.model.external_span``), no more bytes declared than ``tensor_limit`` allows;
+- declared value shapes (inputs, outputs, value_info): dims non-negative;
+- the nodes whose inputs and attributes onnxprune reads (``onnxprune.op_checks``).
+
+A failure is one line naming the tensor or node: ``InvalidModelError``, or
+``LimitExceededError`` for a tensor over the limit.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+from collections.abc import Iterator
+
+import onnx
+from onnx import TensorProto
+
+from onnxprune.errors import InvalidModelError, LimitExceededError
+from onnxprune.op_checks import check_nodes
+from onnxprune.sizes import physical_memory
+
+_PACKED_BITS = {
+    getattr(TensorProto, name): bits
+    for name, bits in (("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2))
+    if hasattr(TensorProto, name)
+}
+"""Types stored several elements to a byte (in ``raw_data`` and in ``int32_data`` entries)."""
+
+_FIELD_ELEMENTS = {"float_data": 1, "double_data": 1, "int64_data": 1, "uint64_data": 1}
+_COMPLEX = {TensorProto.COMPLEX64, TensorProto.COMPLEX128}
+
+
+def check_structure(model: onnx.ModelProto, limit: int) -> None:
+    """Refuse a model whose tensors, shapes or read nodes are malformed (see the module doc).
+
+    Args:
+        model: the model, external data loaded or left in its files.
+        limit: largest tensor in bytes the model may declare or compute (``tensor_limit``).
+
+    Raises:
+        InvalidModelError: the first malformed tensor, shape or node, named.
+        LimitExceededError: a tensor over ``limit`` bytes.
+    """
+    for tensor in all_tensors(model.graph):
+        check_tensor(tensor, limit)
+    graph = model.graph
+    for info in (*graph.input, *graph.output, *graph.value_info):
+        dims = info.type.tensor_type.shape.dim
+        if any(d.HasField("dim_value") and d.dim_value < 0 for d in dims):
+            shown = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
+            raise InvalidModelError(f"value {info.name!r} declares a negative dimension: {shown}")
+    check_nodes(graph, limit)
+
+
+def tensor_limit(max_bytes: int) -> int:
+    """Largest tensor in bytes a model accepted under ``max_bytes`` may declare or compute.
+
+    ``max_bytes`` (no tensor larger than the model may be), and at most ``memory_limit()``, so
+    a 200-byte model cannot ask for gigabytes.
+    """
+    return min(max_bytes, memory_limit())
+
+
+def memory_limit() -> int:
+    """Half of the memory this process may use: physical memory, or its address-space limit."""
+    physical = physical_memory()
+    halves = [] if physical is None else [physical // 2]
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        halves.append(soft // 2)
+    return min(halves, default=2**62)
+
+
+def all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor of ``graph``: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from all_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from all_tensors(sub)
+
+
+def check_tensor(tensor: onnx.TensorProto, limit: int) -> None:
+    """Dims non-negative, declared size within ``limit``, stored data matching the dims.
+
+    Raises:
+        InvalidModelError: a negative dim, an unknown type, or data of the wrong length.
+        LimitExceededError: the dims declare more than ``limit`` bytes.
+    """
+    dims = [int(d) for d in tensor.dims]
+    where = f"tensor {tensor.name!r}"
+    if any(d < 0 for d in dims):
+        raise InvalidModelError(f"{where} has a negative dimension: {dims}")
+    count = math.prod(dims)
+    bits = element_bits(tensor.data_type)
+    if bits is None:
+        raise InvalidModelError(f"{where} has data type {tensor.data_type}, which ONNX lacks")
+    if tensor.data_location == TensorProto.EXTERNAL or tensor.data_type == TensorProto.STRING:
+        return  # spans are checked where they are read; strings have no fixed size
+    declared = -(-count * bits // 8)
+    if declared > limit:  # before comparing: the data may be absent
+        raise LimitExceededError(
+            f"{where} declares {dims} ({declared} bytes), over the limit of {limit} bytes"
+        )
+    stored, needed, unit = _stored(tensor, count, bits)
+    if stored != needed:
+        raise InvalidModelError(
+            f"{where} stores {stored} {unit} but its dims {dims} of "
+            f"{TensorProto.DataType.Name(tensor.data_type)} need {needed}"
+        )
+
+
+def element_bits(data_type: int) -> int | None:
+    """Bits one element of ``data_type`` takes in raw data; ``None`` for an unknown type."""
+    if data_type in _PACKED_BITS:
+        return _PACKED_BITS[data_type]
+    if data_type == TensorProto.STRING:
+        return 0
+    try:
+        return 8 * onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _stored(tensor: onnx.TensorProto, count: int, bits: int) -> tuple[int, int, str]:
+    """``(stored, needed, unit)``: what the tensor holds and what its dims need."""
+    if tensor.HasField("raw_data"):
+        return len(tensor.raw_data), -(-count * bits // 8), "bytes of raw data"
+    field = onnx.helper.tensor_dtype_to_field(tensor.data_type)
+    per_element = 2 if tensor.data_type in _COMPLEX else _FIELD_ELEMENTS.get(field, 1)
+    needed = count * per_element
+    if tensor.data_type in _PACKED_BITS:
+        needed = -(-count * bits // 8)
+    return len(getattr(tensor, field)), needed, f"values in {field}"
