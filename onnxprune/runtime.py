@@ -6,16 +6,24 @@ without a usable GPU; ONNX Runtime then falls back to the CPU by itself. The pro
 session really runs on is read back from the session, never assumed from the request.
 ONNX Runtime is imported when a session is made: the command line reads ``PROVIDERS`` for its
 ``--help``.
+
+A model ONNX Runtime refuses (an op of a domain it does not know, types that do not match)
+is bad input, not a bug: ``create_session`` raises ``InvalidModelError`` and ``run_session``
+raises ``DatasetError``, each with the first line of ONNX Runtime's message, without its prefix
+or the model's path.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from onnxprune.errors import InvalidOptionError
+from onnxprune.errors import DatasetError, InvalidModelError, InvalidOptionError
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnxruntime as ort
 
 PROVIDERS = ("auto", "cuda", "cpu")
@@ -25,6 +33,12 @@ _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 _QUIET = 3  # ONNX Runtime severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 _SILENT = 4  # while trying CUDA: a machine without it logs a library-load error we expect
+_REFUSALS = (
+    *("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel"),
+    *("NotImplemented", "RuntimeException"),
+)
+"""What ONNX Runtime raises for a model or feeds it will not take (its classes' names)."""
+_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from .* failed:)?")
 
 
 def create_session(
@@ -44,6 +58,7 @@ def create_session(
     Raises:
         InvalidOptionError: ``provider`` is not one of ``PROVIDERS``, or ``"cuda"`` was asked
             for and does not start.
+        InvalidModelError: ONNX Runtime refuses the model.
 
     Example:
         >>> from onnx import helper, TensorProto
@@ -79,6 +94,21 @@ def create_session(
     return _session(source, [_CPU]), _CPU
 
 
+def run_session(
+    session: ort.InferenceSession, fetch: Sequence[str] | None, feeds: Mapping[str, np.ndarray]
+) -> list[np.ndarray]:
+    """``session.run(fetch, feeds)``, with ONNX Runtime's failures as bad input.
+
+    Raises:
+        DatasetError: ONNX Runtime failed on these feeds (a shape the model cannot take, an
+            op that fails on these values); the message is its first line.
+    """
+    try:
+        return session.run(None if fetch is None else list(fetch), dict(feeds))
+    except _refusals() as e:
+        raise DatasetError(f"ONNX Runtime failed on the data: {_first_line(e)}") from e
+
+
 def _session(
     model: bytes | str, providers: list[str], severity: int = _QUIET
 ) -> ort.InferenceSession:
@@ -86,9 +116,19 @@ def _session(
 
     options = ort.SessionOptions()
     options.log_severity_level = severity
-    return ort.InferenceSession(model, options, providers=providers)
+    try:
+        return ort.InferenceSession(model, options, providers=providers)
+    except _refusals() as e:
+        raise InvalidModelError(f"ONNX Runtime refuses the model: {_first_line(e)}") from e
+
+
+def _refusals() -> tuple[type[Exception], ...]:
+    """The classes of ``_REFUSALS`` (ONNX Runtime is loaded by then)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return tuple(getattr(state, name) for name in _REFUSALS)
 
 
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return _PREFIX.sub("", text.splitlines()[0]) if text else type(error).__name__

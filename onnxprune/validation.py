@@ -39,7 +39,7 @@ from onnxprune.feeds import batches, check_feeds, fixed_batch_size, graph_inputs
 from onnxprune.model import ModelSource, load_model
 from onnxprune.pruners.masks import UNREADABLE_NPZ
 from onnxprune.report import GateResult, ValidationResult
-from onnxprune.runtime import create_session
+from onnxprune.runtime import create_session, run_session
 
 LABELS = "labels"
 """Name of the optional array of integer class labels in a dataset."""
@@ -262,7 +262,7 @@ class _Runner:
                     k: np.concatenate([v, np.repeat(v[-1:], step - size, 0)])
                     for k, v in chunk.items()
                 }
-            out = np.asarray(self.session.run([self.output], chunk)[0])
+            out = np.asarray(run_session(self.session, [self.output], chunk)[0])
             if out.ndim == 0 or out.shape[0] != step:
                 raise InvalidModelError(
                     f"first output {self.output!r} has shape {list(out.shape)} for a batch of "

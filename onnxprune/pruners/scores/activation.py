@@ -21,6 +21,7 @@ import numpy as np
 
 from onnxprune.errors import DatasetError, InvalidOptionError
 from onnxprune.pruners.registry import ScoreContext, score
+from onnxprune.runtime import run_session
 
 if TYPE_CHECKING:
     import onnx
@@ -99,7 +100,7 @@ def input_sum_of_squares(
     for batch in batches(feeds, total, step):
         values = dict(batch)
         if session is not None:
-            values.update(zip(fetch, session.run(fetch, batch), strict=True))
+            values.update(zip(fetch, run_session(session, fetch, batch), strict=True))
         for tensor, axis in wanted:
             part = _unit_sum_of_squares(values[tensor], axis)
             sums[tensor, axis] = sums[tensor, axis] + part if (tensor, axis) in sums else part
