@@ -18,6 +18,8 @@ import pytest
 from tests.hostile.malformed import CASES, expand_huge, mlp, save
 from tests.hostile.test_models_malformed import argv
 
+pytestmark = pytest.mark.slow  # a fresh interpreter per case, to measure its peak memory
+
 HEADROOM = 256 * 2**20
 """Bytes of resident memory a bomb may take beyond analyzing a valid MLP in the same way (the
 CLI with its imports, near 160 MiB alone; the bombs asked for 2 GiB to 32 TiB)."""
