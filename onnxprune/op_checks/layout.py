@@ -207,3 +207,35 @@ def pad(c: NodeCheck) -> None:
         or (count is not None and pads.size != 2 * count)
     ):
         raise c.fail(f"pads {pads.tolist()} must be two integers per padded axis")
+
+
+REDUCTIONS = (
+    *("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1"),
+    *("ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"),
+)
+
+
+@op_check(*REDUCTIONS)
+def reduce(c: NodeCheck) -> None:
+    """Integer axes (an attribute, or input 1 from opset 18), distinct axes of the input."""
+    axes = c.attr("axes")
+    if axes is None and c.input(1):
+        value = c.ints(1)
+        axes = None if value is None else value.reshape(-1).tolist()
+    _axes_of(c, [int(a) for a in axes or ()])
+
+
+@op_check("Softmax", "LogSoftmax", "Hardmax", "ArgMax", "ArgMin", "LayerNormalization")
+def axis(c: NodeCheck) -> None:
+    """``axis`` is an axis of the input."""
+    # the defaults (0, 1 or -1 by op and opset) are axes of any input of rank 2 or more
+    _axes_of(c, [int(c.attr("axis", -1))])
+
+
+def _axes_of(c: NodeCheck, axes: list[int]) -> None:
+    x = c.shape(0)
+    if x is None:
+        return
+    rank = len(x)
+    if any(not -rank <= a < rank for a in axes) or len({a % rank for a in axes}) < len(axes):
+        raise c.fail(f"axes {axes} are not distinct axes of an input of shape {show(x)}")
