@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 from onnxprune.batch.executors import EXECUTORS
 from onnxprune.cli._common import (
-    EXIT_SOME_FAILED,
     add_debug,
     add_max_bytes,
     add_prune_flags,
     err,
     out,
     parse_input_shapes,
+    print_failures,
 )
 from onnxprune.cli._signals import Stopped, stoppable
 from onnxprune.options import PruneOptions, merge_options
@@ -105,12 +105,8 @@ def _batch(args: argparse.Namespace) -> int:
         return stop.exit_code
     out(format_batch(batch))
     out(f"wrote {folder / RESULTS}, {folder / SUMMARY} and {folder / REPORT}")
-    if batch.failed:
-        err(f"{len(batch.failed)} of {len(batch.results)} models failed:")
-        for result in batch.failed:
-            err(f"  {result.model}: {result.error}")
-        return EXIT_SOME_FAILED
-    return 0
+    failed = [(result.model, result.error) for result in batch.failed]
+    return print_failures(failed, len(batch.results), "models")
 
 
 def _run(

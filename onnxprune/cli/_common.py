@@ -235,3 +235,19 @@ def prune_options(args: argparse.Namespace) -> PruneOptions:
         spell=flag,
     )
     return options
+
+
+def print_failures(failed: Sequence[tuple[str, str]], total: int, what: str) -> int:
+    """List what failed of a batch or sweep on stderr; ``EXIT_SOME_FAILED`` if any did, else 0.
+
+    Args:
+        failed: (name, error) of each failed run.
+        total: the number of runs.
+        what: what a run is called (``models``, ``runs``).
+    """
+    if not failed:
+        return 0
+    err(f"{len(failed)} of {total} {what} failed:")
+    for name, error in failed:
+        err(f"  {name}: {error}")
+    return EXIT_SOME_FAILED

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from onnxprune.cli._common import EXIT_SOME_FAILED, add_debug, err, out
+from onnxprune.cli._common import add_debug, out, print_failures
 from onnxprune.runtime import PROVIDERS
 
 
@@ -70,9 +70,5 @@ def _sweep(args: argparse.Namespace) -> int:
         )
     out(format_sweep(result))
     out(f"wrote {args.out}/sweep.json (render: onnxprune report {args.out}/sweep.json --html ...)")
-    if result.failed:
-        err(f"{len(result.failed)} of {total} runs failed:")
-        for run in result.failed:
-            err(f"  {run.method} at {run.sparsity:g}: {run.error}")
-        return EXIT_SOME_FAILED
-    return 0
+    failed = [(f"{run.method} at {run.sparsity:g}", run.error) for run in result.failed]
+    return print_failures(failed, total, "runs")

@@ -119,14 +119,19 @@ def test_remote_commands_have_the_local_flags(command, capsys):
     assert "--tls-ca" in remote
 
 
-def _local_and_remote(capsys, tmp_path, address, *argv: str) -> list[tuple[int, str, str]]:
-    """``argv`` run locally and remotely, each writing ``-o DIR/out.onnx`` into its own folder."""
+def _local_and_remote(
+    capsys, tmp_path, address, *argv: str, report: bool = False
+) -> list[tuple[int, str, str]]:
+    """``argv`` run locally and remotely, each writing ``-o DIR/out.onnx`` into its own folder
+    (and ``--report-out DIR/r.json`` with ``report``)."""
     runs = []
     for where, prefix in (("local", []), ("remote", ["remote"])):
         folder = tmp_path / where
         folder.mkdir(parents=True)
         server = ["--server", address] if prefix else []
-        code, out, err = _run(capsys, *prefix, *argv, "-o", str(folder / "out.onnx"), *server)
+        written = ["--report-out", str(folder / "r.json")] if report else []
+        argv_here = [*prefix, *argv, "-o", str(folder / "out.onnx"), *written, *server]
+        code, out, err = _run(capsys, *argv_here)
         runs.append((code, out.replace(str(folder), "DIR"), err))
     return runs
 
@@ -196,15 +201,9 @@ def test_remote_prune_structured_prints_sparsity_warnings_and_blocked_as_local(
     flags = ["--structured", "l1", "--sparsity", "0.3", "--scope", "global", "--round-to", "8"]
     for run, extra in enumerate(([], ["--json"])):
         folder = tmp_path / f"run{run}"
-        runs = []
-        for where, prefix in (("local", []), ("remote", ["remote"])):
-            (folder / where).mkdir(parents=True)
-            server = ["--server", address] if prefix else []
-            argv = [*prefix, "prune", str(CNN), "-o", str(folder / where / "out.onnx"), *flags]
-            report = ["--report-out", str(folder / where / "r.json")]
-            code, out, err = _run(capsys, *argv, *extra, *report, *server)
-            runs.append((code, out.replace(str(folder / where), "DIR"), err))
-        local, remote = runs
+        local, remote = _local_and_remote(
+            capsys, folder, address, "prune", str(CNN), *flags, *extra, report=True
+        )
         assert remote == local
         assert local[2].startswith("warning: removed 12.50% of the prunable groups (8 of 64)")
         written = (folder / "remote" / "r.json").read_text()
@@ -236,15 +235,9 @@ def test_remote_prune_compact_prints_and_writes_the_compaction_as_local(address,
     flags = ["--sparsity", "0.9", "--compact"]
     for run, extra in enumerate(([], ["--json"])):
         folder = tmp_path / f"run{run}"
-        runs = []
-        for where, prefix in (("local", []), ("remote", ["remote"])):
-            (folder / where).mkdir(parents=True)
-            server = ["--server", address] if prefix else []
-            argv = [*prefix, "prune", str(CNN), "-o", str(folder / where / "p.onnx"), *flags]
-            report = ["--report-out", str(folder / where / "r.json")]
-            code, out, err = _run(capsys, *argv, *extra, *report, *server)
-            runs.append((code, out.replace(str(folder / where), "DIR"), err))
-        local, remote = runs
+        local, remote = _local_and_remote(
+            capsys, folder, address, "prune", str(CNN), *flags, *extra, report=True
+        )
         assert remote == local
         assert local[0] == 0
         written = json.loads((folder / "remote" / "r.json").read_text())
