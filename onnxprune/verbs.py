@@ -200,15 +200,15 @@ def _streams(
         reason
         for reason, present in (
             ("a path and an output file", output is None or not isinstance(model, PathLike)),
-            ("a --sparsity target", options.sparsity is None),
+            ("a sparsity target", options.sparsity is None),
             (f"score {' or '.join(STREAMING_SCORES)}", options.score not in STREAMING_SCORES),
             (
                 f"allocation {', '.join(STREAMING_ALLOCATIONS)}",
                 get_allocation(options.allocation).name not in STREAMING_ALLOCATIONS,
             ),
-            ("no --effective", options.effective),
-            ("no --nm", options.nm is not None),
-            ("no --compact", options.compact),
+            ("no effective target", options.effective),
+            ("no nm", options.nm is not None),
+            ("no compact", options.compact),
             ("no masks, scores or calibration data", any(v is not None for v in given.values())),
         )
         if present
