@@ -74,6 +74,25 @@ def load_model(
         check_structure(source, tensor_limit(max_bytes))
         return source
     model, external, base = parse_checked(source, max_bytes=max_bytes, base_dir=base_dir)
+    return finish_load(model, external, base, max_bytes=max_bytes)
+
+
+def finish_load(
+    model: onnx.ModelProto,
+    external: list[onnx.TensorProto],
+    base: Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> onnx.ModelProto:
+    """A model ``parse_checked`` gave, loaded and checked as ``load_model`` loads it.
+
+    For callers that parse first to look at the model (does it have external data?) and then
+    need it whole, without parsing it again.
+
+    Raises:
+        InvalidModelError: the model fails the ONNX checker or the structural checks.
+        LimitExceededError: a declared tensor over the limit.
+    """
     if external:
         external_data_helper.load_external_data_for_model(model, os.fspath(base))
     check_model(model)

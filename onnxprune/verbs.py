@@ -118,10 +118,10 @@ def prune(
         )
     if options.structured is not None:
         result = _structured(model, options, max_bytes)
-    elif _streams(model, options, given, output, max_bytes):
+    elif (source := _unless_streamed(model, options, given, output, max_bytes)) is None:
         result = _streamed(model, options, output, masks_out, max_bytes)
     else:
-        result = _in_memory(model, options, given, max_bytes)
+        result = _in_memory(source, options, given, max_bytes)
     if output is not None:
         _write(result, Path(output), masks_out, masked_out)
     if report_out is not None:
@@ -183,19 +183,25 @@ def _options(options: PruneOptions | None, fields: Mapping[str, object]) -> Prun
     return dataclasses.replace(base, **given)
 
 
-def _streams(
+def _unless_streamed(
     model: ModelSource,
     options: PruneOptions,
     given: Mapping[str, object],
     output: PathLike | None,
     max_bytes: int,
-) -> bool:
-    """Whether this prune goes tensor by tensor; ``stream="always"`` refuses what cannot."""
+) -> ModelSource | None:
+    """``None`` when this prune goes tensor by tensor, else the model to prune in memory.
+
+    With ``stream="auto"`` a path is parsed once to see whether it has external data; when it
+    has none, that parse is the model (``model.finish_load``), not read again. ``stream="always"``
+    refuses options that cannot stream.
+    """
+    from onnxprune.model import finish_load, parse_checked
     from onnxprune.pruners.registry import get_allocation
     from onnxprune.pruners.streaming import STREAMING_ALLOCATIONS, STREAMING_SCORES
 
     if options.stream == "never":
-        return False
+        return model
     blockers = [
         reason
         for reason, present in (
@@ -219,15 +225,11 @@ def _streams(
                 f"stream=always prunes tensor by tensor, which needs {'; '.join(blockers)}; "
                 "use stream=never (--stream never) to load the model whole"
             )
-        return True
-    return not blockers and _has_external_data(model, max_bytes)
-
-
-def _has_external_data(model: PathLike, max_bytes: int) -> bool:
-    from onnxprune.model import parse_checked
-
-    _, external, _ = parse_checked(Path(model), max_bytes=max_bytes)
-    return bool(external)
+        return None
+    if blockers:
+        return model
+    parsed, external, base = parse_checked(Path(model), max_bytes=max_bytes)
+    return None if external else finish_load(parsed, external, base, max_bytes=max_bytes)
 
 
 def _streamed(
