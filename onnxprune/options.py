@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from onnxprune.errors import InvalidOptionError
@@ -154,9 +154,7 @@ def check_prune(
     if options.structured is None:
         stray = [name for name in STRUCTURED_ONLY if _given(options, name)]
         stray += [name for name in ("masked_out",) if name in outputs]
-        if stray:
-            verb = "needs" if len(stray) == 1 else "need"
-            raise InvalidOptionError(f"{', '.join(map(spell, stray))} {verb} {spell('structured')}")
+        _refuse_without(stray, spell("structured"), spell)
         if options.nm is not None and options.sparsity is not None:
             raise InvalidOptionError(f"give either {spell('sparsity')} or {spell('nm')}, not both")
         if options.sparsity is None and options.nm is None and "masks" not in inputs:
@@ -208,12 +206,8 @@ def _check_unused(options: PruneOptions, inputs: Collection[str], spell: Callabl
     elif options.sparsity is None:  # masks alone: nothing is scored or allocated
         stray = [n for n in (*UNSTRUCTURED_ONLY, "rounds") if _given(options, n)]
         stray += [name for name in ("scores", "calibration") if name in inputs]
-        if stray:
-            verb = "needs" if len(stray) == 1 else "need"
-            raise InvalidOptionError(
-                f"{', '.join(map(spell, stray))} {verb} {spell('sparsity')} or {spell('nm')} "
-                f"({spell('masks')} alone only applies the masks)"
-            )
+        needed = f"{spell('sparsity')} or {spell('nm')}"
+        _refuse_without(stray, needed, spell, f" ({spell('masks')} alone only applies the masks)")
     if options.skip_indivisible and options.nm is None:
         raise InvalidOptionError(f"{spell('skip_indivisible')} needs {spell('nm')}")
     if "scores" in inputs and _given(options, "score"):
@@ -225,6 +219,15 @@ def _check_unused(options: PruneOptions, inputs: Collection[str], spell: Callabl
         given = name in inputs if name in INPUTS else _given(options, name)
         if given and options.score != score:
             raise InvalidOptionError(f"{spell(name)} is read by {spell('score')} {score} only")
+
+
+def _refuse_without(
+    stray: Sequence[str], needed: str, spell: Callable[[str], str], why: str = ""
+) -> None:
+    """Refuse ``stray`` options, which mean something only with ``needed``."""
+    if stray:
+        verb = "needs" if len(stray) == 1 else "need"
+        raise InvalidOptionError(f"{', '.join(map(spell, stray))} {verb} {needed}{why}")
 
 
 def _check_values(options: PruneOptions) -> None:
