@@ -36,19 +36,19 @@ def prune_options(options: Message) -> PruneOptions:
 
 def report_message(report: SparsityReport) -> pb.SparsityReport:
     """A ``SparsityReport`` as its message: typed fields, the JSON and the table of the CLI."""
-    data = report.to_dict()
-    message = json_format.ParseDict(data, pb.SparsityReport())
-    message.json = json.dumps(data, indent=2)
-    message.text = format_table(report)
-    return message
+    return _with_json_and_text(report.to_dict(), pb.SparsityReport(), format_table(report))
 
 
 def validation_message(result: ValidationResult) -> pb.ValidationResult:
     """A ``ValidationResult`` as its message: typed fields, the JSON and the CLI's lines."""
-    data = result.to_dict()
-    message = json_format.ParseDict(data, pb.ValidationResult())
+    return _with_json_and_text(result.to_dict(), pb.ValidationResult(), format_validation(result))
+
+
+def _with_json_and_text(data: dict, message: Message, text: str) -> Message:
+    """``message`` with its typed fields from ``data``, ``data`` as JSON, and ``text``."""
+    message = json_format.ParseDict(data, message)
     message.json = json.dumps(data, indent=2)
-    message.text = format_validation(result)
+    message.text = text
     return message
 
 
