@@ -137,35 +137,31 @@ def prune_weights(
         return plan.finish(kept, (), 0)
     chosen = _scores(plan, o.score, scores, ctx)
     chosen = {k: np.where(kept[k], v, -np.inf) for k, v in chosen.items()}
-    alloc = get_allocation(o.allocation).fn
+    allocation = get_allocation(o.allocation)
     shapes = {name: plan.layers[name].shape for name in plan.selected}
     total = sum(math.prod(s) for s in shapes.values())
     sigma = selected_sigma(o.min_threshold, plan.total, total)
 
-    def masks_for(k: int) -> dict[str, np.ndarray]:
-        counts = alloc(shapes, k / total, chosen) if total else {}
-        if sigma is not None:
-            counts = minimum_threshold(counts, shapes, sigma)
-        return masks_from_counts(chosen, counts)
+    def floored(counts: dict[str, int]) -> dict[str, int]:
+        return counts if sigma is None else minimum_threshold(counts, shapes, sigma)
+
+    def allocated(k: int) -> dict[str, int]:
+        return floored(allocation.fn(shapes, k / total, chosen) if total else {})
 
     forced = sum(int((~m).sum()) for m in kept.values())
     if not o.effective:
         k = removal_count(o.sparsity, plan.total, plan.zeros_outside, total)
-        if get_allocation(o.allocation).name == "global" and sigma is None and total:
+        if allocation.name == "global" and sigma is None and total:
             return plan.finish(global_masks(shapes, k / total, chosen), (), 0)  # one selection
-        return plan.finish(masks_for(k), (), 0)
+        return plan.finish(masks_from_counts(chosen, allocated(k)), (), 0)
     # Each bisection step is a prefix of one score order, sorted once (no selection per step).
-    masks_for(0)  # the allocation checks the scores (NaN, sizes) once
-    ranking = Ranking.of(chosen, across_layers=get_allocation(o.allocation).name == "global")
+    allocated(0)  # the allocation checks the scores (NaN, sizes) once
+    ranking = Ranking.of(chosen, across_layers=allocation.name == "global")
 
     def ranked_masks(k: int) -> dict[str, np.ndarray]:
-        if ranking.layers_in_order is not None:
-            counts = ranking.global_counts(k)
-        else:
-            counts = alloc(shapes, k / total, chosen) if total else {}
-        if sigma is not None:
-            counts = minimum_threshold(counts, shapes, sigma)
-        return ranking.masks(counts)
+        if ranking.layers_in_order is None:
+            return ranking.masks(allocated(k))
+        return ranking.masks(floored(ranking.global_counts(k)))
 
     # Removing every weight cuts every path; the search stops one short of it, which keeps
     # allocation targets inside [0, 1).
