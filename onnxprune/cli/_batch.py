@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +14,8 @@ from onnxprune.cli._common import (
     add_max_bytes,
     add_prune_flags,
     err,
+    flag_options,
     out,
-    parse_input_shapes,
     print_failures,
 )
 from onnxprune.cli._signals import Stopped, stoppable
@@ -72,26 +71,11 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_batch)
 
 
-_OPTION_FLAGS = tuple(
-    f.name for f in dataclasses.fields(PruneOptions) if f.name not in ("level", "input_shapes")
-)
-"""``PruneOptions`` fields whose flag has their name (``--exact`` and ``--input-shape`` do not)."""
-
-
-def _options(args: argparse.Namespace) -> PruneOptions:
-    given = {name: getattr(args, name) for name in _OPTION_FLAGS if hasattr(args, name)}
-    if getattr(args, "exact", False):
-        given["level"] = "exact"
-    if hasattr(args, "input_shape"):
-        given["input_shapes"] = parse_input_shapes(args.input_shape)
-    return merge_options(PruneOptions(), given, "command line")
-
-
 def _batch(args: argparse.Namespace) -> int:
     from onnxprune.batch import format_batch
     from onnxprune.batch.run import REPORT, RESULTS, SUMMARY
 
-    options = _options(args)
+    options = merge_options(PruneOptions(), flag_options(args), "command line")
     limit = -1 if args.memory_limit == "ram" else parse_size(args.memory_limit)
     folder, done = Path(args.out), []
     try:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
 from onnxprune.errors import InvalidOptionError
-from onnxprune.options import SCOPES, STREAM_MODES, PruneOptions, check_prune
+from onnxprune.options import SCOPES, STREAM_MODES, PruneOptions, check_prune, merge_options
 from onnxprune.sizes import DEFAULT_MAX_BYTES
 from onnxprune.text import printable
 
@@ -200,32 +201,32 @@ def flag(name: str) -> str:
     return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
+FLAG_FIELDS = tuple(
+    f.name for f in dataclasses.fields(PruneOptions) if f.name not in ("level", "input_shapes")
+)
+"""``PruneOptions`` fields whose flag has their name (``--exact`` and ``--input-shape`` do not)."""
+
+
+def flag_options(args: argparse.Namespace) -> dict[str, object]:
+    """The ``PruneOptions`` fields that ``add_prune_flags`` flags set, by field name.
+
+    With ``add_prune_flags(defaults=False)`` (batch) only the flags given are there.
+    """
+    given = {name: getattr(args, name) for name in FLAG_FIELDS if hasattr(args, name)}
+    if getattr(args, "exact", False):
+        given["level"] = "exact"
+    if hasattr(args, "input_shape"):
+        given["input_shapes"] = parse_input_shapes(args.input_shape)
+    return given
+
+
 def prune_options(args: argparse.Namespace) -> PruneOptions:
     """The ``PruneOptions`` of ``onnxprune prune`` (local or remote) flags, checked.
 
     Raises:
         InvalidOptionError: options ``prune`` cannot honour, in the flags' words.
     """
-    options = PruneOptions(
-        sparsity=args.sparsity,
-        score=args.score,
-        allocation=args.allocation,
-        effective=args.effective,
-        min_threshold=args.min_threshold,
-        nm=args.nm,
-        skip_indivisible=args.skip_indivisible,
-        layers=args.layers,
-        exclude=args.exclude,
-        seed=args.seed,
-        rounds=args.rounds,
-        level="exact" if args.exact else "channel",
-        input_shapes=tuple(sorted(parse_input_shapes(args.input_shape).items())),
-        structured=args.structured,
-        scope=args.scope,
-        round_to=args.round_to,
-        compact=args.compact,
-        stream=args.stream,
-    )
+    options = merge_options(PruneOptions(), flag_options(args))
     given = {"masks": args.masks_in, "scores": args.scores, "calibration": args.calibration}
     written = {"masks_out": args.masks_out, "masked_out": args.masked_out}
     check_prune(
