@@ -20,7 +20,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from onnxprune.errors import DatasetError, InvalidOptionError, OnnxpruneError
-from onnxprune.options import INPUTS, check_prune
+from onnxprune.options import INPUTS
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service.messages import (
     compact_message,
@@ -98,7 +98,6 @@ def prune_job(
     name = _output_name(header)
     options = prune_options(header.options)
     given = {field: _first(paths, field) for field in INPUTS}
-    check_prune(options, inputs=[field for field, path in given.items() if path is not None])
     masks_out = None if options.structured else out_dir / "masks.npz"
     folder = out_dir / "model"
     folder.mkdir(parents=True)
