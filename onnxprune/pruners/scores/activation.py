@@ -14,7 +14,7 @@ to list the methods.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -86,25 +86,62 @@ def input_sum_of_squares(
         float64 vectors keyed by ``(tensor, axis)``: axis 1 of a convolution input, the
         contracted axis (counted from the end) of a matmul input.
     """
-    from onnxprune.feeds import batches
-
     wanted = {
         (layer.x, _unit_axis(layer)) for name in names for layer in _layers_named(graph, name)
     }
-    feeds = _check_calibration(model, graph.inputs, calibration)
-    total = next((array.shape[0] for array in feeds.values()), 1)
-    step = _batch_size(model, graph.inputs, total) or batch_size
-    fetch = sorted({tensor for tensor, _ in wanted if tensor not in feeds})
-    session = _session_with_outputs(model, fetch, provider) if fetch else None
+    tensors = sorted({tensor for tensor, _ in wanted})
+    run = calibration_batches(
+        model, graph.inputs, calibration, tensors, batch_size=batch_size, provider=provider
+    )
     sums: dict[tuple[str, int], np.ndarray] = {}
-    for batch in batches(feeds, total, step):
-        values = dict(batch)
-        if session is not None:
-            values.update(zip(fetch, run_session(session, fetch, batch), strict=True))
+    for values in run:
         for tensor, axis in wanted:
             part = _unit_sum_of_squares(values[tensor], axis)
             sums[tensor, axis] = sums[tensor, axis] + part if (tensor, axis) in sums else part
     return sums
+
+
+def calibration_batches(
+    model: onnx.ModelProto,
+    inputs: Sequence[str],
+    calibration: Mapping[str, np.ndarray] | None,
+    tensors: Sequence[str],
+    *,
+    batch_size: int = BATCH_SIZE,
+    provider: str = "auto",
+) -> Iterator[dict[str, np.ndarray]]:
+    """The calibration set in batches, each with the values of ``tensors`` computed on it.
+
+    One ONNX Runtime session adds ``tensors`` as outputs of a copy of ``model``; memory stays
+    bounded by one batch of them, whatever the size of the calibration set.
+
+    Args:
+        model: the model to run (not modified).
+        inputs: its graph inputs that need data.
+        calibration: arrays keyed by graph input name, samples along axis 0.
+        tensors: names of tensors of ``model`` (graph inputs too) wanted per batch.
+        batch_size: samples per run (a model with a fixed batch size uses that instead).
+        provider: passed to ``create_session``.
+
+    Yields:
+        Per batch, the graph inputs and ``tensors`` by name.
+
+    Raises:
+        DatasetError: ``calibration`` is missing or does not fit the model's inputs, or ONNX
+            Runtime fails on it.
+    """
+    from onnxprune.feeds import batches
+
+    feeds = _check_calibration(model, inputs, calibration)
+    total = next((array.shape[0] for array in feeds.values()), 1)
+    step = _batch_size(model, inputs, total) or batch_size
+    fetch = sorted({tensor for tensor in tensors if tensor not in feeds})
+    session = _session_with_outputs(model, fetch, provider) if fetch else None
+    for batch in batches(feeds, total, step):
+        values = dict(batch)
+        if session is not None:
+            values.update(zip(fetch, run_session(session, fetch, batch), strict=True))
+        yield values
 
 
 def expand_to_weight(units: np.ndarray, layer: Layer, shape: tuple[int, ...]) -> np.ndarray:
