@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -79,16 +78,28 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="end an upload that sends nothing for this long (DEADLINE_EXCEEDED; default 60)",
     )
     p.add_argument("--work-dir", metavar="DIR", help="where uploads are spooled (default: temp)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve Prometheus metrics at http://HOST:N/metrics (default: none)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="stderr log lines as text (default) or one JSON object each",
+    )
     add_debug(p)
     p.set_defaults(run=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from onnxprune.service import serve  # grpc and the worker pool only for this command
+    from onnxprune.service.logs import configure_logging
 
     config = server_config(args)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    configure_logging(args.log_format)
     host = f"[{args.host}]" if ":" in args.host else args.host
     return serve(f"{host}:{args.port}", config)
 
@@ -114,6 +125,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         grace=args.grace,
         upload_timeout=args.upload_timeout,
         work_dir=args.work_dir,
+        metrics_port=args.metrics_port,
         **settings,
     )
 

@@ -4,7 +4,9 @@ Modules, in the order a request meets them:
 
 - ``app``: ``create_server(address, config) -> (server, port)`` and ``serve`` (signals, grace);
 - ``interceptors``: request log, bearer-token auth, the concurrency limit;
-- ``health``: standard gRPC health checking;
+- ``health``: standard gRPC health checking, with ``liveness`` and ``readiness`` names;
+- ``metrics``: Prometheus counters the interceptors and jobs fill (``--metrics-port``);
+- ``logs``: the text and JSON log formats;
 - ``servicer``: receives the upload (``uploads``), runs the job in a worker process (``jobs``,
   ``worker``), streams the results back;
 - ``status``: library errors -> gRPC status codes (``to_status``).

@@ -16,13 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health
+from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from onnxprune.errors import InvalidOptionError
 from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
 from onnxprune.service.config import ServerConfig
-from onnxprune.service.health import add_health
+from onnxprune.service.health import BoundedHealth
 from onnxprune.service.interceptors import (
     BearerAuth,
     ConcurrencyLimit,
@@ -30,6 +30,7 @@ from onnxprune.service.interceptors import (
     RequestLog,
 )
 from onnxprune.service.jobs import JobRunner
+from onnxprune.service.metrics import ServiceMetrics, expose
 from onnxprune.service.servicer import PruningServicer
 from onnxprune.service.wire import MAX_CHUNK, SERVICE
 
@@ -44,8 +45,9 @@ reflection need one."""
 class _Built:
     server: grpc.Server
     port: int
-    health: health.HealthServicer
-    close: weakref.finalize  # kills the idle workers; also runs when the server is collected
+    health: BoundedHealth
+    close: weakref.finalize  # kills the idle workers (stops the metrics); also on collection
+    metrics_port: int | None
 
 
 def create_server(address: str, config: ServerConfig) -> tuple[grpc.Server, int]:
@@ -81,6 +83,8 @@ def serve(address: str, config: ServerConfig) -> int:
         "on" if config.reflection else "off",
         config.jobs,
     )
+    if built.metrics_port is not None:
+        log.info("metrics on http://%s:%d/metrics", host, built.metrics_port)
     while not stop.wait(timeout=1.0):
         pass
     log.info("shutting down: finishing calls in flight (grace %.0f s)", config.grace)
@@ -92,14 +96,16 @@ def serve(address: str, config: ServerConfig) -> int:
 
 
 def _build(address: str, config: ServerConfig) -> _Built:
-    runner = JobRunner(config.jobs, config.memory_limit, config.max_job_seconds)
+    metrics = ServiceMetrics()
+    runner = JobRunner(config.jobs, config.memory_limit, config.max_job_seconds, metrics)
+    health_servicer = BoundedHealth(config.max_watches, config.watch_seconds)
     server = grpc.server(
         ThreadPoolExecutor(max_workers=config.max_concurrent + config.max_watches + SPARE_THREADS),
         interceptors=[
-            RequestLog(),
+            RequestLog(metrics),
             BearerAuth(config.token),
             RefuseMalformed(),
-            ConcurrencyLimit(config.max_concurrent),
+            ConcurrencyLimit(config.max_concurrent, metrics, health_servicer.ready),
         ],
         options=[
             ("grpc.max_receive_message_length", 2 * MAX_CHUNK),
@@ -107,7 +113,7 @@ def _build(address: str, config: ServerConfig) -> _Built:
         ],
     )
     pb_grpc.add_PruningServiceServicer_to_server(PruningServicer(config, runner), server)
-    health_servicer = add_health(server, config.max_watches, config.watch_seconds)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
         names = (SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
@@ -125,4 +131,15 @@ def _build(address: str, config: ServerConfig) -> _Built:
         raise InvalidOptionError(f"cannot listen on {address}: {e}") from e
     if port == 0:
         raise InvalidOptionError(f"cannot listen on {address}")
-    return _Built(server, port, health_servicer, weakref.finalize(server, runner.close))
+    stops = [runner.close]
+    metrics_port = None
+    if config.metrics_port is not None:
+        http, metrics_port = expose(metrics, address.rpartition(":")[0], config.metrics_port)
+        stops.append(http.shutdown)
+    close = weakref.finalize(server, _run_all, stops)
+    return _Built(server, port, health_servicer, close, metrics_port)
+
+
+def _run_all(stops: list) -> None:
+    for stop in stops:
+        stop()

@@ -64,6 +64,8 @@ class ServerConfig:
             get ``RESOURCE_EXHAUSTED``.
         watch_seconds: how long a health ``Watch`` stream stays open at most.
         work_dir: where uploads and results are spooled (default: the system temp folder).
+        metrics_port: serve Prometheus metrics at ``http://<host>:<port>/metrics`` (the
+            server's host; 0 picks a free port); ``None`` (the default) serves none.
     """
 
     token: str | None = field(default=None, repr=False)
@@ -79,6 +81,7 @@ class ServerConfig:
     max_watches: int = 8
     watch_seconds: float = 600.0
     work_dir: str | None = None
+    metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_bytes", "max_concurrent", "jobs", "max_watches"):
@@ -89,6 +92,8 @@ class ServerConfig:
         for name in ("max_job_seconds", "upload_timeout", "watch_seconds"):
             if not getattr(self, name) > 0:
                 raise InvalidOptionError(f"{name}={getattr(self, name)} must be positive")
+        if self.metrics_port is not None and not 0 <= self.metrics_port < 2**16:
+            raise InvalidOptionError(f"metrics_port={self.metrics_port} is not a port (0-65535)")
         if self.token is not None and not self.token:
             raise InvalidOptionError("the token must not be empty")
 

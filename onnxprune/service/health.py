@@ -6,6 +6,12 @@ here: a ``Watch`` stream holds one of the server's threads for as long as it is 
 each ends after ``lifetime`` seconds with ``DEADLINE_EXCEEDED`` (a watcher then watches again).
 The server's thread pool has ``max_watches`` threads more than its other calls need, so watches
 never take a thread from them.
+
+Besides the server (``""``) and the pruning service, two names serve orchestrators' probes:
+``liveness`` is SERVING while the server runs (a probe that fails means: restart it), and
+``readiness`` is SERVING while it takes new calls, NOT_SERVING while all ``--max-concurrent``
+slots are taken (a new call would get RESOURCE_EXHAUSTED: send it elsewhere). Shutdown turns
+every name NOT_SERVING.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ import time
 from collections.abc import Iterator
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 
 from onnxprune.service.wire import SERVICE
+
+LIVENESS = "liveness"
+READINESS = "readiness"
 
 
 class BoundedHealth(health.HealthServicer):
@@ -34,6 +43,13 @@ class BoundedHealth(health.HealthServicer):
         self._max_watches = max_watches
         self._lifetime = lifetime
         self._watches = threading.BoundedSemaphore(max_watches)
+        for name in ("", SERVICE, LIVENESS, READINESS):
+            self.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def ready(self, ready: bool) -> None:
+        """Set the ``readiness`` status (ignored once shutdown has begun)."""
+        serving = health_pb2.HealthCheckResponse
+        self.set(READINESS, serving.SERVING if ready else serving.NOT_SERVING)
 
     def Watch(  # noqa: N802 - the name comes from the proto
         self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
@@ -64,21 +80,3 @@ class BoundedHealth(health.HealthServicer):
                 yield response
         finally:
             self._watches.release()
-
-
-def add_health(server: grpc.Server, max_watches: int, lifetime: float) -> health.HealthServicer:
-    """Register the health service with the server (``""``) and the pruning service SERVING.
-
-    Args:
-        server: the server.
-        max_watches: most ``Watch`` streams open at once.
-        lifetime: seconds a ``Watch`` stream stays open at most.
-
-    Returns:
-        The servicer; ``enter_graceful_shutdown()`` turns every status NOT_SERVING.
-    """
-    servicer = BoundedHealth(max_watches, lifetime)
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    for name in ("", SERVICE):
-        servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return servicer

@@ -1,7 +1,9 @@
 """Interceptors: request log, token auth, malformed requests, concurrency limit (outermost first).
 
 Each wraps the method's behavior in a context manager ``around(request, context)`` that yields the
-request to pass on (``wrap``); health checks skip auth and the limit.
+request to pass on (``wrap``); health checks skip auth and the limit. The request log also feeds
+the service's metrics (``metrics.ServiceMetrics``), and the limit turns the ``readiness`` health
+status NOT_SERVING while every slot is taken.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
+from onnxprune.service.metrics import ServiceMetrics
 from onnxprune.service.wire import SERVICE
 
 log = logging.getLogger("server.requests")
@@ -25,35 +28,61 @@ Around = Callable[[Any, grpc.ServicerContext], contextlib.AbstractContextManager
 HEALTH = "/grpc.health.v1.Health/"
 
 
-def wrap(handler: grpc.RpcMethodHandler | None, around: Around) -> grpc.RpcMethodHandler | None:
-    """``handler`` with its behavior run inside ``around(request, context)``."""
+def wrap(
+    handler: grpc.RpcMethodHandler | None,
+    around: Around,
+    sent: Callable[[Any], None] | None = None,
+) -> grpc.RpcMethodHandler | None:
+    """``handler`` with its behavior run inside ``around(request, context)``.
+
+    ``sent``, when given, is called with each response message before it leaves.
+    """
     if handler is None:
         return None
     kind = ("stream" if handler.request_streaming else "unary") + (
         "_stream" if handler.response_streaming else "_unary"
     )
     inner = getattr(handler, kind)
+    seen = sent or (lambda response: None)
 
     def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         with around(request, context) as request:
-            yield from inner(request, context)
+            for response in inner(request, context):
+                seen(response)
+                yield response
 
     def unary(request: Any, context: grpc.ServicerContext) -> Any:
         with around(request, context) as request:
-            return inner(request, context)
+            response = inner(request, context)
+            seen(response)
+            return response
 
     return handler._replace(**{kind: streaming if handler.response_streaming else unary})
 
 
 class RequestLog(grpc.ServerInterceptor):
-    """Logs each call: method, bytes received, duration, status."""
+    """Logs each call (method, bytes received, duration, status) and counts it in ``metrics``.
+
+    The log record carries the figures as attributes too (``method``, ``bytes``, ``seconds``,
+    ``status``), for the JSON log format.
+    """
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._metrics = metrics
 
     def intercept_service(self, continuation, handler_call_details):  # noqa: D102
         method = handler_call_details.method
-        return wrap(continuation(handler_call_details), lambda r, c: self._logged(method, r, c))
+        sent = [0]
+        return wrap(
+            continuation(handler_call_details),
+            lambda r, c: self._logged(method, r, c, sent),
+            lambda response: sent.__setitem__(0, sent[0] + _size(response)),
+        )
 
     @contextlib.contextmanager
-    def _logged(self, method: str, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+    def _logged(
+        self, method: str, request: Any, context: grpc.ServicerContext, sent: list[int]
+    ) -> Iterator[Any]:
         start, received = time.monotonic(), [0]
         status = "OK"
         try:
@@ -74,7 +103,9 @@ class RequestLog(grpc.ServerInterceptor):
                 left = context.time_remaining()
                 status = "DEADLINE_EXCEEDED" if left is not None and left <= 0 else "CANCELLED"
             took = time.monotonic() - start
-            log.info("%s %d bytes %.3fs %s", method, received[0], took, status)
+            figures = {"method": method, "bytes": received[0], "seconds": took, "status": status}
+            log.info("%s %d bytes %.3fs %s", method, received[0], took, status, extra=figures)
+            self._metrics.call_ended(method, status, took, received[0], sent[0])
 
 
 def _counted(requests: Iterator[Any], received: list[int]) -> Iterator[Any]:
@@ -161,10 +192,15 @@ def _checked(requests: Iterator[Any]) -> Iterator[Any]:
 
 
 class ConcurrencyLimit(grpc.ServerInterceptor):
-    """At most ``limit`` calls of the pruning service in flight; more get RESOURCE_EXHAUSTED."""
+    """At most ``limit`` calls of the pruning service in flight; more get RESOURCE_EXHAUSTED.
 
-    def __init__(self, limit: int) -> None:
+    ``ready(False)`` is called when the last slot is taken and ``ready(True)`` when one frees
+    again (the ``readiness`` health status); ``metrics`` counts the calls in flight.
+    """
+
+    def __init__(self, limit: int, metrics: ServiceMetrics, ready: Callable[[bool], None]) -> None:
         self._limit, self._busy, self._lock = limit, 0, threading.Lock()
+        self._metrics, self._ready = metrics, ready
 
     def intercept_service(self, continuation, handler_call_details):  # noqa: D102
         handler = continuation(handler_call_details)
@@ -176,7 +212,8 @@ class ConcurrencyLimit(grpc.ServerInterceptor):
     def _slot(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         with self._lock:
             free = self._busy < self._limit
-            self._busy += free
+            if free:
+                self._taken(+1)
         if not free:
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -186,4 +223,11 @@ class ConcurrencyLimit(grpc.ServerInterceptor):
             yield request
         finally:
             with self._lock:
-                self._busy -= 1
+                self._taken(-1)
+
+    def _taken(self, change: int) -> None:
+        """Count a slot taken (+1) or freed (-1); the lock is held."""
+        self._busy += change
+        self._metrics.calls_in_flight.set(self._busy)
+        if self._busy == self._limit or (change < 0 and self._busy == self._limit - 1):
+            self._ready(self._busy < self._limit)

@@ -25,6 +25,7 @@ from typing import Any
 from onnxprune.errors import OnnxpruneError
 from onnxprune.service import worker as _worker
 from onnxprune.service.deadlines import TimeLimitExceeded
+from onnxprune.service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,18 @@ class JobRunner:
         workers: how many jobs may run at once; more wait for a free worker.
         memory_limit: address-space limit of each worker in bytes; 0 for none.
         time_limit: seconds a job may run in its worker (waiting for one not counted).
+        metrics: counts jobs in flight and workers killed and replaced.
     """
 
-    def __init__(self, workers: int, memory_limit: int, time_limit: float) -> None:
+    def __init__(
+        self, workers: int, memory_limit: int, time_limit: float, metrics: ServiceMetrics
+    ) -> None:
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload([_worker.__name__])
         multiprocessing.forkserver.ensure_running()  # start importing the library now
         self._memory_limit = memory_limit
         self._time_limit = time_limit
+        self._metrics = metrics
         self._slots: queue.LifoQueue[_Worker | None] = queue.LifoQueue()
         for _ in range(workers):
             self._slots.put(None)  # a slot without a process yet
@@ -79,6 +84,7 @@ class JobRunner:
         """
         worker = self._take(alive)
         healthy = False
+        self._metrics.jobs_in_flight.inc()
         try:
             worker = worker or _Worker(self._context, self._memory_limit)
             result = yield from worker.run(job, args, alive, self._time_limit)
@@ -89,9 +95,11 @@ class JobRunner:
             healthy = True
             return result
         finally:
+            self._metrics.jobs_in_flight.dec()
             healthy = healthy and worker is not None and worker.reusable()
             if worker is not None and not healthy:
                 worker.kill()
+                self._metrics.worker_restarts.inc()
             self._slots.put(worker if healthy else None)
 
     def close(self) -> None:
