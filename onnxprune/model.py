@@ -306,16 +306,18 @@ def temporary(path: Path, suffix: str = ".tmp") -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}{suffix}")
 
 
-def remove_stale_temporaries(path: Path) -> None:
+def remove_stale_temporaries(path: Path, before: float | None = None) -> None:
     """Delete the temporaries of ``path`` (``temporary``) older than this process.
 
     A process killed while writing ``path`` leaves them; a writer still at work in another
-    process has touched its own since this one began, and keeps it.
+    process has touched its own since this one began, and keeps it. ``before`` (a time) takes
+    younger ones too: those of workers this process killed.
     """
+    before = _STARTED if before is None else before
     pattern = re.compile(re.escape(f".{path.name}") + _TEMPORARY)
     for found in path.parent.glob(f".{glob.escape(path.name)}.*"):
         try:
-            stale = pattern.fullmatch(found.name) and found.lstat().st_mtime < _STARTED
+            stale = pattern.fullmatch(found.name) and found.lstat().st_mtime < before
         except OSError:  # gone meanwhile
             continue
         if stale:

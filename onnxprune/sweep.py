@@ -10,12 +10,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
-from onnxprune.model import load_model, make_folder, write_text_atomic
+from onnxprune.model import (
+    data_files,
+    load_model,
+    make_folder,
+    remove_stale_temporaries,
+    write_text_atomic,
+)
 from onnxprune.outputs import PrunedFiles, check_outputs, save_pruned
 from onnxprune.processes import run_in_processes
 from onnxprune.pruners.registry import get_allocation, get_score
@@ -193,20 +200,57 @@ def sweep(
     ]
     written = [path for task in tasks for path in dataclasses.astuple(task.files)]
     check_outputs(source, *written, folder / "sweep.json", reads={"data": data})
+    started = time.time()  # before the dense run: the clock of file times is coarse
     dense = validate(source, dataset, provider=provider, batch_size=batch_size)
-    if jobs == 1:
-        runs = [_report(task.run(), on_done) for task in tasks]
-    else:
-        runs = run_in_processes(_Task.run, tasks, jobs=jobs, crashed=_Task.failed, on_done=on_done)
+    runs = _run_tasks(tasks, jobs, on_done, started)
     result = SweepResult(source.name, dense, tuple(runs))
     write_text_atomic(folder / "sweep.json", json.dumps(result.to_dict(), indent=2))
     return result
 
 
-def _report(run: SweepRun, on_done: Callable[[SweepRun], None] | None) -> SweepRun:
-    if on_done is not None:
-        on_done(run)
-    return run
+def _run_tasks(
+    tasks: Sequence[_Task],
+    jobs: int,
+    on_done: Callable[[SweepRun], None] | None,
+    started: float,
+) -> list[SweepRun]:
+    """Every run, here (``jobs`` 1) or in worker processes; stopped midway, none half written."""
+    done = []
+
+    def finish(run: SweepRun) -> SweepRun:
+        done.append(run)
+        if on_done is not None:
+            on_done(run)
+        return run
+
+    try:
+        if jobs == 1:
+            return [finish(task.run()) for task in tasks]
+        return run_in_processes(_Task.run, tasks, jobs=jobs, crashed=_Task.failed, on_done=finish)
+    except BaseException:  # stopped (Ctrl-C, SIGTERM): the finished runs stay, whole
+        _discard_unfinished(tasks, done, started)
+        raise
+
+
+def _discard_unfinished(tasks: Sequence[_Task], done: Sequence[SweepRun], since: float) -> None:
+    """Remove every file a run not in ``done`` wrote from ``since`` on, and its temporaries.
+
+    A run stopped midway (this process interrupted, or its worker killed) may have written its
+    model and masks but not its report, or left temporaries behind: its whole set goes, so what
+    stays is finished runs and files of earlier sweeps, never a mixed set. Workers are dead by
+    now (``run_in_processes`` kills them before its error goes on).
+    """
+    finished = {(run.score, run.allocation, run.sparsity) for run in done}
+    now = time.time()
+    for task in tasks:
+        if (task.score, task.allocation, task.sparsity) in finished:
+            continue
+        files = task.files
+        paths = [*dataclasses.astuple(files), *data_files(files.model)]
+        for path in paths:
+            remove_stale_temporaries(path, before=now)
+        if any(path.exists() and path.stat().st_mtime >= since for path in paths):
+            files.remove()
 
 
 @dataclass(frozen=True, slots=True)

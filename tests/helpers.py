@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -48,3 +50,14 @@ def examples(full: int) -> int:
     (``make test``) and runs the few of ``dev`` (``make check``).
     """
     return min(full, settings().max_examples)
+
+
+def until(condition: Callable[[], object], seconds: float = 10.0) -> bool:
+    """Whether ``condition()`` holds within ``seconds`` (polled): a bound on a wait, not a time
+    limit on the code under test."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())

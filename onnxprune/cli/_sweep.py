@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from onnxprune.cli._common import add_debug, out, print_failures
+from onnxprune.cli._common import add_debug, err, out, print_failures
+from onnxprune.cli._signals import Stopped, stoppable
 from onnxprune.runtime import PROVIDERS
+
+if TYPE_CHECKING:
+    from onnxprune.sweep import SweepResult, SweepRun
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +24,9 @@ def add(sub: argparse._SubParsersAction) -> None:
             "For every METHOD (SCORE/ALLOCATION) and every sparsity: prune, write the model, its "
             "masks and report, validate it against the dense model on --data. Writes "
             "OUT/sweep.json (render it with `onnxprune report`) and prints one table. Exits 4 "
-            "when some runs failed (they are listed), 0 when all succeeded."
+            "when some runs failed (they are listed), 0 when all succeeded. Ctrl-C (SIGINT) or "
+            "SIGTERM stops it at once: the runs done stay in OUT, a run cut short leaves no "
+            "files, sweep.json is not written; exit 130 or 143."
         ),
     )
     p.add_argument("model", help="path of the dense .onnx model")
@@ -44,17 +52,42 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from onnxprune.sweep import format_sweep, parse_methods, parse_sparsities, sweep
+    from onnxprune.sweep import format_sweep, parse_methods, parse_sparsities
 
     methods = parse_methods(args.methods)
     sparsities = parse_sparsities(args.sparsities)
+    total, done = len(methods) * len(sparsities), []
+    try:
+        with stoppable():
+            result = _run(args, methods, sparsities, done.append)
+    except Stopped as stop:
+        err(
+            f"sweep stopped by {stop}: the {len(done)} of {total} runs done are in {args.out} "
+            "(sweep.json not written; unfinished runs left no files)"
+        )
+        return stop.exit_code
+    out(format_sweep(result))
+    out(f"wrote {args.out}/sweep.json (render: onnxprune report {args.out}/sweep.json --html ...)")
+    failed = [(f"{run.method} at {run.sparsity:g}", run.error) for run in result.failed]
+    return print_failures(failed, total, "runs")
+
+
+def _run(
+    args: argparse.Namespace,
+    methods: list[tuple[str, str]],
+    sparsities: list[float],
+    on_done: Callable[[SweepRun], None],
+) -> SweepResult:
+    """``sweep`` as the flags ask, with a progress bar on a terminal."""
+    from tqdm import tqdm
+
+    from onnxprune.sweep import sweep
+
     total = len(methods) * len(sparsities)
     with tqdm(
         total=total, desc="sweep", unit="run", file=sys.stderr, disable=not sys.stderr.isatty()
     ) as bar:
-        result = sweep(
+        return sweep(
             args.model,
             args.data,
             args.out,
@@ -66,9 +99,5 @@ def _sweep(args: argparse.Namespace) -> int:
             provider=args.provider,
             batch_size=args.batch_size,
             seed=args.seed,
-            on_done=lambda _: bar.update(1),
+            on_done=lambda run: on_done(run) or bar.update(1),
         )
-    out(format_sweep(result))
-    out(f"wrote {args.out}/sweep.json (render: onnxprune report {args.out}/sweep.json --html ...)")
-    failed = [(f"{run.method} at {run.sparsity:g}", run.error) for run in result.failed]
-    return print_failures(failed, total, "runs")

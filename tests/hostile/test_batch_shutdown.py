@@ -8,11 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import until
 from tests.server.conftest import MLP
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads processes from /proc")
@@ -67,15 +67,6 @@ def _ppid(stat: Path) -> int | None:
         return None  # gone meanwhile
 
 
-def _until(condition, seconds: float) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
 def _started(tmp_path: Path) -> tuple[subprocess.Popen, set[int]]:
     """A batch with its first model done and its workers busy on the next ones."""
     process = subprocess.Popen(
@@ -85,7 +76,7 @@ def _started(tmp_path: Path) -> tuple[subprocess.Popen, set[int]]:
         text=True,
         start_new_session=True,  # its own process group: a Ctrl-C reaches it and its workers only
     )
-    assert _until(lambda: _lines(tmp_path) or process.poll() is not None, 600)
+    assert until(lambda: _lines(tmp_path) or process.poll() is not None, 600)
     workers = _children(process.pid)
     assert process.poll() is None and workers, "the batch ended before it could be stopped"
     return process, workers
@@ -110,7 +101,7 @@ def test_a_stop_signal_is_one_line_kills_the_workers_and_a_rerun_goes_on(tmp_pat
         assert stderr.count("\n") == 1, stderr
         assert stderr.startswith(f"batch stopped by {signal.Signals(signum).name}: the "), stderr
         assert "run the same command again" in stderr
-        assert _until(lambda: not any(map(_alive, workers)), 60), "workers outlived the batch"
+        assert until(lambda: not any(map(_alive, workers)), 60), "workers outlived the batch"
     finally:
         process.kill()
         _kill_all(workers)
@@ -132,6 +123,6 @@ def test_after_kill_9_the_workers_die_with_the_batch(tmp_path):
         process.kill()
         process.communicate(timeout=60)
         # A worker left behind would finish its model, then wait for work for good.
-        assert _until(lambda: not any(map(_alive, workers)), 120), "workers outlived the batch"
+        assert until(lambda: not any(map(_alive, workers)), 120), "workers outlived the batch"
     finally:
         _kill_all(workers)

@@ -17,6 +17,7 @@ from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
 from onnxprune.service.client import Client
 from onnxprune.service.wire import file_info, read_chunks
+from tests.helpers import until
 from tests.server.conftest import MLP, SLOW
 
 
@@ -46,15 +47,6 @@ def _workers() -> set[int]:
     return children
 
 
-def _until(condition, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="counts worker processes in /proc")
 def test_cancellation_kills_the_worker_and_frees_it(start_server):
     address = start_server(jobs=1)
@@ -64,7 +56,7 @@ def test_cancellation_kills_the_worker_and_frees_it(start_server):
         busy = _workers() - before  # this server starts its one worker for this job
         assert len(busy) == 1
         call.cancel()
-    assert _until(lambda: not busy & _workers()), "the cancelled job's worker is still running"
+    assert until(lambda: not busy & _workers()), "the cancelled job's worker is still running"
     with Client(address, timeout=20) as client:  # the only worker is free again
         assert client.analyze(MLP).total_params == 50_200
 
@@ -92,7 +84,7 @@ def test_max_concurrent_refuses_the_call_over_the_limit(start_server):
                 assert caught.value.status == "RESOURCE_EXHAUSTED"
                 assert "max-concurrent" in caught.value.details
             call.cancel()
-            assert _until(lambda: _succeeds(client.list_methods))
+            assert until(lambda: _succeeds(client.list_methods))
             assert client.analyze(MLP).total_params == 50_200
 
 
