@@ -36,7 +36,7 @@ SCOPES = ("layer", "global")
 STREAM_MODES = ("auto", "always", "never")
 """``auto``: models with external data are pruned tensor by tensor when the options allow it."""
 
-INPUTS = ("masks", "scores", "calibration")
+INPUTS = ("masks", "scores", "calibration", "sensitivity")
 """Data a prune may take beside its options (names as ``onnxprune.prune`` keywords)."""
 
 
@@ -49,7 +49,7 @@ class PruneOptions:
             with ``effective``, or the fraction of units with ``structured``.
         score: a registered score (``onnxprune methods``).
         allocation: a registered allocation (``global``, ``uniform``, ``uniform+``, ``erk``,
-            ``igq``).
+            ``igq``, ``sensitivity`` with the curves of ``onnxprune sensitivity`` given beside).
         effective: ``sparsity`` is the effective sparsity, reached by bisection.
         min_threshold: Gupta et al.'s minimum threshold (a fraction of all prunable weights).
         nm: N:M semi-structured sparsity along the input dimension, e.g. ``"2:4"``.
@@ -193,6 +193,9 @@ NM_IGNORES = ("allocation", "effective", "min_threshold")
 SCORE_ONLY = {"rounds": "synflow", "calibration": "activation"}
 """Options (or data) that only one score reads."""
 
+ALLOCATION_NEEDS = {"sensitivity": "sensitivity"}
+"""Data that one allocation needs and only it reads (allocation -> input)."""
+
 
 def _check_unused(options: PruneOptions, inputs: Collection[str], spell: Callable) -> None:
     """Refuse what an unstructured prune would silently ignore on the path it takes."""
@@ -205,7 +208,7 @@ def _check_unused(options: PruneOptions, inputs: Collection[str], spell: Callabl
             )
     elif options.sparsity is None:  # masks alone: nothing is scored or allocated
         stray = [n for n in (*UNSTRUCTURED_ONLY, "rounds") if _given(options, n)]
-        stray += [name for name in ("scores", "calibration") if name in inputs]
+        stray += [name for name in ("scores", "calibration", "sensitivity") if name in inputs]
         needed = f"{spell('sparsity')} or {spell('nm')}"
         _refuse_without(stray, needed, spell, f" ({spell('masks')} alone only applies the masks)")
     if options.skip_indivisible and options.nm is None:
@@ -219,6 +222,14 @@ def _check_unused(options: PruneOptions, inputs: Collection[str], spell: Callabl
         given = name in inputs if name in INPUTS else _given(options, name)
         if given and options.score != score:
             raise InvalidOptionError(f"{spell(name)} is read by {spell('score')} {score} only")
+    for method, data in ALLOCATION_NEEDS.items():
+        chosen = options.allocation == method and options.nm is None
+        if data in inputs and not chosen:
+            raise InvalidOptionError(
+                f"{spell(data)} is read by {spell('allocation')} {method} only"
+            )
+        if chosen and options.sparsity is not None and data not in inputs:
+            raise InvalidOptionError(f"{spell('allocation')} {method} needs {spell(data)}")
 
 
 def _refuse_without(

@@ -53,6 +53,7 @@ def prune(
     masks: Arrays | None = None,
     scores: Arrays | None = None,
     calibration: Arrays | None = None,
+    sensitivity: PathLike | Mapping | None = None,
     output: PathLike | None = None,
     masks_out: PathLike | None = None,
     report_out: PathLike | None = None,
@@ -68,6 +69,8 @@ def prune(
         masks: masks to apply and compose with (``.npz`` path or mapping by weight name).
         scores: external importance scores (``.npz`` path or mapping by weight name).
         calibration: arrays by graph input name (``.npz`` path or mapping), for ``activation``.
+        sensitivity: the curves of ``onnxprune sensitivity`` (its JSON's path or the parsed
+            document), for ``allocation="sensitivity"``.
         output: where to write the pruned model; needed to stream a model with external data.
         masks_out: where to write the masks (unstructured).
         report_out: where to write the result's JSON (``PruneResult.to_dict``).
@@ -97,7 +100,12 @@ def prune(
         [[0, 0, 0], [1, 1, 1]]
     """
     options = _options(options, fields)
-    given = {"masks": masks, "scores": scores, "calibration": calibration}
+    given = {
+        "masks": masks,
+        "scores": scores,
+        "calibration": calibration,
+        "sensitivity": sensitivity,
+    }
     written = {"masks_out": masks_out, "masked_out": masked_out}
     check_prune(
         options,
@@ -215,7 +223,10 @@ def _unless_streamed(
             ("no effective target", options.effective),
             ("no nm", options.nm is not None),
             ("no compact", options.compact),
-            ("no masks, scores or calibration data", any(v is not None for v in given.values())),
+            (
+                "no masks, scores, calibration or sensitivity data",
+                any(v is not None for v in given.values()),
+            ),
         )
         if present
     ]
@@ -273,6 +284,7 @@ def _in_memory(
         masks=given["masks"],
         scores=given["scores"],
         calibration=calibration,
+        sensitivity=given["sensitivity"],
         max_bytes=max_bytes,
     )
     if not options.compact:

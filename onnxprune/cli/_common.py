@@ -227,7 +227,12 @@ def prune_options(args: argparse.Namespace) -> PruneOptions:
         InvalidOptionError: options ``prune`` cannot honour, in the flags' words.
     """
     options = merge_options(PruneOptions(), flag_options(args))
-    given = {"masks": args.masks_in, "scores": args.scores, "calibration": args.calibration}
+    given = {
+        "masks": args.masks_in,
+        "scores": args.scores,
+        "calibration": args.calibration,
+        "sensitivity": getattr(args, "sensitivity", None),  # not a flag of `remote prune`
+    }
     written = {"masks_out": args.masks_out, "masked_out": args.masked_out}
     check_prune(
         options,

@@ -49,6 +49,11 @@ def add(sub: argparse._SubParsersAction) -> None:
         metavar="NPZ",
         help="inputs for the activation score (arrays by input name)",
     )
+    p.add_argument(
+        "--sensitivity",
+        metavar="JSON",
+        help="per-layer curves of `onnxprune sensitivity`, for --allocation sensitivity",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_max_bytes(p)
     add_debug(p)
@@ -73,6 +78,7 @@ def _prune(args: argparse.Namespace) -> int:
         masks=args.masks_in,
         scores=args.scores,
         calibration=args.calibration,
+        sensitivity=args.sensitivity,
         output=output,
         masks_out=masks_out,
         report_out=args.report_out,

@@ -7,6 +7,7 @@ checks the options and chooses between it, streaming and structured pruning.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -23,6 +24,7 @@ from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model
 from onnxprune.options import check_fraction
 from onnxprune.pruners.allocations.global_ import global_masks
 from onnxprune.pruners.allocations.minimum_threshold import minimum_threshold
+from onnxprune.pruners.allocations.sensitivity import Curve, check_curves, read_curves
 from onnxprune.pruners.masks import (
     apply_masks,
     as_mask,
@@ -92,6 +94,7 @@ def prune_weights(
     masks: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
     scores: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
     calibration: Mapping[str, np.ndarray] | None = None,
+    sensitivity: str | os.PathLike | Mapping | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> PruneResult:
     """Unstructured pruning in memory: scores + allocation + target -> masks -> pruned model.
@@ -106,13 +109,16 @@ def prune_weights(
         scores: external importance scores, an ``.npz`` path or a mapping keyed by weight name;
             they replace ``options.score``.
         calibration: arrays keyed by graph input name, for the ``activation`` score.
+        sensitivity: the JSON of ``onnxprune sensitivity`` (a path or the parsed document),
+            for the ``sensitivity`` allocation.
         max_bytes: largest model accepted.
 
     Returns:
         A ``PruneResult`` with the pruned model, the masks and the report.
 
     Raises:
-        InvalidOptionError: a bad regular expression, scores or masks.
+        InvalidOptionError: a bad regular expression, scores, masks or sensitivity file (one
+            measured on another model).
         InvalidModelError: the model cannot be read safely.
     """
     o = options
@@ -138,6 +144,9 @@ def prune_weights(
     chosen = _scores(plan, o.score, scores, ctx)
     chosen = {k: np.where(kept[k], v, -np.inf) for k, v in chosen.items()}
     allocation = get_allocation(o.allocation)
+    allocate = allocation.fn
+    if sensitivity is not None:
+        allocate = functools.partial(allocate, curves=plan.curves(sensitivity))
     shapes = {name: plan.layers[name].shape for name in plan.selected}
     total = sum(math.prod(s) for s in shapes.values())
     sigma = selected_sigma(o.min_threshold, plan.total, total)
@@ -146,7 +155,7 @@ def prune_weights(
         return counts if sigma is None else minimum_threshold(counts, shapes, sigma)
 
     def allocated(k: int) -> dict[str, int]:
-        return floored(allocation.fn(shapes, k / total, chosen) if total else {})
+        return floored(allocate(shapes, k / total, chosen) if total else {})
 
     forced = sum(int((~m).sum()) for m in kept.values())
     if not o.effective:
@@ -263,6 +272,12 @@ class _Plan:
 
     def weight(self, name: str) -> np.ndarray:
         return self.graph.weight(self.layers[name])
+
+    def curves(self, source: str | os.PathLike | Mapping) -> dict[str, Curve]:
+        """The sensitivity curves in ``source``, checked to be of this model's layers."""
+        curves = read_curves(source)
+        check_curves(curves, {name: math.prod(layer.shape) for name, layer in self.layers.items()})
+        return curves
 
     def kept(self, given: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
         """Per selected weight: nonzero and not masked by ``given`` (consumed layout)."""

@@ -358,6 +358,8 @@ def _check_counts(shapes, t, counts):
 def test_every_allocation_sums_exactly_within_bounds(shapes, t, seed):
     scores = _random_scores(shapes, seed)
     for method in ALLOCATIONS.values():
+        if method.name == "sensitivity":  # needs measured curves: test_sensitivity_allocation.py
+            continue
         try:
             counts = method.fn(shapes, t, scores)
         except InvalidOptionError:

@@ -10,6 +10,7 @@ from onnxprune.pruners.allocations import (  # noqa: F401  (registers every entr
     global_,
     igq,
     minimum_threshold,
+    sensitivity,
     uniform,
     uniform_plus,
 )
