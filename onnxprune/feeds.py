@@ -15,6 +15,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
+from onnxprune import progress
 from onnxprune.errors import DatasetError
 from onnxprune.model import PROTOBUF_LIMIT, save_model
 from onnxprune.runtime import create_session
@@ -121,11 +122,16 @@ def fixed_batch_size(model: onnx.ModelProto, inputs: Sequence[str]) -> int | Non
 
 
 def batches(
-    feeds: Mapping[str, np.ndarray], total: int, size: int
+    feeds: Mapping[str, np.ndarray], total: int, size: int, stage: str | None = None
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Consecutive slices of ``size`` samples (the last may be shorter) of every array."""
+    """Consecutive slices of ``size`` samples (the last may be shorter) of every array.
+
+    With ``stage``, the samples done are reported (``onnxprune.progress``) after each batch.
+    """
     for start in range(0, total, size):
         yield {name: array[start : start + size] for name, array in feeds.items()}
+        if stage is not None:
+            progress.report(stage, min(start + size, total), total)
 
 
 def session_for(model: onnx.ModelProto, provider: str = "auto") -> tuple[ort.InferenceSession, str]:

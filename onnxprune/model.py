@@ -25,6 +25,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
+from onnxprune import progress
 from onnxprune.errors import (
     InvalidModelError,
     InvalidOptionError,
@@ -164,6 +165,7 @@ def save_model(
         external_data_threshold: size in bytes from which tensors go to external data.
         before_rename: see ``commit_model`` (commits the files that go with the model).
     """
+    progress.report("save", 0)
 
     def write(tmp: Path, data_file: Path | None) -> None:
         if data_file is None:

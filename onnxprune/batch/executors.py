@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from onnxprune import progress
 from onnxprune.errors import InvalidOptionError
 
 if TYPE_CHECKING:
@@ -88,6 +89,8 @@ def _run_ray(
     ray = _import_ray()
     started = not ray.is_initialized()
     if started:
+        where = "a new local cluster" if address is None else f"the cluster at {address}"
+        progress.report("ray", 0, len(jobs), f"starting Ray: joining {where}")
         local = {"include_dashboard": False} if address is None else {}
         try:
             ray.init(address=address, logging_level="warning", **local)
@@ -101,7 +104,9 @@ def _run_ray(
             while queue and (workers is None or len(pending) < workers):
                 index = queue.popleft()
                 pending[task.remote(jobs[index])] = index
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_NOTE_SECONDS)
+            if not ready:
+                progress.report("ray", len(results), len(jobs), _waiting_for(ray, pending, queue))
             for ref in ready:
                 index = pending.pop(ref)
                 try:
@@ -115,3 +120,17 @@ def _run_ray(
     finally:
         if started:
             ray.shutdown()
+
+
+WAIT_NOTE_SECONDS = 5.0
+"""How long Ray may keep every task pending before the progress note says what it waits for."""
+
+
+def _waiting_for(ray: Any, pending: dict, queue: deque) -> str:
+    """What a batch on Ray waits for: its tasks, and the cluster's free CPUs."""
+    free = ray.available_resources().get("CPU", 0)
+    cpus = ray.cluster_resources().get("CPU", 0)
+    tasks = f"{len(pending)} task(s) submitted, {len(queue)} queued"
+    if free < 1:
+        return f"{tasks}; waiting for a free CPU ({free:g} of {cpus:g} free in the cluster)"
+    return f"{tasks}; waiting for the running tasks ({free:g} of {cpus:g} CPUs free)"

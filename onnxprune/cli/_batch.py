@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from onnxprune import progress
 from onnxprune.batch.executors import EXECUTORS
 from onnxprune.cli._common import (
     add_debug,
@@ -68,7 +69,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
     add_max_bytes(p)
     add_debug(p)
-    p.set_defaults(run=_batch)
+    p.set_defaults(run=_batch, own_bars=True)
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -104,7 +105,10 @@ def _run(
 
     from onnxprune.batch import run_batch
 
-    with tqdm(desc="batch", unit="model", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
+    with (
+        tqdm(desc="batch", unit="model", file=sys.stderr, disable=not sys.stderr.isatty()) as bar,
+        progress.listening(lambda report: report.note and bar.set_postfix_str(report.note)),
+    ):
         return run_batch(
             args.source,
             args.out,

@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
-from onnxprune import __version__
+from onnxprune import __version__, progress
 from onnxprune.cli import (
     _analyze,
     _batch,
@@ -37,7 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     try:
-        return args.run(args)
+        # Progress bars on a terminal; sweep and batch draw their own (runs, models).
+        with progress.bars(False if getattr(args, "own_bars", False) else None):
+            return args.run(args)
     except BrokenPipeError:  # the reader went away (`| head`): not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
         return 0

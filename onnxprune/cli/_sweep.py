@@ -48,7 +48,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="validation batch size")
     p.add_argument("--seed", type=int, default=0, help="seed of random scores")
     add_debug(p)
-    p.set_defaults(run=_sweep)
+    p.set_defaults(run=_sweep, own_bars=True)
 
 
 def _sweep(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from onnxprune import progress
 from onnxprune.errors import LimitExceededError, ShapeError
 from onnxprune.graph.build import ConnectivityGraph, Step
 from onnxprune.graph.channel import LayerActivity
@@ -42,11 +43,14 @@ def exact_reachability(
     """
     shapes = static_shapes(graph)
     forward: Maps = {t: np.ones(shapes[t], bool) for t in graph.inputs}
-    for step in graph.steps:
+    passes = 2 * len(graph.steps)  # forward, then backward: the progress reported
+    for i, step in enumerate(graph.steps):
+        progress.report("exact analysis", i, passes)
         for out, transfer in used_outputs(step, shapes):
             forward[out] = _push(graph, step, transfer, forward, shapes[out], shapes)
     backward: Maps = {t: np.ones(shapes[t], bool) for t in graph.outputs if t in shapes}
-    for step in reversed(graph.steps):
+    for i, step in enumerate(reversed(graph.steps), len(graph.steps)):
+        progress.report("exact analysis", i, passes)
         for out, transfer in used_outputs(step, shapes):
             if out in backward and backward[out].any():
                 _pull(graph, step, transfer, backward[out], backward, shapes)

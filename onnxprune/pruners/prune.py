@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
+from onnxprune import progress
 from onnxprune.errors import InvalidOptionError
 from onnxprune.graph.build import ConnectivityGraph, Layer, build_graph
 from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model
@@ -122,6 +123,7 @@ def prune_weights(
         InvalidModelError: the model cannot be read safely.
     """
     o = options
+    progress.report("analyze", 0)
     plan = _Plan.make(model, o.shapes, o.layers, o.exclude, o.level, max_bytes)
     kept = plan.kept(load_masks(masks) if isinstance(masks, (str, os.PathLike)) else masks)
     ctx = ScoreContext(
@@ -196,6 +198,7 @@ def _scores(
     """Scores of the selected weights in the consumed layout, from the registry or a file."""
     weights = {name: plan.weight(name) for name in plan.selected}
     if external is None:
+        progress.report(f"score ({score})", 0)
         return get_score(score).fn(weights, ctx)
     given = load_npz(external, "scores") if isinstance(external, (str, os.PathLike)) else external
     missing = sorted(set(weights) - set(given))

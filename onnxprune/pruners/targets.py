@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from onnxprune import progress
+
 
 @dataclass(frozen=True, slots=True)
 class Bisection:
@@ -41,19 +43,26 @@ def bisect_effective(
         high: the most weights that may be removed.
         target: the effective sparsity not to exceed.
     """
+    steps = 2 + max(high - low, 1).bit_length()  # the analyses a full search runs at most
+
+    def analysed(k: int, done: int) -> float:
+        value = effective_at(k)
+        progress.report("effective target", done, steps, f"{value:.4f} at {k} removed")
+        return value
+
     analyses = 1
-    best = effective_at(low)
+    best = analysed(low, analyses)
     if best > target:
         return Bisection(low, best, analyses)
-    top = effective_at(high)
     analyses += 1
+    top = analysed(high, analyses)
     if top <= target:
         return Bisection(high, top, analyses)
     ok, bad = low, high  # invariant: effective_at(ok) <= target < effective_at(bad)
     while bad - ok > 1:
         mid = (ok + bad) // 2
-        value = effective_at(mid)
         analyses += 1
+        value = analysed(mid, analyses)
         if value <= target:
             ok, best = mid, value
         else:

@@ -31,7 +31,7 @@ import grpc
 import onnx
 from google.protobuf.message import Message
 
-from onnxprune import errors
+from onnxprune import errors, progress
 from onnxprune.errors import (
     CallRefusedError,
     ConnectionFailedError,
@@ -294,6 +294,7 @@ class Client:
         return result
 
     def _progress(self, stage: str, fraction: float) -> None:
+        progress.report(stage, round(100 * fraction, 1), 100)  # percent, for progress.bars()
         if self._on_progress is not None:
             self._on_progress(stage, fraction)
 

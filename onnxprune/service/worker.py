@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import resource
 import signal
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from onnxprune import progress
 from onnxprune.errors import DatasetError, InvalidOptionError, OnnxpruneError
 from onnxprune.options import INPUTS
 from onnxprune.service._proto import pruning_pb2 as pb
@@ -53,8 +55,10 @@ def serve(conn: Any, memory_limit: int) -> None:
 
 def run(conn: Any, job: str, args: dict[str, Any]) -> None:
     """Run one job; send its events, then ``("ok", result)`` or what went wrong."""
+    events = Events(conn)
     try:
-        conn.send(("ok", JOBS[job](Events(conn), **args)))
+        with progress.listening(events.forward):
+            conn.send(("ok", JOBS[job](events, **args)))
     except OnnxpruneError as e:
         conn.send(("error", e))
     except MemoryError:  # numpy's subclass does not survive pickling; the base class does
@@ -63,15 +67,28 @@ def run(conn: Any, job: str, args: dict[str, Any]) -> None:
         conn.send(("bug", type(e).__name__, traceback.format_exc()))
 
 
+FORWARD_SECONDS = 0.25
+"""The library's progress within a stage goes to the client at most this often."""
+
+
 class Events:
     """What a job tells the server while it runs: progress, and files ready to be sent."""
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
+        self._last: tuple[str, float] = ("", 0.0)  # the stage and time of the last report sent
 
     def progress(self, stage: str, fraction: float) -> None:
         """``fraction`` of ``stage`` is done."""
+        self._last = (stage, time.monotonic())
         self._conn.send(("progress", stage, fraction))
+
+    def forward(self, report: progress.Progress) -> None:
+        """Send the library's ``report`` on: each new stage, then at most every quarter second."""
+        stage, sent = self._last
+        if report.stage == stage and time.monotonic() - sent < FORWARD_SECONDS:
+            return
+        self.progress(report.stage, report.fraction or 0.0)
 
     def file(self, field: str, path: Path, name: str) -> None:
         """``path`` is complete: send it now as response field ``field``, announced as ``name``."""

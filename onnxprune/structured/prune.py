@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from onnxprune import progress
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model
 from onnxprune.options import SCOPES
@@ -141,6 +142,7 @@ def structured_prune(
     if round_to < 1:
         raise InvalidOptionError(f"round_to={round_to} must be at least 1")
     chosen = name_filter(layers, exclude)
+    progress.report("structured: dependency groups", 0)
     ws = Workspace.of(load_model(model, max_bytes=max_bytes))
     groups = ws.groups
     stats = FilterStats(*filter_stats(groups, ws.arrays))

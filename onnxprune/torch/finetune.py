@@ -21,6 +21,7 @@ from numbers import Integral, Real
 import torch
 from torch import nn
 
+from onnxprune import progress
 from onnxprune.errors import InvalidOptionError
 
 logger = logging.getLogger(__name__)
@@ -166,6 +167,9 @@ def finetune(
             record = EpochRecord(epoch, lr, loss, evaluate(model, val_loader))
             logger.info("epoch %d lr %g loss %.4f val %.4f", epoch, lr, loss, record.val_accuracy)
             history.append(record)
+            progress.report(
+                "finetune", epoch + 1, epochs, f"loss {loss:.4f}, val {record.val_accuracy:.4f}"
+            )
     finally:
         model.train(was_training)
     return FinetuneResult(tuple(history), stages, epochs, momentum, weight_decay, nesterov, initial)

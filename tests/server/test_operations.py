@@ -15,6 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from onnxprune import progress
 from onnxprune.errors import InvalidOptionError
 from onnxprune.service import ServerConfig, create_server
 from onnxprune.service.client import Client
@@ -146,3 +147,21 @@ def test_json_log_lines_carry_the_call_figures():
     assert calls[0]["seconds"] >= 0
     assert {"time", "level", "logger", "message"} <= set(first)
     assert lines[-1]["message"] == "stopped"
+
+
+def test_the_library_progress_reaches_the_client(start_server, tmp_path):
+    address = start_server(jobs=1)
+    from_server: list[tuple[str, float]] = []
+    shown: list[progress.Progress] = []
+    with (
+        Client(address, timeout=120, on_progress=lambda s, f: from_server.append((s, f))) as client,
+        progress.listening(shown.append),
+    ):
+        client.prune(MLP, tmp_path / "p.onnx", sparsity=0.5, score="synflow", rounds=50)
+    rounds = [fraction for stage, fraction in from_server if stage == "synflow"]
+    assert rounds  # forwarded from the worker's library call, not only the job's own stages
+    assert rounds == sorted(rounds)
+    assert all(0 <= f < 1 for f in rounds)
+    uploads = [p for p in shown if p.stage == "upload"]  # the client reports as percentages
+    assert uploads[-1].done == 100
+    assert uploads[-1].total == 100

@@ -8,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import onnxprune.torch as opt  # noqa: E402
+from onnxprune import progress  # noqa: E402
 from onnxprune.errors import InvalidOptionError  # noqa: E402
 from onnxprune.torch.finetune import check_schedule, learning_rate  # noqa: E402
 
@@ -112,3 +113,15 @@ def test_empty_loaders_are_refused():
     model = nn.Linear(2, 2)
     with pytest.raises(InvalidOptionError, match="validation loader gave no samples"):
         opt.finetune(model, [], [], schedule={0: 0.1}, epochs=1)
+
+
+def test_each_epoch_reports_progress_with_its_figures():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 4))
+    seen: list[progress.Progress] = []
+    with progress.listening(seen.append):
+        result = opt.finetune(model, blobs(64), blobs(64, seed=1), schedule={0: 0.05}, epochs=3)
+    epochs = [p for p in seen if p.stage == "finetune"]
+    assert [(p.done, p.total) for p in epochs] == [(1, 3), (2, 3), (3, 3)]
+    for p, record in zip(epochs, result.history, strict=True):
+        assert p.note == f"loss {record.train_loss:.4f}, val {record.val_accuracy:.4f}"

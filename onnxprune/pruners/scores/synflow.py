@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from onnxprune import progress
 from onnxprune.errors import InvalidOptionError
 from onnxprune.graph.conv_geometry import (
     contract_backward,
@@ -156,6 +157,7 @@ def _iterate(
     removed: list[np.ndarray] = []
     fresh = True  # scores belong to the current mask
     for i in range(1, rounds + 1):
+        progress.report("synflow", i - 1, rounds)
         keep = max(final_keep, round(total * (1.0 - target) ** (i / rounds)))
         excess = int(np.count_nonzero(alive)) - keep
         if excess <= 0:
