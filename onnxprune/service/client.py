@@ -48,6 +48,7 @@ from onnxprune.model import (
     temporary,
     writing,
 )
+from onnxprune.outputs import names, refuse_clashes
 from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
 from onnxprune.service.wire import (
@@ -202,7 +203,7 @@ class Client:
         for field, path in (("masks", masks), ("scores", scores), ("calibration", calibration)):
             uploads.attach(header, field, path, InvalidOptionError, field)
         stream = self._call(self._stub.Prune, pb.PruneRequest, header, uploads)
-        return self._download(stream, _Downloads(output, masks_out))
+        return self._download(stream, _Downloads(uploads.inputs(), output, masks_out))
 
     def compact(
         self, model: PathLike, output: PathLike, *, max_bytes: int | None = None
@@ -227,7 +228,7 @@ class Client:
         uploads = _Uploads()
         uploads.model(header, "model", model, max_bytes)
         stream = self._call(self._stub.Compact, pb.CompactRequest, header, uploads)
-        return self._download(stream, _Downloads(output))
+        return self._download(stream, _Downloads(uploads.inputs(), output))
 
     def validate(
         self,
@@ -352,6 +353,14 @@ class _Uploads:
             target.CopyFrom(info)
         self._paths[field, name] = path
 
+    def inputs(self) -> dict[Path, str]:
+        """Every file read for upload, by each name it has (``names``), with what it is."""
+        return {
+            name: f"the {field.replace('_', ' ')} file {announced}"
+            for (field, announced), path in self._paths.items()
+            for name in names(path)
+        }
+
     def requests(
         self, request: type[Message], header: Message, chunk_size: int
     ) -> Iterator[Message]:
@@ -365,13 +374,19 @@ class _Uploads:
 class _Downloads:
     """Files a prune or compact call sends back, written under temporary names, renamed at the end.
 
+    The server names the model's external data files: none of them, nor the model or masks,
+    may replace a file the call read (``inputs``) or one another.
+
     Args:
+        inputs: the files uploaded (``_Uploads.inputs``).
         output: where the model goes (its external data files go next to it).
         masks_out: where masks go; ``None`` when the call sends none (compact).
     """
 
-    def __init__(self, output: Path, masks_out: Path | None = None) -> None:
-        self._output, self._masks_out = output, masks_out
+    def __init__(
+        self, inputs: Mapping[Path, str], output: Path, masks_out: Path | None = None
+    ) -> None:
+        self._inputs, self._output, self._masks_out = inputs, output, masks_out
         self._written: list[tuple[Path, Path]] = []  # (temporary, final)
 
     def receive(
@@ -399,7 +414,13 @@ class _Downloads:
                 progress("download", done / info.size)
 
     def commit(self) -> None:
-        """Rename every received file into place (data files first, the model last)."""
+        """Rename every received file into place (data files first, the model last).
+
+        Raises:
+            InvalidOptionError: a file would replace an input or another file received; none
+                is renamed.
+        """
+        refuse_clashes([final for _, final in self._written], self._inputs)
         for part, final in sorted(self._written, key=lambda w: w[1] == self._output):
             with writing(final, part):
                 os.replace(part, final)
