@@ -14,8 +14,9 @@ from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service._proto import pruning_pb2_grpc as pb_grpc
 from onnxprune.service.client import Client
 from onnxprune.service.wire import file_info, read_chunks
+from tests.helpers import until
 from tests.server.conftest import MLP, SLOW
-from tests.server.test_limits import _until, _workers
+from tests.server.test_limits import _workers
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="counts worker processes in /proc")
@@ -29,7 +30,7 @@ def test_a_job_over_the_time_limit_is_stopped_and_its_worker_killed(start_server
         assert "time limit of 1 s" in caught.value.details
         assert not (tmp_path / "p.onnx").exists()
         # The worker ran no other job: the one that ran over was killed, not left running.
-        assert _until(lambda: not (_workers() - before), seconds=60)
+        assert until(lambda: not (_workers() - before), seconds=60)
         assert client.analyze(MLP).total_params == 50_200
 
 

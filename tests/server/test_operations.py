@@ -20,8 +20,9 @@ from onnxprune.errors import InvalidOptionError
 from onnxprune.service import ServerConfig, create_server
 from onnxprune.service.client import Client
 from onnxprune.service.wire import SERVICE
+from tests.helpers import until
 from tests.server.conftest import MLP
-from tests.server.test_limits import _slow_prune, _until
+from tests.server.test_limits import _slow_prune
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -83,11 +84,11 @@ def test_a_cancelled_job_is_in_flight_then_counts_a_worker_restart(start_server)
         call.cancel()
     assert during[("onnxprune_jobs_in_flight", ())] == 1
     assert during[("onnxprune_calls_in_flight", ())] == 1
-    assert _until(lambda: _scrape(port)[("onnxprune_worker_restarts_total", ())] == 1)
+    assert until(lambda: _scrape(port)[("onnxprune_worker_restarts_total", ())] == 1)
     after = _scrape(port)
     assert after[("onnxprune_jobs_in_flight", ())] == 0
     prune = (("method", f"/{SERVICE}/Prune"), ("status", "CANCELLED"))
-    assert _until(lambda: _scrape(port).get(("onnxprune_requests_total", prune)) == 1)
+    assert until(lambda: _scrape(port).get(("onnxprune_requests_total", prune)) == 1)
 
 
 def test_readiness_follows_free_slots_while_liveness_stays_serving(start_server):
@@ -98,7 +99,7 @@ def test_readiness_follows_free_slots_while_liveness_stays_serving(start_server)
         assert _status(address, "readiness") == NOT_SERVING  # a new call would be refused
         assert _status(address, "liveness") == SERVING
         call.cancel()
-    assert _until(lambda: _status(address, "readiness") == SERVING)
+    assert until(lambda: _status(address, "readiness") == SERVING)
 
 
 def test_no_metrics_port_unless_asked(start_server):
