@@ -2,8 +2,10 @@
 
 The entries (``analyze``, ``prune``, ``compact``, ``validate``, ``structured_prune``) take a path,
 bytes or an ``onnx.ModelProto``; ``prune`` takes ``PruneOptions`` (or its fields as keywords) and
-chooses between pruning in memory, tensor by tensor (external data) and structured pruning. The
-core works without PyTorch; the optional ``onnxprune.torch`` hooks need the ``torch`` extra.
+chooses between pruning in memory, tensor by tensor (external data) and structured pruning.
+``analyze_sensitivity`` prunes each layer of a model file alone and measures it (``onnxprune
+sensitivity``). The core works without PyTorch; the optional ``onnxprune.torch`` hooks need the
+``torch`` extra.
 
 Each name loads its module on first use (``onnxprune.lazy``): ``import onnxprune`` imports
 neither ONNX nor NumPy, so the command line starts fast.
@@ -29,6 +31,7 @@ __getattr__, __dir__, __all__ = _attach(
         "onnxprune.options": ["PruneOptions"],
         "onnxprune.pruners.prune": ["PruneResult"],
         "onnxprune.report": ["GateResult", "LayerSparsity", "SparsityReport", "ValidationResult"],
+        "onnxprune.sensitivity": ["SensitivityResult", "analyze_sensitivity"],
         "onnxprune.sparsity": ["analyze"],
         "onnxprune.structured": ["CompactResult", "StructuredResult", "structured_prune"],
         "onnxprune.validation": ["load_dataset", "validate"],

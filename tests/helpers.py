@@ -61,3 +61,14 @@ def until(condition: Callable[[], object], seconds: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return bool(condition())
+
+
+def refused(capsys, *argv: str) -> str:
+    """The one line ``onnxprune ARGV`` (in this process) prints on stderr as it exits 2."""
+    from onnxprune.cli import main
+
+    assert main(list(argv)) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    return captured.err.strip()

@@ -10,18 +10,11 @@ import pytest
 from onnxprune.cli import main
 from onnxprune.errors import InvalidOptionError
 from onnxprune.options import PruneOptions, check_prune
+from tests.helpers import refused
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 MLP = str(MODELS / "mlp_digits.onnx")
 DATA = str(MODELS / "digits_test.npz")
-
-
-def _refused(capsys, *argv: str) -> str:
-    assert main(list(argv)) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err.count("\n") == 1
-    return captured.err.strip()
 
 
 @pytest.mark.parametrize(
@@ -55,7 +48,7 @@ def test_prune_refuses_what_its_path_ignores(tmp_path, capsys, flags, message):
     np.savez(masks, **{"fc1.weight": np.ones((300, 64), bool)})
     flags = [str(masks) if f == "MASKS" else f for f in flags]
     out = tmp_path / "p.onnx"
-    err = _refused(capsys, "prune", MLP, "-o", str(out), *flags)
+    err = refused(capsys, "prune", MLP, "-o", str(out), *flags)
     assert err.startswith(f"InvalidOptionError: {message}")
     assert not out.exists()
 
@@ -81,7 +74,7 @@ def test_library_and_server_spelling():
 
 
 def test_batch_address_needs_ray(tmp_path, capsys):
-    err = _refused(capsys, "batch", str(MODELS), "--out", str(tmp_path / "out"), "--sparsity",
+    err = refused(capsys, "batch", str(MODELS), "--out", str(tmp_path / "out"), "--sparsity",
                    "0.5", "--address", "auto")  # fmt: skip
     assert err == (
         "InvalidOptionError: --address is the Ray cluster to join; it needs --executor ray"

@@ -17,6 +17,7 @@ from onnxprune.cli import (
     _prune,
     _remote,
     _report,
+    _sensitivity,
     _serve,
     _sweep,
     _validate,
@@ -25,7 +26,18 @@ from onnxprune.cli._common import EXIT_BUG, err
 from onnxprune.errors import OnnxpruneError
 from onnxprune.text import printable
 
-COMMANDS = (_analyze, _prune, _compact, _validate, _sweep, _batch, _report, _serve, _remote)
+COMMANDS = (
+    _analyze,
+    _prune,
+    _compact,
+    _validate,
+    _sweep,
+    _sensitivity,
+    _batch,
+    _report,
+    _serve,
+    _remote,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,9 +17,9 @@ def add(sub: argparse._SubParsersAction) -> None:
         description=(
             "Render any JSON that onnxprune writes (analyze --json, prune --report-out with or "
             "without --structured or --compact, compact --report-out, validate --report-out, "
-            "sweep.json, batch.json, or {report, validation}) as Markdown tables and/or one HTML "
-            "page with the plots embedded (no external files or URLs). The JSON stays the source "
-            "of truth; outputs are written atomically."
+            "sweep.json, batch.json, sensitivity.json, or {report, validation}) as Markdown "
+            "tables and/or one HTML page with the plots embedded (no external files or URLs). The "
+            "JSON stays the source of truth; outputs are written atomically."
         ),
     )
     p.add_argument("report", metavar="REPORT.json", help="the report JSON (never overwritten)")

@@ -22,6 +22,7 @@ from onnxprune.render.document import (
     Verdict,
 )
 from onnxprune.render.kinds import OPTIONAL_VALIDATION_FIELDS, detect_kind
+from onnxprune.render.sensitivity import sensitivity_sections
 from onnxprune.render.structured import compact_sections, structured_sections
 
 LAYER_HEADER = ("#", "layer", "op", "shape", "params", "direct", "effective", "dead in", "dead out")
@@ -68,6 +69,9 @@ def build_document(data: Mapping) -> Document:
         return Document(f"Sparsity sweep: {fmt.text(data['model'])}", sweep_sections(data))
     if kind == "batch":
         return Document("Batch pruning", batch_sections(data))
+    if kind == "sensitivity":
+        title = f"Sensitivity analysis: {fmt.text(data['model'])}"
+        return Document(title, sensitivity_sections(data))
     sections = sparsity_sections(data["report"])
     if data.get("validation") is not None:
         sections += (validation_section(data["validation"], "Validation"),)

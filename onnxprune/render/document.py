@@ -65,7 +65,11 @@ class Line:
 
 @dataclass(frozen=True, slots=True)
 class LinePlot:
-    """Lines over a logarithmic x axis, with an optional horizontal reference line."""
+    """Lines with an optional horizontal reference line.
+
+    The x axis is logarithmic (compression ratios) or, with ``log_x=False``, a fraction shown
+    in percent (sparsity); ``percent`` formats the y axis as a percentage (accuracy).
+    """
 
     title: str
     xlabel: str
@@ -73,6 +77,8 @@ class LinePlot:
     lines: tuple[Line, ...]
     reference: tuple[str, float] | None = None
     caption: str = ""
+    log_x: bool = True
+    percent: bool = True
 
 
 Block = Table | Paragraph | Verdict | BarPlot | LinePlot

@@ -1,6 +1,6 @@
 """Which of onnxprune's JSON reports a dict is, checked against the documented keys.
 
-Seven shapes are known (extra keys are allowed, missing or mistyped ones are not):
+Eight shapes are known (extra keys are allowed, missing or mistyped ones are not):
 
 - ``sparsity``: ``SparsityReport.to_dict()`` (``onnxprune analyze --json``, ``prune
   --report-out``), with a ``compaction`` (a ``compact`` result) after ``prune --compact``;
@@ -9,6 +9,8 @@ Seven shapes are known (extra keys are allowed, missing or mistyped ones are not
 - ``validation``: ``ValidationResult.to_dict()``;
 - ``sweep``: ``SweepResult.to_dict()`` (``"kind": "sweep"``);
 - ``batch``: ``BatchResult.to_dict()`` (``"kind": "batch"``, ``onnxprune batch``'s batch.json);
+- ``sensitivity``: ``SensitivityResult.to_dict()`` (``"kind": "sensitivity"``, ``onnxprune
+  sensitivity``'s sensitivity.json);
 - ``combined``: ``{"report": <sparsity>, "validation": <validation or null>}``.
 """
 
@@ -19,7 +21,9 @@ from typing import Literal
 
 from onnxprune.errors import InvalidOptionError
 
-Kind = Literal["sparsity", "structured", "compact", "validation", "sweep", "batch", "combined"]
+Kind = Literal[
+    "sparsity", "structured", "compact", "validation", "sweep", "batch", "sensitivity", "combined"
+]
 
 # What a field may hold: "num" (int or float, not bool), "str", "bool", "list", "dict";
 # a trailing "?" also allows null.
@@ -142,13 +146,28 @@ STRUCTURED_FIELDS = {
     "warnings": "list",
     "blocked": "list",
 }
-_KINDS_WITH_TAG = ("sweep", "batch")
+SENSITIVITY_FIELDS = {
+    "kind": "str",
+    "model": "str?",
+    "metric": "str",
+    "higher_is_better": "bool",
+    "baseline": "num",
+    "levels": "list",
+    "score": "str",
+    "structured": "str?",
+    "provider": "str?",
+    "samples": "num",
+    "layers": "list",
+    "groups": "list",
+}
+CURVE_FIELDS = {"name": "str", "params": "num", "levels": "list", "values": "list", "error": "str?"}
+_KINDS_WITH_TAG = ("sweep", "batch", "sensitivity")
 
 _EXPECTED = (
     "a sparsity report (total_params, layers, ...), a structured prune (units, params_before, "
     "...), a compaction (removed, folded, params_before, ...), a validation result (top1, "
-    'agreement, ...), a sweep ("kind": "sweep"), a batch ("kind": "batch") or {"report": ..., '
-    '"validation": ...}'
+    'agreement, ...), a sweep ("kind": "sweep"), a batch ("kind": "batch"), a sensitivity '
+    'analysis ("kind": "sensitivity") or {"report": ..., "validation": ...}'
 )
 
 
@@ -179,6 +198,9 @@ def detect_kind(data: object) -> Kind:
         if data["kind"] == "batch":
             check_batch(data)
             return "batch"
+        if data["kind"] == "sensitivity":
+            check_sensitivity(data)
+            return "sensitivity"
         check_sweep(data)
         return "sweep"
     if "report" in data:
@@ -267,6 +289,22 @@ def check_batch(data: Mapping, where: str = "batch") -> None:
     for i, item in enumerate(data["results"]):
         _check(item, ITEM_FIELDS, f"{where} results[{i}]")
         _check_items(item["warnings"], "str", f"{where} results[{i}].warnings")
+
+
+def check_sensitivity(data: Mapping, where: str = "sensitivity") -> None:
+    """Check a sensitivity analysis: its keys, and each curve's levels and values (numbers)."""
+    _check(data, SENSITIVITY_FIELDS, where)
+    _check_items(data["levels"], "num", f"{where}.levels")
+    for key in ("layers", "groups"):
+        for i, curve in enumerate(data[key]):
+            _check(curve, CURVE_FIELDS, f"{where} {key}[{i}]")
+            _check_items(curve["levels"], "num", f"{where} {key}[{i}].levels")
+            _check_items(curve["values"], "num?", f"{where} {key}[{i}].values")
+            if len(curve["levels"]) != len(curve["values"]):
+                raise InvalidOptionError(
+                    f"{where} {key}[{i}] has {len(curve['levels'])} levels and "
+                    f"{len(curve['values'])} values; they go in pairs"
+                )
 
 
 def _check(obj: object, fields: Mapping[str, str], where: str, *, required: bool = True) -> None:

@@ -78,7 +78,8 @@ def _bar_figure(plot: BarPlot) -> Figure:
 
 def _line_figure(plot: LinePlot) -> Figure:
     fig, ax = _new_figure(8.0, 4.8)
-    ax.set_xscale("log")
+    if plot.log_x:
+        ax.set_xscale("log")
     for line in plot.lines:
         ax.plot(line.x, line.y, marker="o", label=line.name)
     if plot.reference is not None:
@@ -86,9 +87,14 @@ def _line_figure(plot: LinePlot) -> Figure:
         ax.axhline(y, color="0.35", linestyle="--", linewidth=1.2, label=label)
     if not plot.lines:
         ax.text(0.5, 0.5, "no run to plot", transform=ax.transAxes, ha="center", color="0.4")
-    ax.xaxis.set_major_formatter(FuncFormatter(_ratio_label))
-    ax.xaxis.set_minor_formatter(FuncFormatter(_minor_ratio_label))
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    if plot.log_x:
+        ax.xaxis.set_major_formatter(FuncFormatter(_ratio_label))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_minor_ratio_label))
+    else:
+        ax.set_xlim(0, 1)
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    if plot.percent:
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.grid(which="both", alpha=0.3)
     _titles(ax, plot.title, plot.xlabel, plot.ylabel)
     return fig

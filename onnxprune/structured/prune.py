@@ -154,7 +154,7 @@ def structured_prune(
     if (layers is not None or exclude is not None) and fixed.all():
         raise InvalidOptionError("--layers/--exclude leave no prunable unit to prune")
     choose = _per_layer if scope == "layer" else _global
-    layers_of = _layers(groups)
+    layers_of = layer_groups(groups)
     drop = choose(scores, layers_of, fixed, sparsity, round_to)
     zero(groups, drop, ws.arrays)
     masked = copy.deepcopy(ws.model)
@@ -263,7 +263,7 @@ def _nothing_removed(blocked: tuple[BlockedGroup, ...]) -> str:
     return f"nothing was removed: every group is blocked, mainly by {shown}{tail}"
 
 
-def _layers(groups: Groups) -> list[np.ndarray]:
+def layer_groups(groups: Groups) -> list[np.ndarray]:
     """The groups of each layer: groups sharing the same filters (a residual sum's are one)."""
     owners: list[list[int]] = [[] for _ in range(groups.count)]
     for i, s in enumerate(groups.filters):

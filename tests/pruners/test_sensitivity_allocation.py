@@ -19,7 +19,7 @@ from onnxprune.cli import main
 from onnxprune.errors import InvalidOptionError
 from onnxprune.pruners.allocations.sensitivity import loss_curve, read_curves, sensitivity
 from onnxprune.pruners.registry import get_allocation
-from tests.helpers import examples
+from tests.helpers import examples, refused
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 MLP = str(MODELS / "mlp_digits.onnx")
@@ -213,27 +213,19 @@ def test_prune_reaches_the_target_exactly_with_the_allocated_counts():
     assert removed["fc1.weight"] / 19200 > removed["fc3.weight"] / 1000
 
 
-def _refused(capsys, *argv):
-    assert main(list(argv)) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err.count("\n") == 1
-    return captured.err.strip()
-
-
 def test_cli_refusals(tmp_path, capsys):
     out = str(tmp_path / "p.onnx")
     prune = ["prune", MLP, "-o", out, "--sparsity", "0.5"]
     with_file = [*prune, "--allocation", "sensitivity", "--sensitivity"]
     good = tmp_path / "sens.json"
     good.write_text(json.dumps(_mlp_document()))
-    err = _refused(capsys, *prune, "--allocation", "sensitivity")
+    err = refused(capsys, *prune, "--allocation", "sensitivity")
     assert err == "InvalidOptionError: --allocation sensitivity needs --sensitivity"
-    err = _refused(capsys, *prune, "--sensitivity", str(good))
+    err = refused(capsys, *prune, "--sensitivity", str(good))
     assert err == "InvalidOptionError: --sensitivity is read by --allocation sensitivity only"
     other = _document({"conv.weight": [0.1, 0.2, 0.3, 0.4]}, {"conv.weight": 144})
     (tmp_path / "other.json").write_text(json.dumps(other))
-    err = _refused(capsys, *with_file, str(tmp_path / "other.json"))
+    err = refused(capsys, *with_file, str(tmp_path / "other.json"))
     assert err.startswith("InvalidOptionError: the sensitivity file does not match the model")
     assert not Path(out).exists()
     assert main([*with_file, str(good)]) == 0

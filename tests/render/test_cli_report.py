@@ -93,6 +93,7 @@ def test_console_entry_point_exits_2_without_traceback(tmp_path):
     assert result.returncode == 2
     assert (
         result.stderr
-        == "InvalidOptionError: unknown report kind 'benchmark'; known: 'sweep', 'batch'\n"
+        == "InvalidOptionError: unknown report kind 'benchmark'; known: 'sweep', 'batch', "
+        "'sensitivity'\n"
     )
     assert "Traceback" not in result.stderr

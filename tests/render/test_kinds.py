@@ -45,7 +45,8 @@ def test_not_an_object_and_unknown_kinds_are_errors():
     assert _error([1, 2]) == "a report must be a JSON object, got a list"
     assert _error(None) == "a report must be a JSON object, got null"
     assert (
-        _error({"kind": "benchmark"}) == "unknown report kind 'benchmark'; known: 'sweep', 'batch'"
+        _error({"kind": "benchmark"})
+        == "unknown report kind 'benchmark'; known: 'sweep', 'batch', 'sensitivity'"
     )
 
 
