@@ -49,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     try:
-        # Progress bars on a terminal; sweep and batch draw their own (runs, models).
+        # Progress bars on a terminal; sweep, sensitivity and batch draw their own (runs, layers,
+        # models).
         with progress.bars(False if getattr(args, "own_bars", False) else None):
             return args.run(args)
     except BrokenPipeError:  # the reader went away (`| head`): not an error

@@ -64,7 +64,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of random scores and criteria")
     add_max_bytes(p)
     add_debug(p)
-    p.set_defaults(run=_sensitivity)
+    p.set_defaults(run=_sensitivity, own_bars=True)
 
 
 def _sensitivity(args: argparse.Namespace) -> int:
