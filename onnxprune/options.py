@@ -190,8 +190,8 @@ paper uses 100); no layer has more units than 65,536 to round to; seeds are what
 NM_IGNORES = ("allocation", "effective", "min_threshold")
 """Options an N:M prune has no use for: the pattern fixes how many weights each layer keeps."""
 
-SCORE_ONLY = {"rounds": "synflow", "calibration": "activation"}
-"""Options (or data) that only one score reads."""
+SCORE_ONLY = {"rounds": "synflow"}
+"""Options that only one score reads (calibration data: the scores registered ``calibrated``)."""
 
 ALLOCATION_NEEDS = {"sensitivity": "sensitivity"}
 """Data that one allocation needs and only it reads (allocation -> input)."""
@@ -199,6 +199,8 @@ ALLOCATION_NEEDS = {"sensitivity": "sensitivity"}
 
 def _check_unused(options: PruneOptions, inputs: Collection[str], spell: Callable) -> None:
     """Refuse what an unstructured prune would silently ignore on the path it takes."""
+    from onnxprune.pruners.registry import SCORES, get_score
+
     if options.nm is not None:
         stray = [name for name in NM_IGNORES if _given(options, name)]
         if stray:
@@ -219,8 +221,7 @@ def _check_unused(options: PruneOptions, inputs: Collection[str], spell: Callabl
             "replace the score)"
         )
     for name, score in SCORE_ONLY.items():
-        given = name in inputs if name in INPUTS else _given(options, name)
-        if given and options.score != score:
+        if _given(options, name) and options.score != score:
             raise InvalidOptionError(f"{spell(name)} is read by {spell('score')} {score} only")
     for method, data in ALLOCATION_NEEDS.items():
         chosen = options.allocation == method and options.nm is None
@@ -230,6 +231,11 @@ def _check_unused(options: PruneOptions, inputs: Collection[str], spell: Callabl
             )
         if chosen and options.sparsity is not None and data not in inputs:
             raise InvalidOptionError(f"{spell('allocation')} {method} needs {spell(data)}")
+    if "calibration" in inputs and not get_score(options.score).calibrated:
+        readers = " or ".join(sorted(name for name, m in SCORES.items() if m.calibrated))
+        raise InvalidOptionError(
+            f"{spell('calibration')} is read by {spell('score')} {readers} only"
+        )
 
 
 def _refuse_without(

@@ -155,3 +155,30 @@ def test_every_method_runs_from_the_cli(tmp_path, extra):
     assert report["direct_sparsity"] == pytest.approx(float(sparsity), abs=1 / total)
     masks = np.load(tmp_path / "p.masks.npz")
     assert sum(int((~m).sum()) for m in masks.values()) == round(float(sparsity) * total)
+
+
+def test_sparsegpt_from_the_cli_and_its_refusals(tmp_path):
+    out = tmp_path / "p.onnx"
+    data = str(MODELS / "digits_test.npz")
+    result = _run("prune", str(MLP), "-o", str(out), "--score", "sparsegpt", "--nm", "2:4")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "DatasetError: the sparsegpt score needs calibration data; none given "
+        "(wants x: float32[batch, 64])"
+    ]
+    assert not out.exists()
+    lamp = _run("prune", str(MLP), "-o", str(out), "--sparsity", "0.5", "--calibration", data)
+    assert lamp.returncode == 2
+    assert lamp.stderr.strip() == (
+        "InvalidOptionError: --calibration is read by --score activation or sparsegpt only"
+    )
+    args = ["--score", "sparsegpt", "--calibration", data, "--nm", "2:4", "--json"]
+    result = _run("prune", str(MLP), "-o", str(out), *args)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["direct_sparsity"] == pytest.approx(0.5)
+    weights, masks = _weights(out), np.load(tmp_path / "p.masks.npz")
+    original = _weights(MLP)
+    for name, mask in masks.items():  # Gemm transB=1: [N, K], runs of 4 along K
+        assert (mask.reshape(mask.shape[0], -1, 4).sum(axis=2) == 2).all()
+        np.testing.assert_array_equal(weights[name] != 0, mask)
+        assert not np.array_equal(weights[name][mask], original[name][mask])  # re-fitted

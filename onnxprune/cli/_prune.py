@@ -47,7 +47,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--calibration",
         metavar="NPZ",
-        help="inputs for the activation score (arrays by input name)",
+        help="inputs for --score activation or sparsegpt (arrays by input name)",
     )
     p.add_argument(
         "--sensitivity",

@@ -60,35 +60,79 @@ def apply_masks(
     Raises:
         InvalidOptionError: a mask names no prunable weight or has the wrong shape.
     """
+    return _rewrite(model, masks, sources, "mask", _masked)
+
+
+def set_weights(
+    model: onnx.ModelProto, values: Mapping[str, np.ndarray], sources: Mapping[str, WeightSource]
+) -> onnx.ModelProto:
+    """A copy of ``model`` whose weights named in ``values`` hold those values instead.
+
+    For pruners that re-fit the weights they keep (SparseGPT). Each value is cast to its stored
+    tensor's dtype; names, IR and opsets are kept, and nothing else of the model changes.
+
+    Args:
+        model: the model (not modified).
+        values: stored-layout arrays keyed by stored tensor name.
+        sources: where each tensor is stored (initializer, Constant, ConstantOfShape).
+
+    Raises:
+        InvalidOptionError: a value names no prunable weight or has the wrong shape.
+    """
+    return _rewrite(model, values, sources, "weight", _replaced)
+
+
+def _masked(value: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """``value`` with the entries ``mask`` drops zeroed; ``None`` when it drops nothing."""
+    mask = np.asarray(mask, bool)
+    return None if mask.all() else np.where(mask, value, np.zeros((), value.dtype))
+
+
+def _replaced(value: np.ndarray, new: np.ndarray) -> np.ndarray:
+    return np.asarray(new).astype(value.dtype)
+
+
+def _rewrite(
+    model: onnx.ModelProto,
+    changes: Mapping[str, np.ndarray],
+    sources: Mapping[str, WeightSource],
+    what: str,
+    new_value: Callable[[np.ndarray, np.ndarray], np.ndarray | None],
+) -> onnx.ModelProto:
+    """A copy of ``model`` with each named stored tensor set to ``new_value(value, change)``.
+
+    A ``None`` new value leaves the tensor bit-identical.
+    """
     pruned = onnx.ModelProto()
     pruned.CopyFrom(model)
     graph = pruned.graph
     initializers = {t.name: t for t in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
-    for name, mask in masks.items():
+    for name, change in changes.items():
         source = sources.get(name)
         if source is None:
-            raise InvalidOptionError(f"mask {name!r} names no prunable weight of the model")
+            raise InvalidOptionError(f"{what} {name!r} names no prunable weight of the model")
         if source.kind == "initializer":
             tensor = initializers[name]
         else:
             tensor = _constant_tensor(producers[name], model)
         value = numpy_helper.to_array(tensor)
-        if value.shape != mask.shape:
+        if value.shape != np.shape(change):
             raise InvalidOptionError(
-                f"mask {name!r} has shape {mask.shape}, the weight has {value.shape}"
+                f"{what} {name!r} has shape {np.shape(change)}, the weight has {value.shape}"
             )
-        if mask.all():
-            continue  # nothing to remove: leave the tensor bit-identical
-        masked = numpy_helper.from_array(np.where(mask, value, np.zeros((), value.dtype)), name)
+        replaced = new_value(value, change)
+        if replaced is None:
+            continue
+        written = numpy_helper.from_array(replaced, name)
         if source.kind == "initializer":
-            tensor.CopyFrom(masked)
+            tensor.CopyFrom(written)
         else:
             node = producers[name]
             node.op_type = "Constant"
             del node.input[:]
             del node.attribute[:]
-            node.attribute.append(helper.make_attribute("value", masked))
+            node.attribute.append(helper.make_attribute("value", written))
     return pruned
 
 

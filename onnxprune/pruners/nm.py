@@ -78,7 +78,7 @@ def nm_masks(
         if name not in kinds:
             raise InvalidOptionError(f"scores for {name!r} but no layer kind for it")
         values = np.asarray(values)
-        axis, size = _input_axis(name, values.shape, kinds[name])
+        axis, size = input_axis(name, values.shape, kinds[name])
         if size % m:
             if not skip_indivisible:
                 raise InvalidOptionError(
@@ -96,7 +96,7 @@ def _check_nm(n: int, m: int) -> None:
         raise InvalidOptionError(f"N:M={n}:{m} must be integers with 0 < N < M, e.g. 2:4")
 
 
-def _input_axis(name: str, shape: tuple[int, ...], kind: Contract) -> tuple[int, int]:
+def input_axis(name: str, shape: tuple[int, ...], kind: Contract) -> tuple[int, int]:
     """The axis of the input units in a weight of ``shape``, and the input size per output unit.
 
     A grouped ConvTranspose stores the channels of all groups along axis 0; a group of M must not

@@ -32,10 +32,11 @@ from onnxprune.pruners.masks import (
     load_masks,
     load_npz,
     masks_from_counts,
+    set_weights,
 )
 from onnxprune.pruners.nm import nm_masks, parse_nm
 from onnxprune.pruners.ranking import Ranking
-from onnxprune.pruners.registry import ScoreContext, get_allocation, get_score
+from onnxprune.pruners.registry import LayerTargets, ScoreContext, get_allocation, get_score
 from onnxprune.pruners.targets import bisect_effective
 from onnxprune.report import SparsityReport
 from onnxprune.sparsity import LEVELS, sparsity_report
@@ -44,6 +45,11 @@ if TYPE_CHECKING:
     from onnxprune.options import PruneOptions
     from onnxprune.structured.compact import CompactResult
     from onnxprune.structured.prune import StructuredResult
+
+
+EFFECTIVE_SLACK = 0.005
+"""How far a reconstructing score's effective sparsity may land from an effective target
+unannounced."""
 
 
 @dataclass(frozen=True)
@@ -135,14 +141,18 @@ def prune_weights(
         rounds=o.rounds,
         masks=kept,
     )
+    rebuild = _reconstruction(plan, o, scores is None, ctx)
     if o.nm is not None:
         n, m = parse_nm(o.nm)
+        if rebuild is not None:
+            return rebuild(LayerTargets(nm=(n, m), skip_indivisible=o.skip_indivisible))
         contracts = {name: plan.layers[name].contract for name in plan.selected}
         chosen = _scores(plan, o.score, scores, ctx)
         pattern = nm_masks(chosen, contracts, n, m, skip_indivisible=o.skip_indivisible)
         return plan.finish({k: kept[k] & pattern[k] for k in kept}, (), 0)
     if o.sparsity is None:
         return plan.finish(kept, (), 0)
+    finish = _Finish(plan, rebuild)
     chosen = _scores(plan, o.score, scores, ctx)
     chosen = {k: np.where(kept[k], v, -np.inf) for k, v in chosen.items()}
     allocation = get_allocation(o.allocation)
@@ -163,8 +173,8 @@ def prune_weights(
     if not o.effective:
         k = removal_count(o.sparsity, plan.total, plan.zeros_outside, total)
         if allocation.name == "global" and sigma is None and total:
-            return plan.finish(global_masks(shapes, k / total, chosen), (), 0)  # one selection
-        return plan.finish(masks_from_counts(chosen, allocated(k)), (), 0)
+            return finish(global_masks(shapes, k / total, chosen), (), 0)  # one selection
+        return finish(masks_from_counts(chosen, allocated(k)), (), 0)
     # Each bisection step is a prefix of one score order, sorted once (no selection per step).
     allocated(0)  # the allocation checks the scores (NaN, sizes) once
     ranking = Ranking.of(chosen, across_layers=allocation.name == "global")
@@ -186,7 +196,53 @@ def prune_weights(
             f"effective sparsity is already {search.effective_sparsity:.4f} before pruning, "
             f"above the target {o.sparsity}",
         )
-    return plan.finish(ranked_masks(search.removed), notes, search.analyses)
+    return finish(ranked_masks(search.removed), notes, search.analyses)
+
+
+@dataclass(frozen=True)
+class _Finish:
+    """The end of a prune by masks: applied, or for a reconstructing score, its counts re-fit."""
+
+    plan: _Plan
+    rebuild: Callable[..., PruneResult] | None
+
+    def __call__(
+        self, masks: dict[str, np.ndarray], notes: tuple[str, ...], analyses: int
+    ) -> PruneResult:
+        if self.rebuild is None:
+            return self.plan.finish(masks, notes, analyses)
+        counts = {name: int((~mask).sum()) for name, mask in masks.items()}
+        return self.rebuild(LayerTargets(counts=counts), notes, analyses)
+
+
+def _reconstruction(
+    plan: _Plan, options: PruneOptions, registered: bool, ctx: ScoreContext
+) -> Callable[..., PruneResult] | None:
+    """For a score that re-fits the weights it keeps: targets -> its pruned model, else None.
+
+    Its masks are its own (chosen on the updated weights), so with an effective target the
+    effective sparsity they reach is checked, and a warning says when it misses the target by
+    more than ``EFFECTIVE_SLACK``.
+    """
+    reconstruct = get_score(options.score).reconstruct if registered else None
+    if reconstruct is None:
+        return None
+    weights = {name: plan.weight(name) for name in plan.selected}
+
+    def rebuild(targets: LayerTargets, notes: tuple[str, ...] = (), analyses: int = 0):
+        done = reconstruct(weights, ctx, targets)
+        result = plan.finish(done.masks, (*notes, *done.warnings), analyses, done.weights)
+        reached = result.report.effective_sparsity
+        if not options.effective or notes or abs(reached - options.sparsity) <= EFFECTIVE_SLACK:
+            return result
+        note = (
+            f"score {options.score}: its masks reach effective sparsity {reached:.4f} for the "
+            f"target {options.sparsity} (the bisection counts weights per layer on the score's "
+            "ranking; the re-fit chooses its own masks within those counts)"
+        )
+        return dataclasses.replace(result, warnings=(*result.warnings, note))
+
+    return rebuild
 
 
 def _scores(
@@ -306,9 +362,15 @@ class _Plan:
     def stored(self, masks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {k: self.layers[k].contract.source.to_stored(v) for k, v in masks.items()}
 
-    def masked_graph(self, masks: Mapping[str, np.ndarray]) -> ConnectivityGraph:
+    def masked_graph(
+        self, masks: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray] | None = None
+    ) -> ConnectivityGraph:
+        """The graph with masked weights zeroed (and ``weights``, consumed layout, in place)."""
+        values = weights or {}
         overrides = {
-            name: self.layers[name].contract.source.to_stored(np.where(m, self.weight(name), 0))
+            name: self.layers[name].contract.source.to_stored(
+                np.where(m, values[name] if name in values else self.weight(name), 0)
+            )
             for name, m in masks.items()
         }
         return dataclasses.replace(self.graph, overrides=overrides)
@@ -317,12 +379,21 @@ class _Plan:
         return sparsity_report(self.masked_graph(masks), level=self.level).effective_sparsity
 
     def finish(
-        self, masks: dict[str, np.ndarray], notes: tuple[str, ...], analyses: int
+        self,
+        masks: dict[str, np.ndarray],
+        notes: tuple[str, ...],
+        analyses: int,
+        weights: Mapping[str, np.ndarray] | None = None,
     ) -> PruneResult:
+        """The pruned model (masked, or set to re-fitted ``weights``), its masks and report."""
         stored = self.stored(masks)
         sources = {name: self.layers[name].contract.source for name in stored}
-        pruned = apply_masks(self.model, stored, sources)
-        report = sparsity_report(self.masked_graph(masks), level=self.level)
+        if weights is None:
+            pruned = apply_masks(self.model, stored, sources)
+        else:
+            graph = self.masked_graph(masks, weights)
+            pruned = set_weights(self.model, {k: graph.overrides[k] for k in stored}, sources)
+        report = sparsity_report(self.masked_graph(masks, weights), level=self.level)
         collapsed = collapse_warnings(name for name, m in masks.items() if m.size and not m.any())
         warnings = (*self.skipped, *collapsed, *notes)
         return PruneResult(pruned, stored, report, warnings, analyses)

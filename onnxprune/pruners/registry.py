@@ -12,6 +12,12 @@ A **score** maps weights to importance (higher = keep):
 pruner rewrites), arrays in the layout the layer consumes (conv ``[O, C/G, *k]``, matmul as the
 node reads it).
 
+A score that **reconstructs** (SparseGPT) also re-fits the weights it keeps: it registers with
+``reconstruct=fn``, ``fn(weights, ctx, targets) -> Reconstruction``, called once the scores and
+the allocation have said how many weights each layer loses (``LayerTargets``), and its masks
+and updated weights are what the prune writes. A score that reads calibration data registers
+with ``calibrated=True`` (the shells then pass the data along, and refuse it for other scores).
+
 An **allocation** decides how many weights each layer loses:
 ``fn(shapes, target, scores) -> {name: count}``, with counts that add up to
 ``round(target * total)`` (the overall direct sparsity is hit to within one weight). Most
@@ -58,7 +64,38 @@ class ScoreContext:
     masks: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class LayerTargets:
+    """What a reconstructing score prunes each layer to: a number of weights or an N:M pattern.
+
+    Attributes:
+        counts: weights to remove per layer (already-pruned ones included), or ``None``.
+        nm: ``(n, m)``: keep ``n`` of every ``m`` consecutive weights along the input.
+        skip_indivisible: with ``nm``, leave a layer whose input size is not a multiple of M.
+    """
+
+    counts: Mapping[str, int] | None = None
+    nm: tuple[int, int] | None = None
+    skip_indivisible: bool = False
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """Masks and re-fitted weights from a reconstructing score, in the consumed layout.
+
+    Attributes:
+        masks: ``True`` = kept, keyed by layer name.
+        weights: the new values of the kept weights (zero where pruned), keyed like ``masks``.
+        warnings: one line each, for the prune's result.
+    """
+
+    masks: dict[str, np.ndarray]
+    weights: dict[str, np.ndarray]
+    warnings: tuple[str, ...] = ()
+
+
 ScoreFn = Callable[[Mapping[str, np.ndarray], ScoreContext], dict[str, np.ndarray]]
+ReconstructFn = Callable[[Mapping[str, np.ndarray], ScoreContext, LayerTargets], Reconstruction]
 AllocationFn = Callable[
     [Mapping[str, tuple[int, ...]], float, Mapping[str, np.ndarray]], dict[str, int]
 ]
@@ -66,11 +103,21 @@ AllocationFn = Callable[
 
 @dataclass(frozen=True, slots=True)
 class Method:
-    """A registered score, allocation or criterion: the function and a summary for ``methods``."""
+    """A registered score, allocation or criterion: the function and a summary for ``methods``.
+
+    Attributes:
+        name: the registered name.
+        fn: the function.
+        summary: one line for ``onnxprune methods``.
+        calibrated: a score that reads calibration data.
+        reconstruct: a score's re-fit of the kept weights (``ReconstructFn``), or ``None``.
+    """
 
     name: str
     fn: Callable
     summary: str
+    calibrated: bool = False
+    reconstruct: Callable | None = None
 
 
 SCORES: Registry[Method] = Registry("score", ("onnxprune.pruners.scores",))
@@ -82,9 +129,22 @@ ALIASES = {"uniform+": "uniform_plus", "global_magnitude": "global"}
 """CLI spellings that differ from the names used in the code and the papers."""
 
 
-def score(name: str, summary: str) -> Callable[[ScoreFn], ScoreFn]:
-    """Register a score function under ``name``."""
-    return _register(SCORES, name, summary)
+def score(
+    name: str,
+    summary: str,
+    *,
+    calibrated: bool = False,
+    reconstruct: ReconstructFn | None = None,
+) -> Callable[[ScoreFn], ScoreFn]:
+    """Register a score function under ``name``.
+
+    Args:
+        name: the name ``--score`` takes.
+        summary: one line for ``onnxprune methods``.
+        calibrated: the score reads calibration data (``ScoreContext.calibration``).
+        reconstruct: the score also re-fits the kept weights (see the module docstring).
+    """
+    return _register(SCORES, name, summary, calibrated=calibrated, reconstruct=reconstruct)
 
 
 def allocation(name: str, summary: str) -> Callable[[AllocationFn], AllocationFn]:
@@ -97,9 +157,9 @@ def criterion(name: str, summary: str) -> Callable[[Callable], Callable]:
     return _register(CRITERIA, name, summary)
 
 
-def _register(table: Registry[Method], name: str, summary: str) -> Callable:
+def _register(table: Registry[Method], name: str, summary: str, **extra: object) -> Callable:
     def register(fn: Callable) -> Callable:
-        table.add(name, Method(name, fn, summary))
+        table.add(name, Method(name, fn, summary, **extra))
         return fn
 
     return register

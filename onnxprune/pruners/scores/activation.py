@@ -6,33 +6,36 @@ The weight ``W[i, j]`` of a layer multiplies input unit ``j``; its score is
 Pruning Approach for Large Language Models", arXiv 2306.11695, eq. 1), used here for every
 Conv, ConvTranspose, Gemm and MatMul layer.
 
-The inputs of the layers are read by running the model in ONNX Runtime with them added as graph
-outputs, in batches so memory stays bounded by one batch of activations. ONNX and ONNX Runtime
-(``onnxprune.feeds``) are imported where they are used: the score registry imports this module
-to list the methods.
+The inputs of the layers are read in ONNX Runtime in batches (``pruners.layer_inputs``), so
+memory stays bounded by one batch of activations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from onnxprune.errors import DatasetError, InvalidOptionError
+from onnxprune.pruners.layer_inputs import (
+    BATCH_SIZE,
+    calibration_batches,
+    layers_named,
+    unit_axis,
+)
 from onnxprune.pruners.registry import ScoreContext, score
-from onnxprune.runtime import run_session
 
 if TYPE_CHECKING:
     import onnx
 
     from onnxprune.graph.build import ConnectivityGraph, Layer
 
-BATCH_SIZE = 64
-"""Calibration samples per ONNX Runtime call (a model with a fixed batch size uses that)."""
 
-
-@score("activation", "|w| times the L2 norm of its input over calibration data (Wanda, 2306.11695)")
+@score(
+    "activation",
+    "|w| times the L2 norm of its input over calibration data (Wanda, 2306.11695)",
+    calibrated=True,
+)
 def activation(weights: Mapping[str, np.ndarray], ctx: ScoreContext) -> dict[str, np.ndarray]:
     """Importance = ``|w|`` times the L2 norm of the input unit the weight multiplies.
 
@@ -57,8 +60,8 @@ def activation(weights: Mapping[str, np.ndarray], ctx: ScoreContext) -> dict[str
     for name, w in weights.items():
         magnitude = np.abs(np.asarray(w, dtype=np.float64))
         total = np.zeros_like(magnitude)
-        for layer in _layers_named(ctx.graph, name):
-            total = total + expand_to_weight(squares[layer.x, _unit_axis(layer)], layer, w.shape)
+        for layer in layers_named(ctx.graph, name):
+            total = total + expand_to_weight(squares[layer.x, unit_axis(layer)], layer, w.shape)
         out[name] = magnitude * np.sqrt(total)
     return out
 
@@ -86,62 +89,23 @@ def input_sum_of_squares(
         float64 vectors keyed by ``(tensor, axis)``: axis 1 of a convolution input, the
         contracted axis (counted from the end) of a matmul input.
     """
-    wanted = {
-        (layer.x, _unit_axis(layer)) for name in names for layer in _layers_named(graph, name)
-    }
+    wanted = {(layer.x, unit_axis(layer)) for name in names for layer in layers_named(graph, name)}
+    sums: dict[tuple[str, int], np.ndarray] = {}
     tensors = sorted({tensor for tensor, _ in wanted})
     run = calibration_batches(
-        model, graph.inputs, calibration, tensors, batch_size=batch_size, provider=provider
+        model,
+        graph.inputs,
+        calibration,
+        tensors,
+        batch_size=batch_size,
+        provider=provider,
+        reader="the activation score",
     )
-    sums: dict[tuple[str, int], np.ndarray] = {}
     for values in run:
         for tensor, axis in wanted:
             part = _unit_sum_of_squares(values[tensor], axis)
             sums[tensor, axis] = sums[tensor, axis] + part if (tensor, axis) in sums else part
     return sums
-
-
-def calibration_batches(
-    model: onnx.ModelProto,
-    inputs: Sequence[str],
-    calibration: Mapping[str, np.ndarray] | None,
-    tensors: Sequence[str],
-    *,
-    batch_size: int = BATCH_SIZE,
-    provider: str = "auto",
-) -> Iterator[dict[str, np.ndarray]]:
-    """The calibration set in batches, each with the values of ``tensors`` computed on it.
-
-    One ONNX Runtime session adds ``tensors`` as outputs of a copy of ``model``; memory stays
-    bounded by one batch of them, whatever the size of the calibration set.
-
-    Args:
-        model: the model to run (not modified).
-        inputs: its graph inputs that need data.
-        calibration: arrays keyed by graph input name, samples along axis 0.
-        tensors: names of tensors of ``model`` (graph inputs too) wanted per batch.
-        batch_size: samples per run (a model with a fixed batch size uses that instead).
-        provider: passed to ``create_session``.
-
-    Yields:
-        Per batch, the graph inputs and ``tensors`` by name.
-
-    Raises:
-        DatasetError: ``calibration`` is missing or does not fit the model's inputs, or ONNX
-            Runtime fails on it.
-    """
-    from onnxprune.feeds import batches
-
-    feeds = _check_calibration(model, inputs, calibration)
-    total = next((array.shape[0] for array in feeds.values()), 1)
-    step = _batch_size(model, inputs, total) or batch_size
-    fetch = sorted({tensor for tensor in tensors if tensor not in feeds})
-    session = _session_with_outputs(model, fetch, provider) if fetch else None
-    for batch in batches(feeds, total, step, stage="calibration"):
-        values = dict(batch)
-        if session is not None:
-            values.update(zip(fetch, run_session(session, fetch, batch), strict=True))
-        yield values
 
 
 def expand_to_weight(units: np.ndarray, layer: Layer, shape: tuple[int, ...]) -> np.ndarray:
@@ -166,67 +130,11 @@ def expand_to_weight(units: np.ndarray, layer: Layer, shape: tuple[int, ...]) ->
     return np.broadcast_to(units[None, :] if axis else units[:, None], shape)
 
 
-def _check_calibration(
-    model: onnx.ModelProto,
-    inputs: Sequence[str],
-    calibration: Mapping[str, np.ndarray] | None,
-) -> dict[str, np.ndarray]:
-    """The calibration arrays for the graph ``inputs``, checked by ``feeds.check_feeds``."""
-    from onnxprune.feeds import check_feeds, describe
-
-    if calibration is None:
-        declared = {i.name: i for i in model.graph.input}
-        wants = ", ".join(describe(declared[name]) for name in inputs)
-        raise DatasetError(
-            f"the activation score needs calibration data; none given (wants {wants})"
-        )
-    return check_feeds(model, inputs, calibration, "calibration data")
-
-
-def _batch_size(model: onnx.ModelProto, inputs: Sequence[str], total: int) -> int | None:
-    """The fixed batch size of the model's inputs, or ``None`` when axis 0 is free."""
-    from onnxprune.feeds import fixed_batch_size
-
-    size = fixed_batch_size(model, inputs)
-    if size is not None and total % size:
-        raise DatasetError(
-            f"the model has a fixed batch size {size} and the calibration data "
-            f"{total} samples; give a multiple of {size}"
-        )
-    return size
-
-
-def _session_with_outputs(model: onnx.ModelProto, tensors: Sequence[str], provider: str):
-    """A session on a copy of ``model`` that also returns ``tensors`` (IR and opsets kept)."""
-    import onnx
-
-    from onnxprune.feeds import session_for
-
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    existing = {o.name for o in copy.graph.output}
-    # Untyped outputs: ONNX Runtime infers their types, and no shape inference is needed.
-    copy.graph.output.extend(onnx.ValueInfoProto(name=t) for t in tensors if t not in existing)
-    return session_for(copy, provider)[0]
-
-
 def _unit_sum_of_squares(x: np.ndarray, axis: int) -> np.ndarray:
     """Sum of ``x**2`` over every axis but ``axis``, in float64."""
     moved = np.moveaxis(np.asarray(x, dtype=np.float64), axis, 0)
     flat = moved.reshape(moved.shape[0], -1)
     return np.einsum("ij,ij->i", flat, flat)
-
-
-def _unit_axis(layer: Layer) -> int:
-    """The axis of the layer's input that holds its input units."""
-    return 1 if layer.contract.kind in ("conv", "conv_transpose") else layer.contract.x_axis
-
-
-def _layers_named(graph: ConnectivityGraph, name: str) -> list[Layer]:
-    layers = [layer for layer in graph.layers if layer.name == name]
-    if not layers:
-        raise InvalidOptionError(f"weight {name!r} is not a prunable layer of the model")
-    return layers
 
 
 def _check_units(units: np.ndarray, expected: int, layer: Layer) -> None:

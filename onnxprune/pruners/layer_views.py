@@ -1,0 +1,98 @@
+"""A prunable layer as matrix products ``W X``: weight rows = outputs, input columns = samples.
+
+What SparseGPT (``pruners.obs``) works on. Each group of a layer is one product:
+
+- Gemm/MatMul, weight consumed as ``[K, N]`` (``[N, K]`` when ``w_transposed``): one product,
+  ``W`` ``[N, K]``; the samples of ``X`` ``[K, samples]`` are every position of the input but
+  the contracted axis (``Contract.x_axis``: batch, sequence, ``transA`` handled alike).
+- Conv, weight ``[O, C/G, *k]``: one product per group, ``W`` ``[O/G, taps * C/G]``; ``X`` is
+  the im2col view of the input (``graph.conv_geometry.im2col``), one sample per image and output
+  position. Columns are ordered tap-major (all channels of tap 0, then tap 1, ...), so a run of
+  M consecutive columns is M input channels at one tap, the N:M pattern of ``pruners.nm``.
+
+ConvTranspose is not viewed this way (its inputs reach each output through a scatter); callers
+refuse it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from onnxprune.graph.build import Layer
+
+CHUNK_BYTES = 1 << 26
+"""Largest float64 im2col block built at once (64 MiB): images are taken a few at a time."""
+
+
+def weight_rows(layer: Layer, w: np.ndarray) -> list[np.ndarray]:
+    """The consumed weight ``w`` as one ``[rows, cols]`` matrix per group (copies)."""
+    contract = layer.contract
+    if contract.kind == "matmul":
+        return [np.array(w if contract.w_transposed else w.T)]
+    out, per_group, groups = w.shape[0], w.shape[1], contract.group
+    taps = math.prod(w.shape[2:])
+    tapwise = w.reshape(out, per_group, taps).transpose(0, 2, 1).reshape(out, taps * per_group)
+    return list(np.array(tapwise).reshape(groups, out // groups, taps * per_group))
+
+
+def weight_from_rows(
+    layer: Layer, rows: Sequence[np.ndarray], shape: tuple[int, ...]
+) -> np.ndarray:
+    """The inverse of :func:`weight_rows`: per-group matrices back in the consumed ``shape``."""
+    contract = layer.contract
+    if contract.kind == "matmul":
+        return np.array(rows[0] if contract.w_transposed else rows[0].T)
+    out, per_group, taps = shape[0], shape[1], math.prod(shape[2:])
+    stacked = np.concatenate(list(rows)).reshape(out, taps, per_group)
+    return stacked.transpose(0, 2, 1).reshape(shape)
+
+
+def input_columns(layer: Layer, x: np.ndarray) -> Iterator[list[np.ndarray]]:
+    """The layer's input ``x`` (one batch) as float64 ``[cols, samples]`` per group, in chunks.
+
+    Yields:
+        Lists with one matrix per group, the samples of a few images each, so that one chunk
+        stays under ``CHUNK_BYTES``.
+    """
+    contract = layer.contract
+    if contract.kind == "matmul":
+        moved = np.moveaxis(np.asarray(x), contract.x_axis, 0)
+        yield [moved.reshape(moved.shape[0], -1).astype(np.float64)]
+        return
+    kernel = tuple(layer.shape[2:])
+    outer = _conv_output(layer, x.shape[2:])
+    per_image = x.shape[1] * math.prod(kernel) * math.prod(outer) * 8
+    step = max(1, CHUNK_BYTES // max(per_image, 1))
+    for start in range(0, x.shape[0], step):
+        yield [
+            _tapwise(part, math.prod(kernel))
+            for part in _im2col(layer, x[start : start + step], kernel, outer)
+        ]
+
+
+def _im2col(layer: Layer, x: np.ndarray, kernel: tuple[int, ...], outer: tuple[int, ...]):
+    from onnxprune.graph.conv_geometry import im2col
+
+    return im2col(layer.contract, np.asarray(x, np.float64), kernel, outer)
+
+
+def _tapwise(columns: np.ndarray, taps: int) -> np.ndarray:
+    """im2col rows ordered channel-major ``(c, tap)`` reordered tap-major ``(tap, c)``."""
+    per_group = columns.shape[0] // taps
+    return columns.reshape(per_group, taps, -1).transpose(1, 0, 2).reshape(columns.shape[0], -1)
+
+
+def _conv_output(layer: Layer, spatial: Sequence[int]) -> tuple[int, ...]:
+    """Output spatial size of a convolution over an input of ``spatial`` size (ONNX Conv)."""
+    c, kernel = layer.contract, layer.shape[2:]
+    n = len(kernel)
+    return tuple(
+        (size + c.pads[i] + c.pads[n + i] - c.dilations[i] * (kernel[i] - 1) - 1) // c.strides[i]
+        + 1
+        for i, size in enumerate(spatial)
+    )
