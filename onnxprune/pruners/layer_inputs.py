@@ -65,7 +65,7 @@ def calibration_batches(
     step = _batch_size(model, inputs, total) or batch_size
     fetch = sorted({tensor for tensor in tensors if tensor not in feeds})
     session = _session_with_outputs(model, fetch, provider) if fetch else None
-    for batch in batches(feeds, total, step):
+    for batch in batches(feeds, total, step, stage="calibration"):
         values = dict(batch)
         if session is not None:
             values.update(zip(fetch, run_session(session, fetch, batch), strict=True))

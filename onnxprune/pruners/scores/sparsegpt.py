@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from onnxprune import progress
 from onnxprune.errors import InvalidOptionError
 from onnxprune.pruners.layer_inputs import calibration_batches, layers_named
 from onnxprune.pruners.registry import LayerTargets, Reconstruction, ScoreContext, score
@@ -78,6 +79,7 @@ def reconstruct(
             pruned = ~np.asarray(ctx.masks.get(name, np.ones(w.shape, bool)), bool)
             new, keep = _prune_layer(ctx.graph, name, w, found[name], pruned, targets)
             updated[name], masks[name] = new.astype(w.dtype), keep
+            progress.report("sparsegpt", len(updated), len(names), name)
     return Reconstruction(masks, updated)
 
 
