@@ -148,6 +148,7 @@ def sweep(
     provider: str = "auto",
     batch_size: int = 64,
     seed: int = 0,
+    sensitivity: str | os.PathLike | None = None,
     on_done: Callable[[SweepRun], None] | None = None,
 ) -> SweepResult:
     """Prune ``model`` with every method at every sparsity, validate each against the dense one.
@@ -164,6 +165,8 @@ def sweep(
         provider: ONNX Runtime provider for validation (``auto``, ``cpu``, ``cuda``).
         batch_size: validation batch size.
         seed: seed of random scores.
+        sensitivity: the ``sensitivity.json`` of ``onnxprune sensitivity`` on this model, read
+            by the methods whose allocation is ``sensitivity`` (and only given with them).
         on_done: called with each finished run (progress bars).
 
     Returns:
@@ -180,6 +183,7 @@ def sweep(
     source = Path(model)
     load_model(source)  # bad models fail here, once, not in every run
     dataset = load_dataset(data, source)
+    curves = _sensitivity_for(source, methods, sensitivity)
     make_folder(folder)
     tasks = [
         _Task(
@@ -194,18 +198,46 @@ def sweep(
             provider,
             batch_size,
             seed,
+            curves if get_allocation(a).name == "sensitivity" else None,
         )
         for s, a in methods
         for t in sparsities
     ]
     written = [path for task in tasks for path in dataclasses.astuple(task.files)]
-    check_outputs(source, *written, folder / "sweep.json", reads={"data": data})
+    reads = {"data": data, "sensitivity": sensitivity}
+    check_outputs(source, *written, folder / "sweep.json", reads=reads)
     started = time.time()  # before the dense run: the clock of file times is coarse
     dense = validate(source, dataset, provider=provider, batch_size=batch_size)
     runs = _run_tasks(tasks, jobs, on_done, started)
     result = SweepResult(source.name, dense, tuple(runs))
     write_text_atomic(folder / "sweep.json", json.dumps(result.to_dict(), indent=2))
     return result
+
+
+def _sensitivity_for(
+    model: Path, methods: Sequence[tuple[str, str]], sensitivity: str | os.PathLike | None
+) -> str | None:
+    """The sensitivity file's path when a method reads it, checked against the model once.
+
+    Raises:
+        InvalidOptionError: a method with allocation ``sensitivity`` and no file, a file and no
+            such method, or a file that was not measured on this model.
+    """
+    from onnxprune.pruners.allocations.sensitivity import check_curves, read_curves
+    from onnxprune.sparsity import analyze
+
+    readers = [f"{s}/{a}" for s, a in methods if get_allocation(a).name == "sensitivity"]
+    if sensitivity is None:
+        if readers:
+            raise InvalidOptionError(f"method {readers[0]} needs --sensitivity")
+        return None
+    if not readers:
+        raise InvalidOptionError(
+            "--sensitivity is read by methods with allocation sensitivity only"
+        )
+    layers = {layer.name: layer.params for layer in analyze(model).layers}
+    check_curves(read_curves(sensitivity), layers)
+    return str(sensitivity)
 
 
 def _run_tasks(
@@ -268,6 +300,7 @@ class _Task:
     provider: str
     batch_size: int
     seed: int
+    sensitivity: str | None = None  # the curves, for allocation sensitivity
 
     def failed(self, error: str) -> SweepRun:
         """The run as asked, failed with ``error``."""
@@ -293,6 +326,7 @@ class _Task:
                 level=self.level,
                 seed=self.seed,
                 calibration=_calibration(self.score, self.data, self.model),
+                sensitivity=self.sensitivity,
             )
             files = save_pruned(result, self.files.model)
             checked = validate(

@@ -170,3 +170,25 @@ def test_library_refusals(tmp_path):
             analyze_sensitivity(CNN, DATA, levels=levels)
     with pytest.raises(InvalidOptionError, match=re.escape("metric 'f1' must be one of top1")):
         analyze_sensitivity(CNN, DATA, metric="f1")
+
+
+def test_sweep_runs_the_sensitivity_allocation_from_the_file(tmp_path, capsys):
+    sens = tmp_path / "sens"
+    analyze_sensitivity(CNN, DATA, out=sens, levels=[0.5, 0.9])
+    curves = str(sens / "sensitivity.json")
+    sweep = ["sweep", CNN, "--data", DATA, "--out", str(tmp_path / "sweep"), "--sparsities", "0.8"]
+    err = refused(capsys, *sweep, "--methods", "magnitude/sensitivity")
+    assert err == "InvalidOptionError: method magnitude/sensitivity needs --sensitivity"
+    err = refused(capsys, *sweep, "--sensitivity", curves)
+    assert err == (
+        "InvalidOptionError: --sensitivity is read by methods with allocation sensitivity only"
+    )
+    methods = "magnitude/global,magnitude/sensitivity"
+    assert main([*sweep, "--methods", methods, "--sensitivity", curves]) == 0
+    capsys.readouterr()
+    runs = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["runs"]
+    assert [(r["method"], r["error"]) for r in runs] == [
+        ("magnitude/global", None),
+        ("magnitude/sensitivity", None),
+    ]
+    assert runs[1]["direct_sparsity"] == pytest.approx(0.8, abs=1e-9)  # 7,744 of 9,680

@@ -47,6 +47,11 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--provider", choices=PROVIDERS, default="auto", help="ONNX Runtime provider")
     p.add_argument("--batch-size", type=int, default=64, help="validation batch size")
     p.add_argument("--seed", type=int, default=0, help="seed of random scores")
+    p.add_argument(
+        "--sensitivity",
+        metavar="JSON",
+        help="curves of `onnxprune sensitivity`, for methods SCORE/sensitivity",
+    )
     add_debug(p)
     p.set_defaults(run=_sweep, own_bars=True)
 
@@ -99,5 +104,6 @@ def _run(
             provider=args.provider,
             batch_size=args.batch_size,
             seed=args.seed,
+            sensitivity=args.sensitivity,
             on_done=lambda run: on_done(run) or bar.update(1),
         )
