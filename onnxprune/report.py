@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from onnxprune.metrics import COMPARISONS
 from onnxprune.text import printable
 
 if TYPE_CHECKING:
@@ -203,20 +204,24 @@ class GateResult:
         reason: one readable line: what failed with the numbers, or ``"passed: ..."``.
         max_accuracy_drop: the allowed top-1 drop against the baseline, if checked.
         min_agreement: the required top-1 agreement with the baseline, if checked.
+        limits: every other gate checked, by name (``min_cosine``, ``max_abs_error``,
+            ``min_metric``, ...; ``min_agreement`` too), with its limit.
     """
 
     passed: bool
     reason: str
     max_accuracy_drop: float | None = None
     min_agreement: float | None = None
+    limits: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """JSON form: ``passed``, ``reason``, ``max_accuracy_drop``, ``min_agreement``."""
+        """JSON form: ``passed``, ``reason``, the two named limits and the ``limits`` dict."""
         return {
             "passed": self.passed,
             "reason": self.reason,
             "max_accuracy_drop": self.max_accuracy_drop,
             "min_agreement": self.min_agreement,
+            "limits": dict(self.limits),
         }
 
 
@@ -238,7 +243,8 @@ class ValidationResult:
         top5: fraction whose label is among the 5 highest-scored classes.
         baseline_top1: ``top1`` of the baseline.
         baseline_top5: ``top5`` of the baseline.
-        agreement: fraction of samples where the model's and the baseline's top-1 classes agree.
+        agreement: fraction of samples where the model's and the baseline's top-1 classes agree
+            (on the first output; ``outputs`` has it for each).
         max_abs_diff: largest absolute difference of the first output against the baseline's.
         mean_abs_diff: mean absolute difference of the first output over all its elements.
         latency_ms_p50: median time of one batch of the model, in milliseconds (after warmup).
@@ -250,6 +256,10 @@ class ValidationResult:
         baseline_latency_ms_p95: 95th percentile of the baseline's times.
         speedup: ``baseline_latency_ms_p50 / latency_ms_p50``; above 1 the model is faster
             (``None`` without a baseline, or when the model's median time is 0).
+        outputs: output name -> comparison metric (``onnxprune.metrics``) -> value against the
+            baseline (``None`` where it does not apply); empty without a baseline.
+        user_metrics: the user metric's values on the model (``--metric``), by name.
+        baseline_user_metrics: the same on the baseline.
     """
 
     model: str | None
@@ -272,6 +282,9 @@ class ValidationResult:
     baseline_latency_ms_p50: float | None = None
     baseline_latency_ms_p95: float | None = None
     speedup: float | None = None
+    outputs: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
+    user_metrics: Mapping[str, float] = field(default_factory=dict)
+    baseline_user_metrics: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON form with exactly the documented keys; missing metrics are ``None``."""
@@ -295,6 +308,9 @@ class ValidationResult:
             "baseline_latency_ms_p95": self.baseline_latency_ms_p95,
             "speedup": self.speedup,
             "gate": None if self.gate is None else self.gate.to_dict(),
+            "outputs": {name: dict(values) for name, values in self.outputs.items()},
+            "user_metrics": dict(self.user_metrics),
+            "baseline_user_metrics": dict(self.baseline_user_metrics),
         }
 
 
@@ -315,8 +331,15 @@ def format_validation(result: ValidationResult) -> str:
             out.append(f"{label:<12} {value:.2%}{extra}")
     if result.agreement is not None:
         out.append(f"agreement:   {result.agreement:.2%} of top-1 classes match the baseline")
-    if result.max_abs_diff is not None:
-        out.append(f"output diff: max {result.max_abs_diff:.6g}   mean {result.mean_abs_diff:.6g}")
+    for name, value in result.user_metrics.items():
+        reference = result.baseline_user_metrics.get(name)
+        extra = "" if reference is None else f"   baseline {reference:.6g}"
+        out.append(printable(f"metric:      {name} {value:.6g}{extra}"))
+    if result.outputs:
+        out += [
+            "outputs against the baseline:",
+            *("  " + line for line in comparison_table(result)),
+        ]
     out.append(
         f"latency:     p50 {result.latency_ms_p50:.3f} ms   p95 {result.latency_ms_p95:.3f} ms "
         f"per batch   throughput {result.throughput:,.0f} samples/s"
@@ -328,6 +351,17 @@ def format_validation(result: ValidationResult) -> str:
         )
     out.append(f"gate:        {gate_line(result.gate)}")
     return "\n".join(out)
+
+
+def comparison_table(result: ValidationResult) -> list[str]:
+    """Lines of a table of the comparisons with the baseline: one row per output."""
+    metrics = list(COMPARISONS.values())
+    header = ("output", *(c.header for c in metrics))
+    rows = [
+        (name, *("n/a" if v.get(c.name) is None else c.format(v[c.name]) for c in metrics))
+        for name, v in result.outputs.items()
+    ]
+    return text_table(header, rows, "<" + ">" * len(metrics))
 
 
 def gate_line(gate: GateResult | None) -> str:

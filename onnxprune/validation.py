@@ -1,9 +1,12 @@
-"""Validation on ONNX Runtime: accuracy, agreement with a baseline, output error, latency, gate.
+"""Validation on ONNX Runtime: accuracy, comparisons with a baseline, latency, gate.
 
 A dataset is an ``.npz`` file whose arrays are named after the model's graph inputs (samples along
-axis 0), plus optional integer ``labels`` of shape ``[N]``; other arrays are ignored. The model's
-first output is read as scores ``[N, C]`` (logits or probabilities; trailing axes are flattened
-into ``C``).
+axis 0), plus optional integer ``labels`` of shape ``[N]``; other arrays are ignored. For
+accuracy, the model's first output is read as scores ``[N, C]`` (logits or probabilities;
+trailing axes are flattened into ``C``). With a baseline, every tensor output with samples along
+axis 0 is compared with the baseline's by the label-free metrics of ``onnxprune.metrics`` (output
+errors, cosine similarity, top-k agreement), each with its gate; a user metric
+(``onnxprune.user_metrics``) sees every such output over the whole dataset.
 
 The model runs in batches on the provider ``create_session`` starts (CUDA when it works, else the
 CPU, unless asked otherwise). ``warmup`` untimed runs of the first batch come first; then every
@@ -36,15 +39,29 @@ import onnxruntime as ort
 
 from onnxprune.errors import DatasetError, InvalidModelError, InvalidOptionError
 from onnxprune.feeds import batches, check_feeds, fixed_batch_size, graph_inputs, session_for
+from onnxprune.metrics import (
+    Comparer,
+    check_limits,
+    held,
+    judge_limits,
+    top_k_hits,
+)
 from onnxprune.model import ModelSource, load_model
 from onnxprune.pruners.masks import UNREADABLE_NPZ
 from onnxprune.report import GateResult, ValidationResult
 from onnxprune.runtime import create_session, run_session
+from onnxprune.user_metrics import (
+    USER_GATES,
+    Collector,
+    UserMetric,
+    call_metric,
+    check_user_limits,
+    judge_metric,
+    load_metric,
+)
 
 LABELS = "labels"
 """Name of the optional array of integer class labels in a dataset."""
-
-_TOLERANCE = 1e-9  # gate comparisons of fractions: 0.97 - 0.96 is 0.010000000000000009
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +137,8 @@ def validate(
     warmup: int = 3,
     max_accuracy_drop: float | None = None,
     min_agreement: float | None = None,
+    limits: Mapping[str, float] | None = None,
+    metric: str | UserMetric | None = None,
 ) -> ValidationResult:
     """Run ``model`` (and ``baseline``) on ``data`` with ONNX Runtime and measure both.
 
@@ -135,21 +154,36 @@ def validate(
         max_accuracy_drop: gate: baseline top-1 minus model top-1 must be at most this
             (needs labels and a baseline).
         min_agreement: gate: the fraction of top-1 classes that agree with the baseline must
-            be at least this (needs a baseline).
+            be at least this on every output of scores (needs a baseline); the same as
+            ``limits={"min_agreement": ...}``.
+        limits: gates by name: the comparison gates of ``onnxprune.metrics`` (``min_cosine``,
+            ``max_abs_error``, ...; they need a baseline) and ``min_metric``/``max_metric`` on
+            the user metric's values.
+        metric: a user metric: ``module:function``, ``file.py:function`` or a callable (see
+            ``onnxprune.user_metrics``), computed on the model and on the baseline.
 
     Returns:
         A ``ValidationResult``; its ``gate`` is ``None`` when no gate option was given, its
         baseline latencies and ``speedup`` are ``None`` without a baseline.
 
     Raises:
-        InvalidOptionError: a bad option, a gate option without the baseline or labels it
-            needs, or a provider that does not start.
+        InvalidOptionError: a bad option, a gate option without the baseline, labels or
+            metric it needs, a provider that does not start, or a user metric that cannot be
+            loaded, raises or returns something else than numbers.
         InvalidModelError: a model cannot be read, or its first output is not ``[N, ...]``.
         DatasetError: the data does not fit the model (see ``load_dataset``).
     """
-    _check_options(batch_size, warmup, max_accuracy_drop, min_agreement)
-    if baseline is None and (max_accuracy_drop is not None or min_agreement is not None):
+    limits = {
+        **(limits or {}),
+        **({} if min_agreement is None else {"min_agreement": min_agreement}),
+    }
+    _check_options(batch_size, warmup, max_accuracy_drop, limits)
+    compared = [name for name in limits if name not in USER_GATES]
+    if baseline is None and (max_accuracy_drop is not None or compared):
         raise InvalidOptionError("the gate compares with a baseline; give --baseline too")
+    if metric is None and any(name in USER_GATES for name in limits):
+        raise InvalidOptionError("min_metric and max_metric need a metric (--metric MOD:FUNC)")
+    user = None if metric is None else load_metric(metric)
     candidate = load_model(model)
     dataset = (
         _recheck(data, candidate) if isinstance(data, Dataset) else load_dataset(data, candidate)
@@ -161,9 +195,11 @@ def validate(
     if baseline is not None:
         reference = _Runner.start(baseline, load_model(baseline), dataset, provider)
     step = runner.fixed or int(batch_size)
-    tally = _Tally()
+    tally = _Tally(comparer=None if reference is None else Comparer())
+    if user is not None:
+        tally.collected = (Collector(), None if reference is None else Collector())
     times = _measure(runner, reference, dataset, step, int(warmup), tally)
-    return _result(runner, reference, dataset, step, tally, times, max_accuracy_drop, min_agreement)
+    return _result(runner, reference, dataset, step, tally, times, max_accuracy_drop, limits, user)
 
 
 def _measure(
@@ -187,7 +223,7 @@ def _measure(
             side.run(first)
     times: list[list[float]] = [[] for _ in sides]
     for index, start in enumerate(range(0, dataset.samples, step)):
-        outs: list[np.ndarray | None] = [None] * len(sides)
+        outs: list[dict[str, np.ndarray] | None] = [None] * len(sides)
         order = range(len(sides)) if index % 2 == 0 else reversed(range(len(sides)))
         for i in order:
             feeds = sides[i].batch(start, start + step)
@@ -210,25 +246,29 @@ def _recheck(dataset: Dataset, model: onnx.ModelProto) -> Dataset:
 
 
 def _check_options(
-    batch_size: int, warmup: int, max_accuracy_drop: float | None, min_agreement: float | None
+    batch_size: int, warmup: int, max_accuracy_drop: float | None, limits: Mapping[str, float]
 ) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
         raise InvalidOptionError(f"batch_size={batch_size!r} must be a positive integer")
     if isinstance(warmup, bool) or not isinstance(warmup, Integral) or warmup < 0:
         raise InvalidOptionError(f"warmup={warmup!r} must be an integer >= 0")
-    for name, value in (("max_accuracy_drop", max_accuracy_drop), ("min_agreement", min_agreement)):
-        if value is not None and not 0.0 <= value <= 1.0:
-            raise InvalidOptionError(f"{name}={value!r} must be in [0, 1]")
+    if max_accuracy_drop is not None and not 0.0 <= max_accuracy_drop <= 1.0:
+        raise InvalidOptionError(f"max_accuracy_drop={max_accuracy_drop!r} must be in [0, 1]")
+    check_limits(limits, others=USER_GATES)
+    check_user_limits(limits)
 
 
 @dataclass(frozen=True, slots=True)
 class _Runner:
-    """One model's session, its first output and the dataset arrays it is fed."""
+    """One model's session, the outputs it fetches and the dataset arrays it is fed.
+
+    The outputs are the first (accuracy reads it) and every other numeric tensor output.
+    """
 
     name: str | None
     session: ort.InferenceSession
     provider: str
-    output: str
+    outputs: tuple[str, ...]
     fixed: int | None
     feeds: dict[str, np.ndarray]
 
@@ -245,16 +285,20 @@ class _Runner:
             session, name = session_for(proto, provider)
         fixed = fixed_batch_size(proto, list(feeds))
         display = Path(source).name if isinstance(source, (str, os.PathLike)) else None
-        return cls(display, session, name, proto.graph.output[0].name, fixed, feeds)
+        return cls(display, session, name, _fetched(session), fixed, feeds)
 
     def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
         return {name: array[start:stop] for name, array in self.feeds.items()}
 
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """The first output for ``feeds``, in runs of the fixed batch size when there is one."""
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The outputs for ``feeds``, in runs of the fixed batch size when there is one.
+
+        The first output must have samples along axis 0; another that has not (a scalar, a
+        sequence length) is left out.
+        """
         count = next(iter(feeds.values())).shape[0]
         step = self.fixed or count
-        parts = []
+        parts: dict[str, list[np.ndarray]] = {}
         for chunk in batches(feeds, count, step):
             size = next(iter(chunk.values())).shape[0]
             if size < step:
@@ -262,14 +306,25 @@ class _Runner:
                     k: np.concatenate([v, np.repeat(v[-1:], step - size, 0)])
                     for k, v in chunk.items()
                 }
-            out = np.asarray(run_session(self.session, [self.output], chunk)[0])
-            if out.ndim == 0 or out.shape[0] != step:
-                raise InvalidModelError(
-                    f"first output {self.output!r} has shape {list(out.shape)} for a batch of "
-                    f"{step}; validation needs samples along axis 0"
-                )
-            parts.append(out[:size])
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+            outs = run_session(self.session, self.outputs, chunk)
+            for i, (name, out) in enumerate(zip(self.outputs, map(np.asarray, outs), strict=True)):
+                if out.ndim and out.shape[0] == step:
+                    parts.setdefault(name, []).append(out[:size])
+                elif i == 0:
+                    raise InvalidModelError(
+                        f"first output {name!r} has shape {list(out.shape)} for a batch of "
+                        f"{step}; validation needs samples along axis 0"
+                    )
+        return {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
+
+
+def _fetched(session: ort.InferenceSession) -> tuple[str, ...]:
+    """The first output and every other output that is a numeric or boolean tensor."""
+    outputs = session.get_outputs()
+    numeric = [
+        o.name for o in outputs[1:] if o.type.startswith("tensor(") and "string" not in o.type
+    ]
+    return (outputs[0].name, *numeric)
 
 
 def _pad(array: np.ndarray, size: int) -> np.ndarray:
@@ -279,74 +334,58 @@ def _pad(array: np.ndarray, size: int) -> np.ndarray:
 
 @dataclass(slots=True)
 class _Tally:
-    """Running counts over batches; only one batch of outputs is held at a time."""
+    """Running counts over batches; only one batch of outputs is held at a time.
 
+    Except for a user metric: ``collected`` keeps the model's (and the baseline's) outputs.
+    """
+
+    comparer: Comparer | None = None
+    collected: tuple[Collector, Collector | None] | None = None
     classes: int | None = None
     correct: list[int] | None = None  # top-1, top-5, baseline top-1, baseline top-5
-    agree: int = 0
     nonfinite: int = 0  # samples whose model output holds NaN or infinity
-    max_abs: float = 0.0
-    sum_abs: float = 0.0
-    elements: int = 0
 
-    def add(self, out: np.ndarray, ref: np.ndarray | None, labels: np.ndarray | None) -> None:
-        if ref is not None and ref.shape != out.shape:
-            raise InvalidModelError(
-                f"the first outputs differ in shape: model {list(out.shape)}, baseline "
-                f"{list(ref.shape)}"
-            )
+    def add(
+        self,
+        outs: dict[str, np.ndarray],
+        refs: dict[str, np.ndarray] | None,
+        labels: np.ndarray | None,
+    ) -> None:
+        out = next(iter(outs.values()))
         if np.issubdtype(out.dtype, np.inexact):
             self.nonfinite += int((~np.isfinite(out.reshape(out.shape[0], -1))).any(axis=1).sum())
-        if labels is None and ref is None:
+        if self.comparer is not None and refs is not None:
+            self.comparer.add(outs, refs)
+        if self.collected is not None:
+            for collector, side in zip(self.collected, (outs, refs), strict=True):
+                if collector is not None and side is not None:
+                    collector.add(side)
+        if labels is None:
             return
         scores = _scores(out)
         if self.classes is None:
             self.classes = scores.shape[1]
             self.correct = [0, 0, 0, 0]
-        if labels is not None:
-            _check_labels(labels, len(labels), self.classes)
-            self.correct[0] += _top_k(scores, labels, 1)
-            self.correct[1] += _top_k(scores, labels, 5)
-        if ref is None:
-            return
-        ref_scores = _scores(ref)
-        if labels is not None:
+        _check_labels(labels, len(labels), self.classes)
+        self.correct[0] += _top_k(scores, labels, 1)
+        self.correct[1] += _top_k(scores, labels, 5)
+        if refs is not None:
+            ref_scores = _scores(next(iter(refs.values())))
             self.correct[2] += _top_k(ref_scores, labels, 1)
             self.correct[3] += _top_k(ref_scores, labels, 5)
-        same = scores.argmax(axis=1) == ref_scores.argmax(axis=1)
-        self.agree += int((same & ~_has_nan(scores) & ~_has_nan(ref_scores)).sum())
-        diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
-        self.max_abs = float(np.max([self.max_abs, diff.max(initial=0.0)]))  # NaN stays
-        self.sum_abs += float(diff.sum())
-        self.elements += diff.size
 
 
 def _scores(out: np.ndarray) -> np.ndarray:
     if out.ndim < 2:
         raise InvalidModelError(
-            f"the first output has shape {list(out.shape)}; accuracy and agreement need "
-            "scores [N, C]"
+            f"the first output has shape {list(out.shape)}; accuracy needs scores [N, C]"
         )
     return out.reshape(out.shape[0], -1)
 
 
 def _top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> int:
-    """Samples whose label has fewer than ``k`` classes scored strictly higher.
-
-    A sample with a NaN score is wrong: NaN is neither above nor below, so it would pass.
-    """
-    if k == 1:
-        return int(((scores.argmax(axis=1) == labels) & ~_has_nan(scores)).sum())
-    own = np.take_along_axis(scores, labels[:, None].astype(np.intp), axis=1)
-    higher = (scores > own).sum(axis=1)
-    return int(((higher < k) & ~_has_nan(scores)).sum())
-
-
-def _has_nan(scores: np.ndarray) -> np.ndarray:
-    """Per sample, whether any of its scores is NaN."""
-    if not np.issubdtype(scores.dtype, np.inexact):
-        return np.zeros(scores.shape[0], bool)
-    return np.isnan(scores).any(axis=1)
+    """Samples whose label has fewer than ``k`` classes scored strictly higher."""
+    return int(top_k_hits(scores, labels, k).sum())
 
 
 def _result(
@@ -357,7 +396,8 @@ def _result(
     tally: _Tally,
     times: tuple[list[float], list[float] | None],
     max_accuracy_drop: float | None,
-    min_agreement: float | None,
+    limits: Mapping[str, float],
+    user: tuple[str, UserMetric] | None,
 ) -> ValidationResult:
     n = dataset.samples
     labelled = dataset.labels is not None
@@ -366,7 +406,9 @@ def _result(
     compared = reference is not None
     top1 = correct[0] / n if labelled else None
     baseline_top1 = correct[2] / n if labelled and compared else None
-    agreement = tally.agree / n if compared else None
+    outputs = {} if tally.comparer is None else tally.comparer.result()
+    first = next(iter(outputs.values()), {})
+    values, baseline_values = _user_values(user, tally.collected, dataset.labels)
     model_times, baseline_times = times
     p50, p95 = (float(t) for t in np.percentile(np.asarray(model_times) * 1e3, [50, 95]))
     baseline_p50 = baseline_p95 = speedup = None
@@ -386,9 +428,9 @@ def _result(
         top5=correct[1] / n if labelled and five else None,
         baseline_top1=baseline_top1,
         baseline_top5=correct[3] / n if labelled and five and compared else None,
-        agreement=agreement,
-        max_abs_diff=tally.max_abs if compared else None,
-        mean_abs_diff=tally.sum_abs / tally.elements if compared and tally.elements else None,
+        agreement=first.get("agreement"),
+        max_abs_diff=first.get("max_abs_error"),
+        mean_abs_diff=first.get("mean_abs_error"),
         latency_ms_p50=p50,
         latency_ms_p95=p95,
         throughput=n / sum(model_times) if sum(model_times) > 0 else math.inf,
@@ -398,24 +440,52 @@ def _result(
         gate=decide_gate(
             top1,
             baseline_top1,
-            agreement,
             max_accuracy_drop,
-            min_agreement,
+            limits,
+            outputs,
+            values,
             nonfinite=tally.nonfinite,
         ),
+        outputs=outputs,
+        user_metrics=values,
+        baseline_user_metrics=baseline_values,
     )
+
+
+def _user_values(
+    user: tuple[str, UserMetric] | None,
+    collected: tuple[Collector, Collector | None] | None,
+    labels: np.ndarray | None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The user metric on the model's outputs and on the baseline's (empty without one)."""
+    if user is None or collected is None:
+        return {}, {}
+    model, baseline = collected
+    values = call_metric(*user, model.outputs(), labels)
+    return values, {} if baseline is None else call_metric(*user, baseline.outputs(), labels)
 
 
 def decide_gate(
     top1: float | None,
     baseline_top1: float | None,
-    agreement: float | None,
     max_accuracy_drop: float | None,
-    min_agreement: float | None,
+    limits: Mapping[str, float],
+    outputs: Mapping[str, Mapping[str, float | None]],
+    user_metrics: Mapping[str, float],
     *,
     nonfinite: int = 0,
 ) -> GateResult | None:
-    """The gate's decision, or ``None`` when neither threshold is given.
+    """The gate's decision, or ``None`` when no threshold is given.
+
+    Args:
+        top1: the model's top-1 accuracy (``None`` without labels).
+        baseline_top1: the baseline's.
+        max_accuracy_drop: the largest allowed ``baseline_top1 - top1``.
+        limits: the comparison gates (``onnxprune.metrics``) and the user metric's
+            (``min_metric``, ``max_metric``), by name.
+        outputs: the comparisons per output (``Comparer.result()``).
+        user_metrics: the user metric's values on the model.
+        nonfinite: samples on which the model's first output was NaN or infinite.
 
     A gate fails whatever its thresholds when the model's outputs were not finite on
     ``nonfinite`` samples: NaN or infinite scores make accuracy and agreement meaningless.
@@ -423,7 +493,7 @@ def decide_gate(
     Raises:
         InvalidOptionError: a threshold is given without the metric it checks.
     """
-    if max_accuracy_drop is None and min_agreement is None:
+    if max_accuracy_drop is None and not limits:
         return None
     passed, failed = [], []
     if max_accuracy_drop is not None:
@@ -432,18 +502,14 @@ def decide_gate(
         drop = baseline_top1 - top1
         moved = f"dropped {_points(drop)}" if drop >= 0 else f"rose {_points(-drop)}"
         text = f"top-1 {moved} ({baseline_top1:.2%} -> {top1:.2%})"
-        if drop <= max_accuracy_drop + _TOLERANCE:
-            passed.append(f"{text}, within the allowed {_points(max_accuracy_drop)}")
-        else:
-            failed.append(f"{text}, more than the allowed {_points(max_accuracy_drop)}")
-    if min_agreement is not None:
-        if agreement is None:
-            raise InvalidOptionError("min_agreement needs a baseline")
-        text = f"top-1 agreement with the baseline {agreement:.2%}"
-        if agreement >= min_agreement - _TOLERANCE:
-            passed.append(f"{text}, at least the required {min_agreement:.2%}")
-        else:
-            failed.append(f"{text}, less than the required {min_agreement:.2%}")
+        ok, phrase = held(text, drop, max_accuracy_drop, minimum=False, show=_points)
+        (passed if ok else failed).append(phrase)
+    for judged in (
+        judge_limits({k: v for k, v in limits.items() if k not in USER_GATES}, outputs),
+        judge_metric(user_metrics, limits),
+    ):
+        passed += judged[0]
+        failed += judged[1]
     if nonfinite:
         failed.append(f"the model's outputs hold NaN or infinity on {nonfinite} sample(s)")
     reason = "; ".join(failed) if failed else "passed: " + "; ".join(passed)
@@ -451,7 +517,8 @@ def decide_gate(
         passed=not failed,
         reason=reason,
         max_accuracy_drop=max_accuracy_drop,
-        min_agreement=min_agreement,
+        min_agreement=limits.get("min_agreement"),
+        limits=dict(limits),
     )
 
 

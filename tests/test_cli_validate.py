@@ -82,6 +82,7 @@ def test_json_and_report_out_with_a_failed_gate(tmp_path: Path, capsys) -> None:
         "reason": FAIL_LINE,
         "max_accuracy_drop": 0.01,
         "min_agreement": None,
+        "limits": {},
     }
     assert printed["model"] == "mlp_digits_pruned95.onnx"
     assert printed["baseline"] == "mlp_digits.onnx"

@@ -163,6 +163,7 @@ def test_gate_passes_and_fails_at_the_measured_drop() -> None:
         "reason": bad.gate.reason,
         "max_accuracy_drop": 0.01,
         "min_agreement": None,
+        "limits": {},
     }
 
 
@@ -219,9 +220,14 @@ def test_to_dict_has_exactly_the_documented_keys(tmp_path: Path) -> None:
         "model", "baseline", "provider", "samples", "batch_size", "top1", "top5",
         "baseline_top1", "baseline_top5", "agreement", "max_abs_diff", "mean_abs_diff",
         "latency_ms_p50", "latency_ms_p95", "throughput", "baseline_latency_ms_p50",
-        "baseline_latency_ms_p95", "speedup", "gate",
+        "baseline_latency_ms_p95", "speedup", "gate", "outputs", "user_metrics",
+        "baseline_user_metrics",
     ]  # fmt: skip
-    assert list(as_dict["gate"]) == ["passed", "reason", "max_accuracy_drop", "min_agreement"]
+    assert list(as_dict["gate"]) == [
+        "passed", "reason", "max_accuracy_drop", "min_agreement", "limits"
+    ]  # fmt: skip
+    assert as_dict["gate"]["limits"] == {"min_agreement": 0.1}
+    assert list(as_dict["outputs"]) == ["y"]
     assert as_dict["model"] == "pruned.onnx"
     assert as_dict["top1"] == pytest.approx(_reference(LABELS)["top1"])
 

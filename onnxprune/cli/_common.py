@@ -36,6 +36,17 @@ def add_max_bytes(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_metric(p: argparse.ArgumentParser) -> None:
+    """``--metric MODULE:FUNCTION``: a user metric over the outputs and labels."""
+    p.add_argument(
+        "--metric",
+        metavar="MODULE:FUNCTION",
+        help="a metric of yours: MODULE:FUNCTION (or FILE.py:FUNCTION) called as f(outputs, "
+        "labels) with outputs a dict name -> array over the whole dataset, returning a float or "
+        "a dict of floats; reported for the model and the baseline",
+    )
+
+
 def add_input_shape(p: argparse.ArgumentParser, *, given_only: bool = False) -> None:
     """The repeatable ``--input-shape NAME=D0,D1,...`` flag (``given_only``: no default)."""
     p.add_argument(

@@ -18,6 +18,7 @@ from onnxprune.cli._common import (
     prune_options,
 )
 from onnxprune.cli._results import print_compact, print_compaction, print_structured
+from onnxprune.cli._validate import gate_limits
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import write_text_atomic
 from onnxprune.outputs import check_outputs
@@ -124,12 +125,18 @@ def _compact_remote(client: Client, args: argparse.Namespace) -> int:
 
 
 def _validate_remote(client: Client, args: argparse.Namespace) -> int:
-    options = ("provider", "batch_size", "warmup", "max_accuracy_drop", "min_agreement")
+    options = ("provider", "batch_size", "warmup", "max_accuracy_drop")
+    if args.metric is not None or args.min_metric is not None or args.max_metric is not None:
+        raise InvalidOptionError(
+            "--metric, --min-metric and --max-metric are not offered remotely (the server runs "
+            "no user code); run `onnxprune validate` here"
+        )
     check_outputs(args.model, args.report_out, reads={"data": args.data}, baseline=args.baseline)
     result = client.validate(
         args.model,
         args.data,
         baseline=args.baseline,
+        limits=gate_limits(args),
         **{name: getattr(args, name) for name in options},
     )
     if args.report_out:

@@ -1,4 +1,4 @@
-"""``onnxprune validate``: accuracy, agreement and latency on ONNX Runtime, with a gate."""
+"""``onnxprune validate``: accuracy, comparisons with a baseline and latency, with gates."""
 
 from __future__ import annotations
 
@@ -6,8 +6,25 @@ import argparse
 import json
 from pathlib import Path
 
-from onnxprune.cli._common import EXIT_GATE_FAILED, add_debug, err, out
+from onnxprune.cli._common import EXIT_GATE_FAILED, add_debug, add_metric, err, out
 from onnxprune.runtime import PROVIDERS
+
+COMPARISON_GATES = (
+    ("max_abs_error", "the largest |model - baseline| over every output element"),
+    ("max_mean_abs_error", "the mean |model - baseline| of an output"),
+    ("max_rel_error", "the largest |model - baseline| / (|baseline| + 1e-6)"),
+    ("max_mean_rel_error", "the mean |model - baseline| / (|baseline| + 1e-6) of an output"),
+    ("min_cosine", "the cosine similarity with the baseline, mean over samples, of an output"),
+    ("min_worst_cosine", "the cosine similarity with the baseline of the worst sample"),
+    ("min_agreement", "the fraction of samples whose top-1 class matches the baseline's"),
+    ("min_top5_agreement", "the fraction whose baseline top-1 class is in the model's top 5"),
+)
+"""The gates on comparisons with the baseline (``onnxprune.metrics``'s registry has the same
+names; its module is not imported here, so ``--help`` stays fast) and what each holds."""
+USER_GATE_FLAGS = (
+    ("min_metric", "every value of --metric must be at least X"),
+    ("max_metric", "every value of --metric must be at most X"),
+)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -17,10 +34,11 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="accuracy, agreement with a baseline and latency on ONNX Runtime, with a gate",
         description=(
             "Run a model on an .npz dataset (one array per graph input, optional integer "
-            "'labels') with ONNX Runtime and report top-1/top-5 accuracy, agreement and output "
-            "difference with a baseline, latency and throughput; the baseline is timed on the "
-            "same batches, and the speedup is its p50 over the model's. Exits 3 when the gate "
-            "fails."
+            "'labels') with ONNX Runtime and report top-1/top-5 accuracy, latency and "
+            "throughput; with a baseline, every output is compared with the baseline's (max "
+            "and mean absolute and relative error, cosine similarity, top-1 and top-5 "
+            "agreement; no labels needed), and the baseline is timed on the same batches (the "
+            "speedup is its p50 over the model's). Exits 3 when a gate fails."
         ),
     )
     p.add_argument("model", help="path of the .onnx model")
@@ -34,12 +52,18 @@ def add(sub: argparse._SubParsersAction) -> None:
         metavar="X",
         help="gate: fail (exit 3) when baseline top-1 minus model top-1 is more than X",
     )
-    p.add_argument(
-        "--min-agreement",
-        type=float,
-        metavar="Y",
-        help="gate: fail (exit 3) when fewer than a fraction Y of top-1 classes match the baseline",
-    )
+    for gate, what in COMPARISON_GATES:
+        bound = "more" if gate.startswith("max_") else "less"
+        p.add_argument(
+            "--" + gate.replace("_", "-"),
+            type=float,
+            metavar="X",
+            help=f"gate: fail (exit 3) when {what} is {bound} than X, on any output (needs "
+            "--baseline)",
+        )
+    add_metric(p)
+    for gate, what in USER_GATE_FLAGS:
+        p.add_argument("--" + gate.replace("_", "-"), type=float, metavar="X", help=f"gate: {what}")
     p.add_argument(
         "--provider",
         choices=PROVIDERS,
@@ -71,7 +95,8 @@ def _validate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         warmup=args.warmup,
         max_accuracy_drop=args.max_accuracy_drop,
-        min_agreement=args.min_agreement,
+        limits=gate_limits(args),
+        metric=args.metric,
     )
     text = json.dumps(result.to_dict(), indent=2)
     if args.report_out:
@@ -81,3 +106,9 @@ def _validate(args: argparse.Namespace) -> int:
     if failed:  # on stderr too, so a pipeline log shows it whatever it keeps of stdout
         err(f"gate {gate_line(result.gate)}")
     return EXIT_GATE_FAILED if failed else 0
+
+
+def gate_limits(args: argparse.Namespace) -> dict[str, float]:
+    """The comparison and user-metric gates given on the command line, by name."""
+    gates = [gate for gate, _ in (*COMPARISON_GATES, *USER_GATE_FLAGS)]
+    return {gate: getattr(args, gate) for gate in gates if getattr(args, gate) is not None}

@@ -69,6 +69,27 @@ def test_remote_validate_gate_exits_3(address, tmp_path, capsys):
     assert (local[0], local[2]) == (code, err)
 
 
+def test_remote_validate_label_free_gate_exits_3_as_local(address, tmp_path, capsys):
+    pruned = tmp_path / "p.onnx"
+    assert _run(capsys, "prune", str(MLP), "-o", str(pruned), "--sparsity", "0.95")[0] == 0
+    flags = ["--data", str(DATA), "--baseline", str(MLP), "--min-cosine", "0.99"]
+    code, out, err = _run(capsys, "remote", "validate", str(pruned), *flags, "--server", address)
+    assert code == 3
+    assert err.startswith("gate FAILED: cosine similarity (mean over samples) ")
+    assert "outputs against the baseline:" in out
+    assert _run(capsys, "validate", str(pruned), *flags)[::2] == (code, err)
+
+
+def test_remote_validate_refuses_a_user_metric(address, capsys):
+    code, out, err = _run(capsys, "remote", "validate", str(MLP), "--data", str(DATA),
+                          "--metric", "statistics:fmean", "--server", address)  # fmt: skip
+    assert (code, out) == (2, "")
+    assert err == (
+        "InvalidOptionError: --metric, --min-metric and --max-metric are not offered remotely "
+        "(the server runs no user code); run `onnxprune validate` here\n"
+    )
+
+
 def test_remote_errors_exit_like_local(address, tmp_path, capsys):
     notes = tmp_path / "notes.onnx"
     notes.write_text("not a model")

@@ -123,6 +123,28 @@ def test_validate_equals_the_library_but_for_timings(address, tmp_path):
     assert "gate:" in remote.text
 
 
+def test_validate_returns_the_label_free_comparisons_and_their_gates(address, tmp_path):
+    pruned = tmp_path / "pruned.onnx"
+    onnxprune.save_model(onnxprune.prune(MLP, sparsity=0.95).model, pruned)
+    unlabelled = tmp_path / "inputs.npz"
+    np.savez(unlabelled, x=np.load(DATA)["x"])
+    limits = {"min_cosine": 0.99, "max_abs_error": 1e6, "min_top5_agreement": 0.1}
+    with Client(address) as client:
+        remote = client.validate(pruned, unlabelled, baseline=MLP, provider="cpu", limits=limits)
+    local = onnxprune.validate(pruned, unlabelled, baseline=MLP, provider="cpu", limits=limits)
+    assert list(remote.outputs) == list(local.outputs) == ["logits"]
+    typed = remote.outputs["logits"]
+    for metric, value in local.outputs["logits"].items():
+        assert getattr(typed, metric) == pytest.approx(value, rel=1e-12), metric
+    assert 0 < typed.cosine < 0.99  # measured, not a default
+    assert json.loads(remote.json)["outputs"] == local.to_dict()["outputs"]
+    assert not remote.gate.passed
+    assert remote.gate.reason == local.gate.reason
+    assert remote.gate.reason.startswith("cosine similarity (mean over samples) ")
+    assert dict(remote.gate.limits) == limits
+    assert not remote.HasField("top1")  # no labels
+
+
 def test_validate_without_a_baseline_leaves_the_baseline_timings_unset(address):
     with Client(address) as client:
         remote = client.validate(MLP, DATA, provider="cpu")

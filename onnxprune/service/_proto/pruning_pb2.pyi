@@ -275,18 +275,27 @@ class CompactResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., model: _Optional[_Union[FileInfo, _Mapping]] = ..., model_data: _Optional[_Union[FileInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ..., result: _Optional[_Union[CompactResult, _Mapping]] = ...) -> None: ...
 
 class ValidateOptions(_message.Message):
-    __slots__ = ("provider", "batch_size", "warmup", "max_accuracy_drop", "min_agreement")
+    __slots__ = ("provider", "batch_size", "warmup", "max_accuracy_drop", "min_agreement", "limits")
+    class LimitsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     WARMUP_FIELD_NUMBER: _ClassVar[int]
     MAX_ACCURACY_DROP_FIELD_NUMBER: _ClassVar[int]
     MIN_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     provider: str
     batch_size: int
     warmup: int
     max_accuracy_drop: float
     min_agreement: float
-    def __init__(self, provider: _Optional[str] = ..., batch_size: _Optional[int] = ..., warmup: _Optional[int] = ..., max_accuracy_drop: _Optional[float] = ..., min_agreement: _Optional[float] = ...) -> None: ...
+    limits: _containers.ScalarMap[str, float]
+    def __init__(self, provider: _Optional[str] = ..., batch_size: _Optional[int] = ..., warmup: _Optional[int] = ..., max_accuracy_drop: _Optional[float] = ..., min_agreement: _Optional[float] = ..., limits: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class ValidateHeader(_message.Message):
     __slots__ = ("model", "model_data", "data", "baseline", "baseline_data", "options")
@@ -389,19 +398,69 @@ class SparsityReport(_message.Message):
     def __init__(self, total_params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., direct_compression: _Optional[float] = ..., effective_compression: _Optional[float] = ..., level: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerSparsity, _Mapping]]] = ..., fallback_ops: _Optional[_Iterable[str]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class GateResult(_message.Message):
-    __slots__ = ("passed", "reason", "max_accuracy_drop", "min_agreement")
+    __slots__ = ("passed", "reason", "max_accuracy_drop", "min_agreement", "limits")
+    class LimitsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     PASSED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MAX_ACCURACY_DROP_FIELD_NUMBER: _ClassVar[int]
     MIN_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     passed: bool
     reason: str
     max_accuracy_drop: float
     min_agreement: float
-    def __init__(self, passed: _Optional[bool] = ..., reason: _Optional[str] = ..., max_accuracy_drop: _Optional[float] = ..., min_agreement: _Optional[float] = ...) -> None: ...
+    limits: _containers.ScalarMap[str, float]
+    def __init__(self, passed: _Optional[bool] = ..., reason: _Optional[str] = ..., max_accuracy_drop: _Optional[float] = ..., min_agreement: _Optional[float] = ..., limits: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class OutputComparison(_message.Message):
+    __slots__ = ("max_abs_error", "mean_abs_error", "max_rel_error", "mean_rel_error", "cosine", "worst_cosine", "agreement", "top5_agreement")
+    MAX_ABS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    MEAN_ABS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    MAX_REL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    MEAN_REL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    COSINE_FIELD_NUMBER: _ClassVar[int]
+    WORST_COSINE_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    TOP5_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    max_abs_error: float
+    mean_abs_error: float
+    max_rel_error: float
+    mean_rel_error: float
+    cosine: float
+    worst_cosine: float
+    agreement: float
+    top5_agreement: float
+    def __init__(self, max_abs_error: _Optional[float] = ..., mean_abs_error: _Optional[float] = ..., max_rel_error: _Optional[float] = ..., mean_rel_error: _Optional[float] = ..., cosine: _Optional[float] = ..., worst_cosine: _Optional[float] = ..., agreement: _Optional[float] = ..., top5_agreement: _Optional[float] = ...) -> None: ...
 
 class ValidationResult(_message.Message):
-    __slots__ = ("model", "baseline", "provider", "samples", "batch_size", "top1", "top5", "baseline_top1", "baseline_top5", "agreement", "max_abs_diff", "mean_abs_diff", "latency_ms_p50", "latency_ms_p95", "throughput", "gate", "json", "text", "baseline_latency_ms_p50", "baseline_latency_ms_p95", "speedup")
+    __slots__ = ("model", "baseline", "provider", "samples", "batch_size", "top1", "top5", "baseline_top1", "baseline_top5", "agreement", "max_abs_diff", "mean_abs_diff", "latency_ms_p50", "latency_ms_p95", "throughput", "gate", "json", "text", "baseline_latency_ms_p50", "baseline_latency_ms_p95", "speedup", "outputs", "user_metrics", "baseline_user_metrics")
+    class OutputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: OutputComparison
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[OutputComparison, _Mapping]] = ...) -> None: ...
+    class UserMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class BaselineUserMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -423,6 +482,9 @@ class ValidationResult(_message.Message):
     BASELINE_LATENCY_MS_P50_FIELD_NUMBER: _ClassVar[int]
     BASELINE_LATENCY_MS_P95_FIELD_NUMBER: _ClassVar[int]
     SPEEDUP_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    USER_METRICS_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_USER_METRICS_FIELD_NUMBER: _ClassVar[int]
     model: str
     baseline: str
     provider: str
@@ -444,4 +506,7 @@ class ValidationResult(_message.Message):
     baseline_latency_ms_p50: float
     baseline_latency_ms_p95: float
     speedup: float
-    def __init__(self, model: _Optional[str] = ..., baseline: _Optional[str] = ..., provider: _Optional[str] = ..., samples: _Optional[int] = ..., batch_size: _Optional[int] = ..., top1: _Optional[float] = ..., top5: _Optional[float] = ..., baseline_top1: _Optional[float] = ..., baseline_top5: _Optional[float] = ..., agreement: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., latency_ms_p50: _Optional[float] = ..., latency_ms_p95: _Optional[float] = ..., throughput: _Optional[float] = ..., gate: _Optional[_Union[GateResult, _Mapping]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ..., baseline_latency_ms_p50: _Optional[float] = ..., baseline_latency_ms_p95: _Optional[float] = ..., speedup: _Optional[float] = ...) -> None: ...
+    outputs: _containers.MessageMap[str, OutputComparison]
+    user_metrics: _containers.ScalarMap[str, float]
+    baseline_user_metrics: _containers.ScalarMap[str, float]
+    def __init__(self, model: _Optional[str] = ..., baseline: _Optional[str] = ..., provider: _Optional[str] = ..., samples: _Optional[int] = ..., batch_size: _Optional[int] = ..., top1: _Optional[float] = ..., top5: _Optional[float] = ..., baseline_top1: _Optional[float] = ..., baseline_top5: _Optional[float] = ..., agreement: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., latency_ms_p50: _Optional[float] = ..., latency_ms_p95: _Optional[float] = ..., throughput: _Optional[float] = ..., gate: _Optional[_Union[GateResult, _Mapping]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ..., baseline_latency_ms_p50: _Optional[float] = ..., baseline_latency_ms_p95: _Optional[float] = ..., speedup: _Optional[float] = ..., outputs: _Optional[_Mapping[str, OutputComparison]] = ..., user_metrics: _Optional[_Mapping[str, float]] = ..., baseline_user_metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
