@@ -208,7 +208,7 @@ def analyze_sensitivity(
     """
     from onnxprune.verbs import prune
 
-    grid = _check(levels, metric, jobs, structured)
+    grid = _check(levels, metric, jobs, score, structured)
     source = Path(model)
     folder = None if out is None else Path(out)
     if folder is not None and folder.exists() and not folder.is_dir():
@@ -261,11 +261,16 @@ def write_sensitivity(result: SensitivityResult, folder: Path) -> None:
 
 
 def _check(
-    levels: Sequence[float], metric: str, jobs: int, criterion: str | None
+    levels: Sequence[float], metric: str, jobs: int, score: str, criterion: str | None
 ) -> tuple[float, ...]:
     """The levels, sorted, once the options are checked."""
-    from onnxprune.pruners.registry import CRITERIA
+    from onnxprune.pruners.registry import CRITERIA, get_score
 
+    if get_score(score).calibrated:
+        raise InvalidOptionError(
+            f"score {score} reads calibration data; a sensitivity analysis takes a score that "
+            "needs none (magnitude, lamp, random, synflow...)"
+        )
     if criterion is not None and criterion not in CRITERIA:
         raise InvalidOptionError(f"criterion {criterion!r} must be one of {sorted(CRITERIA)}")
     if metric not in METRICS:

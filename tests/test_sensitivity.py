@@ -153,7 +153,7 @@ def test_cli_refusals(tmp_path, capsys):
     assert refused(capsys, *run, out, "--levels", "0.5,1").endswith("must be a number in (0, 1)")
     assert refused(capsys, *run, out, "--levels", "half").startswith("InvalidOptionError: --levels")
     err = refused(capsys, *run, out, "--score", "activation")
-    assert err.startswith("DatasetError") or err.startswith("InvalidOptionError")
+    assert err.startswith("InvalidOptionError: score activation reads calibration data")
     err = refused(capsys, *run, out, "--structured", "l7")
     assert err.startswith("InvalidOptionError: criterion 'l7'")
     unlabelled = tmp_path / "x.npz"
