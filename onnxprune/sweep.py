@@ -351,8 +351,10 @@ class _Task:
 
 
 def _calibration(score: str, data: str, model: str) -> dict | None:
-    """The activation score calibrates on the evaluation inputs; other scores need none."""
-    return load_dataset(data, model).inputs if score == "activation" else None
+    """The evaluation inputs, for a score that reads calibration data; else ``None``."""
+    from onnxprune.pruners.registry import get_score
+
+    return load_dataset(data, model).inputs if get_score(score).calibrated else None
 
 
 def _finite_compression(sparsity: float | None) -> float | None:

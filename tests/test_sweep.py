@@ -119,3 +119,18 @@ def test_cli_sweep_prints_the_table_and_exit_codes(tmp_path):
     bad = run_cli("sweep", str(MLP), "--data", str(DATA), "--sparsities", "2", "--methods",
                   "magnitude/global", "--out", str(tmp_path / "bad"))  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.startswith("InvalidOptionError: ")
+
+
+def test_sweep_calibrates_sparsegpt_on_its_data(tmp_path):
+    # A score that reads calibration data gets the evaluation inputs, as activation does.
+    result = sweep(
+        MLP,
+        DATA,
+        tmp_path,
+        sparsities=[0.7],
+        methods=[("sparsegpt", "uniform"), ("magnitude", "uniform")],
+    )
+    sparsegpt, magnitude = result.runs
+    assert sparsegpt.method == "sparsegpt/uniform" and sparsegpt.error is None
+    assert sparsegpt.direct_sparsity == pytest.approx(0.7, abs=1e-4)
+    assert sparsegpt.agreement > magnitude.agreement

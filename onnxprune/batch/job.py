@@ -167,6 +167,13 @@ def crashed(job: Job, reason: str) -> ItemResult:
     return replace(asked, error=reason)
 
 
+def _calibrated(score: str) -> bool:
+    """Whether ``score`` reads calibration data (the item's data is then passed as it)."""
+    from onnxprune.pruners.registry import get_score
+
+    return get_score(score).calibrated
+
+
 def _prune(job: Job, asked: ItemResult) -> tuple[ItemResult, list[str]]:
     """Prune and write (``onnxprune.prune`` chooses the path).
 
@@ -177,7 +184,7 @@ def _prune(job: Job, asked: ItemResult) -> tuple[ItemResult, list[str]]:
     files = job.files
     files.model.parent.mkdir(parents=True, exist_ok=True)
     calibration = None
-    if options.score == "activation" and job.data is not None and options.structured is None:
+    if _calibrated(options.score) and job.data is not None and options.structured is None:
         calibration = load_dataset(job.data, job.model).inputs
     result = prune(
         job.model,

@@ -178,7 +178,7 @@ class Client:
             masks_out: where to write the masks (default ``<output stem>.masks.npz``).
             masks: ``.npz`` of masks to apply and compose with.
             scores: ``.npz`` of external scores keyed by weight name.
-            calibration: ``.npz`` of inputs for the ``activation`` score.
+            calibration: ``.npz`` of inputs for the ``activation`` or ``sparsegpt`` score.
             max_bytes: largest model accepted (the server's own limit applies too).
             **options: the other keyword arguments of ``onnxprune.prune`` (``sparsity``,
                 ``score``, ``allocation``, ``effective``, ``nm``, ``level``, ``input_shapes``...)

@@ -268,3 +268,23 @@ def test_remote_prune_compact_prints_and_writes_the_compaction_as_local(address,
         if not extra:
             assert f"compacted: parameters 9770 -> {compaction['params_after']}" in local[1]
             assert "left alone: 10 groups: graph output 'logits' (layer head.weight)" in local[1]
+
+
+def test_remote_sparsegpt_uploads_its_calibration_and_matches_local(address, tmp_path, capsys):
+    flags = ["--score", "sparsegpt", "--nm", "2:4", "--calibration", str(DATA)]
+    local, remote = _local_and_remote(capsys, tmp_path, address, "prune", str(MLP), *flags)
+    assert local[0] == remote[0] == 0, remote[2]
+    weights = {}
+    for where in ("local", "remote"):
+        model = onnx.load(tmp_path / where / "out.onnx")
+        weights[where] = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    for name, value in weights["local"].items():
+        np.testing.assert_array_equal(weights["remote"][name] != 0, value != 0)
+        np.testing.assert_allclose(weights["remote"][name], value, rtol=1e-4, atol=1e-6)
+    refused = _local_and_remote(
+        capsys, tmp_path / "refused", address, "prune", str(MLP), "--score", "sparsegpt",
+        "--sparsity", "0.5",
+    )  # fmt: skip
+    assert refused[0] == refused[1]
+    assert refused[1][0] == 2
+    assert "needs calibration data" in refused[1][2]
