@@ -35,6 +35,7 @@ import pytest
 from onnxprune.batch import collect_items
 from onnxprune.cli._main import _parser
 from onnxprune.options import PruneOptions, check_prune
+from onnxprune.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -184,10 +185,30 @@ def test_layout_matches_the_tree():
     assert not unlisted, f"the Layout section does not list {unlisted}"
 
 
+YAML_BLOCKS = re.findall(r"^```yaml\n(.*?)^```$", TEXT, flags=re.MULTILINE | re.DOTALL)
+
+
+def test_yaml_recipe_is_read_as_documented(tmp_path):
+    # The README's recipe, with the files it names, read by onnxprune run's reader.
+    (block,) = (b for b in YAML_BLOCKS if "prune:" in b)
+    (tmp_path / "recipe.yaml").write_text(block)
+    for name in re.findall(r"\b(\w+\.(?:onnx|npz))\b", block):
+        (tmp_path / name).write_bytes(b"")
+    recipe = load_recipe(tmp_path / "recipe.yaml")
+    assert recipe.model == tmp_path / "model.onnx"
+    assert recipe.out == tmp_path / "pruned"
+    assert (recipe.options.structured, recipe.options.sparsity) == ("l1", 0.3)
+    assert recipe.inputs == {"calibration": tmp_path / "calib.npz"}
+    assert recipe.data == tmp_path / "eval.npz"
+    assert recipe.validate == {"max_accuracy_drop": 0.01}
+    assert recipe.compact
+    assert recipe.report
+
+
 def test_yaml_manifest_is_read_as_documented(tmp_path):
     # The README's manifest, with the models and data it names, read by the batch's reader:
     # defaults apply under each model's own options, and those are PruneOptions' fields.
-    (block,) = re.findall(r"^```yaml\n(.*?)^```$", TEXT, flags=re.MULTILINE | re.DOTALL)
+    (block,) = (b for b in YAML_BLOCKS if "models:" in b)
     (tmp_path / "manifest.yaml").write_text(block)
     paths = re.findall(r"(?:path|data): (\S+)", block)
     for path in paths:

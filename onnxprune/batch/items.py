@@ -21,22 +21,17 @@ when that file exists.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from onnxprune.documents import read_document
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
 from onnxprune.options import PruneOptions, check_prune, merge_options
 from onnxprune.outputs import PrunedFiles, model_files, names, refuse_clashes
 from onnxprune.sizes import parse_size
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-MAX_MANIFEST_BYTES = 16 * 2**20
-MAX_MANIFEST_DEPTH = 32
-"""Deepest nesting of lists and mappings in a manifest (a real one needs 5)."""
-MAX_MANIFEST_VALUES = 1_000_000
-"""Most values a manifest may stand for once its YAML aliases are expanded (about 10 a model)."""
 _ENTRY_KEYS = ("path", "data", "options", "output", "memory_limit")
 
 
@@ -172,7 +167,7 @@ def _from_directory(
 
 
 def _from_manifest(path: Path, options: PruneOptions, data_root: Path | None) -> list[BatchItem]:
-    document = _read_manifest(path)
+    document = read_document(path, "manifest")
     entries = document
     if isinstance(document, Mapping):
         unknown = sorted(set(document) - {"defaults", "models"})
@@ -189,66 +184,6 @@ def _from_manifest(path: Path, options: PruneOptions, data_root: Path | None) ->
         _entry(path.parent, entry, options, data_root, f"{path.name} models[{i}]")
         for i, entry in enumerate(entries)
     ]
-
-
-def _read_manifest(path: Path) -> object:
-    if path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise InvalidOptionError(f"manifest {path.name} is over {MAX_MANIFEST_BYTES} bytes")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    try:
-        document = _parse(path, text)
-    except RecursionError:  # the parsers recurse once per level
-        raise InvalidOptionError(_too_deep(path)) from None
-    _check_extent(path, document)
-    return document
-
-
-def _parse(path: Path, text: str) -> object:
-    if path.suffix.lower() == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InvalidOptionError(
-                f"manifest {path.name} is not valid JSON: {e.msg} at line {e.lineno}"
-            ) from None
-    import yaml  # only manifests need it
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "not YAML"
-        raise InvalidOptionError(f"manifest {path.name} is not valid YAML: {first}") from None
-
-
-def _check_extent(path: Path, document: object) -> None:
-    """Refuse a document nested too deep, or standing for too many values.
-
-    YAML aliases share what they name, so loading is cheap, but whatever reads the document
-    meets every value as often as it is named: a 400-byte "billion laughs" stands for 10^9 of
-    them, and a recursive alias (``&a [*a]``) never ends. Counted as met, up to the limit.
-
-    Raises:
-        InvalidOptionError: over ``MAX_MANIFEST_DEPTH`` or ``MAX_MANIFEST_VALUES``.
-    """
-    stack, count = [(document, 0)], 0
-    while stack:
-        value, depth = stack.pop()
-        count += 1
-        if depth > MAX_MANIFEST_DEPTH:
-            raise InvalidOptionError(_too_deep(path))
-        if count > MAX_MANIFEST_VALUES:
-            raise InvalidOptionError(
-                f"manifest {path.name} stands for over {MAX_MANIFEST_VALUES} values once its "
-                "YAML aliases (*name) are expanded; list the models without aliases"
-            )
-        if isinstance(value, Mapping):
-            stack += [(child, depth + 1) for item in value.items() for child in item]
-        elif isinstance(value, list):
-            stack += [(child, depth + 1) for child in value]
-
-
-def _too_deep(path: Path) -> str:
-    return f"manifest {path.name} is nested more than {MAX_MANIFEST_DEPTH} levels deep"
 
 
 def _entry(

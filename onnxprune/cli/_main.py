@@ -17,6 +17,7 @@ from onnxprune.cli import (
     _prune,
     _remote,
     _report,
+    _run,
     _sensitivity,
     _serve,
     _sweep,
@@ -35,6 +36,7 @@ COMMANDS = (
     _sensitivity,
     _batch,
     _report,
+    _run,
     _serve,
     _remote,
 )
