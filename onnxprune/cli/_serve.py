@@ -77,6 +77,14 @@ def add(sub: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="end an upload that sends nothing for this long (DEADLINE_EXCEEDED; default 60)",
     )
+    p.add_argument(
+        "--keepalive",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="ping each connection this often; drop one that answers no ping for as long "
+        "(default 60)",
+    )
     p.add_argument("--work-dir", metavar="DIR", help="where uploads are spooled (default: temp)")
     p.add_argument(
         "--metrics-port",
@@ -124,6 +132,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         max_job_seconds=args.max_job_seconds,
         grace=args.grace,
         upload_timeout=args.upload_timeout,
+        keepalive=args.keepalive,
         work_dir=args.work_dir,
         metrics_port=args.metrics_port,
         **settings,

@@ -110,6 +110,7 @@ def _build(address: str, config: ServerConfig) -> _Built:
         options=[
             ("grpc.max_receive_message_length", 2 * MAX_CHUNK),
             ("grpc.so_reuseport", 0),
+            *_keepalive(config.keepalive),
         ],
     )
     pb_grpc.add_PruningServiceServicer_to_server(PruningServicer(config, runner), server)
@@ -138,6 +139,21 @@ def _build(address: str, config: ServerConfig) -> _Built:
         stops.append(http.shutdown)
     close = weakref.finalize(server, _run_all, stops)
     return _Built(server, port, health_servicer, close, metrics_port)
+
+
+def _keepalive(seconds: float) -> list[tuple[str, int]]:
+    """The server options that ping every connection, with calls or none, each ``seconds``.
+
+    A connection whose ping goes unanswered for ``seconds`` is dropped: its calls are cancelled
+    and the threads waiting on them freed.
+    """
+    ms = max(1, round(seconds * 1000))
+    return [
+        ("grpc.keepalive_time_ms", ms),
+        ("grpc.keepalive_timeout_ms", ms),
+        ("grpc.http2.ping_timeout_ms", ms),  # the limit gRPC enforces on the ping's answer
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
 
 
 def _run_all(stops: list) -> None:

@@ -60,6 +60,10 @@ class ServerConfig:
         grace: seconds in-flight calls get to finish on shutdown.
         upload_timeout: seconds an upload may go without a message; then the call ends with
             ``DEADLINE_EXCEEDED``, freeing its slot and removing what was spooled.
+        keepalive: seconds between the server's HTTP/2 pings on each connection; a peer that
+            answers none within as many seconds is dropped with its calls. A raw client that
+            opens a call and sends nothing more (no request, no ping answer) would otherwise
+            hold a server thread for good.
         max_watches: most health ``Watch`` streams open at once (they need no token); more
             get ``RESOURCE_EXHAUSTED``.
         watch_seconds: how long a health ``Watch`` stream stays open at most.
@@ -78,6 +82,7 @@ class ServerConfig:
     max_job_seconds: float = 3600.0
     grace: float = 30.0
     upload_timeout: float = 60.0
+    keepalive: float = 60.0
     max_watches: int = 8
     watch_seconds: float = 600.0
     work_dir: str | None = None
@@ -89,7 +94,7 @@ class ServerConfig:
                 raise InvalidOptionError(f"{name}={getattr(self, name)} must be at least 1")
         if self.memory_limit < 0 or self.grace < 0:
             raise InvalidOptionError("memory limit and grace period must not be negative")
-        for name in ("max_job_seconds", "upload_timeout", "watch_seconds"):
+        for name in ("max_job_seconds", "upload_timeout", "keepalive", "watch_seconds"):
             if not getattr(self, name) > 0:
                 raise InvalidOptionError(f"{name}={getattr(self, name)} must be positive")
         if self.metrics_port is not None and not 0 <= self.metrics_port < 2**16:
