@@ -104,7 +104,7 @@ def _receive(downloads: _Downloads, messages: list[pb.PruneResponse]) -> None:
 
 def test_downloads_land_next_to_the_output_only_on_commit(tmp_path):
     output = tmp_path / "out" / "p.onnx"
-    downloads = _Downloads(output, tmp_path / "m.npz")
+    downloads = _Downloads({}, output, tmp_path / "m.npz")
     _receive(
         downloads,
         _stream(
@@ -122,7 +122,7 @@ def test_downloads_land_next_to_the_output_only_on_commit(tmp_path):
 
 
 def test_downloads_refuse_names_that_leave_the_folder(tmp_path):
-    downloads = _Downloads(tmp_path / "p.onnx", tmp_path / "m.npz")
+    downloads = _Downloads({}, tmp_path / "p.onnx", tmp_path / "m.npz")
     with pytest.raises(InvalidModelError, match="is not allowed"):
         _receive(downloads, _stream(("model_data", "../../evil.sh", b"#!/bin/sh")))
     downloads.discard()
@@ -131,7 +131,7 @@ def test_downloads_refuse_names_that_leave_the_folder(tmp_path):
 
 
 def test_discarded_downloads_leave_nothing(tmp_path):
-    downloads = _Downloads(tmp_path / "p.onnx", tmp_path / "m.npz")
+    downloads = _Downloads({}, tmp_path / "p.onnx", tmp_path / "m.npz")
     messages = _stream(("model", "p.onnx", b"graph-bytes"))
     with pytest.raises(InvalidModelError, match="ended after"):
         _receive(downloads, messages[:2])  # the server went away mid-file
