@@ -134,11 +134,13 @@ def batches(
             progress.report(stage, min(start + size, total), total)
 
 
-def session_for(model: onnx.ModelProto, provider: str = "auto") -> tuple[ort.InferenceSession, str]:
+def session_for(
+    model: onnx.ModelProto, provider: str = "auto", *, threads: int | None = None
+) -> tuple[ort.InferenceSession, str]:
     """``create_session`` for an in-memory model (a temporary file when it is 2 GiB or more)."""
     if model.ByteSize() < PROTOBUF_LIMIT:
-        return create_session(model.SerializeToString(), provider)
+        return create_session(model.SerializeToString(), provider, threads=threads)
     with tempfile.TemporaryDirectory(prefix="onnxprune-") as folder:
         path = Path(folder) / "model.onnx"
         save_model(model, path, external_data_threshold=0)
-        return create_session(path, provider)
+        return create_session(path, provider, threads=threads)

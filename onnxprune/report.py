@@ -247,12 +247,13 @@ class ValidationResult:
             (on the first output; ``outputs`` has it for each).
         max_abs_diff: largest absolute difference of the first output against the baseline's.
         mean_abs_diff: mean absolute difference of the first output over all its elements.
-        latency_ms_p50: median time of one batch of the model, in milliseconds (after warmup).
+        latency_ms_p50: median time of one batch of the model, in milliseconds, over its timed
+            runs (warm-up excluded; see ``onnxprune.latency``).
         latency_ms_p95: 95th percentile of the same times.
-        throughput: samples per second over the timed batches.
+        throughput: samples per second over the timed runs.
         gate: the gate's decision, ``None`` when no gate was asked for.
         baseline_latency_ms_p50: median time of one batch of the baseline, in milliseconds,
-            timed on the same batches as the model, after its own warmup.
+            timed on the same batches as the model, interleaved with it.
         baseline_latency_ms_p95: 95th percentile of the baseline's times.
         speedup: ``baseline_latency_ms_p50 / latency_ms_p50``; above 1 the model is faster
             (``None`` without a baseline, or when the model's median time is 0).
@@ -260,6 +261,14 @@ class ValidationResult:
             baseline (``None`` where it does not apply); empty without a baseline.
         user_metrics: the user metric's values on the model (``--metric``), by name.
         baseline_user_metrics: the same on the baseline.
+        latency_ms_p90: 90th percentile of the model's times (``None`` in results from before).
+        baseline_latency_ms_p90: 90th percentile of the baseline's times.
+        speedup_low: lower end of the speedup's confidence interval (a paired bootstrap).
+        speedup_high: upper end of that interval.
+        speedup_confidence: the interval's level, e.g. 0.95.
+        timed_runs: timed runs (batches) of each side.
+        threads: ONNX Runtime intra-op threads of the sessions (0: ONNX Runtime's choice).
+        warnings: what makes the timings less trustworthy (too few batches, a wide interval).
     """
 
     model: str | None
@@ -285,6 +294,14 @@ class ValidationResult:
     outputs: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
     user_metrics: Mapping[str, float] = field(default_factory=dict)
     baseline_user_metrics: Mapping[str, float] = field(default_factory=dict)
+    latency_ms_p90: float | None = None
+    baseline_latency_ms_p90: float | None = None
+    speedup_low: float | None = None
+    speedup_high: float | None = None
+    speedup_confidence: float | None = None
+    timed_runs: int | None = None
+    threads: int | None = None
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """JSON form with exactly the documented keys; missing metrics are ``None``."""
@@ -311,6 +328,14 @@ class ValidationResult:
             "outputs": {name: dict(values) for name, values in self.outputs.items()},
             "user_metrics": dict(self.user_metrics),
             "baseline_user_metrics": dict(self.baseline_user_metrics),
+            "latency_ms_p90": self.latency_ms_p90,
+            "baseline_latency_ms_p90": self.baseline_latency_ms_p90,
+            "speedup_low": self.speedup_low,
+            "speedup_high": self.speedup_high,
+            "speedup_confidence": self.speedup_confidence,
+            "timed_runs": self.timed_runs,
+            "threads": self.threads,
+            "warnings": list(self.warnings),
         }
 
 
@@ -340,15 +365,19 @@ def format_validation(result: ValidationResult) -> str:
             "outputs against the baseline:",
             *("  " + line for line in comparison_table(result)),
         ]
-    out.append(
-        f"latency:     p50 {result.latency_ms_p50:.3f} ms   p95 {result.latency_ms_p95:.3f} ms "
-        f"per batch   throughput {result.throughput:,.0f} samples/s"
-    )
-    if result.baseline_latency_ms_p50 is not None:
+    own = _percentiles(result.latency_ms_p50, result.latency_ms_p90, result.latency_ms_p95)
+    out.append(f"latency:     {own} per batch   throughput {result.throughput:,.0f} samples/s")
+    if result.timed_runs is not None:
         out.append(
-            f"vs baseline: p50 {result.baseline_latency_ms_p50:.3f} ms   p95 "
-            f"{result.baseline_latency_ms_p95:.3f} ms per batch   {_speedup(result.speedup)}"
+            f"timing:      {result.timed_runs:,} runs per side after warm-up, {_threads(result)}"
         )
+    if result.baseline_latency_ms_p50 is not None:
+        other = _percentiles(
+            result.baseline_latency_ms_p50,
+            result.baseline_latency_ms_p90,
+            result.baseline_latency_ms_p95,
+        )
+        out.append(f"vs baseline: {other} per batch   {_speedup(result)}")
     out.append(f"gate:        {gate_line(result.gate)}")
     return "\n".join(out)
 
@@ -371,8 +400,26 @@ def gate_line(gate: GateResult | None) -> str:
     return gate.reason if gate.passed else f"FAILED: {gate.reason}"
 
 
-def _speedup(value: float | None) -> str:
-    """The speedup (baseline p50 / model p50): ``2.65x faster``, below 1 ``0.80x as fast``."""
+def _threads(result: ValidationResult) -> str:
+    """``1 intra-op thread``, ``4 intra-op threads``, or ONNX Runtime's choice (0)."""
+    if not result.threads:
+        return "ONNX Runtime's default intra-op threads"
+    return f"{result.threads} intra-op thread{'s' if result.threads > 1 else ''}"
+
+
+def _percentiles(p50: float, p90: float | None, p95: float) -> str:
+    """``p50 0.230 ms   p90 0.270 ms   p95 0.285 ms`` (no p90 in results from before it)."""
+    parts = [("p50", p50), ("p90", p90), ("p95", p95)]
+    return "   ".join(f"{name} {value:.3f} ms" for name, value in parts if value is not None)
+
+
+def _speedup(result: ValidationResult) -> str:
+    """``2.65x faster (95% CI 2.50-2.80x)``; below 1 ``0.80x as fast (slower)``."""
+    value = result.speedup
     if value is None:
         return "speedup n/a"
-    return f"{value:.2f}x faster" if value >= 1 else f"{value:.2f}x as fast (slower)"
+    text = f"{value:.2f}x faster" if value >= 1 else f"{value:.2f}x as fast (slower)"
+    if result.speedup_low is None or result.speedup_high is None:
+        return text
+    level = result.speedup_confidence or 0.95
+    return f"{text} ({level:.0%} CI {result.speedup_low:.2f}-{result.speedup_high:.2f}x)"

@@ -42,7 +42,7 @@ _PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from .* f
 
 
 def create_session(
-    model: bytes | str | os.PathLike, provider: str = "auto"
+    model: bytes | str | os.PathLike, provider: str = "auto", *, threads: int | None = None
 ) -> tuple[ort.InferenceSession, str]:
     """An inference session for ``model`` and the execution provider it really runs on.
 
@@ -51,6 +51,8 @@ def create_session(
             external data).
         provider: ``"auto"`` (CUDA if ONNX Runtime lists it and it starts, else the CPU),
             ``"cuda"`` (CUDA or an error) or ``"cpu"``.
+        threads: intra-op threads (``None`` or 0: ONNX Runtime's choice, one per physical
+            core); validation sets it so a model and its baseline run with the same settings.
 
     Returns:
         ``(session, provider_name)``, e.g. ``(session, "CPUExecutionProvider")``.
@@ -79,7 +81,7 @@ def create_session(
     if provider != "cpu" and _CUDA in ort.get_available_providers():
         ort.set_default_logger_severity(_SILENT)
         try:
-            session = _session(source, [_CUDA, _CPU], _SILENT)
+            session = _session(source, [_CUDA, _CPU], threads, _SILENT)
         except Exception as e:  # CUDA failing to start must not stop a CPU run (ORT's own types)
             if provider == "cuda":
                 raise InvalidOptionError(f"provider='cuda' did not start: {_first_line(e)}") from e
@@ -91,7 +93,7 @@ def create_session(
             ort.set_default_logger_severity(_QUIET)
     if provider == "cuda":
         raise InvalidOptionError("provider='cuda' is not available; use 'auto' or 'cpu'")
-    return _session(source, [_CPU]), _CPU
+    return _session(source, [_CPU], threads), _CPU
 
 
 def run_session(
@@ -110,12 +112,14 @@ def run_session(
 
 
 def _session(
-    model: bytes | str, providers: list[str], severity: int = _QUIET
+    model: bytes | str, providers: list[str], threads: int | None, severity: int = _QUIET
 ) -> ort.InferenceSession:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = severity
+    if threads:
+        options.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(model, options, providers=providers)
     except _refusals() as e:

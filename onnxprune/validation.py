@@ -9,17 +9,15 @@ errors, cosine similarity, top-k agreement), each with its gate; a user metric
 (``onnxprune.user_metrics``) sees every such output over the whole dataset.
 
 The model runs in batches on the provider ``create_session`` starts (CUDA when it works, else the
-CPU, unless asked otherwise). ``warmup`` untimed runs of the first batch come first; then every
-batch is timed once. A baseline, when given, gets its own ``warmup`` runs (model and baseline
-warm up in turn) and is timed on the same batches, so the result reports its latency and the
-speedup ``baseline p50 / model p50``.
+CPU, unless asked otherwise), with ``threads`` intra-op threads; a baseline, when given, runs in a
+session with the same settings. Timing is ``onnxprune.latency``'s: after ``warmup`` untimed
+rounds, model and baseline run batch by batch, interleaved and in alternating order, cycling
+through the data until each side has ``min_runs`` runs and the slower one ``min_time`` seconds of
+them; the first pass over the data gives the accuracy and the comparisons. The result reports
+each side's p50/p90/p95 per batch and the speedup ``baseline p50 / model p50`` with a bootstrap
+confidence interval over the paired runs, and warns when the interval is wide or the data has too
+few batches to time representatively.
 
-Model and baseline runs are interleaved batch by batch, and the order alternates: on even batches
-the model runs first, on odd ones the baseline does. Timing all of one model and then all of the
-other would let drift (CPU frequency and heat, other load on the machine) favour one side; a
-fixed order within each batch would always hand the second run the batch's inputs already in
-cache and the first run's ONNX Runtime threads still spinning on the same cores. Alternating
-gives each side the first and the second place equally often, so these effects fall on both.
 The gate is a value (``GateResult``), never an exception: the CLI exits 3 when it fails.
 """
 
@@ -27,9 +25,9 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from numbers import Integral
 from pathlib import Path
 
@@ -39,6 +37,17 @@ import onnxruntime as ort
 
 from onnxprune.errors import DatasetError, InvalidModelError, InvalidOptionError
 from onnxprune.feeds import batches, check_feeds, fixed_batch_size, graph_inputs, session_for
+from onnxprune.latency import (
+    CONFIDENCE,
+    MIN_RUNS,
+    MIN_TIME,
+    THREADS,
+    check_timing,
+    latency,
+    speedup,
+    time_rounds,
+    timing_warnings,
+)
 from onnxprune.metrics import (
     Comparer,
     check_limits,
@@ -135,6 +144,10 @@ def validate(
     provider: str = "auto",
     batch_size: int = 64,
     warmup: int = 3,
+    min_time: float = MIN_TIME,
+    min_runs: int = MIN_RUNS,
+    threads: int = THREADS,
+    confidence: float = CONFIDENCE,
     max_accuracy_drop: float | None = None,
     min_agreement: float | None = None,
     limits: Mapping[str, float] | None = None,
@@ -149,8 +162,12 @@ def validate(
         provider: ``"auto"``, ``"cuda"`` or ``"cpu"`` (see ``create_session``).
         batch_size: samples per run; a model whose input fixes the batch size uses that (the
             last batch is padded by repeating its last sample, and the padding is discarded).
-        warmup: untimed runs of the first batch before timing, for the model and again for
-            the baseline.
+        warmup: untimed rounds on the first batch before timing (each side once per round).
+        min_time: seconds of timed runs the slower side gets at least (both run equally often).
+        min_runs: timed runs (batches) each side gets at least; every batch runs at least once.
+        threads: ONNX Runtime intra-op threads of both sessions (0: ONNX Runtime's choice, one
+            per physical core).
+        confidence: level of the speedup's bootstrap interval.
         max_accuracy_drop: gate: baseline top-1 minus model top-1 must be at most this
             (needs labels and a baseline).
         min_agreement: gate: the fraction of top-1 classes that agree with the baseline must
@@ -164,7 +181,7 @@ def validate(
 
     Returns:
         A ``ValidationResult``; its ``gate`` is ``None`` when no gate option was given, its
-        baseline latencies and ``speedup`` are ``None`` without a baseline.
+        baseline latencies and speedup are ``None`` without a baseline.
 
     Raises:
         InvalidOptionError: a bad option, a gate option without the baseline, labels or
@@ -178,6 +195,7 @@ def validate(
         **({} if min_agreement is None else {"min_agreement": min_agreement}),
     }
     _check_options(batch_size, warmup, max_accuracy_drop, limits)
+    check_timing(min_time, min_runs, threads, confidence)
     compared = [name for name in limits if name not in USER_GATES]
     if baseline is None and (max_accuracy_drop is not None or compared):
         raise InvalidOptionError("the gate compares with a baseline; give --baseline too")
@@ -190,49 +208,57 @@ def validate(
     )
     if max_accuracy_drop is not None and dataset.labels is None:
         raise InvalidOptionError("max_accuracy_drop needs labels; the dataset has no 'labels'")
-    runner = _Runner.start(model, candidate, dataset, provider)
+    runner = _Runner.start(model, candidate, dataset, provider, threads)
     reference = None
     if baseline is not None:
-        reference = _Runner.start(baseline, load_model(baseline), dataset, provider)
+        reference = _Runner.start(baseline, load_model(baseline), dataset, provider, threads)
     step = runner.fixed or int(batch_size)
     tally = _Tally(comparer=None if reference is None else Comparer())
     if user is not None:
         tally.collected = (Collector(), None if reference is None else Collector())
-    times = _measure(runner, reference, dataset, step, int(warmup), tally)
-    return _result(runner, reference, dataset, step, tally, times, max_accuracy_drop, limits, user)
-
-
-def _measure(
-    runner: _Runner,
-    reference: _Runner | None,
-    dataset: Dataset,
-    step: int,
-    warmup: int,
-    tally: _Tally,
-) -> tuple[list[float], list[float] | None]:
-    """Seconds of every batch of the model and of the baseline; the outputs go into ``tally``.
-
-    Each side first runs its first batch ``warmup`` times, untimed. Then, batch by batch, both
-    run on the same samples, the model first on even batches and the baseline first on odd ones
-    (see the module docstring).
-    """
     sides = (runner,) if reference is None else (runner, reference)
-    firsts = [side.batch(0, step) for side in sides]
-    for _ in range(warmup):
-        for side, first in zip(sides, firsts, strict=True):
-            side.run(first)
-    times: list[list[float]] = [[] for _ in sides]
-    for index, start in enumerate(range(0, dataset.samples, step)):
-        outs: list[dict[str, np.ndarray] | None] = [None] * len(sides)
-        order = range(len(sides)) if index % 2 == 0 else reversed(range(len(sides)))
-        for i in order:
-            feeds = sides[i].batch(start, start + step)
-            began = time.perf_counter()
-            outs[i] = sides[i].run(feeds)
-            times[i].append(time.perf_counter() - began)
-        labels = None if dataset.labels is None else dataset.labels[start : start + step]
-        tally.add(outs[0], outs[1] if reference is not None else None, labels)
-    return times[0], times[1] if reference is not None else None
+    starts = range(0, dataset.samples, step)
+    times = time_rounds(
+        [partial(_run_nth, side, [side.batch(s, s + step) for s in starts]) for side in sides],
+        len(starts),
+        warmup=int(warmup),
+        min_time=float(min_time),
+        min_runs=int(min_runs),
+        first_pass=partial(_tally_batch, tally, dataset.labels, step),
+    )
+    timing = _Timing(times, len(starts), step, int(threads), float(confidence))
+    return _result(runner, reference, dataset, timing, tally, max_accuracy_drop, limits, user)
+
+
+def _run_nth(
+    runner: _Runner, feeds: list[dict[str, np.ndarray]], index: int
+) -> dict[str, np.ndarray]:
+    """``runner`` on the ``index``-th batch of ``feeds``."""
+    return runner.run(feeds[index])
+
+
+def _tally_batch(
+    tally: _Tally,
+    labels: np.ndarray | None,
+    step: int,
+    index: int,
+    outputs: list[dict[str, np.ndarray]],
+) -> None:
+    """Count the outputs of batch ``index`` (model first, then the baseline if any)."""
+    start = index * step
+    part = None if labels is None else labels[start : start + step]
+    tally.add(outputs[0], outputs[1] if len(outputs) > 1 else None, part)
+
+
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    """The timed runs of each side (seconds, paired) and how they were taken."""
+
+    times: list[np.ndarray]
+    batches: int
+    step: int
+    threads: int
+    confidence: float
 
 
 def _recheck(dataset: Dataset, model: onnx.ModelProto) -> Dataset:
@@ -274,15 +300,20 @@ class _Runner:
 
     @classmethod
     def start(
-        cls, source: ModelSource, proto: onnx.ModelProto, dataset: Dataset, provider: str
+        cls,
+        source: ModelSource,
+        proto: onnx.ModelProto,
+        dataset: Dataset,
+        provider: str,
+        threads: int,
     ) -> _Runner:
         feeds = check_feeds(proto, _needed_inputs(proto), dataset.inputs, "dataset")
         if not proto.graph.output:
             raise InvalidModelError("the model has no outputs")
         if isinstance(source, (str, os.PathLike)):  # ONNX Runtime reads external data itself
-            session, name = create_session(source, provider)
+            session, name = create_session(source, provider, threads=threads)
         else:
-            session, name = session_for(proto, provider)
+            session, name = session_for(proto, provider, threads=threads)
         fixed = fixed_batch_size(proto, list(feeds))
         display = Path(source).name if isinstance(source, (str, os.PathLike)) else None
         return cls(display, session, name, _fetched(session), fixed, feeds)
@@ -392,9 +423,8 @@ def _result(
     runner: _Runner,
     reference: _Runner | None,
     dataset: Dataset,
-    step: int,
+    timing: _Timing,
     tally: _Tally,
-    times: tuple[list[float], list[float] | None],
     max_accuracy_drop: float | None,
     limits: Mapping[str, float],
     user: tuple[str, UserMetric] | None,
@@ -409,21 +439,23 @@ def _result(
     outputs = {} if tally.comparer is None else tally.comparer.result()
     first = next(iter(outputs.values()), {})
     values, baseline_values = _user_values(user, tally.collected, dataset.labels)
-    model_times, baseline_times = times
-    p50, p95 = (float(t) for t in np.percentile(np.asarray(model_times) * 1e3, [50, 95]))
-    baseline_p50 = baseline_p95 = speedup = None
-    if baseline_times is not None:
-        baseline_p50, baseline_p95 = (
-            float(t) for t in np.percentile(np.asarray(baseline_times) * 1e3, [50, 95])
-        )
-        speedup = baseline_p50 / p50 if p50 > 0 else None
+    own = latency(timing.times[0])
+    other = latency(timing.times[1]) if compared else None
+    ratio = (
+        speedup(timing.times[1], timing.times[0], confidence=timing.confidence)
+        if compared
+        else None
+    )
+    sizes = [min(timing.step, n - b * timing.step) for b in range(timing.batches)]
+    timed = sum(sizes[r % timing.batches] for r in range(own.runs))
+    seconds = float(timing.times[0].sum())
     return ValidationResult(
         model=runner.name,
         baseline=None if reference is None else reference.name,
         provider=runner.provider,
         baseline_provider=None if reference is None else reference.provider,
         samples=n,
-        batch_size=step,
+        batch_size=timing.step,
         top1=top1,
         top5=correct[1] / n if labelled and five else None,
         baseline_top1=baseline_top1,
@@ -431,12 +463,12 @@ def _result(
         agreement=first.get("agreement"),
         max_abs_diff=first.get("max_abs_error"),
         mean_abs_diff=first.get("mean_abs_error"),
-        latency_ms_p50=p50,
-        latency_ms_p95=p95,
-        throughput=n / sum(model_times) if sum(model_times) > 0 else math.inf,
-        baseline_latency_ms_p50=baseline_p50,
-        baseline_latency_ms_p95=baseline_p95,
-        speedup=speedup,
+        latency_ms_p50=own.p50,
+        latency_ms_p95=own.p95,
+        throughput=timed / seconds if seconds > 0 else math.inf,
+        baseline_latency_ms_p50=None if other is None else other.p50,
+        baseline_latency_ms_p95=None if other is None else other.p95,
+        speedup=None if ratio is None else ratio.value,
         gate=decide_gate(
             top1,
             baseline_top1,
@@ -449,6 +481,14 @@ def _result(
         outputs=outputs,
         user_metrics=values,
         baseline_user_metrics=baseline_values,
+        latency_ms_p90=own.p90,
+        baseline_latency_ms_p90=None if other is None else other.p90,
+        speedup_low=None if ratio is None else ratio.low,
+        speedup_high=None if ratio is None else ratio.high,
+        speedup_confidence=None if ratio is None else ratio.confidence,
+        timed_runs=own.runs,
+        threads=timing.threads,
+        warnings=tuple(timing_warnings(timing.batches, ratio)),
     )
 
 

@@ -72,3 +72,7 @@ def refused(capsys, *argv: str) -> str:
     assert captured.out == ""
     assert captured.err.count("\n") == 1
     return captured.err.strip()
+
+
+QUICK_TIMING = {"min_time": 0.0, "min_runs": 1}
+"""``validate`` options that run each batch once: for tests of what it computes, not of timing."""

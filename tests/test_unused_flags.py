@@ -81,3 +81,50 @@ def test_batch_address_needs_ray(tmp_path, capsys):
         "InvalidOptionError: --address is the Ray cluster to join; it needs --executor ray"
     )
     assert not (tmp_path / "out").exists()  # refused before any model or folder
+
+
+def _exits(capsys, *argv: str) -> str:
+    """The one stderr line of an argparse refusal (``main`` exits 2 through ``SystemExit``)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    return captured.err.strip()
+
+
+@pytest.mark.parametrize("flag", ["--min-time", "--min-runs", "--threads"])
+@pytest.mark.parametrize(
+    "command",
+    [["analyze", MLP], ["prune", MLP, "-o", "OUT", "--sparsity", "0.5"],
+     ["compact", MLP, "-o", "OUT"], ["batch", str(MODELS), "--out", "OUT", "--sparsity", "0.5"]],
+)  # fmt: skip
+def test_timing_flags_are_refused_where_nothing_is_timed(tmp_path, capsys, flag, command):
+    out = tmp_path / "out"
+    argv = [str(out) if part == "OUT" else part for part in command]
+    assert _exits(capsys, *argv, flag, "2") == f"onnxprune: error: unrecognized arguments: {flag} 2"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--min-time", "-1"], "min_time=-1.0 must be a number of seconds >= 0"),
+        (["--min-time", "nan"], "min_time=nan must be a number of seconds >= 0"),
+        (["--min-runs", "0"], "min_runs=0 must be an integer >= 1"),
+        (["--threads", "-2"], "threads=-2 must be an integer >= 0 (0: ONNX Runtime's choice)"),
+    ],
+)
+def test_bad_timing_values_are_one_line_errors(tmp_path, capsys, flags, message):
+    report = tmp_path / "r.json"
+    argv = ["validate", MLP, "--data", DATA, "--report-out", str(report), *flags]
+    assert refused(capsys, *argv) == f"InvalidOptionError: {message}"
+    assert not report.exists()  # refused before any work
+
+
+@pytest.mark.parametrize(("flag", "kind"), [("--min-runs", "int"), ("--min-time", "float"),
+                                            ("--threads", "int")])  # fmt: skip
+def test_timing_values_that_are_not_numbers_are_one_line_errors(capsys, flag, kind):
+    err = _exits(capsys, "validate", MLP, "--data", DATA, flag, "2.5s")
+    assert err == f"onnxprune validate: error: argument {flag}: invalid {kind} value: '2.5s'"

@@ -20,7 +20,7 @@ import onnxprune
 from onnxprune import DatasetError, InvalidModelError, InvalidOptionError, load_dataset, validate
 from onnxprune.runtime import create_session
 from onnxprune.validation import Dataset
-from tests.helpers import single_io_model
+from tests.helpers import QUICK_TIMING, single_io_model
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 DIGITS = MODELS / "digits_test.npz"
@@ -90,7 +90,7 @@ def test_metrics_equal_a_numpy_reference(tmp_path: Path) -> None:
     assert 0 < expected["top1"] < expected["top5"] < 1
     assert 0.5 < expected["agreement"] < 1
     data = _npz(tmp_path / "d.npz", x=X, labels=LABELS, unused=np.zeros(3))
-    result = validate(MODEL, data, baseline=BASELINE, provider="cpu")
+    result = validate(MODEL, data, baseline=BASELINE, provider="cpu", **QUICK_TIMING)
     _assert_metrics(result, expected)
     assert result.samples == N
     assert result.batch_size == 64
@@ -104,7 +104,9 @@ def test_metrics_equal_a_numpy_reference(tmp_path: Path) -> None:
 @pytest.mark.parametrize("batch_size", [1, 7, 64])
 def test_batch_size_does_not_change_the_metrics(batch_size: int) -> None:
     data = Dataset(inputs={"x": X}, labels=LABELS, samples=N)
-    result = validate(MODEL, data, baseline=BASELINE, provider="cpu", batch_size=batch_size)
+    result = validate(
+        MODEL, data, baseline=BASELINE, provider="cpu", **QUICK_TIMING, batch_size=batch_size
+    )
     _assert_metrics(result, _reference(LABELS))
     assert result.batch_size == batch_size
 
@@ -113,18 +115,21 @@ def test_fixed_batch_size_is_used_and_the_last_batch_padded(tmp_path: Path) -> N
     # A model that takes exactly 4 samples; 50 = 12 * 4 + 2, so the last batch is padded.
     fixed = _mlp(W2, x_shape=[4, FEATURES], y_shape=[4, CLASSES])
     data = _npz(tmp_path / "d.npz", x=X, labels=LABELS)
-    result = validate(fixed, data, baseline=BASELINE, provider="cpu", batch_size=64)
+    result = validate(fixed, data, baseline=BASELINE, provider="cpu", **QUICK_TIMING, batch_size=64)
     assert result.batch_size == 4
     _assert_metrics(result, _reference(LABELS))
 
 
 def test_without_labels_and_baseline_only_latency_is_measured(tmp_path: Path) -> None:
-    result = validate(MODEL, _npz(tmp_path / "d.npz", x=X), provider="cpu", warmup=0)
+    result = validate(
+        MODEL, _npz(tmp_path / "d.npz", x=X), provider="cpu", **QUICK_TIMING, warmup=0
+    )
     data = result.to_dict()
     assert [k for k, v in data.items() if v is None] == [
         "model", "baseline", "top1", "top5", "baseline_top1", "baseline_top5", "agreement",
         "max_abs_diff", "mean_abs_diff", "baseline_latency_ms_p50", "baseline_latency_ms_p95",
-        "speedup", "gate",
+        "speedup", "gate", "baseline_latency_ms_p90", "speedup_low", "speedup_high",
+        "speedup_confidence",
     ]  # fmt: skip
     assert data["provider"] == "CPUExecutionProvider"
     assert data["samples"] == N
@@ -135,7 +140,7 @@ def test_top5_is_absent_with_fewer_than_5_classes() -> None:
     node = helper.make_node("MatMul", ["x", "W"], ["y"])
     model = single_io_model([node], ["N", FEATURES], ["N", 4], {"W": w})
     labels = RNG.integers(0, 4, N)
-    result = validate(model, Dataset({"x": X}, labels, N), provider="cpu")
+    result = validate(model, Dataset({"x": X}, labels, N), provider="cpu", **QUICK_TIMING)
     assert result.top5 is None
     assert result.top1 == pytest.approx(np.mean((X @ w).argmax(1) == labels))
 
@@ -146,14 +151,18 @@ def test_gate_passes_and_fails_at_the_measured_drop() -> None:
     agreement = _reference(labels)["agreement"]
     drop = 1.0 - agreement
     data = Dataset({"x": X}, labels, N)
-    ok = validate(MODEL, data, baseline=BASELINE, provider="cpu", max_accuracy_drop=drop)
+    ok = validate(
+        MODEL, data, baseline=BASELINE, provider="cpu", **QUICK_TIMING, max_accuracy_drop=drop
+    )
     assert ok.baseline_top1 == 1.0
     assert ok.gate.passed  # exactly at the allowed drop passes (no float round-off failure)
     points = f"{drop * 100:.2f} points"
     assert ok.gate.reason == (
         f"passed: top-1 dropped {points} (100.00% -> {agreement:.2%}), within the allowed {points}"
     )
-    bad = validate(MODEL, data, baseline=BASELINE, provider="cpu", max_accuracy_drop=0.01)
+    bad = validate(
+        MODEL, data, baseline=BASELINE, provider="cpu", **QUICK_TIMING, max_accuracy_drop=0.01
+    )
     assert not bad.gate.passed
     assert bad.gate.reason == (
         f"top-1 dropped {points} (100.00% -> {agreement:.2%}), more than the allowed 1.00 points"
@@ -177,7 +186,9 @@ def test_gate_on_agreement_lists_only_what_failed() -> None:
     assert result.gate.reason == (
         f"top-1 agreement with the baseline {agreement:.2%}, less than the required 99.00%"
     )
-    result = validate(MODEL, data, baseline=BASELINE, provider="cpu", min_agreement=0.5)
+    result = validate(
+        MODEL, data, baseline=BASELINE, provider="cpu", **QUICK_TIMING, min_agreement=0.5
+    )
     assert result.gate.passed
     assert result.gate.reason.startswith("passed: top-1 agreement")
     assert "\n" not in result.gate.reason
@@ -186,7 +197,9 @@ def test_gate_on_agreement_lists_only_what_failed() -> None:
 def test_a_model_pruned_at_zero_agrees_fully_with_its_baseline() -> None:
     source = MODELS / "mlp_digits.onnx"
     pruned = onnxprune.prune(source, sparsity=0.0).model
-    result = validate(pruned, DIGITS, baseline=source, provider="cpu", min_agreement=1.0)
+    result = validate(
+        pruned, DIGITS, baseline=source, provider="cpu", **QUICK_TIMING, min_agreement=1.0
+    )
     assert result.agreement == 1.0
     assert result.max_abs_diff == 0.0
     assert result.mean_abs_diff == 0.0
@@ -197,10 +210,10 @@ def test_a_model_pruned_at_zero_agrees_fully_with_its_baseline() -> None:
 
 def test_provider_is_recorded() -> None:
     data = Dataset({"x": X}, LABELS, N)
-    result = validate(MODEL, data, baseline=BASELINE, provider="cpu")
+    result = validate(MODEL, data, baseline=BASELINE, provider="cpu", **QUICK_TIMING)
     assert result.provider == result.baseline_provider == "CPUExecutionProvider"
     expected = create_session(MODEL.SerializeToString(), "auto")[1]
-    assert validate(MODEL, data, provider="auto").provider == expected
+    assert validate(MODEL, data, provider="auto", **QUICK_TIMING).provider == expected
 
 
 def test_cuda_that_does_not_start_is_a_clear_error() -> None:
@@ -214,14 +227,17 @@ def test_to_dict_has_exactly_the_documented_keys(tmp_path: Path) -> None:
     data = _npz(tmp_path / "d.npz", x=X, labels=LABELS)
     model_path = tmp_path / "pruned.onnx"
     onnx.save(MODEL, model_path)
-    result = validate(model_path, data, baseline=BASELINE, provider="cpu", min_agreement=0.1)
+    result = validate(
+        model_path, data, baseline=BASELINE, provider="cpu", **QUICK_TIMING, min_agreement=0.1
+    )
     as_dict = json.loads(json.dumps(result.to_dict()))
     assert list(as_dict) == [
         "model", "baseline", "provider", "samples", "batch_size", "top1", "top5",
         "baseline_top1", "baseline_top5", "agreement", "max_abs_diff", "mean_abs_diff",
         "latency_ms_p50", "latency_ms_p95", "throughput", "baseline_latency_ms_p50",
         "baseline_latency_ms_p95", "speedup", "gate", "outputs", "user_metrics",
-        "baseline_user_metrics",
+        "baseline_user_metrics", "latency_ms_p90", "baseline_latency_ms_p90", "speedup_low",
+        "speedup_high", "speedup_confidence", "timed_runs", "threads", "warnings",
     ]  # fmt: skip
     assert list(as_dict["gate"]) == [
         "passed", "reason", "max_accuracy_drop", "min_agreement", "limits"
@@ -278,7 +294,9 @@ def test_a_dataset_built_by_hand_is_checked_too() -> None:
         validate(MODEL, Dataset({"x": X}, None, 40), provider="cpu")
     with pytest.raises(DatasetError, match=r"'x' is float64\[50, 6\]"):
         validate(MODEL, Dataset({"x": X.astype(np.float64)}, None, N), provider="cpu")
-    result = validate(MODEL, Dataset({"x": X}, LABELS, N), provider="cpu", batch_size=np.int64(8))
+    result = validate(
+        MODEL, Dataset({"x": X}, LABELS, N), provider="cpu", **QUICK_TIMING, batch_size=np.int64(8)
+    )
     assert json.loads(json.dumps(result.to_dict()))["batch_size"] == 8
 
 
@@ -380,6 +398,6 @@ def test_sample_model_accuracy_matches_the_readme(name: str, given: str, accurac
     dataset = load_dataset(DIGITS, path)
     assert list(dataset.inputs) == [given]
     assert dataset.samples == 450
-    result = validate(path, dataset, provider="cpu")
+    result = validate(path, dataset, provider="cpu", **QUICK_TIMING)
     assert result.top1 == pytest.approx(accuracy, abs=5e-5 + 1e-9)  # printed to 0.01%
     assert result.model is None or result.model == name

@@ -13,6 +13,7 @@ beyond what timing noise can turn around. No test here compares a time with a fi
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,19 @@ from onnxprune.cli import main
 from onnxprune.report import ValidationResult, format_validation
 from onnxprune.validation import Dataset, _Runner, validate
 from tests.helpers import single_io_model
-from tests.test_validate import B1, B2, BASELINE, LABELS, MODEL, W1, W2, N, X
+from tests.test_validate import (
+    B1,
+    B2,
+    BASELINE,
+    LABELS,
+    MODEL,
+    W1,
+    W2,
+    N,
+    X,
+    _assert_metrics,
+    _reference,
+)
 
 WIDTH, DEPTH = 1024, 8
 TIMED = ("baseline_latency_ms_p50", "baseline_latency_ms_p95", "speedup")
@@ -91,10 +104,12 @@ def test_a_much_slower_baseline_gives_a_speedup_above_1() -> None:
     assert result.agreement == 1.0
     assert result.max_abs_diff == 0.0
     assert result.speedup > 1
+    assert 1 < result.speedup_low <= result.speedup <= result.speedup_high
     assert result.baseline_latency_ms_p50 > result.latency_ms_p50
     line = format_validation(result).splitlines()[-2]
     assert line.startswith("vs baseline: p50 ")
-    assert line.endswith(f"   {result.speedup:.2f}x faster")
+    ci = f"95% CI {result.speedup_low:.2f}-{result.speedup_high:.2f}x"
+    assert line.endswith(f"   {result.speedup:.2f}x faster ({ci})")
 
 
 def test_runs_are_interleaved_batch_by_batch_and_the_order_alternates(
@@ -110,10 +125,10 @@ def test_runs_are_interleaved_batch_by_batch_and_the_order_alternates(
         return run(self, feeds)
 
     monkeypatch.setattr(_Runner, "run", recording)
-    # 50 samples in batches of 20: 20, 20, 10.
+    # 50 samples in batches of 20: 20, 20, 10; one run each is enough (no minimum time).
     validate(
         tmp_path / "m.onnx", _data(), baseline=tmp_path / "b.onnx", provider="cpu",
-        batch_size=20, warmup=2,
+        batch_size=20, warmup=2, min_time=0, min_runs=1,
     )  # fmt: skip
     first, second, third = (float(X[i, 0]) for i in (0, 20, 40))
     assert calls == [
@@ -122,6 +137,21 @@ def test_runs_are_interleaved_batch_by_batch_and_the_order_alternates(
         ("b", 20, second), ("m", 20, second),  # batch 1: the baseline first
         ("m", 10, third), ("b", 10, third),  # batch 2: the model first again
     ]  # fmt: skip
+    calls.clear()
+    # 7 runs per side: the batches again from the first, the order still alternating by round.
+    result = validate(
+        tmp_path / "m.onnx", _data(), baseline=tmp_path / "b.onnx", provider="cpu",
+        batch_size=20, warmup=0, min_time=0, min_runs=7,
+    )  # fmt: skip
+    assert calls == [
+        ("m", 20, first), ("b", 20, first), ("b", 20, second), ("m", 20, second),
+        ("m", 10, third), ("b", 10, third), ("b", 20, first), ("m", 20, first),
+        ("m", 20, second), ("b", 20, second), ("b", 10, third), ("m", 10, third),
+        ("m", 20, first), ("b", 20, first),
+    ]  # fmt: skip
+    assert result.timed_runs == 7
+    # Accuracy counts the first pass only: each sample once, whatever the repeats.
+    _assert_metrics(result, _reference(LABELS))
 
 
 def _result(**timings: float | None) -> ValidationResult:
@@ -142,6 +172,23 @@ def test_text_shows_the_baseline_latency_and_the_speedup() -> None:
         "vs baseline: p50 0.610 ms   p95 0.700 ms per batch   2.65x faster",
         "gate:        none",
     ]
+    timed = _result(
+        baseline_latency_ms_p50=0.61, baseline_latency_ms_p95=0.7, speedup=0.61 / 0.23,
+        latency_ms_p90=0.27, baseline_latency_ms_p90=0.65, speedup_low=2.5, speedup_high=2.8,
+        speedup_confidence=0.95, timed_runs=1200, threads=1,
+    )  # fmt: skip
+    assert format_validation(timed).splitlines()[-4:] == [
+        "latency:     p50 0.230 ms   p90 0.270 ms   p95 0.285 ms per batch   throughput 43,478 "
+        "samples/s",
+        "timing:      1,200 runs per side after warm-up, 1 intra-op thread",
+        "vs baseline: p50 0.610 ms   p90 0.650 ms   p95 0.700 ms per batch   2.65x faster "
+        "(95% CI 2.50-2.80x)",
+        "gate:        none",
+    ]
+    default_threads = format_validation(_result(timed_runs=20, threads=0)).splitlines()[-2]
+    assert default_threads == (
+        "timing:      20 runs per side after warm-up, ONNX Runtime's default intra-op threads"
+    )
     slower = _result(baseline_latency_ms_p50=0.184, baseline_latency_ms_p95=0.2, speedup=0.8)
     assert format_validation(slower).splitlines()[-2] == (
         "vs baseline: p50 0.184 ms   p95 0.200 ms per batch   0.80x as fast (slower)"
@@ -163,7 +210,66 @@ def test_cli_json_and_text_show_the_baseline_timings(tmp_path: Path, capsys) -> 
     assert 0 < printed["baseline_latency_ms_p50"] <= printed["baseline_latency_ms_p95"]
     assert printed["speedup"] == printed["baseline_latency_ms_p50"] / printed["latency_ms_p50"]
     assert printed["speedup"] > 1
+    assert printed["speedup_low"] <= printed["speedup"] <= printed["speedup_high"]
+    assert printed["speedup_confidence"] == 0.95
     assert main(args) == 0
     text = capsys.readouterr().out
     vs = next(line for line in text.splitlines() if line.startswith("vs baseline: p50 "))
-    assert vs.endswith("x faster")
+    assert re.search(r"x faster \(95% CI \d+\.\d\d-\d+\.\d\dx\)$", vs), vs
+
+
+def test_a_model_compared_with_itself_has_a_speedup_interval_around_1() -> None:
+    # Two sessions of one model: the true speedup is 1. 99.9% intervals from 60 paired runs
+    # are generous enough for the small differences two sessions of one model can still show.
+    result = validate(
+        MODEL, _data(), baseline=MODEL, provider="cpu", batch_size=10, min_time=0,
+        min_runs=60, confidence=0.999,
+    )  # fmt: skip
+    assert result.timed_runs == 60
+    assert result.speedup_low <= 1.0 <= result.speedup_high
+    assert result.speedup_confidence == 0.999
+    assert result.warnings == ()  # 5 batches of 10: enough to time representatively
+
+
+def test_a_one_batch_dataset_is_timed_with_a_warning() -> None:
+    # The case that read 0.03x to 6.38x when each side was timed once: now many runs of the one
+    # batch, an interval around 1, and a warning that one batch cannot represent the data.
+    one = Dataset(inputs={"x": X[:1]}, labels=LABELS[:1], samples=1)
+    result = validate(
+        MODEL, one, baseline=MODEL, provider="cpu", min_time=0, min_runs=60, confidence=0.999
+    )
+    assert result.timed_runs == 60
+    assert result.speedup_low <= 1.0 <= result.speedup_high
+    assert [w.split(" (")[0] for w in result.warnings] == ["only 1 distinct batch(es) were timed"]
+    alone = validate(MODEL, one, provider="cpu", min_time=0, min_runs=5)
+    assert alone.speedup is None and alone.speedup_low is None
+    assert alone.warnings == result.warnings  # the model alone is timed on one batch too
+
+
+def test_threads_are_recorded_and_set_on_both_sessions() -> None:
+    for threads in (1, 2, 0):
+        result = validate(
+            MODEL, _data(), baseline=MODEL, provider="cpu", batch_size=10, min_time=0,
+            min_runs=1, threads=threads,
+        )  # fmt: skip
+        assert result.threads == threads
+        assert result.to_dict()["threads"] == threads
+
+
+def test_the_cli_prints_timing_warnings_on_stderr_and_records_them(tmp_path: Path, capsys) -> None:
+    onnx.save(MODEL, tmp_path / "m.onnx")
+    np.savez(tmp_path / "one.npz", x=X[:3], labels=LABELS[:3])
+    args = [
+        "validate", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "one.npz"), "--baseline",
+        str(tmp_path / "m.onnx"), "--provider", "cpu", "--min-time", "0", "--min-runs", "30",
+        "--threads", "2", "--report-out", str(tmp_path / "r.json"),
+    ]  # fmt: skip
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    warning = next(w for w in captured.err.splitlines() if "distinct batch" in w)
+    assert warning.startswith("warning: only 1 distinct batch(es) were timed")
+    assert "distinct batch" not in captured.out
+    assert "timing:      30 runs per side after warm-up, 2 intra-op threads" in captured.out
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["warnings"][0] == warning.removeprefix("warning: ")
+    assert (written["timed_runs"], written["threads"]) == (30, 2)

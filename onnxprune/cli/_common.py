@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from onnxprune.errors import InvalidOptionError
+from onnxprune.latency import MIN_RUNS, MIN_TIME, THREADS
 from onnxprune.options import SCOPES, STREAM_MODES, PruneOptions, check_prune, merge_options
 from onnxprune.sizes import DEFAULT_MAX_BYTES
 from onnxprune.text import printable
@@ -55,6 +56,36 @@ def add_input_shape(p: argparse.ArgumentParser, *, given_only: bool = False) -> 
         default=argparse.SUPPRESS if given_only else [],
         metavar="NAME=D0,D1,...",
         help="fix the shape of a graph input with symbolic dimensions (repeatable)",
+    )
+
+
+def add_timing_flags(p: argparse.ArgumentParser) -> None:
+    """``--min-time``, ``--min-runs``, ``--threads``: how ``validate`` and ``sweep`` time models.
+
+    Defaults are the library's (``onnxprune.latency``); values are checked there, in one line.
+    """
+    p.add_argument(
+        "--min-time",
+        type=float,
+        default=MIN_TIME,
+        metavar="SECONDS",
+        help="time model and baseline, interleaved, until the slower has run this long "
+        f"(default {MIN_TIME:g})",
+    )
+    p.add_argument(
+        "--min-runs",
+        type=int,
+        default=MIN_RUNS,
+        metavar="N",
+        help=f"and at least N timed batches per side (default {MIN_RUNS})",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=THREADS,
+        metavar="N",
+        help=f"ONNX Runtime intra-op threads, the same for model and baseline (default {THREADS}; "
+        "0: ONNX Runtime's choice, one per physical core)",
     )
 
 

@@ -125,7 +125,10 @@ def _compact_remote(client: Client, args: argparse.Namespace) -> int:
 
 
 def _validate_remote(client: Client, args: argparse.Namespace) -> int:
-    options = ("provider", "batch_size", "warmup", "max_accuracy_drop")
+    options = (
+        *("provider", "batch_size", "warmup", "min_time", "min_runs", "threads"),
+        "max_accuracy_drop",
+    )
     if args.metric is not None or args.min_metric is not None or args.max_metric is not None:
         raise InvalidOptionError(
             "--metric, --min-metric and --max-metric are not offered remotely (the server runs "
@@ -143,6 +146,8 @@ def _validate_remote(client: Client, args: argparse.Namespace) -> int:
         write_text_atomic(Path(args.report_out), result.json)
     gate_failed = result.HasField("gate") and not result.gate.passed
     out(result.json if args.json else result.text)
+    for warning in result.warnings:
+        err(f"warning: {warning}")
     if gate_failed:
         err(f"gate FAILED: {result.gate.reason}")
     return EXIT_GATE_FAILED if gate_failed else 0

@@ -6,7 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from onnxprune.cli._common import EXIT_GATE_FAILED, add_debug, add_metric, err, out
+from onnxprune.cli._common import (
+    EXIT_GATE_FAILED,
+    add_debug,
+    add_metric,
+    add_timing_flags,
+    err,
+    out,
+)
 from onnxprune.runtime import PROVIDERS
 
 COMPARISON_GATES = (
@@ -37,8 +44,10 @@ def add(sub: argparse._SubParsersAction) -> None:
             "'labels') with ONNX Runtime and report top-1/top-5 accuracy, latency and "
             "throughput; with a baseline, every output is compared with the baseline's (max "
             "and mean absolute and relative error, cosine similarity, top-1 and top-5 "
-            "agreement; no labels needed), and the baseline is timed on the same batches (the "
-            "speedup is its p50 over the model's). Exits 3 when a gate fails."
+            "agreement; no labels needed). Model and baseline are timed interleaved on the same "
+            "batches, repeated until --min-time and --min-runs; the speedup is the baseline's "
+            "median over the model's, with a 95%% confidence interval (a bootstrap over the "
+            "paired runs). Timing warnings go to stderr and the JSON. Exits 3 when a gate fails."
         ),
     )
     p.add_argument("model", help="path of the .onnx model")
@@ -74,6 +83,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--warmup", type=int, default=3, help="untimed runs first, of each model (default 3)"
     )
+    add_timing_flags(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--report-out", metavar="JSON", help="also write the result as JSON")
     add_debug(p)
@@ -94,6 +104,9 @@ def _validate(args: argparse.Namespace) -> int:
         provider=args.provider,
         batch_size=args.batch_size,
         warmup=args.warmup,
+        min_time=args.min_time,
+        min_runs=args.min_runs,
+        threads=args.threads,
         max_accuracy_drop=args.max_accuracy_drop,
         limits=gate_limits(args),
         metric=args.metric,
@@ -103,6 +116,8 @@ def _validate(args: argparse.Namespace) -> int:
         write_text_atomic(Path(args.report_out), text)
     failed = result.gate is not None and not result.gate.passed
     out(text if args.json else format_validation(result))
+    for warning in result.warnings:
+        err(f"warning: {warning}")
     if failed:  # on stderr too, so a pipeline log shows it whatever it keeps of stdout
         err(f"gate {gate_line(result.gate)}")
     return EXIT_GATE_FAILED if failed else 0

@@ -19,8 +19,11 @@ from onnxprune.service._proto import pruning_pb2 as pb
 from onnxprune.service.client import Client
 from tests.server.conftest import DATA, MLP
 
-TIMINGS = ("latency_ms_p50", "latency_ms_p95", "throughput")
-BASELINE_TIMINGS = ("baseline_latency_ms_p50", "baseline_latency_ms_p95", "speedup")
+TIMINGS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "throughput", "timed_runs")
+BASELINE_TIMINGS = (
+    *("baseline_latency_ms_p50", "baseline_latency_ms_p90", "baseline_latency_ms_p95"),
+    *("speedup", "speedup_low", "speedup_high"),
+)
 
 
 def _big_mlp(path, hidden=1024, seed=0):
@@ -112,6 +115,8 @@ def test_validate_equals_the_library_but_for_timings(address, tmp_path):
         assert remote_dict[key] > 0
         assert getattr(remote, key) == remote_dict.pop(key)  # the typed field is set too
         local.pop(key)
+    assert list(remote.warnings) == remote_dict.pop("warnings")  # they depend on the timings
+    local.pop("warnings")
     assert remote_dict == local
     assert remote.speedup == remote.baseline_latency_ms_p50 / remote.latency_ms_p50
     assert "vs baseline: p50 " in remote.text
@@ -150,8 +155,19 @@ def test_validate_without_a_baseline_leaves_the_baseline_timings_unset(address):
         remote = client.validate(MLP, DATA, provider="cpu")
     assert remote.latency_ms_p50 > 0
     assert not any(remote.HasField(key) for key in BASELINE_TIMINGS)
-    assert [json.loads(remote.json)[key] for key in BASELINE_TIMINGS] == [None, None, None]
+    assert [json.loads(remote.json)[key] for key in BASELINE_TIMINGS] == [None] * 6
     assert "vs baseline" not in remote.text
+
+
+def test_validate_timing_options_reach_the_server(address):
+    # digits_test.npz: 450 samples, 8 batches of 64; 12 runs then cycle back to the first batches.
+    with Client(address) as client:
+        remote = client.validate(
+            MLP, DATA, baseline=MLP, provider="cpu", min_time=0.0, min_runs=12, threads=2
+        )
+    assert (remote.timed_runs, remote.threads) == (12, 2)
+    assert remote.speedup_low <= remote.speedup <= remote.speedup_high
+    assert "12 runs per side after warm-up, 2 intra-op threads" in remote.text
 
 
 def test_list_methods_equals_the_registries(address):

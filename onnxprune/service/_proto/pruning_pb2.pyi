@@ -275,7 +275,7 @@ class CompactResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., model: _Optional[_Union[FileInfo, _Mapping]] = ..., model_data: _Optional[_Union[FileInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ..., result: _Optional[_Union[CompactResult, _Mapping]] = ...) -> None: ...
 
 class ValidateOptions(_message.Message):
-    __slots__ = ("provider", "batch_size", "warmup", "max_accuracy_drop", "min_agreement", "limits")
+    __slots__ = ("provider", "batch_size", "warmup", "max_accuracy_drop", "min_agreement", "limits", "min_time", "min_runs", "threads")
     class LimitsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -289,13 +289,19 @@ class ValidateOptions(_message.Message):
     MAX_ACCURACY_DROP_FIELD_NUMBER: _ClassVar[int]
     MIN_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    MIN_TIME_FIELD_NUMBER: _ClassVar[int]
+    MIN_RUNS_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
     provider: str
     batch_size: int
     warmup: int
     max_accuracy_drop: float
     min_agreement: float
     limits: _containers.ScalarMap[str, float]
-    def __init__(self, provider: _Optional[str] = ..., batch_size: _Optional[int] = ..., warmup: _Optional[int] = ..., max_accuracy_drop: _Optional[float] = ..., min_agreement: _Optional[float] = ..., limits: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    min_time: float
+    min_runs: int
+    threads: int
+    def __init__(self, provider: _Optional[str] = ..., batch_size: _Optional[int] = ..., warmup: _Optional[int] = ..., max_accuracy_drop: _Optional[float] = ..., min_agreement: _Optional[float] = ..., limits: _Optional[_Mapping[str, float]] = ..., min_time: _Optional[float] = ..., min_runs: _Optional[int] = ..., threads: _Optional[int] = ...) -> None: ...
 
 class ValidateHeader(_message.Message):
     __slots__ = ("model", "model_data", "data", "baseline", "baseline_data", "options")
@@ -439,7 +445,7 @@ class OutputComparison(_message.Message):
     def __init__(self, max_abs_error: _Optional[float] = ..., mean_abs_error: _Optional[float] = ..., max_rel_error: _Optional[float] = ..., mean_rel_error: _Optional[float] = ..., cosine: _Optional[float] = ..., worst_cosine: _Optional[float] = ..., agreement: _Optional[float] = ..., top5_agreement: _Optional[float] = ...) -> None: ...
 
 class ValidationResult(_message.Message):
-    __slots__ = ("model", "baseline", "provider", "samples", "batch_size", "top1", "top5", "baseline_top1", "baseline_top5", "agreement", "max_abs_diff", "mean_abs_diff", "latency_ms_p50", "latency_ms_p95", "throughput", "gate", "json", "text", "baseline_latency_ms_p50", "baseline_latency_ms_p95", "speedup", "outputs", "user_metrics", "baseline_user_metrics")
+    __slots__ = ("model", "baseline", "provider", "samples", "batch_size", "top1", "top5", "baseline_top1", "baseline_top5", "agreement", "max_abs_diff", "mean_abs_diff", "latency_ms_p50", "latency_ms_p95", "throughput", "gate", "json", "text", "baseline_latency_ms_p50", "baseline_latency_ms_p95", "speedup", "outputs", "user_metrics", "baseline_user_metrics", "latency_ms_p90", "baseline_latency_ms_p90", "speedup_low", "speedup_high", "speedup_confidence", "timed_runs", "threads", "warnings")
     class OutputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -485,6 +491,14 @@ class ValidationResult(_message.Message):
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     USER_METRICS_FIELD_NUMBER: _ClassVar[int]
     BASELINE_USER_METRICS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_P90_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_LATENCY_MS_P90_FIELD_NUMBER: _ClassVar[int]
+    SPEEDUP_LOW_FIELD_NUMBER: _ClassVar[int]
+    SPEEDUP_HIGH_FIELD_NUMBER: _ClassVar[int]
+    SPEEDUP_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    TIMED_RUNS_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     model: str
     baseline: str
     provider: str
@@ -509,4 +523,12 @@ class ValidationResult(_message.Message):
     outputs: _containers.MessageMap[str, OutputComparison]
     user_metrics: _containers.ScalarMap[str, float]
     baseline_user_metrics: _containers.ScalarMap[str, float]
-    def __init__(self, model: _Optional[str] = ..., baseline: _Optional[str] = ..., provider: _Optional[str] = ..., samples: _Optional[int] = ..., batch_size: _Optional[int] = ..., top1: _Optional[float] = ..., top5: _Optional[float] = ..., baseline_top1: _Optional[float] = ..., baseline_top5: _Optional[float] = ..., agreement: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., latency_ms_p50: _Optional[float] = ..., latency_ms_p95: _Optional[float] = ..., throughput: _Optional[float] = ..., gate: _Optional[_Union[GateResult, _Mapping]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ..., baseline_latency_ms_p50: _Optional[float] = ..., baseline_latency_ms_p95: _Optional[float] = ..., speedup: _Optional[float] = ..., outputs: _Optional[_Mapping[str, OutputComparison]] = ..., user_metrics: _Optional[_Mapping[str, float]] = ..., baseline_user_metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    latency_ms_p90: float
+    baseline_latency_ms_p90: float
+    speedup_low: float
+    speedup_high: float
+    speedup_confidence: float
+    timed_runs: int
+    threads: int
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., baseline: _Optional[str] = ..., provider: _Optional[str] = ..., samples: _Optional[int] = ..., batch_size: _Optional[int] = ..., top1: _Optional[float] = ..., top5: _Optional[float] = ..., baseline_top1: _Optional[float] = ..., baseline_top5: _Optional[float] = ..., agreement: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., latency_ms_p50: _Optional[float] = ..., latency_ms_p95: _Optional[float] = ..., throughput: _Optional[float] = ..., gate: _Optional[_Union[GateResult, _Mapping]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ..., baseline_latency_ms_p50: _Optional[float] = ..., baseline_latency_ms_p95: _Optional[float] = ..., speedup: _Optional[float] = ..., outputs: _Optional[_Mapping[str, OutputComparison]] = ..., user_metrics: _Optional[_Mapping[str, float]] = ..., baseline_user_metrics: _Optional[_Mapping[str, float]] = ..., latency_ms_p90: _Optional[float] = ..., baseline_latency_ms_p90: _Optional[float] = ..., speedup_low: _Optional[float] = ..., speedup_high: _Optional[float] = ..., speedup_confidence: _Optional[float] = ..., timed_runs: _Optional[int] = ..., threads: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
