@@ -3,7 +3,9 @@
 A manifest is YAML or JSON, either a list of entries or ``{"defaults": {...}, "models": [...]}``.
 An entry is a path, or a mapping with ``path`` (required; relative to the manifest's folder),
 ``data`` (an evaluation ``.npz``), ``options`` (prune options, see ``options.py``), ``output``
-(a path under the output folder) and ``memory_limit`` (e.g. ``"8G"``). For example::
+(a path under the output folder), ``memory_limit`` (e.g. ``"8G"``) and ``sensitivity`` (the
+``sensitivity.json`` of ``onnxprune sensitivity`` on that model, for ``allocation:
+sensitivity``). For example::
 
     defaults: {sparsity: 0.9, allocation: erk}
     models:
@@ -32,7 +34,7 @@ from onnxprune.outputs import PrunedFiles, model_files, names, refuse_clashes
 from onnxprune.sizes import parse_size
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-_ENTRY_KEYS = ("path", "data", "options", "output", "memory_limit")
+_ENTRY_KEYS = ("path", "data", "options", "output", "memory_limit", "sensitivity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,7 @@ class BatchItem:
         options: the merged prune options.
         memory_limit: bytes of address space its worker may add (``None``: no limit), when
             the manifest sets one (``own_limit``); else the batch's default applies.
+        sensitivity: the curves of ``onnxprune sensitivity``, for ``allocation: sensitivity``.
     """
 
     model: Path
@@ -56,6 +59,7 @@ class BatchItem:
     options: PruneOptions
     memory_limit: int | None = None
     own_limit: bool = False
+    sensitivity: Path | None = None
 
     def limit(self, default: int | None) -> int | None:
         """The memory limit for this item: its own, else ``default``."""
@@ -117,7 +121,7 @@ def collect_items(
 
 def _check_options(item: BatchItem) -> None:
     try:
-        check_prune(item.options)
+        check_prune(item.options, inputs=["sensitivity"] if item.sensitivity else [])
     except InvalidOptionError as e:
         raise InvalidOptionError(f"{item.name}: {e}") from None
 
@@ -145,8 +149,9 @@ def _refuse_clashes(
             inputs.update(model_files(item.model, what, outputs))
         except OnnxpruneError:  # unreadable: that model fails on its own; keep its file safe
             inputs.update(dict.fromkeys(names(item.model), what))
-        if item.data is not None:
-            inputs.update(dict.fromkeys(names(item.data), f"the data {item.data}"))
+        for kind, path in (("data", item.data), ("sensitivity file", item.sensitivity)):
+            if path is not None:
+                inputs.update(dict.fromkeys(names(path), f"the {kind} {path}"))
     refuse_clashes(outputs, inputs)
 
 
@@ -204,9 +209,10 @@ def _entry(
     except ValueError:  # outside the manifest's folder: its file name
         name = PurePosixPath(model.name)
     output = _output(entry.get("output"), name, where)
-    data = entry.get("data")
-    if data is not None and not isinstance(data, str):
-        raise InvalidOptionError(f"{where}: 'data' must be a path")
+    data, sensitivity = entry.get("data"), entry.get("sensitivity")
+    for key, value in (("data", data), ("sensitivity", sensitivity)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidOptionError(f"{where}: {key!r} must be a path")
     merged = merge_options(options, entry.get("options") or {}, where)
     item = BatchItem(
         model,
@@ -214,6 +220,7 @@ def _entry(
         output,
         base / data if data else _data_for(data_root, name),
         merged,
+        sensitivity=base / sensitivity if sensitivity else None,
     )
     if "memory_limit" in entry:
         limit = entry["memory_limit"]

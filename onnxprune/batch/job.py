@@ -56,6 +56,7 @@ class Job:
     provider: str = "auto"
     batch_size: int = 64
     max_bytes: int = DEFAULT_MAX_BYTES
+    sensitivity: str | None = None
 
     @property
     def files(self) -> PrunedFiles:
@@ -190,6 +191,7 @@ def _prune(job: Job, asked: ItemResult) -> tuple[ItemResult, list[str]]:
         job.model,
         options,
         calibration=calibration,
+        sensitivity=job.sensitivity,
         output=files.model,
         masks_out=None if options.structured else files.masks,
         report_out=files.report,
@@ -204,7 +206,8 @@ def _prune(job: Job, asked: ItemResult) -> tuple[ItemResult, list[str]]:
         effective_sparsity=None if report is None else report.effective_sparsity,
         warnings=tuple(result.warnings),
     )
-    return done, [str(Path(job.model).resolve()), *_external_files(job)]
+    read = [job.model, *([job.sensitivity] if job.sensitivity else [])]
+    return done, [str(Path(path).resolve()) for path in read] + _external_files(job)
 
 
 def _evaluate(job: Job, done: ItemResult) -> ItemResult:

@@ -212,11 +212,12 @@ def _job(
         output_name=str(item.output),
         data=None if item.data is None else str(item.data.resolve()),
         options=item.options,
-        fingerprint=fingerprint(item.options, item.data, version),
+        fingerprint=fingerprint(item.options, item.data, version, item.sensitivity),
         memory_limit=item.limit(default_limit),
         provider=provider,
         batch_size=batch_size,
         max_bytes=max_bytes,
+        sensitivity=None if item.sensitivity is None else str(item.sensitivity.resolve()),
     )
 
 

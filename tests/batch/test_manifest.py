@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import onnx
 import pytest
@@ -110,3 +111,34 @@ def test_a_directory_keeps_its_layout_and_skips_hidden_files(tmp_path):
     save(mlp(1), tmp_path / "z" / ".tmp.onnx")
     items = collect_items(tmp_path / "z", tmp_path / "out", PruneOptions(sparsity=0.5))
     assert [(i.name, str(i.output)) for i in items] == [("deep/er/m.onnx", "deep/er/m.onnx")]
+
+
+def test_an_entry_s_sensitivity_file_feeds_the_sensitivity_allocation(tmp_path):
+    save(mlp(1), tmp_path / "a.onnx")
+    # w1 (128 weights) loses nothing up to 75%, w2 (64) loses 1 at 75%: half of the 192
+    # weights is 96 = 75% of w1, and w2 stays dense.
+    curves = {
+        "kind": "sensitivity",
+        "higher_is_better": True,
+        "baseline": 1.0,
+        "layers": [
+            {"name": "w1", "params": 128, "levels": [0.75], "values": [1.0]},
+            {"name": "w2", "params": 64, "levels": [0.75], "values": [0.0]},
+        ],
+    }
+    sens = tmp_path / "sens.json"
+    sens.write_text(json.dumps(curves))
+    entry = {"path": "a.onnx", "options": {"sparsity": 0.5, "allocation": "sensitivity"}}
+    manifest = tmp_path / "batch.json"
+    manifest.write_text(json.dumps([entry]))
+    with pytest.raises(InvalidOptionError, match=r"^a\.onnx: allocation sensitivity needs "):
+        collect_items(manifest, tmp_path / "out", PruneOptions())
+    manifest.write_text(json.dumps([{**entry, "sensitivity": "sens.json"}]))
+    (result,) = run_batch(manifest, tmp_path / "out").results
+    assert (result.status, result.direct_sparsity) == ("ok", 0.5)
+    layers = {layer.name: layer for layer in analyze(tmp_path / "out" / "a.onnx").layers}
+    assert (layers["w1"].direct_sparsity, layers["w2"].direct_sparsity) == (0.75, 0.0)
+    assert run_batch(manifest, tmp_path / "out").results[0].status == "skipped"
+    later = (tmp_path / "out" / "a.onnx").stat().st_mtime + 10
+    os.utime(sens, (later, later))  # new curves: the model is pruned again
+    assert run_batch(manifest, tmp_path / "out").results[0].status == "ok"
