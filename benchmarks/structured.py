@@ -38,6 +38,7 @@ import onnx
 from _models import LIGHT, random_weights  # benchmarks/ is on sys.path
 from _results import print_result
 
+from onnxprune.macs import count_macs
 from onnxprune.runtime import create_session
 from onnxprune.structured import structured_prune
 
@@ -67,32 +68,6 @@ def deployable(model: onnx.ModelProto) -> onnx.ModelProto:
 def params(model: onnx.ModelProto) -> int:
     """Number of initializer elements."""
     return sum(int(np.prod(t.dims)) for t in model.graph.initializer)
-
-
-def macs(model: onnx.ModelProto) -> int:
-    """Multiply-accumulates of every Conv and Gemm, from weight shapes and inferred outputs."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    shapes = {}
-    for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
-        dims = vi.type.tensor_type.shape.dim
-        shapes[vi.name] = tuple(d.dim_value for d in dims)
-    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    total = 0
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "Gemm"):
-            continue
-        w, y = weights[node.input[1]], shapes[node.output[0]]
-        if not y or 0 in y:
-            raise RuntimeError(f"no inferred shape for the output of {node.name or node.output[0]}")
-        if node.op_type == "Conv":  # each output element: C_in/group * kh * kw MACs
-            total += int(np.prod(y)) * int(np.prod(w[1:]))
-        else:  # Gemm: each output element is one dot product of length K
-            total += int(np.prod(y)) * (w[1] if _trans_b(node) else w[0])
-    return total
-
-
-def _trans_b(node: onnx.NodeProto) -> bool:
-    return any(a.name == "transB" and a.i for a in node.attribute)
 
 
 def session(model: onnx.ModelProto, provider: str = "cpu"):
@@ -168,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         random_weights(LIGHT / "light_resnet50.onnx", path, sparsity=0.0)
         dense = deployable(onnx.load(path))
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
-    p0, f0 = params(dense), macs(dense)
+    p0, f0 = params(dense), count_macs(dense).macs
     t0 = latency(dense, x, args.warmup, args.repeat)
     print(
         f"ResNet-50 dense: {p0:,} parameters, {f0 / 1e9:.2f} GMACs, "
@@ -183,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         small = smalls[sparsity] = result.model
         kept = sum(k for k, _ in result.units.values())
         total = sum(n for _, n in result.units.values())
-        p1, f1 = params(small), macs(small)
+        p1, f1 = params(small), result.compaction.macs_after.macs
         t1 = latency(small, x, args.warmup, args.repeat)
         rel = agreement(result.masked, small, x)
         speedup = t0 / t1

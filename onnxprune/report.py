@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from onnxprune.macs import MacCount, short
 from onnxprune.metrics import COMPARISONS
 from onnxprune.text import printable
 
@@ -27,6 +28,9 @@ class LayerSparsity:
         active: nonzero weights on some input-to-output path.
         dead_inputs: input units of the layer through which no active weight passes.
         dead_outputs: output units of the layer that no active weight reaches.
+        macs: dense multiply-accumulates of the layer's uses (``onnxprune.macs``), ``None``
+            when a shape is unknown.
+        nonzero_macs: those by nonzero weights: what is left when zeros are skipped.
     """
 
     name: str
@@ -37,6 +41,8 @@ class LayerSparsity:
     active: int
     dead_inputs: int
     dead_outputs: int
+    macs: int | None = None
+    nonzero_macs: int | None = None
 
     @property
     def direct_sparsity(self) -> float:
@@ -59,6 +65,8 @@ class LayerSparsity:
             "effective_sparsity": self.effective_sparsity,
             "dead_inputs": self.dead_inputs,
             "dead_outputs": self.dead_outputs,
+            "macs": self.macs,
+            "nonzero_macs": self.nonzero_macs,
         }
 
 
@@ -70,11 +78,23 @@ class SparsityReport:
         layers: one entry per prunable weight, in graph order.
         level: ``"channel"`` or ``"exact"``, the reachability level that ran.
         fallbacks: nodes that mixed densely because we could not follow them.
+        cost: the MACs of every counted node, products of two activations included.
     """
 
     layers: tuple[LayerSparsity, ...]
     level: str
     fallbacks: tuple[Fallback, ...]
+    cost: MacCount = field(default_factory=MacCount)
+
+    @property
+    def macs(self) -> int | None:
+        """Dense multiply-accumulates of one run (``None`` when a shape is unknown)."""
+        return self.cost.macs
+
+    @property
+    def nonzero_macs(self) -> int | None:
+        """Multiply-accumulates by nonzero weights (and of products of two activations)."""
+        return self.cost.nonzero_macs
 
     @property
     def total_params(self) -> int:
@@ -118,6 +138,8 @@ class SparsityReport:
             "direct_compression": _finite(self.direct_compression),
             "effective_compression": _finite(self.effective_compression),
             "level": self.level,
+            "macs": self.macs,
+            "nonzero_macs": self.nonzero_macs,
             "layers": [layer.to_dict() for layer in self.layers],
             "fallback_ops": list(self.fallback_ops),
         }
@@ -132,9 +154,23 @@ def _finite(value: float) -> float | None:
     return None if math.isinf(value) else value
 
 
+LAYER_COLUMNS = (
+    "layer",
+    "op",
+    "shape",
+    "params",
+    "direct",
+    "effective",
+    "dead in",
+    "dead out",
+    "MACs",
+    "nonzero MACs",
+)
+"""The columns of a sparsity report's layer table, here and in rendered reports."""
+
+
 def format_table(report: SparsityReport) -> str:
     """The report as a fixed-width text table with totals and the fallback list."""
-    header = ("layer", "op", "shape", "params", "direct", "effective", "dead in", "dead out")
     rows = [
         (
             layer.name,
@@ -145,10 +181,12 @@ def format_table(report: SparsityReport) -> str:
             f"{layer.effective_sparsity:.2%}",
             str(layer.dead_inputs),
             str(layer.dead_outputs),
+            short(layer.macs),
+            short(layer.nonzero_macs),
         )
         for layer in report.layers
     ]
-    out = text_table(header, rows, "<<<>>>>>")
+    out = text_table(LAYER_COLUMNS, rows, "<<<>>>>>>>")
     out += [
         "",
         f"level: {report.level}   prunable weights: {report.total_params:,}   layers: "
@@ -157,6 +195,7 @@ def format_table(report: SparsityReport) -> str:
         f"{_ratio(report.direct_compression)}",
         f"effective sparsity: {report.effective_sparsity:.4%}   compression "
         f"{_ratio(report.effective_compression)}",
+        mac_line(report.macs, report.nonzero_macs),
     ]
     if report.fallbacks:
         out.append(f"fell back to dense mixing ({len(report.fallbacks)} nodes): ")
@@ -164,6 +203,19 @@ def format_table(report: SparsityReport) -> str:
     else:
         out.append("fell back to dense mixing: none")
     return "\n".join(out)
+
+
+def mac_line(macs: int | None, nonzero: int | None) -> str:
+    """``MACs: 4.11G dense   1.20G by nonzero weights (29.20%)``; unknown shapes say so.
+
+    Example:
+        >>> mac_line(2000, 500)
+        'MACs: 2K dense   500 by nonzero weights (25.00%)'
+    """
+    if macs is None:
+        return "MACs: unknown (a symbolic input dimension; give --input-shape)"
+    share = f" ({nonzero / macs:.2%})" if macs and nonzero is not None else ""
+    return f"MACs: {short(macs)} dense   {short(nonzero)} by nonzero weights{share}"
 
 
 def text_table(

@@ -22,6 +22,7 @@ from onnxprune.external_data import load_model_lazy
 from onnxprune.graph.build import ConnectivityGraph, Layer, build_graph
 from onnxprune.graph.channel import LayerActivity, channel_reachability
 from onnxprune.graph.exact import exact_reachability
+from onnxprune.macs import NodeMacs, graph_macs, total
 from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model
 from onnxprune.report import LayerSparsity, SparsityReport
 
@@ -81,13 +82,16 @@ def sparsity_report(graph: ConnectivityGraph, *, level: str = "channel") -> Spar
         uses.setdefault(layer.name, []).append(layer)
     shared = frozenset(name for name, layers in uses.items() if len(layers) > 1)
     activity = LEVELS[level](graph, masks_for=shared)
+    cost = graph_macs(graph, {node: act.nonzero for node, act in activity.items()})
+    by_node = {node.node: node for node in cost.nodes}
     rows = [
-        _row(graph, layers, [activity[layer.node] for layer in layers]) for layers in uses.values()
+        _row(layers, [activity[use.node] for use in layers], [by_node[use.node] for use in layers])
+        for layers in uses.values()
     ]
-    return SparsityReport(tuple(rows), level, graph.fallbacks)
+    return SparsityReport(tuple(rows), level, graph.fallbacks, cost)
 
 
-def _row(graph: ConnectivityGraph, layers: list[Layer], acts: list[LayerActivity]) -> LayerSparsity:
+def _row(layers: list[Layer], acts: list[LayerActivity], macs: list[NodeMacs]) -> LayerSparsity:
     first, act = layers[0], acts[0]
     params = int(np.prod(first.shape))
     active = act.active
@@ -105,6 +109,8 @@ def _row(graph: ConnectivityGraph, layers: list[Layer], acts: list[LayerActivity
         active,
         act.dead_inputs,
         act.dead_outputs,
+        total(m.macs for m in macs),
+        total(m.nonzero_macs for m in macs),
     )
 
 

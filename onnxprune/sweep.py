@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
+from onnxprune.macs import short
 from onnxprune.model import (
     data_files,
     load_model,
@@ -36,6 +37,8 @@ class SweepRun:
     """One pruned model of a sweep: what was asked, what came out, how it validated.
 
     ``error`` holds a one-line message when the run failed (the other results are then None).
+    ``macs`` are the pruned model's dense multiply-accumulates (those of the dense model: a mask
+    keeps the shapes), ``nonzero_macs`` those by nonzero weights (``onnxprune.macs``).
     """
 
     method: str
@@ -44,6 +47,8 @@ class SweepRun:
     sparsity: float
     direct_sparsity: float | None = None
     effective_sparsity: float | None = None
+    macs: int | None = None
+    nonzero_macs: int | None = None
     top1: float | None = None
     agreement: float | None = None
     provider: str | None = None
@@ -62,6 +67,8 @@ class SweepRun:
             "effective_sparsity": self.effective_sparsity,
             "direct_compression": _finite_compression(self.direct_sparsity),
             "effective_compression": _finite_compression(self.effective_sparsity),
+            "macs": self.macs,
+            "nonzero_macs": self.nonzero_macs,
             "top1": self.top1,
             "agreement": self.agreement,
             "provider": self.provider,
@@ -342,6 +349,8 @@ class _Task:
             asked,
             direct_sparsity=result.report.direct_sparsity,
             effective_sparsity=result.report.effective_sparsity,
+            macs=result.report.macs,
+            nonzero_macs=result.report.nonzero_macs,
             top1=checked.top1,
             agreement=checked.agreement,
             provider=checked.provider,
@@ -367,15 +376,16 @@ def _finite_compression(sparsity: float | None) -> float | None:
 def format_sweep(result: SweepResult) -> str:
     """The sweep as a text table.
 
-    One row per run: method, target, direct and effective sparsity, top-1 accuracy, and
-    agreement with the dense model; failed runs show their error.
+    One row per run: method, target, direct and effective sparsity, MACs by nonzero weights,
+    top-1 accuracy, and agreement with the dense model; failed runs show their error.
     """
     dense = result.dense
-    header = ("method", "target", "direct", "effective", "top-1", "agreement")
-    rows = [("dense", "-", "-", "-", _pct(dense.top1), "-")]
+    header = ("method", "target", "direct", "effective", "nonzero MACs", "top-1", "agreement")
+    dense_macs = next((run.macs for run in result.runs if run.error is None), None)
+    rows = [("dense", "-", "-", "-", short(dense_macs), _pct(dense.top1), "-")]
     for run in result.runs:
         if run.error is not None:
-            rows.append((run.method, f"{run.sparsity:g}", "failed", run.error, "", ""))
+            rows.append((run.method, f"{run.sparsity:g}", "failed", run.error, "", "", ""))
             continue
         rows.append(
             (
@@ -383,6 +393,7 @@ def format_sweep(result: SweepResult) -> str:
                 f"{run.sparsity:g}",
                 _pct(run.direct_sparsity),
                 _pct(run.effective_sparsity),
+                short(run.nonzero_macs),
                 _pct(run.top1),
                 _pct(run.agreement),
             )

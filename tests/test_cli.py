@@ -23,6 +23,8 @@ LAYER_KEYS = {
     "effective_sparsity",
     "dead_inputs",
     "dead_outputs",
+    "macs",
+    "nonzero_macs",
 }
 TOP_KEYS = {
     "total_params",
@@ -31,6 +33,8 @@ TOP_KEYS = {
     "direct_compression",
     "effective_compression",
     "level",
+    "macs",
+    "nonzero_macs",
     "layers",
     "fallback_ops",
 }

@@ -84,6 +84,10 @@ class ItemResult:
         accuracy: top-1 accuracy of the pruned model on its evaluation data (with labels).
         baseline_accuracy: the same for the model before pruning.
         agreement: fraction of top-1 classes that agree with the model before pruning.
+        macs: multiply-accumulates of the pruned model (``onnxprune.macs``; ``None`` when a
+            shape is unknown).
+        nonzero_macs: those by nonzero weights.
+        baseline_macs: the dense multiply-accumulates of the model before pruning.
         seconds: wall time of the run (of the original run, for a skipped model).
         error: one line, when it failed.
         warnings: the pruner's warnings (layer collapse, skipped layers).
@@ -99,6 +103,9 @@ class ItemResult:
     accuracy: float | None = None
     baseline_accuracy: float | None = None
     agreement: float | None = None
+    macs: int | None = None
+    nonzero_macs: int | None = None
+    baseline_macs: int | None = None
     seconds: float = 0.0
     error: str | None = None
     warnings: tuple[str, ...] = ()
@@ -204,6 +211,9 @@ def _prune(job: Job, asked: ItemResult) -> tuple[ItemResult, list[str]]:
         streamed=result.streamed,
         direct_sparsity=None if report is None else report.direct_sparsity,
         effective_sparsity=None if report is None else report.effective_sparsity,
+        macs=result.cost.macs,
+        nonzero_macs=result.cost.nonzero_macs,
+        baseline_macs=result.dense_macs_before,
         warnings=tuple(result.warnings),
     )
     read = [job.model, *([job.sensitivity] if job.sensitivity else [])]

@@ -33,6 +33,7 @@ from onnxprune.batch.items import BatchItem, collect_items
 from onnxprune.batch.job import ItemResult, Job, finished
 from onnxprune.batch.lock import lock_folder
 from onnxprune.batch.options import fingerprint
+from onnxprune.macs import short
 from onnxprune.model import DEFAULT_MAX_BYTES, write_text_atomic
 from onnxprune.options import PruneOptions
 from onnxprune.report import text_table
@@ -223,7 +224,17 @@ def _job(
 
 def format_batch(batch: BatchResult) -> str:
     """The batch as a text table, one row per model, and a totals line."""
-    header = ("model", "status", "target", "direct", "effective", "top-1", "dense top-1", "time")
+    header = (
+        "model",
+        "status",
+        "target",
+        "direct",
+        "effective",
+        "MACs",
+        "top-1",
+        "dense top-1",
+        "time",
+    )
     rows = [
         (
             r.model,
@@ -231,18 +242,26 @@ def format_batch(batch: BatchResult) -> str:
             "n/a" if r.target is None else f"{r.target:g}",
             _pct(r.direct_sparsity),
             _pct(r.effective_sparsity),
+            _macs(r),
             _pct(r.accuracy),
             _pct(r.baseline_accuracy),
             f"{r.seconds:.1f}s",
         )
         for r in batch.results
     ]
-    lines = text_table(header, rows, "<<>>>>>>")
+    lines = text_table(header, rows, "<<>>>>>>>")
     lines.append(
         f"{len(batch.results)} models: {batch.count('ok')} pruned, {batch.count('skipped')} "
         f"already done, {batch.count('failed')} failed"
     )
     return "\n".join(lines)
+
+
+def _macs(result: ItemResult) -> str:
+    """``4.11G -> 1.2G``: the dense MACs before, those by nonzero weights after."""
+    if result.macs is None and result.baseline_macs is None:
+        return "n/a"
+    return f"{short(result.baseline_macs)} -> {short(result.nonzero_macs)}"
 
 
 def _pct(value: float | None) -> str:

@@ -39,6 +39,7 @@ def print_structured(summary: Mapping[str, object], args: argparse.Namespace) ->
         out(f"removed {removed} of {prunable} prunable groups: {summary['group_sparsity']:.2%} "
             f"({target})")  # fmt: skip
     _left_alone(summary["blocked"])
+    out(_macs(summary))
     out(f"parameters {summary['params_before']} -> {summary['params_after']}; wrote {args.output}")
 
 
@@ -56,13 +57,24 @@ def print_compact(summary: Mapping[str, object], args: argparse.Namespace) -> No
             + (f" ({n_folded} folded)" if n_folded else "")
         )
     _left_alone(summary["blocked"])
+    out(_macs(summary))
     out(f"parameters {summary['params_before']} -> {summary['params_after']}; wrote {args.output}")
 
 
 def print_compaction(summary: Mapping[str, object]) -> None:
     """After ``prune --compact`` (a ``CompactResult.to_dict``): parameters, blocked groups."""
     out(f"compacted: parameters {summary['params_before']} -> {summary['params_after']}")
+    out(f"compacted: {_macs(summary)}")
     _left_alone(summary["blocked"])
+
+
+def _macs(summary: Mapping[str, object]) -> str:
+    """``MACs 50.2K -> 22K (by nonzero weights 2.51K -> 1.92K)``, from a compaction's JSON."""
+    from onnxprune.macs import short
+
+    dense = f"{short(summary['macs_before'])} -> {short(summary['macs_after'])}"
+    nonzero = f"{short(summary['nonzero_macs_before'])} -> {short(summary['nonzero_macs_after'])}"
+    return f"MACs {dense} (by nonzero weights {nonzero})"
 
 
 def _warn(summary: Mapping[str, object]) -> None:

@@ -15,6 +15,7 @@ import onnx
 from onnxprune.graph.registry import NodeView, lookup, static
 from onnxprune.graph.shapes import Shape, infer_shapes
 from onnxprune.graph.transfers import Contract, Dense, Move, NoSignal, Pointwise, Transfer
+from onnxprune.macs import dense_macs
 from onnxprune.op_checks import check_shapes
 from onnxprune.weights import ConstantResolver, TensorReader
 
@@ -59,7 +60,11 @@ class Layer:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One node: the activation tensors it reads, the tensors it writes, one transfer per output."""
+    """One node: the activation tensors it reads, the tensors it writes, one transfer per output.
+
+    ``macs`` are the node's dense multiply-accumulates (``onnxprune.macs``): 0 for an op that is
+    not counted, ``None`` when a shape it needs is unknown.
+    """
 
     node: str
     op_type: str
@@ -67,6 +72,7 @@ class Step:
     outputs: tuple[str, ...]
     transfers: tuple[Transfer, ...]
     layer: Layer | None = None
+    macs: int | None = 0
 
 
 @dataclass(frozen=True)
@@ -165,8 +171,17 @@ def build_graph(
         if has_signal:
             signal.update(o for o in outputs if o)
         layer = _layer(node_name, node, transfers[0], shapes, constants) if is_layer else None
+        macs = _macs(view) if node.domain in ("", "ai.onnx") else 0
         steps.append(
-            Step(node_name, node.op_type, tuple(names[i] for i in acts), outputs, transfers, layer)
+            Step(
+                node_name,
+                node.op_type,
+                tuple(names[i] for i in acts),
+                outputs,
+                transfers,
+                layer,
+                macs,
+            )
         )
         if layer is not None:
             layers.append(layer)
@@ -186,6 +201,12 @@ def _transfers(view: NodeView) -> tuple[Transfer, ...]:
         result = rule(view)
     transfers = result if isinstance(result, tuple) else (result,) * max(1, len(node.output))
     return tuple(_fitting(view, t, view.static_out(i)) for i, t in enumerate(transfers))
+
+
+def _macs(view: NodeView) -> int | None:
+    """The node's dense MACs from its static shapes (``onnxprune.macs``)."""
+    inputs = [view.static_in(i) for i in range(len(view.node.input))]
+    return dense_macs(view.op_type, inputs, view.static_out())
 
 
 def _fitting(view: NodeView, transfer: Transfer, out: tuple[int, ...] | None) -> Transfer:

@@ -42,6 +42,7 @@ from onnxprune.report import SparsityReport
 from onnxprune.sparsity import LEVELS, sparsity_report
 
 if TYPE_CHECKING:
+    from onnxprune.macs import MacCount
     from onnxprune.options import PruneOptions
     from onnxprune.structured.compact import CompactResult
     from onnxprune.structured.prune import StructuredResult
@@ -79,6 +80,16 @@ class PruneResult:
     streamed: bool = False
     structured: StructuredResult | None = None
     compaction: CompactResult | None = None
+
+    @property
+    def cost(self) -> MacCount:
+        """The MACs of the model given back (after compaction, when there was one)."""
+        return self.report.cost if self.compaction is None else self.compaction.macs_after
+
+    @property
+    def dense_macs_before(self) -> int | None:
+        """The dense MACs of the model before pruning (a mask does not change them)."""
+        return self.report.macs if self.compaction is None else self.compaction.macs_before.macs
 
     def to_dict(self) -> dict:
         """The JSON a prune writes (``--report-out``, ``--json``).

@@ -45,6 +45,13 @@ def number(value: float | None, unit: str = "", spec: str = ".4g") -> str:
     return f"{value:{spec}} {unit}".rstrip()
 
 
+def macs(value: float | None) -> str:
+    """Multiply-accumulates with an SI suffix: ``27648`` -> ``27.6K``; null -> ``n/a``."""
+    from onnxprune.macs import short
+
+    return MISSING if value is None else short(int(value))
+
+
 def text(value: str | None) -> str:
     """A string, or ``n/a`` for null."""
     return MISSING if value is None else value

@@ -24,14 +24,16 @@ from onnxprune.render.document import (
 from onnxprune.render.kinds import OPTIONAL_VALIDATION_FIELDS, detect_kind
 from onnxprune.render.sensitivity import sensitivity_sections
 from onnxprune.render.structured import compact_sections, structured_sections
+from onnxprune.report import LAYER_COLUMNS
 
-LAYER_HEADER = ("#", "layer", "op", "shape", "params", "direct", "effective", "dead in", "dead out")
+LAYER_HEADER = ("#", *LAYER_COLUMNS)
 ITEM_HEADER = (
     "model",
     "status",
     "target",
     "direct",
     "effective",
+    "nonzero MACs",
     "top-1",
     "dense top-1",
     "agreement",
@@ -44,6 +46,7 @@ RUN_HEADER = (
     "effective",
     "direct compression",
     "effective compression",
+    "nonzero MACs",
     "top-1",
     "agreement",
 )
@@ -91,6 +94,8 @@ def sparsity_sections(data: Mapping) -> tuple[Section, ...]:
             ("effective sparsity", fmt.percent(data["effective_sparsity"])),
             ("direct compression", fmt.compression(data["direct_compression"])),
             ("effective compression", fmt.compression(data["effective_compression"])),
+            ("MACs (dense)", fmt.macs(data.get("macs"))),
+            ("MACs by nonzero weights", fmt.macs(data.get("nonzero_macs"))),
         ),
         (False, True),
     )
@@ -118,10 +123,12 @@ def _layer_blocks(layers: list[Mapping]) -> tuple[Block, ...]:
             fmt.percent(layer["effective_sparsity"]),
             fmt.count(layer["dead_inputs"]),
             fmt.count(layer["dead_outputs"]),
+            fmt.macs(layer.get("macs")),
+            fmt.macs(layer.get("nonzero_macs")),
         )
         for i, layer in enumerate(layers, 1)
     )
-    table = Table(LAYER_HEADER, rows, (True, False, False, False, True, True, True, True, True))
+    table = Table(LAYER_HEADER, rows, (True, False, False, False, *(True,) * 7))
     names = tuple(layer["name"] for layer in layers)
 
     def series(name: str, key: str) -> Bars:
@@ -206,8 +213,11 @@ def sweep_sections(data: Mapping) -> tuple[Section, ...]:
     rows = [_run_row(run) for run in runs]
     if dense is not None:
         na = fmt.MISSING
-        rows.insert(0, ("dense", na, na, na, na, na, fmt.percent(dense["top1"]), na))
-    blocks: list[Block] = [Table(RUN_HEADER, tuple(rows), (False, *(True,) * 7))]
+        dense_macs = next((run["macs"] for run in runs if run.get("macs") is not None), None)
+        rows.insert(
+            0, ("dense", na, na, na, na, na, fmt.macs(dense_macs), fmt.percent(dense["top1"]), na)
+        )
+    blocks: list[Block] = [Table(RUN_HEADER, tuple(rows), (False, *(True,) * 8))]
     failed = [run for run in runs if run.get("error") is not None]
     if failed:
         lines = "; ".join(
@@ -230,6 +240,7 @@ def _run_row(run: Mapping) -> tuple[str, ...]:
         fmt.percent(run["effective_sparsity"]),
         fmt.compression(run["direct_compression"], run["direct_sparsity"]),
         fmt.compression(run["effective_compression"], run["effective_sparsity"]),
+        fmt.macs(run.get("nonzero_macs")),
         fmt.percent(run["top1"]),
         fmt.percent(run["agreement"]),
     )
@@ -310,6 +321,7 @@ def batch_sections(data: Mapping) -> tuple[Section, ...]:
             fmt.MISSING if r["target"] is None else fmt.sparsity_target(r["target"]),
             fmt.percent(r["direct_sparsity"]),
             fmt.percent(r["effective_sparsity"]),
+            fmt.macs(r.get("nonzero_macs")),
             fmt.percent(r["accuracy"]),
             fmt.percent(r["baseline_accuracy"]),
             fmt.percent(r["agreement"]),
@@ -317,7 +329,7 @@ def batch_sections(data: Mapping) -> tuple[Section, ...]:
         )
         for r in results
     )
-    blocks: list[Block] = [Table(ITEM_HEADER, rows, (False, False, *(True,) * 7))]
+    blocks: list[Block] = [Table(ITEM_HEADER, rows, (False, False, *(True,) * 8))]
     pruned = [r for r in results if r["direct_sparsity"] is not None]
     if pruned:
         blocks.append(

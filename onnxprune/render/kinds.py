@@ -37,6 +37,15 @@ SPARSITY_FIELDS = {
     "layers": "list",
     "fallback_ops": "list",
 }
+MAC_FIELDS = {"macs": "num?", "nonzero_macs": "num?"}
+"""Checked when present (sparsity reports, layers, sweep runs): older reports lack them."""
+COMPACTION_MAC_FIELDS = {
+    "macs_before": "num?",
+    "macs_after": "num?",
+    "nonzero_macs_before": "num?",
+    "nonzero_macs_after": "num?",
+}
+"""Checked when present (compactions, structured prunes)."""
 LAYER_FIELDS = {
     "name": "str",
     "op_type": "str",
@@ -92,7 +101,7 @@ RUN_FIELDS = {
     "model_path": "str?",
     "report_path": "str?",
 }
-OPTIONAL_RUN_FIELDS = {"error": "str?"}
+OPTIONAL_RUN_FIELDS = {"error": "str?", **MAC_FIELDS}
 BATCH_FIELDS = {
     "kind": "str",
     "models": "num",
@@ -117,6 +126,7 @@ ITEM_FIELDS = {
     "error": "str?",
     "warnings": "list",
 }
+OPTIONAL_ITEM_FIELDS = {**MAC_FIELDS, "baseline_macs": "num?"}
 BLOCKED_FIELDS = {
     "layers": "list",
     "reason": "str",
@@ -228,8 +238,10 @@ def detect_kind(data: object) -> Kind:
 def check_sparsity(data: Mapping, where: str = "sparsity report") -> None:
     """Check a sparsity report's keys, layers, fallback ops and (``prune --compact``) compaction."""
     _check(data, SPARSITY_FIELDS, where)
+    _check(data, MAC_FIELDS, where, required=False)
     for i, layer in enumerate(data["layers"]):
         _check(layer, LAYER_FIELDS, f"{where} layers[{i}]")
+        _check(layer, MAC_FIELDS, f"{where} layers[{i}]", required=False)
         _check_items(layer["shape"], "num", f"{where} layers[{i}].shape")
     _check_items(data["fallback_ops"], "str", f"{where} fallback_ops")
     if "compaction" in data:
@@ -239,6 +251,7 @@ def check_sparsity(data: Mapping, where: str = "sparsity report") -> None:
 def check_structured(data: Mapping, where: str = "structured prune") -> None:
     """Check a structured prune's keys: units as [kept, total] per layer, shares, blocked."""
     _check(data, STRUCTURED_FIELDS, where)
+    _check(data, COMPACTION_MAC_FIELDS, where, required=False)
     for name, kept_total in data["units"].items():
         if not (isinstance(kept_total, list) and len(kept_total) == 2):
             raise InvalidOptionError(
@@ -254,6 +267,7 @@ def check_structured(data: Mapping, where: str = "structured prune") -> None:
 def check_compact(data: Mapping, where: str = "compaction") -> None:
     """Check a compaction's keys: units removed and folded per layer, parameters, blocked."""
     _check(data, COMPACT_FIELDS, where)
+    _check(data, COMPACTION_MAC_FIELDS, where, required=False)
     _check_values(data["removed"], "num", f"{where}.removed")
     _check_values(data["folded"], "num", f"{where}.folded")
     _check_blocked(data["blocked"], where)
@@ -288,6 +302,7 @@ def check_batch(data: Mapping, where: str = "batch") -> None:
     _check(data, BATCH_FIELDS, where)
     for i, item in enumerate(data["results"]):
         _check(item, ITEM_FIELDS, f"{where} results[{i}]")
+        _check(item, OPTIONAL_ITEM_FIELDS, f"{where} results[{i}]", required=False)
         _check_items(item["warnings"], "str", f"{where} results[{i}].warnings")
 
 

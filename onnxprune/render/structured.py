@@ -72,6 +72,19 @@ def _parameters(data: Mapping) -> tuple[tuple[str, str], ...]:
         ("parameters before", fmt.count(before)),
         ("parameters after", fmt.count(after)),
         ("parameters removed", fmt.percent((before - after) / before if before else None)),
+        *_macs(data),
+    )
+
+
+def _macs(data: Mapping) -> tuple[tuple[str, str], ...]:
+    """MACs before and after, dense and by nonzero weights (reports from before lack them)."""
+    if "macs_before" not in data:
+        return ()
+    return (
+        ("MACs before", fmt.macs(data["macs_before"])),
+        ("MACs after", fmt.macs(data["macs_after"])),
+        ("MACs by nonzero weights before", fmt.macs(data["nonzero_macs_before"])),
+        ("MACs by nonzero weights after", fmt.macs(data["nonzero_macs_after"])),
     )
 
 

@@ -72,6 +72,7 @@ def structured_message(result: StructuredResult) -> pb.PruneResult:
         group_sparsity=result.group_sparsity,
         groups_removed=result.groups_removed,
         groups_prunable=result.groups_prunable,
+        **_macs(c),
     )
 
 
@@ -89,6 +90,7 @@ def structured_dict(message: pb.PruneResult) -> dict:
         "removed": {r.name: r.removed for r in message.removed},
         "params_before": message.params_before,
         "params_after": message.params_after,
+        **_macs_dict(message),
         "warnings": list(message.warnings),
         "blocked": _blocked_dicts(message.blocked),
     }
@@ -101,8 +103,24 @@ def compact_dict(message: pb.CompactResult) -> dict:
         "folded": {r.name: r.folded for r in message.removed if r.folded},
         "params_before": message.params_before,
         "params_after": message.params_after,
+        **_macs_dict(message),
         "blocked": _blocked_dicts(message.blocked),
     }
+
+
+_MAC_KEYS = ("macs_before", "macs_after", "nonzero_macs_before", "nonzero_macs_after")
+"""The MAC totals a compaction reports, before and after (``CompactResult.to_dict``)."""
+
+
+def _macs(result: CompactResult) -> dict[str, int]:
+    """A compaction's MAC totals as message fields (an unknown total stays unset)."""
+    data = result.to_dict()
+    return {key: data[key] for key in _MAC_KEYS if data[key] is not None}
+
+
+def _macs_dict(message: Message) -> dict[str, int | None]:
+    """The MAC totals of a reply as ``to_dict`` writes them (unset: ``None``)."""
+    return {key: getattr(message, key) if message.HasField(key) else None for key in _MAC_KEYS}
 
 
 def compact_message(result: CompactResult) -> pb.CompactResult:
@@ -112,6 +130,7 @@ def compact_message(result: CompactResult) -> pb.CompactResult:
         params_before=result.params_before,
         params_after=result.params_after,
         blocked=_blocked(result.blocked),
+        **_macs(result),
     )
 
 

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxprune.graph.build import build_graph
 from onnxprune.graph.shapes import infer_shapes
+from onnxprune.macs import MacCount, graph_macs
 from onnxprune.structured._constants import materialize
 from onnxprune.structured.blocked import BlockedGroup, blocked_groups
 from onnxprune.structured.groups import Arrays, Consts, Consumer, Folded, Groups, build_groups
@@ -45,6 +47,9 @@ class CompactResult:
         params_before: number of weight elements before (constant nodes included).
         params_after: number of initializer elements after.
         blocked: the groups of the input model that had to stay whole, and why.
+        macs_before: the MACs of the input model (``onnxprune.macs``; per sample when the
+            batch is symbolic).
+        macs_after: the MACs of the compacted model.
     """
 
     model: onnx.ModelProto
@@ -53,14 +58,20 @@ class CompactResult:
     params_before: int = 0
     params_after: int = 0
     blocked: tuple[BlockedGroup, ...] = ()
+    macs_before: MacCount = field(default_factory=MacCount)
+    macs_after: MacCount = field(default_factory=MacCount)
 
     def to_dict(self) -> dict:
-        """JSON form: units removed (and of those folded) per layer, parameters, blocked groups."""
+        """JSON form: units removed (and folded) per layer, parameters, MACs, blocked groups."""
         return {
             "removed": dict(self.removed),
             "folded": dict(self.folded),
             "params_before": self.params_before,
             "params_after": self.params_after,
+            "macs_before": self.macs_before.macs,
+            "macs_after": self.macs_after.macs,
+            "nonzero_macs_before": self.macs_before.nonzero_macs,
+            "nonzero_macs_after": self.macs_after.nonzero_macs,
             "blocked": [group.to_dict() for group in self.blocked],
         }
 
@@ -120,6 +131,7 @@ def compact_workspace(ws: Workspace) -> CompactResult:
     pass had to keep: the groups are built again on the result until a pass removes nothing.
     """
     grouped = any(n.op_type == "Conv" and attr(n, "group", 1) > 1 for n in ws.model.graph.node)
+    before = _macs(ws.model)  # before the cut, which changes ws.model in place
     result = _compact_once(ws)
     while grouped and result.removed:
         again = _compact_once(Workspace.of(result.model))
@@ -133,7 +145,12 @@ def compact_workspace(ws: Workspace) -> CompactResult:
             again.params_after,
             result.blocked,
         )
-    return result
+    return replace(result, macs_before=before, macs_after=_macs(result.model))
+
+
+def _macs(model: onnx.ModelProto) -> MacCount:
+    """The MACs of ``model`` (a loaded proto: no second load or size check)."""
+    return graph_macs(build_graph(model))
 
 
 def _compact_once(ws: Workspace) -> CompactResult:

@@ -96,6 +96,10 @@ class StructuredResult:
             "removed": dict(c.removed),
             "params_before": c.params_before,
             "params_after": c.params_after,
+            "macs_before": c.macs_before.macs,
+            "macs_after": c.macs_after.macs,
+            "nonzero_macs_before": c.macs_before.nonzero_macs,
+            "nonzero_macs_after": c.macs_after.nonzero_macs,
             "warnings": list(self.warnings),
             "blocked": [group.to_dict() for group in self.blocked],
         }

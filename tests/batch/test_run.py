@@ -74,8 +74,8 @@ def test_json_lines_and_summary_hold_every_model(tmp_path):
     assert [r["model"] for r in records] == [r.model for r in batch.results]
     keys = {
         "model", "status", "output", "streamed", "target", "direct_sparsity",
-        "effective_sparsity", "accuracy", "baseline_accuracy", "agreement", "seconds",
-        "error", "warnings",
+        "effective_sparsity", "accuracy", "baseline_accuracy", "agreement", "macs",
+        "nonzero_macs", "baseline_macs", "seconds", "error", "warnings",
     }  # fmt: skip
     assert all(set(r) == keys for r in records)
     a = next(r for r in records if r["model"] == "a.onnx")
@@ -84,6 +84,8 @@ def test_json_lines_and_summary_hold_every_model(tmp_path):
     assert 0.0 <= a["accuracy"] <= 1.0 and 0.0 <= a["agreement"] <= 1.0
     assert a["accuracy"] == pytest.approx(a["agreement"])
     assert a["seconds"] > 0 and a["output"] == "a.onnx"
+    # one sample (the batch is symbolic): one MAC per weight, half of the 192 pruned
+    assert (a["baseline_macs"], a["macs"], a["nonzero_macs"]) == (192, 192, 96)
     b = next(r for r in records if r["model"] == "sub/b.onnx")
     assert b["accuracy"] is None  # no evaluation data for it
     summary = json.loads((tmp_path / "out" / "batch.json").read_text())

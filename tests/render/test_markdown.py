@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from onnxprune.macs import short
 from onnxprune.render import render_markdown
 from tests.render import samples
 
@@ -37,6 +38,8 @@ def test_sparsity_report_rows_are_the_analysis():
     assert totals["effective sparsity"] == f"{report['effective_sparsity']:.2%}"
     assert totals["direct compression"] == "20.00x"  # 1 / (1 - 0.95)
     assert totals["effective compression"] == f"{report['effective_compression']:.2f}x"
+    assert totals["MACs (dense)"] == "50.2K"  # one sample through an MLP: one MAC per weight
+    assert totals["MACs by nonzero weights"] == "2.51K"  # 5% of 50,200
     header, *rows = tables["#"]
     assert header == [
         "#",
@@ -48,6 +51,8 @@ def test_sparsity_report_rows_are_the_analysis():
         "effective",
         "dead in",
         "dead out",
+        "MACs",
+        "nonzero MACs",
     ]
     assert [row[1] for row in rows] == ["fc1.weight", "fc2.weight", "fc3.weight"]
     for i, (row, layer) in enumerate(zip(rows, report["layers"], strict=True), 1):
@@ -61,6 +66,8 @@ def test_sparsity_report_rows_are_the_analysis():
             f"{layer['effective_sparsity']:.2%}",
             str(layer["dead_inputs"]),
             str(layer["dead_outputs"]),
+            short(layer["params"]),  # one MAC per weight, as above
+            short(round(layer["params"] * (1 - layer["direct_sparsity"]))),
         ]
     assert rows[0][3:5] == ["300x64", "19,200"]
     assert "None: every op was followed by a transfer rule." in text
@@ -84,6 +91,8 @@ def test_infinite_compression_and_fallback_ops(tmp_path):
         "100.00%",
         "4",
         "3",
+        "12",  # one row of x: one MAC per weight
+        "0",  # every weight is zero
     ]
     assert "fell back to dense mixing" in text
     assert "CustomAttention, Loop." in text
@@ -152,10 +161,11 @@ def test_sweep_table_has_dense_then_every_run():
         "effective",
         "direct compression",
         "effective compression",
+        "nonzero MACs",
         "top-1",
         "agreement",
     ]
-    assert dense == ["dense", "n/a", "n/a", "n/a", "n/a", "n/a", "97.22%", "n/a"]
+    assert dense == ["dense", "n/a", "n/a", "n/a", "n/a", "n/a", "50.2K", "97.22%", "n/a"]
     assert len(rows) == 7
     assert rows[1] == [
         "magnitude/global",
@@ -164,18 +174,19 @@ def test_sweep_table_has_dense_then_every_run():
         "92.00%",
         "10.00x",  # 1 / (1 - 0.9)
         "12.50x",  # 1 / (1 - 0.92)
+        "5.02K",  # 10% of 50,200
         "95.00%",
         "96.50%",  # 0.99 - 0.05 / 2
     ]
     assert rows[5][:6] == ["lamp/global", "99%", "99.00%", "100.00%", "100.00x", "∞"]
-    assert rows[6] == ["synflow/erk", "90%", *["n/a"] * 6]
+    assert rows[6] == ["synflow/erk", "90%", *["n/a"] * 7]
     assert "Failed runs: synflow/erk at 90%: ShapeError: needs static shapes" in text
 
 
 def test_sweep_without_labels_says_the_plots_show_agreement():
     text = render_markdown(samples.sweep(labels=False))
     assert "The sweep had no labels: the plots show agreement with the dense model." in text
-    assert _tables(text)["method"][2][6:] == ["n/a", "97.50%"]  # no top-1 without labels
+    assert _tables(text)["method"][2][7:] == ["n/a", "97.50%"]  # no top-1 without labels
 
 
 def test_combined_report_has_both_sections():
@@ -198,6 +209,6 @@ def test_names_with_markdown_or_html_stay_literal_text():
     report["layers"][0]["name"] = "<script>alert(1)</script>|x"
     text = render_markdown(report)
     row = _tables(text)["#"][1]
-    assert len(row) == 9  # the pipe in the name did not split the cell
+    assert len(row) == 11  # the pipe in the name did not split the cell
     assert row[1] == "\\<script\\>alert(1)\\</script\\>\\|x"
     assert "<script>" not in text

@@ -76,6 +76,10 @@ def test_structured_markdown_states_target_reached_layers_and_blocked():
         "parameters before": "92",
         "parameters after": "40",
         "parameters removed": "56.52%",  # 52 / 92
+        "MACs before": "92",  # one row of x: one MAC per weight, none of them zero
+        "MACs after": "40",
+        "MACs by nonzero weights before": "92",
+        "MACs by nonzero weights after": "40",
     }
     assert tables["#"][1:] == [["1", "w1", "4", "8", "50.00%"], ["2", "w2", "4", "6", "33.33%"]]
     assert tables["layer"][1:] == [["w1", "4"], ["w2", "2"]]

@@ -68,9 +68,11 @@ def test_analyze_equals_the_library(address):
     del typed["json"], typed["text"]
     assert typed == {**local.to_dict(), "layers": [  # int64 fields come back as strings in JSON
         {**layer, "shape": [str(d) for d in layer["shape"]], "params": str(layer["params"]),
-         "dead_inputs": str(layer["dead_inputs"]), "dead_outputs": str(layer["dead_outputs"])}
+         "dead_inputs": str(layer["dead_inputs"]), "dead_outputs": str(layer["dead_outputs"]),
+         "macs": str(layer["macs"]), "nonzero_macs": str(layer["nonzero_macs"])}
         for layer in local.to_dict()["layers"]
-    ], "total_params": str(local.total_params)}  # fmt: skip
+    ], "total_params": str(local.total_params), "macs": str(local.macs),
+        "nonzero_macs": str(local.nonzero_macs)}  # fmt: skip
 
 
 def test_prune_gives_byte_identical_model_and_equal_masks(address, tmp_path):

@@ -71,6 +71,8 @@ def test_structured_prune_equals_the_library(address, tmp_path, model, options):
     assert {r.name: r.removed for r in remote.removed} == c.removed
     assert (remote.params_before, remote.params_after) == (c.params_before, c.params_after)
     assert remote.params_after < remote.params_before
+    assert (remote.macs_before, remote.macs_after) == (c.macs_before.macs, c.macs_after.macs)
+    assert remote.macs_after < remote.macs_before  # the smaller shapes cost fewer MACs
     assert structured_dict(remote) == local.to_dict()  # sparsity, warnings, blocked: all of it
     assert remote.groups_removed == local.groups_removed > 0
     assert [b.reason for b in remote.blocked] == [b.reason for b in local.blocked]
@@ -111,6 +113,8 @@ def test_compact_equals_the_library(address, tmp_path):
         local.params_after,
     )
     assert compact_dict(remote) == local.to_dict()
+    assert remote.nonzero_macs_after == local.macs_after.nonzero_macs
+    assert remote.macs_after == local.macs_after.macs < remote.macs_before
     assert [(b.reason, b.groups) for b in remote.blocked] == [("graph output 'logits'", 10)]
     np.testing.assert_allclose(
         _outputs(tmp_path / "small.onnx", CNN), _outputs(pruned, CNN), rtol=1e-4, atol=1e-4

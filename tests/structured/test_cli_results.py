@@ -35,6 +35,7 @@ def test_structured_text_states_units_sparsity_blocked_and_parameters(tmp_path, 
         "w2: kept 4 of 6 units (33.33% removed)",
         "removed 6 of 14 prunable groups: 42.86% (target 50.00%)",
         "left alone: 2 groups: graph output 'y' (layer w3)",
+        "MACs 92 -> 40 (by nonzero weights 92 -> 40)",  # one row of x: one MAC per weight
         f"parameters 92 -> 40; wrote {out}",  # 4*4 + 4*4 + 4*2
     ]
     assert errors == [
@@ -66,6 +67,7 @@ def test_nothing_removable_says_why_and_warns(tmp_path, capsys):
         "no group could be removed (target 40.00%)",
         "left alone: 4 groups: Softmax node 'sm': no structured rule for this op (layer w1)",
         "left alone: 3 groups: graph output 'y' (layer w2)",
+        "MACs 320 -> 320 (by nonzero weights 320 -> 320)",  # 4x4 positions x 20 weights
         f"parameters 20 -> 20; wrote {out}",
     ]
     assert errors == [
@@ -98,6 +100,7 @@ LEFT_ALONE = [
 def test_left_alone_is_grouped_and_capped_for_prune_and_compact(tmp_path, capsys):
     model = _save(_many_reasons(), tmp_path / "m.onnx")
     params = 5 * 16 + 2 * (1 + 2 + 3 + 4 + 5 + 6)  # 122, nothing removable
+    macs = f"MACs {params} -> {params} (by nonzero weights {params} -> {params})"  # one row of x
     out = tmp_path / "s.onnx"
     code, lines, _ = _run(capsys, "prune", model, "-o", str(out), "--structured", "l2",
                           "--sparsity", "0.5")  # fmt: skip
@@ -105,11 +108,12 @@ def test_left_alone_is_grouped_and_capped_for_prune_and_compact(tmp_path, capsys
     assert lines == [
         "no group could be removed (target 50.00%)",
         *LEFT_ALONE,
+        macs,
         f"parameters {params} -> {params}; wrote {out}",
     ]
     code, lines, errors = _run(capsys, "compact", model, "-o", str(out))
     assert (code, errors) == (0, [])
-    assert lines == [*LEFT_ALONE, f"parameters {params} -> {params}; wrote {out}"]
+    assert lines == [*LEFT_ALONE, macs, f"parameters {params} -> {params}; wrote {out}"]
     code, lines, _ = _run(capsys, "compact", model, "-o", str(out), "--json")
     blocked = json.loads("\n".join(lines))["blocked"]
     assert len(blocked) == 7  # --json lists every reason

@@ -41,7 +41,8 @@ def test_half_of_each_layer_reaches_the_target_exactly():
     assert result.group_sparsity == 0.5
     assert result.layer_sparsity == {"w1": 0.5, "w2": 0.5}
     assert result.warnings == ()
-    # Parameters: 4*8 + 8*6 + 6*2 = 92 before; 4*4 + 4*3 + 3*2 = 34 after.
+    # Parameters: 4*8 + 8*6 + 6*2 = 92 before; 4*4 + 4*3 + 3*2 = 34 after. With one row of x,
+    # every weight is one multiply-accumulate, and no weight is zero: MACs 92 -> 34 both ways.
     assert result.to_dict() == {
         "sparsity": 0.5,
         "scope": "layer",
@@ -54,6 +55,10 @@ def test_half_of_each_layer_reaches_the_target_exactly():
         "removed": {"w1": 4, "w2": 3},
         "params_before": 92,
         "params_after": 34,
+        "macs_before": 92,
+        "macs_after": 34,
+        "nonzero_macs_before": 92,
+        "nonzero_macs_after": 34,
         "warnings": [],
         "blocked": [
             {"layers": ["w3"], "reason": "graph output 'y'", "op_type": None, "node": None,

@@ -173,7 +173,7 @@ class LayerRemoved(_message.Message):
     def __init__(self, name: _Optional[str] = ..., removed: _Optional[int] = ..., folded: _Optional[int] = ...) -> None: ...
 
 class PruneResult(_message.Message):
-    __slots__ = ("report", "warnings", "analyses", "units", "removed", "params_before", "params_after", "blocked", "sparsity", "scope", "round_to", "group_sparsity", "groups_removed", "groups_prunable", "compaction")
+    __slots__ = ("report", "warnings", "analyses", "units", "removed", "params_before", "params_after", "blocked", "sparsity", "scope", "round_to", "group_sparsity", "groups_removed", "groups_prunable", "compaction", "macs_before", "macs_after", "nonzero_macs_before", "nonzero_macs_after")
     REPORT_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     ANALYSES_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +189,10 @@ class PruneResult(_message.Message):
     GROUPS_REMOVED_FIELD_NUMBER: _ClassVar[int]
     GROUPS_PRUNABLE_FIELD_NUMBER: _ClassVar[int]
     COMPACTION_FIELD_NUMBER: _ClassVar[int]
+    MACS_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    MACS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    NONZERO_MACS_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    NONZERO_MACS_AFTER_FIELD_NUMBER: _ClassVar[int]
     report: SparsityReport
     warnings: _containers.RepeatedScalarFieldContainer[str]
     analyses: int
@@ -204,7 +208,11 @@ class PruneResult(_message.Message):
     groups_removed: int
     groups_prunable: int
     compaction: CompactResult
-    def __init__(self, report: _Optional[_Union[SparsityReport, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., analyses: _Optional[int] = ..., units: _Optional[_Iterable[_Union[LayerUnits, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ..., blocked: _Optional[_Iterable[_Union[BlockedGroup, _Mapping]]] = ..., sparsity: _Optional[float] = ..., scope: _Optional[str] = ..., round_to: _Optional[int] = ..., group_sparsity: _Optional[float] = ..., groups_removed: _Optional[int] = ..., groups_prunable: _Optional[int] = ..., compaction: _Optional[_Union[CompactResult, _Mapping]] = ...) -> None: ...
+    macs_before: int
+    macs_after: int
+    nonzero_macs_before: int
+    nonzero_macs_after: int
+    def __init__(self, report: _Optional[_Union[SparsityReport, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., analyses: _Optional[int] = ..., units: _Optional[_Iterable[_Union[LayerUnits, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ..., blocked: _Optional[_Iterable[_Union[BlockedGroup, _Mapping]]] = ..., sparsity: _Optional[float] = ..., scope: _Optional[str] = ..., round_to: _Optional[int] = ..., group_sparsity: _Optional[float] = ..., groups_removed: _Optional[int] = ..., groups_prunable: _Optional[int] = ..., compaction: _Optional[_Union[CompactResult, _Mapping]] = ..., macs_before: _Optional[int] = ..., macs_after: _Optional[int] = ..., nonzero_macs_before: _Optional[int] = ..., nonzero_macs_after: _Optional[int] = ...) -> None: ...
 
 class PruneResponse(_message.Message):
     __slots__ = ("progress", "model", "model_data", "masks", "chunk", "result")
@@ -249,16 +257,24 @@ class CompactRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[CompactHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class CompactResult(_message.Message):
-    __slots__ = ("removed", "params_before", "params_after", "blocked")
+    __slots__ = ("removed", "params_before", "params_after", "blocked", "macs_before", "macs_after", "nonzero_macs_before", "nonzero_macs_after")
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     PARAMS_BEFORE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_AFTER_FIELD_NUMBER: _ClassVar[int]
     BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    MACS_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    MACS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    NONZERO_MACS_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    NONZERO_MACS_AFTER_FIELD_NUMBER: _ClassVar[int]
     removed: _containers.RepeatedCompositeFieldContainer[LayerRemoved]
     params_before: int
     params_after: int
     blocked: _containers.RepeatedCompositeFieldContainer[BlockedGroup]
-    def __init__(self, removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ..., blocked: _Optional[_Iterable[_Union[BlockedGroup, _Mapping]]] = ...) -> None: ...
+    macs_before: int
+    macs_after: int
+    nonzero_macs_before: int
+    nonzero_macs_after: int
+    def __init__(self, removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ..., blocked: _Optional[_Iterable[_Union[BlockedGroup, _Mapping]]] = ..., macs_before: _Optional[int] = ..., macs_after: _Optional[int] = ..., nonzero_macs_before: _Optional[int] = ..., nonzero_macs_after: _Optional[int] = ...) -> None: ...
 
 class CompactResponse(_message.Message):
     __slots__ = ("progress", "model", "model_data", "chunk", "result")
@@ -360,7 +376,7 @@ class ListMethodsResponse(_message.Message):
     def __init__(self, scores: _Optional[_Iterable[_Union[Method, _Mapping]]] = ..., allocations: _Optional[_Iterable[_Union[Method, _Mapping]]] = ..., criteria: _Optional[_Iterable[_Union[Method, _Mapping]]] = ...) -> None: ...
 
 class LayerSparsity(_message.Message):
-    __slots__ = ("name", "op_type", "shape", "params", "direct_sparsity", "effective_sparsity", "dead_inputs", "dead_outputs")
+    __slots__ = ("name", "op_type", "shape", "params", "direct_sparsity", "effective_sparsity", "dead_inputs", "dead_outputs", "macs", "nonzero_macs")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OP_TYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -369,6 +385,8 @@ class LayerSparsity(_message.Message):
     EFFECTIVE_SPARSITY_FIELD_NUMBER: _ClassVar[int]
     DEAD_INPUTS_FIELD_NUMBER: _ClassVar[int]
     DEAD_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    MACS_FIELD_NUMBER: _ClassVar[int]
+    NONZERO_MACS_FIELD_NUMBER: _ClassVar[int]
     name: str
     op_type: str
     shape: _containers.RepeatedScalarFieldContainer[int]
@@ -377,10 +395,12 @@ class LayerSparsity(_message.Message):
     effective_sparsity: float
     dead_inputs: int
     dead_outputs: int
-    def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., dead_inputs: _Optional[int] = ..., dead_outputs: _Optional[int] = ...) -> None: ...
+    macs: int
+    nonzero_macs: int
+    def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., dead_inputs: _Optional[int] = ..., dead_outputs: _Optional[int] = ..., macs: _Optional[int] = ..., nonzero_macs: _Optional[int] = ...) -> None: ...
 
 class SparsityReport(_message.Message):
-    __slots__ = ("total_params", "direct_sparsity", "effective_sparsity", "direct_compression", "effective_compression", "level", "layers", "fallback_ops", "json", "text")
+    __slots__ = ("total_params", "direct_sparsity", "effective_sparsity", "direct_compression", "effective_compression", "level", "layers", "fallback_ops", "json", "text", "macs", "nonzero_macs")
     TOTAL_PARAMS_FIELD_NUMBER: _ClassVar[int]
     DIRECT_SPARSITY_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_SPARSITY_FIELD_NUMBER: _ClassVar[int]
@@ -391,6 +411,8 @@ class SparsityReport(_message.Message):
     FALLBACK_OPS_FIELD_NUMBER: _ClassVar[int]
     JSON_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    MACS_FIELD_NUMBER: _ClassVar[int]
+    NONZERO_MACS_FIELD_NUMBER: _ClassVar[int]
     total_params: int
     direct_sparsity: float
     effective_sparsity: float
@@ -401,7 +423,9 @@ class SparsityReport(_message.Message):
     fallback_ops: _containers.RepeatedScalarFieldContainer[str]
     json: str
     text: str
-    def __init__(self, total_params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., direct_compression: _Optional[float] = ..., effective_compression: _Optional[float] = ..., level: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerSparsity, _Mapping]]] = ..., fallback_ops: _Optional[_Iterable[str]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+    macs: int
+    nonzero_macs: int
+    def __init__(self, total_params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., direct_compression: _Optional[float] = ..., effective_compression: _Optional[float] = ..., level: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerSparsity, _Mapping]]] = ..., fallback_ops: _Optional[_Iterable[str]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ..., macs: _Optional[int] = ..., nonzero_macs: _Optional[int] = ...) -> None: ...
 
 class GateResult(_message.Message):
     __slots__ = ("passed", "reason", "max_accuracy_drop", "min_agreement", "limits")
