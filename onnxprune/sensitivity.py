@@ -23,6 +23,7 @@ from pathlib import Path
 import onnx
 
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
+from onnxprune.metrics import COMPARISONS, worst
 from onnxprune.model import (
     DEFAULT_MAX_BYTES,
     load_model,
@@ -39,31 +40,31 @@ from onnxprune.validation import ValidationResult, load_dataset, validate
 DEFAULT_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
 """Sparsities each layer is pruned to, alone."""
 
+UNTIMED = {"warmup": 0, "min_time": 0.0, "min_runs": 1}
+"""``validate``'s timing options when only a metric matters: each batch runs once."""
+
 JSON_NAME = "sensitivity.json"
 HTML_NAME = "index.html"
 
 
-@dataclass(frozen=True, slots=True)
-class Metric:
-    """A ``ValidationResult`` field a curve can measure.
-
-    Attributes:
-        higher_is_better: accuracy-like (``True``) or error-like (``False``).
-        baseline: it compares with the dense model, which then runs beside every pruned one.
-    """
-
-    higher_is_better: bool
-    baseline: bool
+ACCURACIES = ("top1", "top5")
+"""Metrics of ``validate`` read against the labels; every other metric is a comparison with the
+dense model (``onnxprune.metrics.COMPARISONS``: cosine, agreement, errors...)."""
 
 
-METRICS = {
-    "top1": Metric(higher_is_better=True, baseline=False),
-    "top5": Metric(higher_is_better=True, baseline=False),
-    "agreement": Metric(higher_is_better=True, baseline=True),
-    "mean_abs_diff": Metric(higher_is_better=False, baseline=True),
-    "max_abs_diff": Metric(higher_is_better=False, baseline=True),
-}
-"""The metrics of ``onnxprune.validate`` a sensitivity analysis can measure, by field name."""
+def metric_names() -> tuple[str, ...]:
+    """What a curve can measure: the accuracies, then every registered comparison."""
+    return (*ACCURACIES, *COMPARISONS)
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether ``metric`` is accuracy-like (``True``) or error-like."""
+    return metric in ACCURACIES or COMPARISONS[metric].higher_is_better
+
+
+def in_percent(metric: str) -> bool:
+    """Whether ``metric`` is a fraction shown in percent."""
+    return metric in ACCURACIES or COMPARISONS[metric].percent
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,7 @@ class SensitivityResult:
 
     Attributes:
         model: the model's file name (``None`` for bytes or a proto).
-        metric: the ``METRICS`` key measured.
+        metric: what was measured (``metric_names``).
         baseline: the metric of the dense model (agreement 1, output error 0).
         levels: the levels asked for.
         score: the unstructured score.
@@ -145,7 +146,8 @@ class SensitivityResult:
             "kind": KIND,
             "model": self.model,
             "metric": self.metric,
-            "higher_is_better": METRICS[self.metric].higher_is_better,
+            "higher_is_better": higher_is_better(self.metric),
+            "percent": in_percent(self.metric),
             "baseline": self.baseline,
             "levels": list(self.levels),
             "score": self.score,
@@ -188,7 +190,9 @@ def analyze_sensitivity(
             ``random``, ``synflow``...).
         structured: a structured criterion (``l1``, ``l2``, ``random``): also one curve per
             structured layer, its units removed at each level.
-        metric: a key of ``METRICS``.
+        metric: ``top1``, ``top5`` (both need labels) or a comparison with the dense model
+            (``onnxprune.metrics``: ``cosine``, ``agreement``, ``mean_abs_error``...), the worst
+            over the outputs.
         layers: regular expression: only the weights whose name matches get a curve.
         exclude: regular expression: the weights whose name matches get none.
         jobs: worker processes, one layer each at a time; 1 runs everything here.
@@ -215,17 +219,22 @@ def analyze_sensitivity(
         raise InvalidOptionError(f"--out {folder} is a file, not a folder")
     proto = load_model(source, max_bytes=max_bytes)
     dataset = load_dataset(data, proto)
-    if METRICS[metric].baseline is False and dataset.labels is None:
+    if metric in ACCURACIES and dataset.labels is None:
         raise InvalidOptionError(f"metric {metric} needs labels; the dataset has no 'labels'")
     if folder is not None:
         make_folder(folder)
         check_outputs(source, folder / JSON_NAME, folder / HTML_NAME, reads={"data": data})
     # A prune that removes nothing: checks the score and the expressions, lists the layers.
     dense = prune(proto, sparsity=0.0, score=score, layers=layers, exclude=exclude, seed=seed)
-    checked = validate(source, dataset, baseline=source, provider=provider, batch_size=batch_size)
+    checked = validate(
+        source, dataset, baseline=source, provider=provider, batch_size=batch_size, **UNTIMED
+    )
     baseline = _value(checked, metric)
     if baseline is None:
-        raise InvalidOptionError(f"the dense model's {metric} is not finite")
+        raise InvalidOptionError(
+            f"metric {metric} has no finite value on the dense model (none of its outputs is "
+            "one the metric applies to, or they hold NaN)"
+        )
     common = _Common(str(source), str(data), grid, metric, _ran_on(checked), batch_size, seed)
     tasks = [_LayerTask(common, layer, score) for layer in _selected(dense)]
     if structured is not None:
@@ -273,8 +282,8 @@ def _check(
         )
     if criterion is not None and criterion not in CRITERIA:
         raise InvalidOptionError(f"criterion {criterion!r} must be one of {sorted(CRITERIA)}")
-    if metric not in METRICS:
-        raise InvalidOptionError(f"metric {metric!r} must be one of {', '.join(METRICS)}")
+    if metric not in metric_names():
+        raise InvalidOptionError(f"metric {metric!r} must be one of {', '.join(metric_names())}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise InvalidOptionError(f"jobs={jobs!r} must be at least 1")
     grid = []
@@ -302,7 +311,8 @@ def parse_levels(text: str) -> tuple[float, ...]:
 
 
 def _value(result: ValidationResult, metric: str) -> float | None:
-    value = getattr(result, metric)
+    """``metric`` of a validation: an accuracy, or a comparison's worst value over the outputs."""
+    value = getattr(result, metric) if metric in ACCURACIES else worst(result.outputs)[metric]
     return float(value) if value is not None and math.isfinite(value) else None
 
 
@@ -335,14 +345,14 @@ class _Common:
 
     def measure(self, pruned: onnx.ModelProto) -> float | None:
         """The metric of a pruned model (a proto) on the data."""
-        baseline = self.model if METRICS[self.metric].baseline else None
+        baseline = None if self.metric in ACCURACIES else self.model
         checked = validate(
             pruned,
             self.data,
             baseline=baseline,
             provider=self.provider,
             batch_size=self.batch_size,
-            warmup=0,
+            **UNTIMED,
         )
         return _value(checked, self.metric)
 
@@ -492,7 +502,7 @@ def format_sensitivity(result: SensitivityResult) -> str:
     not here; a failed layer shows its error.
     """
     header = ("layer", "kind", "params", *(f"{level:g}" for level in result.levels))
-    pct = result.metric in ("top1", "top5", "agreement")
+    pct = in_percent(result.metric)
     rows = []
     for curve in (*result.layers, *result.groups):
         if curve.error is not None:

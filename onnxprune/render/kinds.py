@@ -161,6 +161,7 @@ SENSITIVITY_FIELDS = {
     "model": "str?",
     "metric": "str",
     "higher_is_better": "bool",
+    "percent": "bool",
     "baseline": "num",
     "levels": "list",
     "score": "str",

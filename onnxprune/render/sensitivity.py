@@ -12,13 +12,10 @@ from collections.abc import Mapping
 from onnxprune.render import _format as fmt
 from onnxprune.render.document import Block, Line, LinePlot, Paragraph, Section, Table
 
-FRACTIONS = ("top1", "top5", "agreement")
-"""Metrics that are fractions, shown in percent."""
-
 
 def sensitivity_sections(data: Mapping) -> tuple[Section, ...]:
     """The settings, one row per curve at each level, and a plot per curve."""
-    percent = data["metric"] in FRACTIONS
+    percent = data["percent"]
     value = fmt.percent if percent else fmt.number
     summary = Table(
         ("quantity", "value"),

@@ -39,7 +39,7 @@ def _document(losses, sizes, baseline=0.9, higher=True, levels=LEVELS):
     sign = -1 if higher else 1
     return {
         "kind": "sensitivity",
-        "metric": "top1" if higher else "mean_abs_diff",
+        "metric": "top1" if higher else "mean_abs_error",
         "higher_is_better": higher,
         "baseline": baseline,
         "levels": levels,

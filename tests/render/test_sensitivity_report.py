@@ -12,6 +12,7 @@ DOC = {
     "model": "m.onnx",
     "metric": "top1",
     "higher_is_better": True,
+    "percent": True,
     "baseline": 0.9,
     "levels": [0.5, 0.9],
     "score": "magnitude",
