@@ -11,7 +11,8 @@ What SparseGPT (``pruners.obs``) works on. Each group of a layer is one product:
   M consecutive columns is M input channels at one tap, the N:M pattern of ``pruners.nm``.
 
 ConvTranspose is not viewed this way (its inputs reach each output through a scatter); callers
-refuse it.
+refuse it. ``output_rows`` names the output unit of every weight of any layer (Wanda's
+comparison groups).
 """
 
 from __future__ import annotations
@@ -50,6 +51,25 @@ def weight_from_rows(
     out, per_group, taps = shape[0], shape[1], math.prod(shape[2:])
     stacked = np.concatenate(list(rows)).reshape(out, taps, per_group)
     return stacked.transpose(0, 2, 1).reshape(shape)
+
+
+def output_rows(layer: Layer, shape: tuple[int, ...]) -> np.ndarray:
+    """The output unit each weight of the consumed ``shape`` feeds (int64, shaped like it).
+
+    Matmul ``[K, N]``: column ``n`` (row ``n`` of ``[N, K]`` when ``w_transposed``); Conv
+    ``[O, C/G, *k]``: output channel ``o``; ConvTranspose ``[C, O/G, *k]``: output channel
+    ``g * O/G + o`` of input channel ``c``'s group ``g``.
+    """
+    contract = layer.contract
+    grid = np.indices(shape, sparse=True)
+    if contract.kind == "matmul":
+        out = grid[0] if contract.w_transposed else grid[1]
+    elif contract.kind == "conv":
+        out = grid[0]
+    else:
+        per_group = shape[0] // max(contract.group, 1)
+        out = (grid[0] // per_group) * shape[1] + grid[1]
+    return np.broadcast_to(out, shape).astype(np.int64)
 
 
 def input_columns(layer: Layer, x: np.ndarray) -> Iterator[list[np.ndarray]]:

@@ -47,6 +47,23 @@ def _keep_top(scores: np.ndarray, k: int) -> np.ndarray:
     return keep.reshape(scores.shape)
 
 
+def share(count: int, present: np.ndarray) -> np.ndarray:
+    """``count`` shared among parts in proportion to the entries ``present`` in each.
+
+    Cumulative rounding: the shares add up to ``count`` exactly and none exceeds its part's
+    ``present`` (``count`` is clipped to ``[0, present.sum()]``).
+
+    Example:
+        >>> share(5, np.array([4, 4, 2])).tolist()
+        [2, 2, 1]
+    """
+    present = np.asarray(present, dtype=np.int64)
+    total = int(present.sum())
+    count = min(max(int(count), 0), total)
+    cumulative = np.floor(count * np.cumsum(present) / max(total, 1) + 0.5).astype(np.int64)
+    return np.diff(cumulative, prepend=0)
+
+
 def apply_masks(
     model: onnx.ModelProto, masks: Mapping[str, np.ndarray], sources: Mapping[str, WeightSource]
 ) -> onnx.ModelProto:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from onnxprune.pruners.masks import masks_from_counts
+from onnxprune.pruners.masks import masks_from_counts, share
 
 BLOCKSIZE = 128
 """Columns per block of lazy updates and of adaptive mask selection (B = Bs = 128, section 3)."""
@@ -114,23 +114,6 @@ def prune_matrix(
         w[:, i2:] -= err @ u[i1:i2, i2:]
         keep[:, i1:i2] = ~pruned
     return w, keep
-
-
-def share(count: int, present: np.ndarray) -> np.ndarray:
-    """``count`` shared among parts in proportion to the entries ``present`` in each.
-
-    Cumulative rounding: the shares add up to ``count`` exactly and none exceeds its part's
-    ``present`` (``count`` is clipped to ``[0, present.sum()]``).
-
-    Example:
-        >>> share(5, np.array([4, 4, 2])).tolist()
-        [2, 2, 1]
-    """
-    present = np.asarray(present, dtype=np.int64)
-    total = int(present.sum())
-    count = min(max(int(count), 0), total)
-    cumulative = np.floor(count * np.cumsum(present) / max(total, 1) + 0.5).astype(np.int64)
-    return np.diff(cumulative, prepend=0)
 
 
 def _block_quotas(remove: int, forced: np.ndarray, starts: range, blocksize: int) -> np.ndarray:

@@ -37,6 +37,7 @@ from onnxprune.pruners.masks import (
 from onnxprune.pruners.nm import nm_masks, parse_nm
 from onnxprune.pruners.ranking import Ranking
 from onnxprune.pruners.registry import LayerTargets, ScoreContext, get_allocation, get_score
+from onnxprune.pruners.rows import RowGroups
 from onnxprune.pruners.targets import bisect_effective
 from onnxprune.report import SparsityReport
 from onnxprune.sparsity import LEVELS, sparsity_report
@@ -164,7 +165,8 @@ def prune_weights(
     if o.sparsity is None:
         return plan.finish(kept, (), 0)
     finish = _Finish(plan, rebuild)
-    chosen = _scores(plan, o.score, scores, ctx)
+    groups = RowGroups.of(plan.layers, plan.selected, o.score if scores is None else None)
+    chosen = groups.normalised(_scores(plan, o.score, scores, ctx))
     chosen = {k: np.where(kept[k], v, -np.inf) for k, v in chosen.items()}
     allocation = get_allocation(o.allocation)
     allocate = allocation.fn
@@ -184,16 +186,18 @@ def prune_weights(
     if not o.effective:
         k = removal_count(o.sparsity, plan.total, plan.zeros_outside, total)
         if allocation.name == "global" and sigma is None and total:
-            return finish(global_masks(shapes, k / total, chosen), (), 0)  # one selection
-        return finish(masks_from_counts(chosen, allocated(k)), (), 0)
+            masks = global_masks(shapes, k / total, chosen)  # one selection
+        else:
+            masks = masks_from_counts(chosen, allocated(k))
+        return finish(groups.regroup(chosen, masks), (), 0)
     # Each bisection step is a prefix of one score order, sorted once (no selection per step).
     allocated(0)  # the allocation checks the scores (NaN, sizes) once
     ranking = Ranking.of(chosen, across_layers=allocation.name == "global")
 
     def ranked_masks(k: int) -> dict[str, np.ndarray]:
         if ranking.layers_in_order is None:
-            return ranking.masks(allocated(k))
-        return ranking.masks(floored(ranking.global_counts(k)))
+            return groups.regroup(chosen, ranking.masks(allocated(k)))
+        return groups.regroup(chosen, ranking.masks(floored(ranking.global_counts(k))))
 
     # Removing every weight cuts every path; the search stops one short of it, which keeps
     # allocation targets inside [0, 1).
@@ -405,7 +409,7 @@ class _Plan:
             graph = self.masked_graph(masks, weights)
             pruned = set_weights(self.model, {k: graph.overrides[k] for k in stored}, sources)
         report = sparsity_report(self.masked_graph(masks, weights), level=self.level)
-        collapsed = collapse_warnings(name for name, m in masks.items() if m.size and not m.any())
+        collapsed = collapse_warnings((name, int(m.sum()), m.size) for name, m in masks.items())
         warnings = (*self.skipped, *collapsed, *notes)
         return PruneResult(pruned, stored, report, warnings, analyses)
 
@@ -495,13 +499,32 @@ def selected_sigma(min_threshold: float | None, everything: int, selected: int) 
     return min_threshold * everything / max(selected, 1)
 
 
-def collapse_warnings(emptied: Iterable[str]) -> tuple[str, ...]:
-    """One warning per layer pruned to 100%, suggesting the minimum threshold."""
-    return tuple(
-        f"{name}: pruned to 100% (layer collapse; every path through it is cut); "
-        "try --min-threshold"
-        for name in emptied
-    )
+NEAR_COLLAPSE = 0.01
+"""A layer that keeps less than this fraction of its weights gets a near-collapse warning."""
+
+
+def collapse_warnings(layers: Iterable[tuple[str, int, int]]) -> tuple[str, ...]:
+    """One warning per layer pruned to 100% or keeping under ``NEAR_COLLAPSE`` of its weights.
+
+    Args:
+        layers: ``(name, kept, size)`` of each pruned layer.
+
+    Returns:
+        One line per such layer, suggesting the minimum threshold.
+    """
+    warnings = []
+    for name, kept, size in layers:
+        if size and not kept:
+            warnings.append(
+                f"{name}: pruned to 100% (layer collapse; every path through it is cut); "
+                "try --min-threshold"
+            )
+        elif size and kept < NEAR_COLLAPSE * size:
+            warnings.append(
+                f"{name}: keeps {kept} of {size} weights ({kept / size:.2%}; near layer "
+                "collapse); try --min-threshold or another allocation"
+            )
+    return tuple(warnings)
 
 
 def _regex(flag: str, pattern: str | None) -> re.Pattern | None:

@@ -111,6 +111,7 @@ class Method:
         summary: one line for ``onnxprune methods``.
         calibrated: a score that reads calibration data.
         reconstruct: a score's re-fit of the kept weights (``ReconstructFn``), or ``None``.
+        per_output: a score whose weights compete within their output row (see ``score``).
     """
 
     name: str
@@ -118,6 +119,7 @@ class Method:
     summary: str
     calibrated: bool = False
     reconstruct: Callable | None = None
+    per_output: bool = False
 
 
 SCORES: Registry[Method] = Registry("score", ("onnxprune.pruners.scores",))
@@ -135,6 +137,7 @@ def score(
     *,
     calibrated: bool = False,
     reconstruct: ReconstructFn | None = None,
+    per_output: bool = False,
 ) -> Callable[[ScoreFn], ScoreFn]:
     """Register a score function under ``name``.
 
@@ -143,8 +146,12 @@ def score(
         summary: one line for ``onnxprune methods``.
         calibrated: the score reads calibration data (``ScoreContext.calibration``).
         reconstruct: the score also re-fits the kept weights (see the module docstring).
+        per_output: the score compares weights of one output row only (Wanda's comparison
+            group): each row is pruned to its layer's target, and an allocation that compares
+            layers sees each row's scores over their root mean square.
     """
-    return _register(SCORES, name, summary, calibrated=calibrated, reconstruct=reconstruct)
+    extra = {"calibrated": calibrated, "reconstruct": reconstruct, "per_output": per_output}
+    return _register(SCORES, name, summary, **extra)
 
 
 def allocation(name: str, summary: str) -> Callable[[AllocationFn], AllocationFn]:

@@ -146,10 +146,8 @@ def prune_streaming(
     report = sparsity_report(
         build_graph(written.model, input_shapes, external=written.weights), level=level
     )
-    emptied = {
-        layer.name for layer in report.layers if layer.params and layer.zeros == layer.params
-    }
-    collapsed = collapse_warnings(name for name in selected if name in emptied)
+    counts = {layer.name: (layer.params - layer.zeros, layer.params) for layer in report.layers}
+    collapsed = collapse_warnings((name, *counts[name]) for name in selected if name in counts)
     return StreamedPrune(output, masks_out, report, (*skipped, *collapsed))
 
 

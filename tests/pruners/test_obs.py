@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxprune.pruners.obs import DAMPING, inverse_factor, prune_matrix, saliency, share
+from onnxprune.pruners.masks import share
+from onnxprune.pruners.obs import DAMPING, inverse_factor, prune_matrix, saliency
 
 RNG = np.random.default_rng(7)
 

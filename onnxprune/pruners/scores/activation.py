@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 
 @score(
     "activation",
-    "|w| times the L2 norm of its input over calibration data (Wanda, 2306.11695)",
+    "|w| times the L2 norm of its input over calibration data, per output row (Wanda, 2306.11695)",
     calibrated=True,
+    per_output=True,
 )
 def activation(weights: Mapping[str, np.ndarray], ctx: ScoreContext) -> dict[str, np.ndarray]:
     """Importance = ``|w|`` times the L2 norm of the input unit the weight multiplies.

@@ -157,7 +157,8 @@ def _prune_layer(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One layer: its new consumed weights (float64) and mask, per group with ``obs``."""
     from onnxprune.pruners.layer_views import weight_from_rows, weight_rows
-    from onnxprune.pruners.obs import inverse_factor, prune_matrix, share
+    from onnxprune.pruners.masks import share
+    from onnxprune.pruners.obs import inverse_factor, prune_matrix
 
     layer = layers_named(graph, name)[0]
     rows = weight_rows(layer, np.asarray(w, np.float64))
