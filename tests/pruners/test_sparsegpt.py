@@ -18,6 +18,7 @@ from onnxprune.graph.build import build_graph
 from onnxprune.pruners.layer_views import input_columns, weight_from_rows, weight_rows
 from onnxprune.pruners.obs import DAMPING, inverse_factor, prune_matrix
 from onnxprune.pruners.prune import EFFECTIVE_SLACK
+from onnxprune.pruners.scores import sparsegpt as sparsegpt_module
 from onnxprune.pruners.scores.sparsegpt import hessians
 from onnxprune.runtime import create_session
 from tests.helpers import single_io_model
@@ -171,6 +172,21 @@ def test_the_second_layer_is_fitted_on_the_pruned_first_layer() -> None:
         dense["W2"].astype(np.float64), inverse_factor(2 * r_dense.T @ r_dense), remove=removed
     )
     assert not np.allclose(other, expected, atol=1e-3)
+
+
+def test_a_hessian_budget_only_adds_passes(monkeypatch) -> None:
+    # Three layers reading the same input (no order between them), each over budget: one pass
+    # per layer, the same result as one pass for all.
+    nodes = [helper.make_node("MatMul", ["x", f"W{i}"], [f"h{i}"]) for i in range(3)]
+    nodes.append(helper.make_node("Sum", ["h0", "h1", "h2"], ["y"]))
+    inits = {f"W{i}": RNG.standard_normal((6, 4)) for i in range(3)}
+    model = single_io_model(nodes, ["N", 6], ["N", 4], inits)
+    x = {"x": RNG.standard_normal((30, 6)).astype(np.float32)}
+    whole = onnxprune.prune(model, sparsity=0.5, score="sparsegpt", calibration=x)
+    monkeypatch.setattr(sparsegpt_module, "HESSIAN_BYTES", 1)
+    split = onnxprune.prune(model, sparsity=0.5, score="sparsegpt", calibration=x)
+    for name, value in _weights(whole.model).items():
+        np.testing.assert_array_equal(_weights(split.model)[name], value)
 
 
 def test_only_the_pruned_weights_change() -> None:

@@ -25,6 +25,7 @@ floating point (quantized weights are never selected).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
     from onnxprune.graph.build import ConnectivityGraph, Layer
 
 READER = "the sparsegpt score"
+
+HESSIAN_BYTES = 1 << 30
+"""Most bytes of Hessians held at once: layers beyond it are read in another pass."""
 
 
 def reconstruct(
@@ -77,7 +81,7 @@ def reconstruct(
         for name in stage:
             w = weights[name]
             pruned = ~np.asarray(ctx.masks.get(name, np.ones(w.shape, bool)), bool)
-            new, keep = _prune_layer(ctx.graph, name, w, found[name], pruned, targets)
+            new, keep = _prune_layer(ctx.graph, name, w, found.pop(name), pruned, targets)
             updated[name], masks[name] = new.astype(w.dtype), keep
             progress.report("sparsegpt", len(updated), len(names), name)
     return Reconstruction(masks, updated)
@@ -107,13 +111,15 @@ def sparsegpt(weights: Mapping[str, np.ndarray], ctx: ScoreContext) -> dict[str,
     from onnxprune.pruners.obs import inverse_factor, saliency
 
     _check_layers(ctx.graph, weights, LayerTargets())
-    found = hessians(ctx.model, ctx.graph, ctx.calibration, list(weights))
     out = {}
-    for name, w in weights.items():
-        layer = layers_named(ctx.graph, name)[0]
-        rows = weight_rows(layer, np.asarray(w, np.float64))
-        scores = [saliency(r, inverse_factor(h)) for r, h in zip(rows, found[name], strict=True)]
-        out[name] = weight_from_rows(layer, scores, w.shape)
+    for part in _stages(ctx.graph, list(weights), sequential=False):
+        found = hessians(ctx.model, ctx.graph, ctx.calibration, part)
+        for name in part:
+            w, layer = weights[name], layers_named(ctx.graph, name)[0]
+            rows = weight_rows(layer, np.asarray(w, np.float64))
+            hs = found.pop(name)
+            scores = [saliency(r, inverse_factor(h)) for r, h in zip(rows, hs, strict=True)]
+            out[name] = weight_from_rows(layer, scores, w.shape)
     return out
 
 
@@ -226,10 +232,14 @@ def _divides(layer: Layer, shape: tuple[int, ...], m: int) -> bool:
     return input_axis(layer.name, shape, layer.contract)[1] % m == 0
 
 
-def _stages(graph: ConnectivityGraph, names: Sequence[str]) -> list[list[str]]:
-    """``names`` in order, cut into runs whose layers' inputs depend on no layer of the run.
+def _stages(
+    graph: ConnectivityGraph, names: Sequence[str], *, sequential: bool = True
+) -> list[list[str]]:
+    """``names`` in order, cut into runs that are read in one pass over the calibration data.
 
-    Each run is read from the model pruned so far in one pass over the calibration data.
+    A run ends where its Hessians would pass ``HESSIAN_BYTES`` (one layer alone may), and,
+    ``sequential``, before a layer whose input depends on a layer of the run (it must be read
+    from the model with that layer pruned).
     """
     wanted = set(names)
     upstream: dict[str, frozenset[str]] = {}
@@ -239,11 +249,22 @@ def _stages(graph: ConnectivityGraph, names: Sequence[str]) -> list[list[str]]:
             deps = deps | {step.layer.name}
         upstream.update(dict.fromkeys(step.outputs, deps))
     stages: list[list[str]] = []
+    held = 0
     for name in names:
-        needs = frozenset().union(
-            *(upstream.get(u.x, frozenset()) for u in layers_named(graph, name))
-        )
-        if not stages or needs & set(stages[-1]):
+        uses = layers_named(graph, name)
+        needs = frozenset().union(*(upstream.get(u.x, frozenset()) for u in uses))
+        size = _hessian_bytes(uses[0])
+        if not stages or held + size > HESSIAN_BYTES or (sequential and needs & set(stages[-1])):
             stages.append([])
+            held = 0
         stages[-1].append(name)
+        held += size
     return stages
+
+
+def _hessian_bytes(layer: Layer) -> int:
+    """Bytes of the float64 Hessians of ``layer`` (one ``cols x cols`` matrix per group)."""
+    c, shape = layer.contract, layer.shape
+    if c.kind == "matmul":
+        return 8 * shape[0 if not c.w_transposed else 1] ** 2
+    return 8 * c.group * (math.prod(shape[1:])) ** 2
