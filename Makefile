@@ -56,11 +56,11 @@ check: $(STAMP)
 	HYPOTHESIS_PROFILE=dev $(BIN)/python -m pytest -n 2 -q -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check onnxprune tests benchmarks models proto
-	$(BIN)/ruff format --check onnxprune tests benchmarks models proto
+	$(BIN)/ruff check onnxprune tests benchmarks models proto container
+	$(BIN)/ruff format --check onnxprune tests benchmarks models proto container
 
 format: $(STAMP)
-	$(BIN)/ruff format onnxprune tests benchmarks models proto
+	$(BIN)/ruff format onnxprune tests benchmarks models proto container
 	$(BIN)/ruff check --fix onnxprune tests benchmarks models proto
 
 # The Python gRPC code of proto/onnxprune/v1/*.proto, committed under onnxprune/service/_proto

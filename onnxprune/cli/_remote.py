@@ -1,4 +1,4 @@
-"""``onnxprune remote analyze|prune|compact|validate|methods``: the local commands, on a server.
+"""``onnxprune remote analyze|prune|compact|validate|methods|health``: the commands, on a server.
 
 Each remote command has exactly the flags of its local twin (the same ``add`` functions register
 them) plus the connection flags, writes the same files and prints the same output; exit codes are
@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 
 from onnxprune.cli import _analyze, _compact, _prune, _validate
+from onnxprune.cli._common import add_debug
 
 
 def add(sub: argparse._SubParsersAction) -> None:
     """The ``remote`` subcommand and its own subcommands."""
     p = sub.add_parser(
         "remote",
-        help="run analyze, prune, compact, validate or methods on an onnxprune server "
+        help="run analyze, prune, compact, validate or methods on an onnxprune server, or check "
+        "its health "
         "(onnxprune serve)",
         description=(
             "The local commands with the same flags and outputs, run by a server: models and "
@@ -32,6 +34,21 @@ def add(sub: argparse._SubParsersAction) -> None:
     remote = p.add_subparsers(dest="remote_command", required=True, metavar="COMMAND")
     for command in (_analyze, _prune, _compact, _validate):
         command.add(remote)
+    health = remote.add_parser(
+        "health",
+        help="check the server's health (exit 0 when SERVING, 3 otherwise): for probes",
+        description=(
+            "Ask the server's standard gRPC health service for SERVICE's status and print it. "
+            "Exit 0 when SERVING, 3 when not (NOT_SERVING, UNKNOWN, NOT_FOUND), 5 when no server "
+            "answered: a container health check or an orchestrator's probe."
+        ),
+    )
+    health.add_argument(
+        "--service",
+        default="",
+        help="'' (the server, default), liveness, readiness or onnxprune.v1.PruningService",
+    )
+    add_debug(health)
     for parser in remote.choices.values():
         _add_connection(parser)
         parser.set_defaults(run=_run)

@@ -169,8 +169,15 @@ def _methods_remote(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _health_remote(client: Client, args: argparse.Namespace) -> int:
+    status = client.health(args.service)
+    out(status)
+    return 0 if status == "SERVING" else EXIT_GATE_FAILED
+
+
 COMMANDS = {
     "analyze": _analyze_remote,
+    "health": _health_remote,
     "prune": _prune_remote,
     "compact": _compact_remote,
     "methods": _methods_remote,

@@ -29,13 +29,36 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any)"
+        "--port",
+        type=int,
+        default=os.environ.get("ONNXPRUNE_PORT", str(DEFAULT_PORT)),  # parsed as the flag is
+        help=f"port (env ONNXPRUNE_PORT; default {DEFAULT_PORT}; 0: any)",
     )
-    p.add_argument("--token-file", metavar="F", help="require `authorization: Bearer <token in F>`")
-    p.add_argument("--tls-cert", metavar="PEM", help="TLS certificate chain (with --tls-key)")
-    p.add_argument("--tls-key", metavar="PEM", help="TLS private key")
+    env = os.environ.get
     p.add_argument(
-        "--tls-client-ca", metavar="PEM", help="mutual TLS: clients need a certificate it signed"
+        "--token-file",
+        metavar="F",
+        default=env("ONNXPRUNE_TOKEN_FILE"),
+        help="require `authorization: Bearer <token in F>` (env ONNXPRUNE_TOKEN_FILE; or the "
+        "token itself in ONNXPRUNE_TOKEN)",
+    )
+    p.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        default=env("ONNXPRUNE_TLS_CERT"),
+        help="TLS certificate chain, with --tls-key (env ONNXPRUNE_TLS_CERT)",
+    )
+    p.add_argument(
+        "--tls-key",
+        metavar="PEM",
+        default=env("ONNXPRUNE_TLS_KEY"),
+        help="TLS private key (env ONNXPRUNE_TLS_KEY)",
+    )
+    p.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        default=env("ONNXPRUNE_TLS_CLIENT_CA"),
+        help="mutual TLS: clients need a certificate it signed (env ONNXPRUNE_TLS_CLIENT_CA)",
     )
     p.add_argument("--reflection", action="store_true", help="enable server reflection")
     add_max_bytes(p)
@@ -122,6 +145,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         settings["memory_limit"] = parse_size(args.memory_limit) or 0
     return load_config(
         token_file=args.token_file,
+        token=os.environ.get("ONNXPRUNE_TOKEN"),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,

@@ -263,6 +263,24 @@ class Client:
         except grpc.RpcError as e:
             raise _error(e, self._target, tls=self._tls) from None
 
+    def health(self, service: str = "") -> str:
+        """The server's standard health status of ``service`` (``SERVING``, ``NOT_SERVING``...).
+
+        ``""`` is the server, ``liveness`` and ``readiness`` are for orchestrators' probes,
+        ``onnxprune.v1.PruningService`` the pruning service; an unknown name is ``NOT_FOUND``.
+        """
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        request = health_pb2.HealthCheckRequest(service=service)
+        try:
+            response = stub.Check(request, metadata=self._metadata, timeout=self._timeout)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                return "NOT_FOUND"
+            raise _error(e, self._target, tls=self._tls) from None
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
     def _call(
         self, method: Callable, request: type[Message], header: Message, uploads: _Uploads
     ) -> Iterator[Message]:

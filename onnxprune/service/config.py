@@ -106,6 +106,7 @@ class ServerConfig:
 def load_config(
     *,
     token_file: str | os.PathLike | None = None,
+    token: str | None = None,
     tls_cert: str | os.PathLike | None = None,
     tls_key: str | os.PathLike | None = None,
     tls_client_ca: str | os.PathLike | None = None,
@@ -113,13 +114,19 @@ def load_config(
 ) -> ServerConfig:
     """A ``ServerConfig`` whose token and TLS material are read from files.
 
+    ``token`` is the token itself (a container's environment), instead of ``token_file``.
     ``settings`` are ``ServerConfig`` fields; the old names in ``RENAMED`` are taken too, with a
     ``DeprecationWarning``.
 
     Raises:
         InvalidOptionError: a missing or empty file, a certificate without its key (or the
-            reverse), a client CA without a certificate, or a setting out of range.
+            reverse), a client CA without a certificate, both a token and a token file, or a
+            setting out of range.
     """
+    if token is not None and token_file is not None:
+        raise InvalidOptionError(
+            "a token file and a token (ONNXPRUNE_TOKEN) were both given; give one"
+        )
     if (tls_cert is None) != (tls_key is None):
         raise InvalidOptionError("TLS needs both --tls-cert and --tls-key")
     if tls_client_ca is not None and tls_cert is None:
@@ -131,7 +138,10 @@ def load_config(
             read_file(tls_key, "--tls-key"),
             None if tls_client_ca is None else read_file(tls_client_ca, "--tls-client-ca"),
         )
-    token = None if token_file is None else read_token(token_file)
+    if token_file is not None:
+        token = read_token(token_file)
+    elif token is not None:
+        token = token.strip()
     return ServerConfig(token=token, tls=tls, **_renamed(settings))
 
 

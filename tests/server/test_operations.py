@@ -20,7 +20,7 @@ from onnxprune.errors import InvalidOptionError
 from onnxprune.service import ServerConfig, create_server
 from onnxprune.service.client import Client
 from onnxprune.service.wire import SERVICE
-from tests.helpers import until
+from tests.helpers import run_cli, until
 from tests.server.conftest import MLP
 from tests.server.test_limits import _slow_prune
 
@@ -166,3 +166,31 @@ def test_the_library_progress_reaches_the_client(start_server, tmp_path):
     uploads = [p for p in shown if p.stage == "upload"]  # the client reports as percentages
     assert uploads[-1].done == 100
     assert uploads[-1].total == 100
+
+
+@pytest.mark.parametrize(
+    ("service", "code", "status"), [("", 0, "SERVING"), ("nosuch", 3, "NOT_FOUND")]
+)
+def test_remote_health_prints_the_status_and_exits_0_only_when_serving(
+    start_server, service, code, status
+):
+    address = start_server()
+    done = run_cli("remote", "health", "--server", address, "--service", service, "--timeout", "10")
+    assert (done.returncode, done.stdout.strip()) == (code, status)
+
+
+def test_serve_takes_its_token_and_port_from_the_environment(tmp_path, monkeypatch):
+    from onnxprune.cli._main import _parser
+    from onnxprune.cli._serve import server_config
+
+    monkeypatch.setenv("ONNXPRUNE_TOKEN", " from-env \n")
+    monkeypatch.setenv("ONNXPRUNE_PORT", "50123")
+    args = _parser().parse_args(["serve"])
+    assert args.port == 50123
+    assert server_config(args).token == "from-env"  # noqa: S105 - a test token
+    (tmp_path / "token").write_text("from-file")
+    monkeypatch.setenv("ONNXPRUNE_TOKEN_FILE", str(tmp_path / "token"))
+    with pytest.raises(InvalidOptionError, match="give one"):
+        server_config(_parser().parse_args(["serve"]))
+    monkeypatch.delenv("ONNXPRUNE_TOKEN")
+    assert server_config(_parser().parse_args(["serve"])).token == "from-file"  # noqa: S105
