@@ -7,9 +7,11 @@ dense random initializers), pruned with ``structured_prune(..., criterion="l1")`
 - parameter count (initializer elements) and FLOPs (multiply-accumulates of Conv and Gemm, from
   the weight shapes and the output sizes given by onnx shape inference) of the dense and the
   compacted model;
-- ONNX Runtime CPU latency (CPUExecutionProvider, default intra-op threads, batch 1, 224x224):
-  warm-up runs, then the median of ``--repeat`` runs, dense and compacted in the same process;
-  prints the speedups (target >= 1.6x at 50%);
+- ONNX Runtime CPU latency (CPUExecutionProvider, ONNX Runtime's default intra-op threads unless
+  ``--threads``, batch 1, 224x224), timed as ``onnxprune validate`` times (``onnxprune.latency``):
+  dense and compacted interleaved run by run after ``--warmup`` rounds, until ``--repeat`` runs
+  each and ``--min-time`` seconds; prints the medians and the speedup (dense median over
+  compacted median) with its 95% bootstrap interval (target >= 1.6x at 50%);
 - on a machine where ONNX Runtime's CUDA provider starts, the same latencies on the GPU at
   batch 1 and batch 32 (otherwise a line says the GPU timings were skipped);
 - correctness: the compacted model's outputs equal the masked model's (the same pruning as
@@ -21,7 +23,7 @@ the mean |w| over all its filters), so the sparsity applies to every channel of 
 the classifier's outputs. Exits 1 when the 50% speedup target is missed (or an agreement check
 fails).
 
-    .venv/bin/python benchmarks/structured.py [--repeat 20] [--warmup 5]
+    .venv/bin/python benchmarks/structured.py [--repeat 20] [--warmup 5] [--min-time 1]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import copy
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,7 @@ import onnx
 from _models import LIGHT, random_weights  # benchmarks/ is on sys.path
 from _results import print_result
 
+from onnxprune.latency import Latency, Speedup, latency, speedup, time_rounds
 from onnxprune.macs import count_macs
 from onnxprune.runtime import create_session
 from onnxprune.structured import structured_prune
@@ -70,9 +74,9 @@ def params(model: onnx.ModelProto) -> int:
     return sum(int(np.prod(t.dims)) for t in model.graph.initializer)
 
 
-def session(model: onnx.ModelProto, provider: str = "cpu"):
-    """An ONNX Runtime session with default options: on the CPU, or on CUDA when it starts."""
-    return create_session(model.SerializeToString(), provider)[0]
+def session(model: onnx.ModelProto, provider: str = "cpu", threads: int = 0):
+    """An ONNX Runtime session (``threads`` 0: ONNX Runtime's default), CPU or CUDA."""
+    return create_session(model.SerializeToString(), provider, threads=threads)[0]
 
 
 def feed(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -84,19 +88,25 @@ def feed(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
     return {names[0]: x}
 
 
-def latency(
-    model: onnx.ModelProto, x: np.ndarray, warmup: int, repeat: int, provider: str = "cpu"
-) -> float:
-    """Median wall time of one ``run`` after ``warmup`` runs, in seconds."""
-    sess, inputs = session(model, provider), feed(model, x)
-    for _ in range(warmup):
-        sess.run(None, inputs)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        sess.run(None, inputs)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def timed(
+    dense: onnx.ModelProto, small: onnx.ModelProto, x: np.ndarray, args, provider: str = "cpu"
+) -> tuple[Latency, Latency, Speedup]:
+    """Dense and compacted latencies and the speedup, interleaved as ``validate`` times them."""
+    sides = [partial(_run, session(m, provider, args.threads), feed(m, x)) for m in (small, dense)]
+    small_s, dense_s = time_rounds(
+        sides, 1, warmup=args.warmup, min_time=args.min_time, min_runs=args.repeat
+    )
+    return latency(dense_s), latency(small_s), speedup(dense_s, small_s)
+
+
+def _run(sess, inputs: dict[str, np.ndarray], batch: int) -> list:
+    """One run of ``sess`` on ``inputs`` (one batch: ``batch`` is always 0)."""
+    del batch
+    return sess.run(None, inputs)
+
+
+def _speedup_text(ratio: Speedup) -> str:
+    return f"{ratio.value:.2f}x (95% CI {ratio.low:.2f}-{ratio.high:.2f})"
 
 
 def gpu_timings(dense: onnx.ModelProto, smalls: dict[float, onnx.ModelProto], args) -> None:
@@ -107,12 +117,11 @@ def gpu_timings(dense: onnx.ModelProto, smalls: dict[float, onnx.ModelProto], ar
         return
     for batch in (1, 32):
         x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
-        t0 = latency(dense, x, args.warmup, args.repeat, "cuda")
         for sparsity, small in smalls.items():
-            t1 = latency(small, x, args.warmup, args.repeat, "cuda")
+            t0, t1, ratio = timed(dense, small, x, args, "cuda")
             print(
-                f"CUDA batch {batch}, {sparsity:.0%}: dense {t0 * 1e3:.2f} ms, compacted "
-                f"{t1 * 1e3:.2f} ms, speedup {t0 / t1:.2f}x"
+                f"CUDA batch {batch}, {sparsity:.0%}: dense {t0.p50:.2f} ms, compacted "
+                f"{t1.p50:.2f} ms (medians of {t1.runs}), speedup {_speedup_text(ratio)}"
             )
 
 
@@ -135,8 +144,14 @@ def agreement(a: onnx.ModelProto, b: onnx.ModelProto, x: np.ndarray) -> float:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit status 1 when the 50% speedup target or an agreement check fails."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=20, help="timed runs per model (median)")
+    parser.add_argument("--repeat", type=int, default=20, help="timed runs per model at least")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs per model first")
+    parser.add_argument(
+        "--min-time", type=float, default=1.0, help="seconds of timed runs of the slower model"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="intra-op threads (0: ONNX Runtime's default)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "resnet50.onnx"
@@ -144,11 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         dense = deployable(onnx.load(path))
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
     p0, f0 = params(dense), count_macs(dense).macs
-    t0 = latency(dense, x, args.warmup, args.repeat)
-    print(
-        f"ResNet-50 dense: {p0:,} parameters, {f0 / 1e9:.2f} GMACs, "
-        f"ORT CPU {t0 * 1e3:.1f} ms (median of {args.repeat})"
-    )
+    print(f"ResNet-50 dense: {p0:,} parameters, {f0 / 1e9:.2f} GMACs")
     print("structured L1 filter pruning, per layer; residual groups pruned as one")
     ok, smalls = True, {}
     for sparsity in SPARSITIES:
@@ -159,17 +170,18 @@ def main(argv: list[str] | None = None) -> int:
         kept = sum(k for k, _ in result.units.values())
         total = sum(n for _, n in result.units.values())
         p1, f1 = params(small), result.compaction.macs_after.macs
-        t1 = latency(small, x, args.warmup, args.repeat)
+        t0, t1, ratio = timed(dense, small, x, args)
         rel = agreement(result.masked, small, x)
-        speedup = t0 / t1
+        speedup = ratio.value
         target = f" (target >= {BAR})" if sparsity == BAR_AT else ""
         missed = sparsity == BAR_AT and speedup < BAR
         ok = ok and not missed and rel <= AGREE
         print(
             f"{sparsity:.0%}: {len(result.units)} layers pruned, {kept}/{total} of their channels "
             f"kept, prune+compact {took:.2f} s; {p1:,} parameters ({p0 / p1:.2f}x fewer), "
-            f"{f1 / 1e9:.2f} GMACs ({f0 / f1:.2f}x fewer); ORT CPU {t1 * 1e3:.1f} ms, speedup "
-            f"{speedup:.2f}x{target}{'  MISSED' if missed else ''}"
+            f"{f1 / 1e9:.2f} GMACs ({f0 / f1:.2f}x fewer); ORT CPU dense {t0.p50:.1f} ms, "
+            f"compacted {t1.p50:.1f} ms (medians of {t1.runs} interleaved runs), speedup "
+            f"{_speedup_text(ratio)}{target}{'  MISSED' if missed else ''}"
         )
         print(
             f"{sparsity:.0%}: compacted vs masked outputs, max rel difference {rel:.2e} "

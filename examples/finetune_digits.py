@@ -252,7 +252,7 @@ def summary(r: RoundTrip) -> list[str]:
             f"{r.compact_params} ({r.compact_params / r.dense_params:.2%} of dense)",
             f"latency    ORT CPU, batch {s.batch_size}, p50: dense "
             f"{s.baseline_latency_ms_p50:.4f} ms, compacted {s.latency_ms_p50:.4f} ms "
-            f"(speedup {s.speedup:.2f}x)",
+            f"(speedup {s.speedup:.2f}x, 95% CI {s.speedup_low:.2f}-{s.speedup_high:.2f})",
         ]
     lines.append(
         f"recovered  {(r.finetuned_accuracy - r.dense_accuracy) * 100:+.2f} points against "

@@ -232,6 +232,26 @@ def speedup(
     return Speedup(value=value, low=float(low), high=float(high), confidence=confidence)
 
 
+def named_warnings(named: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+    """``"name: warning"`` for each warning of each named result, each warning's text once.
+
+    A sweep's runs share their data, so a warning about it (too few batches) comes from every
+    run; it is listed once, under the first name that has it.
+
+    Example:
+        >>> named_warnings([("dense", ["few batches"]), ("a", ["few batches", "wide"])])
+        ['dense: few batches', 'a: wide']
+    """
+    seen: set[str] = set()
+    lines = []
+    for name, warnings in named:
+        for warning in warnings:
+            if warning not in seen:
+                seen.add(warning)
+                lines.append(f"{name}: {warning}")
+    return lines
+
+
 def timing_warnings(batches: int, ratio: Speedup | None) -> list[str]:
     """What makes these timings less trustworthy than they look, one sentence each.
 

@@ -2,7 +2,11 @@
 
 Each run (method x sparsity) is independent, so runs go to worker processes (``jobs``). Every
 pruned model is written with its masks and its sparsity report; the sweep itself is one JSON
-document (``sweep.json``), the source of truth for the tables and plots rendered from it.
+document (``sweep.json``), the source of truth for the tables and plots rendered from it. Each
+run is timed against the dense model as ``validate`` times (``onnxprune.latency``): its speedup
+comes with a confidence interval, and its timing warnings are kept with it. Runs in parallel
+(``jobs`` > 1) share the machine while they are timed; the pairs make that widen the intervals
+rather than bias the speedups, but ``jobs=1`` gives the tightest.
 """
 
 from __future__ import annotations
@@ -16,6 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
+from onnxprune.latency import (
+    CONFIDENCE,
+    MIN_RUNS,
+    MIN_TIME,
+    THREADS,
+    check_timing,
+    named_warnings,
+)
 from onnxprune.macs import short
 from onnxprune.model import (
     data_files,
@@ -39,6 +51,8 @@ class SweepRun:
     ``error`` holds a one-line message when the run failed (the other results are then None).
     ``macs`` are the pruned model's dense multiply-accumulates (those of the dense model: a mask
     keeps the shapes), ``nonzero_macs`` those by nonzero weights (``onnxprune.macs``).
+    ``speedup`` is the dense model's median latency per batch over this one's, ``speedup_low``
+    and ``speedup_high`` its confidence interval, ``warnings`` what makes the timing doubtful.
     """
 
     method: str
@@ -55,6 +69,10 @@ class SweepRun:
     model_path: str | None = None
     report_path: str | None = None
     error: str | None = None
+    speedup: float | None = None
+    speedup_low: float | None = None
+    speedup_high: float | None = None
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """JSON form (compressions derived from the sparsities; infinite is None)."""
@@ -75,6 +93,10 @@ class SweepRun:
             "model_path": self.model_path,
             "report_path": self.report_path,
             "error": self.error,
+            "speedup": self.speedup,
+            "speedup_low": self.speedup_low,
+            "speedup_high": self.speedup_high,
+            "warnings": list(self.warnings),
         }
 
 
@@ -156,6 +178,9 @@ def sweep(
     batch_size: int = 64,
     seed: int = 0,
     sensitivity: str | os.PathLike | None = None,
+    min_time: float = MIN_TIME,
+    min_runs: int = MIN_RUNS,
+    threads: int = THREADS,
     on_done: Callable[[SweepRun], None] | None = None,
 ) -> SweepResult:
     """Prune ``model`` with every method at every sparsity, validate each against the dense one.
@@ -174,6 +199,9 @@ def sweep(
         seed: seed of random scores.
         sensitivity: the ``sensitivity.json`` of ``onnxprune sensitivity`` on this model, read
             by the methods whose allocation is ``sensitivity`` (and only given with them).
+        min_time: seconds each run's timing lasts at least (see ``validate``).
+        min_runs: timed batches of each run, and of the dense model alongside, at least.
+        threads: ONNX Runtime intra-op threads of every session timed.
         on_done: called with each finished run (progress bars).
 
     Returns:
@@ -184,6 +212,7 @@ def sweep(
     """
     if jobs < 1:
         raise InvalidOptionError(f"jobs={jobs} must be at least 1")
+    check_timing(min_time, min_runs, threads, CONFIDENCE)
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise InvalidOptionError(f"--out {folder} is a file, not a folder")
@@ -206,6 +235,9 @@ def sweep(
             batch_size,
             seed,
             curves if get_allocation(a).name == "sensitivity" else None,
+            min_time=min_time,
+            min_runs=min_runs,
+            threads=threads,
         )
         for s, a in methods
         for t in sparsities
@@ -214,7 +246,8 @@ def sweep(
     reads = {"data": data, "sensitivity": sensitivity}
     check_outputs(source, *written, folder / "sweep.json", reads=reads)
     started = time.time()  # before the dense run: the clock of file times is coarse
-    dense = validate(source, dataset, provider=provider, batch_size=batch_size)
+    timing = {"min_time": min_time, "min_runs": min_runs, "threads": threads}
+    dense = validate(source, dataset, provider=provider, batch_size=batch_size, **timing)
     runs = _run_tasks(tasks, jobs, on_done, started)
     result = SweepResult(source.name, dense, tuple(runs))
     write_text_atomic(folder / "sweep.json", json.dumps(result.to_dict(), indent=2))
@@ -308,6 +341,9 @@ class _Task:
     batch_size: int
     seed: int
     sensitivity: str | None = None  # the curves, for allocation sensitivity
+    min_time: float = MIN_TIME
+    min_runs: int = MIN_RUNS
+    threads: int = THREADS
 
     def failed(self, error: str) -> SweepRun:
         """The run as asked, failed with ``error``."""
@@ -342,6 +378,9 @@ class _Task:
                 baseline=self.model,
                 provider=self.provider,
                 batch_size=self.batch_size,
+                min_time=self.min_time,
+                min_runs=self.min_runs,
+                threads=self.threads,
             )
         except OnnxpruneError as e:  # one run's bad option must not stop the others
             return dataclasses.replace(asked, error=f"{type(e).__name__}: {e}")
@@ -356,6 +395,10 @@ class _Task:
             provider=checked.provider,
             model_path=files.model.name,
             report_path=files.report.name,
+            speedup=checked.speedup,
+            speedup_low=checked.speedup_low,
+            speedup_high=checked.speedup_high,
+            warnings=checked.warnings,
         )
 
 
@@ -377,15 +420,19 @@ def format_sweep(result: SweepResult) -> str:
     """The sweep as a text table.
 
     One row per run: method, target, direct and effective sparsity, MACs by nonzero weights,
-    top-1 accuracy, and agreement with the dense model; failed runs show their error.
+    top-1 accuracy, agreement with the dense model and speedup over it with its 95% interval;
+    failed runs show their error.
     """
     dense = result.dense
-    header = ("method", "target", "direct", "effective", "nonzero MACs", "top-1", "agreement")
+    header = (
+        *("method", "target", "direct", "effective", "nonzero MACs", "top-1", "agreement"),
+        "speedup (95% CI)",
+    )
     dense_macs = next((run.macs for run in result.runs if run.error is None), None)
-    rows = [("dense", "-", "-", "-", short(dense_macs), _pct(dense.top1), "-")]
+    rows = [("dense", "-", "-", "-", short(dense_macs), _pct(dense.top1), "-", "-")]
     for run in result.runs:
         if run.error is not None:
-            rows.append((run.method, f"{run.sparsity:g}", "failed", run.error, "", "", ""))
+            rows.append((run.method, f"{run.sparsity:g}", "failed", run.error, *[""] * 4))
             continue
         rows.append(
             (
@@ -396,6 +443,7 @@ def format_sweep(result: SweepResult) -> str:
                 short(run.nonzero_macs),
                 _pct(run.top1),
                 _pct(run.agreement),
+                _speedup(run),
             )
         )
     lines = text_table(header, rows)
@@ -403,5 +451,18 @@ def format_sweep(result: SweepResult) -> str:
     return "\n".join(lines)
 
 
+def sweep_warnings(result: SweepResult) -> list[str]:
+    """The timing warnings of the dense model and of every run, each text once, named by run."""
+    runs = [(f"{run.method} at {run.sparsity:g}", run.warnings) for run in result.runs]
+    return named_warnings([("dense model", result.dense.warnings), *runs])
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2%}"
+
+
+def _speedup(run: SweepRun) -> str:
+    """``1.52x (1.40-1.65)``: the speedup and its interval; ``n/a`` when it was not measured."""
+    if run.speedup is None or run.speedup_low is None or run.speedup_high is None:
+        return "n/a"
+    return f"{run.speedup:.2f}x ({run.speedup_low:.2f}-{run.speedup_high:.2f})"

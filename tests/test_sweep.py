@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from onnxprune import InvalidOptionError, analyze
-from onnxprune.sweep import parse_methods, parse_sparsities, sweep
-from tests.helpers import run_cli
+from onnxprune.sweep import format_sweep, parse_methods, parse_sparsities, sweep, sweep_warnings
+from tests.helpers import QUICK_TIMING, run_cli
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 MLP, DATA = MODELS / "mlp_digits.onnx", MODELS / "digits_test.npz"
@@ -32,6 +32,7 @@ def test_sweep_prunes_validates_and_writes_everything(tmp_path):
         sparsities=[0.5, 0.9],
         methods=[("magnitude", "global"), ("lamp", "erk")],
         on_done=done.append,
+        **QUICK_TIMING,
     )
     assert len(result.runs) == len(done) == 4
     assert [(r.method, r.sparsity) for r in result.runs] == [
@@ -62,8 +63,8 @@ def test_sweep_prunes_validates_and_writes_everything(tmp_path):
 
 def test_parallel_jobs_give_the_same_results(tmp_path):
     kwargs = {"sparsities": [0.8], "methods": [("magnitude", "uniform"), ("random", "igq")]}
-    one = sweep(MLP, DATA, tmp_path / "one", jobs=1, **kwargs)
-    two = sweep(MLP, DATA, tmp_path / "two", jobs=2, **kwargs)
+    one = sweep(MLP, DATA, tmp_path / "one", jobs=1, **kwargs, **QUICK_TIMING)
+    two = sweep(MLP, DATA, tmp_path / "two", jobs=2, **kwargs, **QUICK_TIMING)
     assert _summary(one) == _summary(two)
 
 
@@ -75,11 +76,52 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path):
         tmp_path,
         sparsities=[0.1, 0.9],
         methods=[("magnitude", "uniform+")],
+        **QUICK_TIMING,
     )
     ok, failed = result.runs
     assert ok.error is None and ok.direct_sparsity == pytest.approx(0.1, abs=1e-4)
     assert failed.error.startswith("InvalidOptionError: ") and failed.top1 is None
     assert result.failed == (failed,)
+
+
+def test_every_run_is_timed_against_the_dense_model_with_an_interval(tmp_path):
+    # digits_test.npz: 450 samples; batches of 100 make 5 (enough to time without a warning).
+    result = sweep(
+        MLP, DATA, tmp_path, sparsities=[0.5, 0.9], methods=[("magnitude", "global")],
+        batch_size=100, min_time=0.0, min_runs=30, threads=1,
+    )  # fmt: skip
+    assert (result.dense.timed_runs, result.dense.threads) == (30, 1)
+    document = json.loads((tmp_path / "sweep.json").read_text())
+    for run, written in zip(result.runs, document["runs"], strict=True):
+        assert 0 < run.speedup_low <= run.speedup <= run.speedup_high
+        assert [written[k] for k in ("speedup", "speedup_low", "speedup_high")] == [
+            run.speedup, run.speedup_low, run.speedup_high
+        ]  # fmt: skip
+        assert written["warnings"] == list(run.warnings)
+    table = format_sweep(result).splitlines()
+    assert table[0].split()[-3:] == ["speedup", "(95%", "CI)"]
+    first = result.runs[0]
+    assert table[3].endswith(
+        f"{first.speedup:.2f}x ({first.speedup_low:.2f}-{first.speedup_high:.2f})"
+    )
+
+
+def test_few_batches_warn_once_for_the_whole_sweep(tmp_path):
+    result = sweep(
+        MLP, DATA, tmp_path, sparsities=[0.5, 0.9], methods=[("magnitude", "global")],
+        batch_size=1000, min_time=0.0, min_runs=5,
+    )  # fmt: skip
+    few = "only 1 distinct batch(es) were timed"
+    assert all(run.warnings[0].startswith(few) for run in result.runs)
+    lines = [line for line in sweep_warnings(result) if few in line]
+    assert len(lines) == 1 and lines[0].startswith(f"dense model: {few}")
+
+
+def test_bad_timing_options_are_refused_before_any_run(tmp_path):
+    with pytest.raises(InvalidOptionError, match=r"^min_runs=0 must be an integer >= 1$"):
+        sweep(MLP, DATA, tmp_path / "out", sparsities=[0.5], methods=[("magnitude", "global")],
+              min_runs=0)  # fmt: skip
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
@@ -129,6 +171,7 @@ def test_sweep_calibrates_sparsegpt_on_its_data(tmp_path):
         tmp_path,
         sparsities=[0.7],
         methods=[("sparsegpt", "uniform"), ("magnitude", "uniform")],
+        **QUICK_TIMING,
     )
     sparsegpt, magnitude = result.runs
     assert sparsegpt.method == "sparsegpt/uniform" and sparsegpt.error is None

@@ -121,6 +121,10 @@ def test_bad_timing_values_are_one_line_errors(tmp_path, capsys, flags, message)
     argv = ["validate", MLP, "--data", DATA, "--report-out", str(report), *flags]
     assert refused(capsys, *argv) == f"InvalidOptionError: {message}"
     assert not report.exists()  # refused before any work
+    out = tmp_path / "sweep"
+    argv = ["sweep", MLP, "--data", DATA, "--sparsities", "0.5", "--out", str(out), *flags]
+    assert refused(capsys, *argv) == f"InvalidOptionError: {message}"
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(("flag", "kind"), [("--min-runs", "int"), ("--min-time", "float"),

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from onnxprune.cli._common import add_debug, err, out, print_failures
+from onnxprune.cli._common import add_debug, add_timing_flags, err, out, print_failures
 from onnxprune.cli._signals import Stopped, stoppable
 from onnxprune.runtime import PROVIDERS
 
@@ -52,12 +52,13 @@ def add(sub: argparse._SubParsersAction) -> None:
         metavar="JSON",
         help="curves of `onnxprune sensitivity`, for methods SCORE/sensitivity",
     )
+    add_timing_flags(p)
     add_debug(p)
     p.set_defaults(run=_sweep, own_bars=True)
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from onnxprune.sweep import format_sweep, parse_methods, parse_sparsities
+    from onnxprune.sweep import format_sweep, parse_methods, parse_sparsities, sweep_warnings
 
     methods = parse_methods(args.methods)
     sparsities = parse_sparsities(args.sparsities)
@@ -73,6 +74,8 @@ def _sweep(args: argparse.Namespace) -> int:
         return stop.exit_code
     out(format_sweep(result))
     out(f"wrote {args.out}/sweep.json (render: onnxprune report {args.out}/sweep.json --html ...)")
+    for warning in sweep_warnings(result):
+        err(f"warning: {warning}")
     failed = [(f"{run.method} at {run.sparsity:g}", run.error) for run in result.failed]
     return print_failures(failed, total, "runs")
 
@@ -105,5 +108,8 @@ def _run(
             batch_size=args.batch_size,
             seed=args.seed,
             sensitivity=args.sensitivity,
+            min_time=args.min_time,
+            min_runs=args.min_runs,
+            threads=args.threads,
             on_done=lambda run: on_done(run) or bar.update(1),
         )

@@ -31,6 +31,20 @@ def ratio(value: float | None) -> str:
     return MISSING if value is None else f"{value:,.2f}x"
 
 
+def interval(
+    value: float | None, low: float | None, high: float | None, level: float | None = None
+) -> str:
+    """A speedup and its interval: ``2.65x (95% CI 2.50-2.80)``.
+
+    Without a level ``2.65x (2.50-2.80)``, without an interval (results from before it)
+    ``2.65x``, without a value ``n/a``.
+    """
+    if value is None or low is None or high is None:
+        return ratio(value)
+    named = "" if level is None else f"{level:.0%} CI "
+    return f"{value:,.2f}x ({named}{low:,.2f}-{high:,.2f})"
+
+
 def count(value: float | None) -> str:
     """An integer count with thousands separators: ``50200`` -> ``50,200``."""
     if value is None:

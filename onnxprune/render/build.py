@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from onnxprune.latency import named_warnings
 from onnxprune.render import _format as fmt
 from onnxprune.render.document import (
     BarPlot,
@@ -21,7 +22,7 @@ from onnxprune.render.document import (
     Table,
     Verdict,
 )
-from onnxprune.render.kinds import OPTIONAL_VALIDATION_FIELDS, detect_kind
+from onnxprune.render.kinds import OPTIONAL_RUN_FIELDS, OPTIONAL_VALIDATION_FIELDS, detect_kind
 from onnxprune.render.sensitivity import sensitivity_sections
 from onnxprune.render.structured import compact_sections, structured_sections
 from onnxprune.report import LAYER_COLUMNS
@@ -49,6 +50,7 @@ RUN_HEADER = (
     "nonzero MACs",
     "top-1",
     "agreement",
+    "speedup (95% CI)",
 )
 
 
@@ -164,9 +166,10 @@ def _fallback_paragraph(ops: list[str]) -> Paragraph:
 def validation_section(data: Mapping, title: str) -> Section:
     """The metrics table and the gate's verdict of one validation result.
 
-    Results written before the baseline was timed lack its latencies; they show as ``n/a``.
+    Results written before the baseline was timed, or before timing was repeated, lack those
+    latencies; they show as ``n/a``. Timing warnings follow the table.
     """
-    data = {**dict.fromkeys(OPTIONAL_VALIDATION_FIELDS), **data}
+    data = {**dict.fromkeys(OPTIONAL_VALIDATION_FIELDS), "warnings": [], **data}
     rows = (
         ("model", fmt.text(data["model"])),
         ("baseline", fmt.text(data["baseline"])),
@@ -181,6 +184,7 @@ def validation_section(data: Mapping, title: str) -> Section:
         ("max abs output difference", fmt.number(data["max_abs_diff"])),
         ("mean abs output difference", fmt.number(data["mean_abs_diff"])),
         ("latency p50 per batch", fmt.number(data["latency_ms_p50"], "ms", ".3f")),
+        ("latency p90 per batch", fmt.number(data["latency_ms_p90"], "ms", ".3f")),
         ("latency p95 per batch", fmt.number(data["latency_ms_p95"], "ms", ".3f")),
         ("throughput", fmt.number(data["throughput"], "samples/s", ",.1f")),
         (
@@ -188,12 +192,35 @@ def validation_section(data: Mapping, title: str) -> Section:
             fmt.number(data["baseline_latency_ms_p50"], "ms", ".3f"),
         ),
         (
+            "baseline latency p90 per batch",
+            fmt.number(data["baseline_latency_ms_p90"], "ms", ".3f"),
+        ),
+        (
             "baseline latency p95 per batch",
             fmt.number(data["baseline_latency_ms_p95"], "ms", ".3f"),
         ),
-        ("speedup (baseline p50 / model p50)", fmt.ratio(data["speedup"])),
+        (
+            "speedup (baseline p50 / model p50)",
+            fmt.interval(
+                data["speedup"],
+                data["speedup_low"],
+                data["speedup_high"],
+                data["speedup_confidence"],
+            ),
+        ),
+        ("timed runs per side", fmt.count(data["timed_runs"])),
+        ("intra-op threads", _threads(data["threads"])),
     )
-    return Section(title, (_gate(data["gate"]), Table(("metric", "value"), rows, (False, True))))
+    table = Table(("metric", "value"), rows, (False, True))
+    blocks: tuple[Block, ...] = (_gate(data["gate"]), table)
+    if data["warnings"]:
+        blocks += (Paragraph("Timing warnings: " + "; ".join(data["warnings"])),)
+    return Section(title, blocks)
+
+
+def _threads(value: float | None) -> str:
+    """The intra-op threads of a result; 0 was ONNX Runtime's choice."""
+    return "ONNX Runtime's default" if value == 0 else fmt.count(value)
 
 
 def _gate(gate: Mapping | None) -> Block:
@@ -214,16 +241,18 @@ def sweep_sections(data: Mapping) -> tuple[Section, ...]:
     if dense is not None:
         na = fmt.MISSING
         dense_macs = next((run["macs"] for run in runs if run.get("macs") is not None), None)
-        rows.insert(
-            0, ("dense", na, na, na, na, na, fmt.macs(dense_macs), fmt.percent(dense["top1"]), na)
-        )
-    blocks: list[Block] = [Table(RUN_HEADER, tuple(rows), (False, *(True,) * 8))]
+        dense_row = (fmt.macs(dense_macs), fmt.percent(dense["top1"]), na, na)
+        rows.insert(0, ("dense", na, na, na, na, na, *dense_row))
+    blocks: list[Block] = [Table(RUN_HEADER, tuple(rows), (False, *(True,) * 9))]
     failed = [run for run in runs if run.get("error") is not None]
     if failed:
         lines = "; ".join(
             f"{r['method']} at {fmt.sparsity_target(r['sparsity'])}: {r['error']}" for r in failed
         )
         blocks.append(Paragraph(f"Failed runs: {lines}"))
+    warnings = _run_warnings(runs, dense)
+    if warnings:
+        blocks.append(Paragraph("Timing warnings: " + "; ".join(warnings)))
     sections = [Section("Runs", tuple(blocks))]
     if runs:
         sections.append(Section("Accuracy vs compression", _sweep_plots(runs, dense)))
@@ -232,7 +261,18 @@ def sweep_sections(data: Mapping) -> tuple[Section, ...]:
     return tuple(sections)
 
 
+def _run_warnings(runs: list[Mapping], dense: Mapping | None) -> list[str]:
+    """Each timing warning of the sweep once, named by the run (or the dense model) it is from."""
+    named = [("dense model", dense.get("warnings", []))] if dense is not None else []
+    named += [
+        (f"{r['method']} at {fmt.sparsity_target(r['sparsity'])}", r.get("warnings", []))
+        for r in runs
+    ]
+    return named_warnings(named)
+
+
 def _run_row(run: Mapping) -> tuple[str, ...]:
+    run = {**dict.fromkeys(OPTIONAL_RUN_FIELDS), **run}
     return (
         run["method"],
         fmt.sparsity_target(run["sparsity"]),
@@ -243,6 +283,7 @@ def _run_row(run: Mapping) -> tuple[str, ...]:
         fmt.macs(run.get("nonzero_macs")),
         fmt.percent(run["top1"]),
         fmt.percent(run["agreement"]),
+        fmt.interval(run["speedup"], run["speedup_low"], run["speedup_high"]),
     )
 
 

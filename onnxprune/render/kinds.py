@@ -78,6 +78,14 @@ OPTIONAL_VALIDATION_FIELDS = {  # checked when present: results from before they
     "baseline_latency_ms_p50": "num?",
     "baseline_latency_ms_p95": "num?",
     "speedup": "num?",
+    "latency_ms_p90": "num?",
+    "baseline_latency_ms_p90": "num?",
+    "speedup_low": "num?",
+    "speedup_high": "num?",
+    "speedup_confidence": "num?",
+    "timed_runs": "num?",
+    "threads": "num?",
+    "warnings": "list",
 }
 GATE_FIELDS = {
     "passed": "bool",
@@ -101,7 +109,14 @@ RUN_FIELDS = {
     "model_path": "str?",
     "report_path": "str?",
 }
-OPTIONAL_RUN_FIELDS = {"error": "str?", **MAC_FIELDS}
+OPTIONAL_RUN_FIELDS = {  # checked when present: sweeps from before they existed lack them
+    "error": "str?",
+    **MAC_FIELDS,
+    "speedup": "num?",
+    "speedup_low": "num?",
+    "speedup_high": "num?",
+    "warnings": "list",
+}
 BATCH_FIELDS = {
     "kind": "str",
     "models": "num",
@@ -284,6 +299,7 @@ def check_validation(data: Mapping, where: str = "validation result") -> None:
     """Check a validation result's keys and, when there is one, its gate's."""
     _check(data, VALIDATION_FIELDS, where)
     _check(data, OPTIONAL_VALIDATION_FIELDS, where, required=False)
+    _check_items(data.get("warnings", []), "str", f"{where}.warnings")
     if data["gate"] is not None:
         _check(data["gate"], GATE_FIELDS, f"{where} gate")
 
@@ -296,6 +312,7 @@ def check_sweep(data: Mapping, where: str = "sweep") -> None:
     for i, run in enumerate(data["runs"]):
         _check(run, RUN_FIELDS, f"{where} runs[{i}]")
         _check(run, OPTIONAL_RUN_FIELDS, f"{where} runs[{i}]", required=False)
+        _check_items(run.get("warnings", []), "str", f"{where} runs[{i}].warnings")
 
 
 def check_batch(data: Mapping, where: str = "batch") -> None:

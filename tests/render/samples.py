@@ -76,7 +76,8 @@ def sweep_run(
     """One completed sweep run; compressions follow from the sparsities (1 is infinite: null).
 
     Without labels top-1 is null; agreement with the dense model is ``0.99 - (1 - accuracy) / 2``.
-    The model has 50,200 MACs (the digits MLP), ``1 - direct`` of them by nonzero weights.
+    The model has 50,200 MACs (the digits MLP), ``1 - direct`` of them by nonzero weights;
+    unstructured zeros do not speed ONNX Runtime up: a speedup of 1.02 in [0.98, 1.06].
     """
     score, allocation = method.split("/")
     return {
@@ -96,6 +97,10 @@ def sweep_run(
         "model_path": f"out/{score}-{allocation}-{target}.onnx",
         "report_path": f"out/{score}-{allocation}-{target}.json",
         "error": None,
+        "speedup": 1.02,
+        "speedup_low": 0.98,
+        "speedup_high": 1.06,
+        "warnings": [],
     }
 
 
@@ -134,5 +139,6 @@ def failed_run(method: str, target: float, error: str) -> dict:
         run[key] = None
     run.update(effective_compression=None, provider=None, model_path=None, report_path=None)
     run.update(macs=None, nonzero_macs=None)
+    run.update(speedup=None, speedup_low=None, speedup_high=None)
     run["error"] = error
     return run

@@ -80,6 +80,15 @@ def test_nested_validation_and_gate_are_checked():
     assert _error(sweep) == "sweep dense lacks the key 'throughput'"
     message = _error(samples.validation_result(speedup="2.65x"))
     assert message == "validation result.speedup must be a number or null, got a string"
+    message = _error(samples.validation_result(warnings=["fine", 3]))
+    assert message == "validation result.warnings[1] must be a string, got a number"
+    message = _error(samples.validation_result(speedup_low="2.5"))
+    assert message == "validation result.speedup_low must be a number or null, got a string"
+    sweep = samples.sweep()
+    sweep["runs"][2]["warnings"] = "wide"
+    assert _error(sweep) == "sweep runs[2].warnings must be a list, got a string"
+    sweep["runs"][2]["warnings"] = [None]
+    assert _error(sweep) == "sweep runs[2].warnings[0] must be a string, got null"
     sweep = samples.sweep()
     sweep["runs"][3]["sparsity"] = None
     assert _error(sweep) == "sweep runs[3].sparsity must be a number, got null"

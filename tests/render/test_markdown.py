@@ -148,6 +148,40 @@ def test_validation_without_baseline_timings_shows_them_as_missing():
         assert metrics["latency p50 per batch"] == "0.123 ms"
 
 
+def test_validation_shows_the_speedup_interval_the_timing_and_its_warnings():
+    data = samples.validation_result(
+        latency_ms_p90=0.15, baseline_latency_ms_p90=0.35, speedup_low=2.5, speedup_high=2.8,
+        speedup_confidence=0.95, timed_runs=1200, threads=0,
+        warnings=["only 1 distinct batch(es) were timed (fewer than 5): ..."],
+    )  # fmt: skip
+    text = render_markdown(data)
+    metrics = dict(_tables(text)["metric"][1:])
+    assert metrics["speedup (baseline p50 / model p50)"] == "2.65x (95% CI 2.50-2.80)"
+    assert metrics["latency p90 per batch"] == "0.150 ms"
+    assert metrics["baseline latency p90 per batch"] == "0.350 ms"
+    assert metrics["timed runs per side"] == "1,200"
+    assert metrics["intra-op threads"] == "ONNX Runtime's default"
+    assert "Timing warnings: only 1 distinct batch(es) were timed (fewer than 5)" in text
+    older = dict(_tables(render_markdown(samples.validation_result()))["metric"][1:])
+    assert older["speedup (baseline p50 / model p50)"] == "2.65x"  # no interval before it
+    assert (older["timed runs per side"], older["intra-op threads"]) == ("n/a", "n/a")
+
+
+def test_sweep_warnings_are_listed_once_with_the_run_they_are_from():
+    data = samples.sweep()
+    few = "only 1 distinct batch(es) were timed (fewer than 5): ..."
+    data["dense"]["warnings"] = [few]
+    for run in data["runs"]:
+        run["warnings"] = [few]
+    data["runs"][1]["warnings"].append("the speedup's 95% interval reaches beyond +/-10%")
+    text = render_markdown(data)
+    assert text.count(few) == 2  # once for all the runs, once in the dense model's section
+    assert (
+        f"Timing warnings: dense model: {few}; magnitude/global at 90%: the speedup's 95% "
+        "interval reaches beyond +/-10%"
+    ) in text
+
+
 def test_sweep_table_has_dense_then_every_run():
     data = samples.sweep()
     data["runs"].append(samples.failed_run("synflow/erk", 0.9, "ShapeError: needs static shapes"))
@@ -164,8 +198,9 @@ def test_sweep_table_has_dense_then_every_run():
         "nonzero MACs",
         "top-1",
         "agreement",
+        "speedup (95% CI)",
     ]
-    assert dense == ["dense", "n/a", "n/a", "n/a", "n/a", "n/a", "50.2K", "97.22%", "n/a"]
+    assert dense == ["dense", "n/a", "n/a", "n/a", "n/a", "n/a", "50.2K", "97.22%", "n/a", "n/a"]
     assert len(rows) == 7
     assert rows[1] == [
         "magnitude/global",
@@ -177,16 +212,17 @@ def test_sweep_table_has_dense_then_every_run():
         "5.02K",  # 10% of 50,200
         "95.00%",
         "96.50%",  # 0.99 - 0.05 / 2
+        "1.02x (0.98-1.06)",
     ]
     assert rows[5][:6] == ["lamp/global", "99%", "99.00%", "100.00%", "100.00x", "∞"]
-    assert rows[6] == ["synflow/erk", "90%", *["n/a"] * 7]
+    assert rows[6] == ["synflow/erk", "90%", *["n/a"] * 8]
     assert "Failed runs: synflow/erk at 90%: ShapeError: needs static shapes" in text
 
 
 def test_sweep_without_labels_says_the_plots_show_agreement():
     text = render_markdown(samples.sweep(labels=False))
     assert "The sweep had no labels: the plots show agreement with the dense model." in text
-    assert _tables(text)["method"][2][7:] == ["n/a", "97.50%"]  # no top-1 without labels
+    assert _tables(text)["method"][2][7:9] == ["n/a", "97.50%"]  # no top-1 without labels
 
 
 def test_combined_report_has_both_sections():
