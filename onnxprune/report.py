@@ -16,6 +16,42 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
+class GateSparsity:
+    """Sparsity of one gate's rows of a recurrent weight (LSTM ``iofc``, GRU ``zrh``, RNN ``i``).
+
+    Attributes:
+        gate: the gate's ONNX name.
+        params: its weights (all directions).
+        zeros: those exactly zero.
+        active: nonzero ones on some input-to-output path.
+    """
+
+    gate: str
+    params: int
+    zeros: int
+    active: int
+
+    @property
+    def direct_sparsity(self) -> float:
+        """Fraction of the gate's weights that are zero."""
+        return self.zeros / self.params if self.params else 0.0
+
+    @property
+    def effective_sparsity(self) -> float:
+        """Fraction of the gate's weights that are zero or on no input-to-output path."""
+        return (self.params - self.active) / self.params if self.params else 0.0
+
+    def to_dict(self) -> dict:
+        """JSON form."""
+        return {
+            "gate": self.gate,
+            "params": self.params,
+            "direct_sparsity": self.direct_sparsity,
+            "effective_sparsity": self.effective_sparsity,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class LayerSparsity:
     """Sparsity of one prunable weight tensor.
 
@@ -31,6 +67,7 @@ class LayerSparsity:
         macs: dense multiply-accumulates of the layer's uses (``onnxprune.macs``), ``None``
             when a shape is unknown.
         nonzero_macs: those by nonzero weights: what is left when zeros are skipped.
+        gates: per gate, for the ``W`` and ``R`` of an LSTM, GRU or RNN (else empty).
     """
 
     name: str
@@ -43,6 +80,7 @@ class LayerSparsity:
     dead_outputs: int
     macs: int | None = None
     nonzero_macs: int | None = None
+    gates: tuple[GateSparsity, ...] = ()
 
     @property
     def direct_sparsity(self) -> float:
@@ -55,8 +93,8 @@ class LayerSparsity:
         return (self.params - self.active) / self.params if self.params else 0.0
 
     def to_dict(self) -> dict:
-        """JSON form with the documented keys."""
-        return {
+        """JSON form with the documented keys; ``gates`` only for a recurrent weight."""
+        data = {
             "name": self.name,
             "op_type": self.op_type,
             "shape": list(self.shape),
@@ -68,6 +106,9 @@ class LayerSparsity:
             "macs": self.macs,
             "nonzero_macs": self.nonzero_macs,
         }
+        if self.gates:
+            data["gates"] = [gate.to_dict() for gate in self.gates]
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,21 +212,37 @@ LAYER_COLUMNS = (
 
 def format_table(report: SparsityReport) -> str:
     """The report as a fixed-width text table with totals and the fallback list."""
-    rows = [
-        (
-            layer.name,
-            layer.op_type,
-            "x".join(map(str, layer.shape)),
-            f"{layer.params:,}",
-            f"{layer.direct_sparsity:.2%}",
-            f"{layer.effective_sparsity:.2%}",
-            str(layer.dead_inputs),
-            str(layer.dead_outputs),
-            short(layer.macs),
-            short(layer.nonzero_macs),
+    rows = []
+    for layer in report.layers:
+        rows.append(
+            (
+                layer.name,
+                layer.op_type,
+                "x".join(map(str, layer.shape)),
+                f"{layer.params:,}",
+                f"{layer.direct_sparsity:.2%}",
+                f"{layer.effective_sparsity:.2%}",
+                str(layer.dead_inputs),
+                str(layer.dead_outputs),
+                short(layer.macs),
+                short(layer.nonzero_macs),
+            )
         )
-        for layer in report.layers
-    ]
+        rows += [
+            (
+                f"  gate {gate.gate}",
+                "",
+                "",
+                f"{gate.params:,}",
+                f"{gate.direct_sparsity:.2%}",
+                f"{gate.effective_sparsity:.2%}",
+                "",
+                "",
+                "",
+                "",
+            )
+            for gate in layer.gates
+        ]
     out = text_table(LAYER_COLUMNS, rows, "<<<>>>>>>>")
     out += [
         "",

@@ -22,9 +22,10 @@ from onnxprune.external_data import load_model_lazy
 from onnxprune.graph.build import ConnectivityGraph, Layer, build_graph
 from onnxprune.graph.channel import LayerActivity, channel_reachability
 from onnxprune.graph.exact import exact_reachability
+from onnxprune.graph.rules.recurrent import GATES
 from onnxprune.macs import NodeMacs, graph_macs, total
 from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model
-from onnxprune.report import LayerSparsity, SparsityReport
+from onnxprune.report import GateSparsity, LayerSparsity, SparsityReport
 
 LEVELS = {"channel": channel_reachability, "exact": exact_reachability}
 
@@ -82,10 +83,14 @@ def sparsity_report(graph: ConnectivityGraph, *, level: str = "channel") -> Spar
         uses.setdefault(layer.name, []).append(layer)
     shared = frozenset(name for name, layers in uses.items() if len(layers) > 1)
     activity = LEVELS[level](graph, masks_for=shared)
-    cost = graph_macs(graph, {node: act.nonzero for node, act in activity.items()})
+    cost = graph_macs(graph, {node: act.nonzero for (node, _), act in activity.items()})
     by_node = {node.node: node for node in cost.nodes}
     rows = [
-        _row(layers, [activity[use.node] for use in layers], [by_node[use.node] for use in layers])
+        _row(
+            layers,
+            [activity[use.key] for use in layers],
+            [by_node[use.node] for use in layers if use.node in by_node],  # LSTM/GRU/RNN: none
+        )
         for layers in uses.values()
     ]
     return SparsityReport(tuple(rows), level, graph.fallbacks, cost)
@@ -111,6 +116,18 @@ def _row(layers: list[Layer], acts: list[LayerActivity], macs: list[NodeMacs]) -
         act.dead_outputs,
         total(m.macs for m in macs),
         total(m.nonzero_macs for m in macs),
+        _gates(first, act) if len(layers) == 1 else (),
+    )
+
+
+def _gates(layer: Layer, act: LayerActivity) -> tuple[GateSparsity, ...]:
+    """Per gate of a recurrent weight: its rows' share of params, zeros and active weights."""
+    if not act.gates:
+        return ()
+    per_gate = int(np.prod(layer.shape)) // len(act.gates)
+    return tuple(
+        GateSparsity(name, per_gate, per_gate - nonzero, active)
+        for name, (nonzero, active) in zip(GATES[layer.op_type], act.gates, strict=True)
     )
 
 

@@ -134,6 +134,24 @@ class ConstantResolver:
             return None
         return _CONSTANT_OPS[node.op_type](self, node)
 
+    def is_zero(self, name: str) -> bool:
+        """Whether tensor ``name`` is all zeros whatever the inputs.
+
+        A constant of zeros, or zeros carried through ops that keep them at any run-time
+        shape: the ``Expand`` of a zero to the batch size that exporters write for the initial
+        state of an LSTM, a ``ConstantOfShape`` filled with 0.
+        """
+        value = self.value(name)
+        if value is not None:
+            return not np.any(value)
+        node = self._producers.get(name)
+        if node is None:
+            return False
+        if node.op_type == "ConstantOfShape":
+            fill = attr(node, "value", None)
+            return fill is None or not np.any(numpy_helper.to_array(fill))
+        return node.op_type in _KEEP_ZEROS and self.is_zero(node.input[0])
+
     def shape(self, name: str) -> tuple[int, ...] | None:
         """Shape of constant ``name`` without materializing large tensors."""
         if name in self._initializers and name not in self._graph_inputs:
@@ -326,6 +344,21 @@ _CONSTANT_OPS = {
     "Squeeze": _value_axes_op,
     "DequantizeLinear": _value_dequantize,
 }
+
+# Ops whose output is all zeros when their first input is, whatever the others.
+_KEEP_ZEROS = frozenset(
+    {
+        "Expand",
+        "Tile",
+        "Reshape",
+        "Unsqueeze",
+        "Squeeze",
+        "Flatten",
+        "Identity",
+        "Cast",
+        "Transpose",
+    }
+)
 
 # Ops that only change the shape: the stored-to-consumed step is a reshape.
 _RESHAPES = frozenset({"Reshape", "Unsqueeze", "Squeeze"})

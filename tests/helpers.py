@@ -76,3 +76,27 @@ def refused(capsys, *argv: str) -> str:
 
 QUICK_TIMING = {"min_time": 0.0, "min_runs": 1}
 """``validate`` options that run each batch once: for tests of what it computes, not of timing."""
+
+
+def zero_inactive(model: onnx.ModelProto, level: str = "channel") -> tuple[onnx.ModelProto, int]:
+    """``model`` with every weight entry the analysis at ``level`` calls inactive set to zero.
+
+    Returns the new model and how many nonzero entries were zeroed.
+    """
+    from onnxprune.graph.build import build_graph
+    from onnxprune.sparsity import LEVELS
+
+    graph = build_graph(model)
+    names = frozenset(layer.name for layer in graph.layers)
+    activity = LEVELS[level](graph, masks_for=names)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    tensors = {t.name: t for t in out.graph.initializer}
+    zeroed = 0
+    for layer in graph.layers:
+        keep = layer.contract.source.to_stored(activity[layer.key].mask)
+        value = numpy_helper.to_array(tensors[layer.name]).copy()
+        zeroed += int(((value != 0) & ~keep).sum())
+        value[~keep] = 0
+        tensors[layer.name].CopyFrom(numpy_helper.from_array(value, layer.name))
+    return out, zeroed

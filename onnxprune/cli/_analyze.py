@@ -14,7 +14,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         "analyze",
         help="report direct and effective sparsity per prunable layer",
         description=(
-            "Report, per prunable weight (Conv, ConvTranspose, Gemm, MatMul), the direct "
+            "Report, per prunable weight (Conv, ConvTranspose, Gemm, MatMul; LSTM/GRU/RNN W and R, "
+            "per gate too), the direct "
             "sparsity (zero weights) and the effective sparsity (zero weights plus nonzero "
             "weights on no input-to-output path), and the dead input/output units."
         ),

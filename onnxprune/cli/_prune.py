@@ -23,7 +23,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         "prune",
         help="prune a model to a target sparsity and write it with its masks",
         description=(
-            "Prune the prunable weights (Conv, ConvTranspose, Gemm, MatMul kernels) of a model: "
+            "Prune the prunable weights (Conv, ConvTranspose, Gemm, MatMul kernels; LSTM/GRU/RNN W "
+            "and R) of a model: "
             "score them, allocate a sparsity to each layer, write the pruned model, its masks "
             "(.npz, bool, keyed by weight name) and print the sparsity table of the result. "
             "With --structured, remove whole units instead and write the smaller model."

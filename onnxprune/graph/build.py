@@ -14,7 +14,15 @@ import onnx
 
 from onnxprune.graph.registry import NodeView, lookup, static
 from onnxprune.graph.shapes import Shape, infer_shapes
-from onnxprune.graph.transfers import Contract, Dense, Move, NoSignal, Pointwise, Transfer
+from onnxprune.graph.transfers import (
+    Contract,
+    Dense,
+    Move,
+    NoSignal,
+    Pointwise,
+    Recurrent,
+    Transfer,
+)
 from onnxprune.macs import dense_macs
 from onnxprune.op_checks import check_shapes
 from onnxprune.weights import ConstantResolver, TensorReader
@@ -40,8 +48,9 @@ class Layer:
     Attributes:
         name: the stored tensor a pruner rewrites (the key of masks and report rows).
         node: name of the consuming node.
-        op_type: ``Conv``, ``ConvTranspose``, ``Gemm`` or ``MatMul``.
-        x: the activation tensor the layer reads.
+        op_type: ``Conv``, ``ConvTranspose``, ``Gemm``, ``MatMul``, or ``LSTM``, ``GRU`` and
+            ``RNN`` (their ``W`` and ``R``).
+        x: the activation tensor the layer reads (for ``R``, the hidden states ``Y``).
         y: the tensor the layer writes.
         weight: the tensor the node consumes (after any Transpose/Cast/Dequantize chain).
         shape: the consumed weight's shape.
@@ -57,6 +66,11 @@ class Layer:
     shape: tuple[int, ...]
     contract: Contract
 
+    @property
+    def key(self) -> tuple[str, int]:
+        """Which use of the weight: the node and its input index (a node may have two layers)."""
+        return (self.node, self.contract.weight)
+
 
 @dataclass(frozen=True, slots=True)
 class Step:
@@ -64,6 +78,8 @@ class Step:
 
     ``macs`` are the node's dense multiply-accumulates (``onnxprune.macs``): 0 for an op that is
     not counted, ``None`` when a shape it needs is unknown.
+    ``layer`` is the prunable layer of a Conv/Gemm/MatMul; ``recurrent`` the ``W`` and ``R``
+    layers of an LSTM/GRU/RNN.
     """
 
     node: str
@@ -73,6 +89,7 @@ class Step:
     transfers: tuple[Transfer, ...]
     layer: Layer | None = None
     macs: int | None = 0
+    recurrent: tuple[Layer, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,7 +175,7 @@ def build_graph(
             if isinstance(t, Move) and static(shapes.get(out)) is None:
                 shapes[out] = t.ids.shape  # a rule solved what shape inference left open
         has_signal = any(names[i] in signal for i in acts)
-        is_layer = isinstance(transfers[0], Contract)
+        is_layer = isinstance(transfers[0], (Contract, Recurrent))
         if isinstance(transfers[0], NoSignal) or not (has_signal or is_layer):
             continue
         node_name = node.name or f"{node.op_type}_{index}"
@@ -170,21 +187,17 @@ def build_graph(
         outputs = tuple(node.output)
         if has_signal:
             signal.update(o for o in outputs if o)
-        layer = _layer(node_name, node, transfers[0], shapes, constants) if is_layer else None
-        macs = _macs(view) if node.domain in ("", "ai.onnx") else 0
-        steps.append(
-            Step(
-                node_name,
-                node.op_type,
-                tuple(names[i] for i in acts),
-                outputs,
-                transfers,
-                layer,
-                macs,
-            )
+        first = transfers[0]
+        layer = (
+            _layer(node_name, node, first, shapes, constants)
+            if isinstance(first, Contract)
+            else None
         )
-        if layer is not None:
-            layers.append(layer)
+        rec = _recurrent(node_name, node, first, constants) if isinstance(first, Recurrent) else ()
+        macs = _macs(view) if node.domain in ("", "ai.onnx") else 0
+        ins = tuple(names[i] for i in acts)
+        steps.append(Step(node_name, node.op_type, ins, outputs, transfers, layer, macs, rec))
+        layers += [layer] if layer is not None else rec
     outputs = tuple(o.name for o in graph.output)
     return ConnectivityGraph(
         tuple(steps), tuple(layers), inputs, outputs, shapes, tuple(fallbacks), constants
@@ -255,6 +268,21 @@ def _layer(
         tuple(int(d) for d in shape),
         contract,
     )
+
+
+def _recurrent(
+    name: str, node: onnx.NodeProto, t: Recurrent, constants: ConstantResolver
+) -> tuple[Layer, Layer]:
+    """The ``W`` and ``R`` layers of an LSTM/GRU/RNN; ``R`` reads the hidden states it writes."""
+    y = next(o for o in node.output if o)
+    states = node.output[0] or y
+    layers = []
+    for index, source, x in ((1, t.w, t.x), (2, t.r, states)):
+        weight = node.input[index]
+        contract = Contract("recurrent", 0, index, source)
+        shape = tuple(int(d) for d in constants.shape(weight))
+        layers.append(Layer(source.name, name, node.op_type, x, y, weight, shape, contract))
+    return layers[0], layers[1]
 
 
 def _default_opset(model: onnx.ModelProto) -> int:

@@ -17,15 +17,16 @@ import scipy.sparse as sp
 from onnxprune.graph._bits import BitMatrix
 from onnxprune.graph.build import ConnectivityGraph, Layer, Step
 from onnxprune.graph.conv_geometry import conv_edges, matmul_edges, tap_validity
+from onnxprune.graph.recurrent import RecurrentLink, RecurrentUnits, hidden_axes, recurrent_links
 from onnxprune.graph.registry import static
-from onnxprune.graph.transfers import Contract, Move, Pointwise, Reduce, Transfer, Window
+from onnxprune.graph.transfers import Contract, Move, Pointwise, Recurrent, Reduce, Transfer, Window
 
 IDENTITY = "identity"
 DENSE = "dense"
-Op = sp.csr_matrix | np.ndarray | BitMatrix | str
+Op = sp.csr_matrix | np.ndarray | BitMatrix | RecurrentLink | str
 """A link between two unit vectors: an in x out matrix (scipy.sparse, a dense array of conv tap
-counts, or a packed boolean matmul pattern; a layer's may be a ``Reread``), ``IDENTITY`` or
-``DENSE``."""
+counts, or a packed boolean matmul pattern; a layer's may be a ``Reread``), a recurrent node's
+units through time, ``IDENTITY`` or ``DENSE``."""
 Matrix = sp.csr_matrix | np.ndarray | BitMatrix
 
 
@@ -74,6 +75,7 @@ class LayerActivity:
         dead_inputs: input units of the layer that carry no active weight.
         dead_outputs: output units of the layer that receive no active weight.
         mask: active entries in the consumed weight's layout (only when asked for).
+        gates: for the ``W`` and ``R`` of a recurrent layer, (nonzero, active) per gate.
     """
 
     nonzero: int
@@ -81,12 +83,13 @@ class LayerActivity:
     dead_inputs: int
     dead_outputs: int
     mask: np.ndarray | None = None
+    gates: tuple[tuple[int, int], ...] = ()
 
 
 def channel_reachability(
     graph: ConnectivityGraph, masks_for: frozenset[str] = frozenset()
-) -> dict[str, LayerActivity]:
-    """Activity of every layer at channel level, keyed by the consuming node's name.
+) -> dict[tuple[str, int], LayerActivity]:
+    """Activity of every layer at channel level, keyed by ``Layer.key``.
 
     Args:
         graph: the connectivity graph.
@@ -95,9 +98,13 @@ def channel_reachability(
     layouts = {t: default_layout(graph.shapes.get(t)) for t in graph.inputs}
     links: list[Link] = []
     edges: dict[str, tuple[Op, Matrix, np.ndarray, int]] = {}
+    recurrent: dict[str, tuple[RecurrentUnits, list[tuple[str, Op, RecurrentLink]]]] = {}
     for step in graph.steps:
         for name in step.inputs:
             layouts.setdefault(name, default_layout(graph.shapes.get(name)))
+        if step.recurrent:
+            links += _recurrent_links(graph, step, layouts, recurrent)
+            continue
         if step.layer is not None:
             relayout, edge, valid, nonzero = _layer_links(graph, step.layer, layouts)
             edges[step.node] = (relayout, edge, valid, nonzero)
@@ -110,6 +117,17 @@ def channel_reachability(
     backward = _backward(graph, links, layouts)
     result = {}
     for step in graph.steps:
+        if step.node in recurrent:
+            units, sources = recurrent[step.node]
+            alive = {
+                link.source: _push(op, forward.get(name, np.zeros(layouts[name].size, bool)), size)
+                for name, op, link in sources
+                for size in link.shape[:1]
+            }
+            out = np.zeros(units.size, bool)
+            for name in step.outputs:
+                out |= backward.get(name, out) if name else out
+            result.update(recurrent_activities(step, units, alive, out, masks_for))
         if step.layer is None:
             continue
         relayout, edge, valid, nonzero = edges[step.node]
@@ -118,7 +136,77 @@ def channel_reachability(
         alive_in = _push(relayout, reached, edge.shape[0])
         alive_out = backward.get(layer.y, np.zeros(edge.shape[1], bool))
         mask = _mask(graph, layer, alive_in, alive_out, valid) if layer.name in masks_for else None
-        result[step.node] = _activity(nonzero, edge, alive_in, alive_out, mask)
+        result[layer.key] = _activity(nonzero, edge, alive_in, alive_out, mask)
+    return result
+
+
+def _recurrent_links(
+    graph: ConnectivityGraph,
+    step: Step,
+    layouts: dict[str, Layout],
+    store: dict[str, tuple[RecurrentUnits, list[tuple[str, Op, RecurrentLink]]]],
+) -> list[Link]:
+    """Links from the input and initial states of an LSTM/GRU/RNN to each of its outputs."""
+    spec: Recurrent = step.transfers[0]
+    w_layer, r_layer = step.recurrent
+    units = RecurrentUnits.of(spec, graph.weight(w_layer), graph.weight(r_layer))
+    kinds = recurrent_links(units, w_layer.shape[-1])
+    sources = []
+    for name, kind, axes in (
+        (spec.x, "x", (2,)),
+        (spec.initial_h, "h0", hidden_axes(spec, 1)),
+        (spec.initial_c, "c0", hidden_axes(spec, 1)),
+    ):
+        if name and name in step.inputs:
+            relayout = _relayout(graph.shapes.get(name), layouts[name], axes)
+            if isinstance(relayout, str) and layouts[name].size != kinds[kind].shape[0]:
+                relayout = DENSE
+            sources.append((name, relayout, kinds[kind]))
+    store[step.node] = (units, sources)
+    links = []
+    for index, out in enumerate(step.outputs):
+        if out:
+            layouts[out] = Layout(hidden_axes(spec, min(index, 1)), units.size)
+            links += [_link(n, out, (op, link), layouts) for n, op, link in sources]
+    return links
+
+
+def recurrent_activities(
+    step: Step,
+    units: RecurrentUnits,
+    alive: dict[str, np.ndarray],
+    out: np.ndarray,
+    masks_for: frozenset[str],
+) -> dict[tuple[str, int], LayerActivity]:
+    """Activity of the ``W`` and ``R`` layers of a recurrent step.
+
+    Args:
+        step: the step.
+        units: its units.
+        alive: what carries signal into it: input features (``"x"``), initial states
+            (``"h0"``, ``"c0"``) as units; absent kinds carry none.
+        out: [D * H] output units that reach a graph output.
+        masks_for: weight names whose active mask is wanted.
+    """
+    w_layer, r_layer = step.recurrent
+    features = w_layer.shape[-1]
+    x = alive.get("x", np.zeros(features, bool))
+    live = units.forward(x, alive.get("h0"), alive.get("c0"))
+    reaching = units.backward(out)
+    result = {}
+    for layer, weight, sources in ((w_layer, "w", x), (r_layer, "r", live)):
+        active, gates = units.activity(weight, sources, reaching)
+        d, gh, n = active.shape
+        by_unit = active.reshape(d, len(units.spec.gates), gh // len(units.spec.gates), n)
+        used_in = active.any(axis=(0, 1)) if weight == "w" else active.any(axis=1)
+        result[layer.key] = LayerActivity(
+            int(units.w.sum() if weight == "w" else units.r.sum()),
+            int(active.sum()),
+            int((~used_in).sum()),
+            int((~by_unit.any(axis=(1, 3))).sum()),
+            active if layer.name in masks_for else None,
+            tuple((int(a), int(b)) for a, b in gates),
+        )
     return result
 
 
@@ -368,7 +456,7 @@ def _backward(
 def _push(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
     if isinstance(op, Reread):
         op = op.build()
-    if isinstance(op, BitMatrix):
+    if isinstance(op, (BitMatrix, RecurrentLink)):
         return op.push(vec)
     if isinstance(op, np.ndarray):
         return op[vec].any(axis=0)
@@ -382,7 +470,7 @@ def _push(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
 def _pull(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
     if isinstance(op, Reread):
         op = op.build()
-    if isinstance(op, BitMatrix):
+    if isinstance(op, (BitMatrix, RecurrentLink)):
         return op.pull(vec)
     if isinstance(op, np.ndarray):
         return op[:, vec].any(axis=1)

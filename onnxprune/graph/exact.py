@@ -17,7 +17,7 @@ import numpy as np
 from onnxprune import progress
 from onnxprune.errors import LimitExceededError, ShapeError
 from onnxprune.graph.build import ConnectivityGraph, Step
-from onnxprune.graph.channel import LayerActivity
+from onnxprune.graph.channel import LayerActivity, recurrent_activities
 from onnxprune.graph.conv_geometry import (
     contract_backward,
     contract_forward,
@@ -26,7 +26,17 @@ from onnxprune.graph.conv_geometry import (
     window_sum,
     window_sum_adjoint,
 )
-from onnxprune.graph.transfers import Contract, Dense, Move, Pointwise, Reduce, Transfer, Window
+from onnxprune.graph.recurrent import RecurrentUnits, hidden_axes
+from onnxprune.graph.transfers import (
+    Contract,
+    Dense,
+    Move,
+    Pointwise,
+    Recurrent,
+    Reduce,
+    Transfer,
+    Window,
+)
 from onnxprune.model_checks import memory_limit
 
 Maps = dict[str, np.ndarray]
@@ -34,8 +44,11 @@ Maps = dict[str, np.ndarray]
 
 def exact_reachability(
     graph: ConnectivityGraph, masks_for: frozenset[str] = frozenset()
-) -> dict[str, LayerActivity]:
-    """Activity of every layer at position level, keyed by the consuming node's name.
+) -> dict[tuple[str, int], LayerActivity]:
+    """Activity of every layer at position level, keyed by ``Layer.key``.
+
+    Recurrent layers are followed per hidden unit, not per time step (``graph/recurrent.py``):
+    a unit reached at some step counts as reached at every step, as at the channel level.
 
     Raises:
         ShapeError: a tensor on a signal path has a symbolic dimension other than the batch.
@@ -55,14 +68,25 @@ def exact_reachability(
             if out in backward and backward[out].any():
                 _pull(graph, step, transfer, backward[out], backward, shapes)
     result = {}
+    for step in graph.steps:
+        if step.recurrent:
+            units = _units(graph, step)
+            alive = _recurrent_sources(step, units, forward, shapes)
+            out = np.zeros(units.size, bool)
+            for name in step.outputs:
+                if name in backward:
+                    out |= _hidden(units.spec, backward[name])
+            result.update(recurrent_activities(step, units, alive, out, masks_for))
     for layer in graph.layers:
+        if layer.contract.kind == "recurrent":
+            continue
         x = forward.get(layer.x, np.zeros(shapes[layer.x], bool))
         y = backward.get(layer.y, np.zeros(shapes[layer.y], bool))
         weight = graph.weight(layer)
         active = _active(layer.contract, weight, x, y)
         dead_in, dead_out = _dead_units(layer.contract, active)
         keep = active if layer.name in masks_for else None
-        result[layer.node] = LayerActivity(
+        result[layer.key] = LayerActivity(
             int(np.count_nonzero(weight)), int(active.sum()), dead_in, dead_out, keep
         )
     return result
@@ -123,6 +147,10 @@ def _needing_shapes(graph: ConnectivityGraph) -> set[str]:
     """Tensors whose element layout matters: used by layers, moves, windows or reductions."""
     needs: set[str] = set()
     for step in graph.steps:
+        if step.recurrent:
+            spec = step.transfers[0]
+            needs |= {spec.x, spec.initial_h, spec.initial_c, *step.outputs} - {""}
+            continue
         if step.layer is not None:
             needs |= {step.layer.x, step.layer.y}
             continue
@@ -155,6 +183,10 @@ def _push(
         x = maps.get(step.layer.x, np.zeros(shapes[step.layer.x], bool))
         weight = _pattern(graph.weight(step.layer))
         return contract_forward(step.layer.contract, weight, x, out_shape, binary=True)
+    if isinstance(t, Recurrent):
+        units = _units(graph, step)
+        live = units.forward(**_recurrent_sources(step, units, maps, shapes))
+        return _spread(t, live, out_shape)
     ins = [maps.get(n, np.zeros(shapes[n], bool)) for n in step.inputs]
     if isinstance(t, Pointwise):
         if not out_shape:  # a 0-d summary: reached anywhere means reached everywhere
@@ -188,7 +220,19 @@ def _pull(
     shapes: dict[str, tuple[int, ...]],
 ) -> None:
     names = list(step.inputs)
-    if step.layer is not None:
+    if isinstance(t, Recurrent):
+        units = _units(graph, step)
+        reaching = units.backward(_hidden(t, b_out))
+        pulled = {t.x: units.pull_x(reaching), t.initial_h: units.pull_h0(reaching)}
+        pulled[t.initial_c] = (reaching & units.nonzero).reshape(-1)
+        names = [n for n in (t.x, t.initial_h, t.initial_c) if n and n in step.inputs]
+        got = [
+            np.broadcast_to(pulled[n], shapes[n]).copy()
+            if n == t.x
+            else _spread(t, pulled[n], shapes[n])
+            for n in names
+        ]
+    elif step.layer is not None:
         contract, layer = step.layer.contract, step.layer
         weight = _pattern(graph.weight(layer))
         got = [contract_backward(contract, weight, b_out, shapes[layer.x], binary=True)]
@@ -218,6 +262,45 @@ def _pull(
     for name, m in zip(names, got, strict=True):
         prev = maps.get(name)
         maps[name] = m.copy() if prev is None else prev | m
+
+
+# --- recurrent layers ----------------------------------------------------------------------------
+
+
+def _units(graph: ConnectivityGraph, step: Step) -> RecurrentUnits:
+    w_layer, r_layer = step.recurrent
+    return RecurrentUnits.of(step.transfers[0], graph.weight(w_layer), graph.weight(r_layer))
+
+
+def _recurrent_sources(
+    step: Step, units: RecurrentUnits, maps: Maps, shapes: dict[str, tuple[int, ...]]
+) -> dict[str, np.ndarray]:
+    """What reaches a recurrent step, as features (``x``) and units (``h0``, ``c0``)."""
+    spec = units.spec
+    alive = {}
+    for name, kind in ((spec.x, "x"), (spec.initial_h, "h0"), (spec.initial_c, "c0")):
+        if name and name in step.inputs:
+            m = maps.get(name, np.zeros(shapes[name], bool))
+            alive[kind] = (
+                m.reshape(-1, m.shape[-1]).any(axis=0) if kind == "x" else _hidden(spec, m)
+            )
+    return alive
+
+
+def _hidden(spec: Recurrent, m: np.ndarray) -> np.ndarray:
+    """[D * H] units of a map of ``Y`` (rank 4) or of a state (rank 3): reached anywhere."""
+    axes = hidden_axes(spec, 0 if m.ndim == 4 else 1)
+    others = tuple(a for a in range(m.ndim) if a not in axes)
+    return m.any(axis=others).reshape(-1)
+
+
+def _spread(spec: Recurrent, units: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A map of ``Y`` (rank 4) or a state (rank 3) holding ``units`` [D, H] at every position."""
+    axes = hidden_axes(spec, 0 if len(shape) == 4 else 1)
+    view = [1] * len(shape)
+    for axis in axes:
+        view[axis] = shape[axis]
+    return np.broadcast_to(units.reshape(view), shape).copy()
 
 
 # --- prunable layers -----------------------------------------------------------------------------

@@ -84,8 +84,11 @@ class NoSignal:
 class Contract:
     """A prunable layer: Conv, ConvTranspose, Gemm or MatMul with a constant weight.
 
+    The ``W`` and ``R`` weights of a ``Recurrent`` node are layers of kind ``"recurrent"``:
+    their input units lie along the weight's last axis.
+
     Attributes:
-        kind: ``"conv"``, ``"conv_transpose"`` or ``"matmul"``.
+        kind: ``"conv"``, ``"conv_transpose"``, ``"matmul"`` or ``"recurrent"``.
         activation: index of the node input carrying the activation.
         weight: index of the node input carrying the weight.
         source: the stored tensor a pruner rewrites.
@@ -109,4 +112,48 @@ class Contract:
     pads: tuple[int, ...] = ()
 
 
-Transfer = Pointwise | Move | Window | Reduce | Dense | NoSignal | Contract
+@dataclass(frozen=True, slots=True)
+class Recurrent:
+    """An LSTM, GRU or RNN node with constant weights: hidden units carried through time.
+
+    Every output (``Y``, ``Y_h``, ``Y_c``) holds the ``directions * hidden`` hidden units; the
+    input weight ``W`` [D, G*H, I] maps the input's features (its last axis) to them, the
+    recurrence weight ``R`` [D, G*H, H] maps them to themselves, one block of ``H`` rows per gate
+    in ONNX order (``gates``). ``graph/recurrent.py`` says which units carry signal.
+
+    Attributes:
+        op_type: ``"LSTM"``, ``"GRU"`` or ``"RNN"``.
+        gates: the gate names in the order of the weight's row blocks.
+        hidden: ``hidden_size``.
+        directions: 1, or 2 when bidirectional.
+        batch_first: the ``layout`` attribute is 1 (X [B, T, I], Y [B, T, D, H]).
+        w, r: where ``W`` and ``R`` are stored.
+        candidate: the index in ``gates`` of the gate whose zero keeps a unit at zero: LSTM
+            ``c`` (c = f*c' + i*g stays 0, h = o*tanh(c) = 0), GRU ``h`` (h = (1-z)*n + z*h'
+            stays 0), RNN ``i``; this holds with the default activations from a zero state.
+        nonzero_seed: [D, H] bool, units that may be nonzero whatever ``W`` and ``R`` hold:
+            a nonzero (or run-time) candidate bias or initial cell (GRU: initial hidden)
+            state, or activations that do not map 0 to 0 (then every unit).
+        nonzero_state: [D, H] bool, units of the initial hidden state that may be nonzero
+            (read through ``R``).
+        x: the input sequence ``X``.
+        initial_h, initial_c: the initial states when computed at run time (they carry
+            signal), else ``""``.
+    """
+
+    op_type: str
+    gates: tuple[str, ...]
+    hidden: int
+    directions: int
+    batch_first: bool
+    w: WeightSource
+    r: WeightSource
+    candidate: int
+    nonzero_seed: np.ndarray = field(repr=False)
+    nonzero_state: np.ndarray = field(repr=False)
+    x: str = ""
+    initial_h: str = ""
+    initial_c: str = ""
+
+
+Transfer = Pointwise | Move | Window | Reduce | Dense | NoSignal | Contract | Recurrent

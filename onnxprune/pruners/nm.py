@@ -48,7 +48,8 @@ def nm_masks(
 
     The input dimension of each layout: matmul ``[K, N]`` along axis 0 (``[N, K]``, axis 1, when
     ``w_transposed``); conv ``[O, C/G, *k]`` along axis 1, each output channel and kernel tap on
-    its own; conv_transpose ``[C, O/G, *k]`` along axis 0. Equal scores keep the lower index.
+    its own; conv_transpose ``[C, O/G, *k]`` along axis 0; recurrent ``W``/``R`` along the
+    last axis, each gate row on its own. Equal scores keep the lower index.
 
     Args:
         scores: importance scores keyed by layer name, in the layout the layer consumes.
@@ -107,6 +108,8 @@ def input_axis(name: str, shape: tuple[int, ...], kind: Contract) -> tuple[int, 
             raise InvalidOptionError(f"layer {name!r}: a matmul weight is 2-D, got shape {shape}")
         axis = 1 if kind.w_transposed else 0
         return axis, shape[axis]
+    if kind.kind == "recurrent":  # LSTM/GRU/RNN W [D, G*H, I], R [D, G*H, H]: each gate row
+        return len(shape) - 1, shape[-1]
     if len(shape) < 3:
         raise InvalidOptionError(f"layer {name!r}: a {kind.kind} weight has rank >= 3, got {shape}")
     if kind.kind == "conv":

@@ -76,11 +76,16 @@ class OnnxWeight:
 
 
 def onnx_weights(model: onnx.ModelProto | ConnectivityGraph) -> list[OnnxWeight]:
-    """Every prunable weight of ``model`` (or of its built graph) at its first use, in order."""
+    """Every prunable weight of ``model`` (or of its built graph) at its first use, in order.
+
+    Recurrent weights (LSTM/GRU/RNN ``W``, ``R``) are left out: not mapped to torch yet.
+    """
     graph = model if isinstance(model, ConnectivityGraph) else build_graph(model)
     seen: dict[str, OnnxWeight] = {}
     for layer in graph.layers:
-        if layer.name in seen:
+        # LSTM/GRU/RNN weights stack gates and directions in another order than torch's
+        # ``weight_ih_l{k}``; they are not mapped.
+        if layer.name in seen or layer.contract.kind not in _KINDS:
             continue
         contract = layer.contract
         kind = _KINDS[contract.kind]

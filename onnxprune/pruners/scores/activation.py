@@ -41,8 +41,10 @@ def activation(weights: Mapping[str, np.ndarray], ctx: ScoreContext) -> dict[str
     """Importance = ``|w|`` times the L2 norm of the input unit the weight multiplies.
 
     Units: channels of a convolution input (over batch and spatial positions), elements of the
-    contracted axis of a Gemm/MatMul input (over every other axis). A weight stored once and used
-    by several layers gets the norm over all the inputs it multiplies.
+    contracted axis of a Gemm/MatMul input (over every other axis), features of an LSTM/GRU/RNN
+    input for its ``W`` and hidden units (per direction, over every step of ``Y``) for its
+    ``R`` (which multiplies the previous step's: ``Y`` stands for them). A weight stored once
+    and used by several layers gets the norm over all the inputs it multiplies.
 
     Args:
         weights: arrays in the layout the layers consume, keyed by layer name.
@@ -62,7 +64,8 @@ def activation(weights: Mapping[str, np.ndarray], ctx: ScoreContext) -> dict[str
         magnitude = np.abs(np.asarray(w, dtype=np.float64))
         total = np.zeros_like(magnitude)
         for layer in layers_named(ctx.graph, name):
-            total = total + expand_to_weight(squares[layer.x, unit_axis(layer)], layer, w.shape)
+            key = layer.x, _unit_axes(ctx.graph, layer)
+            total = total + expand_to_weight(squares[key], layer, w.shape)
         out[name] = magnitude * np.sqrt(total)
     return out
 
@@ -75,7 +78,7 @@ def input_sum_of_squares(
     *,
     batch_size: int = BATCH_SIZE,
     provider: str = "auto",
-) -> dict[tuple[str, int], np.ndarray]:
+) -> dict[tuple[str, int | tuple[int, ...]], np.ndarray]:
     """Sum of squares of each named layer's input per input unit, over the calibration set.
 
     Args:
@@ -88,10 +91,13 @@ def input_sum_of_squares(
 
     Returns:
         float64 vectors keyed by ``(tensor, axis)``: axis 1 of a convolution input, the
-        contracted axis (counted from the end) of a matmul input.
+        contracted axis (counted from the end) of a matmul input, the (direction, hidden)
+        axes of a recurrent layer's hidden states.
     """
-    wanted = {(layer.x, unit_axis(layer)) for name in names for layer in layers_named(graph, name)}
-    sums: dict[tuple[str, int], np.ndarray] = {}
+    wanted = {
+        (layer.x, _unit_axes(graph, layer)) for name in names for layer in layers_named(graph, name)
+    }
+    sums: dict[tuple[str, int | tuple[int, ...]], np.ndarray] = {}
     tensors = sorted({tensor for tensor, _ in wanted})
     run = calibration_batches(
         model,
@@ -114,9 +120,16 @@ def expand_to_weight(units: np.ndarray, layer: Layer, shape: tuple[int, ...]) ->
 
     Conv ``[O, C/G, *k]``: output channel ``o`` of group ``g = o // (O/G)`` reads input channels
     ``g * C/G + local``. ConvTranspose ``[C, O/G, *k]``: input channels along axis 0. Matmul
-    ``[K, N]``, or ``[N, K]`` when ``w_transposed``: input units along ``K``.
+    ``[K, N]``, or ``[N, K]`` when ``w_transposed``: input units along ``K``. Recurrent ``W``
+    ``[D, G*H, I]``: features along the last axis; ``R`` ``[D, G*H, H]``: the ``D * H`` hidden
+    units along the first and last.
     """
     contract = layer.contract
+    if contract.kind == "recurrent":
+        recurrence = contract.weight == 2
+        _check_units(units, shape[0] * shape[-1] if recurrence else shape[-1], layer)
+        view = (shape[0], 1, shape[-1]) if recurrence else (1, 1, shape[-1])
+        return np.broadcast_to(units.reshape(view), shape)
     if contract.kind == "conv":
         out_channels, per_group, groups = shape[0], shape[1], contract.group
         _check_units(units, groups * per_group, layer)
@@ -131,11 +144,23 @@ def expand_to_weight(units: np.ndarray, layer: Layer, shape: tuple[int, ...]) ->
     return np.broadcast_to(units[None, :] if axis else units[:, None], shape)
 
 
-def _unit_sum_of_squares(x: np.ndarray, axis: int) -> np.ndarray:
-    """Sum of ``x**2`` over every axis but ``axis``, in float64."""
-    moved = np.moveaxis(np.asarray(x, dtype=np.float64), axis, 0)
-    flat = moved.reshape(moved.shape[0], -1)
+def _unit_sum_of_squares(x: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
+    """Sum of ``x**2`` over every axis but ``axis`` (units over several axes: row-major)."""
+    axes = (axis,) if isinstance(axis, int) else axis
+    moved = np.moveaxis(np.asarray(x, dtype=np.float64), axes, tuple(range(len(axes))))
+    flat = moved.reshape(int(np.prod(moved.shape[: len(axes)])), -1)
     return np.einsum("ij,ij->i", flat, flat)
+
+
+def _unit_axes(graph: ConnectivityGraph, layer: Layer) -> int | tuple[int, ...]:
+    """``unit_axis``, or for a recurrent ``R`` the (direction, hidden) axes of ``Y`` or ``Y_h``."""
+    contract = layer.contract
+    if contract.kind != "recurrent" or contract.weight != 2:
+        return unit_axis(layer)
+    from onnxprune.graph.recurrent import hidden_axes
+
+    spec = next(s for s in graph.steps if s.node == layer.node).transfers[0]
+    return hidden_axes(spec, 0 if len(graph.shapes.get(layer.x) or ()) == 4 else 1)
 
 
 def _check_units(units: np.ndarray, expected: int, layer: Layer) -> None:

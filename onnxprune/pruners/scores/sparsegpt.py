@@ -197,6 +197,11 @@ def _check_layers(
     for name, w in weights.items():
         uses = layers_named(graph, name)
         first = uses[0]
+        if first.contract.kind == "recurrent":
+            raise InvalidOptionError(
+                f"score sparsegpt does not prune recurrent (LSTM/GRU/RNN) weights ({name!r}); "
+                "leave them out with --exclude"
+            )
         if any(layer.contract.kind == "conv_transpose" for layer in uses):
             raise InvalidOptionError(
                 f"score sparsegpt does not prune ConvTranspose layers ({name!r}); leave them out "

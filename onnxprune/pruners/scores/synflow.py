@@ -236,6 +236,12 @@ class _Net:
         missing = sorted(set(weights) - {layer.name for layer in graph.layers})
         if missing:
             raise InvalidOptionError(f"weights {missing} are not prunable layers of the graph")
+        recurrent = next((s.node for s in graph.steps if s.recurrent), None)
+        if recurrent is not None:
+            raise InvalidOptionError(
+                f"synflow does not follow recurrent layers (node {recurrent!r}: LSTM/GRU/RNN); "
+                "use another score"
+            )
         fixed = {}
         for layer in graph.layers:
             if layer.name not in weights:
