@@ -201,3 +201,13 @@ def test_run_time_weights_fall_back_to_dense() -> None:
     report = analyze(model)
     assert [f.op_type for f in report.fallbacks] == ["RNN"]
     assert [layer.name for layer in report.layers] == ["wa", "head"]
+
+
+def test_gates_travel_in_the_service_report() -> None:
+    from onnxprune.service.messages import report_message
+
+    report = analyze(_model("LSTM", *_weights("LSTM", np.random.default_rng(7))))
+    message = report_message(report)
+    (w_row,) = [layer for layer in message.layers if layer.name == "w"]
+    assert [(g.gate, g.params) for g in w_row.gates] == [(g, 6) for g in "iofc"]
+    assert not message.layers[0].gates

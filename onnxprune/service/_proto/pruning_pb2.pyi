@@ -375,8 +375,20 @@ class ListMethodsResponse(_message.Message):
     criteria: _containers.RepeatedCompositeFieldContainer[Method]
     def __init__(self, scores: _Optional[_Iterable[_Union[Method, _Mapping]]] = ..., allocations: _Optional[_Iterable[_Union[Method, _Mapping]]] = ..., criteria: _Optional[_Iterable[_Union[Method, _Mapping]]] = ...) -> None: ...
 
+class GateSparsity(_message.Message):
+    __slots__ = ("gate", "params", "direct_sparsity", "effective_sparsity")
+    GATE_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    gate: str
+    params: int
+    direct_sparsity: float
+    effective_sparsity: float
+    def __init__(self, gate: _Optional[str] = ..., params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ...) -> None: ...
+
 class LayerSparsity(_message.Message):
-    __slots__ = ("name", "op_type", "shape", "params", "direct_sparsity", "effective_sparsity", "dead_inputs", "dead_outputs", "macs", "nonzero_macs")
+    __slots__ = ("name", "op_type", "shape", "params", "direct_sparsity", "effective_sparsity", "dead_inputs", "dead_outputs", "macs", "nonzero_macs", "gates")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OP_TYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -387,6 +399,7 @@ class LayerSparsity(_message.Message):
     DEAD_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     MACS_FIELD_NUMBER: _ClassVar[int]
     NONZERO_MACS_FIELD_NUMBER: _ClassVar[int]
+    GATES_FIELD_NUMBER: _ClassVar[int]
     name: str
     op_type: str
     shape: _containers.RepeatedScalarFieldContainer[int]
@@ -397,7 +410,8 @@ class LayerSparsity(_message.Message):
     dead_outputs: int
     macs: int
     nonzero_macs: int
-    def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., dead_inputs: _Optional[int] = ..., dead_outputs: _Optional[int] = ..., macs: _Optional[int] = ..., nonzero_macs: _Optional[int] = ...) -> None: ...
+    gates: _containers.RepeatedCompositeFieldContainer[GateSparsity]
+    def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., dead_inputs: _Optional[int] = ..., dead_outputs: _Optional[int] = ..., macs: _Optional[int] = ..., nonzero_macs: _Optional[int] = ..., gates: _Optional[_Iterable[_Union[GateSparsity, _Mapping]]] = ...) -> None: ...
 
 class SparsityReport(_message.Message):
     __slots__ = ("total_params", "direct_sparsity", "effective_sparsity", "direct_compression", "effective_compression", "level", "layers", "fallback_ops", "json", "text", "macs", "nonzero_macs")
