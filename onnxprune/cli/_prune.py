@@ -96,7 +96,10 @@ def _prune(args: argparse.Namespace) -> int:
         return 0
     out(format_table(result.report))
     if result.analyses:
-        out(f"effective target reached in {result.analyses} analyses")
+        from onnxprune.pruners.targets import reached
+
+        word = "reached" if reached(result.warnings) else "not reached (see the warning)"
+        out(f"effective target {word} in {result.analyses} analyses")
     if result.compaction is not None:
         print_compaction(result.compaction.to_dict())
     out(f"wrote {output} and {masks_out}")

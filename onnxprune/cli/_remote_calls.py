@@ -95,10 +95,11 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
         print_structured(summary, args)
         return 0
     report, compaction = result.report, None
-    text = report.json
+    data = json.loads(report.json)
     if result.HasField("compaction"):  # --compact: the JSON gains it, as PruneResult.to_dict's
         compaction = compact_dict(result.compaction)
-        text = json.dumps({**json.loads(report.json), "compaction": compaction}, indent=2)
+        data["compaction"] = compaction
+    text = json.dumps({**data, "warnings": list(result.warnings)}, indent=2)
     if args.report_out:
         write_text_atomic(Path(args.report_out), text)
     for warning in result.warnings:
@@ -108,7 +109,10 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
         return 0
     out(report.text)
     if result.analyses:
-        out(f"effective target reached in {result.analyses} analyses")
+        from onnxprune.pruners.targets import reached
+
+        word = "reached" if reached(result.warnings) else "not reached (see the warning)"
+        out(f"effective target {word} in {result.analyses} analyses")
     if compaction is not None:
         print_compaction(compaction)
     out(f"wrote {output} and {masks_out}")

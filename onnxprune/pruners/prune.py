@@ -38,7 +38,7 @@ from onnxprune.pruners.nm import nm_masks, parse_nm
 from onnxprune.pruners.ranking import Ranking
 from onnxprune.pruners.registry import LayerTargets, ScoreContext, get_allocation, get_score
 from onnxprune.pruners.rows import RowGroups
-from onnxprune.pruners.targets import bisect_effective
+from onnxprune.pruners.targets import SHORTFALL, Bisection, bisect_effective
 from onnxprune.report import SparsityReport
 from onnxprune.sparsity import LEVELS, sparsity_report
 
@@ -96,13 +96,14 @@ class PruneResult:
         """The JSON a prune writes (``--report-out``, ``--json``).
 
         The sparsity report of an unstructured prune (with ``compaction`` when it was
-        compacted), the units and compaction of a structured one.
+        compacted) and its ``warnings``, the units and compaction of a structured one.
         """
         if self.structured is not None:
             return self.structured.to_dict()
         data = self.report.to_dict()
         if self.compaction is not None:
             data["compaction"] = self.compaction.to_dict()
+        data["warnings"] = list(self.warnings)
         return data
 
 
@@ -205,13 +206,60 @@ def prune_weights(
     search = bisect_effective(
         lambda k: plan.effective(ranked_masks(k)), min(forced, top), top, o.sparsity
     )
-    notes = ()
-    if search.effective_sparsity > o.sparsity:
-        notes = (
-            f"effective sparsity is already {search.effective_sparsity:.4f} before pruning, "
-            f"above the target {o.sparsity}",
-        )
+    notes = _effective_notes(plan, ranked_masks, search, o.sparsity, top)
     return finish(ranked_masks(search.removed), notes, search.analyses)
+
+
+def _effective_notes(
+    plan: _Plan,
+    ranked_masks: Callable[[int], dict[str, np.ndarray]],
+    search: Bisection,
+    target: float,
+    top: int,
+) -> tuple[str, ...]:
+    """A warning when the search ends over the target (already before pruning) or short of it.
+
+    Short by more than ``EFFECTIVE_SLACK`` and one weight: ``_shortfall`` says why (with one
+    more analysis, not counted: it is not part of the search).
+    """
+    if search.effective_sparsity > target:
+        return (
+            f"effective sparsity is already {search.effective_sparsity:.4f} before pruning, "
+            f"above the target {target}",
+        )
+    if target - search.effective_sparsity > max(EFFECTIVE_SLACK, 1 / max(top + 1, 1)):
+        return (_shortfall(plan, ranked_masks, search, target, top),)
+    return ()
+
+
+def _shortfall(
+    plan: _Plan,
+    ranked_masks: Callable[[int], dict[str, np.ndarray]],
+    search: Bisection,
+    target: float,
+    top: int,
+) -> str:
+    """Why the effective target was missed: what the next weight in score order would do.
+
+    The search keeps the most removals whose effective sparsity stays under the target; the
+    next removal jumps over it, usually by cutting the last paths through a saturated layer.
+    """
+    reached = f"{SHORTFALL} {target}: {search.effective_sparsity:.4f}"
+    if search.removed >= top:
+        return f"{reached}; every prunable weight but one is removed already"
+    now, after = ranked_masks(search.removed), ranked_masks(search.removed + 1)
+    thinned = [
+        f"{name}, which would keep {int(after[name].sum()):,} of {after[name].size:,}"
+        for name in now
+        if after[name].sum() < now[name].sum()
+    ]
+    jump = plan.effective(after)
+    where = f" (from {'; '.join(thinned[:3])})" if thinned else ""
+    return (
+        f"{reached}; the next weight in score order{where} takes it to {jump:.4f}, so the "
+        "target is not reachable with this score and allocation; try --min-threshold or "
+        "another allocation"
+    )
 
 
 @dataclass(frozen=True)
@@ -501,10 +549,15 @@ def selected_sigma(min_threshold: float | None, everything: int, selected: int) 
 
 NEAR_COLLAPSE = 0.01
 """A layer that keeps less than this fraction of its weights gets a near-collapse warning."""
+NEAR_COLLAPSE_WEIGHTS = 8
+"""So does a pruned layer that keeps fewer weights than this, whatever its size."""
 
 
 def collapse_warnings(layers: Iterable[tuple[str, int, int]]) -> tuple[str, ...]:
-    """One warning per layer pruned to 100% or keeping under ``NEAR_COLLAPSE`` of its weights.
+    """One warning per layer pruned to 100% or near it, suggesting the minimum threshold.
+
+    Near: it keeps under ``NEAR_COLLAPSE`` of its weights, or fewer than
+    ``NEAR_COLLAPSE_WEIGHTS``; a layer left whole never is.
 
     Args:
         layers: ``(name, kept, size)`` of each pruned layer.
@@ -519,7 +572,7 @@ def collapse_warnings(layers: Iterable[tuple[str, int, int]]) -> tuple[str, ...]
                 f"{name}: pruned to 100% (layer collapse; every path through it is cut); "
                 "try --min-threshold"
             )
-        elif size and kept < NEAR_COLLAPSE * size:
+        elif kept < size and (kept < NEAR_COLLAPSE * size or kept < NEAR_COLLAPSE_WEIGHTS):
             warnings.append(
                 f"{name}: keeps {kept} of {size} weights ({kept / size:.2%}; near layer "
                 "collapse); try --min-threshold or another allocation"

@@ -10,10 +10,18 @@ is at most the target is found in about ``log2(total)`` analyses.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from onnxprune import progress
+
+SHORTFALL = "effective sparsity short of the target"
+"""How the warning of a missed effective target begins (the CLI then says it was not reached)."""
+
+
+def reached(warnings: Iterable[str]) -> bool:
+    """Whether a prune's ``warnings`` say nothing of a missed effective target."""
+    return not any(w.startswith(SHORTFALL) for w in warnings)
 
 
 @dataclass(frozen=True, slots=True)
