@@ -15,8 +15,27 @@ if TYPE_CHECKING:
     from onnxprune.graph.build import Fallback
 
 
+class _Sparsities:
+    """Direct and effective sparsity of a count of weights (``params``, ``zeros``, ``active``)."""
+
+    __slots__ = ()
+    params: int
+    zeros: int
+    active: int
+
+    @property
+    def direct_sparsity(self) -> float:
+        """Fraction of weights that are zero."""
+        return self.zeros / self.params if self.params else 0.0
+
+    @property
+    def effective_sparsity(self) -> float:
+        """Fraction of weights that are zero or lie on no input-to-output path."""
+        return (self.params - self.active) / self.params if self.params else 0.0
+
+
 @dataclass(frozen=True, slots=True)
-class GateSparsity:
+class GateSparsity(_Sparsities):
     """Sparsity of one gate's rows of a recurrent weight (LSTM ``iofc``, GRU ``zrh``, RNN ``i``).
 
     Attributes:
@@ -31,16 +50,6 @@ class GateSparsity:
     zeros: int
     active: int
 
-    @property
-    def direct_sparsity(self) -> float:
-        """Fraction of the gate's weights that are zero."""
-        return self.zeros / self.params if self.params else 0.0
-
-    @property
-    def effective_sparsity(self) -> float:
-        """Fraction of the gate's weights that are zero or on no input-to-output path."""
-        return (self.params - self.active) / self.params if self.params else 0.0
-
     def to_dict(self) -> dict:
         """JSON form."""
         return {
@@ -52,7 +61,7 @@ class GateSparsity:
 
 
 @dataclass(frozen=True, slots=True)
-class LayerSparsity:
+class LayerSparsity(_Sparsities):
     """Sparsity of one prunable weight tensor.
 
     Attributes:
@@ -81,16 +90,6 @@ class LayerSparsity:
     macs: int | None = None
     nonzero_macs: int | None = None
     gates: tuple[GateSparsity, ...] = ()
-
-    @property
-    def direct_sparsity(self) -> float:
-        """Fraction of weights that are zero."""
-        return self.zeros / self.params if self.params else 0.0
-
-    @property
-    def effective_sparsity(self) -> float:
-        """Fraction of weights that are zero or lie on no input-to-output path."""
-        return (self.params - self.active) / self.params if self.params else 0.0
 
     def to_dict(self) -> dict:
         """JSON form with the documented keys; ``gates`` only for a recurrent weight."""
