@@ -94,3 +94,11 @@ def test_synflow_refuses_recurrent_layers() -> None:
     ctx = ScoreContext(graph=graph, model=model, target=0.5)
     with pytest.raises(InvalidOptionError, match="synflow does not follow recurrent layers"):
         get_score("synflow").fn(_weights(graph), ctx)
+
+
+def test_sparsegpt_refuses_recurrent_weights() -> None:
+    import onnxprune
+
+    x = RNG.standard_normal((N, T, F)).astype(np.float32)
+    with pytest.raises(InvalidOptionError, match="sparsegpt does not prune recurrent"):
+        onnxprune.prune(_model(), sparsity=0.5, score="sparsegpt", calibration={"x": x})
