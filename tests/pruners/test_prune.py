@@ -168,7 +168,7 @@ def test_layer_collapse_is_reported_and_min_threshold_prevents_it():
     assert not collapsed.masks["fc1.weight"].any()
     sigma = 0.02  # of 16*12 + 12*8 + 8*4 = 320 weights: every layer keeps >= 7
     safe = prune(model, sparsity=0.7, min_threshold=sigma)
-    assert not any("layer collapse" in w for w in safe.warnings)
+    assert not any("pruned to 100%" in w for w in safe.warnings)  # near it at 7 kept, not gone
     assert all(m.sum() >= np.ceil(sigma * 320) for m in safe.masks.values())
     assert safe.report.direct_sparsity == pytest.approx(0.7, abs=1 / 320)
 
