@@ -69,7 +69,8 @@ def test_analyze_equals_the_library(address):
     assert typed == {**local.to_dict(), "layers": [  # int64 fields come back as strings in JSON
         {**layer, "shape": [str(d) for d in layer["shape"]], "params": str(layer["params"]),
          "dead_inputs": str(layer["dead_inputs"]), "dead_outputs": str(layer["dead_outputs"]),
-         "macs": str(layer["macs"]), "nonzero_macs": str(layer["nonzero_macs"])}
+         "macs": str(layer["macs"]), "nonzero_macs": str(layer["nonzero_macs"]),
+         "gates": layer.get("gates", [])}  # a repeated field: empty but for recurrent weights
         for layer in local.to_dict()["layers"]
     ], "total_params": str(local.total_params), "macs": str(local.macs),
         "nonzero_macs": str(local.nonzero_macs)}  # fmt: skip
