@@ -58,11 +58,14 @@ def output_rows(layer: Layer, shape: tuple[int, ...]) -> np.ndarray:
 
     Matmul ``[K, N]``: column ``n`` (row ``n`` of ``[N, K]`` when ``w_transposed``); Conv
     ``[O, C/G, *k]``: output channel ``o``; ConvTranspose ``[C, O/G, *k]``: output channel
-    ``g * O/G + o`` of input channel ``c``'s group ``g``.
+    ``g * O/G + o`` of input channel ``c``'s group ``g``; recurrent ``W``/``R`` ``[D, G*H, n]``:
+    the gate row ``(d, r)``, each gate of each unit and direction its own output.
     """
     contract = layer.contract
     grid = np.indices(shape, sparse=True)
-    if contract.kind == "matmul":
+    if contract.kind == "recurrent":
+        out = grid[0] * shape[1] + grid[1]
+    elif contract.kind == "matmul":
         out = grid[0] if contract.w_transposed else grid[1]
     elif contract.kind == "conv":
         out = grid[0]

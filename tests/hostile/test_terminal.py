@@ -31,7 +31,7 @@ def test_table_and_warning_show_escapes(tmp_path, capsys):
     near, collapsed = err.rstrip("\n").split("\n")  # one line per warning, names escaped
     assert near == (
         r"warning: w\x1b]52;c;aGk=\x07\x1b[2J\r\nforged line\u202e: keeps 2 of 12 weights "
-        "(16.67%; near collapse: few paths through it are left); try --min-threshold"
+        "(16.67%; near layer collapse); try --min-threshold or another allocation"
     )
     assert collapsed == (
         r"warning: b\x1b[31m: pruned to 100% (layer collapse; every path through it is cut); "
