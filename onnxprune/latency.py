@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import TYPE_CHECKING
 
+from onnxprune import progress
 from onnxprune.errors import InvalidOptionError
 
 if TYPE_CHECKING:
@@ -169,6 +170,8 @@ def time_rounds(
         if first_pass is not None and rounds < batches:
             first_pass(batch, outputs)
         rounds += 1
+        note = f"{max(totals):.1f} of at least {min_time:g} s timed"
+        progress.report("validate", rounds, max(batches, min_runs), note)
     return [np.asarray(t, dtype=np.float64) for t in times]
 
 

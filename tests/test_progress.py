@@ -160,3 +160,14 @@ def test_ray_batches_say_what_they_wait_for(free, says):
     note = _waiting_for(_Cluster(free, 4), {"a": 0, "b": 1}, deque([2, 3, 4]))
     assert note.startswith("2 task(s) submitted, 3 queued; ")
     assert says in note
+
+
+def test_validation_reports_each_timed_round():
+    data = MODELS / "digits_test.npz"
+    _, seen = _collect(
+        lambda: onnxprune.validate(MLP, data, baseline=MLP, min_runs=12, min_time=0.0)
+    )
+    rounds = [p for p in seen if p.stage == "validate"]
+    assert [p.done for p in rounds] == list(range(1, len(rounds) + 1))
+    assert len(rounds) >= 12  # at least min_runs rounds, one report each
+    assert rounds[0].note.endswith("of at least 0 s timed")
