@@ -39,6 +39,9 @@ STREAM_MODES = ("auto", "always", "never")
 INPUTS = ("masks", "scores", "calibration", "sensitivity")
 """Data a prune may take beside its options (names as ``onnxprune.prune`` keywords)."""
 
+DEFAULT_RIDGE = 1e-2
+"""A reconstruction's least-squares damping, relative to the mean variance of a layer's inputs."""
+
 
 @dataclass(frozen=True, slots=True)
 class PruneOptions:
@@ -64,6 +67,9 @@ class PruneOptions:
         scope: with ``structured``: the sparsity of each layer, or of the whole network.
         round_to: with ``structured``: keep a multiple of this many units per layer.
         compact: after an unstructured prune, remove the units left dead (``onnxprune compact``).
+        reconstruct: with ``structured`` and calibration data: re-fit the layers that lost inputs
+            to the dense model's outputs by least squares (``onnxprune.structured.reconstruct``).
+        ridge: with ``reconstruct``: the damping of the least squares (``DEFAULT_RIDGE``).
         stream: prune models with external data tensor by tensor (``STREAM_MODES``).
     """
 
@@ -85,6 +91,8 @@ class PruneOptions:
     round_to: int = 1
     compact: bool = False
     stream: str = "auto"
+    reconstruct: bool = False
+    ridge: float = DEFAULT_RIDGE
 
     def to_dict(self) -> dict:
         """JSON form (input shapes as ``{name: [dims]}``)."""
@@ -101,7 +109,7 @@ class PruneOptions:
 UNSTRUCTURED_ONLY = ("score", "allocation", "effective", "min_threshold", "nm", "skip_indivisible")
 """Options that choose single weights: meaningless with ``structured``."""
 
-STRUCTURED_ONLY = ("scope", "round_to")
+STRUCTURED_ONLY = ("scope", "round_to", "reconstruct")
 """Options that shape a structured prune: meaningless without ``structured``."""
 
 REPORT_ONLY = ("level", "input_shapes", "rounds", "compact", "stream")
@@ -128,6 +136,8 @@ _KINDS = {
     "round_to": "int",
     "compact": "bool",
     "stream": "str",
+    "reconstruct": "bool",
+    "ridge": "number",
 }
 
 
@@ -151,6 +161,8 @@ def check_prune(
         InvalidOptionError: one line naming the option(s) and what is allowed.
     """
     _check_values(options)
+    if _given(options, "ridge") and not options.reconstruct:
+        raise InvalidOptionError(f"{spell('ridge')} needs {spell('reconstruct')}")
     if options.structured is None:
         stray = [name for name in STRUCTURED_ONLY if _given(options, name)]
         stray += [name for name in ("masked_out",) if name in outputs]
@@ -165,8 +177,11 @@ def check_prune(
         return
     if options.sparsity is None:
         raise InvalidOptionError(f"{spell('structured')} needs {spell('sparsity')}")
+    if options.reconstruct and "calibration" not in inputs:
+        raise InvalidOptionError(f"{spell('reconstruct')} needs {spell('calibration')}")
+    taken = ("calibration",) if options.reconstruct else ()
     given = [n for n in UNSTRUCTURED_ONLY if _given(options, n)] + [
-        n for n in INPUTS if n in inputs
+        n for n in INPUTS if n in inputs and n not in taken
     ]
     if given:
         raise InvalidOptionError(
@@ -256,6 +271,7 @@ def _check_values(options: PruneOptions) -> None:
         check_fraction("sparsity", options.sparsity)
     if options.min_threshold is not None:
         check_fraction("min_threshold", options.min_threshold)
+    check_ridge(options.ridge)
     get_score(options.score)
     get_allocation(options.allocation)
     if options.nm is not None:
@@ -282,6 +298,16 @@ def check_fraction(name: str, value: float) -> None:
     """
     if not 0.0 <= value < 1.0 or not math.isfinite(value):
         raise InvalidOptionError(f"{name}={value} must be in [0, 1)")
+
+
+def check_ridge(value: float) -> None:
+    """Refuse a least-squares damping ``value`` unless it is a finite number >= 0.
+
+    Raises:
+        InvalidOptionError: naming ``ridge`` and the value given.
+    """
+    if not (math.isfinite(value) and value >= 0):
+        raise InvalidOptionError(f"ridge={value} must be a finite number >= 0")
 
 
 def _check_choice(name: str, value: str, allowed: Collection[str]) -> None:

@@ -68,7 +68,8 @@ def prune(
         options: what to do (``PruneOptions``).
         masks: masks to apply and compose with (``.npz`` path or mapping by weight name).
         scores: external importance scores (``.npz`` path or mapping by weight name).
-        calibration: arrays by graph input name (``.npz`` path or mapping), for ``activation``.
+        calibration: arrays by graph input name (``.npz`` path or mapping), for the calibrated
+            scores (``activation``, ``sparsegpt``) and for ``reconstruct``.
         sensitivity: the curves of ``onnxprune sensitivity`` (its JSON's path or the parsed
             document), for ``allocation="sensitivity"``.
         output: where to write the pruned model; needed to stream a model with external data.
@@ -125,7 +126,7 @@ def prune(
             max_bytes=max_bytes,
         )
     if options.structured is not None:
-        result = _structured(model, options, max_bytes)
+        result = _structured(model, options, given["calibration"], max_bytes)
     elif (source := _unless_streamed(model, options, given, output, max_bytes)) is None:
         result = _streamed(model, options, output, masks_out, max_bytes)
     else:
@@ -272,18 +273,14 @@ def _streamed(
 def _in_memory(
     model: ModelSource, options: PruneOptions, given: Mapping[str, object], max_bytes: int
 ) -> PruneResult:
-    from onnxprune.pruners.masks import load_npz
     from onnxprune.pruners.prune import prune_weights
 
-    calibration = given["calibration"]
-    if isinstance(calibration, (str, os.PathLike)):
-        calibration = load_npz(calibration, "calibration")
     result = prune_weights(
         model,
         options,
         masks=given["masks"],
         scores=given["scores"],
-        calibration=calibration,
+        calibration=_arrays(given["calibration"]),
         sensitivity=given["sensitivity"],
         max_bytes=max_bytes,
     )
@@ -293,7 +290,16 @@ def _in_memory(
     return dataclasses.replace(result, model=compacted.model, compaction=compacted)
 
 
-def _structured(model: ModelSource, options: PruneOptions, max_bytes: int) -> PruneResult:
+def _arrays(data: Arrays | None) -> Mapping[str, np.ndarray] | None:
+    """Calibration arrays, read from their ``.npz`` file when given a path."""
+    from onnxprune.pruners.masks import load_npz
+
+    return load_npz(data, "calibration") if isinstance(data, (str, os.PathLike)) else data
+
+
+def _structured(
+    model: ModelSource, options: PruneOptions, calibration: Arrays | None, max_bytes: int
+) -> PruneResult:
     from onnxprune.structured.prune import structured_prune
 
     done = structured_prune(
@@ -305,6 +311,8 @@ def _structured(model: ModelSource, options: PruneOptions, max_bytes: int) -> Pr
         seed=options.seed,
         layers=options.layers,
         exclude=options.exclude,
+        calibration=_arrays(calibration),
+        ridge=options.ridge,
     )
     return PruneResult(
         done.model, {}, None, done.warnings, structured=done, compaction=done.compaction

@@ -9,7 +9,14 @@ from collections.abc import Sequence
 
 from onnxprune.errors import InvalidOptionError
 from onnxprune.latency import MIN_RUNS, MIN_TIME, THREADS
-from onnxprune.options import SCOPES, STREAM_MODES, PruneOptions, check_prune, merge_options
+from onnxprune.options import (
+    DEFAULT_RIDGE,
+    SCOPES,
+    STREAM_MODES,
+    PruneOptions,
+    check_prune,
+    merge_options,
+)
 from onnxprune.sizes import DEFAULT_MAX_BYTES
 from onnxprune.text import printable
 
@@ -192,6 +199,22 @@ def add_prune_flags(p: argparse.ArgumentParser, *, defaults: bool = True) -> Non
         default=default(1),
         metavar="N",
         help="with --structured: keep a multiple of N units per layer (default 1)",
+    )
+    p.add_argument(
+        "--reconstruct",
+        action="store_true",
+        default=default(False),
+        help="with --structured and --calibration: re-fit each layer that lost input channels "
+        "by least squares so its outputs on the calibration data match the dense model's, "
+        "correct its bias, and re-estimate BatchNormalization statistics after it",
+    )
+    p.add_argument(
+        "--ridge",
+        type=float,
+        default=default(DEFAULT_RIDGE),
+        metavar="LAMBDA",
+        help="with --reconstruct: damping of the least squares, relative to the mean variance of "
+        f"a layer's inputs (default {DEFAULT_RIDGE})",
     )
 
 

@@ -31,6 +31,8 @@ def print_structured(summary: Mapping[str, object], args: argparse.Namespace) ->
     shares = summary["layer_sparsity"]
     for name, (kept, total) in summary["units"].items():
         out(f"{printable(name)}: kept {kept} of {total} units ({shares[name]:.2%} removed)")
+    if summary["reconstruction"] is not None:
+        _print_reconstruction(summary["reconstruction"])
     target = f"target {summary['sparsity']:.2%}"
     if summary["group_sparsity"] is None:
         out(f"no group could be removed ({target})")
@@ -41,6 +43,23 @@ def print_structured(summary: Mapping[str, object], args: argparse.Namespace) ->
     _left_alone(summary["blocked"])
     out(_macs(summary))
     out(f"parameters {summary['params_before']} -> {summary['params_after']}; wrote {args.output}")
+
+
+def _print_reconstruction(refit: Mapping[str, object]) -> None:
+    """Each re-fit layer's output error before and after, what was re-estimated or skipped."""
+    out(
+        f"reconstructed on {refit['samples']} calibration samples (ridge {refit['ridge']:g}); "
+        "layer output error (relative MSE against the dense model) before -> after:"
+    )
+    for layer in refit["layers"]:
+        before, after = layer["error_before"], layer["error_after"]
+        kept = f"{layer['inputs_kept']} of {layer['inputs']} inputs"
+        out(f"  {printable(layer['name'])} ({kept}): {before:.4g} -> {after:.4g}")
+    if refit["batchnorms"]:
+        names = ", ".join(map(printable, refit["batchnorms"]))
+        out(f"BatchNormalization statistics re-estimated: {names}")
+    for name, reason in refit["skipped"].items():
+        out(f"not re-fit: {printable(name)} ({printable(reason)})")
 
 
 def print_compact(summary: Mapping[str, object], args: argparse.Namespace) -> None:

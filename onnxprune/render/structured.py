@@ -16,6 +16,7 @@ from onnxprune.render.document import BarPlot, Bars, Block, Paragraph, Section, 
 UNITS_HEADER = ("#", "layer", "units kept", "units", "removed")
 REMOVED_HEADER = ("layer", "units removed")
 FOLDED_HEADER = "of them folded"
+REFIT_HEADER = ("layer", "op", "inputs kept", "inputs", "error before", "error after")
 BLOCKED_HEADER = ("groups", "reason", "layers")
 BLOCKED_ROWS = 20
 """Reasons listed in the "Left alone" table, most groups first; the rest are counted."""
@@ -40,12 +41,43 @@ def structured_sections(data: Mapping) -> tuple[Section, ...]:
     )
     blocks: list[Block] = [totals]
     blocks += [Paragraph(f"Warning: {line}") for line in data["warnings"]]
+    refit = data.get("reconstruction")  # absent from reports written before reconstruction
     return (
         Section("Totals", tuple(blocks)),
         Section("Layers", _unit_blocks(data["units"], data["layer_sparsity"], data["sparsity"])),
+        *((Section("Reconstruction", _refit_blocks(refit)),) if refit else ()),
         Section("Compaction", (_removed_table(data["removed"], None),)),
         Section("Left alone", _blocked_blocks(data["blocked"])),
     )
+
+
+def _refit_blocks(refit: Mapping) -> tuple[Block, ...]:
+    """The re-fit layers' output errors before and after, what was re-estimated or skipped."""
+    blocks: list[Block] = [
+        Paragraph(
+            f"Layers that lost inputs, re-fit by least squares on {fmt.count(refit['samples'])} "
+            f"calibration samples (ridge {fmt.number(refit['ridge'])}); error: relative MSE of "
+            "the layer's output against the dense model's, before and after."
+        )
+    ]
+    rows = tuple(
+        (
+            layer["name"],
+            layer["op_type"],
+            fmt.count(layer["inputs_kept"]),
+            fmt.count(layer["inputs"]),
+            fmt.number(layer["error_before"]),
+            fmt.number(layer["error_after"]),
+        )
+        for layer in refit["layers"]
+    )
+    if rows:
+        blocks.append(Table(REFIT_HEADER, rows, (False, False, True, True, True, True)))
+    if refit["batchnorms"]:
+        names = ", ".join(refit["batchnorms"])
+        blocks.append(Paragraph(f"BatchNormalization statistics re-estimated: {names}."))
+    blocks += [Paragraph(f"Not re-fit: {n} ({why}).") for n, why in refit["skipped"].items()]
+    return tuple(blocks)
 
 
 def compact_sections(data: Mapping) -> tuple[Section, ...]:

@@ -13,7 +13,7 @@ from onnxprune.options import PruneOptions, merge_options
 from onnxprune.pruners.registry import ALIASES, ALLOCATIONS, CRITERIA, SCORES, Method
 from onnxprune.report import SparsityReport, ValidationResult, format_table, format_validation
 from onnxprune.service._proto import pruning_pb2 as pb
-from onnxprune.structured import BlockedGroup, CompactResult, StructuredResult
+from onnxprune.structured import BlockedGroup, CompactResult, Reconstruction, StructuredResult
 
 
 def options_kwargs(options: Message) -> dict[str, Any]:
@@ -73,6 +73,7 @@ def structured_message(result: StructuredResult) -> pb.PruneResult:
         groups_removed=result.groups_removed,
         groups_prunable=result.groups_prunable,
         **_macs(c),
+        reconstruction=_reconstruction(result.reconstruction),
     )
 
 
@@ -93,6 +94,41 @@ def structured_dict(message: pb.PruneResult) -> dict:
         **_macs_dict(message),
         "warnings": list(message.warnings),
         "blocked": _blocked_dicts(message.blocked),
+        "reconstruction": (
+            _reconstruction_dict(message.reconstruction)
+            if message.HasField("reconstruction")
+            else None
+        ),
+    }
+
+
+def _reconstruction(refit: Reconstruction | None) -> pb.Reconstruction | None:
+    """What reconstruction did, as its message (``skipped`` as name and reason pairs)."""
+    if refit is None:
+        return None
+    data = refit.to_dict()
+    data["skipped"] = [{"name": n, "reason": r} for n, r in data["skipped"].items()]
+    return json_format.ParseDict(data, pb.Reconstruction())
+
+
+def _reconstruction_dict(message: pb.Reconstruction) -> dict:
+    """A ``Reconstruction`` message as ``Reconstruction.to_dict`` writes it."""
+    return {
+        "samples": message.samples,
+        "ridge": message.ridge,
+        "layers": [
+            {
+                "name": layer.name,
+                "op_type": layer.op_type,
+                "inputs_kept": layer.inputs_kept,
+                "inputs": layer.inputs,
+                "error_before": layer.error_before,
+                "error_after": layer.error_after,
+            }
+            for layer in message.layers
+        ],
+        "batchnorms": list(message.batchnorms),
+        "skipped": {s.name: s.reason for s in message.skipped},
     }
 
 

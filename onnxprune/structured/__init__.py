@@ -3,12 +3,15 @@
 from onnxprune.structured.blocked import BlockedGroup
 from onnxprune.structured.compact import CompactResult, compact
 from onnxprune.structured.prune import CRITERIA, SCOPES, StructuredResult, structured_prune
+from onnxprune.structured.reconstruct import LayerRefit, Reconstruction
 
 __all__ = [
     "CRITERIA",
     "SCOPES",
     "BlockedGroup",
     "CompactResult",
+    "LayerRefit",
+    "Reconstruction",
     "StructuredResult",
     "compact",
     "structured_prune",

@@ -12,7 +12,9 @@ layers compare). The removed units are zeroed (the ``masked`` model), then compa
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,13 +23,14 @@ import onnx
 from onnxprune import progress
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model
-from onnxprune.options import SCOPES
+from onnxprune.options import DEFAULT_RIDGE, SCOPES, check_ridge
 from onnxprune.pruners.criteria import FilterStats
 from onnxprune.pruners.prune import name_filter
 from onnxprune.pruners.registry import CRITERIA
 from onnxprune.structured.blocked import BlockedGroup, blocked_groups, by_reason, plural
 from onnxprune.structured.compact import CompactResult, Workspace, compact_workspace
 from onnxprune.structured.groups import Groups
+from onnxprune.structured.reconstruct import Reconstruction, reconstruct
 from onnxprune.structured.surgery import filter_stats, write_back, zero
 
 
@@ -55,6 +58,7 @@ class StructuredResult:
         round_to: each layer kept a multiple of this many groups, as asked.
         groups_removed: dependency groups removed.
         groups_prunable: dependency groups of the layers it could prune.
+        reconstruction: with calibration data, the layers re-fit and their output errors.
     """
 
     model: onnx.ModelProto
@@ -68,6 +72,7 @@ class StructuredResult:
     round_to: int = 1
     groups_removed: int = 0
     groups_prunable: int = 0
+    reconstruction: Reconstruction | None = None
 
     @property
     def group_sparsity(self) -> float | None:
@@ -102,6 +107,7 @@ class StructuredResult:
             "nonzero_macs_after": c.macs_after.nonzero_macs,
             "warnings": list(self.warnings),
             "blocked": [group.to_dict() for group in self.blocked],
+            "reconstruction": self.reconstruction and self.reconstruction.to_dict(),
         }
 
 
@@ -123,6 +129,8 @@ def structured_prune(
     layers: str | None = None,
     exclude: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    calibration: Mapping[str, np.ndarray] | None = None,
+    ridge: float = DEFAULT_RIDGE,
 ) -> StructuredResult:
     """Remove ``sparsity`` of the prunable units (dependency groups) of ``model``.
 
@@ -133,9 +141,13 @@ def structured_prune(
     groups with a filter whose weight name ``layers`` (a regex) does not match or ``exclude``
     matches: excluding a residual member keeps its whole sum.
 
+    With ``calibration`` (arrays by graph input name), the layers that lost inputs are then re-fit
+    to the dense model's outputs on it, damped by ``ridge`` (``structured.reconstruct``).
+
     Raises:
         InvalidOptionError: sparsity outside [0, 1), unknown criterion or scope, round_to < 1,
-            a bad expression, or expressions that leave nothing to prune.
+            a negative ridge, a bad expression, or expressions that leave nothing to prune.
+        DatasetError: ``calibration`` does not fit the model's inputs.
     """
     if not 0 <= sparsity < 1:
         raise InvalidOptionError(f"sparsity={sparsity} must be in [0, 1)")
@@ -145,9 +157,11 @@ def structured_prune(
         raise InvalidOptionError(f"scope {scope!r} must be one of {list(SCOPES)}")
     if round_to < 1:
         raise InvalidOptionError(f"round_to={round_to} must be at least 1")
+    check_ridge(ridge)
     chosen = name_filter(layers, exclude)
     progress.report("structured: dependency groups", 0)
-    ws = Workspace.of(load_model(model, max_bytes=max_bytes))
+    source = load_model(model, max_bytes=max_bytes)
+    ws = Workspace.of(source)
     groups = ws.groups
     stats = FilterStats(*filter_stats(groups, ws.arrays))
     scores = CRITERIA[criterion].fn(stats, np.random.default_rng(seed))
@@ -168,7 +182,13 @@ def structured_prune(
         labels = groups.of(s.tensor)
         if not fixed[labels].all():
             units[s.name] = (int((~drop[labels]).sum()), int(labels.size))
-    result = compact_workspace(ws)
+    refit = None
+    if calibration is None:
+        result = compact_workspace(ws)
+    else:
+        masked, refit = reconstruct(source, masked, groups, drop, calibration, ridge=ridge)
+        result = compact_workspace(Workspace.of(masked))  # new biases join the groups
+        result = dataclasses.replace(result, params_before=ws.params)
     blocked = blocked_groups(groups)
     counted = [members for members in layers_of if not fixed[members].all()]
     reached = _Reached(
@@ -191,6 +211,7 @@ def structured_prune(
         round_to,
         reached.removed,
         reached.prunable,
+        refit,
     )
 
 

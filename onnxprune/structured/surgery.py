@@ -135,7 +135,7 @@ def cut(
         node, units = layers[out], kept(out) if out in groups.spaces else slice(None)
         dtype = arrays[node.input[1]].dtype
         if f.bias.any():
-            _attach_bias(node, f.bias[units].astype(dtype), arrays, graph, fresh)
+            attach_bias(node, f.bias[units].astype(dtype), arrays, graph, fresh)
         if f.kernel is not None:
             kernel = f.kernel[units][:, np.newaxis].astype(dtype)
             _attach_map(node, kernel, f.window, arrays, graph, fresh, groups.opset)
@@ -143,7 +143,7 @@ def cut(
     write_back(model, arrays)
 
 
-def _attach_bias(node, delta, arrays: Arrays, graph: onnx.GraphProto, fresh) -> None:
+def attach_bias(node, delta, arrays: Arrays, graph: onnx.GraphProto, fresh) -> None:
     """Give a layer without a bias the folded ``delta``: a bias input, or an Add after a MatMul."""
     out = node.output[0]
     name = fresh(f"{out}_folded_bias")

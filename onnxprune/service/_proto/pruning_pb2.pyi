@@ -69,7 +69,7 @@ class AnalyzeResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., report: _Optional[_Union[SparsityReport, _Mapping]] = ...) -> None: ...
 
 class PruneOptions(_message.Message):
-    __slots__ = ("sparsity", "score", "allocation", "effective", "min_threshold", "nm", "skip_indivisible", "layers", "exclude", "seed", "rounds", "level", "input_shapes", "max_bytes", "structured", "scope", "round_to", "compact", "stream")
+    __slots__ = ("sparsity", "score", "allocation", "effective", "min_threshold", "nm", "skip_indivisible", "layers", "exclude", "seed", "rounds", "level", "input_shapes", "max_bytes", "structured", "scope", "round_to", "compact", "stream", "reconstruct", "ridge")
     SPARSITY_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     ALLOCATION_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,8 @@ class PruneOptions(_message.Message):
     ROUND_TO_FIELD_NUMBER: _ClassVar[int]
     COMPACT_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
+    RECONSTRUCT_FIELD_NUMBER: _ClassVar[int]
+    RIDGE_FIELD_NUMBER: _ClassVar[int]
     sparsity: float
     score: str
     allocation: str
@@ -108,7 +110,9 @@ class PruneOptions(_message.Message):
     round_to: int
     compact: bool
     stream: str
-    def __init__(self, sparsity: _Optional[float] = ..., score: _Optional[str] = ..., allocation: _Optional[str] = ..., effective: _Optional[bool] = ..., min_threshold: _Optional[float] = ..., nm: _Optional[str] = ..., skip_indivisible: _Optional[bool] = ..., layers: _Optional[str] = ..., exclude: _Optional[str] = ..., seed: _Optional[int] = ..., rounds: _Optional[int] = ..., level: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., max_bytes: _Optional[int] = ..., structured: _Optional[str] = ..., scope: _Optional[str] = ..., round_to: _Optional[int] = ..., compact: _Optional[bool] = ..., stream: _Optional[str] = ...) -> None: ...
+    reconstruct: bool
+    ridge: float
+    def __init__(self, sparsity: _Optional[float] = ..., score: _Optional[str] = ..., allocation: _Optional[str] = ..., effective: _Optional[bool] = ..., min_threshold: _Optional[float] = ..., nm: _Optional[str] = ..., skip_indivisible: _Optional[bool] = ..., layers: _Optional[str] = ..., exclude: _Optional[str] = ..., seed: _Optional[int] = ..., rounds: _Optional[int] = ..., level: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., max_bytes: _Optional[int] = ..., structured: _Optional[str] = ..., scope: _Optional[str] = ..., round_to: _Optional[int] = ..., compact: _Optional[bool] = ..., stream: _Optional[str] = ..., reconstruct: _Optional[bool] = ..., ridge: _Optional[float] = ...) -> None: ...
 
 class PruneHeader(_message.Message):
     __slots__ = ("model", "model_data", "options", "masks", "scores", "calibration", "output_name")
@@ -172,8 +176,46 @@ class LayerRemoved(_message.Message):
     folded: int
     def __init__(self, name: _Optional[str] = ..., removed: _Optional[int] = ..., folded: _Optional[int] = ...) -> None: ...
 
+class LayerRefit(_message.Message):
+    __slots__ = ("name", "op_type", "inputs_kept", "inputs", "error_before", "error_after")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OP_TYPE_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_KEPT_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_AFTER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    op_type: str
+    inputs_kept: int
+    inputs: int
+    error_before: float
+    error_after: float
+    def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., inputs_kept: _Optional[int] = ..., inputs: _Optional[int] = ..., error_before: _Optional[float] = ..., error_after: _Optional[float] = ...) -> None: ...
+
+class SkippedLayer(_message.Message):
+    __slots__ = ("name", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Reconstruction(_message.Message):
+    __slots__ = ("samples", "ridge", "layers", "batchnorms", "skipped")
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    RIDGE_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    BATCHNORMS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    samples: int
+    ridge: float
+    layers: _containers.RepeatedCompositeFieldContainer[LayerRefit]
+    batchnorms: _containers.RepeatedScalarFieldContainer[str]
+    skipped: _containers.RepeatedCompositeFieldContainer[SkippedLayer]
+    def __init__(self, samples: _Optional[int] = ..., ridge: _Optional[float] = ..., layers: _Optional[_Iterable[_Union[LayerRefit, _Mapping]]] = ..., batchnorms: _Optional[_Iterable[str]] = ..., skipped: _Optional[_Iterable[_Union[SkippedLayer, _Mapping]]] = ...) -> None: ...
+
 class PruneResult(_message.Message):
-    __slots__ = ("report", "warnings", "analyses", "units", "removed", "params_before", "params_after", "blocked", "sparsity", "scope", "round_to", "group_sparsity", "groups_removed", "groups_prunable", "compaction", "macs_before", "macs_after", "nonzero_macs_before", "nonzero_macs_after")
+    __slots__ = ("report", "warnings", "analyses", "units", "removed", "params_before", "params_after", "blocked", "sparsity", "scope", "round_to", "group_sparsity", "groups_removed", "groups_prunable", "compaction", "macs_before", "macs_after", "nonzero_macs_before", "nonzero_macs_after", "reconstruction")
     REPORT_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     ANALYSES_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +235,7 @@ class PruneResult(_message.Message):
     MACS_AFTER_FIELD_NUMBER: _ClassVar[int]
     NONZERO_MACS_BEFORE_FIELD_NUMBER: _ClassVar[int]
     NONZERO_MACS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    RECONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     report: SparsityReport
     warnings: _containers.RepeatedScalarFieldContainer[str]
     analyses: int
@@ -212,7 +255,8 @@ class PruneResult(_message.Message):
     macs_after: int
     nonzero_macs_before: int
     nonzero_macs_after: int
-    def __init__(self, report: _Optional[_Union[SparsityReport, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., analyses: _Optional[int] = ..., units: _Optional[_Iterable[_Union[LayerUnits, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ..., blocked: _Optional[_Iterable[_Union[BlockedGroup, _Mapping]]] = ..., sparsity: _Optional[float] = ..., scope: _Optional[str] = ..., round_to: _Optional[int] = ..., group_sparsity: _Optional[float] = ..., groups_removed: _Optional[int] = ..., groups_prunable: _Optional[int] = ..., compaction: _Optional[_Union[CompactResult, _Mapping]] = ..., macs_before: _Optional[int] = ..., macs_after: _Optional[int] = ..., nonzero_macs_before: _Optional[int] = ..., nonzero_macs_after: _Optional[int] = ...) -> None: ...
+    reconstruction: Reconstruction
+    def __init__(self, report: _Optional[_Union[SparsityReport, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., analyses: _Optional[int] = ..., units: _Optional[_Iterable[_Union[LayerUnits, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ..., blocked: _Optional[_Iterable[_Union[BlockedGroup, _Mapping]]] = ..., sparsity: _Optional[float] = ..., scope: _Optional[str] = ..., round_to: _Optional[int] = ..., group_sparsity: _Optional[float] = ..., groups_removed: _Optional[int] = ..., groups_prunable: _Optional[int] = ..., compaction: _Optional[_Union[CompactResult, _Mapping]] = ..., macs_before: _Optional[int] = ..., macs_after: _Optional[int] = ..., nonzero_macs_before: _Optional[int] = ..., nonzero_macs_after: _Optional[int] = ..., reconstruction: _Optional[_Union[Reconstruction, _Mapping]] = ...) -> None: ...
 
 class PruneResponse(_message.Message):
     __slots__ = ("progress", "model", "model_data", "masks", "chunk", "result")
