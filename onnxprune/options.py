@@ -290,6 +290,15 @@ def _check_values(options: PruneOptions) -> None:
     input_shapes_of(dict(options.input_shapes), "input_shapes")
 
 
+def reads_calibration(options: PruneOptions) -> bool:
+    """Whether the prune reads calibration data (a ``calibrated`` score, or ``reconstruct``)."""
+    from onnxprune.pruners.registry import get_score
+
+    if options.structured is None:
+        return get_score(options.score).calibrated
+    return options.reconstruct
+
+
 def check_fraction(name: str, value: float) -> None:
     """Refuse ``value`` unless it is a finite number in [0, 1).
 

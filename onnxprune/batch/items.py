@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from onnxprune.documents import read_document
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
-from onnxprune.options import PruneOptions, check_prune, merge_options
+from onnxprune.options import PruneOptions, check_prune, merge_options, reads_calibration
 from onnxprune.outputs import PrunedFiles, model_files, names, refuse_clashes
 from onnxprune.sizes import parse_size
 
@@ -121,7 +121,10 @@ def collect_items(
 
 def _check_options(item: BatchItem) -> None:
     try:
-        check_prune(item.options, inputs=["sensitivity"] if item.sensitivity else [])
+        inputs = ["sensitivity"] if item.sensitivity else []
+        if item.data is not None and reads_calibration(item.options):
+            inputs.append("calibration")
+        check_prune(item.options, inputs=inputs)
     except InvalidOptionError as e:
         raise InvalidOptionError(f"{item.name}: {e}") from None
 

@@ -26,7 +26,7 @@ from onnxprune.model import (
     parse_checked,
     write_text_atomic,
 )
-from onnxprune.options import PruneOptions
+from onnxprune.options import PruneOptions, reads_calibration
 from onnxprune.outputs import PrunedFiles
 from onnxprune.validation import load_dataset, validate
 from onnxprune.verbs import prune
@@ -175,13 +175,6 @@ def crashed(job: Job, reason: str) -> ItemResult:
     return replace(asked, error=reason)
 
 
-def _calibrated(score: str) -> bool:
-    """Whether ``score`` reads calibration data (the item's data is then passed as it)."""
-    from onnxprune.pruners.registry import get_score
-
-    return get_score(score).calibrated
-
-
 def _prune(job: Job, asked: ItemResult) -> tuple[ItemResult, list[str]]:
     """Prune and write (``onnxprune.prune`` chooses the path).
 
@@ -192,7 +185,7 @@ def _prune(job: Job, asked: ItemResult) -> tuple[ItemResult, list[str]]:
     files = job.files
     files.model.parent.mkdir(parents=True, exist_ok=True)
     calibration = None
-    if _calibrated(options.score) and job.data is not None and options.structured is None:
+    if job.data is not None and reads_calibration(options):
         calibration = load_dataset(job.data, job.model).inputs
     result = prune(
         job.model,

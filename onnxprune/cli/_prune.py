@@ -48,7 +48,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--calibration",
         metavar="NPZ",
-        help="inputs for --score activation or sparsegpt, or for --reconstruct (arrays by input name)",
+        help="inputs for --score activation or sparsegpt, or --reconstruct (arrays by input name)",
     )
     p.add_argument(
         "--sensitivity",

@@ -187,6 +187,23 @@ SENSITIVITY_FIELDS = {
     "groups": "list",
 }
 CURVE_FIELDS = {"name": "str", "params": "num", "levels": "list", "values": "list", "error": "str?"}
+OPTIONAL_STRUCTURED_FIELDS = {"reconstruction": "dict?"}
+"""Absent from reports written before ``--reconstruct``; null without it."""
+RECONSTRUCTION_FIELDS = {
+    "samples": "num",
+    "ridge": "num",
+    "layers": "list",
+    "batchnorms": "list",
+    "skipped": "dict",
+}
+REFIT_FIELDS = {
+    "name": "str",
+    "op_type": "str",
+    "inputs_kept": "num",
+    "inputs": "num",
+    "error_before": "num",
+    "error_after": "num",
+}
 _KINDS_WITH_TAG = ("sweep", "batch", "sensitivity")
 
 _EXPECTED = (
@@ -278,6 +295,14 @@ def check_structured(data: Mapping, where: str = "structured prune") -> None:
     _check_values(data["removed"], "num", f"{where}.removed")
     _check_items(data["warnings"], "str", f"{where}.warnings")
     _check_blocked(data["blocked"], where)
+    _check(data, OPTIONAL_STRUCTURED_FIELDS, where, required=False)
+    refit = data.get("reconstruction")
+    if refit is not None:
+        _check(refit, RECONSTRUCTION_FIELDS, f"{where}.reconstruction")
+        for i, layer in enumerate(refit["layers"]):
+            _check(layer, REFIT_FIELDS, f"{where}.reconstruction.layers[{i}]")
+        _check_items(refit["batchnorms"], "str", f"{where}.reconstruction.batchnorms")
+        _check_values(refit["skipped"], "str", f"{where}.reconstruction.skipped")
 
 
 def check_compact(data: Mapping, where: str = "compaction") -> None:

@@ -239,7 +239,7 @@ def _refit(
         int(kept_in.sum()),
         int(kept_in.size),
         before,
-        min(relative_error(moments, w1, b1), before),
+        relative_error(moments, w1, b1),
     )
 
 

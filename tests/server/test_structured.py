@@ -96,6 +96,33 @@ def test_structured_cnn_at_half_keeps_half_the_channels(address, tmp_path):
     assert _shapes(onnx.load(tmp_path / "s.onnx"))["down.weight"] == (16, 8, 3, 3)
 
 
+def test_structured_prune_with_reconstruction_equals_the_library(address, tmp_path):
+    calib = tmp_path / "calib.npz"
+    with np.load(DATA) as data:
+        np.savez(calib, image=data["image"][:64])
+    with Client(address) as client:
+        remote = client.prune(
+            CNN, tmp_path / "s.onnx", structured="l1", sparsity=0.3, reconstruct=True,
+            ridge=0.05, calibration=calib,
+        )  # fmt: skip
+    with np.load(calib) as data:
+        local = structured_prune(onnx.load(CNN), sparsity=0.3, calibration=dict(data), ridge=0.05)
+    got = structured_dict(remote)
+    assert [layer["name"] for layer in got["reconstruction"]["layers"]] == [
+        "onnx::Conv_42", "onnx::Conv_45", "down.weight", "head.weight",
+    ]  # fmt: skip
+    assert (got["reconstruction"]["samples"], got["reconstruction"]["ridge"]) == (64, 0.05)
+    want = local.to_dict()
+    errors = ("error_before", "error_after")
+    for a, b in zip(got["reconstruction"]["layers"], want["reconstruction"]["layers"], strict=True):
+        assert [a[k] for k in errors] == pytest.approx([b[k] for k in errors], rel=1e-6)
+        a.update((k, b[k]) for k in errors)  # the rest to the bit, as without reconstruction
+    assert got == want
+    remote_weights = _weights(onnx.load(tmp_path / "s.onnx"))
+    for name, array in _weights(local.model).items():
+        np.testing.assert_allclose(remote_weights[name], array, rtol=1e-5, atol=1e-6)
+
+
 def test_compact_equals_the_library(address, tmp_path):
     pruned = tmp_path / "pruned.onnx"  # 90% magnitude: dead channels, some of them folded
     onnxprune.save_model(onnxprune.prune(CNN, sparsity=0.9).model, pruned)
