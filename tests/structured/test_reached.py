@@ -64,6 +64,7 @@ def test_half_of_each_layer_reaches_the_target_exactly():
             {"layers": ["w3"], "reason": "graph output 'y'", "op_type": None, "node": None,
              "groups": 2},
         ],
+        "reconstruction": None,  # no calibration data given
     }  # fmt: skip
 
 
