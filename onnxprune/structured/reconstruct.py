@@ -25,18 +25,14 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.graph.build import build_graph
-from onnxprune.graph.conv_geometry import im2col
-from onnxprune.graph.transfers import Contract
+from onnxprune.graph.build import Layer, build_graph
 from onnxprune.options import DEFAULT_RIDGE
-from onnxprune.pruners.scores.activation import BATCH_SIZE, calibration_batches
+from onnxprune.pruners.layer_inputs import BATCH_SIZE, calibration_batches
+from onnxprune.pruners.layer_views import input_columns, weight_from_rows, weight_rows
 from onnxprune.structured.groups import Consumer, Groups
 from onnxprune.structured.least_squares import Moments, refit, relative_error
 from onnxprune.structured.surgery import Names, attach_bias, write_back
 from onnxprune.weights import attr
-
-ROWS_AT_ONCE = 2**22
-"""Largest number of im2col elements (rows times features) turned into float64 at once."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +106,12 @@ class _Run:
 
     def batches(self, model: onnx.ModelProto, tensor: str) -> Iterator[dict[str, np.ndarray]]:
         return calibration_batches(
-            model, self.inputs, self.calibration, [tensor], batch_size=self.batch_size
+            model,
+            self.inputs,
+            self.calibration,
+            [tensor],
+            batch_size=self.batch_size,
+            reader="reconstruction",
         )
 
     def store(self, *names: str) -> None:
@@ -147,7 +148,7 @@ def reconstruct(
     """
     work = copy.deepcopy(masked)
     graph = build_graph(work)
-    contracts = {layer.y: layer.contract for layer in graph.layers}
+    layers_by_output = {layer.y: layer for layer in graph.layers}
     arrays = {t.name: numpy_helper.to_array(t) for t in work.graph.initializer}
     run = _Run(dense, work, arrays, graph.inputs, calibration, batch_size)
     fresh = Names(work)
@@ -159,12 +160,12 @@ def reconstruct(
         if kept_in.all():
             continue
         out = c.node.output[0]
-        contract = contracts.get(out)
-        why = _why_not(c, contract, uses)
+        layer = layers_by_output.get(out)
+        why = _why_not(c, layer, uses)
         if why is None:
             space = groups.spaces.get(out)
             kept_out = ~drop[groups.of(out)] if space is not None else None
-            layers.append(_refit(run, c, writers[out], contract, kept_in, kept_out, ridge, fresh))
+            layers.append(_refit(run, c, writers[out], layer, kept_in, kept_out, ridge, fresh))
         else:
             skipped.append((c.weight, why))
         norm = _batchnorm_after(work, out, arrays)
@@ -175,13 +176,13 @@ def reconstruct(
     return work, Reconstruction(samples, ridge, tuple(layers), tuple(norms), tuple(skipped))
 
 
-def _why_not(c: Consumer, contract: Contract | None, uses: Counter[str]) -> str | None:
+def _why_not(c: Consumer, layer: Layer | None, uses: Counter[str]) -> str | None:
     """Why consumer ``c`` cannot be re-fit, or None (``uses``: readers of each tensor)."""
-    if contract is None:
+    if layer is None:
         return "not a layer with a constant weight"
-    if contract.kind == "conv_transpose":
+    if layer.contract.kind == "conv_transpose":
         return "a transposed convolution"
-    if c.groups > 1 or contract.group > 1:
+    if c.groups > 1 or layer.contract.group > 1:
         return "a grouped convolution"
     if c.node.op_type == "Gemm" and attr(c.node, "beta", 1.0) == 0:
         return "a Gemm with beta=0 (no bias to correct)"
@@ -194,34 +195,38 @@ def _refit(
     run: _Run,
     c: Consumer,
     node: onnx.NodeProto,
-    contract: Contract,
+    layer: Layer,
     kept_in: np.ndarray,
     kept_out: np.ndarray | None,
     ridge: float,
     fresh: Names,
 ) -> LayerRefit:
-    """Re-fit one consumer in ``run.work`` and say how its output error changed."""
+    """Re-fit one consumer in ``run.work`` and say how its output error changed.
+
+    The layer is ``W X`` (``pruners.layer_views``: a Conv's columns tap-major, channels within),
+    its Gemm ``alpha`` and ``beta`` folded into ``W`` and the bias while it is solved.
+    """
     w = run.arrays[c.weight]
     alpha, beta = _scales(node)
-    matrix = _matrix(w, contract) * alpha  # [outputs, features]
+    (matrix,) = weight_rows(layer, w.astype(np.float64) * alpha)  # [outputs, taps * inputs]
     bias = np.zeros(matrix.shape[0])
     if c.bias is not None:
         bias = run.arrays[c.bias].astype(np.float64).reshape(-1) * beta
-    taps = matrix.shape[1] // kept_in.size
-    features = np.repeat(kept_in, taps)
+    features = np.tile(kept_in, matrix.shape[1] // kept_in.size)
     kept_out = np.ones(matrix.shape[0], bool) if kept_out is None else kept_out
     w0, b0 = matrix[np.ix_(kept_out, features)], bias[kept_out]
     moments = Moments.zeros(w0.shape[1], w0.shape[0])
     pruned, dense = run.batches(run.work, c.tensor), run.batches(run.dense, node.output[0])
     for p, d in zip(pruned, dense, strict=True):
-        y = d[node.output[0]]
-        ys = _output_rows(contract, y)[:, kept_out]
-        for rows, xs in _input_rows(contract, p[c.tensor], w.shape, y.shape[2:]):
-            moments.add(xs[:, features], ys[rows])
+        ys = _output_rows(layer, d[node.output[0]])[:, kept_out]
+        done = 0
+        for (xs,) in input_columns(layer, p[c.tensor]):
+            moments.add(xs[features].T, ys[done : done + xs.shape[1]])
+            done += xs.shape[1]
     w1, b1 = refit(moments, w0, ridge)
     matrix[np.ix_(kept_out, features)] = w1
     bias[kept_out] = b1
-    run.arrays[c.weight] = _stored(matrix / alpha, w, contract)
+    run.arrays[c.weight] = weight_from_rows(layer, [matrix / alpha], w.shape).astype(w.dtype)
     changed = [c.weight]
     if c.bias is not None:
         old = run.arrays[c.bias]
@@ -232,13 +237,12 @@ def _refit(
         attach_bias(node, (bias / beta).astype(w.dtype), run.arrays, run.work.graph, fresh)
         changed += sorted(set(run.arrays) - had)
     run.store(*changed)
-    before = relative_error(moments, w0, b0)
     return LayerRefit(
         c.weight,
         node.op_type,
         int(kept_in.sum()),
         int(kept_in.size),
-        before,
+        relative_error(moments, w0, b0),
         relative_error(moments, w1, b1),
     )
 
@@ -250,50 +254,12 @@ def _scales(node: onnx.NodeProto) -> tuple[float, float]:
     return 1.0, 1.0
 
 
-def _matrix(w: np.ndarray, contract: Contract) -> np.ndarray:
-    """The weight as a float64 [outputs, features] matrix (a Conv's features: channel x tap)."""
-    w = w.astype(np.float64)
-    if contract.kind == "conv":
-        return w.reshape(w.shape[0], -1)
-    return w if contract.w_transposed else w.T
-
-
-def _stored(matrix: np.ndarray, like: np.ndarray, contract: Contract) -> np.ndarray:
-    """``matrix`` back in the stored layout and dtype of ``like``."""
-    if contract.kind == "conv":
-        out = matrix.reshape(like.shape)
-    else:
-        out = matrix if contract.w_transposed else matrix.T
-    return out.astype(like.dtype)
-
-
-def _output_rows(contract: Contract, y: np.ndarray) -> np.ndarray:
-    """A layer's output as [rows, units]: one row per sample and position."""
+def _output_rows(layer: Layer, y: np.ndarray) -> np.ndarray:
+    """A layer's output as [samples, units], samples ordered as ``input_columns`` orders them."""
+    contract = layer.contract
     axis = 1 if contract.kind == "conv" else contract.y_axis
     moved = np.moveaxis(y, axis, -1)
     return moved.reshape(-1, moved.shape[-1])
-
-
-def _input_rows(
-    contract: Contract, x: np.ndarray, w_shape: tuple[int, ...], outer: tuple[int, ...]
-) -> Iterator[tuple[slice, np.ndarray]]:
-    """A layer's input as [rows, features] pieces, with the output rows each piece matches.
-
-    A Conv's rows are its im2col columns (features: channel x tap, the weight's order), made a
-    few samples at a time so that at most ``ROWS_AT_ONCE`` elements exist at once.
-    """
-    if contract.kind != "conv":
-        moved = np.moveaxis(x, contract.x_axis, -1)
-        yield slice(None), moved.reshape(-1, moved.shape[-1])
-        return
-    positions = int(np.prod(outer, dtype=np.int64))
-    features = int(np.prod(w_shape[1:], dtype=np.int64))
-    step = max(1, ROWS_AT_ONCE // max(positions * features, 1))
-    for start in range(0, x.shape[0], step):
-        part = x[start : start + step]
-        cols = im2col(contract, part, tuple(w_shape[2:]), tuple(outer))[0]
-        # [features, n * P], sample-major along the columns like the output rows
-        yield slice(start * positions, (start + part.shape[0]) * positions), cols.T
 
 
 def _batchnorm_after(
