@@ -13,7 +13,8 @@ identical runs; this module repeats instead:
    caller, e.g. for accuracy), each side has at least ``min_runs`` runs and the slower side has
    at least ``min_time`` seconds of timed runs. Every side runs once per round, so the faster
    side gets as many runs as the slower one in less time (asking ``min_time`` of the faster side
-   too would run a slow baseline for as long as a fast model needs to add up a second).
+   too would run a slow baseline for as long as a fast model needs to add up a second). After
+   ``MAX_RUNS`` rounds timing stops even short of ``min_time``.
 
 Round ``i`` of the model and round ``i`` of the baseline ran on the same batch, one right after
 the other: they form a pair. The speedup is ``median(baseline) / median(model)``; its confidence
@@ -55,6 +56,13 @@ CONFIDENCE = 0.95
 """Default confidence level of the speedup's interval."""
 RESAMPLES = 2000
 """Bootstrap resamples of the speedup's interval."""
+MAX_TIME = 3600.0
+"""Largest ``min_time``: an hour of timing (a server takes these options from its clients)."""
+MAX_RUNS = 1_000_000
+"""Largest ``min_runs``, and the rounds after which timing stops even short of ``min_time``
+(a model of microseconds timed for long would otherwise hold millions of times)."""
+MAX_THREADS = 256
+"""Largest ``threads``: more is no faster, and each is an operating system thread."""
 MAX_PAIRS = 2000
 """The bootstrap draws from at most this many pairs (evenly spread over the runs)."""
 MIN_BATCHES = 5
@@ -103,16 +111,20 @@ def check_timing(min_time: float, min_runs: int, threads: int, confidence: float
     """Refuse timing options that cannot work, each message naming the option.
 
     Raises:
-        InvalidOptionError: ``min_time`` not a finite number >= 0, ``min_runs`` not an integer
-            >= 1, ``threads`` not an integer >= 0, ``confidence`` not in (0, 1).
+        InvalidOptionError: ``min_time`` not a number of seconds in [0, ``MAX_TIME``],
+            ``min_runs`` not an integer in [1, ``MAX_RUNS``], ``threads`` not an integer in
+            [0, ``MAX_THREADS``], ``confidence`` not in (0, 1).
     """
-    if not _number(min_time) or not 0 <= min_time < float("inf"):
-        raise InvalidOptionError(f"min_time={min_time!r} must be a number of seconds >= 0")
-    if not _integer(min_runs) or min_runs < 1:
-        raise InvalidOptionError(f"min_runs={min_runs!r} must be an integer >= 1")
-    if not _integer(threads) or threads < 0:
+    if not _number(min_time) or not 0 <= min_time <= MAX_TIME:
         raise InvalidOptionError(
-            f"threads={threads!r} must be an integer >= 0 (0: ONNX Runtime's choice)"
+            f"min_time={min_time!r} must be a number of seconds in [0, {MAX_TIME:g}]"
+        )
+    if not _integer(min_runs) or not 1 <= min_runs <= MAX_RUNS:
+        raise InvalidOptionError(f"min_runs={min_runs!r} must be an integer in [1, {MAX_RUNS}]")
+    if not _integer(threads) or not 0 <= threads <= MAX_THREADS:
+        raise InvalidOptionError(
+            f"threads={threads!r} must be an integer in [0, {MAX_THREADS}] (0: ONNX Runtime's "
+            "choice)"
         )
     if not _number(confidence) or not 0 < confidence < 1:
         raise InvalidOptionError(f"confidence={confidence!r} must be in (0, 1)")
@@ -142,7 +154,8 @@ def time_rounds(
         batches: the number of batches, ``b`` in ``range(batches)``.
         warmup: untimed rounds on batch 0 first.
         min_time: seconds of timed runs the slower side needs at least.
-        min_runs: timed runs each side needs at least.
+        min_runs: timed runs each side needs at least (``min_time`` is given up after
+            ``MAX_RUNS`` rounds; ``min_runs`` and the first pass over the data never are).
         first_pass: called with ``(b, outputs)`` (one output per side) for each batch of the
             first pass over the data, between rounds (never inside a timed run).
 
@@ -157,7 +170,7 @@ def time_rounds(
     times: list[list[float]] = [[] for _ in sides]
     totals = [0.0] * len(sides)
     rounds = 0
-    while rounds < max(batches, min_runs) or max(totals) < min_time:
+    while rounds < max(batches, min_runs) or (max(totals) < min_time and rounds < MAX_RUNS):
         batch = rounds % batches
         order = range(len(sides)) if rounds % 2 == 0 else reversed(range(len(sides)))
         outputs: list = [None] * len(sides)

@@ -17,6 +17,7 @@ import pytest
 from onnxprune.errors import InvalidOptionError
 from onnxprune.latency import (
     MAX_PAIRS,
+    MAX_RUNS,
     Speedup,
     check_timing,
     latency,
@@ -155,14 +156,17 @@ def test_warnings_for_few_batches_and_wide_intervals() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"min_time": -1.0}, r"^min_time=-1\.0 must be a number of seconds >= 0$"),
+        ({"min_time": -1.0}, r"^min_time=-1\.0 must be a number of seconds in \[0, 3600\]$"),
+        ({"min_time": 3601}, r"^min_time=3601 must be a number of seconds in \[0, 3600\]$"),
         ({"min_time": float("nan")}, r"^min_time=nan must be"),
         ({"min_time": float("inf")}, r"^min_time=inf must be"),
         ({"min_time": "1"}, r"^min_time='1' must be"),
-        ({"min_runs": 0}, r"^min_runs=0 must be an integer >= 1$"),
-        ({"min_runs": 2.5}, r"^min_runs=2\.5 must be an integer >= 1$"),
+        ({"min_runs": 0}, r"^min_runs=0 must be an integer in \[1, 1000000\]$"),
+        ({"min_runs": 2.5}, r"^min_runs=2\.5 must be an integer in \[1, 1000000\]$"),
+        ({"min_runs": 10**6 + 1}, r"^min_runs=1000001 must be an integer in \[1, 1000000\]$"),
         ({"min_runs": True}, r"^min_runs=True must be"),
-        ({"threads": -1}, r"^threads=-1 must be an integer >= 0 \(0: ONNX Runtime's choice\)$"),
+        ({"threads": -1}, r"^threads=-1 must be an integer in \[0, 256\] \(0: ONNX Runtime's"),
+        ({"threads": 257}, r"^threads=257 must be an integer in \[0, 256\]"),
         ({"confidence": 1.0}, r"^confidence=1\.0 must be in \(0, 1\)$"),
         ({"confidence": 0}, r"^confidence=0 must be in \(0, 1\)$"),
     ],
@@ -171,3 +175,10 @@ def test_bad_timing_options_are_refused(options: dict, message: str) -> None:
     given = {"min_time": 1.0, "min_runs": 20, "threads": 1, "confidence": 0.95, **options}
     with pytest.raises(InvalidOptionError, match=message):
         check_timing(**given)
+
+
+def test_the_minimum_time_is_given_up_after_max_runs_rounds() -> None:
+    # A model of microseconds asked for an hour would hold hundreds of millions of times: timing
+    # stops after MAX_RUNS rounds (a side that does nothing gets there in a second or two).
+    (times,) = time_rounds([lambda batch: None], 1, warmup=0, min_time=3600.0, min_runs=1)
+    assert len(times) == MAX_RUNS

@@ -228,7 +228,7 @@ def test_a_model_compared_with_itself_has_a_speedup_interval_around_1() -> None:
     assert result.timed_runs == 60
     assert result.speedup_low <= 1.0 <= result.speedup_high
     assert result.speedup_confidence == 0.999
-    assert result.warnings == ()  # 5 batches of 10: enough to time representatively
+    assert not any("distinct batch" in w for w in result.warnings)  # 5 batches: enough
 
 
 def test_a_one_batch_dataset_is_timed_with_a_warning() -> None:
@@ -240,10 +240,10 @@ def test_a_one_batch_dataset_is_timed_with_a_warning() -> None:
     )
     assert result.timed_runs == 60
     assert result.speedup_low <= 1.0 <= result.speedup_high
-    assert [w.split(" (")[0] for w in result.warnings] == ["only 1 distinct batch(es) were timed"]
+    assert result.warnings[0].startswith("only 1 distinct batch(es) were timed (fewer than 5)")
     alone = validate(MODEL, one, provider="cpu", min_time=0, min_runs=5)
     assert alone.speedup is None and alone.speedup_low is None
-    assert alone.warnings == result.warnings  # the model alone is timed on one batch too
+    assert alone.warnings == result.warnings[:1]  # the model alone is timed on one batch too
 
 
 def test_threads_are_recorded_and_set_on_both_sessions() -> None:

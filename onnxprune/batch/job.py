@@ -221,6 +221,8 @@ def _evaluate(job: Job, done: ItemResult) -> ItemResult:
         baseline=job.model,
         provider=job.provider,
         batch_size=job.batch_size,
+        min_time=0.0,  # a batch reports accuracy and agreement, not latency: each batch once
+        min_runs=1,
     )
     return replace(
         done,

@@ -80,6 +80,23 @@ def test_remote_validate_label_free_gate_exits_3_as_local(address, tmp_path, cap
     assert _run(capsys, "validate", str(pruned), *flags)[::2] == (code, err)
 
 
+def test_remote_validate_times_as_local_and_warns_on_stderr(address, tmp_path, capsys):
+    one = tmp_path / "one.npz"
+    with np.load(DATA) as data:
+        np.savez(one, **{k: v[:10] for k, v in data.items()})  # one batch of 10
+    flags = ["--data", str(one), "--baseline", str(MLP), "--min-time", "0", "--min-runs", "25",
+             "--threads", "1", "--json"]  # fmt: skip
+    code, out, err = _run(capsys, "remote", "validate", str(MLP), *flags, "--server", address)
+    assert code == 0
+    result = json.loads(out)
+    assert (result["timed_runs"], result["threads"]) == (25, 1)
+    assert err.splitlines() == [f"warning: {w}" for w in result["warnings"]]
+    few = "warning: only 1 distinct batch(es) were timed"
+    assert err.startswith(few)  # and a wide interval may follow on a busy machine
+    local_code, _, local_err = _run(capsys, "validate", str(MLP), *flags)
+    assert (local_code, local_err.splitlines()[0]) == (code, err.splitlines()[0])
+
+
 def test_remote_validate_refuses_a_user_metric(address, capsys):
     code, out, err = _run(capsys, "remote", "validate", str(MLP), "--data", str(DATA),
                           "--metric", "statistics:fmean", "--server", address)  # fmt: skip
