@@ -321,13 +321,27 @@ def _ran_on(result: ValidationResult) -> str:
     return "cuda" if "CUDA" in result.provider else "cpu"
 
 
-def _selected(dense: PruneResult) -> list[tuple[str, str, tuple[int, ...], int, int]]:
-    """(name, op type, shape, weights, zeros) of each layer the dense prune could touch."""
-    pruned = set(dense.masks)
+@dataclass(frozen=True, slots=True)
+class _Layer:
+    """A prunable weight to measure, and what its target needs of the rest of the model."""
+
+    name: str
+    op_type: str
+    shape: tuple[int, ...]
+    params: int
+    total: int  # prunable weights of the whole model
+    zeros_elsewhere: int  # zeros of the other prunable weights
+
+
+def _selected(dense: PruneResult) -> list[_Layer]:
+    """Each layer the dense prune could touch (the score and the expressions chose)."""
+    layers = dense.report.layers
+    zeros = sum(la.zeros for la in layers)
+    total = dense.report.total_params
     return [
-        (la.name, la.op_type, tuple(la.shape), la.params, round(la.direct_sparsity * la.params))
-        for la in dense.report.layers
-        if la.name in pruned
+        _Layer(la.name, la.op_type, tuple(la.shape), la.params, total, zeros - la.zeros)
+        for la in layers
+        if la.name in dense.masks
     ]
 
 
@@ -362,49 +376,44 @@ class _LayerTask:
     """One weight pruned alone at every level: its lowest-scored weights (zeros first)."""
 
     common: _Common
-    layer: tuple[str, str, tuple[int, ...], int, int]
+    layer: _Layer
     score: str
 
     def run(self) -> LayerCurve:
         from onnxprune.verbs import prune
 
-        name, op_type, shape, params, _ = self.layer
-        asked = LayerCurve(name, "unstructured", (name,), params, op_type=op_type, shape=shape)
-        c = self.common
-        levels, values = [], []
+        la, c = self.layer, self.common
+        reached, values = [], []
         try:
             model = load_model(c.model)
-            total, zeros = self._totals(model)
             for level in c.levels:
                 # The overall target at which this layer alone loses round(level * params).
-                target = (zeros + round(level * params)) / total
+                target = (la.zeros_elsewhere + round(level * la.params)) / la.total
                 done = prune(
-                    model, sparsity=target, score=self.score, layers=_exactly([name]), seed=c.seed
+                    model,
+                    sparsity=target,
+                    score=self.score,
+                    layers=_exactly([la.name]),
+                    seed=c.seed,
                 )
-                levels.append(next(la for la in done.report.layers if la.name == name))
+                pruned = next(x for x in done.report.layers if x.name == la.name)
+                reached.append(pruned.direct_sparsity)
                 values.append(c.measure(done.model))
         except OnnxpruneError as e:
-            return _failed(asked, e)
-        reached = tuple(la.direct_sparsity for la in levels)
-        return dataclasses.replace(asked, levels=reached, values=tuple(values))
+            return self.failed(f"{type(e).__name__}: {e}")
+        return dataclasses.replace(self.failed(None), levels=tuple(reached), values=tuple(values))
 
-    def _totals(self, model: onnx.ModelProto) -> tuple[int, int]:
-        """All prunable weights, and the zeros of the other layers."""
-        from onnxprune.sparsity import analyze
-
-        report = analyze(model)
-        zeros = sum(
-            round(la.direct_sparsity * la.params)
-            for la in report.layers
-            if la.name != self.layer[0]
-        )
-        return report.total_params, zeros
-
-    def failed(self, error: str) -> LayerCurve:
-        """The curve as asked, failed with ``error`` (its worker died)."""
-        name, op_type, shape, params, _ = self.layer
+    def failed(self, error: str | None) -> LayerCurve:
+        """The curve as asked, with ``error`` (``None``: not failed)."""
+        la = self.layer
         return LayerCurve(
-            name, "unstructured", (name,), params, op_type=op_type, shape=shape, error=error
+            la.name,
+            "unstructured",
+            (la.name,),
+            la.params,
+            op_type=la.op_type,
+            shape=la.shape,
+            error=error,
         )
 
 
@@ -420,7 +429,6 @@ class _GroupTask:
     def run(self) -> LayerCurve:
         from onnxprune.structured.prune import structured_prune
 
-        asked = self.failed(None)
         c = self.common
         levels, values = [], []
         try:
@@ -436,11 +444,11 @@ class _GroupTask:
                 levels.append(done.groups_removed / done.groups_prunable)
                 values.append(c.measure(done.model))
         except OnnxpruneError as e:
-            return _failed(asked, e)
-        return dataclasses.replace(asked, levels=tuple(levels), values=tuple(values))
+            return self.failed(f"{type(e).__name__}: {e}")
+        return dataclasses.replace(self.failed(None), levels=tuple(levels), values=tuple(values))
 
     def failed(self, error: str | None) -> LayerCurve:
-        """The curve as asked, failed with ``error`` (its worker died)."""
+        """The curve as asked, with ``error`` (``None``: not failed)."""
         name = " + ".join(self.filters)
         return LayerCurve(name, "structured", self.filters, self.units, error=error)
 
@@ -466,10 +474,6 @@ def _structured_tasks(
 def _exactly(names: Sequence[str]) -> str:
     """A ``layers`` expression that matches exactly these weight names."""
     return "^(?:" + "|".join(re.escape(name) for name in names) + ")$"
-
-
-def _failed(asked: LayerCurve, error: OnnxpruneError) -> LayerCurve:
-    return dataclasses.replace(asked, error=f"{type(error).__name__}: {error}")
 
 
 def _run_task(task: _LayerTask | _GroupTask) -> LayerCurve:
