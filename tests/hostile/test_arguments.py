@@ -37,8 +37,8 @@ def test_bad_prune_argument_is_one_line(tmp_path, capsys, args, expected):
         (["prune", "m.onnx"], "onnxprune prune: error: the following arguments are required: "
          "-o/--output"),
         (["nosuch"], "onnxprune: error: argument COMMAND: invalid choice: 'nosuch' (choose from "
-         "'analyze', 'prune', 'methods', 'compact', 'validate', 'sweep', 'batch', 'report', "
-         "'serve', 'remote')"),
+         "'analyze', 'prune', 'methods', 'compact', 'validate', 'sweep', 'sensitivity', "
+         "'batch', 'report', 'run', 'serve', 'remote')"),
         (["remote", "prune", "m.onnx", "-o", "p.onnx", "--timeout", "soon"],
          "onnxprune remote prune: error: argument --timeout: invalid float value: 'soon'"),
     ],
