@@ -77,6 +77,8 @@ class LayerSparsity(_Sparsities):
             when a shape is unknown.
         nonzero_macs: those by nonzero weights: what is left when zeros are skipped.
         gates: per gate, for the ``W`` and ``R`` of an LSTM, GRU or RNN (else empty).
+        label: a readable name for reports (the module or node, see ``graph.build.layer_label``);
+            ``None`` where it is the weight's name.
     """
 
     name: str
@@ -90,6 +92,7 @@ class LayerSparsity(_Sparsities):
     macs: int | None = None
     nonzero_macs: int | None = None
     gates: tuple[GateSparsity, ...] = ()
+    label: str | None = None
 
     def to_dict(self) -> dict:
         """JSON form with the documented keys; ``gates`` only for a recurrent weight."""
@@ -104,6 +107,7 @@ class LayerSparsity(_Sparsities):
             "dead_outputs": self.dead_outputs,
             "macs": self.macs,
             "nonzero_macs": self.nonzero_macs,
+            "label": self.label,
         }
         if self.gates:
             data["gates"] = [gate.to_dict() for gate in self.gates]
@@ -165,6 +169,16 @@ class SparsityReport:
         return compression(self.effective_sparsity)
 
     @property
+    def dead_inputs(self) -> int:
+        """Dead input units, summed over the layers."""
+        return sum(layer.dead_inputs for layer in self.layers)
+
+    @property
+    def dead_outputs(self) -> int:
+        """Dead output units, summed over the layers."""
+        return sum(layer.dead_outputs for layer in self.layers)
+
+    @property
     def fallback_ops(self) -> tuple[str, ...]:
         """Op types that fell back to dense mixing, sorted and without repeats."""
         return tuple(sorted({f.op_type for f in self.fallbacks}))
@@ -180,6 +194,8 @@ class SparsityReport:
             "level": self.level,
             "macs": self.macs,
             "nonzero_macs": self.nonzero_macs,
+            "dead_inputs": self.dead_inputs,
+            "dead_outputs": self.dead_outputs,
             "layers": [layer.to_dict() for layer in self.layers],
             "fallback_ops": list(self.fallback_ops),
         }
@@ -251,6 +267,7 @@ def format_table(report: SparsityReport) -> str:
         f"{_ratio(report.direct_compression)}",
         f"effective sparsity: {report.effective_sparsity:.4%}   compression "
         f"{_ratio(report.effective_compression)}",
+        f"dead units: {report.dead_inputs:,} inputs, {report.dead_outputs:,} outputs",
         mac_line(report.macs, report.nonzero_macs),
     ]
     if report.fallbacks:

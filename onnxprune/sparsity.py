@@ -117,6 +117,7 @@ def _row(layers: list[Layer], acts: list[LayerActivity], macs: list[NodeMacs]) -
         total(m.macs for m in macs),
         total(m.nonzero_macs for m in macs),
         _gates(first, act) if len(layers) == 1 else (),
+        None if first.label == first.name else first.label,
     )
 
 

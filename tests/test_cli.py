@@ -25,6 +25,7 @@ LAYER_KEYS = {
     "dead_outputs",
     "macs",
     "nonzero_macs",
+    "label",
 }
 TOP_KEYS = {
     "total_params",
@@ -35,6 +36,8 @@ TOP_KEYS = {
     "level",
     "macs",
     "nonzero_macs",
+    "dead_inputs",
+    "dead_outputs",
     "layers",
     "fallback_ops",
 }

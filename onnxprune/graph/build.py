@@ -6,6 +6,7 @@ scipy.sparse, ``graph/exact.py`` over every element.
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -55,6 +56,8 @@ class Layer:
         weight: the tensor the node consumes (after any Transpose/Cast/Dequantize chain).
         shape: the consumed weight's shape.
         contract: how the layer maps input units to output units.
+        label: a readable name for reports: the module the exporter recorded for the node
+            (``pkg.torch.onnx.name_scopes``), else the node's name, else the weight's.
     """
 
     name: str
@@ -65,6 +68,7 @@ class Layer:
     weight: str
     shape: tuple[int, ...]
     contract: Contract
+    label: str
 
     @property
     def key(self) -> tuple[str, int]:
@@ -267,6 +271,7 @@ def _layer(
         weight,
         tuple(int(d) for d in shape),
         contract,
+        layer_label(node, contract.source.name),
     )
 
 
@@ -281,8 +286,43 @@ def _recurrent(
         weight = node.input[index]
         contract = Contract("recurrent", 0, index, source)
         shape = tuple(int(d) for d in constants.shape(weight))
-        layers.append(Layer(source.name, name, node.op_type, x, y, weight, shape, contract))
+        label = layer_label(node, source.name)
+        layers.append(Layer(source.name, name, node.op_type, x, y, weight, shape, contract, label))
     return layers[0], layers[1]
+
+
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+"""Node metadata of PyTorch's exporter: the module path, e.g. ``['', 'layer1.0', 'conv2d']``."""
+_MAX_SCOPES_CHARS = 4096
+
+
+def layer_label(node: onnx.NodeProto, weight: str) -> str:
+    """A readable name of a layer: its module, its node's name, or its weight's name.
+
+    PyTorch's exporter records the module stack of a node in ``pkg.torch.onnx.name_scopes``
+    (the last entry is the traced op, the one before it the module that ran it); TorchScript
+    exports name nodes after modules (``/layer1/layer1.0/conv1/Conv``). Weight names such as
+    ``onnx::Conv_39`` are the last resort.
+
+    Example:
+        >>> node = onnx.helper.make_node("Conv", ["x", "w"], ["y"], name="/stem/Conv")
+        >>> layer_label(node, "onnx::Conv_39")
+        '/stem/Conv'
+        >>> _ = node.metadata_props.add(key=NAME_SCOPES, value="['', 'features.0', 'conv2d']")
+        >>> layer_label(node, "onnx::Conv_39")
+        'features.0'
+    """
+    for prop in node.metadata_props:
+        if prop.key == NAME_SCOPES and len(prop.value) <= _MAX_SCOPES_CHARS:
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                break
+            module = scopes[-2] if isinstance(scopes, list) and len(scopes) >= 2 else None
+            if module and isinstance(module, str):
+                return module
+            break
+    return node.name or weight
 
 
 def _default_opset(model: onnx.ModelProto) -> int:

@@ -27,7 +27,7 @@ from onnxprune.render.sensitivity import sensitivity_sections
 from onnxprune.render.structured import compact_sections, structured_sections
 from onnxprune.report import LAYER_COLUMNS
 
-LAYER_HEADER = ("#", *LAYER_COLUMNS)
+LAYER_HEADER = ("#", "layer", "weight", *LAYER_COLUMNS[1:])
 ITEM_HEADER = (
     "model",
     "status",
@@ -96,6 +96,8 @@ def sparsity_sections(data: Mapping) -> tuple[Section, ...]:
             ("effective sparsity", fmt.percent(data["effective_sparsity"])),
             ("direct compression", fmt.compression(data["direct_compression"])),
             ("effective compression", fmt.compression(data["effective_compression"])),
+            ("dead input units", fmt.count(data.get("dead_inputs"))),
+            ("dead output units", fmt.count(data.get("dead_outputs"))),
             ("MACs (dense)", fmt.macs(data.get("macs"))),
             ("MACs by nonzero weights", fmt.macs(data.get("nonzero_macs"))),
         ),
@@ -117,6 +119,7 @@ def _layer_blocks(layers: list[Mapping]) -> tuple[Block, ...]:
     rows = tuple(
         (
             str(i),
+            _label(layer),
             layer["name"],
             layer["op_type"],
             "x".join(fmt.count(d) for d in layer["shape"]).replace(",", ""),
@@ -130,8 +133,8 @@ def _layer_blocks(layers: list[Mapping]) -> tuple[Block, ...]:
         )
         for i, layer in enumerate(layers, 1)
     )
-    table = Table(LAYER_HEADER, rows, (True, False, False, False, *(True,) * 7))
-    names = tuple(layer["name"] for layer in layers)
+    table = Table(LAYER_HEADER, rows, (True, False, False, False, False, *(True,) * 7))
+    names = tuple(_label(layer) for layer in layers)
 
     def series(name: str, key: str) -> Bars:
         return Bars(name, tuple(float(layer[key]) for layer in layers))
@@ -152,6 +155,11 @@ def _layer_blocks(layers: list[Mapping]) -> tuple[Block, ...]:
         caption="Input and output units of each layer that no active weight passes through.",
     )
     return (table, sparsity, dead)
+
+
+def _label(layer: Mapping) -> str:
+    """The layer's readable name (module or node) where the report has one, else its weight's."""
+    return layer.get("label") or layer["name"]
 
 
 def _fallback_paragraph(ops: list[str]) -> Paragraph:

@@ -38,6 +38,8 @@ SPARSITY_FIELDS = {
     "fallback_ops": "list",
 }
 MAC_FIELDS = {"macs": "num?", "nonzero_macs": "num?"}
+OPTIONAL_SPARSITY_FIELDS = {**MAC_FIELDS, "dead_inputs": "num?", "dead_outputs": "num?"}
+OPTIONAL_LAYER_FIELDS = {**MAC_FIELDS, "label": "str?"}
 """Checked when present (sparsity reports, layers, sweep runs): older reports lack them."""
 COMPACTION_MAC_FIELDS = {
     "macs_before": "num?",
@@ -271,10 +273,10 @@ def detect_kind(data: object) -> Kind:
 def check_sparsity(data: Mapping, where: str = "sparsity report") -> None:
     """Check a sparsity report's keys, layers, fallback ops and (``prune --compact``) compaction."""
     _check(data, SPARSITY_FIELDS, where)
-    _check(data, MAC_FIELDS, where, required=False)
+    _check(data, OPTIONAL_SPARSITY_FIELDS, where, required=False)
     for i, layer in enumerate(data["layers"]):
         _check(layer, LAYER_FIELDS, f"{where} layers[{i}]")
-        _check(layer, MAC_FIELDS, f"{where} layers[{i}]", required=False)
+        _check(layer, OPTIONAL_LAYER_FIELDS, f"{where} layers[{i}]", required=False)
         _check_items(layer["shape"], "num", f"{where} layers[{i}].shape")
     _check_items(data["fallback_ops"], "str", f"{where} fallback_ops")
     if "compaction" in data:

@@ -26,7 +26,7 @@ def test_writes_html_and_markdown(report_json, tmp_path, capsys):
     data = json.loads(report_json.read_text())
     assert html.read_text() == render_html(data)
     assert md.read_text() == render_markdown(data)
-    assert "| 2 | fc2.weight | Gemm | 100x300 | 30,000 |" in md.read_text()
+    assert "| 2 | /fc2/Gemm | fc2.weight | Gemm | 100x300 | 30,000 |" in md.read_text()
     assert html.read_text().count('src="data:image/png;base64,') == 2
     assert capsys.readouterr().out.splitlines() == [f"wrote {html}", f"wrote {md}"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "r.md", "report.json"]

@@ -119,6 +119,7 @@ def test_combined_page_has_report_and_validation_sections():
 def test_every_report_string_is_escaped():
     report = samples.sparsity_report()
     report["layers"][0]["name"] = "<script>alert('layer')</script>"
+    report["layers"][1]["label"] = "<script>alert('label')</script>"
     report["layers"][1]["op_type"] = '"><img src=x onerror=alert(1)>'
     report["fallback_ops"] = ["<b>Op</b>"]
     validation = samples.validation_result(model="<script>m</script>", provider="<i>CPU</i>")
@@ -139,6 +140,7 @@ def test_every_report_string_is_escaped():
         assert "onerror=alert" not in page or "&quot;&gt;&lt;img src=x onerror" in page
         assert len(re.findall(r"<img ", page)) == len(DATA_URI.findall(page))
     assert "&lt;script&gt;alert(&#x27;layer&#x27;)&lt;/script&gt;" in pages[0]
+    assert "&lt;script&gt;alert(&#x27;label&#x27;)&lt;/script&gt;" in pages[0]
     assert "<title>Sparsity sweep: &lt;script&gt;sweep&lt;/script&gt;.onnx</title>" in pages[1]
     assert "&lt;script&gt;error&lt;/script&gt;" in pages[1]
     assert "&lt;script&gt;reason&lt;/script&gt;" in pages[2]
@@ -146,7 +148,7 @@ def test_every_report_string_is_escaped():
 
 def test_dollar_signs_in_names_are_drawn_as_text():
     report = samples.sparsity_report()
-    report["layers"][0]["name"] = r"$\frac{broken$"  # invalid mathtext if parsed as maths
+    report["layers"][0]["label"] = r"$\frac{broken$"  # invalid mathtext if parsed as maths
     sweep = samples.sweep()
     sweep["runs"][0]["method"] = r"$\sqrt{$/global"
     assert len(_images(render_html(report))) == 2

@@ -44,6 +44,7 @@ def test_sparsity_report_rows_are_the_analysis():
     assert header == [
         "#",
         "layer",
+        "weight",
         "op",
         "shape",
         "params",
@@ -54,10 +55,11 @@ def test_sparsity_report_rows_are_the_analysis():
         "MACs",
         "nonzero MACs",
     ]
-    assert [row[1] for row in rows] == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    assert [row[2] for row in rows] == ["fc1.weight", "fc2.weight", "fc3.weight"]
     for i, (row, layer) in enumerate(zip(rows, report["layers"], strict=True), 1):
         assert row == [
             str(i),
+            layer["label"] or layer["name"],
             layer["name"],
             "Gemm",
             "x".join(map(str, layer["shape"])),
@@ -69,7 +71,7 @@ def test_sparsity_report_rows_are_the_analysis():
             short(layer["params"]),  # one MAC per weight, as above
             short(round(layer["params"] * (1 - layer["direct_sparsity"]))),
         ]
-    assert rows[0][3:5] == ["300x64", "19,200"]
+    assert rows[0][4:6] == ["300x64", "19,200"]
     assert "None: every op was followed by a transfer rule." in text
 
 
@@ -83,6 +85,7 @@ def test_infinite_compression_and_fallback_ops(tmp_path):
     assert totals["effective compression"] == "∞"
     assert _tables(text)["#"][1] == [
         "1",
+        "w",  # the node has no name: the layer is named after its weight
         "w",
         "MatMul",
         "4x3",
@@ -243,8 +246,10 @@ def test_combined_report_has_both_sections():
 def test_names_with_markdown_or_html_stay_literal_text():
     report = samples.sparsity_report()
     report["layers"][0]["name"] = "<script>alert(1)</script>|x"
+    report["layers"][0]["label"] = "<b>fc1</b>|y"
     text = render_markdown(report)
     row = _tables(text)["#"][1]
-    assert len(row) == 11  # the pipe in the name did not split the cell
-    assert row[1] == "\\<script\\>alert(1)\\</script\\>\\|x"
+    assert len(row) == 12  # the pipes in the names did not split the cells
+    assert row[1] == "\\<b\\>fc1\\</b\\>\\|y"
+    assert row[2] == "\\<script\\>alert(1)\\</script\\>\\|x"
     assert "<script>" not in text

@@ -73,7 +73,8 @@ def test_analyze_equals_the_library(address):
          "gates": layer.get("gates", [])}  # a repeated field: empty but for recurrent weights
         for layer in local.to_dict()["layers"]
     ], "total_params": str(local.total_params), "macs": str(local.macs),
-        "nonzero_macs": str(local.nonzero_macs)}  # fmt: skip
+        "nonzero_macs": str(local.nonzero_macs), "dead_inputs": str(local.dead_inputs),
+        "dead_outputs": str(local.dead_outputs)}  # fmt: skip
 
 
 def test_prune_gives_byte_identical_model_and_equal_masks(address, tmp_path):

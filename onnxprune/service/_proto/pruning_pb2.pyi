@@ -432,7 +432,7 @@ class GateSparsity(_message.Message):
     def __init__(self, gate: _Optional[str] = ..., params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ...) -> None: ...
 
 class LayerSparsity(_message.Message):
-    __slots__ = ("name", "op_type", "shape", "params", "direct_sparsity", "effective_sparsity", "dead_inputs", "dead_outputs", "macs", "nonzero_macs", "gates")
+    __slots__ = ("name", "op_type", "shape", "params", "direct_sparsity", "effective_sparsity", "dead_inputs", "dead_outputs", "macs", "nonzero_macs", "gates", "label")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OP_TYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -444,6 +444,7 @@ class LayerSparsity(_message.Message):
     MACS_FIELD_NUMBER: _ClassVar[int]
     NONZERO_MACS_FIELD_NUMBER: _ClassVar[int]
     GATES_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
     name: str
     op_type: str
     shape: _containers.RepeatedScalarFieldContainer[int]
@@ -455,10 +456,11 @@ class LayerSparsity(_message.Message):
     macs: int
     nonzero_macs: int
     gates: _containers.RepeatedCompositeFieldContainer[GateSparsity]
-    def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., dead_inputs: _Optional[int] = ..., dead_outputs: _Optional[int] = ..., macs: _Optional[int] = ..., nonzero_macs: _Optional[int] = ..., gates: _Optional[_Iterable[_Union[GateSparsity, _Mapping]]] = ...) -> None: ...
+    label: str
+    def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., dead_inputs: _Optional[int] = ..., dead_outputs: _Optional[int] = ..., macs: _Optional[int] = ..., nonzero_macs: _Optional[int] = ..., gates: _Optional[_Iterable[_Union[GateSparsity, _Mapping]]] = ..., label: _Optional[str] = ...) -> None: ...
 
 class SparsityReport(_message.Message):
-    __slots__ = ("total_params", "direct_sparsity", "effective_sparsity", "direct_compression", "effective_compression", "level", "layers", "fallback_ops", "json", "text", "macs", "nonzero_macs")
+    __slots__ = ("total_params", "direct_sparsity", "effective_sparsity", "direct_compression", "effective_compression", "level", "layers", "fallback_ops", "json", "text", "macs", "nonzero_macs", "dead_inputs", "dead_outputs")
     TOTAL_PARAMS_FIELD_NUMBER: _ClassVar[int]
     DIRECT_SPARSITY_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_SPARSITY_FIELD_NUMBER: _ClassVar[int]
@@ -471,6 +473,8 @@ class SparsityReport(_message.Message):
     TEXT_FIELD_NUMBER: _ClassVar[int]
     MACS_FIELD_NUMBER: _ClassVar[int]
     NONZERO_MACS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     total_params: int
     direct_sparsity: float
     effective_sparsity: float
@@ -483,7 +487,9 @@ class SparsityReport(_message.Message):
     text: str
     macs: int
     nonzero_macs: int
-    def __init__(self, total_params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., direct_compression: _Optional[float] = ..., effective_compression: _Optional[float] = ..., level: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerSparsity, _Mapping]]] = ..., fallback_ops: _Optional[_Iterable[str]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ..., macs: _Optional[int] = ..., nonzero_macs: _Optional[int] = ...) -> None: ...
+    dead_inputs: int
+    dead_outputs: int
+    def __init__(self, total_params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., direct_compression: _Optional[float] = ..., effective_compression: _Optional[float] = ..., level: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerSparsity, _Mapping]]] = ..., fallback_ops: _Optional[_Iterable[str]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ..., macs: _Optional[int] = ..., nonzero_macs: _Optional[int] = ..., dead_inputs: _Optional[int] = ..., dead_outputs: _Optional[int] = ...) -> None: ...
 
 class GateResult(_message.Message):
     __slots__ = ("passed", "reason", "max_accuracy_drop", "min_agreement", "limits")
