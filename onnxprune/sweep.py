@@ -15,8 +15,8 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
@@ -29,6 +29,7 @@ from onnxprune.latency import (
     named_warnings,
 )
 from onnxprune.macs import short
+from onnxprune.metrics import worst
 from onnxprune.model import (
     data_files,
     load_model,
@@ -40,6 +41,7 @@ from onnxprune.outputs import PrunedFiles, check_outputs, save_pruned
 from onnxprune.processes import run_in_processes
 from onnxprune.pruners.registry import get_allocation, get_score
 from onnxprune.report import compression, text_table
+from onnxprune.user_metrics import UserMetric, load_metric
 from onnxprune.validation import ValidationResult, load_dataset, validate
 from onnxprune.verbs import prune
 
@@ -53,6 +55,8 @@ class SweepRun:
     keeps the shapes), ``nonzero_macs`` those by nonzero weights (``onnxprune.macs``).
     ``speedup`` is the dense model's median latency per batch over this one's, ``speedup_low``
     and ``speedup_high`` its confidence interval, ``warnings`` what makes the timing doubtful.
+    ``comparison`` holds each comparison with the dense model (``onnxprune.metrics``) at its
+    worst over the outputs; ``user_metrics`` the values of ``sweep(metric=...)``.
     """
 
     method: str
@@ -73,6 +77,8 @@ class SweepRun:
     speedup_low: float | None = None
     speedup_high: float | None = None
     warnings: tuple[str, ...] = ()
+    comparison: Mapping[str, float | None] = field(default_factory=dict)
+    user_metrics: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON form (compressions derived from the sparsities; infinite is None)."""
@@ -97,6 +103,8 @@ class SweepRun:
             "speedup_low": self.speedup_low,
             "speedup_high": self.speedup_high,
             "warnings": list(self.warnings),
+            "comparison": dict(self.comparison),
+            "user_metrics": dict(self.user_metrics),
         }
 
 
@@ -181,6 +189,7 @@ def sweep(
     min_time: float = MIN_TIME,
     min_runs: int = MIN_RUNS,
     threads: int = THREADS,
+    metric: str | UserMetric | None = None,
     on_done: Callable[[SweepRun], None] | None = None,
 ) -> SweepResult:
     """Prune ``model`` with every method at every sparsity, validate each against the dense one.
@@ -202,6 +211,8 @@ def sweep(
         min_time: seconds each run's timing lasts at least (see ``validate``).
         min_runs: timed batches of each run, and of the dense model alongside, at least.
         threads: ONNX Runtime intra-op threads of every session timed.
+        metric: a user metric (``module:function``, see ``onnxprune.user_metrics``) measured on
+            the dense model and on every run (a callable needs ``jobs`` 1 or to be picklable).
         on_done: called with each finished run (progress bars).
 
     Returns:
@@ -218,6 +229,8 @@ def sweep(
         raise InvalidOptionError(f"--out {folder} is a file, not a folder")
     source = Path(model)
     load_model(source)  # bad models fail here, once, not in every run
+    if metric is not None:
+        load_metric(metric)  # and a metric that cannot be imported
     dataset = load_dataset(data, source)
     curves = _sensitivity_for(source, methods, sensitivity)
     make_folder(folder)
@@ -238,6 +251,7 @@ def sweep(
             min_time=min_time,
             min_runs=min_runs,
             threads=threads,
+            metric=metric,
         )
         for s, a in methods
         for t in sparsities
@@ -247,7 +261,9 @@ def sweep(
     check_outputs(source, *written, folder / "sweep.json", reads=reads)
     started = time.time()  # before the dense run: the clock of file times is coarse
     timing = {"min_time": min_time, "min_runs": min_runs, "threads": threads}
-    dense = validate(source, dataset, provider=provider, batch_size=batch_size, **timing)
+    dense = validate(
+        source, dataset, provider=provider, batch_size=batch_size, metric=metric, **timing
+    )
     runs = _run_tasks(tasks, jobs, on_done, started)
     result = SweepResult(source.name, dense, tuple(runs))
     write_text_atomic(folder / "sweep.json", json.dumps(result.to_dict(), indent=2))
@@ -344,6 +360,7 @@ class _Task:
     min_time: float = MIN_TIME
     min_runs: int = MIN_RUNS
     threads: int = THREADS
+    metric: str | UserMetric | None = None
 
     def failed(self, error: str) -> SweepRun:
         """The run as asked, failed with ``error``."""
@@ -381,6 +398,7 @@ class _Task:
                 min_time=self.min_time,
                 min_runs=self.min_runs,
                 threads=self.threads,
+                metric=self.metric,
             )
         except OnnxpruneError as e:  # one run's bad option must not stop the others
             return dataclasses.replace(asked, error=f"{type(e).__name__}: {e}")
@@ -399,6 +417,8 @@ class _Task:
             speedup_low=checked.speedup_low,
             speedup_high=checked.speedup_high,
             warnings=checked.warnings,
+            comparison=worst(checked.outputs),
+            user_metrics=checked.user_metrics,
         )
 
 
@@ -420,20 +440,25 @@ def format_sweep(result: SweepResult) -> str:
     """The sweep as a text table.
 
     One row per run: method, target, direct and effective sparsity, MACs by nonzero weights,
-    top-1 accuracy, agreement with the dense model and speedup over it with its 95% interval;
-    failed runs show their error.
+    top-1 accuracy, agreement and cosine similarity (the worst output's) with the dense model,
+    speedup over it with its 95% interval, and a column per value of the user metric; failed
+    runs show their error.
     """
     dense = result.dense
+    names = list(dict.fromkeys(k for r in (dense, *result.runs) for k in r.user_metrics))
     header = (
         *("method", "target", "direct", "effective", "nonzero MACs", "top-1", "agreement"),
-        "speedup (95% CI)",
+        *("cosine", "speedup (95% CI)", *names),
     )
     dense_macs = next((run.macs for run in result.runs if run.error is None), None)
-    rows = [("dense", "-", "-", "-", short(dense_macs), _pct(dense.top1), "-", "-")]
+    user = _values(dense.user_metrics, names)
+    rows = [("dense", "-", "-", "-", short(dense_macs), _pct(dense.top1), "-", "-", "-", *user)]
     for run in result.runs:
         if run.error is not None:
-            rows.append((run.method, f"{run.sparsity:g}", "failed", run.error, *[""] * 4))
+            failed = (run.method, f"{run.sparsity:g}", "failed", run.error)
+            rows.append((*failed, *[""] * (5 + len(names))))
             continue
+        cosine = run.comparison.get("cosine")
         rows.append(
             (
                 run.method,
@@ -443,7 +468,9 @@ def format_sweep(result: SweepResult) -> str:
                 short(run.nonzero_macs),
                 _pct(run.top1),
                 _pct(run.agreement),
+                "n/a" if cosine is None else f"{cosine:.4f}",
                 _speedup(run),
+                *_values(run.user_metrics, names),
             )
         )
     lines = text_table(header, rows)
@@ -466,3 +493,7 @@ def _speedup(run: SweepRun) -> str:
     if run.speedup is None or run.speedup_low is None or run.speedup_high is None:
         return "n/a"
     return f"{run.speedup:.2f}x ({run.speedup_low:.2f}-{run.speedup_high:.2f})"
+
+
+def _values(values: Mapping[str, float], names: Sequence[str]) -> list[str]:
+    return ["n/a" if values.get(name) is None else f"{values[name]:.6g}" for name in names]

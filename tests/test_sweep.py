@@ -177,3 +177,66 @@ def test_sweep_calibrates_sparsegpt_on_its_data(tmp_path):
     assert sparsegpt.method == "sparsegpt/uniform" and sparsegpt.error is None
     assert sparsegpt.direct_sparsity == pytest.approx(0.7, abs=1e-4)
     assert sparsegpt.agreement > magnitude.agreement
+
+
+METRIC = """
+import numpy as np
+
+def accuracy(outputs, labels):
+    return float((outputs["logits"].argmax(1) == labels).mean())
+"""
+
+
+def _logits(path: Path) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": np.load(DATA)["x"]})[0].astype(np.float64)
+
+
+def test_sweep_records_the_comparisons_and_a_user_metric_in_worker_processes(tmp_path):
+    module = tmp_path / "my_metric.py"
+    module.write_text(METRIC)
+    out = tmp_path / "out"
+    result = sweep(
+        MLP,
+        DATA,
+        out,
+        sparsities=[0.5, 0.95],
+        methods=[("magnitude", "global")],
+        jobs=2,
+        metric=f"{module}:accuracy",
+        **QUICK_TIMING,
+    )
+    labels = np.load(DATA)["labels"]
+    dense = _logits(MLP)
+    assert result.dense.user_metrics == {"accuracy": pytest.approx(result.dense.top1)}
+    for run in result.runs:
+        pruned = _logits(out / run.model_path)
+        cosine = (
+            (pruned * dense).sum(1) / np.linalg.norm(pruned, axis=1) / np.linalg.norm(dense, axis=1)
+        )
+        assert run.user_metrics == {"accuracy": pytest.approx(np.mean(pruned.argmax(1) == labels))}
+        assert run.comparison["cosine"] == pytest.approx(cosine.mean(), rel=1e-6)
+        assert run.comparison["worst_cosine"] == pytest.approx(cosine.min(), rel=1e-6)
+        assert run.comparison["max_abs_error"] == pytest.approx(
+            np.abs(pruned - dense).max(), rel=1e-5
+        )
+    assert result.runs[1].comparison["cosine"] < result.runs[0].comparison["cosine"]
+    document = json.loads((out / "sweep.json").read_text())
+    assert document["runs"][0]["comparison"] == pytest.approx(dict(result.runs[0].comparison))
+    assert document["runs"][1]["user_metrics"] == dict(result.runs[1].user_metrics)
+    header, _, dense_row, first_row, *_ = format_sweep(result).splitlines()
+    assert header.split()[-1] == "accuracy"
+    assert header.index("cosine") < header.index("speedup") < header.index("accuracy")
+    assert dense_row.split()[-1] == f"{result.dense.user_metrics['accuracy']:.6g}"
+    cosine = f"{result.runs[0].comparison['cosine']:.4f}"
+    assert first_row[header.index("cosine") :].split()[0] == cosine
+    assert first_row.split()[-1] == f"{result.runs[0].user_metrics['accuracy']:.6g}"
+
+
+def test_a_metric_that_cannot_load_stops_the_sweep_before_any_run(tmp_path):
+    with pytest.raises(InvalidOptionError, match=r"^metric 'nope_m16:f': cannot import nope_m16"):
+        sweep(MLP, DATA, tmp_path / "out", sparsities=[0.5], methods=[("magnitude", "global")],
+              metric="nope_m16:f")  # fmt: skip
+    assert not (tmp_path / "out").exists()

@@ -3,9 +3,10 @@
 A manifest is YAML or JSON, either a list of entries or ``{"defaults": {...}, "models": [...]}``.
 An entry is a path, or a mapping with ``path`` (required; relative to the manifest's folder),
 ``data`` (an evaluation ``.npz``), ``options`` (prune options, see ``options.py``), ``output``
-(a path under the output folder), ``memory_limit`` (e.g. ``"8G"``) and ``sensitivity`` (the
+(a path under the output folder), ``memory_limit`` (e.g. ``"8G"``), ``sensitivity`` (the
 ``sensitivity.json`` of ``onnxprune sensitivity`` on that model, for ``allocation:
-sensitivity``). For example::
+sensitivity``) and ``metric`` (a user metric ``module:function`` measured on its data; a
+``file.py:function`` is relative to the manifest's folder). For example::
 
     defaults: {sparsity: 0.9, allocation: erk}
     models:
@@ -34,7 +35,7 @@ from onnxprune.outputs import PrunedFiles, model_files, names, refuse_clashes
 from onnxprune.sizes import parse_size
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-_ENTRY_KEYS = ("path", "data", "options", "output", "memory_limit", "sensitivity")
+_ENTRY_KEYS = ("path", "data", "options", "output", "memory_limit", "sensitivity", "metric")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class BatchItem:
         memory_limit: bytes of address space its worker may add (``None``: no limit), when
             the manifest sets one (``own_limit``); else the batch's default applies.
         sensitivity: the curves of ``onnxprune sensitivity``, for ``allocation: sensitivity``.
+        metric: its own user metric (``module:function``), else the batch's applies.
     """
 
     model: Path
@@ -60,6 +62,7 @@ class BatchItem:
     memory_limit: int | None = None
     own_limit: bool = False
     sensitivity: Path | None = None
+    metric: str | None = None
 
     def limit(self, default: int | None) -> int | None:
         """The memory limit for this item: its own, else ``default``."""
@@ -230,7 +233,19 @@ def _entry(
         if not isinstance(limit, str | int) or isinstance(limit, bool):
             raise InvalidOptionError(f"{where}: memory_limit must look like 4G, got {limit!r}")
         item = dataclasses.replace(item, memory_limit=parse_size(limit), own_limit=True)
+    if "metric" in entry:
+        item = dataclasses.replace(item, metric=_metric(base, entry["metric"], item, where))
     return item
+
+
+def _metric(base: Path, given: object, item: BatchItem, where: str) -> str:
+    """An entry's ``metric``: ``module:function``, a ``.py`` file's made absolute."""
+    if not isinstance(given, str) or ":" not in given:
+        raise InvalidOptionError(f"{where}: metric must look like module:function, got {given!r}")
+    if item.data is None:
+        raise InvalidOptionError(f"{where}: metric is measured on data; give the entry 'data'")
+    module, _, function = given.rpartition(":")
+    return f"{base / module}:{function}" if module.endswith(".py") else given
 
 
 def _output(given: object, name: PurePosixPath, where: str) -> PurePosixPath:

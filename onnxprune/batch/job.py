@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from onnxprune.batch.items import MARKER_SUFFIX
 from onnxprune.errors import InvalidModelError, OnnxpruneError
+from onnxprune.metrics import worst
 from onnxprune.model import (
     DEFAULT_MAX_BYTES,
     check_model,
@@ -57,6 +58,7 @@ class Job:
     batch_size: int = 64
     max_bytes: int = DEFAULT_MAX_BYTES
     sensitivity: str | None = None
+    metric: str | None = None
 
     @property
     def files(self) -> PrunedFiles:
@@ -88,6 +90,9 @@ class ItemResult:
             shape is unknown).
         nonzero_macs: those by nonzero weights.
         baseline_macs: the dense multiply-accumulates of the model before pruning.
+        comparison: each comparison with the model before pruning (``onnxprune.metrics``), at
+            its worst over the outputs.
+        user_metrics: the values of the batch's user metric (``metric``) on the pruned model.
         seconds: wall time of the run (of the original run, for a skipped model).
         error: one line, when it failed.
         warnings: the pruner's warnings (layer collapse, skipped layers).
@@ -109,6 +114,8 @@ class ItemResult:
     seconds: float = 0.0
     error: str | None = None
     warnings: tuple[str, ...] = ()
+    comparison: Mapping[str, float | None] = field(default_factory=dict)
+    user_metrics: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON form, every field."""
@@ -223,12 +230,15 @@ def _evaluate(job: Job, done: ItemResult) -> ItemResult:
         batch_size=job.batch_size,
         min_time=0.0,  # a batch reports accuracy and agreement, not latency: each batch once
         min_runs=1,
+        metric=job.metric,
     )
     return replace(
         done,
         accuracy=checked.top1,
         baseline_accuracy=checked.baseline_top1,
         agreement=checked.agreement,
+        comparison=worst(checked.outputs),
+        user_metrics=checked.user_metrics,
     )
 
 

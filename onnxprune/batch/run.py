@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from onnxprune.model import DEFAULT_MAX_BYTES, write_text_atomic
 from onnxprune.options import PruneOptions
 from onnxprune.report import text_table
 from onnxprune.sizes import physical_memory
+from onnxprune.user_metrics import load_metric
 
 RESULTS = "batch.jsonl"
 SUMMARY = "batch.json"
@@ -87,6 +88,7 @@ def run_batch(
     provider: str = "auto",
     batch_size: int = 64,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    metric: str | None = None,
     on_start: Callable[[int], None] | None = None,
     on_done: Callable[[ItemResult], None] | None = None,
 ) -> BatchResult:
@@ -107,6 +109,8 @@ def run_batch(
         provider: ONNX Runtime provider for evaluation.
         batch_size: evaluation batch size.
         max_bytes: largest model accepted (file plus external data).
+        metric: a user metric (``module:function``, see ``onnxprune.user_metrics``) measured on
+            every model that has evaluation data; a manifest entry's ``metric`` replaces it.
         on_start: called once with the number of models, once ``out`` is locked.
         on_done: called with each result as it arrives (skipped models first).
 
@@ -124,6 +128,9 @@ def run_batch(
     items = collect_items(
         source, out, options or PruneOptions(), data_dir, (RESULTS, SUMMARY, REPORT)
     )
+    items = [item if item.metric else replace(item, metric=metric) for item in items]
+    for spec in sorted({item.metric for item in items if item.metric}):
+        load_metric(spec)  # one that cannot be imported fails the batch before any model
     default_limit = physical_memory() if memory_limit == -1 else memory_limit
     prepared = [
         _job(item, out, default_limit, provider, batch_size, max_bytes, __version__)
@@ -213,12 +220,15 @@ def _job(
         output_name=str(item.output),
         data=None if item.data is None else str(item.data.resolve()),
         options=item.options,
-        fingerprint=fingerprint(item.options, item.data, version, item.sensitivity),
+        fingerprint=fingerprint(
+            item.options, item.data, version, item.sensitivity, metric=item.metric
+        ),
         memory_limit=item.limit(default_limit),
         provider=provider,
         batch_size=batch_size,
         max_bytes=max_bytes,
         sensitivity=None if item.sensitivity is None else str(item.sensitivity.resolve()),
+        metric=item.metric,
     )
 
 

@@ -13,6 +13,7 @@ from onnxprune.batch.executors import EXECUTORS
 from onnxprune.cli._common import (
     add_debug,
     add_max_bytes,
+    add_metric,
     add_prune_flags,
     err,
     flag_options,
@@ -67,6 +68,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--provider", choices=PROVIDERS, default="auto", help="ONNX Runtime provider")
     p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
+    add_metric(p)
     add_max_bytes(p)
     add_debug(p)
     p.set_defaults(run=_batch, own_bars=True)
@@ -122,6 +124,7 @@ def _run(
             provider=args.provider,
             batch_size=args.batch_size,
             max_bytes=args.max_bytes,
+            metric=args.metric,
             on_start=lambda total: setattr(bar, "total", total) or bar.refresh(),
             on_done=lambda result: on_done(result) or bar.update(1),
         )

@@ -7,7 +7,14 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from onnxprune.cli._common import add_debug, add_timing_flags, err, out, print_failures
+from onnxprune.cli._common import (
+    add_debug,
+    add_metric,
+    add_timing_flags,
+    err,
+    out,
+    print_failures,
+)
 from onnxprune.cli._signals import Stopped, stoppable
 from onnxprune.runtime import PROVIDERS
 
@@ -53,6 +60,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="curves of `onnxprune sensitivity`, for methods SCORE/sensitivity",
     )
     add_timing_flags(p)
+    add_metric(p)
     add_debug(p)
     p.set_defaults(run=_sweep, own_bars=True)
 
@@ -111,5 +119,6 @@ def _run(
             min_time=args.min_time,
             min_runs=args.min_runs,
             threads=args.threads,
+            metric=args.metric,
             on_done=lambda run: on_done(run) or bar.update(1),
         )

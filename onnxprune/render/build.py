@@ -9,6 +9,7 @@ import math
 from collections.abc import Mapping
 
 from onnxprune.latency import named_warnings
+from onnxprune.metrics import COMPARISONS
 from onnxprune.render import _format as fmt
 from onnxprune.render.document import (
     BarPlot,
@@ -38,6 +39,7 @@ ITEM_HEADER = (
     "top-1",
     "dense top-1",
     "agreement",
+    "cosine",
     "time",
 )
 RUN_HEADER = (
@@ -50,6 +52,7 @@ RUN_HEADER = (
     "nonzero MACs",
     "top-1",
     "agreement",
+    "cosine",
     "speedup (95% CI)",
 )
 
@@ -218,17 +221,50 @@ def validation_section(data: Mapping, title: str) -> Section:
         ),
         ("timed runs per side", fmt.count(data["timed_runs"])),
         ("intra-op threads", _threads(data["threads"])),
+        *_user_rows(data["user_metrics"] or {}, data["baseline_user_metrics"] or {}),
     )
     table = Table(("metric", "value"), rows, (False, True))
     blocks: tuple[Block, ...] = (_gate(data["gate"]), table)
     if data["warnings"]:
         blocks += (Paragraph("Timing warnings: " + "; ".join(data["warnings"])),)
+    if data["outputs"]:
+        blocks += (
+            Paragraph("Each output compared with the baseline's (the gates read the worst):"),
+            _comparison_table(data["outputs"]),
+        )
     return Section(title, blocks)
 
 
 def _threads(value: float | None) -> str:
     """The intra-op threads of a result; 0 was ONNX Runtime's choice."""
     return "ONNX Runtime's default" if value == 0 else fmt.count(value)
+
+
+def _user_rows(values: Mapping, baseline: Mapping) -> list[tuple[str, str]]:
+    """Rows of a user metric's values (``validate --metric``), the baseline's after each."""
+    rows = []
+    for name, value in values.items():
+        rows.append((f"metric {name}", fmt.number(value, "", ".6g")))
+        if name in baseline:
+            rows.append((f"baseline metric {name}", fmt.number(baseline[name], "", ".6g")))
+    return rows
+
+
+def _comparison_table(outputs: Mapping) -> Table:
+    """One row per output, one column per comparison metric (``onnxprune.metrics``)."""
+    names = list(dict.fromkeys(name for values in outputs.values() for name in values))
+    header = ("output", *(COMPARISONS[n].header if n in COMPARISONS else n for n in names))
+    rows = tuple(
+        (output, *(_comparison_cell(n, values.get(n)) for n in names))
+        for output, values in outputs.items()
+    )
+    return Table(header, rows, (False, *(True,) * len(names)))
+
+
+def _comparison_cell(name: str, value: float | None) -> str:
+    if name in COMPARISONS and COMPARISONS[name].percent:
+        return fmt.percent(value)
+    return fmt.number(value, "", ".6g")
 
 
 def _gate(gate: Mapping | None) -> Block:
@@ -239,19 +275,29 @@ def _gate(gate: Mapping | None) -> Block:
         details.append(f"max top-1 drop allowed: {fmt.percent(gate['max_accuracy_drop'])}")
     if gate["min_agreement"] is not None:
         details.append(f"min agreement required: {fmt.percent(gate['min_agreement'])}")
+    for name, limit in (gate.get("limits") or {}).items():
+        if name != "min_agreement":
+            details.append(f"{name}: {limit:g}")
     return Verdict(gate["passed"], tuple(details))
 
 
 def sweep_sections(data: Mapping) -> tuple[Section, ...]:
-    """The runs table (dense first), the two accuracy-vs-compression plots, the dense metrics."""
+    """The runs table (dense first), the two accuracy-vs-compression plots, the dense metrics.
+
+    The table has a column per value of a user metric (``sweep --metric``) after the cosine.
+    """
     runs, dense = data["runs"], data["dense"]
-    rows = [_run_row(run) for run in runs]
+    sides = [*runs, *([] if dense is None else [dense])]
+    names = list(dict.fromkeys(k for side in sides for k in side.get("user_metrics") or {}))
+    rows = [_run_row(run, names) for run in runs]
     if dense is not None:
         na = fmt.MISSING
         dense_macs = next((run["macs"] for run in runs if run.get("macs") is not None), None)
-        dense_row = (fmt.macs(dense_macs), fmt.percent(dense["top1"]), na, na)
-        rows.insert(0, ("dense", na, na, na, na, na, *dense_row))
-    blocks: list[Block] = [Table(RUN_HEADER, tuple(rows), (False, *(True,) * 9))]
+        top1 = fmt.percent(dense["top1"])
+        user = _user_cells(dense, names)
+        rows.insert(0, ("dense", na, na, na, na, na, fmt.macs(dense_macs), top1, na, na, na, *user))
+    header = (*RUN_HEADER, *names)
+    blocks: list[Block] = [Table(header, tuple(rows), (False, *(True,) * (len(header) - 1)))]
     failed = [run for run in runs if run.get("error") is not None]
     if failed:
         lines = "; ".join(
@@ -279,7 +325,7 @@ def _run_warnings(runs: list[Mapping], dense: Mapping | None) -> list[str]:
     return named_warnings(named)
 
 
-def _run_row(run: Mapping) -> tuple[str, ...]:
+def _run_row(run: Mapping, names: list[str]) -> tuple[str, ...]:
     run = {**dict.fromkeys(OPTIONAL_RUN_FIELDS), **run}
     return (
         run["method"],
@@ -291,8 +337,23 @@ def _run_row(run: Mapping) -> tuple[str, ...]:
         fmt.macs(run.get("nonzero_macs")),
         fmt.percent(run["top1"]),
         fmt.percent(run["agreement"]),
+        _cosine(run),
         fmt.interval(run["speedup"], run["speedup_low"], run["speedup_high"]),
+        *_user_cells(run, names),
     )
+
+
+def _cosine(result: Mapping) -> str:
+    """The mean cosine similarity with the dense model of the worst output of a run or model.
+
+    Read from JSON ``comparison``; results written before it existed show ``n/a``.
+    """
+    return fmt.number((result.get("comparison") or {}).get("cosine"), "", ".4f")
+
+
+def _user_cells(result: Mapping, names: list[str]) -> list[str]:
+    values = result.get("user_metrics") or {}
+    return [fmt.number(values.get(name), "", ".6g") for name in names]
 
 
 def _sweep_plots(runs: list[Mapping], dense: Mapping | None) -> tuple[Block, ...]:
@@ -374,11 +435,14 @@ def batch_sections(data: Mapping) -> tuple[Section, ...]:
             fmt.percent(r["accuracy"]),
             fmt.percent(r["baseline_accuracy"]),
             fmt.percent(r["agreement"]),
+            _cosine(r),
             fmt.number(r["seconds"], "s", ".1f"),
         )
         for r in results
     )
-    blocks: list[Block] = [Table(ITEM_HEADER, rows, (False, False, *(True,) * 8))]
+    blocks: list[Block] = [
+        Table(ITEM_HEADER, rows, (False, False, *(True,) * (len(ITEM_HEADER) - 2)))
+    ]
     pruned = [r for r in results if r["direct_sparsity"] is not None]
     if pruned:
         blocks.append(

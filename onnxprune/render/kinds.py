@@ -88,7 +88,11 @@ OPTIONAL_VALIDATION_FIELDS = {  # checked when present: results from before they
     "timed_runs": "num?",
     "threads": "num?",
     "warnings": "list",
+    "outputs": "dict?",
+    "user_metrics": "dict?",
+    "baseline_user_metrics": "dict?",
 }
+OPTIONAL_GATE_FIELDS = {"limits": "dict?"}
 GATE_FIELDS = {
     "passed": "bool",
     "reason": "str?",
@@ -118,6 +122,8 @@ OPTIONAL_RUN_FIELDS = {  # checked when present: sweeps from before they existed
     "speedup_low": "num?",
     "speedup_high": "num?",
     "warnings": "list",
+    "comparison": "dict?",
+    "user_metrics": "dict?",
 }
 BATCH_FIELDS = {
     "kind": "str",
@@ -143,7 +149,12 @@ ITEM_FIELDS = {
     "error": "str?",
     "warnings": "list",
 }
-OPTIONAL_ITEM_FIELDS = {**MAC_FIELDS, "baseline_macs": "num?"}
+OPTIONAL_ITEM_FIELDS = {
+    **MAC_FIELDS,
+    "baseline_macs": "num?",
+    "comparison": "dict?",
+    "user_metrics": "dict?",
+}
 BLOCKED_FIELDS = {
     "layers": "list",
     "reason": "str",
@@ -329,6 +340,7 @@ def check_validation(data: Mapping, where: str = "validation result") -> None:
     _check_items(data.get("warnings", []), "str", f"{where}.warnings")
     if data["gate"] is not None:
         _check(data["gate"], GATE_FIELDS, f"{where} gate")
+        _check(data["gate"], OPTIONAL_GATE_FIELDS, f"{where} gate", required=False)
 
 
 def check_sweep(data: Mapping, where: str = "sweep") -> None:

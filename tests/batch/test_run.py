@@ -75,7 +75,8 @@ def test_json_lines_and_summary_hold_every_model(tmp_path):
     keys = {
         "model", "status", "output", "streamed", "target", "direct_sparsity",
         "effective_sparsity", "accuracy", "baseline_accuracy", "agreement", "macs",
-        "nonzero_macs", "baseline_macs", "seconds", "error", "warnings",
+        "nonzero_macs", "baseline_macs", "seconds", "error", "warnings", "comparison",
+        "user_metrics",
     }  # fmt: skip
     assert all(set(r) == keys for r in records)
     a = next(r for r in records if r["model"] == "a.onnx")

@@ -201,9 +201,10 @@ def test_sweep_table_has_dense_then_every_run():
         "nonzero MACs",
         "top-1",
         "agreement",
+        "cosine",
         "speedup (95% CI)",
     ]
-    assert dense == ["dense", "n/a", "n/a", "n/a", "n/a", "n/a", "50.2K", "97.22%", "n/a", "n/a"]
+    assert dense == ["dense", *["n/a"] * 5, "50.2K", "97.22%", "n/a", "n/a", "n/a"]
     assert len(rows) == 7
     assert rows[1] == [
         "magnitude/global",
@@ -215,17 +216,48 @@ def test_sweep_table_has_dense_then_every_run():
         "5.02K",  # 10% of 50,200
         "95.00%",
         "96.50%",  # 0.99 - 0.05 / 2
+        "n/a",  # a run written before the comparisons existed
         "1.02x (0.98-1.06)",
     ]
     assert rows[5][:6] == ["lamp/global", "99%", "99.00%", "100.00%", "100.00x", "∞"]
-    assert rows[6] == ["synflow/erk", "90%", *["n/a"] * 8]
+    assert rows[6] == ["synflow/erk", "90%", *["n/a"] * 9]
     assert "Failed runs: synflow/erk at 90%: ShapeError: needs static shapes" in text
 
 
 def test_sweep_without_labels_says_the_plots_show_agreement():
     text = render_markdown(samples.sweep(labels=False))
     assert "The sweep had no labels: the plots show agreement with the dense model." in text
-    assert _tables(text)["method"][2][7:9] == ["n/a", "97.50%"]  # no top-1 without labels
+    assert _tables(text)["method"][2][7:10] == ["n/a", "97.50%", "n/a"]  # no top-1 without labels
+
+
+def test_comparisons_and_a_user_metric_are_rendered():
+    outputs = {
+        "logits": {"max_abs_error": 3.25, "cosine": 0.987654321, "agreement": 0.9611},
+        "value": {"max_abs_error": 0.5, "cosine": 0.25, "agreement": None},
+    }
+    gate = {**samples.validation_result()["gate"], "limits": {"min_cosine": 0.99}}
+    result = samples.validation_result(
+        outputs=outputs, user_metrics={"f1": 0.8125}, baseline_user_metrics={"f1": 0.875}, gate=gate
+    )
+    text = render_markdown(result)
+    tables = _tables(text)
+    metrics = dict(tables["metric"][1:])
+    assert (metrics["metric f1"], metrics["baseline metric f1"]) == ("0.8125", "0.875")
+    assert tables["output"] == [
+        ["output", "max abs", "cosine", "top-1 agr"],
+        ["logits", "3.25", "0.987654", "96.11%"],
+        ["value", "0.5", "0.25", "n/a"],
+    ]
+    assert "- min\\_cosine: 0.99\n" in text  # the gate's limit, escaped
+    sweep = samples.sweep()
+    sweep["runs"][0].update(comparison={"cosine": 0.99876}, user_metrics={"f1": 0.75})
+    sweep["dense"]["user_metrics"] = {"f1": 0.8}
+    header, dense, first, second, *_ = _tables(render_markdown(sweep))["method"]
+    cosine = header.index("cosine")
+    assert header[-1] == "f1"
+    assert (dense[cosine], dense[-1]) == ("n/a", "0.8")
+    assert (first[cosine], first[-1]) == ("0.9988", "0.75")
+    assert (second[cosine], second[-1]) == ("n/a", "n/a")
 
 
 def test_combined_report_has_both_sections():
