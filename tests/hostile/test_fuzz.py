@@ -1,27 +1,31 @@
 """Fuzz: valid models mutated at random never crash a command, never change their input.
 
 Issue 19: whatever the bytes, fields, dims or names of a model, ``analyze`` (both levels),
-``prune`` and ``compact`` end with exit 0 or 2 (never 1, a bug), print one line on stderr when
-they refuse, and leave the input file as it was. Each example takes a small valid model (built
-here, or the bundled CNN), applies one mutation drawn by Hypothesis and runs one command
-in-process through ``onnxprune.cli.main``.
+``prune``, ``compact``, ``validate`` (alone and against a baseline), a one-run ``sweep`` and
+``remote prune`` end with exit 0, 2, 3 or 4 (never 1, a bug), print one line on stderr when
+they refuse (``sweep``'s exit 4: a line, then one per failed run), print no traceback, stay
+under ``PEAK_BYTES`` of memory and leave their input files as they were. Each example takes a
+small valid model (built here, or the bundled CNN), applies one mutation drawn by Hypothesis
+and runs one command in a forked child of a warm process (``tests.hostile.forked``), which
+measures the child's peak memory.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
+import hashlib
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from onnxprune.cli import main
+from tests.helpers import examples
+from tests.hostile.forked import Forked, Ran
 from tests.hostile.malformed import behind, cnn, ints, mlp, weight
 from tests.hostile.test_models_malformed import argv
 
@@ -38,6 +42,12 @@ BASES: dict[str, Callable[[], onnx.ModelProto]] = {
 """Valid models to start from: the layer kinds and weight chains onnxprune reads."""
 
 COMMANDS = ("analyze", "exact", "prune", "compact")
+VALIDATING = ("validate", "baseline", "as_baseline", "sweep", "remote")
+"""Commands that also run the model in ONNX Runtime, or send it to a server: slower, so their
+property runs fewer examples."""
+PEAK_BYTES = 3 * 2**29
+"""Most memory (resident, 1.5 GiB) a command may take on these small models: a memory bomb
+(a 157-byte model that allocated 2.75 GB) goes over it."""
 ATTRIBUTES = (
     *("group", "axis", "perm", "strides", "pads", "dilations", "kernel_shape", "transA"),
     *("transB", "allowzero", "to", "axes", "keepdims", "blocksize", "value", "auto_pad"),
@@ -55,7 +65,10 @@ DATA_TYPES = st.sampled_from([*sorted(TensorProto.DataType.values()), 99])
 
 FUZZ = settings(suppress_health_check=[HealthCheck.too_slow])
 """The profile's count: each example runs one command, a few milliseconds (``full``: 1500 in
-about 15 s)."""
+about 30 s)."""
+SLOW_FUZZ = settings(FUZZ, max_examples=examples(300))
+"""At most 300: a validating command takes a tenth of a second or more (``full``: 300 in about
+a minute)."""
 
 
 def _bytes(draw: st.DrawFn, model: onnx.ModelProto) -> bytes:
@@ -160,21 +173,111 @@ MUTATIONS["values"] = _values
 
 
 @st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    """A valid model from ``BASES`` with one mutation from ``MUTATIONS``, serialized."""
-    model = BASES[draw(st.sampled_from(sorted(BASES)))]()
-    return MUTATIONS[draw(st.sampled_from(sorted(MUTATIONS)))](draw, model)
+def mutated(draw: st.DrawFn) -> tuple[onnx.ModelProto, bytes]:
+    """A valid model from ``BASES``, and it with one mutation from ``MUTATIONS``, serialized."""
+    base = draw(st.sampled_from(sorted(BASES)))
+    model = BASES[base]()
+    return BASES[base](), MUTATIONS[draw(st.sampled_from(sorted(MUTATIONS)))](draw, model)
+
+
+def dataset(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Two samples for every graph input of the valid ``model`` (dims not fixed: 2)."""
+    arrays = {}
+    for info in model.graph.input:
+        dims = [d.dim_value or 2 for d in info.type.tensor_type.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type)
+        arrays[info.name] = np.linspace(-1, 1, int(np.prod(dims))).reshape(dims).astype(dtype)
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def forked() -> Iterator[Forked]:
+    """The warm process the commands run in."""
+    runner = Forked()
+    yield runner
+    runner.close()
+
+
+@pytest.fixture(scope="module")
+def server(start_server) -> str:
+    """A server for ``remote prune``."""
+    return start_server()
+
+
+def command_line(command: str, folder: Path, server: str) -> list[str | Path]:
+    """``command`` on ``folder``'s model.onnx (base.onnx the valid one, data.npz its inputs).
+
+    ``baseline`` validates the mutated model against the valid one, ``as_baseline`` the other
+    way round.
+    """
+    model, out = folder / "model.onnx", folder / "out"
+    data = ("--data", folder / "data.npz")
+    lines = {
+        "validate": ["validate", model, *data],
+        "baseline": ["validate", model, *data, "--baseline", folder / "base.onnx"],
+        "as_baseline": ["validate", folder / "base.onnx", *data, "--baseline", model],
+        "sweep": ["sweep", model, *data, "--sparsities", "0.5", "--out", out],
+        "remote": ["remote", "prune", model, "--sparsity", "0.5", "-o", folder / "pruned.onnx"],
+    }
+    if command == "remote":
+        return [*lines[command], "--server", server, "--timeout", "600"]
+    return lines.get(command) or argv(command, model, folder)
+
+
+def check(ran: Ran, before: dict[Path, str]) -> None:
+    """Exit 0, 2, 3 or 4; one line for an error; no traceback; peak memory; inputs unchanged.
+
+    Warnings (``warning: ...``, one line each, as a few samples give in ``validate``) may come
+    before the error.
+    """
+    assert ran.code in (0, 2, 3, 4), ran.err
+    assert "Traceback" not in ran.err, ran.err
+    error = "".join(line for line in ran.err.splitlines(True) if not line.startswith("warning: "))
+    if ran.code == 2:
+        assert error.count("\n") == 1 and error.endswith("\n"), ran.err
+    if ran.code == 4:  # one failed run of one
+        assert error.startswith("1 of 1 runs failed:\n") and error.count("\n") == 2, ran.err
+    assert ran.peak_bytes < PEAK_BYTES, f"{ran.peak_bytes} bytes at peak"
+    assert {p: _digest(p) for p in before} == before
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _fuzz(forked: Forked, model: tuple[onnx.ModelProto, bytes], command: str, server: str) -> None:
+    base, data = model
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        (folder / "model.onnx").write_bytes(data)
+        (folder / "base.onnx").write_bytes(base.SerializeToString())
+        np.savez(folder / "data.npz", **dataset(base))
+        before = {p: _digest(p) for p in folder.iterdir()}
+        check(forked.run(command_line(command, folder, server), folder), before)
 
 
 @FUZZ
-@given(mutated(), st.sampled_from(COMMANDS))
-def test_a_mutated_model_is_refused_in_one_line_or_processed(data, command):
-    with tempfile.TemporaryDirectory() as folder:
-        model = Path(folder) / "model.onnx"
-        model.write_bytes(data)
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(argv(command, model, Path(folder)))
-        assert code in (0, 2), err.getvalue()
-        assert code == 0 or err.getvalue().count("\n") == 1, err.getvalue()
-        assert model.read_bytes() == data
+@given(model=mutated(), command=st.sampled_from(COMMANDS))
+def test_a_mutated_model_is_refused_in_one_line_or_processed(forked, model, command):
+    _fuzz(forked, model, command, "")
+
+
+@pytest.mark.slow  # a tenth of a second or more an example: make test runs it, make check not
+@SLOW_FUZZ
+@given(model=mutated(), command=st.sampled_from(VALIDATING))
+def test_a_mutated_model_is_refused_in_one_line_or_validated(forked, server, model, command):
+    _fuzz(forked, model, command, server)
+
+
+def test_the_peak_is_what_the_command_took(forked, tmp_path):
+    # A 64 MiB weight (2048 x 8192 float32) that analyze reads: its peak is that much higher
+    # than on the small MLP, so a command that allocates shows in the peak measured.
+    big = mlp(onnx.numpy_helper.from_array(np.ones((2048, 8192), np.float32), "w1"))
+    peaks = []
+    for model in (mlp(), big):
+        path = tmp_path / "model.onnx"
+        path.write_bytes(model.SerializeToString())
+        ran = forked.run(["analyze", path], tmp_path)
+        assert ran.code == 0, ran.err
+        peaks.append(ran.peak_bytes)
+    assert peaks[1] - peaks[0] >= 64 * 2**20
