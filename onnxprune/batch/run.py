@@ -233,7 +233,10 @@ def _job(
 
 
 def format_batch(batch: BatchResult) -> str:
-    """The batch as a text table, one row per model, and a totals line."""
+    """The batch as a text table, one row per model, and a totals line.
+
+    ``cosine`` is the mean cosine similarity with the unpruned model of the worst output.
+    """
     header = (
         "model",
         "status",
@@ -243,6 +246,7 @@ def format_batch(batch: BatchResult) -> str:
         "MACs",
         "top-1",
         "dense top-1",
+        "cosine",
         "time",
     )
     rows = [
@@ -255,11 +259,12 @@ def format_batch(batch: BatchResult) -> str:
             _macs(r),
             _pct(r.accuracy),
             _pct(r.baseline_accuracy),
+            _cosine(r),
             f"{r.seconds:.1f}s",
         )
         for r in batch.results
     ]
-    lines = text_table(header, rows, "<<>>>>>>>")
+    lines = text_table(header, rows, "<<" + ">" * (len(header) - 2))
     lines.append(
         f"{len(batch.results)} models: {batch.count('ok')} pruned, {batch.count('skipped')} "
         f"already done, {batch.count('failed')} failed"
@@ -276,3 +281,8 @@ def _macs(result: ItemResult) -> str:
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2%}"
+
+
+def _cosine(result: ItemResult) -> str:
+    value = result.comparison.get("cosine")
+    return "n/a" if value is None else f"{value:.4f}"

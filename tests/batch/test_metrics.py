@@ -20,6 +20,7 @@ from onnxprune import InvalidOptionError
 from onnxprune.batch import PruneOptions, collect_items, run_batch
 from onnxprune.batch.options import fingerprint
 from tests.batch.models import eval_data, mlp, save
+from tests.helpers import run_cli
 
 METRIC = """
 import numpy as np
@@ -129,3 +130,22 @@ def test_the_batch_metric_applies_to_every_model_with_data(tmp_path: Path) -> No
         pruned = _forward(tmp_path / "out" / "a.onnx", data["x"])
     assert a.user_metrics["mean_top"] == pytest.approx(pruned.max(axis=1).mean(), rel=1e-5)
     assert b.user_metrics == {}  # no evaluation data for b
+
+
+@pytest.mark.slow
+def test_cli_batch_metric_and_cosine(tmp_path: Path) -> None:
+    _setup(tmp_path)
+    common = ("batch", str(tmp_path / "models"), "--sparsity", "0.5",
+              "--data-dir", str(tmp_path / "evals"))  # fmt: skip
+    out = tmp_path / "out"
+    ok = run_cli(*common, "--out", str(out), "--metric", f"{tmp_path / 'metrics.py'}:mean_top")
+    assert ok.returncode == 0, ok.stderr
+    header, _, *rows = ok.stdout.splitlines()
+    a = json.loads((out / "batch.json").read_text())["results"][0]
+    assert a["model"] == "a.onnx" and set(a["user_metrics"]) == {"mean_top", "hits"}
+    row = next(r for r in rows if r.startswith("a.onnx"))
+    assert row[header.index("cosine") :].split()[0] == f"{a['comparison']['cosine']:.4f}"
+    bad = run_cli(*common, "--out", str(tmp_path / "bad"), "--metric", "nope_m16:f")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("InvalidOptionError: metric 'nope_m16:f': cannot import")
+    assert bad.stderr.count("\n") == 1
