@@ -36,9 +36,10 @@ from onnxprune.pruners.masks import (
 )
 from onnxprune.pruners.nm import nm_masks, parse_nm
 from onnxprune.pruners.ranking import Ranking
+from onnxprune.pruners.refit import Finish, reconstruction, refit_effective
 from onnxprune.pruners.registry import LayerTargets, ScoreContext, get_allocation, get_score
 from onnxprune.pruners.rows import RowGroups
-from onnxprune.pruners.targets import SHORTFALL, Bisection, bisect_effective
+from onnxprune.pruners.targets import EFFECTIVE_SLACK, SHORTFALL, Bisection, bisect_effective
 from onnxprune.report import SparsityReport
 from onnxprune.sparsity import LEVELS, sparsity_report
 
@@ -47,11 +48,6 @@ if TYPE_CHECKING:
     from onnxprune.options import PruneOptions
     from onnxprune.structured.compact import CompactResult
     from onnxprune.structured.prune import StructuredResult
-
-
-EFFECTIVE_SLACK = 0.005
-"""How far a reconstructing score's effective sparsity may land from an effective target
-unannounced."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +150,7 @@ def prune_weights(
         rounds=o.rounds,
         masks=kept,
     )
-    rebuild = _reconstruction(plan, o, scores is None, ctx)
+    rebuild = reconstruction(plan, o.score, scores is None, ctx)
     if o.nm is not None:
         n, m = parse_nm(o.nm)
         if rebuild is not None:
@@ -165,7 +161,7 @@ def prune_weights(
         return plan.finish({k: kept[k] & pattern[k] for k in kept}, (), 0)
     if o.sparsity is None:
         return plan.finish(kept, (), 0)
-    finish = _Finish(plan, rebuild)
+    finish = Finish(plan, rebuild)
     groups = RowGroups.of(plan.layers, plan.selected, o.score if scores is None else None)
     chosen = groups.normalised(_scores(plan, o.score, scores, ctx))
     chosen = {k: np.where(kept[k], v, -np.inf) for k, v in chosen.items()}
@@ -207,7 +203,7 @@ def prune_weights(
         lambda k: plan.effective(ranked_masks(k)), min(forced, top), top, o.sparsity
     )
     notes = _effective_notes(plan, ranked_masks, search, o.sparsity, top)
-    return finish(ranked_masks(search.removed), notes, search.analyses)
+    return refit_effective(finish, ranked_masks, search, (min(forced, top), top), o.sparsity, notes)
 
 
 def _effective_notes(
@@ -260,52 +256,6 @@ def _shortfall(
         "target is not reachable with this score and allocation; try --min-threshold or "
         "another allocation"
     )
-
-
-@dataclass(frozen=True)
-class _Finish:
-    """The end of a prune by masks: applied, or for a reconstructing score, its counts re-fit."""
-
-    plan: _Plan
-    rebuild: Callable[..., PruneResult] | None
-
-    def __call__(
-        self, masks: dict[str, np.ndarray], notes: tuple[str, ...], analyses: int
-    ) -> PruneResult:
-        if self.rebuild is None:
-            return self.plan.finish(masks, notes, analyses)
-        counts = {name: int((~mask).sum()) for name, mask in masks.items()}
-        return self.rebuild(LayerTargets(counts=counts), notes, analyses)
-
-
-def _reconstruction(
-    plan: _Plan, options: PruneOptions, registered: bool, ctx: ScoreContext
-) -> Callable[..., PruneResult] | None:
-    """For a score that re-fits the weights it keeps: targets -> its pruned model, else None.
-
-    Its masks are its own (chosen on the updated weights), so with an effective target the
-    effective sparsity they reach is checked, and a warning says when it misses the target by
-    more than ``EFFECTIVE_SLACK``.
-    """
-    reconstruct = get_score(options.score).reconstruct if registered else None
-    if reconstruct is None:
-        return None
-    weights = {name: plan.weight(name) for name in plan.selected}
-
-    def rebuild(targets: LayerTargets, notes: tuple[str, ...] = (), analyses: int = 0):
-        done = reconstruct(weights, ctx, targets)
-        result = plan.finish(done.masks, (*notes, *done.warnings), analyses, done.weights)
-        reached = result.report.effective_sparsity
-        if not options.effective or notes or abs(reached - options.sparsity) <= EFFECTIVE_SLACK:
-            return result
-        note = (
-            f"score {options.score}: its masks reach effective sparsity {reached:.4f} for the "
-            f"target {options.sparsity} (the bisection counts weights per layer on the score's "
-            "ranking; the re-fit chooses its own masks within those counts)"
-        )
-        return dataclasses.replace(result, warnings=(*result.warnings, note))
-
-    return rebuild
 
 
 def _scores(

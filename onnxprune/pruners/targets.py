@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from onnxprune import progress
 
+EFFECTIVE_SLACK = 0.005
+"""How far below an effective target a prune may land unannounced."""
+
 SHORTFALL = "effective sparsity short of the target"
 """How the warning of a missed effective target begins (the CLI then says it was not reached)."""
 

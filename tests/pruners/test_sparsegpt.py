@@ -17,9 +17,9 @@ from onnxprune.errors import InvalidOptionError
 from onnxprune.graph.build import build_graph
 from onnxprune.pruners.layer_views import input_columns, weight_from_rows, weight_rows
 from onnxprune.pruners.obs import DAMPING, inverse_factor, prune_matrix
-from onnxprune.pruners.prune import EFFECTIVE_SLACK
 from onnxprune.pruners.scores import sparsegpt as sparsegpt_module
 from onnxprune.pruners.scores.sparsegpt import hessians
+from onnxprune.pruners.targets import EFFECTIVE_SLACK
 from onnxprune.runtime import create_session
 from tests.helpers import single_io_model
 
@@ -272,16 +272,20 @@ def test_nm_pattern_holds_exactly_on_the_cnn() -> None:
     assert checked == 4
 
 
-def test_effective_target_is_met_or_the_miss_announced() -> None:
-    model, feed, x = _digits("mlp_digits")
+@pytest.mark.parametrize(("name", "target"), [("mlp_digits", 0.8), ("cnn_digits", 0.8)])
+def test_effective_target_is_reached_from_below(name: str, target: float) -> None:
+    # The ranking's counts alone land SparseGPT's masks at 0.779 (MLP) and 0.793 (CNN); the
+    # re-fits bisect the count to within EFFECTIVE_SLACK below the target.
+    model, feed, x = _digits(name)
     result = onnxprune.prune(
-        model, sparsity=0.8, effective=True, score="sparsegpt", calibration={feed: x[:100]}
+        model, sparsity=target, effective=True, score="sparsegpt", calibration={feed: x[:100]}
     )
-    assert result.analyses > 0
     reached = result.report.effective_sparsity
-    assert 0.75 < reached <= 0.8 + EFFECTIVE_SLACK
-    missed = [w for w in result.warnings if "reach effective sparsity" in w]
-    assert bool(missed) == (abs(reached - 0.8) > EFFECTIVE_SLACK)
+    assert target - EFFECTIVE_SLACK <= reached <= target
+    assert not result.warnings
+    written = _weights(result.model)
+    for mask_name, mask in result.masks.items():
+        np.testing.assert_array_equal(written[mask_name] != 0, mask)
     assert result.report.direct_sparsity < reached
 
 
