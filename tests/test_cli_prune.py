@@ -139,11 +139,12 @@ def test_prune_never_overwrites_its_input(tmp_path):
     "extra",
     [
         ["--score", "activation", "--calibration", str(MODELS / "digits_test.npz")],
+        ["--score", "sparsegpt", "--calibration", str(MODELS / "digits_test.npz")],
         ["--score", "synflow", "--rounds", "10"],
         ["--score", "lamp", "--allocation", "igq"],
         ["--score", "random", "--seed", "7", "--allocation", "uniform+"],
     ],
-    ids=["activation", "synflow", "lamp-igq", "random-uniform+"],
+    ids=["activation", "sparsegpt", "synflow", "lamp-igq", "random-uniform+"],
 )
 def test_every_method_runs_from_the_cli(tmp_path, extra):
     out = tmp_path / "p.onnx"
