@@ -162,3 +162,23 @@ def test_lstm_units_held_at_zero_by_their_cell_gate(tmp_path: Path) -> None:
     assert zeroed == 4 * 3 * F + 4 * 3 * H + 4 * (4 * H - 16) + 4 * 2 * 4 * H
     x = _input(model, 2)
     np.testing.assert_array_equal(_run(zeroed_model, x), _run(model, x))
+
+
+@pytest.mark.parametrize(("kind", "batch_first"), KINDS)
+def test_structured_removes_hidden_units_exactly(
+    kind: str, batch_first: bool, tmp_path: Path
+) -> None:
+    # Both layers lose half their units in both directions; layer 1's initial state (an
+    # Expand of zeros to the batch size, read through Shape) is dropped, zero by default.
+    model = _export(_net(kind, batch_first), tmp_path / "m.onnx")
+    s = onnxprune.prune(model, structured="l1", sparsity=0.5).structured
+    sizes = [
+        next(a.i for a in n.attribute if a.name == "hidden_size")
+        for n in s.model.graph.node
+        if n.op_type == kind
+    ]
+    assert sizes == [H // 2, H // 2]
+    onnx.checker.check_model(s.model, full_check=True)
+    for seed in range(3):
+        x = _input(model, seed)
+        np.testing.assert_allclose(_run(s.model, x), _run(s.masked, x), rtol=1e-5, atol=1e-6)

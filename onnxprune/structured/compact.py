@@ -235,7 +235,7 @@ def _freed(groups: Groups, arrays: Arrays) -> np.ndarray:
     freed = np.zeros(groups.count, np.int64)
     for s in groups.slices:
         a = arrays[s.name]
-        np.add.at(freed, groups.of(s.tensor), a.size // max(a.shape[s.axis], 1))
+        np.add.at(freed, groups.of(s.tensor), a.size * s.tile // max(a.shape[s.axis], 1))
     for c in groups.consumers:
         w = arrays[c.weight]
         np.add.at(freed, groups.inputs(c), w.size // max(w.shape[c.in_axis], 1))

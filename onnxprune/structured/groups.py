@@ -59,11 +59,26 @@ class Space:
 
 @dataclass(frozen=True)
 class Slice:
-    """Initializer ``name`` loses the entries of removed units of ``tensor`` along ``axis``."""
+    """Initializer ``name`` loses the entries of removed units of ``tensor`` along ``axis``.
+
+    With ``tile`` > 1 the axis holds that many consecutive blocks, each one entry per unit (the
+    gates of an LSTM's ``W`` rows, ``[i; o; f; c]``): a unit's entries go from every block.
+    """
 
     name: str
     axis: int
     tensor: str
+    tile: int = 1
+
+    def entries(self, units: np.ndarray) -> np.ndarray:
+        """A per-unit mask of ``tensor`` as a mask of the entries along ``axis``."""
+        return np.tile(units, self.tile)
+
+    def rows(self, w: np.ndarray) -> np.ndarray:
+        """``w`` as [units, everything else]: each unit's entries from every block."""
+        moved = np.moveaxis(w, self.axis, 0)
+        blocks = moved.reshape(self.tile, moved.shape[0] // self.tile, -1)
+        return np.swapaxes(blocks, 0, 1).reshape(blocks.shape[1], -1)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ def zero(groups: Groups, chosen: np.ndarray, arrays: Arrays) -> None:
     What is left computes exactly what the cut model computes: no consumer reads those units.
     """
     for s in groups.filters:
-        _zero_along(arrays, s.name, s.axis, chosen[groups.of(s.tensor)])
+        _zero_along(arrays, s.name, s.axis, s.entries(chosen[groups.of(s.tensor)]))
     for c in groups.consumers:
         _zero_along(arrays, c.weight, c.in_axis, chosen[groups.inputs(c)])
 
@@ -125,7 +125,7 @@ def cut(
     graph = model.graph
     fresh = Names(model)
     for s in groups.slices:
-        arrays[s.name] = np.compress(kept(s.tensor), arrays[s.name], axis=s.axis)
+        arrays[s.name] = np.compress(s.entries(kept(s.tensor)), arrays[s.name], axis=s.axis)
     for c in groups.consumers:
         arrays[c.weight] = np.compress(~chosen[groups.inputs(c)], arrays[c.weight], axis=c.in_axis)
     for edit in groups.edits:
@@ -261,8 +261,7 @@ def filter_stats(groups: Groups, arrays: Arrays) -> tuple[np.ndarray, np.ndarray
     sq_sum = np.zeros(groups.count)
     count = np.zeros(groups.count)
     for s in groups.filters:
-        w = arrays[s.name]
-        rows = np.moveaxis(w, s.axis, 0).reshape(w.shape[s.axis], -1)
+        rows = s.rows(arrays[s.name])
         labels = groups.of(s.tensor)
         np.add.at(abs_sum, labels, np.abs(rows).sum(axis=1, dtype=np.float64))
         np.add.at(sq_sum, labels, np.einsum("ij,ij->i", rows, rows, dtype=np.float64))

@@ -8,6 +8,7 @@ structured pruning cannot follow; its 4 groups are then reported as one ``Blocke
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from onnx import TensorProto, helper
 
 from onnxprune.structured import BlockedGroup, compact, structured_prune
@@ -71,7 +72,29 @@ def test_a_shape_op_reading_the_channels_blocks_them():
     model = graph_model(nodes, X, outputs, {"w1": _w(4, 2, 1, 1), "w2": _w(3, 4, 1, 1)})
     blocked = _only(compact(model), "w1")
     assert (blocked.op_type, blocked.node, blocked.groups) == ("Shape", "shp", 4)
-    assert blocked.reason == "Shape node 'shp': no structured rule for this op"
+    assert blocked.reason == "Shape node 'shp': its output depends on the number of units"
+
+
+@pytest.mark.parametrize(("index", "blocked"), [(0, False), (2, False), (1, True), (-3, True)])
+def test_a_shape_read_at_the_channel_axis_blocks_them(index: int, blocked: bool) -> None:
+    # c1 -> h [1, 4, 4, 4] -> Relu -> c2 -> y; Shape(h)[index] -> Cast -> n, an output. Only
+    # the channel count (axis 1, or -3) changes when channels go.
+    nodes = [
+        _c1(),
+        helper.make_node("Shape", ["h"], ["shape"], name="shp"),
+        helper.make_node("Gather", ["shape", "i"], ["dim"], name="g"),
+        helper.make_node("Cast", ["dim"], ["n"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w2"], ["y"], name="c2"),
+    ]
+    inits = {"w1": _w(4, 2, 1, 1), "w2": _w(3, 4, 1, 1)}
+    model = graph_model(nodes, X, {"y": [1, 3, 4, 4], "n": []}, inits)
+    model.graph.initializer.append(helper.make_tensor("i", TensorProto.INT64, [], [index]))
+    result = compact(model)
+    found = [b for b in result.blocked if "w1" in b.layers]
+    assert bool(found) == blocked
+    if blocked:
+        assert found[0].reason == "Shape node 'shp': its output depends on the number of units"
 
 
 def test_a_reshape_to_a_target_computed_at_run_time_names_the_target():

@@ -21,8 +21,11 @@ FOLLOWED = {
     "GlobalLpPool", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2",
     "Transpose", "Squeeze", "Unsqueeze", "Resize", "Upsample", "Pad", "Flatten", "Reshape",
     "Concat", "Split",
+    # since: recurrent layers, and shape arithmetic (Shape read at other axes than the units')
+    "LSTM", "GRU", "RNN",
+    "Shape", "Size", "Range", "EyeLike", "RandomNormalLike", "RandomUniformLike",
 }  # fmt: skip
-LAYERS = {"Conv", "ConvTranspose", "ConstantOfShape", "Gemm", "MatMul"}
+LAYERS = {"Conv", "ConvTranspose", "ConstantOfShape", "Gemm", "MatMul", "LSTM", "GRU", "RNN"}
 
 
 def _never(b, node):

@@ -8,9 +8,11 @@ whatever the weights hold (a bias, an initial state, activations that do not kee
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from onnxprune.graph.registry import NodeView, op_rule
 from onnxprune.graph.transfers import Dense, Recurrent
+from onnxprune.weights import attr
 
 GATES = {"LSTM": ("i", "o", "f", "c"), "GRU": ("z", "r", "h"), "RNN": ("i",)}
 """The gates of each op, in the order of the row blocks of ``W``, ``R`` and ``B`` (ONNX)."""
@@ -73,7 +75,7 @@ def _nonzero(
     """
     op = node.op_type
     everything = np.ones((directions, hidden), bool)
-    if not _keeps_zero(node, directions):
+    if not keeps_zero(node.node, directions):
         return everything, everything
     state = _state(node, 5, directions, hidden, batch_first)
     seed = _candidate_bias(node, directions, hidden)
@@ -84,8 +86,12 @@ def _nonzero(
     return seed, state
 
 
-def _keeps_zero(node: NodeView, directions: int) -> bool:
-    names = node.attr("activations", None)
+def keeps_zero(node: onnx.NodeProto, directions: int) -> bool:
+    """Whether the activations that hold a unit at zero map 0 to 0 (the defaults do).
+
+    The candidate's and (LSTM) the output's: ``Tanh``, ``Relu``, ... but not ``Sigmoid``.
+    """
+    names = attr(node, "activations", None)
     if not names:
         return True
     per = _ACTIVATIONS[node.op_type]

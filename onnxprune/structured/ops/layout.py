@@ -328,3 +328,34 @@ def _as_output(node: onnx.NodeProto, output: str) -> onnx.NodeProto:
     del view.output[:]
     view.output.append(output)
     return view
+
+
+@handler("no_signal")
+def _shape_of(b: Builder, node: onnx.NodeProto) -> None:
+    """A ``Shape`` read only at other axes than the units' does not see them go.
+
+    Exporters read the batch size so (an LSTM's initial state); any other use blocks the units.
+    """
+    xs = b.space(node.input[0])
+    if node.op_type != "Shape" or not _reads_other_dims(b, node, xs):
+        b.block(xs, why="its output depends on the number of units")
+
+
+def _reads_other_dims(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
+    """Every reader of the ``Shape``'s output is a ``Gather`` of constant dims but the unit axis."""
+    from onnxprune.weights import ConstantResolver
+
+    if attr(node, "end", None) is not None:
+        return False
+    start = attr(node, "start", 0) % xs.rank
+    out, resolver = node.output[0], ConstantResolver(b.graph)
+    readers = [n for n in b.graph.node if out in n.input]
+    if len(readers) != b.uses[out] or any(o.name == out for o in b.graph.output):
+        return False
+    for reader in readers:
+        index = resolver.value(reader.input[1]) if reader.op_type == "Gather" else None
+        if reader.input[0] != out or index is None or attr(reader, "axis", 0) != 0:
+            return False
+        if (start + np.asarray(index) % (xs.rank - start) == xs.axis).any():
+            return False
+    return True
