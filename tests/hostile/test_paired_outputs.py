@@ -30,7 +30,8 @@ def test_masks_are_renamed_before_the_model(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(os, "replace", watched)
     code, _, err = cli(capsys, "prune", model, "-o", tmp_path / "p.onnx", "--sparsity", "0.5",
                        "--report-out", tmp_path / "r.json")  # fmt: skip
-    assert (code, err) == (0, "")
+    assert code == 0
+    assert all(line.startswith("warning: ") for line in err.splitlines())  # a tiny model
     assert renamed == ["p.masks.npz", "p.onnx", "r.json"]
 
 
