@@ -57,6 +57,22 @@ VIEWS = {
         [2, 6, 3],
         {"W": RNG.standard_normal((4, 6))},
     ),
+    "conv_transpose_grouped": (
+        [
+            helper.make_node(
+                "ConvTranspose",
+                ["x", "W"],
+                ["y"],
+                group=2,
+                strides=[2, 1],
+                pads=[1, 0, 0, 1],
+                output_padding=[1, 0],
+                dilations=[1, 2],
+            )
+        ],
+        [2, 4, 3, 4],
+        {"W": RNG.standard_normal((4, 3, 3, 2))},
+    ),
     "conv_grouped_strided": (
         [helper.make_node("Conv", ["x", "W"], ["y"], group=2, strides=[2, 1], pads=[1, 0, 0, 1])],
         [2, 4, 5, 4],
@@ -74,9 +90,9 @@ def test_views_reproduce_the_layer_output(case: str) -> None:
     y = _run(model, {"x": x}).astype(np.float64)
     w = inits["W"].astype(np.float32).astype(np.float64)
     rows = weight_rows(layer, layer.contract.source.to_consumed(w, layer.shape))
-    (columns,) = list(input_columns(layer, x))
+    (columns,) = list(input_columns(layer, x, y.shape[2:]))
     products = [r @ c for r, c in zip(rows, columns, strict=True)]
-    if layer.contract.kind == "conv":  # [O, N * P] back to [N, O, *spatial]
+    if layer.contract.kind != "matmul":  # [O, N * P] back to [N, O, *spatial]
         out = np.concatenate(products).reshape(y.shape[1], y.shape[0], *y.shape[2:])
         np.testing.assert_allclose(np.moveaxis(out, 0, 1), y, rtol=1e-5, atol=1e-5)
     else:  # output units along Contract.y_axis, samples in the order of the other axes
@@ -289,13 +305,69 @@ def test_effective_target_is_reached_from_below(name: str, target: float) -> Non
     assert result.report.direct_sparsity < reached
 
 
-def test_conv_transpose_is_refused_in_one_line() -> None:
+def test_conv_transpose_is_pruned_and_refitted_exactly() -> None:
+    # ConvTranspose [C=4, O/G=3, 2, 2], group 2, stride 2, 1:2: SparseGPT's re-fit of each
+    # group equals the sequential dense solves on the Hessian of the scattered columns, built
+    # here by hand with loops.
+    w = RNG.standard_normal((4, 3, 2, 2))
+    model = single_io_model(
+        [helper.make_node("ConvTranspose", ["x", "W"], ["y"], group=2, strides=[2, 2])],
+        ["N", 4, 3, 3],
+        ["N", 6, 6, 6],
+        {"W": w},
+    )
+    x = RNG.standard_normal((5, 4, 3, 3)).astype(np.float32)
+    result = onnxprune.prune(model, nm="1:2", score="sparsegpt", calibration={"x": x})
+    new = _weights(result.model)["W"].astype(np.float64)
+    mask = result.masks["W"]
+    w32 = w.astype(np.float32).astype(np.float64)
+    x64 = x.astype(np.float64)
+    for g in range(2):
+        # columns (tap, c) of group g: output (n, p, q) gets x[n, c, p // 2, q // 2] through tap
+        # (p % 2, q % 2) only.
+        cols = np.zeros((4, 2, 5 * 36))
+        for n in range(5):
+            for p in range(6):
+                for q in range(6):
+                    tap = (p % 2) * 2 + q % 2
+                    cols[tap, :, n * 36 + p * 6 + q] = x64[n, 2 * g : 2 * g + 2, p // 2, q // 2]
+        cols = cols.reshape(8, -1)
+        rows = w32[2 * g : 2 * g + 2].reshape(2, 3, 4).transpose(1, 2, 0).reshape(3, 8)
+        keep = mask[2 * g : 2 * g + 2].reshape(2, 3, 4).transpose(1, 2, 0).reshape(3, 8)
+        assert (keep.reshape(3, 4, 2).sum(axis=2) == 1).all()  # 1 of the 2 channels per tap
+        h = _damped(2 * cols @ cols.T)
+        expected = _sequential(rows, h, keep)
+        got = new[2 * g : 2 * g + 2].reshape(2, 3, 4).transpose(1, 2, 0).reshape(3, 8)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def _sequential(w: np.ndarray, h: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Columns in order; each pruned one removed by a dense solve over the later columns."""
+    w = w.copy()
+    for r in range(w.shape[0]):
+        for j in range(w.shape[1]):
+            if not keep[r, j]:
+                rest = np.arange(j + 1, w.shape[1])
+                w[r, rest] += w[r, j] * np.linalg.solve(h[np.ix_(rest, rest)], h[rest, j])
+                w[r, j] = 0.0
+    return w
+
+
+def test_conv_transpose_without_a_static_output_shape_is_refused() -> None:
     model = single_io_model(
         [helper.make_node("ConvTranspose", ["x", "W"], ["y"])],
-        ["N", 2, 3, 3],
+        ["N", 2, "H", "W"],
         None,
         {"W": RNG.standard_normal((2, 3, 2, 2))},
     )
     x = RNG.standard_normal((4, 2, 3, 3)).astype(np.float32)
-    with pytest.raises(InvalidOptionError, match=r"does not prune ConvTranspose.*--exclude$"):
+    with pytest.raises(InvalidOptionError, match=r"output shape of ConvTranspose 'W'.*--exclude$"):
         onnxprune.prune(model, sparsity=0.5, score="sparsegpt", calibration={"x": x})
+    shaped = onnxprune.prune(
+        model,
+        sparsity=0.5,
+        score="sparsegpt",
+        calibration={"x": x},
+        input_shapes={"x": [4, 2, 3, 3]},
+    )
+    assert shaped.report.direct_sparsity == pytest.approx(0.5)

@@ -5,8 +5,8 @@ Frantar & Alistarh, "SparseGPT: Massive Language Models Can Be Accurately Pruned
 layer-wise reconstruction error ``||W X - W' X||^2`` is accumulated in float64 from the layer's
 inputs over the calibration set (read in ONNX Runtime batch by batch, ``pruners.layer_inputs``);
 the blocked OBS algorithm (``pruners.obs``) then chooses the mask and updates the remaining
-weights. Conv layers are seen through im2col, Gemm/MatMul in either layout
-(``pruners.layer_views``).
+weights. Conv and ConvTranspose layers are seen through im2col (and its scatter), Gemm/MatMul
+in either layout (``pruners.layer_views``).
 
 Two registered parts:
 
@@ -19,8 +19,8 @@ Two registered parts:
   not depend on one another share one pass over the data). Its masks and weights are what the
   prune writes; nothing else of the model changes.
 
-ConvTranspose layers are refused (exclude them with ``--exclude``), as are weights that are not
-floating point (quantized weights are never selected).
+Weights that are not floating point are refused (quantized weights are never selected), as is
+a ConvTranspose whose output shape is not static.
 """
 
 from __future__ import annotations
@@ -62,9 +62,9 @@ def reconstruct(
         Masks and updated weights (the weights' dtype) for every layer of ``weights``.
 
     Raises:
-        InvalidOptionError: a ConvTranspose layer, a weight that is not floating point, a
-            shared weight its uses see in different layouts, an N:M that does not divide a
-            layer's input size (unless ``skip_indivisible``).
+        InvalidOptionError: a ConvTranspose without a static output shape, a weight that is
+            not floating point, a shared weight its uses see in different layouts, an N:M that
+            does not divide a layer's input size (unless ``skip_indivisible``).
         DatasetError: no calibration data, or data that does not fit the model.
     """
     from onnxprune.pruners.masks import set_weights
@@ -146,7 +146,8 @@ def hessians(
     for values in run:
         for name, layers in uses.items():
             for layer in layers:
-                for chunk in input_columns(layer, values[layer.x]):
+                y = graph.static_shape(layer.y)
+                for chunk in input_columns(layer, values[layer.x], y and y[2:]):
                     parts = [hessian(columns) for columns in chunk]
                     old = sums.get(name, [0.0] * len(parts))
                     sums[name] = [a + b for a, b in zip(old, parts, strict=True)]
@@ -202,10 +203,11 @@ def _check_layers(
                 f"score sparsegpt does not prune recurrent (LSTM/GRU/RNN) weights ({name!r}); "
                 "leave them out with --exclude"
             )
-        if any(layer.contract.kind == "conv_transpose" for layer in uses):
+        transposed = [u for u in uses if u.contract.kind == "conv_transpose"]
+        if any(graph.static_shape(u.y) is None for u in transposed):
             raise InvalidOptionError(
-                f"score sparsegpt does not prune ConvTranspose layers ({name!r}); leave them out "
-                "with --exclude"
+                f"score sparsegpt needs the output shape of ConvTranspose {name!r}; give "
+                "--input-shape, or leave it out with --exclude"
             )
         if np.asarray(w).dtype.kind != "f":
             raise InvalidOptionError(
@@ -272,4 +274,6 @@ def _hessian_bytes(layer: Layer) -> int:
     c, shape = layer.contract, layer.shape
     if c.kind == "matmul":
         return 8 * shape[0 if not c.w_transposed else 1] ** 2
+    if c.kind == "conv_transpose":
+        return 8 * c.group * (shape[0] // c.group * math.prod(shape[2:])) ** 2
     return 8 * c.group * (math.prod(shape[1:])) ** 2
