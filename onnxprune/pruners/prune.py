@@ -24,7 +24,7 @@ from onnxprune.graph.build import ConnectivityGraph, Layer, build_graph
 from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model
 from onnxprune.options import check_fraction
 from onnxprune.pruners.allocations.global_ import global_masks
-from onnxprune.pruners.allocations.minimum_threshold import minimum_threshold
+from onnxprune.pruners.allocations.minimum_threshold import minimum_threshold, most_removable
 from onnxprune.pruners.allocations.sensitivity import Curve, check_curves, read_curves
 from onnxprune.pruners.masks import (
     apply_masks,
@@ -197,12 +197,12 @@ def prune_weights(
         return groups.regroup(chosen, ranking.masks(floored(ranking.global_counts(k))))
 
     # Removing every weight cuts every path; the search stops one short of it, which keeps
-    # allocation targets inside [0, 1).
-    top = max(total - 1, 0)
+    # allocation targets inside [0, 1), and at what a minimum threshold lets go.
+    top = max(total - 1, 0) if sigma is None else min(total - 1, most_removable(shapes, sigma))
     search = bisect_effective(
         lambda k: plan.effective(ranked_masks(k)), min(forced, top), top, o.sparsity
     )
-    notes = _effective_notes(plan, ranked_masks, search, o.sparsity, top)
+    notes = _effective_notes(plan, ranked_masks, search, o.sparsity, top, sigma is not None)
     return refit_effective(finish, ranked_masks, search, (min(forced, top), top), o.sparsity, notes)
 
 
@@ -212,6 +212,7 @@ def _effective_notes(
     search: Bisection,
     target: float,
     top: int,
+    floored: bool,
 ) -> tuple[str, ...]:
     """A warning when the search ends over the target (already before pruning) or short of it.
 
@@ -224,7 +225,7 @@ def _effective_notes(
             f"above the target {target}",
         )
     if target - search.effective_sparsity > max(EFFECTIVE_SLACK, 1 / max(top + 1, 1)):
-        return (_shortfall(plan, ranked_masks, search, target, top),)
+        return (_shortfall(plan, ranked_masks, search, target, top, floored),)
     return ()
 
 
@@ -234,6 +235,7 @@ def _shortfall(
     search: Bisection,
     target: float,
     top: int,
+    floored: bool,
 ) -> str:
     """Why the effective target was missed: what the next weight in score order would do.
 
@@ -242,6 +244,8 @@ def _shortfall(
     """
     reached = f"{SHORTFALL} {target}: {search.effective_sparsity:.4f}"
     if search.removed >= top:
+        if floored:
+            return f"{reached}; the minimum threshold lets no more weights go"
         return f"{reached}; every prunable weight but one is removed already"
     now, after = ranked_masks(search.removed), ranked_masks(search.removed + 1)
     thinned = [

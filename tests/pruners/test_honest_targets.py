@@ -78,3 +78,47 @@ def test_layers_near_collapse_are_warned(kept: int, size: int, warned: str | Non
     else:
         (line,) = warnings
         assert line.startswith(f"layer: {warned}") and "try --min-threshold" in line
+
+
+def test_effective_target_with_a_minimum_threshold_stops_at_the_floor() -> None:
+    # sigma 0.1 of 20 weights: every layer keeps 2, so at most 14 + 2 = 16 may go. Global
+    # magnitude takes w2's two smallest (hidden units 0, 1 die: w1's columns 0 and 1 go
+    # inactive, 0.5), then w1 in value order: W1[0, 0..1] (already inactive, 0.5), W1[0, 2]
+    # (0.55), W1[0, 3] (0.6, input unit 0 now dead), W1[1, 0..1] (inactive, 0.6), W1[1, 2]
+    # (0.65). The largest count at most 0.6 removes 8: w2 keeps 2, w1 keeps 10.
+    result = onnxprune.prune(_model(), sparsity=0.6, effective=True, min_threshold=0.1)
+    assert result.report.effective_sparsity == pytest.approx(0.6)
+    assert {name: int(m.sum()) for name, m in result.masks.items()} == {"w1": 10, "w2": 2}
+
+
+@pytest.mark.parametrize("allocation", ["global", "erk", "uniform", "igq"])
+def test_effective_target_with_a_minimum_threshold_works_for_every_allocation(
+    allocation: str,
+) -> None:
+    result = onnxprune.prune(
+        _model(), sparsity=0.6, effective=True, min_threshold=0.1, allocation=allocation
+    )
+    assert result.report.effective_sparsity <= 0.6
+    assert all(m.sum() >= 2 for m in result.masks.values())  # the floor held
+
+
+def test_unreachable_effective_target_under_a_minimum_threshold_is_said() -> None:
+    # The floor lets 16 go: w2 keeps 0.3, 0.4 and w1 keeps W1[3, 2..3], all four on a path:
+    # 16 of 20 weights gone, 0.8.
+    result = onnxprune.prune(_model(), sparsity=0.95, effective=True, min_threshold=0.1)
+    assert result.report.effective_sparsity == pytest.approx(0.8)
+    (missed,) = [w for w in result.warnings if w.startswith("effective sparsity short")]
+    assert missed.endswith("the minimum threshold lets no more weights go")
+
+
+def test_cli_effective_target_with_a_minimum_threshold(tmp_path) -> None:
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_model().SerializeToString())
+    out = tmp_path / "p.onnx"
+    for allocation in ("global", "erk"):
+        done = run_cli(
+            *("prune", str(path), "-o", str(out), "--effective", "--sparsity", "0.6"),
+            *("--min-threshold", "0.1", "--allocation", allocation),
+        )
+        assert done.returncode == 0, done.stderr
+        assert onnxprune.analyze(out).effective_sparsity <= 0.6

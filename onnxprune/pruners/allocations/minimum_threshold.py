@@ -61,7 +61,7 @@ def minimum_threshold(
     sizes = layer_sizes(shapes)
     removed = _check_counts(counts, shapes, sizes)
     total = int(sizes.sum())
-    keep_min = math.ceil(_check_sigma(sigma) * total)
+    keep_min = _keep_min(sigma, total)
     cap = np.maximum(sizes - keep_min, 0)
     budget = int(removed.sum())
     if budget > int(cap.sum()):
@@ -73,6 +73,26 @@ def minimum_threshold(
     if np.all(removed <= cap):
         return as_dict(shapes, removed)
     return as_dict(shapes, apportion(_rebalance(removed, sizes, cap, budget), cap, budget))
+
+
+def most_removable(shapes: Mapping[str, tuple[int, ...]], sigma: float) -> int:
+    """The most weights ``minimum_threshold`` lets an allocation remove, all layers together.
+
+    Every layer keeps ``ceil(sigma * total)`` weights (all of them when it has fewer), so a
+    search over removal counts (an effective target's bisection) stops here rather than asking
+    for a count the floor refuses.
+
+    Example:
+        >>> most_removable({"a": (100,), "b": (3,)}, 0.05)
+        94
+    """
+    sizes = layer_sizes(shapes)
+    return int(np.maximum(sizes - _keep_min(sigma, int(sizes.sum())), 0).sum())
+
+
+def _keep_min(sigma: float, total: int) -> int:
+    """Weights every layer keeps: ``ceil(sigma * total)``, ``sigma`` as written in decimal."""
+    return math.ceil(_check_sigma(sigma) * total)
 
 
 def _rebalance(removed: np.ndarray, sizes: np.ndarray, cap: np.ndarray, budget: int) -> np.ndarray:
