@@ -201,7 +201,7 @@ def test_yaml_recipe_is_read_as_documented(tmp_path):
     assert (recipe.options.structured, recipe.options.sparsity) == ("l1", 0.3)
     assert recipe.inputs == {"calibration": tmp_path / "calib.npz"}
     assert recipe.data == tmp_path / "eval.npz"
-    assert recipe.validate == {"max_accuracy_drop": 0.01}
+    assert recipe.validate == {"max_accuracy_drop": 0.01, "limits": {"min_cosine": 0.99}}
     assert recipe.compact
     assert recipe.report
 
