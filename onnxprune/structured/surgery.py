@@ -14,6 +14,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.structured.groups import Consumer, Folded, Groups
+from onnxprune.structured.infos import initializer_infos, refresh
 
 Arrays = MutableMapping[str, np.ndarray]
 
@@ -139,8 +140,8 @@ def cut(
         if f.kernel is not None:
             kernel = f.kernel[units][:, np.newaxis].astype(dtype)
             _attach_map(node, kernel, f.window, arrays, graph, fresh, groups.opset)
-    _reshape_infos(graph, groups, kept)
     write_back(model, arrays)
+    refresh(model, groups, kept)
 
 
 def attach_bias(node, delta, arrays: Arrays, graph: onnx.GraphProto, fresh) -> None:
@@ -191,26 +192,12 @@ def _add_after(node, addend: str, graph: onnx.GraphProto, fresh, before=()) -> N
         graph.node.insert(position + i, extra)
 
 
-def _reshape_infos(graph: onnx.GraphProto, groups: Groups, kept) -> None:
-    """New unit counts in value_info; entries of two-axis spaces are dropped (optional hints)."""
-    for index in range(len(graph.value_info) - 1, -1, -1):
-        vi = graph.value_info[index]
-        space = groups.spaces.get(vi.name)
-        if space is None or not vi.type.tensor_type.HasField("shape"):
-            continue
-        if space.inner:
-            del graph.value_info[index]
-            continue
-        dims = vi.type.tensor_type.shape.dim
-        if len(dims) == space.rank and dims[space.axis].HasField("dim_value"):
-            dims[space.axis].dim_value = int(kept(vi.name).sum())
-
-
 def write_back(model: onnx.ModelProto, arrays: Arrays) -> None:
     """Store ``arrays`` as the initializers (changed ones replaced, new ones added).
 
-    Initializers listed as graph inputs get their new shapes there; models older than IR 4
-    list every initializer as an input, so new ones are added to the inputs too.
+    Initializers listed as graph inputs or value_info get their new shapes there
+    (``infos.initializer_infos``); models older than IR 4 list every initializer as an input,
+    so new ones are added to the inputs too.
     """
     graph = model.graph
     existing = {t.name: t for t in graph.initializer}
@@ -222,17 +209,13 @@ def write_back(model: onnx.ModelProto, arrays: Arrays) -> None:
             numpy_helper.to_array(tensor), value
         ):
             tensor.CopyFrom(numpy_helper.from_array(value, name))
-    inputs = {vi.name: vi for vi in graph.input}
-    for tensor in graph.initializer:
-        vi = inputs.get(tensor.name)
-        if vi is None and model.ir_version < 4:
-            vi = graph.input.add()
-            vi.CopyFrom(helper.make_tensor_value_info(tensor.name, tensor.data_type, None))
-        if vi is not None:
-            shape = vi.type.tensor_type.shape
-            shape.ClearField("dim")
-            for d in tensor.dims:
-                shape.dim.add().dim_value = d
+    if model.ir_version < 4:
+        inputs = {vi.name for vi in graph.input}
+        for tensor in graph.initializer:
+            if tensor.name not in inputs:
+                vi = graph.input.add()
+                vi.CopyFrom(helper.make_tensor_value_info(tensor.name, tensor.data_type, None))
+    initializer_infos(graph)
 
 
 class Names:
