@@ -38,6 +38,21 @@ def parse_size(text: str | int | None) -> int | None:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()]) or None
 
 
+def format_size(size: int | None) -> str:
+    """Bytes in the spelling ``parse_size`` reads, three significant digits: ``38.2K``; ``n/a``.
+
+    Example:
+        >>> format_size(39_117), format_size(512), format_size(3 * 2**30), format_size(None)
+        ('38.2K', '512B', '3G', 'n/a')
+    """
+    if size is None:
+        return "n/a"
+    for suffix in ("T", "G", "M", "K"):
+        if size >= _UNITS[suffix.lower()]:
+            return f"{size / _UNITS[suffix.lower()]:.3g}{suffix}"
+    return f"{size}B"
+
+
 def physical_memory() -> int | None:
     """The machine's physical memory in bytes (``None`` where it is unknown).
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onnxprune.choice import Candidate, accuracy_vs_cost, accuracy_vs_gain, pareto_front, recommend
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
 from onnxprune.latency import (
     CONFIDENCE,
@@ -41,8 +42,9 @@ from onnxprune.outputs import PrunedFiles, check_outputs, save_pruned
 from onnxprune.processes import run_in_processes
 from onnxprune.pruners.registry import get_allocation, get_score
 from onnxprune.report import compression, text_table
+from onnxprune.sizes import format_size
 from onnxprune.user_metrics import UserMetric, load_metric
-from onnxprune.validation import ValidationResult, load_dataset, validate
+from onnxprune.validation import ValidationResult, declared_classes, load_dataset, validate
 from onnxprune.verbs import prune
 
 
@@ -57,6 +59,8 @@ class SweepRun:
     and ``speedup_high`` its confidence interval, ``warnings`` what makes the timing doubtful.
     ``comparison`` holds each comparison with the dense model (``onnxprune.metrics``) at its
     worst over the outputs; ``user_metrics`` the values of ``sweep(metric=...)``.
+    ``size_bytes`` is the pruned model file's size; ``passed`` and ``gate_reason`` the sweep's
+    gate on this run (``None`` without one).
     """
 
     method: str
@@ -79,6 +83,14 @@ class SweepRun:
     warnings: tuple[str, ...] = ()
     comparison: Mapping[str, float | None] = field(default_factory=dict)
     user_metrics: Mapping[str, float] = field(default_factory=dict)
+    size_bytes: int | None = None
+    passed: bool | None = None
+    gate_reason: str | None = None
+
+    @property
+    def accuracy(self) -> float | None:
+        """Top-1 accuracy with labels, else top-1 agreement with the dense model."""
+        return self.top1 if self.top1 is not None else self.agreement
 
     def to_dict(self) -> dict:
         """JSON form (compressions derived from the sparsities; infinite is None)."""
@@ -105,29 +117,69 @@ class SweepRun:
             "warnings": list(self.warnings),
             "comparison": dict(self.comparison),
             "user_metrics": dict(self.user_metrics),
+            "size_bytes": self.size_bytes,
+            "passed": self.passed,
+            "gate_reason": self.gate_reason,
         }
 
 
 @dataclass(frozen=True, slots=True)
 class SweepResult:
-    """The dense model's validation and every run, in the order they were asked for."""
+    """The dense model's validation and every run, in the order they were asked for.
+
+    Attributes:
+        model: the dense model's file name.
+        dense: its validation.
+        runs: every run.
+        classes: the class count the model's first output declares (``None``: not fixed);
+            chance accuracy is ``1 / classes``.
+        gated: whether the sweep had a gate (``max_accuracy_drop``, ``min_agreement``).
+    """
 
     model: str
     dense: ValidationResult
     runs: tuple[SweepRun, ...]
+    classes: int | None = None
+    gated: bool = False
 
     @property
     def failed(self) -> tuple[SweepRun, ...]:
         """Runs that did not complete."""
         return tuple(run for run in self.runs if run.error is not None)
 
+    @property
+    def front_macs(self) -> tuple[bool, ...]:
+        """Per run: on the Pareto front of accuracy vs MACs by nonzero weights."""
+        return pareto_front([accuracy_vs_cost(r.accuracy, r.nonzero_macs) for r in self.runs])
+
+    @property
+    def front_speedup(self) -> tuple[bool, ...]:
+        """Per run: on the Pareto front of accuracy vs speedup over the dense model."""
+        return pareto_front([accuracy_vs_gain(r.accuracy, r.speedup) for r in self.runs])
+
+    @property
+    def recommended(self) -> SweepRun | None:
+        """The most compressed run that passed the gate (``onnxprune.choice.recommend``)."""
+        index = recommend(
+            [Candidate(r.method, bool(r.passed), r.nonzero_macs, r.size_bytes) for r in self.runs]
+        )
+        return None if index is None else self.runs[index]
+
     def to_dict(self) -> dict:
-        """The sweep document (``"kind": "sweep"``)."""
+        """The sweep document (``"kind": "sweep"``): fronts per run, the recommended run."""
+        runs = [
+            {**run.to_dict(), "front_macs": macs, "front_speedup": speed}
+            for run, macs, speed in zip(self.runs, self.front_macs, self.front_speedup, strict=True)
+        ]
+        best = self.recommended
         return {
             "kind": "sweep",
             "model": self.model,
             "dense": self.dense.to_dict(),
-            "runs": [run.to_dict() for run in self.runs],
+            "runs": runs,
+            "classes": self.classes,
+            "gated": self.gated,
+            "recommended": None if best is None else best.model_path,
         }
 
 
@@ -190,6 +242,8 @@ def sweep(
     min_runs: int = MIN_RUNS,
     threads: int = THREADS,
     metric: str | UserMetric | None = None,
+    max_accuracy_drop: float | None = None,
+    min_agreement: float | None = None,
     on_done: Callable[[SweepRun], None] | None = None,
 ) -> SweepResult:
     """Prune ``model`` with every method at every sparsity, validate each against the dense one.
@@ -213,6 +267,9 @@ def sweep(
         threads: ONNX Runtime intra-op threads of every session timed.
         metric: a user metric (``module:function``, see ``onnxprune.user_metrics``) measured on
             the dense model and on every run (a callable needs ``jobs`` 1 or to be picklable).
+        max_accuracy_drop: gate of every run: dense top-1 minus the run's at most this (needs
+            labels); the recommended run is the most compressed one that passes.
+        min_agreement: gate of every run: top-1 agreement with the dense model at least this.
         on_done: called with each finished run (progress bars).
 
     Returns:
@@ -224,6 +281,7 @@ def sweep(
     if jobs < 1:
         raise InvalidOptionError(f"jobs={jobs} must be at least 1")
     check_timing(min_time, min_runs, threads, CONFIDENCE)
+    gate = _gate(max_accuracy_drop, min_agreement)
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise InvalidOptionError(f"--out {folder} is a file, not a folder")
@@ -232,6 +290,8 @@ def sweep(
     if metric is not None:
         load_metric(metric)  # and a metric that cannot be imported
     dataset = load_dataset(data, source)
+    if max_accuracy_drop is not None and dataset.labels is None:
+        raise InvalidOptionError("--max-accuracy-drop needs labels; the data has no 'labels'")
     curves = _sensitivity_for(source, methods, sensitivity)
     make_folder(folder)
     tasks = [
@@ -252,6 +312,7 @@ def sweep(
             min_runs=min_runs,
             threads=threads,
             metric=metric,
+            gate=gate,
         )
         for s, a in methods
         for t in sparsities
@@ -265,9 +326,20 @@ def sweep(
         source, dataset, provider=provider, batch_size=batch_size, metric=metric, **timing
     )
     runs = _run_tasks(tasks, jobs, on_done, started)
-    result = SweepResult(source.name, dense, tuple(runs))
+    classes = declared_classes(load_model(source))
+    result = SweepResult(source.name, dense, tuple(runs), classes, bool(gate))
     write_text_atomic(folder / "sweep.json", json.dumps(result.to_dict(), indent=2))
     return result
+
+
+def _gate(max_accuracy_drop: float | None, min_agreement: float | None) -> dict[str, float]:
+    """The gate options every run is validated with, each checked to be a fraction."""
+    gate = {"max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement}
+    for name, value in gate.items():
+        if value is not None and not 0.0 <= value <= 1.0:
+            flag = name.replace("_", "-")
+            raise InvalidOptionError(f"--{flag} {value!r} must be a fraction in [0, 1]")
+    return {name: value for name, value in gate.items() if value is not None}
 
 
 def _sensitivity_for(
@@ -361,6 +433,7 @@ class _Task:
     min_runs: int = MIN_RUNS
     threads: int = THREADS
     metric: str | UserMetric | None = None
+    gate: dict[str, float] = field(default_factory=dict)
 
     def failed(self, error: str) -> SweepRun:
         """The run as asked, failed with ``error``."""
@@ -399,6 +472,7 @@ class _Task:
                 min_runs=self.min_runs,
                 threads=self.threads,
                 metric=self.metric,
+                **self.gate,
             )
         except OnnxpruneError as e:  # one run's bad option must not stop the others
             return dataclasses.replace(asked, error=f"{type(e).__name__}: {e}")
@@ -419,6 +493,9 @@ class _Task:
             warnings=checked.warnings,
             comparison=worst(checked.outputs),
             user_metrics=checked.user_metrics,
+            size_bytes=files.model.stat().st_size,
+            passed=None if checked.gate is None else checked.gate.passed,
+            gate_reason=None if checked.gate is None else checked.gate.reason,
         )
 
 
@@ -437,26 +514,29 @@ def _finite_compression(sparsity: float | None) -> float | None:
 
 
 def format_sweep(result: SweepResult) -> str:
-    """The sweep as a text table.
+    """The sweep as a text table, then the recommended run.
 
     One row per run: method, target, direct and effective sparsity, MACs by nonzero weights,
-    top-1 accuracy, agreement and cosine similarity (the worst output's) with the dense model,
-    speedup over it with its 95% interval, and a column per value of the user metric; failed
-    runs show their error.
+    file size, top-1 accuracy, agreement and cosine similarity (the worst output's) with the
+    dense model, speedup over it with its 95% interval, the gate's verdict, which Pareto fronts
+    hold the run (``M``: accuracy vs MACs, ``S``: accuracy vs speedup), and a column per value
+    of the user metric; failed runs show their error.
     """
     dense = result.dense
     names = list(dict.fromkeys(k for r in (dense, *result.runs) for k in r.user_metrics))
     header = (
-        *("method", "target", "direct", "effective", "nonzero MACs", "top-1", "agreement"),
-        *("cosine", "speedup (95% CI)", *names),
+        *("method", "target", "direct", "effective", "nonzero MACs", "size", "top-1"),
+        *("agreement", "cosine", "speedup (95% CI)", "gate", "front", *names),
     )
     dense_macs = next((run.macs for run in result.runs if run.error is None), None)
     user = _values(dense.user_metrics, names)
-    rows = [("dense", "-", "-", "-", short(dense_macs), _pct(dense.top1), "-", "-", "-", *user)]
-    for run in result.runs:
+    dense_row = ("dense", "-", "-", "-", short(dense_macs), "-", _pct(dense.top1))
+    rows = [(*dense_row, *["-"] * 5, *user)]
+    fronts = zip(result.front_macs, result.front_speedup, strict=True)
+    for run, (on_macs, on_speedup) in zip(result.runs, fronts, strict=True):
         if run.error is not None:
             failed = (run.method, f"{run.sparsity:g}", "failed", run.error)
-            rows.append((*failed, *[""] * (5 + len(names))))
+            rows.append((*failed, *[""] * (8 + len(names))))
             continue
         cosine = run.comparison.get("cosine")
         rows.append(
@@ -466,16 +546,35 @@ def format_sweep(result: SweepResult) -> str:
                 _pct(run.direct_sparsity),
                 _pct(run.effective_sparsity),
                 short(run.nonzero_macs),
+                format_size(run.size_bytes),
                 _pct(run.top1),
                 _pct(run.agreement),
                 "n/a" if cosine is None else f"{cosine:.4f}",
                 _speedup(run),
+                {None: "-", True: "passed", False: "FAILED"}[run.passed],
+                " ".join(mark for mark, on in (("M", on_macs), ("S", on_speedup)) if on),
                 *_values(run.user_metrics, names),
             )
         )
     lines = text_table(header, rows)
     lines.append(f"provider: {dense.provider}   samples: {dense.samples}")
+    lines.append("front: M on the Pareto front of accuracy vs MACs, S of accuracy vs speedup")
+    lines.append(f"recommended: {recommendation(result)}")
     return "\n".join(lines)
+
+
+def recommendation(result: SweepResult) -> str:
+    """The recommended run in one line, or why there is none."""
+    if not result.gated:
+        return "none: no gate was set (--max-accuracy-drop, --min-agreement)"
+    best = result.recommended
+    if best is None:
+        return "none passes the gate"
+    return (
+        f"{best.method} at {best.sparsity:g} ({best.model_path}): {short(best.nonzero_macs)} "
+        f"MACs by nonzero weights, {format_size(best.size_bytes)}, the most compressed run "
+        "that passes the gate"
+    )
 
 
 def sweep_warnings(result: SweepResult) -> list[str]:

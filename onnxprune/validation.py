@@ -132,7 +132,7 @@ def load_dataset(path: str | os.PathLike, model: ModelSource) -> Dataset:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DatasetError(f"dataset {path.name} is not a readable .npz: {reason}") from e
     samples = next(iter(feeds.values())).shape[0]
-    _check_labels(labels, samples, _declared_classes(proto))
+    _check_labels(labels, samples, declared_classes(proto))
     return Dataset(inputs=feeds, labels=labels, samples=samples)
 
 
@@ -267,7 +267,7 @@ def _recheck(dataset: Dataset, model: onnx.ModelProto) -> Dataset:
     samples = next(iter(feeds.values())).shape[0]
     if dataset.samples != samples:
         raise DatasetError(f"Dataset.samples={dataset.samples} but the inputs hold {samples}")
-    _check_labels(dataset.labels, samples, _declared_classes(model))
+    _check_labels(dataset.labels, samples, declared_classes(model))
     return dataset
 
 
@@ -574,7 +574,7 @@ def _needed_inputs(model: onnx.ModelProto) -> list[str]:
     return inputs
 
 
-def _declared_classes(model: onnx.ModelProto) -> int | None:
+def declared_classes(model: onnx.ModelProto) -> int | None:
     """The class count the first output declares (``[N, C]`` with a fixed ``C``), if any."""
     if not model.graph.output:
         return None

@@ -99,11 +99,56 @@ def test_every_run_is_timed_against_the_dense_model_with_an_interval(tmp_path):
         ]  # fmt: skip
         assert written["warnings"] == list(run.warnings)
     table = format_sweep(result).splitlines()
-    assert table[0].split()[-3:] == ["speedup", "(95%", "CI)"]
+    assert "  speedup (95% CI)  " in table[0]
     first = result.runs[0]
-    assert table[3].endswith(
-        f"{first.speedup:.2f}x ({first.speedup_low:.2f}-{first.speedup_high:.2f})"
+    assert (
+        f"  {first.speedup:.2f}x ({first.speedup_low:.2f}-{first.speedup_high:.2f})  " in (table[3])
     )
+
+
+def test_the_gate_recommends_the_most_compressed_run_that_passes(tmp_path):
+    methods = [("magnitude", "global"), ("lamp", "erk")]
+    result = sweep(MLP, DATA, tmp_path, sparsities=[0.5, 0.8, 0.99], methods=methods,
+                   max_accuracy_drop=0.05, **QUICK_TIMING)  # fmt: skip
+    dense = result.dense.top1
+    for run in result.runs:
+        # the gate as the flag says it: at most 5 points below the dense model's top-1
+        assert run.passed == (dense - run.top1 <= 0.05), run.gate_reason
+        assert run.size_bytes == (tmp_path / run.model_path).stat().st_size
+    assert result.runs[2].passed is False  # 99% of LeNet-300-100 is near chance
+    passing = [r for r in result.runs if r.passed]
+    fewest = min(r.nonzero_macs for r in passing)
+    smallest = min(r.size_bytes for r in passing if r.nonzero_macs == fewest)
+    best = next(r for r in passing if (r.nonzero_macs, r.size_bytes) == (fewest, smallest))
+    assert result.recommended == best
+    document = json.loads((tmp_path / "sweep.json").read_text())
+    assert document["recommended"] == best.model_path
+    assert (document["gated"], document["classes"]) == (True, 10)
+    # the fronts, by brute force: no other run at least as good in both and better in one
+    for i, run in enumerate(document["runs"]):
+        for key, better in (("nonzero_macs", lambda a, b: a < b), ("speedup", lambda a, b: a > b)):
+            beaten = any(
+                o["top1"] >= run["top1"]
+                and (o[key] == run[key] or better(o[key], run[key]))
+                and (o["top1"], o[key]) != (run["top1"], run[key])
+                for j, o in enumerate(document["runs"])
+                if j != i
+            )
+            front = "front_macs" if key == "nonzero_macs" else "front_speedup"
+            assert run[front] is not beaten
+    lines = format_sweep(result).splitlines()
+    assert lines[-1].startswith(f"recommended: {best.method} at {best.sparsity:g} ")
+
+
+def test_a_gate_nothing_passes_recommends_none(tmp_path):
+    result = sweep(MLP, DATA, tmp_path, sparsities=[0.99], methods=[("magnitude", "global")],
+                   min_agreement=0.9, **QUICK_TIMING)  # fmt: skip
+    assert result.runs[0].passed is False and result.recommended is None
+    assert format_sweep(result).splitlines()[-1] == "recommended: none passes the gate"
+    assert json.loads((tmp_path / "sweep.json").read_text())["recommended"] is None
+    with pytest.raises(InvalidOptionError, match=r"--min-agreement 1\.5 must be a fraction"):
+        sweep(MLP, DATA, tmp_path / "bad", sparsities=[0.5], methods=[("magnitude", "global")],
+              min_agreement=1.5)  # fmt: skip
 
 
 def test_few_batches_warn_once_for_the_whole_sweep(tmp_path):
@@ -161,6 +206,13 @@ def test_cli_sweep_prints_the_table_and_exit_codes(tmp_path):
     bad = run_cli("sweep", str(MLP), "--data", str(DATA), "--sparsities", "2", "--methods",
                   "magnitude/global", "--out", str(tmp_path / "bad"))  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.startswith("InvalidOptionError: ")
+    gated = run_cli(
+        "sweep", str(MLP), "--data", str(DATA), "--sparsities", "0.99", "--methods",
+        "magnitude/global", "--out", str(tmp_path / "gated"), "--min-agreement", "0.9",
+    )  # fmt: skip
+    assert gated.returncode == 3
+    assert "gate FAILED: no run passes the gate" in gated.stderr
+    assert "recommended: none passes the gate" in gated.stdout
 
 
 def test_sweep_calibrates_sparsegpt_on_its_data(tmp_path):

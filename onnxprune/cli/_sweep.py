@@ -33,7 +33,10 @@ def add(sub: argparse._SubParsersAction) -> None:
             "OUT/sweep.json (render it with `onnxprune report`) and prints one table. Exits 4 "
             "when some runs failed (they are listed), 0 when all succeeded. Ctrl-C (SIGINT) or "
             "SIGTERM stops it at once: the runs done stay in OUT, a run cut short leaves no "
-            "files, sweep.json is not written; exit 130 or 143."
+            "files, sweep.json is not written; exit 130 or 143. With a gate "
+            "(--max-accuracy-drop, --min-agreement) it names the recommended run, the most "
+            "compressed that passes (fewest MACs, then the smallest file), and exits 3 when "
+            "none does."
         ),
     )
     p.add_argument("model", help="path of the dense .onnx model")
@@ -58,6 +61,19 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--sensitivity",
         metavar="JSON",
         help="curves of `onnxprune sensitivity`, for methods SCORE/sensitivity",
+    )
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="X",
+        help="gate of every run: dense top-1 minus the run's at most X (a fraction: 0.01 is one "
+        "point); the most compressed run that passes is recommended, exit 3 when none passes",
+    )
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        metavar="X",
+        help="gate of every run: top-1 agreement with the dense model at least X",
     )
     add_timing_flags(p)
     add_metric(p)
@@ -85,7 +101,11 @@ def _sweep(args: argparse.Namespace) -> int:
     for warning in sweep_warnings(result):
         err(f"warning: {warning}")
     failed = [(f"{run.method} at {run.sparsity:g}", run.error) for run in result.failed]
-    return print_failures(failed, total, "runs")
+    code = print_failures(failed, total, "runs")
+    if code == 0 and result.gated and result.recommended is None:
+        err("gate FAILED: no run passes the gate")
+        return 3
+    return code
 
 
 def _run(
@@ -120,5 +140,7 @@ def _run(
             min_runs=args.min_runs,
             threads=args.threads,
             metric=args.metric,
+            max_accuracy_drop=args.max_accuracy_drop,
+            min_agreement=args.min_agreement,
             on_done=lambda run: on_done(run) or bar.update(1),
         )

@@ -66,6 +66,13 @@ def macs(value: float | None) -> str:
     return MISSING if value is None else short(int(value))
 
 
+def size(value: float | None) -> str:
+    """A file size in bytes, as ``onnxprune.sizes.format_size`` writes it: ``38.2K``."""
+    from onnxprune.sizes import format_size
+
+    return format_size(None if value is None else int(value))
+
+
 def text(value: str | None) -> str:
     """A string, or ``n/a`` for null."""
     return MISSING if value is None else value

@@ -16,7 +16,6 @@ from onnxprune.render.document import (
     Bars,
     Block,
     Document,
-    Line,
     LinePlot,
     Paragraph,
     Section,
@@ -25,6 +24,14 @@ from onnxprune.render.document import (
 )
 from onnxprune.render.kinds import OPTIONAL_RUN_FIELDS, OPTIONAL_VALIDATION_FIELDS, detect_kind
 from onnxprune.render.sensitivity import sensitivity_sections
+from onnxprune.render.ship import (
+    chance,
+    choice_blocks,
+    front_marks,
+    gate_mark,
+    has_choice,
+    lines_by_method,
+)
 from onnxprune.render.structured import compact_sections, structured_sections
 from onnxprune.report import LAYER_COLUMNS
 
@@ -50,10 +57,13 @@ RUN_HEADER = (
     "direct compression",
     "effective compression",
     "nonzero MACs",
+    "size",
     "top-1",
     "agreement",
     "cosine",
     "speedup (95% CI)",
+    "gate",
+    "front",
 )
 
 
@@ -295,9 +305,11 @@ def sweep_sections(data: Mapping) -> tuple[Section, ...]:
         dense_macs = next((run["macs"] for run in runs if run.get("macs") is not None), None)
         top1 = fmt.percent(dense["top1"])
         user = _user_cells(dense, names)
-        rows.insert(0, ("dense", na, na, na, na, na, fmt.macs(dense_macs), top1, na, na, na, *user))
+        cells = (fmt.macs(dense_macs), na, top1, na, na, na, na, na, *user)
+        rows.insert(0, ("dense", na, na, na, na, na, *cells))
     header = (*RUN_HEADER, *names)
-    blocks: list[Block] = [Table(header, tuple(rows), (False, *(True,) * (len(header) - 1)))]
+    numeric = (False, *(True,) * 11, False, False, *(True,) * len(names))
+    blocks: list[Block] = [Table(header, tuple(rows), numeric)]
     failed = [run for run in runs if run.get("error") is not None]
     if failed:
         lines = "; ".join(
@@ -308,8 +320,11 @@ def sweep_sections(data: Mapping) -> tuple[Section, ...]:
     if warnings:
         blocks.append(Paragraph("Timing warnings: " + "; ".join(warnings)))
     sections = [Section("Runs", tuple(blocks))]
+    if runs and has_choice(data):
+        sections.append(Section("Which model ships", choice_blocks(data)))
     if runs:
-        sections.append(Section("Accuracy vs compression", _sweep_plots(runs, dense)))
+        plots = _sweep_plots(runs, dense, chance(data))
+        sections.append(Section("Accuracy vs compression", plots))
     if dense is not None:
         sections.append(validation_section(dense, "Dense model"))
     return tuple(sections)
@@ -335,10 +350,13 @@ def _run_row(run: Mapping, names: list[str]) -> tuple[str, ...]:
         fmt.compression(run["direct_compression"], run["direct_sparsity"]),
         fmt.compression(run["effective_compression"], run["effective_sparsity"]),
         fmt.macs(run.get("nonzero_macs")),
+        fmt.size(run.get("size_bytes")),
         fmt.percent(run["top1"]),
         fmt.percent(run["agreement"]),
         _cosine(run),
         fmt.interval(run["speedup"], run["speedup_low"], run["speedup_high"]),
+        gate_mark(run),
+        front_marks(run),
         *_user_cells(run, names),
     )
 
@@ -356,7 +374,9 @@ def _user_cells(result: Mapping, names: list[str]) -> list[str]:
     return [fmt.number(values.get(name), "", ".6g") for name in names]
 
 
-def _sweep_plots(runs: list[Mapping], dense: Mapping | None) -> tuple[Block, ...]:
+def _sweep_plots(
+    runs: list[Mapping], dense: Mapping | None, chance_line: tuple[str, float] | None
+) -> tuple[Block, ...]:
     """Accuracy (agreement where no run has labels) vs direct and effective compression."""
     metric = "top1" if any(run["top1"] is not None for run in runs) else "agreement"
     if metric == "top1":
@@ -366,8 +386,10 @@ def _sweep_plots(runs: list[Mapping], dense: Mapping | None) -> tuple[Block, ...
     else:
         ylabel = "top-1 agreement with the dense model (no labels)"
         reference = ("dense (agrees with itself)", 1.0)
+    line = chance_line if metric == "top1" else None
     plots = tuple(
-        _sweep_plot(runs, metric, which, ylabel, reference) for which in ("direct", "effective")
+        _sweep_plot(runs, metric, which, ylabel, reference, line)
+        for which in ("direct", "effective")
     )
     if metric == "top1":
         return plots
@@ -381,6 +403,7 @@ def _sweep_plot(
     which: str,
     ylabel: str,
     reference: tuple[str, float] | None,
+    chance_line: tuple[str, float] | None,
 ) -> LinePlot:
     points: dict[str, list[tuple[float, float]]] = {}
     infinite = 0
@@ -390,13 +413,12 @@ def _sweep_plot(
             infinite += 1
         elif x is not None and y is not None and run.get("error") is None:
             points.setdefault(run["method"], []).append((float(x), float(y)))
-    lines = tuple(
-        Line(method, tuple(x for x, _ in pts), tuple(y for _, y in pts))
-        for method, pts in ((m, sorted(p)) for m, p in points.items())
-    )
+    lines = lines_by_method(points)
     caption = "One line per method; log x axis."
     if reference is not None:
         caption += " The dense model is the dashed horizontal line."
+    if chance_line is not None:
+        caption += f" The red dashed line is chance accuracy, {chance_line[0]}."
     if infinite:
         caption += f" {infinite} run(s) with infinite {which} compression are not plotted."
     short = "Accuracy" if metric == "top1" else "Agreement"
@@ -407,6 +429,7 @@ def _sweep_plot(
         lines,
         reference,
         caption,
+        chance=chance_line,
     )
 
 

@@ -67,8 +67,10 @@ class Line:
 class LinePlot:
     """Lines with an optional horizontal reference line.
 
-    The x axis is logarithmic (compression ratios) or, with ``log_x=False``, a fraction shown
-    in percent (sparsity); ``percent`` formats the y axis as a percentage (accuracy).
+    The x axis is logarithmic (compression ratios; MACs with ``x_macs``) or, with
+    ``log_x=False``, a fraction shown in percent (sparsity); ``percent`` formats the y axis as
+    a percentage (accuracy). ``chance`` is a second horizontal line (chance accuracy), and
+    ``front`` the points of a Pareto front, circled and joined.
     """
 
     title: str
@@ -79,6 +81,9 @@ class LinePlot:
     caption: str = ""
     log_x: bool = True
     percent: bool = True
+    chance: tuple[str, float] | None = None
+    front: tuple[tuple[float, float], ...] = ()
+    x_macs: bool = False
 
 
 Block = Table | Paragraph | Verdict | BarPlot | LinePlot

@@ -100,6 +100,7 @@ GATE_FIELDS = {
     "min_agreement": "num?",
 }
 SWEEP_FIELDS = {"kind": "str", "model": "str?", "dense": "dict?", "runs": "list"}
+OPTIONAL_SWEEP_FIELDS = {"classes": "num?", "gated": "bool", "recommended": "str?"}
 RUN_FIELDS = {
     "method": "str",
     "score": "str?",
@@ -124,6 +125,11 @@ OPTIONAL_RUN_FIELDS = {  # checked when present: sweeps from before they existed
     "warnings": "list",
     "comparison": "dict?",
     "user_metrics": "dict?",
+    "size_bytes": "num?",
+    "passed": "bool?",
+    "gate_reason": "str?",
+    "front_macs": "bool",
+    "front_speedup": "bool",
 }
 BATCH_FIELDS = {
     "kind": "str",
@@ -346,6 +352,7 @@ def check_validation(data: Mapping, where: str = "validation result") -> None:
 def check_sweep(data: Mapping, where: str = "sweep") -> None:
     """Check a sweep's keys, its dense validation and every run's keys."""
     _check(data, SWEEP_FIELDS, where)
+    _check(data, OPTIONAL_SWEEP_FIELDS, where, required=False)
     if data["dense"] is not None:
         check_validation(data["dense"], f"{where} dense")
     for i, run in enumerate(data["runs"]):

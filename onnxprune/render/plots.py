@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
+from onnxprune.macs import short
 from onnxprune.render.document import BarPlot, LinePlot, Plot
 
 DPI = 110
@@ -85,9 +86,20 @@ def _line_figure(plot: LinePlot) -> Figure:
     if plot.reference is not None:
         label, y = plot.reference
         ax.axhline(y, color="0.35", linestyle="--", linewidth=1.2, label=label)
+    if plot.chance is not None:
+        label, y = plot.chance
+        ax.axhline(y, color="tab:red", linestyle=(0, (2, 2)), linewidth=1.5, label=label)
+        ax.set_ylim(min(ax.get_ylim()[0], y - 0.05), max(ax.get_ylim()[1], y + 0.05))
+    if plot.front:
+        xs, ys = zip(*sorted(plot.front), strict=True)
+        ax.plot(xs, ys, color="0.2", linewidth=0.8, zorder=1)
+        ax.scatter(xs, ys, s=140, facecolors="none", edgecolors="0.1", linewidths=1.5,
+                   label="Pareto front", zorder=3)  # fmt: skip
     if not plot.lines:
         ax.text(0.5, 0.5, "no run to plot", transform=ax.transAxes, ha="center", color="0.4")
-    if plot.log_x:
+    if plot.x_macs:
+        ax.xaxis.set_major_formatter(FuncFormatter(_macs_label))
+    elif plot.log_x:
         ax.xaxis.set_major_formatter(FuncFormatter(_ratio_label))
         ax.xaxis.set_minor_formatter(FuncFormatter(_minor_ratio_label))
     else:
@@ -113,6 +125,10 @@ def _titles(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
 def _shorten(label: str) -> str:
     label = " ".join(label.split())
     return label if len(label) <= MAX_LABEL else f"…{label[-(MAX_LABEL - 1) :]}"
+
+
+def _macs_label(value: float, _pos: int | None = None) -> str:
+    return short(round(value)) if value > 0 else ""
 
 
 def _ratio_label(value: float, _pos: int | None = None) -> str:

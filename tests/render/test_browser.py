@@ -75,11 +75,12 @@ def test_screenshot_shows_tables_and_plots(tmp_path, kind):
     page = tmp_path / f"{kind}.html"
     page.write_text(_page(kind))
     shot = tmp_path / f"{kind}.png"
-    result = _open(tmp_path, page, f"--screenshot={shot}", "--window-size=1200,2000")
+    height = 2000 if kind == "combined" else 3200  # the sweep's plots come after two sections
+    result = _open(tmp_path, page, f"--screenshot={shot}", f"--window-size=1200,{height}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert shot.exists(), result.stderr[-2000:]
     image = Image.open(shot)
-    assert image.size == (1200, 2000)
+    assert image.size == (1200, height)
     rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
     assert rgb.std() > 20  # not a blank page
     assert (rgb.min(axis=-1) < 200).mean() > 0.03  # text, rules and plots cover the page
@@ -100,7 +101,7 @@ def test_every_image_loads_in_the_browser(tmp_path, kind):
     dom = result.stdout
     assert f'data-loaded="{html.count("<img ")}"' in dom
     images = re.findall(r"<img [^>]*>", dom)
-    assert len(images) == 2
+    assert len(images) == (2 if kind == "combined" else 4)  # the sweep: vs MACs, vs speedup too
     for img in images:
         width = re.search(r' width="(\d+)"', img).group(1)
         assert 'data-complete="true"' in img

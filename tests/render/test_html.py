@@ -82,11 +82,12 @@ def test_sparsity_page_embeds_two_bar_plots_that_decode():
     assert '<td class="num">95.00%</td>' in page
 
 
-def test_sweep_page_embeds_two_line_plots_and_the_tables():
+def test_sweep_page_embeds_four_line_plots_and_the_tables():
     page = _pages()["sweep"]
     images = _images(page)
-    assert [image.size[0] > 600 and image.size[1] > 400 for image in images] == [True, True]
-    assert all(_pixels_near(image, TAB_BLUE) > 200 for image in images)  # first method's line
+    assert [image.size[0] > 600 and image.size[1] > 400 for image in images] == [True] * 4
+    # the first method's line (the speedup plot has every run at one speedup: no line)
+    assert all(_pixels_near(image, TAB_BLUE) > 200 for i, image in enumerate(images) if i != 1)
     assert 'alt="Accuracy vs direct compression"' in page
     assert 'alt="Accuracy vs effective compression"' in page
     assert "<td>lamp/global</td>" in page
@@ -152,39 +153,56 @@ def test_dollar_signs_in_names_are_drawn_as_text():
     sweep = samples.sweep()
     sweep["runs"][0]["method"] = r"$\sqrt{$/global"
     assert len(_images(render_html(report))) == 2
-    assert len(_images(render_html(sweep))) == 2
+    assert len(_images(render_html(sweep))) == 4
+
+
+def _plots(document, section: str) -> list[LinePlot]:
+    return [
+        b for s in document.sections if s.title == section for b in s.blocks
+        if isinstance(b, LinePlot)
+    ]  # fmt: skip
 
 
 def test_sweep_plots_one_line_per_method_and_skip_infinite_compression():
-    plots = [
-        b
-        for s in build_document(samples.sweep()).sections
-        for b in s.blocks
-        if isinstance(b, LinePlot)
-    ]
-    direct, effective = plots
+    direct, effective = _plots(build_document(samples.sweep()), "Accuracy vs compression")
     assert [line.name for line in direct.lines] == ["magnitude/global", "lamp/global"]
     assert direct.lines[0].x == pytest.approx((2.0, 10.0, 100.0))
     assert direct.lines[0].y == (0.97, 0.95, 0.60)
     assert direct.reference == ("dense", 0.9722)
+    assert direct.chance == effective.chance == ("chance (1/10)", 0.1)  # ten digits
     assert direct.ylabel == "top-1 accuracy"
     assert effective.lines[1].x == pytest.approx((2.0, 10.0))  # lamp at 99% is infinite
     assert effective.lines[0].x == pytest.approx((2.0, 12.5, 200.0))
 
 
 def test_sweep_without_labels_plots_agreement_against_one():
-    plots = [
-        b
-        for s in build_document(samples.sweep(labels=False)).sections
-        for b in s.blocks
-        if isinstance(b, LinePlot)
-    ]
+    plots = _plots(build_document(samples.sweep(labels=False)), "Accuracy vs compression")
     assert len(plots) == 2
     for plot in plots:
+        assert plot.chance is None  # chance is of accuracy, not of agreement
         assert plot.ylabel == "top-1 agreement with the dense model (no labels)"
         assert plot.title.startswith("Agreement vs ")
         assert plot.reference == ("dense (agrees with itself)", 1.0)
         assert plot.lines[0].y == pytest.approx((0.975, 0.965, 0.79))  # 0.99 - (1 - top1) / 2
     page = render_html(samples.sweep(labels=False))
     assert 'alt="Agreement vs direct compression"' in page
-    assert len(_images(page)) == 2
+    assert len(_images(page)) == 4
+
+
+def test_sweep_page_has_the_fronts_the_chance_line_and_the_recommendation():
+    macs, speed = _plots(build_document(samples.sweep()), "Which model ships")
+    # the fronts of samples.sweep: lamp 50%, magnitude 99%, lamp 90% (MACs); lamp 50% (speed)
+    assert sorted(macs.front) == [(502.0, 0.60), (5020.0, 0.96), (25100.0, 0.971)]
+    assert speed.front == ((1.02, 0.971),)
+    assert macs.chance == speed.chance == ("chance (1/10)", 0.1)
+    assert macs.x_macs and not speed.x_macs
+    page = render_html(samples.sweep())
+    assert 'alt="Accuracy vs MACs by nonzero weights"' in page
+    assert 'alt="Accuracy vs speedup over the dense model"' in page
+    assert "circled: the Pareto front" in page
+    assert "The red dashed line is chance accuracy, chance (1/10): 10.00%." in page
+    assert "<td>MACs, speedup</td>" in page  # the front marker of lamp at 50%
+    assert '<div class="verdict pass"><strong>Gate passed</strong>' in page
+    assert "<li>Recommended model: lamp/global at 90% (out/lamp-global-0.9.onnx)" in page
+    for image in _images(page):  # every accuracy plot draws the chance line, in tab:red
+        assert _pixels_near(image, (214, 39, 40)) > 100

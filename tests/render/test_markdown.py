@@ -199,12 +199,16 @@ def test_sweep_table_has_dense_then_every_run():
         "direct compression",
         "effective compression",
         "nonzero MACs",
+        "size",
         "top-1",
         "agreement",
         "cosine",
         "speedup (95% CI)",
+        "gate",
+        "front",
     ]
-    assert dense == ["dense", *["n/a"] * 5, "50.2K", "97.22%", "n/a", "n/a", "n/a"]
+    na = "n/a"
+    assert dense == ["dense", *[na] * 5, "50.2K", na, "97.22%", *[na] * 5]
     assert len(rows) == 7
     assert rows[1] == [
         "magnitude/global",
@@ -214,20 +218,32 @@ def test_sweep_table_has_dense_then_every_run():
         "10.00x",  # 1 / (1 - 0.9)
         "12.50x",  # 1 / (1 - 0.92)
         "5.02K",  # 10% of 50,200
+        "195K",  # 200,000 bytes
         "95.00%",
         "96.50%",  # 0.99 - 0.05 / 2
         "n/a",  # a run written before the comparisons existed
         "1.02x (0.98-1.06)",
+        "FAILED",  # 2.22 points below the dense model
+        "",  # lamp at 90% is as cheap and more accurate
+    ]
+    assert [row[-2:] for row in rows[:6]] == [
+        ["passed", ""],
+        ["FAILED", ""],
+        ["FAILED", "MACs"],
+        ["passed", "MACs, speedup"],
+        ["passed", "MACs"],
+        ["FAILED", ""],
     ]
     assert rows[5][:6] == ["lamp/global", "99%", "99.00%", "100.00%", "100.00x", "∞"]
-    assert rows[6] == ["synflow/erk", "90%", *["n/a"] * 9]
+    assert rows[6] == ["synflow/erk", "90%", *["n/a"] * 11, ""]
     assert "Failed runs: synflow/erk at 90%: ShapeError: needs static shapes" in text
 
 
 def test_sweep_without_labels_says_the_plots_show_agreement():
     text = render_markdown(samples.sweep(labels=False))
     assert "The sweep had no labels: the plots show agreement with the dense model." in text
-    assert _tables(text)["method"][2][7:10] == ["n/a", "97.50%", "n/a"]  # no top-1 without labels
+    assert _tables(text)["method"][2][8:11] == ["n/a", "97.50%", "n/a"]  # no top-1 without labels
+    assert "Recommended model: none, no gate was set" in text
 
 
 def test_comparisons_and_a_user_metric_are_rendered():
@@ -258,6 +274,21 @@ def test_comparisons_and_a_user_metric_are_rendered():
     assert (dense[cosine], dense[-1]) == ("n/a", "0.8")
     assert (first[cosine], first[-1]) == ("0.9988", "0.75")
     assert (second[cosine], second[-1]) == ("n/a", "n/a")
+
+
+def test_sweep_names_the_recommended_model():
+    text = render_markdown(samples.sweep())
+    assert "## Which model ships" in text
+    assert (
+        "- Recommended model: lamp/global at 90% (out/lamp-global-0.9.onnx), the most compressed "
+        "run that passes the gate"
+    ) in text
+    assert "- MACs by nonzero weights: 5.02K; file size: 195K; top-1: 96.00%" in text
+    nothing = samples.sweep()
+    nothing["recommended"] = None
+    assert "**Gate: FAILED**\n\n- Recommended model: none passes the gate." in render_markdown(
+        nothing
+    )
 
 
 def test_combined_report_has_both_sections():
