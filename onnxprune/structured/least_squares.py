@@ -99,3 +99,14 @@ def relative_error(m: Moments, w: np.ndarray, b: np.ndarray) -> float:
         + m.n * b @ b
     )
     return max(float(error), 0.0) / m.yy if m.yy > 0 else 0.0
+
+
+def output_statistics(m: Moments, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population variance of each unit of ``W x + b`` over the rows summed in ``m``.
+
+    Exactly what a pass over the data would measure on the layer's output, without the pass.
+    """
+    mean_x = m.x / m.n
+    cov = m.xx / m.n - np.outer(mean_x, mean_x)
+    var = np.einsum("ij,jk,ik->i", w, cov, w)
+    return w @ mean_x + b, np.maximum(var, 0.0)

@@ -7,7 +7,9 @@ channels it keeps matches what the dense model's layer computed from all of them
 (``least_squares``); its bias takes the mean contribution of the removed channels. Consumers go in
 graph (topological) order, each fed by the pruned model with the earlier ones already re-fit, so a
 later layer corrects what an earlier one could not. A BatchNormalization right after a consumer has
-its running mean and variance re-estimated from the calibration activations of the pruned model.
+its running mean and variance re-estimated from the calibration activations of the pruned model:
+from the re-fit's own sums when the consumer was re-fit (exactly the statistics of its output),
+by a pass over the data otherwise.
 
 Grouped and transposed convolutions are not re-fit (listed as ``skipped``, with the reason); a
 BatchNormalization after one is still re-estimated. Everything happens on the masked model (the
@@ -30,7 +32,12 @@ from onnxprune.options import DEFAULT_RIDGE
 from onnxprune.pruners.layer_inputs import BATCH_SIZE, calibration_batches
 from onnxprune.pruners.layer_views import input_columns, weight_from_rows, weight_rows
 from onnxprune.structured.groups import Consumer, Groups
-from onnxprune.structured.least_squares import Moments, refit, relative_error
+from onnxprune.structured.least_squares import (
+    Moments,
+    output_statistics,
+    refit,
+    relative_error,
+)
 from onnxprune.structured.surgery import Names, attach_bias, write_back
 from onnxprune.weights import attr
 
@@ -162,15 +169,17 @@ def reconstruct(
         out = c.node.output[0]
         layer = layers_by_output.get(out)
         why = _why_not(c, layer, uses)
+        stats = None
         if why is None:
             space = groups.spaces.get(out)
             kept_out = ~drop[groups.of(out)] if space is not None else None
-            layers.append(_refit(run, c, writers[out], layer, kept_in, kept_out, ridge, fresh))
+            done, stats = _refit(run, c, writers[out], layer, kept_in, kept_out, ridge, fresh)
+            layers.append(done)
         else:
             skipped.append((c.weight, why))
         norm = _batchnorm_after(work, out, arrays)
         if norm is not None:
-            _reestimate(run, norm)
+            _set_statistics(run, norm, *(stats or _measure(run, norm.input[0])))
             norms.append(norm.name or norm.output[0])
     samples = len(calibration[graph.inputs[0]]) if graph.inputs else 0
     return work, Reconstruction(samples, ridge, tuple(layers), tuple(norms), tuple(skipped))
@@ -200,11 +209,15 @@ def _refit(
     kept_out: np.ndarray | None,
     ridge: float,
     fresh: Names,
-) -> LayerRefit:
+) -> tuple[LayerRefit, tuple[np.ndarray, np.ndarray] | None]:
     """Re-fit one consumer in ``run.work`` and say how its output error changed.
 
     The layer is ``W X`` (``pruners.layer_views``: a Conv's columns tap-major, channels within),
     its Gemm ``alpha`` and ``beta`` folded into ``W`` and the bias while it is solved.
+
+    Returns:
+        The re-fit, and the mean and variance of the re-fit output per channel (axis 1) over
+        the calibration data, from the same sums; None when the units are not on axis 1.
     """
     w = run.arrays[c.weight]
     alpha, beta = _scales(node)
@@ -217,7 +230,9 @@ def _refit(
     w0, b0 = matrix[np.ix_(kept_out, features)], bias[kept_out]
     moments = Moments.zeros(w0.shape[1], w0.shape[0])
     pruned, dense = run.batches(run.work, c.tensor), run.batches(run.dense, node.output[0])
+    on_axis_1 = layer.contract.kind == "conv"
     for p, d in zip(pruned, dense, strict=True):
+        on_axis_1 = on_axis_1 or d[node.output[0]].ndim == 2
         ys = _output_rows(layer, d[node.output[0]])[:, kept_out]
         done = 0
         for (xs,) in input_columns(layer, p[c.tensor]):
@@ -237,7 +252,7 @@ def _refit(
         attach_bias(node, (bias / beta).astype(w.dtype), run.arrays, run.work.graph, fresh)
         changed += sorted(set(run.arrays) - had)
     run.store(*changed)
-    return LayerRefit(
+    done = LayerRefit(
         c.weight,
         node.op_type,
         int(kept_in.sum()),
@@ -245,6 +260,8 @@ def _refit(
         relative_error(moments, w0, b0),
         relative_error(moments, w1, b1),
     )
+    # Every output unit, removed ones too (zero rows: their bias), is W[:, kept] x + b.
+    return done, output_statistics(moments, matrix[:, features], bias) if on_axis_1 else None
 
 
 def _scales(node: onnx.NodeProto) -> tuple[float, float]:
@@ -277,22 +294,26 @@ def _batchnorm_after(
     return None
 
 
-def _reestimate(run: _Run, node: onnx.NodeProto) -> None:
-    """Set ``node``'s running mean and variance to its input's statistics on the calibration set.
+def _measure(run: _Run, tensor: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population variance of each channel (axis 1) of ``tensor``, by a data pass."""
+    total = squares = 0.0
+    count = 0
+    for values in run.batches(run.work, tensor):
+        v = np.moveaxis(np.asarray(values[tensor], np.float64), 1, 0)
+        v = v.reshape(v.shape[0], -1)
+        total = total + v.sum(axis=1)
+        squares = squares + np.einsum("ij,ij->i", v, v)
+        count += v.shape[1]
+    mean = total / count
+    return mean, np.maximum(squares / count - mean**2, 0.0)
+
+
+def _set_statistics(run: _Run, node: onnx.NodeProto, mean: np.ndarray, var: np.ndarray) -> None:
+    """Make ``mean`` and ``var`` the running statistics of BatchNormalization ``node``.
 
     The population variance (divided by the count), as BatchNormalization computes it in training.
     """
-    x = node.input[0]
-    total = squares = None
-    count = 0
-    for values in run.batches(run.work, x):
-        v = np.moveaxis(np.asarray(values[x], np.float64), 1, 0)
-        v = v.reshape(v.shape[0], -1)
-        total = v.sum(axis=1) + (0 if total is None else total)
-        squares = np.einsum("ij,ij->i", v, v) + (0 if squares is None else squares)
-        count += v.shape[1]
-    mean = total / count
-    var = np.maximum(squares / count - mean**2, 0.0)
     for name, value in zip(node.input[3:5], (mean, var), strict=True):
-        run.arrays[name] = value.astype(run.arrays[name].dtype).reshape(run.arrays[name].shape)
+        old = run.arrays[name]
+        run.arrays[name] = value.astype(old.dtype).reshape(old.shape)
     run.store(*node.input[3:5])

@@ -173,6 +173,49 @@ def test_batchnorm_statistics_are_the_pruned_models_batch_statistics():
     assert_pruned_like_masked(r, {"x": calib["x"][:8]})
 
 
+def test_batchnorm_after_a_layer_not_refit_is_measured_on_the_data():
+    # x -> Conv(c1, 4 ch) -> Relu -> Conv(g, 2 groups) -> BN -> y. Removing c1's channels (tied
+    # across g's groups) makes g a consumer it cannot re-fit; the BN after it is still re-estimated.
+    rng = np.random.default_rng(5)
+    inits = {
+        "c1": rng.normal(size=(4, 2, 3, 3)),
+        "c1b": rng.normal(size=4),
+        "g": rng.normal(size=(4, 2, 3, 3)),
+        "gb": rng.normal(size=4),
+        "scale": rng.uniform(0.5, 2, size=4),
+        "shift": rng.normal(size=4),
+        "mean": rng.normal(size=4),
+        "var": rng.uniform(0.5, 2, size=4),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "c1", "c1b"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["h"]),
+        helper.make_node("Conv", ["h", "g", "gb"], ["z"], pads=[1, 1, 1, 1], group=2),
+        helper.make_node("BatchNormalization", ["z", "scale", "shift", "mean", "var"], ["y"]),
+    ]
+    dense = _model(nodes, {"x": [4, 2, 5, 5]}, {"y": [4, 4, 5, 5]}, inits)
+    calib = {"x": rng.normal(size=(12, 2, 5, 5)).astype(np.float32)}
+    r = structured_prune(dense, sparsity=0.5, calibration=calib)
+    assert r.reconstruction.layers == ()
+    assert r.reconstruction.skipped == (("g", "a grouped convolution"),)
+    assert r.reconstruction.batchnorms == ("y",)
+    weights = {
+        t.name: numpy_helper.to_array(t).astype(np.float64) for t in r.model.graph.initializer
+    }
+    h = np.maximum(_conv(calib["x"].astype(np.float64), weights["c1"], weights["c1b"]), 0)
+    half = h.shape[1] // 2  # each group of g reads its half of h
+    z = np.concatenate(
+        [
+            _conv(h[:, i * half : (i + 1) * half], weights["g"][2 * i : 2 * i + 2], None)
+            for i in (0, 1)
+        ],
+        axis=1,
+    ) + weights["gb"].reshape(1, -1, 1, 1)
+    np.testing.assert_allclose(weights["mean"], z.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(weights["var"], z.var(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert_pruned_like_masked(r, {"x": calib["x"][:4]})
+
+
 def test_least_squares_errors_come_from_the_moments():
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=(50, 3)), rng.normal(size=(50, 2))
