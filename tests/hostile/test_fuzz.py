@@ -1,18 +1,20 @@
 """Fuzz: valid models mutated at random never crash a command, never change their input.
 
 Issue 19: whatever the bytes, fields, dims or names of a model, ``analyze`` (both levels),
-``prune``, ``compact``, ``validate`` (alone and against a baseline), a one-run ``sweep`` and
-``remote prune`` end with exit 0, 2, 3 or 4 (never 1, a bug), print one line on stderr when
-they refuse (``sweep``'s exit 4: a line, then one per failed run), print no traceback, stay
-under ``PEAK_BYTES`` of memory and leave their input files as they were. Each example takes a
-small valid model (built here, or the bundled CNN), applies one mutation drawn by Hypothesis
-and runs one command in a forked child of a warm process (``tests.hostile.forked``), which
-measures the child's peak memory.
+``prune``, ``compact``, ``validate`` (alone and against a baseline), a one-run ``sweep``, a
+one-model ``batch`` and ``remote prune`` end with exit 0, 2, 3 or 4 (never 1, a bug), print
+one line on stderr when they refuse (exit 4: a line, then one per failed run), print no
+traceback, stay under ``PEAK_BYTES`` of memory and leave their input files as they were. Each
+example takes a small valid model (built here, or the bundled CNN), applies one mutation drawn
+by Hypothesis and runs one command in a forked child of a warm process
+(``tests.hostile.forked``), which measures the child's peak memory (its workers' included).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,7 +44,7 @@ BASES: dict[str, Callable[[], onnx.ModelProto]] = {
 """Valid models to start from: the layer kinds and weight chains onnxprune reads."""
 
 COMMANDS = ("analyze", "exact", "prune", "compact")
-VALIDATING = ("validate", "baseline", "as_baseline", "sweep", "remote")
+VALIDATING = ("validate", "baseline", "as_baseline", "sweep", "batch", "remote")
 """Commands that also run the model in ONNX Runtime, or send it to a server: slower, so their
 property runs fewer examples."""
 PEAK_BYTES = 3 * 2**29
@@ -208,7 +210,7 @@ def command_line(command: str, folder: Path, server: str) -> list[str | Path]:
     """``command`` on ``folder``'s model.onnx (base.onnx the valid one, data.npz its inputs).
 
     ``baseline`` validates the mutated model against the valid one, ``as_baseline`` the other
-    way round.
+    way round; ``batch`` reads the manifest batch.json, which lists model.onnx with data.npz.
     """
     model, out = folder / "model.onnx", folder / "out"
     data = ("--data", folder / "data.npz")
@@ -217,6 +219,7 @@ def command_line(command: str, folder: Path, server: str) -> list[str | Path]:
         "baseline": ["validate", model, *data, "--baseline", folder / "base.onnx"],
         "as_baseline": ["validate", folder / "base.onnx", *data, "--baseline", model],
         "sweep": ["sweep", model, *data, "--sparsities", "0.5", "--out", out],
+        "batch": ["batch", folder / "batch.json", "--out", out, "--sparsity", "0.5"],
         "remote": ["remote", "prune", model, "--sparsity", "0.5", "-o", folder / "pruned.onnx"],
     }
     if command == "remote":
@@ -235,8 +238,9 @@ def check(ran: Ran, before: dict[Path, str]) -> None:
     error = "".join(line for line in ran.err.splitlines(True) if not line.startswith("warning: "))
     if ran.code == 2:
         assert error.count("\n") == 1 and error.endswith("\n"), ran.err
-    if ran.code == 4:  # one failed run of one
-        assert error.startswith("1 of 1 runs failed:\n") and error.count("\n") == 2, ran.err
+    if ran.code == 4:  # one failed run (sweep) or model (batch) of one, listed
+        assert re.match(r"1 of 1 (runs|models) failed:\n", error), ran.err
+        assert error.count("\n") == 2, ran.err
     assert ran.peak_bytes < PEAK_BYTES, f"{ran.peak_bytes} bytes at peak"
     assert {p: _digest(p) for p in before} == before
 
@@ -252,6 +256,8 @@ def _fuzz(forked: Forked, model: tuple[onnx.ModelProto, bytes], command: str, se
         (folder / "model.onnx").write_bytes(data)
         (folder / "base.onnx").write_bytes(base.SerializeToString())
         np.savez(folder / "data.npz", **dataset(base))
+        manifest = {"models": [{"path": "model.onnx", "data": "data.npz"}]}
+        (folder / "batch.json").write_text(json.dumps(manifest))
         before = {p: _digest(p) for p in folder.iterdir()}
         check(forked.run(command_line(command, folder, server), folder), before)
 
