@@ -59,6 +59,9 @@ class PruneOptions:
         skip_indivisible: with ``nm``, leave layers whose input size is not a multiple of M.
         layers: regular expression; only weights whose name matches are pruned.
         exclude: regular expression; weights whose name matches are not pruned.
+        prune_shared: prune weights several nodes read (tied embeddings and heads, layers
+            deduplicated through ``Identity``); by default they are left alone, with a warning
+            naming their readers. Structured pruning never slices them.
         seed: seed of random scores and of the ``random`` criterion.
         rounds: SynFlow's number of rounds.
         level: reachability level of the report and of effective targets (``LEVELS``).
@@ -82,6 +85,7 @@ class PruneOptions:
     skip_indivisible: bool = False
     layers: str | None = None
     exclude: str | None = None
+    prune_shared: bool = False
     seed: int = 0
     rounds: int = 100
     level: str = "channel"
@@ -106,7 +110,15 @@ class PruneOptions:
         return dict(self.input_shapes) or None
 
 
-UNSTRUCTURED_ONLY = ("score", "allocation", "effective", "min_threshold", "nm", "skip_indivisible")
+UNSTRUCTURED_ONLY = (
+    "score",
+    "allocation",
+    "effective",
+    "min_threshold",
+    "nm",
+    "skip_indivisible",
+    "prune_shared",
+)
 """Options that choose single weights: meaningless with ``structured``."""
 
 STRUCTURED_ONLY = ("scope", "round_to", "reconstruct")
@@ -127,6 +139,7 @@ _KINDS = {
     "skip_indivisible": "bool",
     "layers": "str?",
     "exclude": "str?",
+    "prune_shared": "bool",
     "seed": "int",
     "rounds": "int",
     "level": "str",

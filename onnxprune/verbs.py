@@ -263,6 +263,7 @@ def _streamed(
         min_threshold=options.min_threshold,
         layers=options.layers,
         exclude=options.exclude,
+        prune_shared=options.prune_shared,
         input_shapes=options.shapes,
         level=options.level,
         max_bytes=max_bytes,

@@ -156,6 +156,14 @@ def add_prune_flags(p: argparse.ArgumentParser, *, defaults: bool = True) -> Non
         metavar="REGEX",
         help="do not prune weights whose name matches",
     )
+    p.add_argument(
+        "--prune-shared",
+        action="store_true",
+        default=default(False),
+        help="also prune weights several nodes read (a head tied to the embedding table, "
+        "layers deduplicated through Identity), for all of them; by default they are left "
+        "alone with a warning naming their readers",
+    )
     p.add_argument("--seed", type=int, default=default(0), help="seed of random scores (default 0)")
     p.add_argument("--rounds", type=int, default=default(100), help="SynFlow rounds (default 100)")
     p.add_argument(

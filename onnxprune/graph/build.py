@@ -26,7 +26,7 @@ from onnxprune.graph.transfers import (
 )
 from onnxprune.macs import dense_macs
 from onnxprune.op_checks import check_shapes
-from onnxprune.weights import ConstantResolver, TensorReader
+from onnxprune.weights import ConstantResolver, TensorReader, weight_readers
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +112,8 @@ class ConnectivityGraph:
     fallbacks: tuple[Fallback, ...]
     constants: ConstantResolver = field(repr=False)
     overrides: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)
+    shared: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Stored weights that more than one node reads (``weights.weight_readers``): their readers."""
 
     def weight(self, layer: Layer) -> np.ndarray:
         """The weight as the layer consumes it (materialized on demand, never cached).
@@ -203,8 +205,17 @@ def build_graph(
         steps.append(Step(node_name, node.op_type, ins, outputs, transfers, layer, macs, rec))
         layers += [layer] if layer is not None else rec
     outputs = tuple(o.name for o in graph.output)
+    readers = weight_readers(graph, constants)
+    shared = {w.name: readers[w.name] for w in layers if len(readers.get(w.name, ())) > 1}
     return ConnectivityGraph(
-        tuple(steps), tuple(layers), inputs, outputs, shapes, tuple(fallbacks), constants
+        tuple(steps),
+        tuple(layers),
+        inputs,
+        outputs,
+        shapes,
+        tuple(fallbacks),
+        constants,
+        shared=shared,
     )
 
 

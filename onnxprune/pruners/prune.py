@@ -11,7 +11,7 @@ import functools
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -139,7 +139,7 @@ def prune_weights(
     """
     o = options
     progress.report("analyze", 0)
-    plan = _Plan.make(model, o.shapes, o.layers, o.exclude, o.level, max_bytes)
+    plan = _Plan.make(model, o, max_bytes)
     kept = plan.kept(load_masks(masks) if isinstance(masks, (str, os.PathLike)) else masks)
     ctx = ScoreContext(
         plan.graph,
@@ -325,19 +325,15 @@ class _Plan:
     zeros_outside: int  # zeros of the weights not selected
 
     @staticmethod
-    def make(
-        source: ModelSource,
-        input_shapes: Mapping[str, Sequence[int]] | None,
-        layers: str | None,
-        exclude: str | None,
-        level: str,
-        max_bytes: int,
-    ) -> _Plan:
+    def make(source: ModelSource, options: PruneOptions, max_bytes: int) -> _Plan:
+        level = options.level
         if level not in LEVELS:
             raise InvalidOptionError(f"level={level!r} must be one of {sorted(LEVELS)}")
         model = load_model(source, max_bytes=max_bytes)
-        graph = build_graph(model, input_shapes)
-        first, selected, skipped = select_layers(graph, layers, exclude)
+        graph = build_graph(model, options.shapes)
+        first, selected, skipped = select_layers(
+            graph, options.layers, options.exclude, options.prune_shared
+        )
         zeros_outside = sum(
             int((graph.weight(layer) == 0).sum())
             for name, layer in first.items()
@@ -417,18 +413,28 @@ class _Plan:
 
 
 def select_layers(
-    graph: ConnectivityGraph, layers: str | None, exclude: str | None
+    graph: ConnectivityGraph,
+    layers: str | None,
+    exclude: str | None,
+    prune_shared: bool = False,
 ) -> tuple[dict[str, Layer], tuple[str, ...], tuple[str, ...]]:
     """Which prunable weights a run may touch.
+
+    A weight several nodes read (``graph.shared``: a language-model head tied to the embedding
+    table, layers deduplicated through ``Identity``) is left alone: a mask chosen for one reader
+    changes all of them. ``prune_shared`` prunes it anyway. Either way a warning names every
+    reader.
 
     Args:
         graph: the model's connectivity graph.
         layers: regular expression; only weights whose name matches are selected.
         exclude: regular expression; weights whose name matches are not selected.
+        prune_shared: select shared weights too.
 
     Returns:
         The first use of every stored weight (graph order), the selected weight names, and one
-        warning per weight left alone for a reason other than the expressions (quantized).
+        warning per shared weight and per weight left alone for a reason other than the
+        expressions (quantized).
 
     Raises:
         InvalidOptionError: a bad expression, or expressions that select nothing.
@@ -444,6 +450,12 @@ def select_layers(
         if layer.contract.source.dequantized:
             skipped.append(f"{name}: quantized (DequantizeLinear) weights are not pruned")
             continue
+        if name in graph.shared:
+            readers = ", ".join(graph.shared[name])
+            if not prune_shared:
+                skipped.append(f"{name}: shared by {readers}: left alone (see --prune-shared)")
+                continue
+            skipped.append(f"{name}: shared by {readers}: pruned for all of them")
         selected.append(name)
     if (layers or exclude) and not selected:
         raise InvalidOptionError("--layers/--exclude leave no prunable weight to prune")
@@ -481,7 +493,8 @@ def removal_count(sparsity: float, everything: int, zeros_outside: int, selected
     k = round(sparsity * everything) - zeros_outside
     if k > selected:
         raise InvalidOptionError(
-            f"sparsity={sparsity} needs {k} of the {selected} selected weights removed"
+            f"sparsity={sparsity} needs {k} of the {selected} selected weights removed (the "
+            "others are left alone: --layers/--exclude, shared or quantized)"
         )
     return max(k, 0)
 

@@ -88,6 +88,7 @@ def prune_streaming(
     min_threshold: float | None = None,
     layers: str | None = None,
     exclude: str | None = None,
+    prune_shared: bool = False,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     level: str = "channel",
     masks_out: str | os.PathLike | None = None,
@@ -105,6 +106,7 @@ def prune_streaming(
         min_threshold: Gupta et al.'s minimum threshold, as in ``prune``.
         layers: regular expression; only weights whose name matches are pruned.
         exclude: regular expression; weights whose name matches are not pruned.
+        prune_shared: prune weights several nodes read (``pruners.prune.select_layers``).
         input_shapes: fixed shapes for inputs with symbolic dimensions.
         level: reachability level of the report.
         masks_out: where the masks go (default ``<output stem>.masks.npz``).
@@ -126,7 +128,7 @@ def prune_streaming(
     masks_out = Path(masks_out) if masks_out else output.with_suffix(".masks.npz")
     lazy = load_model_lazy(model, max_bytes=max_bytes)
     graph = build_graph(lazy.model, input_shapes, external=lazy.weights)
-    first, selected, skipped = select_layers(graph, layers, exclude)
+    first, selected, skipped = select_layers(graph, layers, exclude, prune_shared)
     external = {t.name: t for t in lazy.lazy}
     weights = {
         name: _Weight(layer, external.get(name), lazy, graph, chunk_elements)

@@ -10,7 +10,7 @@ by initializers holding the values ``onnxprune.weights.ConstantResolver`` comput
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import numpy as np
 import onnx
@@ -53,7 +53,7 @@ _EXACT_TYPES = frozenset(
 )
 
 
-def materialize(model: onnx.ModelProto) -> int:
+def materialize(model: onnx.ModelProto, keep: Collection[str] = ()) -> int:
     """Turn weights computed by constant nodes into initializers, in place; returns how many.
 
     Walks ``model.graph.node`` in order and replaces each node of ``_FOLDED`` whose inputs are
@@ -66,6 +66,8 @@ def materialize(model: onnx.ModelProto) -> int:
 
     Args:
         model: the model, changed in place.
+        keep: outputs never folded (with whatever is computed from them): the chains of a
+            weight several nodes read, which folding would store once per chain.
 
     Returns:
         The number of nodes removed.
@@ -91,7 +93,7 @@ def materialize(model: onnx.ModelProto) -> int:
         (['w'], ['Mul'])
     """
     graph = model.graph
-    values, removed = _fold(graph, _constant_initializers(model))
+    values, removed = _fold(graph, _constant_initializers(model), set(keep))
     if not removed:
         return 0
     kept_nodes = [n for i, n in enumerate(graph.node) if i not in removed]
@@ -111,14 +113,17 @@ def materialize(model: onnx.ModelProto) -> int:
     return len(removed)
 
 
-def _fold(graph: onnx.GraphProto, constant: set[str]) -> tuple[dict[str, np.ndarray], set[int]]:
+def _fold(
+    graph: onnx.GraphProto, constant: set[str], keep: set[str]
+) -> tuple[dict[str, np.ndarray], set[int]]:
     """Values of the nodes to fold, by output name, and the nodes' indices in ``graph.node``.
 
-    ``constant`` (the constant initializers) grows with each folded output.
+    ``constant`` (the constant initializers) grows with each folded output; ``keep`` are
+    outputs not to fold.
     """
     resolver = ConstantResolver(graph)
     read = _names_read(graph.node)
-    taken = {o.name for o in graph.output} | {i.name for i in graph.input} | constant
+    taken = {o.name for o in graph.output} | {i.name for i in graph.input} | constant | keep
     taken |= _conv_data_only(graph)
     values: dict[str, np.ndarray] = {}
     removed: set[int] = set()

@@ -33,7 +33,7 @@ from onnxprune.structured._constants import materialize
 from onnxprune.structured.blocked import BlockedGroup, blocked_groups
 from onnxprune.structured.groups import Arrays, Consts, Consumer, Folded, Groups, build_groups
 from onnxprune.structured.surgery import cut, fold, foldable, read, zero
-from onnxprune.weights import attr
+from onnxprune.weights import ConstantResolver, attr, weight_readers
 
 
 @dataclass(frozen=True)
@@ -87,13 +87,40 @@ class Workspace:
 
     @classmethod
     def of(cls, model: onnx.ModelProto) -> Workspace:
-        """A deep copy of ``model`` with constant-node weights made initializers."""
+        """A deep copy of ``model`` with constant-node weights made initializers.
+
+        A weight that several nodes read through chains (a layer TorchScript deduplicated
+        through ``Identity``) keeps its chains, and none of its readers may slice it.
+        """
+        shared = _shared(model.graph)
         work = copy.deepcopy(model)
-        materialize(work)
+        chains = {  # Identity, Cast, Transpose... of a shared weight (Constant nodes fold)
+            n.output[0]
+            for n in work.graph.node
+            if n.output and n.output[0] in shared and n.op_type not in _STORED
+        }
+        materialize(work, keep=chains)
         arrays = {t.name: numpy_helper.to_array(t) for t in work.graph.initializer}
         opset = next((o.version for o in work.opset_import if o.domain in ("", "ai.onnx")), 1)
-        groups = build_groups(work.graph, arrays, infer_shapes(work), opset)
+        groups = build_groups(work.graph, arrays, infer_shapes(work), opset, shared)
         return cls(work, arrays, groups, int(sum(a.size for a in arrays.values())))
+
+
+def _shared(graph: onnx.GraphProto) -> dict[str, tuple[str, ...]]:
+    """Every tensor the nodes read whose stored weight more than one node reads: the readers."""
+    constants = ConstantResolver(graph)
+    readers = weight_readers(graph, constants)
+    shared = {}
+    for node in graph.node:
+        for name in node.input:
+            source = constants.source(name) if name else None
+            if source is not None and len(readers.get(source.name, ())) > 1:
+                shared[name] = readers[source.name]
+    return shared
+
+
+_STORED = frozenset({"Constant", "ConstantOfShape"})
+"""Nodes that store a weight rather than compute it from another (they fold as initializers)."""
 
 
 def compact(model: onnx.ModelProto) -> CompactResult:

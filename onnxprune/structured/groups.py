@@ -235,10 +235,18 @@ class Builder:
     """What op handlers see while the groups are built: spaces, ties, and what to slice."""
 
     def __init__(
-        self, graph: onnx.GraphProto, arrays: Arrays, shapes: Mapping[str, tuple], opset: int
+        self,
+        graph: onnx.GraphProto,
+        arrays: Arrays,
+        shapes: Mapping[str, tuple],
+        opset: int,
+        shared: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.graph = graph
         self.arrays = arrays
+        self.shared = dict(shared or {})
+        """Tensors whose stored weight other nodes read too, maybe past a chain (``Identity``,
+        ``Cast``...): their readers (``weights.weight_readers``)."""
         self.opset = opset
         self.shapes = shapes
         self.uses: Counter[str] = Counter(i for node in graph.node for i in node.input if i)
@@ -262,7 +270,7 @@ class Builder:
 
     def owned(self, name: str) -> bool:
         """An initializer only one node input reads, so slicing it changes nothing else."""
-        return name in self.arrays and self.uses[name] == 1
+        return name in self.arrays and self.uses[name] == 1 and name not in self.shared
 
     def space(self, tensor: str) -> Space | None:
         """The space of ``tensor``, if it has one."""
@@ -334,6 +342,8 @@ class Builder:
         ``name`` is computed at run time, or something else reads it too (slicing it would
         change that reader): it is not an initializer ``owned`` by this node.
         """
+        if name in self.shared:
+            return f"{what} {name!r} shared by {', '.join(self.shared[name])}"
         if name not in self.arrays:
             return f"{what} {name!r} computed at run time"
         if self.uses[name] == 1:
@@ -375,10 +385,17 @@ class Builder:
 
 
 def build_groups(
-    graph: onnx.GraphProto, arrays: Arrays, shapes: Mapping[str, tuple], opset: int
+    graph: onnx.GraphProto,
+    arrays: Arrays,
+    shapes: Mapping[str, tuple],
+    opset: int,
+    shared: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Groups:
-    """The dependency groups of ``graph``; ``arrays`` its initializers, ``opset`` its ai.onnx."""
-    b = Builder(graph, arrays, shapes, opset)
+    """The dependency groups of ``graph``; ``arrays`` its initializers, ``opset`` its ai.onnx.
+
+    ``shared`` names tensors never to slice, with their readers (``Builder.shared``).
+    """
+    b = Builder(graph, arrays, shapes, opset, shared)
     hidden = _subgraph_reads(graph)
     for names in hidden.values():  # a weight a subgraph reads too is shared
         b.uses.update(names)

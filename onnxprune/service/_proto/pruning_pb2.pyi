@@ -69,7 +69,7 @@ class AnalyzeResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., report: _Optional[_Union[SparsityReport, _Mapping]] = ...) -> None: ...
 
 class PruneOptions(_message.Message):
-    __slots__ = ("sparsity", "score", "allocation", "effective", "min_threshold", "nm", "skip_indivisible", "layers", "exclude", "seed", "rounds", "level", "input_shapes", "max_bytes", "structured", "scope", "round_to", "compact", "stream", "reconstruct", "ridge")
+    __slots__ = ("sparsity", "score", "allocation", "effective", "min_threshold", "nm", "skip_indivisible", "layers", "exclude", "seed", "rounds", "level", "input_shapes", "max_bytes", "structured", "scope", "round_to", "compact", "stream", "reconstruct", "ridge", "prune_shared")
     SPARSITY_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     ALLOCATION_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class PruneOptions(_message.Message):
     STREAM_FIELD_NUMBER: _ClassVar[int]
     RECONSTRUCT_FIELD_NUMBER: _ClassVar[int]
     RIDGE_FIELD_NUMBER: _ClassVar[int]
+    PRUNE_SHARED_FIELD_NUMBER: _ClassVar[int]
     sparsity: float
     score: str
     allocation: str
@@ -112,7 +113,8 @@ class PruneOptions(_message.Message):
     stream: str
     reconstruct: bool
     ridge: float
-    def __init__(self, sparsity: _Optional[float] = ..., score: _Optional[str] = ..., allocation: _Optional[str] = ..., effective: _Optional[bool] = ..., min_threshold: _Optional[float] = ..., nm: _Optional[str] = ..., skip_indivisible: _Optional[bool] = ..., layers: _Optional[str] = ..., exclude: _Optional[str] = ..., seed: _Optional[int] = ..., rounds: _Optional[int] = ..., level: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., max_bytes: _Optional[int] = ..., structured: _Optional[str] = ..., scope: _Optional[str] = ..., round_to: _Optional[int] = ..., compact: _Optional[bool] = ..., stream: _Optional[str] = ..., reconstruct: _Optional[bool] = ..., ridge: _Optional[float] = ...) -> None: ...
+    prune_shared: bool
+    def __init__(self, sparsity: _Optional[float] = ..., score: _Optional[str] = ..., allocation: _Optional[str] = ..., effective: _Optional[bool] = ..., min_threshold: _Optional[float] = ..., nm: _Optional[str] = ..., skip_indivisible: _Optional[bool] = ..., layers: _Optional[str] = ..., exclude: _Optional[str] = ..., seed: _Optional[int] = ..., rounds: _Optional[int] = ..., level: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., max_bytes: _Optional[int] = ..., structured: _Optional[str] = ..., scope: _Optional[str] = ..., round_to: _Optional[int] = ..., compact: _Optional[bool] = ..., stream: _Optional[str] = ..., reconstruct: _Optional[bool] = ..., ridge: _Optional[float] = ..., prune_shared: _Optional[bool] = ...) -> None: ...
 
 class PruneHeader(_message.Message):
     __slots__ = ("model", "model_data", "options", "masks", "scores", "calibration", "output_name")
