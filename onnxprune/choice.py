@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from onnxprune.errors import InvalidOptionError
+
 Point = tuple[float, float] | None
 """Two figures, both higher-is-better; ``None`` for a candidate that has no such figures."""
 
@@ -88,3 +90,21 @@ def recommend(candidates: Sequence[Candidate]) -> int | None:
         return (c.macs is None, c.macs or 0, c.size_bytes is None, c.size_bytes or 0, i)
 
     return min(passed, key=key)
+
+
+def gate_options(max_accuracy_drop: float | None, min_agreement: float | None) -> dict[str, float]:
+    """The gate a sweep or batch judges every model with, each threshold checked.
+
+    Raises:
+        InvalidOptionError: a threshold outside [0, 1].
+
+    Example:
+        >>> gate_options(0.01, None)
+        {'max_accuracy_drop': 0.01}
+    """
+    gate = {"max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement}
+    for name, value in gate.items():
+        if value is not None and not 0.0 <= value <= 1.0:
+            flag = name.replace("_", "-")
+            raise InvalidOptionError(f"--{flag} {value!r} must be a fraction in [0, 1]")
+    return {name: value for name, value in gate.items() if value is not None}

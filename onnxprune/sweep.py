@@ -19,7 +19,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onnxprune.choice import Candidate, accuracy_vs_cost, accuracy_vs_gain, pareto_front, recommend
+from onnxprune.choice import (
+    Candidate,
+    accuracy_vs_cost,
+    accuracy_vs_gain,
+    gate_options,
+    pareto_front,
+    recommend,
+)
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
 from onnxprune.latency import (
     CONFIDENCE,
@@ -281,7 +288,7 @@ def sweep(
     if jobs < 1:
         raise InvalidOptionError(f"jobs={jobs} must be at least 1")
     check_timing(min_time, min_runs, threads, CONFIDENCE)
-    gate = _gate(max_accuracy_drop, min_agreement)
+    gate = gate_options(max_accuracy_drop, min_agreement)
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise InvalidOptionError(f"--out {folder} is a file, not a folder")
@@ -330,16 +337,6 @@ def sweep(
     result = SweepResult(source.name, dense, tuple(runs), classes, bool(gate))
     write_text_atomic(folder / "sweep.json", json.dumps(result.to_dict(), indent=2))
     return result
-
-
-def _gate(max_accuracy_drop: float | None, min_agreement: float | None) -> dict[str, float]:
-    """The gate options every run is validated with, each checked to be a fraction."""
-    gate = {"max_accuracy_drop": max_accuracy_drop, "min_agreement": min_agreement}
-    for name, value in gate.items():
-        if value is not None and not 0.0 <= value <= 1.0:
-            flag = name.replace("_", "-")
-            raise InvalidOptionError(f"--{flag} {value!r} must be a fraction in [0, 1]")
-    return {name: value for name, value in gate.items() if value is not None}
 
 
 def _sensitivity_for(

@@ -90,6 +90,7 @@ class ItemResult:
             shape is unknown).
         nonzero_macs: those by nonzero weights.
         baseline_macs: the dense multiply-accumulates of the model before pruning.
+        size_bytes: bytes of the pruned model file.
         comparison: each comparison with the model before pruning (``onnxprune.metrics``), at
             its worst over the outputs.
         user_metrics: the values of the batch's user metric (``metric``) on the pruned model.
@@ -111,6 +112,7 @@ class ItemResult:
     macs: int | None = None
     nonzero_macs: int | None = None
     baseline_macs: int | None = None
+    size_bytes: int | None = None
     seconds: float = 0.0
     error: str | None = None
     warnings: tuple[str, ...] = ()
@@ -214,6 +216,7 @@ def _prune(job: Job, asked: ItemResult) -> tuple[ItemResult, list[str]]:
         macs=result.cost.macs,
         nonzero_macs=result.cost.nonzero_macs,
         baseline_macs=result.dense_macs_before,
+        size_bytes=files.model.stat().st_size,
         warnings=tuple(result.warnings),
     )
     read = [job.model, *([job.sensitivity] if job.sensitivity else [])]

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -33,11 +33,12 @@ from onnxprune.batch.items import BatchItem, collect_items
 from onnxprune.batch.job import ItemResult, Job, finished
 from onnxprune.batch.lock import lock_folder
 from onnxprune.batch.options import fingerprint
+from onnxprune.choice import Candidate, accuracy_vs_cost, gate_options, pareto_front, recommend
 from onnxprune.macs import short
 from onnxprune.model import DEFAULT_MAX_BYTES, write_text_atomic
 from onnxprune.options import PruneOptions
-from onnxprune.report import text_table
-from onnxprune.sizes import physical_memory
+from onnxprune.report import GateResult, text_table
+from onnxprune.sizes import format_size, physical_memory
 from onnxprune.user_metrics import load_metric
 
 RESULTS = "batch.jsonl"
@@ -47,10 +48,38 @@ REPORT = "batch.md"
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """Every model's result, in input order, and where they were written."""
+    """Every model's result, in input order, and where they were written.
+
+    With a gate (``max_accuracy_drop``, ``min_agreement``), each evaluated model is judged by
+    ``validation.decide_gate`` and the recommended one is the most compressed that passes
+    (``onnxprune.choice``); ``front_macs`` marks the Pareto front of accuracy vs MACs.
+    """
 
     out: Path
     results: tuple[ItemResult, ...]
+    gate: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def gates(self) -> tuple[GateResult | None, ...]:
+        """Per model: the gate's decision, ``None`` without a gate or an evaluation."""
+        if not self.gate:
+            return tuple(None for _ in self.results)
+        return tuple(_judge(r, self.gate) for r in self.results)
+
+    @property
+    def front_macs(self) -> tuple[bool, ...]:
+        """Per model: on the Pareto front of accuracy (agreement without labels) vs MACs."""
+        return pareto_front([accuracy_vs_cost(_accuracy(r), r.nonzero_macs) for r in self.results])
+
+    @property
+    def recommended(self) -> ItemResult | None:
+        """The most compressed model that passed the gate (``onnxprune.choice.recommend``)."""
+        candidates = [
+            Candidate(r.model, gate is not None and gate.passed, r.nonzero_macs, r.size_bytes)
+            for r, gate in zip(self.results, self.gates, strict=True)
+        ]
+        index = recommend(candidates)
+        return None if index is None else self.results[index]
 
     @property
     def failed(self) -> tuple[ItemResult, ...]:
@@ -70,8 +99,34 @@ class BatchResult:
             "skipped": self.count("skipped"),
             "failed": self.count("failed"),
             "seconds": sum(r.seconds for r in self.results if r.status != "skipped"),
-            "results": [r.to_dict() for r in self.results],
+            "results": [
+                {
+                    **r.to_dict(),
+                    "passed": None if gate is None else gate.passed,
+                    "gate_reason": None if gate is None else gate.reason,
+                    "front_macs": front,
+                }
+                for r, gate, front in zip(self.results, self.gates, self.front_macs, strict=True)
+            ],
+            "gated": bool(self.gate),
+            "recommended": None if self.recommended is None else self.recommended.output,
         }
+
+
+def _accuracy(result: ItemResult) -> float | None:
+    return result.accuracy if result.accuracy is not None else result.agreement
+
+
+def _judge(result: ItemResult, gate: Mapping[str, float]) -> GateResult | None:
+    """The gate on a model's evaluation; ``None`` when it was not evaluated (or lacks labels)."""
+    drop = gate.get("max_accuracy_drop")
+    if result.agreement is None or (drop is not None and result.accuracy is None):
+        return None
+    limits = {k: v for k, v in gate.items() if k != "max_accuracy_drop"}
+    from onnxprune.validation import decide_gate
+
+    outputs = {"first output": {"agreement": result.agreement}}
+    return decide_gate(result.accuracy, result.baseline_accuracy, drop, limits, outputs, {})
 
 
 def run_batch(
@@ -89,6 +144,8 @@ def run_batch(
     batch_size: int = 64,
     max_bytes: int = DEFAULT_MAX_BYTES,
     metric: str | None = None,
+    max_accuracy_drop: float | None = None,
+    min_agreement: float | None = None,
     on_start: Callable[[int], None] | None = None,
     on_done: Callable[[ItemResult], None] | None = None,
 ) -> BatchResult:
@@ -111,6 +168,9 @@ def run_batch(
         max_bytes: largest model accepted (file plus external data).
         metric: a user metric (``module:function``, see ``onnxprune.user_metrics``) measured on
             every model that has evaluation data; a manifest entry's ``metric`` replaces it.
+        max_accuracy_drop: gate of every evaluated model: top-1 before pruning minus after at
+            most this (needs labels); the recommended model is the most compressed that passes.
+        min_agreement: gate: top-1 agreement with the model before pruning at least this.
         on_start: called once with the number of models, once ``out`` is locked.
         on_done: called with each result as it arrives (skipped models first).
 
@@ -124,6 +184,7 @@ def run_batch(
     from onnxprune import __version__
 
     check_executor(executor, jobs, address)  # before any model is read
+    gate = gate_options(max_accuracy_drop, min_agreement)
     out = Path(out)
     items = collect_items(
         source, out, options or PruneOptions(), data_dir, (RESULTS, SUMMARY, REPORT)
@@ -156,7 +217,7 @@ def run_batch(
         )
         for index, result in zip(todo, ran, strict=True):
             results[index] = result
-        batch = BatchResult(out, tuple(r for r in results if r is not None))
+        batch = BatchResult(out, tuple(r for r in results if r is not None), gate)
         _finish_files(batch)
     return batch
 
@@ -235,7 +296,9 @@ def _job(
 def format_batch(batch: BatchResult) -> str:
     """The batch as a text table, one row per model, and a totals line.
 
-    ``cosine`` is the mean cosine similarity with the unpruned model of the worst output.
+    ``cosine`` is the mean cosine similarity with the unpruned model of the worst output;
+    ``gate`` the gate's verdict, ``front`` ``M`` on the Pareto front of accuracy vs MACs. With
+    a gate, the last line names the recommended model (its output path).
     """
     header = (
         "model",
@@ -244,9 +307,12 @@ def format_batch(batch: BatchResult) -> str:
         "direct",
         "effective",
         "MACs",
+        "size",
         "top-1",
         "dense top-1",
         "cosine",
+        "gate",
+        "front",
         "time",
     )
     rows = [
@@ -257,18 +323,30 @@ def format_batch(batch: BatchResult) -> str:
             _pct(r.direct_sparsity),
             _pct(r.effective_sparsity),
             _macs(r),
+            format_size(r.size_bytes),
             _pct(r.accuracy),
             _pct(r.baseline_accuracy),
             _cosine(r),
+            "-" if gate is None else ("passed" if gate.passed else "FAILED"),
+            "M" if front else "",
             f"{r.seconds:.1f}s",
         )
-        for r in batch.results
+        for r, gate, front in zip(batch.results, batch.gates, batch.front_macs, strict=True)
     ]
     lines = text_table(header, rows, "<<" + ">" * (len(header) - 2))
     lines.append(
         f"{len(batch.results)} models: {batch.count('ok')} pruned, {batch.count('skipped')} "
         f"already done, {batch.count('failed')} failed"
     )
+    if batch.gate:
+        best = batch.recommended
+        lines.append(
+            "recommended: none passes the gate"
+            if best is None
+            else f"recommended: {best.output} (from {best.model}; {short(best.nonzero_macs)} MACs "
+            f"by nonzero weights, {format_size(best.size_bytes)}), the most compressed model "
+            "that passes"
+        )
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from onnxprune import progress
 from onnxprune.batch.executors import EXECUTORS
 from onnxprune.cli._common import (
+    add_choice_gate,
     add_debug,
     add_max_bytes,
     add_metric,
@@ -69,6 +70,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--provider", choices=PROVIDERS, default="auto", help="ONNX Runtime provider")
     p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
     add_metric(p)
+    add_choice_gate(p, "model")
     add_max_bytes(p)
     add_debug(p)
     p.set_defaults(run=_batch, own_bars=True)
@@ -93,7 +95,11 @@ def _batch(args: argparse.Namespace) -> int:
     out(format_batch(batch))
     out(f"wrote {folder / RESULTS}, {folder / SUMMARY} and {folder / REPORT}")
     failed = [(result.model, result.error) for result in batch.failed]
-    return print_failures(failed, len(batch.results), "models")
+    code = print_failures(failed, len(batch.results), "models")
+    if code == 0 and batch.gate and batch.recommended is None:
+        err("gate FAILED: no model passes the gate")
+        return 3
+    return code
 
 
 def _run(
@@ -125,6 +131,8 @@ def _run(
             batch_size=args.batch_size,
             max_bytes=args.max_bytes,
             metric=args.metric,
+            max_accuracy_drop=args.max_accuracy_drop,
+            min_agreement=args.min_agreement,
             on_start=lambda total: setattr(bar, "total", total) or bar.refresh(),
             on_done=lambda result: on_done(result) or bar.update(1),
         )

@@ -55,6 +55,28 @@ def add_metric(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_choice_gate(p: argparse.ArgumentParser, item: str) -> None:
+    """``--max-accuracy-drop``, ``--min-agreement``: the gate of a sweep or a batch.
+
+    Every ``item`` is judged; the most compressed that passes is recommended
+    (``onnxprune.choice``).
+    """
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="X",
+        help=f"gate of every {item}: top-1 before pruning minus after at most X (a fraction: "
+        f"0.01 is one point); the most compressed {item} that passes is recommended, exit 3 "
+        "when none passes",
+    )
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        metavar="X",
+        help=f"gate of every {item}: top-1 agreement with the model before pruning at least X",
+    )
+
+
 def add_input_shape(p: argparse.ArgumentParser, *, given_only: bool = False) -> None:
     """The repeatable ``--input-shape NAME=D0,D1,...`` flag (``given_only``: no default)."""
     p.add_argument(

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from onnxprune.cli._common import (
+    add_choice_gate,
     add_debug,
     add_metric,
     add_timing_flags,
@@ -62,19 +63,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         metavar="JSON",
         help="curves of `onnxprune sensitivity`, for methods SCORE/sensitivity",
     )
-    p.add_argument(
-        "--max-accuracy-drop",
-        type=float,
-        metavar="X",
-        help="gate of every run: dense top-1 minus the run's at most X (a fraction: 0.01 is one "
-        "point); the most compressed run that passes is recommended, exit 3 when none passes",
-    )
-    p.add_argument(
-        "--min-agreement",
-        type=float,
-        metavar="X",
-        help="gate of every run: top-1 agreement with the dense model at least X",
-    )
+    add_choice_gate(p, "run")
     add_timing_flags(p)
     add_metric(p)
     add_debug(p)

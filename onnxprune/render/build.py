@@ -25,6 +25,7 @@ from onnxprune.render.document import (
 from onnxprune.render.kinds import OPTIONAL_RUN_FIELDS, OPTIONAL_VALIDATION_FIELDS, detect_kind
 from onnxprune.render.sensitivity import sensitivity_sections
 from onnxprune.render.ship import (
+    batch_recommendation,
     chance,
     choice_blocks,
     front_marks,
@@ -43,10 +44,13 @@ ITEM_HEADER = (
     "direct",
     "effective",
     "nonzero MACs",
+    "size",
     "top-1",
     "dense top-1",
     "agreement",
     "cosine",
+    "gate",
+    "front",
     "time",
 )
 RUN_HEADER = (
@@ -455,17 +459,21 @@ def batch_sections(data: Mapping) -> tuple[Section, ...]:
             fmt.percent(r["direct_sparsity"]),
             fmt.percent(r["effective_sparsity"]),
             fmt.macs(r.get("nonzero_macs")),
+            fmt.size(r.get("size_bytes")),
             fmt.percent(r["accuracy"]),
             fmt.percent(r["baseline_accuracy"]),
             fmt.percent(r["agreement"]),
             _cosine(r),
+            gate_mark(r),
+            "MACs" if r.get("front_macs") else "",
             fmt.number(r["seconds"], "s", ".1f"),
         )
         for r in results
     )
-    blocks: list[Block] = [
-        Table(ITEM_HEADER, rows, (False, False, *(True,) * (len(ITEM_HEADER) - 2)))
-    ]
+    numeric = (False, False, *(True,) * 9, False, False, True)
+    blocks: list[Block] = [Table(ITEM_HEADER, rows, numeric)]
+    if "recommended" in data:
+        blocks.insert(0, batch_recommendation(data))
     pruned = [r for r in results if r["direct_sparsity"] is not None]
     if pruned:
         blocks.append(

@@ -160,7 +160,12 @@ OPTIONAL_ITEM_FIELDS = {
     "baseline_macs": "num?",
     "comparison": "dict?",
     "user_metrics": "dict?",
+    "size_bytes": "num?",
+    "passed": "bool?",
+    "gate_reason": "str?",
+    "front_macs": "bool",
 }
+OPTIONAL_BATCH_FIELDS = {"gated": "bool", "recommended": "str?"}
 BLOCKED_FIELDS = {
     "layers": "list",
     "reason": "str",
@@ -364,6 +369,7 @@ def check_sweep(data: Mapping, where: str = "sweep") -> None:
 def check_batch(data: Mapping, where: str = "batch") -> None:
     """Check a batch's keys and every model result's keys."""
     _check(data, BATCH_FIELDS, where)
+    _check(data, OPTIONAL_BATCH_FIELDS, where, required=False)
     for i, item in enumerate(data["results"]):
         _check(item, ITEM_FIELDS, f"{where} results[{i}]")
         _check(item, OPTIONAL_ITEM_FIELDS, f"{where} results[{i}]", required=False)

@@ -1,4 +1,4 @@
-"""Sweep JSON -> "which model ships": the recommended run, and accuracy against MACs and speedup.
+"""Sweep and batch JSON -> "which model ships": the recommended model, accuracy against costs.
 
 ``onnxprune sweep`` marks every run's place on two Pareto fronts (``front_macs``: accuracy vs
 MACs by nonzero weights, ``front_speedup``: accuracy vs speedup over the dense model) and names
@@ -59,6 +59,28 @@ def lines_by_method(points: Mapping[str, list[tuple[float, float]]]) -> tuple[Li
     return tuple(
         Line(method, tuple(x for x, _ in pts), tuple(y for _, y in pts))
         for method, pts in ((m, sorted(p)) for m, p in points.items())
+    )
+
+
+def batch_recommendation(data: Mapping) -> Block:
+    """A batch's recommended model (the most compressed that passed its gate), or why none."""
+    if not data.get("gated"):
+        return Paragraph(
+            "Recommended model: none, no gate was set (batch --max-accuracy-drop or "
+            "--min-agreement)."
+        )
+    best = next((r for r in data["results"] if r["output"] == data["recommended"]), None)
+    if best is None:
+        return Verdict(False, ("Recommended model: none passes the gate.",))
+    return Verdict(
+        True,
+        (
+            f"Recommended model: {best['output']} (pruned from {best['model']}), the most "
+            "compressed that passes the gate",
+            f"MACs by nonzero weights: {fmt.macs(best.get('nonzero_macs'))}; file size: "
+            f"{fmt.size(best.get('size_bytes'))}; top-1: {fmt.percent(best['accuracy'])}; "
+            f"agreement: {fmt.percent(best['agreement'])}",
+        ),
     )
 
 

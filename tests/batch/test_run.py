@@ -75,7 +75,7 @@ def test_json_lines_and_summary_hold_every_model(tmp_path):
     keys = {
         "model", "status", "output", "streamed", "target", "direct_sparsity",
         "effective_sparsity", "accuracy", "baseline_accuracy", "agreement", "macs",
-        "nonzero_macs", "baseline_macs", "seconds", "error", "warnings", "comparison",
+        "nonzero_macs", "baseline_macs", "size_bytes", "seconds", "error", "warnings", "comparison",
         "user_metrics",
     }  # fmt: skip
     assert all(set(r) == keys for r in records)
@@ -96,7 +96,11 @@ def test_json_lines_and_summary_hold_every_model(tmp_path):
         2,
         2,
     )
-    assert summary["results"] == records
+    # batch.json adds what is judged across models: the gate and the front of accuracy vs MACs
+    extra = {"passed", "gate_reason", "front_macs"}
+    assert [{k: v for k, v in r.items() if k not in extra} for r in summary["results"]] == records
+    assert [r["passed"] for r in summary["results"]] == [None] * 4  # no gate was set
+    assert (summary["gated"], summary["recommended"]) == (False, None)
 
 
 def test_a_rerun_skips_done_models_and_redoes_failed_ones(tmp_path):
