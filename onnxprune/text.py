@@ -44,3 +44,13 @@ def printable(text: str, *, keep: str = "") -> str:
         return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
     return _UNSAFE.sub(escape, text)
+
+
+def points(fraction: float) -> str:
+    """A difference of accuracies in percentage points, as accuracies print in percent.
+
+    Example:
+        >>> points(0.0123)
+        '1.23 points'
+    """
+    return f"{fraction * 100:.2f} points"

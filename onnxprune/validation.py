@@ -59,6 +59,7 @@ from onnxprune.model import ModelSource, load_model
 from onnxprune.pruners.masks import UNREADABLE_NPZ
 from onnxprune.report import GateResult, ValidationResult
 from onnxprune.runtime import create_session, run_session
+from onnxprune.text import points
 from onnxprune.user_metrics import (
     USER_GATES,
     Collector,
@@ -540,9 +541,9 @@ def decide_gate(
         if top1 is None or baseline_top1 is None:
             raise InvalidOptionError("max_accuracy_drop needs labels and a baseline")
         drop = baseline_top1 - top1
-        moved = f"dropped {_points(drop)}" if drop >= 0 else f"rose {_points(-drop)}"
+        moved = f"dropped {points(drop)}" if drop >= 0 else f"rose {points(-drop)}"
         text = f"top-1 {moved} ({baseline_top1:.2%} -> {top1:.2%})"
-        ok, phrase = held(text, drop, max_accuracy_drop, minimum=False, show=_points)
+        ok, phrase = held(text, drop, max_accuracy_drop, minimum=False, show=points)
         (passed if ok else failed).append(phrase)
     for judged in (
         judge_limits({k: v for k, v in limits.items() if k not in USER_GATES}, outputs),
@@ -560,11 +561,6 @@ def decide_gate(
         min_agreement=limits.get("min_agreement"),
         limits=dict(limits),
     )
-
-
-def _points(fraction: float) -> str:
-    """A difference of accuracies in percentage points, as accuracies print in percent."""
-    return f"{fraction * 100:.2f} points"
 
 
 def _needed_inputs(model: onnx.ModelProto) -> list[str]:

@@ -26,6 +26,13 @@ def compression(value: float | None, sparsity: float | None = 0.0) -> str:
     return f"{value:,.2f}x"
 
 
+def points(value: float | None) -> str:
+    """A difference of accuracies in percentage points: ``0.01`` -> ``1.00 points``."""
+    from onnxprune.text import points as in_points
+
+    return MISSING if value is None else in_points(value)
+
+
 def ratio(value: float | None) -> str:
     """A ratio of two measurements, e.g. a speedup: ``2.654`` -> ``2.65x``; null -> ``n/a``."""
     return MISSING if value is None else f"{value:,.2f}x"

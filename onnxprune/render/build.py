@@ -286,7 +286,7 @@ def _gate(gate: Mapping | None) -> Block:
         return Paragraph("No gate was set.")
     details = [] if gate["reason"] is None else [gate["reason"]]
     if gate["max_accuracy_drop"] is not None:
-        details.append(f"max top-1 drop allowed: {fmt.percent(gate['max_accuracy_drop'])}")
+        details.append(f"max top-1 drop allowed: {fmt.points(gate['max_accuracy_drop'])}")
     if gate["min_agreement"] is not None:
         details.append(f"min agreement required: {fmt.percent(gate['min_agreement'])}")
     for name, limit in (gate.get("limits") or {}).items():

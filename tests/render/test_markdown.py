@@ -120,7 +120,7 @@ def test_validation_metrics_and_failed_gate():
     assert metrics["provider"] == "CPUExecutionProvider"
     assert "**Gate: FAILED**" in text
     assert "- top-1 dropped 2.22% \\> 1.00% allowed" in text
-    assert "- max top-1 drop allowed: 1.00%" in text
+    assert "- max top-1 drop allowed: 1.00 points" in text  # drops in points, as validate says
     assert "- min agreement required: 95.00%" in text
 
 
