@@ -129,8 +129,10 @@ def cut(
         arrays[s.name] = np.compress(s.entries(kept(s.tensor)), arrays[s.name], axis=s.axis)
     for c in groups.consumers:
         arrays[c.weight] = np.compress(~chosen[groups.inputs(c)], arrays[c.weight], axis=c.in_axis)
+    read_before = _read(graph)
     for edit in groups.edits:
         edit(kept, arrays, fresh)
+    _drop_unread(graph, arrays, read_before - _read(graph))
     layers = {c.node.output[0]: c.node for c in groups.consumers}
     for out, f in pending.items():
         node, units = layers[out], kept(out) if out in groups.spaces else slice(None)
@@ -142,6 +144,33 @@ def cut(
             _attach_map(node, kernel, f.window, arrays, graph, fresh, groups.opset)
     write_back(model, arrays)
     refresh(model, groups, kept)
+
+
+def _read(graph: onnx.GraphProto) -> set[str]:
+    """Names the nodes of ``graph`` and of its subgraphs (If, Loop, Scan bodies) read."""
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for a in node.attribute:
+            for sub in [*a.graphs, *([a.g] if a.HasField("g") else [])]:
+                names |= _read(sub)
+    return names
+
+
+def _drop_unread(graph: onnx.GraphProto, arrays: Arrays, names: set[str]) -> None:
+    """Remove the initializers ``names`` an edit left unread (a shared target each reader copied).
+
+    Their entries in the graph inputs and value_info go with them.
+    """
+    names = {n for n in names if n in arrays and n not in {o.name for o in graph.output}}
+    if not names:
+        return
+    for name in names:
+        del arrays[name]
+    for field in (graph.initializer, graph.input, graph.value_info):
+        for index in range(len(field) - 1, -1, -1):
+            if field[index].name in names:
+                del field[index]
 
 
 def attach_bias(node, delta, arrays: Arrays, graph: onnx.GraphProto, fresh) -> None:

@@ -50,16 +50,30 @@ def pass_through(b: Builder, node: onnx.NodeProto, xs: Space, keeps: bool, **lik
     b.rules.append(rule)
 
 
-def set_dim(name: str, index: int, tensor: str, shape: np.ndarray, per: int = 1):
+def set_dim(
+    name: str,
+    index: int,
+    tensor: str,
+    shape: np.ndarray,
+    per: int = 1,
+    node: onnx.NodeProto | None = None,
+):
     """Rewrite entry ``index`` of a Reshape target to the kept units of ``tensor`` (over ``per``).
 
-    Entries 0 (copy the input's) and -1 (inferred) stay as they are.
+    Entries 0 (copy the input's) and -1 (inferred) stay as they are. With ``node``, the target
+    is one other nodes read too (an exporter writes one ``[-1, C]`` for every layer): a changed
+    value goes to a fresh initializer that only ``node`` reads.
     """
 
     def edit(kept, arrays, fresh):
-        if shape[index] > 0:
-            value = arrays[name].copy()
-            value[index] = int(kept(tensor).sum()) // per
+        if shape[index] <= 0:
+            return
+        value = (arrays[name] if node is None else shape).copy()
+        value[index] = int(kept(tensor).sum()) // per
+        if node is None:
             arrays[name] = value
+        elif value[index] != shape[index]:
+            node.input[1] = fresh(f"{name}_{node.name or node.output[0]}")
+            arrays[node.input[1]] = value
 
     return edit

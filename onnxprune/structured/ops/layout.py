@@ -10,7 +10,7 @@ from onnx import helper
 
 from onnxprune.structured.groups import Builder, Space
 from onnxprune.structured.handlers import handler
-from onnxprune.structured.ops import shuffle
+from onnxprune.structured.ops import leading, shuffle
 from onnxprune.structured.ops._common import (
     NAN,
     attr,
@@ -156,6 +156,8 @@ def _flatten(b: Builder, node: onnx.NodeProto) -> None:
     """Flatten, or a Reshape that is one: units spread over consecutive features."""
     xs, out = b.space(node.input[0]), node.output[0]
     if node.op_type == "Reshape" and shuffle.regroup(b, node, xs):
+        return
+    if leading.regroup_leading(b, node, xs):
         return
     shape_in, shape_out = b.shape(node.input[0]), b.shape(out)
     start = _flattened_from(node, shape_in, shape_out)

@@ -1,0 +1,68 @@
+"""Tiny ``transformers`` models (random init, no downloads) exported by both torch exporters.
+
+Each model is wrapped so that its one input is ``ids`` (token ids, shape ``[1, SEQ]``: static
+shapes, so every Reshape target is a constant) and its one output ``y`` is the first output of
+the model (hidden states, or logits for a language-model head). The attention mask is all ones,
+computed inside the graph: without it, ``transformers`` looks for packed sequences with
+``torch.diff``, which the TorchScript exporter cannot export. Every parameter is drawn from a
+normal distribution (biases and norms included), so no two tensors are equal and the TorchScript
+exporter does not fold equal ones into one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+SEQ = 8
+VOCAB = 50
+EXPORTERS = ("torchscript", "dynamo")
+
+
+def wrap(torch, model):
+    """``model`` as a module taking token ids and returning its first output."""
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids):
+            mask = torch.ones_like(ids)
+            return self.model(input_ids=ids, attention_mask=mask, use_cache=False)[0]
+
+    return Wrapped()
+
+
+def randomize(torch, model, seed: int = 0):
+    """Every parameter of ``model`` drawn from N(0, 0.2^2); returns ``model`` in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.2)
+    return model.eval()
+
+
+def export(torch, model, exporter: str, path: Path) -> Path:
+    """``wrap(model)`` exported to ``path`` (one file, IR version at most 10) by ``exporter``."""
+    net = wrap(torch, model).eval()
+    ids = torch.zeros(1, SEQ, dtype=torch.int64)
+    names = {"input_names": ["ids"], "output_names": ["y"]}
+    if exporter == "dynamo":
+        program = torch.onnx.export(net, (ids,), dynamo=True, opset_version=18, **names)
+        proto = program.model_proto
+    else:
+        scratch = path.with_suffix(".ts.onnx")
+        torch.onnx.export(net, (ids,), str(scratch), dynamo=False, opset_version=17, **names)
+        proto = onnx.load(str(scratch))
+        scratch.unlink()
+    proto.ir_version = min(proto.ir_version, 10)  # what ONNX Runtime loads
+    onnx.save(proto, str(path))
+    return path
+
+
+def feed(seed: int = 0) -> dict[str, np.ndarray]:
+    """Token ids for the exported models."""
+    return {"ids": np.random.default_rng(seed).integers(0, VOCAB, (1, SEQ)).astype(np.int64)}
