@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
@@ -35,6 +35,40 @@ def random_weights(src: Path, dst: Path, sparsity: float = 0.9, seed: int = 0) -
     model.graph.node.extend(keep)
     model.ir_version = 8  # initializers no longer need to be graph inputs (IR >= 4)
     onnx.save(model, dst)
+
+
+def external_mlp(dst: Path, layers: int, width: int, sparsity: float = 0.9, seed: int = 0) -> None:
+    """An MLP of ``layers`` float32 ``[width, width]`` MatMuls with weights in external data.
+
+    Written one weight at a time into ``<dst>.data`` (random, masked), so building a model of
+    several GiB never holds more than one of its tensors.
+    """
+    rng = np.random.default_rng(seed)
+    data = dst.with_name(dst.name + ".data")
+    nodes, inits = [], []
+    with data.open("wb") as out:
+        for i in range(layers):
+            w = rng.random((width, width), dtype=np.float32)  # one draw: cheap at GiB sizes
+            w = np.where(w >= sparsity, w - np.float32(0.5), np.float32(0))
+            tensor = onnx.TensorProto(name=f"w{i}", data_type=onnx.TensorProto.FLOAT)
+            tensor.dims.extend(w.shape)
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", data.name), ("offset", out.tell())):
+                tensor.external_data.add(key=key, value=str(value))
+            tensor.external_data.add(key="length", value=str(w.nbytes))
+            w.tofile(out)
+            inits.append(tensor)
+            nodes.append(helper.make_node("MatMul", [f"h{i}", f"w{i}"], [f"h{i + 1}"]))
+    nodes[0].input[0], nodes[-1].output[0] = "x", "y"
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, width])],
+        inits,
+    )
+    model = helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)])
+    dst.write_bytes(model.SerializeToString())
 
 
 def best_time(fn, *args, repeat: int) -> float:

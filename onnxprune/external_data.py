@@ -30,6 +30,7 @@ from onnxprune.model import (
     commit_model,
     external_span,
     parse_checked,
+    parse_sized,
 )
 from onnxprune.model_checks import check_structure, tensor_limit
 
@@ -141,7 +142,7 @@ def load_model_lazy(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYT
         InvalidModelError: missing file, truncated or non-ONNX bytes, unsafe external data.
         LimitExceededError: the model is larger than ``max_bytes``.
     """
-    model, external, base = parse_checked(Path(path), max_bytes=max_bytes)
+    model, external, base, sizes = parse_sized(Path(path), max_bytes=max_bytes)
     base = Path(path).parent if base is None else base
     if external:
         graph = model.graph
@@ -153,7 +154,7 @@ def load_model_lazy(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYT
                 tensor.data_location = onnx.TensorProto.DEFAULT
                 del tensor.external_data[:]
     check_model(model)
-    check_structure(model, tensor_limit(max_bytes))
+    check_structure(model, tensor_limit(max_bytes), sizes)
     return LazyModel(model, ExternalWeights(base))
 
 

@@ -16,7 +16,7 @@ import re
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,7 +32,13 @@ from onnxprune.errors import (
     LimitExceededError,
     OutputError,
 )
-from onnxprune.model_checks import all_tensors, check_structure, element_bits, tensor_limit
+from onnxprune.model_checks import (
+    all_tensors,
+    check_structure,
+    element_bits,
+    raw_data_sizes,
+    tensor_limit,
+)
 from onnxprune.sizes import DEFAULT_MAX_BYTES
 
 PROTOBUF_LIMIT = 2**31 - 1
@@ -74,8 +80,8 @@ def load_model(
     if isinstance(source, onnx.ModelProto):
         check_structure(source, tensor_limit(max_bytes))
         return source
-    model, external, base = parse_checked(source, max_bytes=max_bytes, base_dir=base_dir)
-    return finish_load(model, external, base, max_bytes=max_bytes)
+    model, external, base, sizes = parse_sized(source, max_bytes=max_bytes, base_dir=base_dir)
+    return finish_load(model, external, base, max_bytes=max_bytes, raw_sizes=sizes)
 
 
 def finish_load(
@@ -84,11 +90,12 @@ def finish_load(
     base: Path,
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    raw_sizes: Sequence[int | None] = (),
 ) -> onnx.ModelProto:
     """A model ``parse_checked`` gave, loaded and checked as ``load_model`` loads it.
 
     For callers that parse first to look at the model (does it have external data?) and then
-    need it whole, without parsing it again.
+    need it whole, without parsing it again. ``raw_sizes`` come from ``parse_sized``.
 
     Raises:
         InvalidModelError: the model fails the ONNX checker or the structural checks.
@@ -97,7 +104,7 @@ def finish_load(
     if external:
         external_data_helper.load_external_data_for_model(model, os.fspath(base))
     check_model(model)
-    check_structure(model, tensor_limit(max_bytes))
+    check_structure(model, tensor_limit(max_bytes), raw_sizes)
     return model
 
 
@@ -107,6 +114,16 @@ def parse_checked(
     max_bytes: int = DEFAULT_MAX_BYTES,
     base_dir: str | os.PathLike | None = None,
 ) -> tuple[onnx.ModelProto, list[onnx.TensorProto], Path | None]:
+    """``parse_sized`` without the sizes: the model, its external tensors, their directory."""
+    return parse_sized(source, max_bytes=max_bytes, base_dir=base_dir)[:3]
+
+
+def parse_sized(
+    source: str | os.PathLike | bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    base_dir: str | os.PathLike | None = None,
+) -> tuple[onnx.ModelProto, list[onnx.TensorProto], Path | None, tuple[int | None, ...]]:
     """Parse a model without loading its external data, after every safety check on it.
 
     Args:
@@ -116,7 +133,9 @@ def parse_checked(
 
     Returns:
         The parsed model (external tensors still point at their files), those external
-        tensors, and the directory they are confined to (``None`` for bytes without one).
+        tensors, the directory they are confined to (``None`` for bytes without one), and
+        the initializers' ``raw_data`` lengths read from the bytes
+        (``model_checks.raw_data_sizes``, for ``check_structure``).
 
     Raises:
         InvalidModelError: missing file, truncated or non-ONNX bytes, unsafe external data.
@@ -142,7 +161,10 @@ def parse_checked(
             )
         external_bytes = sum(external_span(t, base)[2] for t in external)
         _check_size(len(data) + external_bytes, max_bytes)
-    return model, external, base
+    sizes = raw_data_sizes(data)
+    if len(sizes) != len(model.graph.initializer):  # pragma: no cover - the walk is exact
+        sizes = ()
+    return model, external, base, sizes
 
 
 def save_model(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import resource
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import onnx
 from onnx import TensorProto
@@ -40,19 +40,24 @@ _FIELD_ELEMENTS = {"float_data": 1, "double_data": 1, "int64_data": 1, "uint64_d
 _COMPLEX = {TensorProto.COMPLEX64, TensorProto.COMPLEX128}
 
 
-def check_structure(model: onnx.ModelProto, limit: int) -> None:
+def check_structure(
+    model: onnx.ModelProto, limit: int, raw_sizes: Sequence[int | None] = ()
+) -> None:
     """Refuse a model whose tensors, shapes or read nodes are malformed (see the module doc).
 
     Args:
         model: the model, external data loaded or left in its files.
         limit: largest tensor in bytes the model may declare or compute (``tensor_limit``).
+        raw_sizes: the ``raw_data`` length of each graph initializer as the serialized model
+            gives it (``raw_data_sizes``), ``None`` where unknown; reading the length from the
+            message instead copies the data out of it (as long as converting it to an array).
 
     Raises:
         InvalidModelError: the first malformed tensor, shape or node, named.
         LimitExceededError: a tensor over ``limit`` bytes.
     """
-    for tensor in all_tensors(model.graph):
-        check_tensor(tensor, limit)
+    for index, tensor in enumerate(all_tensors(model.graph)):  # initializers first
+        check_tensor(tensor, limit, raw_sizes[index] if index < len(raw_sizes) else None)
     graph = model.graph
     for info in (*graph.input, *graph.output, *graph.value_info):
         dims = info.type.tensor_type.shape.dim
@@ -95,8 +100,10 @@ def all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
                 yield from all_tensors(sub)
 
 
-def check_tensor(tensor: onnx.TensorProto, limit: int) -> None:
+def check_tensor(tensor: onnx.TensorProto, limit: int, raw_size: int | None = None) -> None:
     """Dims non-negative, declared size within ``limit``, stored data matching the dims.
+
+    ``raw_size`` is the length of the tensor's ``raw_data`` when already known.
 
     Raises:
         InvalidModelError: a negative dim, an unknown type, or data of the wrong length.
@@ -117,7 +124,7 @@ def check_tensor(tensor: onnx.TensorProto, limit: int) -> None:
         raise LimitExceededError(
             f"{where} declares {dims} ({declared} bytes), over the limit of {limit} bytes"
         )
-    stored, needed, unit = _stored(tensor, count, bits)
+    stored, needed, unit = _stored(tensor, count, bits, raw_size)
     if stored != needed:
         raise InvalidModelError(
             f"{where} stores {stored} {unit} but its dims {dims} of "
@@ -137,13 +144,76 @@ def element_bits(data_type: int) -> int | None:
         return None
 
 
-def _stored(tensor: onnx.TensorProto, count: int, bits: int) -> tuple[int, int, str]:
+def _stored(
+    tensor: onnx.TensorProto, count: int, bits: int, raw_size: int | None
+) -> tuple[int, int, str]:
     """``(stored, needed, unit)``: what the tensor holds and what its dims need."""
     if tensor.HasField("raw_data"):
-        return len(tensor.raw_data), -(-count * bits // 8), "bytes of raw data"
+        stored = len(tensor.raw_data) if raw_size is None else raw_size
+        return stored, -(-count * bits // 8), "bytes of raw data"
     field = onnx.helper.tensor_dtype_to_field(tensor.data_type)
     per_element = 2 if tensor.data_type in _COMPLEX else _FIELD_ELEMENTS.get(field, 1)
     needed = count * per_element
     if tensor.data_type in _PACKED_BITS:
         needed = -(-count * bits // 8)
     return len(getattr(tensor, field)), needed, f"values in {field}"
+
+
+_GRAPH, _INITIALIZER, _RAW_DATA = 7, 5, 9
+"""Field numbers: ``ModelProto.graph``, ``GraphProto.initializer``, ``TensorProto.raw_data``."""
+
+
+def raw_data_sizes(data: bytes | memoryview) -> tuple[int | None, ...]:
+    """The ``raw_data`` length of each graph initializer, read from a serialized ``ModelProto``.
+
+    Walks the protobuf wire format over tags and lengths only, never touching the data, so it
+    costs a few microseconds per field where asking the parsed message copies the bytes out.
+    Aligned with ``model.graph.initializer`` (``None``: no raw data); ``()`` when the bytes hold
+    anything the walk does not follow (groups), so callers fall back to the message.
+    """
+    view = memoryview(data)
+    try:
+        sizes = []
+        for graph in _fields(view, _GRAPH):
+            for tensor in _fields(graph, _INITIALIZER):
+                raw = [len(v) for v in _fields(tensor, _RAW_DATA)]
+                sizes.append(raw[-1] if raw else None)  # the last occurrence wins
+    except ValueError:
+        return ()
+    return tuple(sizes)
+
+
+def _fields(view: memoryview, number: int) -> Iterator[memoryview]:
+    """The payloads of the length-delimited fields ``number`` of one message's bytes."""
+    pos, end = 0, len(view)
+    while pos < end:
+        tag, pos = _varint(view, pos)
+        kind = tag & 7
+        if kind == 0:
+            _, pos = _varint(view, pos)
+        elif kind == 1:
+            pos += 8
+        elif kind == 5:
+            pos += 4
+        elif kind == 2:
+            length, pos = _varint(view, pos)
+            if tag >> 3 == number:
+                yield view[pos : pos + length]
+            pos += length
+        else:
+            raise ValueError(f"wire type {kind}")
+    if pos != end:
+        raise ValueError("field past the end")
+
+
+def _varint(view: memoryview, pos: int) -> tuple[int, int]:
+    result, shift = 0, 0
+    while True:
+        if pos >= len(view) or shift > 63:
+            raise ValueError("bad varint")
+        byte = view[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7

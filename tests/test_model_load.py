@@ -11,8 +11,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import onnxprune
 from onnxprune.errors import InvalidModelError, LimitExceededError, OutputError
 from onnxprune.model import load_model, save_model
+from tests.helpers import single_io_model
 
 W_EXT = np.arange(32 * 32, dtype=np.float32).reshape(32, 32)
 """4096 bytes: above the 1024-byte size onnx keeps inline when writing external data."""
@@ -465,3 +467,36 @@ def test_threshold_with_only_small_tensors_saves(tmp_path):
     save_model(model, path, external_data_threshold=0)
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
     np.testing.assert_array_equal(_arrays(onnx.load(path))["W"], [[1.0, 2.0], [3.0, 4.0]])
+
+
+def test_raw_data_sizes_are_read_from_the_bytes_as_the_message_holds_them() -> None:
+    from onnxprune.model_checks import raw_data_sizes
+
+    inits = {"a": np.ones((3, 4), np.float32), "b": np.zeros(0, np.float32), "c": np.ones(5)}
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()]
+        + [helper.make_tensor("d", TensorProto.FLOAT, [2], [1.0, 2.0])],  # float_data, no raw
+    )
+    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+    sizes = raw_data_sizes(model.SerializeToString())
+    assert sizes == (48, 0, 40, None)  # an empty raw_data is present all the same (proto2)
+    held = [len(t.raw_data) if t.HasField("raw_data") else None for t in graph.initializer]
+    assert list(sizes) == held
+    assert raw_data_sizes(b"\x0b") == ()  # a group: not followed, the caller reads the message
+
+
+def test_a_short_raw_data_is_refused_from_a_file(tmp_path) -> None:
+    # large enough that ONNX's checker sees a light copy without it: onnxprune's check answers
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    model = single_io_model(nodes, [1, 80], [1, 80], {"w": np.ones((80, 80))})
+    tensor = model.graph.initializer[0]
+    tensor.raw_data = tensor.raw_data[:-4]
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    for load in (onnxprune.analyze, load_model):
+        with pytest.raises(InvalidModelError, match="stores 25596 bytes of raw data"):
+            load(path)

@@ -3,6 +3,10 @@
 A matmul's pattern is as large as its weight; held as ``bool`` for every layer at once it costs a
 quarter of a float32 model, packed an eighth of that (1/32). Reachability only pushes boolean
 vectors through it and counts entries, which work on the packed bytes directly.
+
+The pattern is packed in the layout the weight is stored in (rows are inputs, or outputs for a
+transposed weight such as Gemm's ``transB``): packing along a contiguous axis is a single fast
+``np.packbits``, packing a transposed view is many times slower.
 """
 
 from __future__ import annotations
@@ -17,47 +21,89 @@ _ROWS = 4096  # rows per block when counting, so temporaries stay small
 
 @dataclass(frozen=True, slots=True)
 class BitMatrix:
-    """An in x out boolean matrix, ``np.packbits`` along the output axis.
+    """An in x out boolean matrix, packed along the last axis of its stored layout.
 
     Attributes:
-        bits: ``uint8 [rows, ceil(cols / 8)]``; bits past ``cols`` are zero.
-        shape: ``(rows, cols)`` of the boolean matrix.
+        bits: ``uint8 [rows, ceil(cols / 8)]``; bits past ``cols`` are zero. Rows are the input
+            units, or the output units when ``transposed``.
+        shape: ``(inputs, outputs)`` of the boolean matrix.
+        transposed: whether ``bits`` holds the out x in matrix.
     """
 
     bits: np.ndarray
     shape: tuple[int, int]
+    transposed: bool = False
 
     @staticmethod
-    def pack(dense: np.ndarray) -> BitMatrix:
-        """Pack a 2-D boolean array."""
-        rows, cols = dense.shape
-        return BitMatrix(np.packbits(dense, axis=1), (int(rows), int(cols)))
+    def pack(dense: np.ndarray, *, transposed: bool = False) -> BitMatrix:
+        """Pack a 2-D boolean array: in x out, or out x in when ``transposed``."""
+        rows, cols = (int(n) for n in dense.shape)
+        shape = (cols, rows) if transposed else (rows, cols)
+        return BitMatrix(np.packbits(dense, axis=1), shape, transposed)
+
+    @staticmethod
+    def nonzero(weight: np.ndarray, *, transposed: bool = False) -> tuple[BitMatrix, int]:
+        """The packed nonzero pattern of a 2-D ``weight`` (as ``pack``), and its nonzero count.
+
+        Block by block, so no boolean copy of the whole weight is ever held.
+        """
+        rows, cols = (int(n) for n in weight.shape)
+        bits = np.empty((rows, -(-cols // 8)), np.uint8)
+        count = 0
+        for start in range(0, rows, _ROWS):
+            block = weight[start : start + _ROWS] != 0
+            count += int(np.count_nonzero(block))
+            bits[start : start + _ROWS] = np.packbits(block, axis=1)
+        shape = (cols, rows) if transposed else (rows, cols)
+        return BitMatrix(bits, shape, transposed), count
 
     def push(self, rows: np.ndarray) -> np.ndarray:
         """Output units reached from the input units ``rows`` (a boolean vector)."""
-        merged = np.bitwise_or.reduce(self.bits[rows], axis=0)
-        return self._unpack(merged)
+        return self._hits(rows) if self.transposed else self._merged(rows)
 
     def pull(self, cols: np.ndarray) -> np.ndarray:
         """Input units that reach any of the output units ``cols`` (a boolean vector)."""
-        return (self.bits & np.packbits(cols)).any(axis=1)
+        return self._merged(cols) if self.transposed else self._hits(cols)
 
     def activity(
         self, alive_in: np.ndarray, alive_out: np.ndarray
     ) -> tuple[int, np.ndarray, np.ndarray]:
         """Entries between alive units: their count, and which input/output units carry one."""
-        want = np.packbits(alive_out)
-        rows = np.flatnonzero(alive_in)
-        used_in = np.zeros(self.shape[0], bool)
+        if self.transposed:
+            active, used_out, used_in = self._live(alive_out, alive_in)
+            return active, used_in, used_out
+        return self._live(alive_in, alive_out)
+
+    def _merged(self, rows: np.ndarray) -> np.ndarray:
+        """Columns with a set bit in any of ``rows``."""
+        return self._unpack(np.bitwise_or.reduce(self.bits[rows], axis=0))
+
+    def _hits(self, cols: np.ndarray) -> np.ndarray:
+        """Rows with a set bit in any of ``cols``."""
+        want = np.packbits(cols)
+        hits = np.zeros(self.bits.shape[0], bool)
+        for start in range(0, hits.size, _ROWS):
+            hits[start : start + _ROWS] = (self.bits[start : start + _ROWS] & want).any(axis=1)
+        return hits
+
+    def _live(self, alive_rows: np.ndarray, alive_cols: np.ndarray):
+        """Set bits in alive rows and columns: count, rows and columns that carry one."""
+        want = np.packbits(alive_cols)
+        rows = np.flatnonzero(alive_rows)
+        used_rows = np.zeros(self.bits.shape[0], bool)
         merged = np.zeros(self.bits.shape[1], np.uint8)
         active = 0
         for start in range(0, rows.size, _ROWS):
             block = rows[start : start + _ROWS]
             live = self.bits[block] & want
             active += int(_POPCOUNT[live].sum(dtype=np.int64))
-            used_in[block] = live.any(axis=1)
+            used_rows[block] = live.any(axis=1)
             merged |= np.bitwise_or.reduce(live, axis=0)
-        return active, used_in, self._unpack(merged)
+        return active, used_rows, self._unpack(merged)
 
     def _unpack(self, packed: np.ndarray) -> np.ndarray:
-        return np.unpackbits(packed, count=self.shape[1]).astype(bool)
+        return np.unpackbits(packed, count=self._cols).astype(bool)
+
+    @property
+    def _cols(self) -> int:
+        return self.shape[0] if self.transposed else self.shape[1]

@@ -7,16 +7,15 @@ is, so effective sparsity can only be under-reported, never over-reported.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
 
 from onnxprune.graph._bits import BitMatrix
 from onnxprune.graph.build import ConnectivityGraph, Layer, Step
-from onnxprune.graph.conv_geometry import conv_edges, matmul_edges, tap_validity
+from onnxprune.graph.conv_geometry import conv_edges, tap_validity
 from onnxprune.graph.recurrent import RecurrentLink, RecurrentUnits, hidden_axes, recurrent_links
 from onnxprune.graph.registry import static
 from onnxprune.graph.transfers import Contract, Move, Pointwise, Recurrent, Reduce, Transfer, Window
@@ -25,7 +24,7 @@ IDENTITY = "identity"
 DENSE = "dense"
 Op = sp.csr_matrix | np.ndarray | BitMatrix | RecurrentLink | str
 """A link between two unit vectors: an in x out matrix (scipy.sparse, a dense array of conv tap
-counts, or a packed boolean matmul pattern; a layer's may be a ``Reread``), a recurrent node's
+counts, or a packed boolean pattern of a matmul or a one-tap convolution), a recurrent node's
 units through time, ``IDENTITY`` or ``DENSE``."""
 Matrix = sp.csr_matrix | np.ndarray | BitMatrix
 
@@ -252,7 +251,7 @@ def _relayout(shape: Sequence[int | None] | None, src: Layout, axes: tuple[int, 
 
 def _layer_links(
     graph: ConnectivityGraph, layer: Layer, layouts: dict[str, Layout]
-) -> tuple[Op, Matrix | Reread, np.ndarray, int]:
+) -> tuple[Op, Matrix, np.ndarray, int]:
     c = layer.contract
     x_shape, y_shape = graph.shapes.get(layer.x), graph.shapes.get(layer.y)
     src = layouts[layer.x]
@@ -267,38 +266,31 @@ def _layer_links(
     relayout = _relayout(x_shape, src, x_axes)
     if isinstance(relayout, str) and relayout == IDENTITY and src.size != edge.shape[0]:
         relayout = DENSE
-    if graph.constants.reads_external:  # weights on disk: rebuilt at each use, never kept
-        edge = Reread(partial(_rebuilt, graph, layer), edge.shape)
     return relayout, edge, valid, nonzero
 
 
-@dataclass(frozen=True)
-class Reread:
-    """A layer's edge rebuilt from its weight at every use.
-
-    For graphs whose weights are read from external files one at a time: keeping every layer's
-    edge would hold a fixed fraction of the model (1/32 of a float32 matmul, a quarter of a 1x1
-    convolution); rebuilding costs one read of the weight per pass instead.
-    """
-
-    build: Callable[[], Matrix]
-    shape: tuple[int, int]
-
-
 def _edge(graph: ConnectivityGraph, layer: Layer) -> tuple[Matrix, np.ndarray, int]:
-    """The layer's in x out edge, the validity of its kernel taps, and its nonzero count."""
+    """The layer's in x out edge, the validity of its kernel taps, and its nonzero count.
+
+    The weight is materialized once, here; every pass then reads the edge, a compact summary:
+    a matmul's or a one-tap convolution's pattern packed (1/32 of a float32 weight), other
+    convolutions' tap counts per channel pair (at most 1/4 of the weight per tap). So a model
+    whose weights are read one at a time from external files never holds more than one weight
+    and these summaries.
+    """
     c = layer.contract
+    if c.kind == "matmul":  # packed in the stored layout (Gemm's transB: out x in)
+        edge, nonzero = BitMatrix.nonzero(graph.weight(layer), transposed=c.w_transposed)
+        return edge, np.ones((), bool), nonzero
     pattern = graph.weight(layer) != 0
     nonzero = int(np.count_nonzero(pattern))
-    if c.kind == "matmul":  # packed: 1/32 of a float32 weight
-        return BitMatrix.pack(matmul_edges(c, pattern)), np.ones((), bool), nonzero
     xs, ys = static(graph.shapes.get(layer.x)), static(graph.shapes.get(layer.y))
     valid = tap_validity(c, pattern.shape[2:], xs and xs[2:], ys and ys[2:])
-    return conv_edges(c, pattern, valid), valid, nonzero
-
-
-def _rebuilt(graph: ConnectivityGraph, layer: Layer) -> Matrix:
-    return _edge(graph, layer)[0]
+    edge = conv_edges(c, pattern, valid)
+    if isinstance(edge, np.ndarray) and valid.size == 1:  # one tap: counts are 0 or 1
+        contiguous = edge.flags.c_contiguous
+        edge = BitMatrix.pack((edge if contiguous else edge.T) != 0, transposed=not contiguous)
+    return edge, valid, nonzero
 
 
 def _step_links(
@@ -454,8 +446,6 @@ def _backward(
 
 
 def _push(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
-    if isinstance(op, Reread):
-        op = op.build()
     if isinstance(op, (BitMatrix, RecurrentLink)):
         return op.push(vec)
     if isinstance(op, np.ndarray):
@@ -468,8 +458,6 @@ def _push(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
 
 
 def _pull(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
-    if isinstance(op, Reread):
-        op = op.build()
     if isinstance(op, (BitMatrix, RecurrentLink)):
         return op.pull(vec)
     if isinstance(op, np.ndarray):
@@ -488,9 +476,7 @@ def _activity(
     alive_out: np.ndarray,
     mask: np.ndarray | None,
 ) -> LayerActivity:
-    if isinstance(edge, Reread):
-        edge = edge.build()
-    if isinstance(edge, BitMatrix):  # a matmul's pattern
+    if isinstance(edge, BitMatrix):  # a matmul's or a one-tap convolution's pattern
         active, used_in, used_out = edge.activity(alive_in, alive_out)
         return LayerActivity(nonzero, active, int((~used_in).sum()), int((~used_out).sum()), mask)
     used_in = np.zeros(edge.shape[0], bool)

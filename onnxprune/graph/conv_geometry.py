@@ -131,15 +131,6 @@ def tap_counts(pattern: np.ndarray) -> np.ndarray:
     return counts
 
 
-def matmul_edges(contract: Contract, pattern: np.ndarray) -> np.ndarray:
-    """Input-unit x output-unit boolean pattern of a matmul weight, as a dense [K, N] array.
-
-    Dense on purpose: a boolean pattern costs a quarter of the float32 weight it comes from, and
-    pushing vectors through it needs no index arrays (csr would take 12 bytes per nonzero).
-    """
-    return pattern.T if contract.w_transposed else pattern
-
-
 def taps(
     kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int], outer: Sequence[int]
 ) -> Iterator[tuple[slice, ...]]:

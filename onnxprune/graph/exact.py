@@ -11,12 +11,14 @@ Kempe (linearized |w| network, all-ones input, active iff grad * |w| != 0).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from onnxprune import progress
 from onnxprune.errors import LimitExceededError, ShapeError
-from onnxprune.graph.build import ConnectivityGraph, Step
+from onnxprune.graph._classes import channel_classes, merge
+from onnxprune.graph.build import ConnectivityGraph, Layer, Step
 from onnxprune.graph.channel import LayerActivity, recurrent_activities
 from onnxprune.graph.conv_geometry import (
     contract_backward,
@@ -55,18 +57,19 @@ def exact_reachability(
         LimitExceededError: the per-position maps would not fit in memory.
     """
     shapes = static_shapes(graph)
+    patterns = _Patterns(graph)
     forward: Maps = {t: np.ones(shapes[t], bool) for t in graph.inputs}
     passes = 2 * len(graph.steps)  # forward, then backward: the progress reported
     for i, step in enumerate(graph.steps):
         progress.report("exact analysis", i, passes)
         for out, transfer in used_outputs(step, shapes):
-            forward[out] = _push(graph, step, transfer, forward, shapes[out], shapes)
+            forward[out] = _push(patterns, step, transfer, forward, shapes[out], shapes)
     backward: Maps = {t: np.ones(shapes[t], bool) for t in graph.outputs if t in shapes}
     for i, step in enumerate(reversed(graph.steps), len(graph.steps)):
         progress.report("exact analysis", i, passes)
         for out, transfer in used_outputs(step, shapes):
             if out in backward and backward[out].any():
-                _pull(graph, step, transfer, backward[out], backward, shapes)
+                _pull(patterns, step, transfer, backward[out], backward, shapes)
     result = {}
     for step in graph.steps:
         if step.recurrent:
@@ -82,14 +85,36 @@ def exact_reachability(
             continue
         x = forward.get(layer.x, np.zeros(shapes[layer.x], bool))
         y = backward.get(layer.y, np.zeros(shapes[layer.y], bool))
-        weight = graph.weight(layer)
-        active = _active(layer.contract, weight, x, y)
+        pattern = patterns.of(layer)
+        active = _active(layer.contract, pattern, x, y)
         dead_in, dead_out = _dead_units(layer.contract, active)
         keep = active if layer.name in masks_for else None
         result[layer.key] = LayerActivity(
-            int(np.count_nonzero(weight)), int(active.sum()), dead_in, dead_out, keep
+            int(np.count_nonzero(pattern)), int(active.sum()), dead_in, dead_out, keep
         )
     return result
+
+
+@dataclass(frozen=True)
+class _Patterns:
+    """Each layer's nonzero pattern, read from its weight once per analysis.
+
+    Kept packed (1/32 of a float32 weight) between the forward pass, the backward pass and the
+    count, so a weight is converted from the model once, not three times.
+    """
+
+    graph: ConnectivityGraph
+    packed: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+
+    def of(self, layer: Layer) -> np.ndarray:
+        """The layer's pattern (consumed layout, bool)."""
+        packed = self.packed.get(layer.key)
+        if packed is None:
+            pattern = self.graph.weight(layer) != 0
+            self.packed[layer.key] = np.packbits(pattern.reshape(-1))
+            return pattern
+        unpacked = np.unpackbits(packed, count=math.prod(layer.shape)).view(bool)
+        return unpacked.reshape(layer.shape)
 
 
 def used_outputs(step: Step, shapes: dict[str, tuple[int, ...]]) -> list[tuple[str, Transfer]]:
@@ -172,7 +197,7 @@ def _show(shape) -> str:
 
 
 def _push(
-    graph: ConnectivityGraph,
+    patterns: _Patterns,
     step: Step,
     t: Transfer,
     maps: Maps,
@@ -181,10 +206,15 @@ def _push(
 ) -> np.ndarray:
     if step.layer is not None:
         x = maps.get(step.layer.x, np.zeros(shapes[step.layer.x], bool))
-        weight = _pattern(graph.weight(step.layer))
-        return contract_forward(step.layer.contract, weight, x, out_shape, binary=True)
+        c, pattern = step.layer.contract, patterns.of(step.layer)
+        axes = _unit_axes(c, x.ndim, len(out_shape))
+        merged = None if axes is None else channel_classes(x, axes[0])
+        if merged is not None:  # the distinct input maps, their weight slices OR-ed
+            x, classes = merged
+            pattern = merge(pattern, classes, x.shape[axes[0]], axis=axes[2])
+        return contract_forward(c, _pattern(pattern), x, out_shape, binary=True)
     if isinstance(t, Recurrent):
-        units = _units(graph, step)
+        units = _units(patterns.graph, step)
         live = units.forward(**_recurrent_sources(step, units, maps, shapes))
         return _spread(t, live, out_shape)
     ins = [maps.get(n, np.zeros(shapes[n], bool)) for n in step.inputs]
@@ -212,7 +242,7 @@ def _push(
 
 
 def _pull(
-    graph: ConnectivityGraph,
+    patterns: _Patterns,
     step: Step,
     t: Transfer,
     b_out: np.ndarray,
@@ -221,7 +251,7 @@ def _pull(
 ) -> None:
     names = list(step.inputs)
     if isinstance(t, Recurrent):
-        units = _units(graph, step)
+        units = _units(patterns.graph, step)
         reaching = units.backward(_hidden(t, b_out))
         pulled = {t.x: units.pull_x(reaching), t.initial_h: units.pull_h0(reaching)}
         pulled[t.initial_c] = (reaching & units.nonzero).reshape(-1)
@@ -234,8 +264,13 @@ def _pull(
         ]
     elif step.layer is not None:
         contract, layer = step.layer.contract, step.layer
-        weight = _pattern(graph.weight(layer))
-        got = [contract_backward(contract, weight, b_out, shapes[layer.x], binary=True)]
+        pattern = patterns.of(layer)
+        axes = _unit_axes(contract, len(shapes[layer.x]), b_out.ndim)
+        merged = None if axes is None else channel_classes(b_out, axes[1])
+        if merged is not None:  # the distinct output maps, their weight slices OR-ed
+            b_out, classes = merged
+            pattern = merge(pattern, classes, b_out.shape[axes[1]], axis=axes[3])
+        got = [contract_backward(contract, _pattern(pattern), b_out, shapes[layer.x], binary=True)]
         names = [layer.x]
     elif isinstance(t, Pointwise) and b_out.ndim == 0:
         got = [np.full(shapes[n], bool(b_out)) for n in names]
@@ -306,14 +341,42 @@ def _spread(spec: Recurrent, units: np.ndarray, shape: tuple[int, ...]) -> np.nd
 # --- prunable layers -----------------------------------------------------------------------------
 
 
-def _pattern(weight: np.ndarray) -> np.ndarray:
+def _pattern(pattern: np.ndarray) -> np.ndarray:
     """The weight's nonzero pattern as the 0/1 values to push maps through."""
-    return (weight != 0).astype(np.float32)
+    return pattern.astype(np.float32)
 
 
-def _active(c: Contract, weight: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Weight entries (consumed layout) whose input and output maps meet: the active ones."""
-    return (contract_weight_grad(c, x, y, weight.shape) > 0) & (weight != 0)
+def _unit_axes(c: Contract, x_rank: int, y_rank: int) -> tuple[int, int, int, int] | None:
+    """Unit axes of the input map, the output map, and the weight's input and output axes.
+
+    ``None`` where units may not be merged (``graph._classes``): grouped and transposed
+    convolutions, whose channels are tied to groups.
+    """
+    if c.kind == "matmul":
+        w_in, w_out = (1, 0) if c.w_transposed else (0, 1)
+        return c.x_axis % x_rank, c.y_axis % y_rank, w_in, w_out
+    if c.kind == "conv" and c.group == 1:
+        return 1, 1, 1, 0
+    return None
+
+
+def _active(c: Contract, pattern: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Weight entries (consumed layout) whose input and output maps meet: the active ones.
+
+    Where units may be merged the maps meet per pair of unit classes: the sums run over the
+    distinct maps only and are spread back to every unit pair.
+    """
+    axes = _unit_axes(c, x.ndim, y.ndim)
+    ins = None if axes is None else channel_classes(x, axes[0])
+    outs = None if ins is None else channel_classes(y, axes[1])
+    if ins is None or outs is None:
+        return (contract_weight_grad(c, x, y, pattern.shape) > 0) & pattern
+    (xs, x_classes), (ys, y_classes) = ins, outs
+    shape = list(pattern.shape)
+    shape[axes[2]], shape[axes[3]] = xs.shape[axes[0]], ys.shape[axes[1]]
+    met = contract_weight_grad(c, xs, ys, tuple(shape)) > 0
+    met = np.take(np.take(met, x_classes, axis=axes[2]), y_classes, axis=axes[3])
+    return met & pattern
 
 
 def _dead_units(c: Contract, active: np.ndarray) -> tuple[int, int]:
