@@ -112,6 +112,10 @@ def load_recipe(path: str | Path, out: str | Path | None = None) -> Recipe:
     if checks and data is None:
         raise InvalidOptionError(f"{where}: validate needs data (an .npz of evaluation inputs)")
     _check_keywords(checks, f"{where}: validate")
+    metric = checks.get("metric")
+    if isinstance(metric, str) and ".py:" in metric:  # a file beside the recipe, not the cwd
+        file_name, _, function = metric.rpartition(":")
+        checks["metric"] = f"{file(file_name, 'validate.metric')}:{function}"
     if out is None:
         out = document.get("out", f"{path.stem}-out")
         if not isinstance(out, str) or not out:

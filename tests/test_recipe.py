@@ -205,3 +205,25 @@ def test_the_pipeline_example_runs_as_ci_runs_it(tmp_path):
             "examples/pipeline/prune-stage.sh examples/pipeline/recipe.yaml"
             in (EXAMPLE / ci).read_text()
         )
+
+
+def test_a_user_metric_file_is_found_beside_the_recipe(folder, tmp_path_factory, monkeypatch):
+    (folder / "score.py").write_text(
+        "import numpy as np\n\n"
+        "def top1(outputs, labels):\n"
+        "    return float((next(iter(outputs.values())).argmax(1) == labels).mean())\n"
+    )
+    recipe = _write(
+        folder,
+        "model: model.onnx\nprune: {sparsity: 0.5}\nreport: false\n"
+        "validate: {data: eval.npz, metric: score.py:top1, limits: {min_metric: 0.5}, min_runs: 1,"
+        " min_time: 0}\n",
+    )
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    result = run_recipe(load_recipe(recipe))
+    validation = result.summary["validation"]
+    assert result.passed is True
+    labels = np.load(folder / "eval.npz")["labels"]
+    session = ort.InferenceSession(str(folder / "recipe-out" / "compact.onnx"))
+    expected = float((_run(session, np.load(folder / "eval.npz")["x"]).argmax(1) == labels).mean())
+    assert validation["user_metrics"]["top1"] == pytest.approx(expected)
