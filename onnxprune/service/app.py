@@ -26,6 +26,7 @@ from onnxprune.service.health import BoundedHealth
 from onnxprune.service.interceptors import (
     BearerAuth,
     ConcurrencyLimit,
+    OneRequestPool,
     RefuseMalformed,
     RequestLog,
 )
@@ -37,7 +38,8 @@ from onnxprune.service.wire import MAX_CHUNK, SERVICE
 log = logging.getLogger("server")
 
 SPARE_THREADS = 8
-"""Threads beyond ``max_concurrent`` and ``max_watches``: refusing a call, a health check and
+"""Threads beyond ``max_concurrent`` (the pool of the pruning calls) and ``max_watches`` (the
+pool of calls with one request, ``OneRequestPool``): refusing a call, a health check and
 reflection need one."""
 
 
@@ -99,9 +101,11 @@ def _build(address: str, config: ServerConfig) -> _Built:
     metrics = ServiceMetrics()
     runner = JobRunner(config.jobs, config.memory_limit, config.max_job_seconds, metrics)
     health_servicer = BoundedHealth(config.max_watches, config.watch_seconds)
+    one_request = ThreadPoolExecutor(config.max_watches + SPARE_THREADS, "onnxprune-one-request")
     server = grpc.server(
-        ThreadPoolExecutor(max_workers=config.max_concurrent + config.max_watches + SPARE_THREADS),
+        ThreadPoolExecutor(max_workers=config.max_concurrent + SPARE_THREADS),
         interceptors=[
+            OneRequestPool(one_request),
             RequestLog(metrics),
             BearerAuth(config.token),
             RefuseMalformed(),

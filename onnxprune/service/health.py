@@ -4,8 +4,9 @@ Health calls need no token (load balancers and probes have none), so their cost 
 here: a ``Watch`` stream holds one of the server's threads for as long as it is open, so at most
 ``max_watches`` are open at once (more get ``RESOURCE_EXHAUSTED``; ``Check`` always works) and
 each ends after ``lifetime`` seconds with ``DEADLINE_EXCEEDED`` (a watcher then watches again).
-The server's thread pool has ``max_watches`` threads more than its other calls need, so watches
-never take a thread from them.
+The server's pool of calls with one request (``interceptors.OneRequestPool``) has
+``max_watches`` threads more than its other calls need, so watches never take a thread from
+them, nor from the pruning calls, which have a pool of their own.
 
 Besides the server (``""``) and the pruning service, two names serve orchestrators' probes:
 ``liveness`` is SERVING while the server runs (a probe that fails means: restart it), and

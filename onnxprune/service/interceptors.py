@@ -1,9 +1,10 @@
-"""Interceptors: request log, token auth, malformed requests, concurrency limit (outermost first).
+"""Interceptors: one-request pool, request log, auth, malformed requests, concurrency limit.
 
-Each wraps the method's behavior in a context manager ``around(request, context)`` that yields the
-request to pass on (``wrap``); health checks skip auth and the limit. The request log also feeds
-the service's metrics (``metrics.ServiceMetrics``), and the limit turns the ``readiness`` health
-status NOT_SERVING while every slot is taken.
+Outermost first. Each after the first wraps the method's behavior in a context manager
+``around(request, context)`` that yields the request to pass on (``wrap``); health checks skip
+auth and the limit. The request log also feeds the service's metrics
+(``metrics.ServiceMetrics``), and the limit turns the ``readiness`` health status NOT_SERVING
+while every slot is taken.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -58,6 +60,35 @@ def wrap(
             return response
 
     return handler._replace(**{kind: streaming if handler.response_streaming else unary})
+
+
+class OneRequestPool(grpc.ServerInterceptor):
+    """Calls with one request (health ``Check`` and ``Watch``, ``ListMethods``) run on ``pool``.
+
+    gRPC waits for a call's request in a thread of its pool, before any handler could refuse
+    it, and without a time limit: a peer that opens such calls and sends no request holds
+    those threads (until keepalive drops a peer that answers no ping). On a pool of their own
+    they never hold the threads of the pruning calls, which all stream their uploads (read by
+    the handler, after auth, with ``--upload-timeout``).
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self._pool = pool
+
+    def intercept_service(self, continuation, handler_call_details):  # noqa: D102
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_streaming:
+            return handler
+        kind = "unary_stream" if handler.response_streaming else "unary_unary"
+        return handler._replace(**{kind: _on_pool(getattr(handler, kind), self._pool)})
+
+
+def _on_pool(behavior: Callable, pool: ThreadPoolExecutor) -> Callable:
+    def run(request: Any, context: grpc.ServicerContext) -> Any:
+        return behavior(request, context)
+
+    run.experimental_thread_pool = pool  # where gRPC's server runs the behavior (and waits)
+    return run
 
 
 class RequestLog(grpc.ServerInterceptor):

@@ -112,3 +112,20 @@ def test_serve_takes_the_keepalive_as_a_flag_and_refuses_zero(capsys):
     assert server_config(_parser().parse_args(["serve"])).keepalive == 60.0
     assert main(["serve", "--keepalive", "0"]) == 2
     assert capsys.readouterr().err == "InvalidOptionError: keepalive=0.0 must be positive\n"
+
+
+def test_calls_that_never_send_their_request_hold_no_thread_of_the_pruning_calls(
+    start_server, tmp_path
+):
+    # Peers keepalive would not drop in time (a peer that answers pings): their calls with one
+    # request wait on the pool of such calls; the uploads of the pruning calls go on.
+    address = start_server(token=TOKEN, max_concurrent=2, max_watches=1, jobs=1, keepalive=3600)
+    sockets = [_stalled(address, i, "half a call") for i in range(30)]
+    try:
+        with Client(address, token=TOKEN, timeout=60) as client:
+            result = client.prune(MLP, tmp_path / "p.onnx", sparsity=0.5)
+            assert result.report.direct_sparsity == pytest.approx(0.5, abs=1e-3)
+            assert client.analyze(MLP).total_params == 50_200
+    finally:
+        for sock in sockets:
+            sock.close()
