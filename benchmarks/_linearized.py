@@ -19,11 +19,23 @@ IDENTITY_OPS = {"BatchNormalization", "Relu", "Dropout", "Softmax", "Identity", 
 def linearized_active(model: onnx.ModelProto) -> int:
     """Number of prunable weights with grad * |w| != 0 in the linearized float64 network."""
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    prunable = {n.input[1] for n in model.graph.node if n.op_type in ("Conv", "Gemm")}
     leaves = {
         name: torch.tensor(np.abs(inits[name]), dtype=torch.float64, requires_grad=True)
-        for name in prunable
+        for name in prunable(model)
     }
+    linearized_output(model, inits, leaves).sum().backward()
+    return sum(int(((w.grad * w) != 0).sum()) for w in leaves.values() if w.grad is not None)
+
+
+def prunable(model: onnx.ModelProto) -> list[str]:
+    """The kernels of the Conv and Gemm nodes, in graph order."""
+    return [n.input[1] for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+
+
+def linearized_output(
+    model: onnx.ModelProto, inits: dict[str, np.ndarray], leaves: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """The first output of the linearized network with kernels ``leaves`` on all-ones input."""
     values: dict[str, torch.Tensor] = {}
     for inp in model.graph.input:
         if inp.name not in inits:
@@ -31,9 +43,7 @@ def linearized_active(model: onnx.ModelProto) -> int:
             values[inp.name] = torch.ones(dims, dtype=torch.float64)
     for node in model.graph.node:
         values[node.output[0]] = _run(node, values, inits, leaves)
-    out = values[model.graph.output[0].name]
-    out.sum().backward()
-    return sum(int(((w.grad * w) != 0).sum()) for w in leaves.values() if w.grad is not None)
+    return values[model.graph.output[0].name]
 
 
 def _run(node, values, inits, leaves) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,18 @@ def best_time(fn, *args, repeat: int) -> float:
         fn(*args)
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def best_interleaved(calls: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Best wall time of each call over ``repeat`` rounds, every call once per round.
+
+    Interleaved, so a load that comes and goes on a shared machine weighs on every call alike
+    rather than on whichever ran while it lasted.
+    """
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(repeat):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best

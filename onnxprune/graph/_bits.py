@@ -17,6 +17,7 @@ import numpy as np
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 _ROWS = 4096  # rows per block when counting, so temporaries stay small
+_BLOCK = 1 << 22  # entries per block when packing a weight (4 MiB of bool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +50,11 @@ class BitMatrix:
         """
         rows, cols = (int(n) for n in weight.shape)
         bits = np.empty((rows, -(-cols // 8)), np.uint8)
-        count = 0
-        for start in range(0, rows, _ROWS):
-            block = weight[start : start + _ROWS] != 0
+        count, step = 0, max(1, _BLOCK // max(cols, 1))
+        for start in range(0, rows, step):
+            block = weight[start : start + step] != 0
             count += int(np.count_nonzero(block))
-            bits[start : start + _ROWS] = np.packbits(block, axis=1)
+            bits[start : start + step] = np.packbits(block, axis=1)
         shape = (cols, rows) if transposed else (rows, cols)
         return BitMatrix(bits, shape, transposed), count
 
