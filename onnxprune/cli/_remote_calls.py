@@ -86,6 +86,7 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
         masks=args.masks_in,
         scores=args.scores,
         calibration=args.calibration,
+        report_out=args.report_out,
         **options,
     )
     if args.structured:

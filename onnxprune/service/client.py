@@ -164,6 +164,7 @@ class Client:
         scores: PathLike | None = None,
         calibration: PathLike | None = None,
         max_bytes: int | None = None,
+        report_out: PathLike | None = None,
         **options: Any,
     ) -> pb.PruneResult:
         """``onnxprune.prune`` on the server; writes the pruned model and its masks here.
@@ -180,6 +181,8 @@ class Client:
             scores: ``.npz`` of external scores keyed by weight name.
             calibration: ``.npz`` of inputs for the ``activation`` or ``sparsegpt`` score.
             max_bytes: largest model accepted (the server's own limit applies too).
+            report_out: a file the caller writes after the call (its report): no file the
+                server sends may take its name. The client does not write it.
             **options: the other keyword arguments of ``onnxprune.prune`` (``sparsity``,
                 ``score``, ``allocation``, ``effective``, ``nm``, ``level``, ``input_shapes``...)
                 and ``structured``, ``scope``, ``round_to`` (the fields of ``PruneOptions``).
@@ -203,7 +206,10 @@ class Client:
         for field, path in (("masks", masks), ("scores", scores), ("calibration", calibration)):
             uploads.attach(header, field, path, InvalidOptionError, field)
         stream = self._call(self._stub.Prune, pb.PruneRequest, header, uploads)
-        return self._download(stream, _Downloads(uploads.inputs(), output, masks_out))
+        reserved = uploads.inputs()
+        if report_out is not None:
+            reserved.update(dict.fromkeys(names(Path(report_out)), "the report file"))
+        return self._download(stream, _Downloads(reserved, output, masks_out))
 
     def compact(
         self, model: PathLike, output: PathLike, *, max_bytes: int | None = None
@@ -396,7 +402,7 @@ class _Downloads:
     may replace a file the call read (``inputs``) or one another.
 
     Args:
-        inputs: the files uploaded (``_Uploads.inputs``).
+        inputs: the files uploaded (``_Uploads.inputs``) and others of the call (a report).
         output: where the model goes (its external data files go next to it).
         masks_out: where masks go; ``None`` when the call sends none (compact).
     """

@@ -100,3 +100,20 @@ def test_a_server_cannot_send_one_name_twice(tmp_path, capsys, hostile):
     )
     assert unchanged(before)
     assert {p.name for p in tmp_path.iterdir()} == {"m.onnx"}
+
+
+def test_a_server_cannot_name_a_download_after_the_report(tmp_path, capsys, hostile):
+    """The report is written after the call: a data file named after it would be replaced."""
+    model = mlp(tmp_path / "m.onnx")
+    before = snapshot(model)
+    FILES[:] = [("model_data", "r.json"), ("model", "p.onnx")]
+    code, _, err = cli(capsys, "remote", "prune", model, "-o", tmp_path / "p.onnx",
+                       "--sparsity", "0.5", "--report-out", tmp_path / "r.json",
+                       "--server", hostile)  # fmt: skip
+    assert code == 2
+    assert one_line(err) == (
+        f"InvalidOptionError: {tmp_path / 'r.json'} would overwrite the report file; "
+        "choose another path"
+    )
+    assert unchanged(before)
+    assert {p.name for p in tmp_path.iterdir()} == {"m.onnx"}
