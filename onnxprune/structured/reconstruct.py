@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxprune import progress
 from onnxprune.graph.build import Layer, build_graph
 from onnxprune.options import DEFAULT_RIDGE
 from onnxprune.pruners.layer_inputs import BATCH_SIZE, calibration_batches
@@ -162,10 +163,10 @@ def reconstruct(
     writers = {n.output[0]: n for n in work.graph.node if n.output}
     uses = Counter(i for n in work.graph.node for i in n.input)
     layers, norms, skipped = [], [], []
-    for c in groups.consumers:
+    consumers = [c for c in groups.consumers if drop[groups.inputs(c)].any()]
+    for i, c in enumerate(consumers):
+        progress.report("reconstruction", i, len(consumers), c.weight)
         kept_in = ~drop[groups.inputs(c)]
-        if kept_in.all():
-            continue
         out = c.node.output[0]
         layer = layers_by_output.get(out)
         why = _why_not(c, layer, uses)
@@ -181,6 +182,7 @@ def reconstruct(
         if norm is not None:
             _set_statistics(run, norm, *(stats or _measure(run, norm.input[0])))
             norms.append(norm.name or norm.output[0])
+    progress.report("reconstruction", len(consumers), len(consumers))
     samples = len(calibration[graph.inputs[0]]) if graph.inputs else 0
     return work, Reconstruction(samples, ridge, tuple(layers), tuple(norms), tuple(skipped))
 

@@ -15,6 +15,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxprune import progress
 from onnxprune.structured import structured_prune
 from onnxprune.structured.least_squares import Moments, refit, relative_error
 from tests.helpers import examples
@@ -214,6 +215,15 @@ def test_batchnorm_after_a_layer_not_refit_is_measured_on_the_data():
     np.testing.assert_allclose(weights["mean"], z.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(weights["var"], z.var(axis=(0, 2, 3)), rtol=1e-4, atol=1e-5)
     assert_pruned_like_masked(r, {"x": calib["x"][:4]})
+
+
+def test_reconstruction_reports_its_progress_layer_by_layer():
+    dense, calib = _gemm_gemm(seed=6)
+    seen = []
+    with progress.listening(seen.append):
+        structured_prune(dense, sparsity=0.5, calibration=calib)
+    steps = [(p.done, p.total, p.note) for p in seen if p.stage == "reconstruction"]
+    assert steps == [(0, 1, "w2"), (1, 1, "")]
 
 
 def test_least_squares_errors_come_from_the_moments():
