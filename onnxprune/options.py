@@ -66,6 +66,8 @@ class PruneOptions:
         rounds: SynFlow's number of rounds.
         level: reachability level of the report and of effective targets (``LEVELS``).
         input_shapes: fixed shapes for inputs with symbolic dimensions, ``(name, dims)`` pairs.
+        dims: sizes of symbolic dimensions by name, ``(name, size)`` pairs, in every input
+            ``input_shapes`` does not give (``--dim batch=1 --dim sequence=128``).
         structured: a structured criterion (``l1``, ``l2``, ``random``): remove whole units.
         scope: with ``structured``: the sparsity of each layer, or of the whole network.
         round_to: with ``structured``: keep a multiple of this many units per layer.
@@ -90,6 +92,7 @@ class PruneOptions:
     rounds: int = 100
     level: str = "channel"
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = field(default=())
+    dims: tuple[tuple[str, int], ...] = field(default=())
     structured: str | None = None
     scope: str = "layer"
     round_to: int = 1
@@ -102,12 +105,18 @@ class PruneOptions:
         """JSON form (input shapes as ``{name: [dims]}``)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["input_shapes"] = {name: list(dims) for name, dims in self.input_shapes}
+        data["dims"] = dict(self.dims)
         return data
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]] | None:
         """``input_shapes`` as a mapping (``None`` when none is given)."""
         return dict(self.input_shapes) or None
+
+    @property
+    def dim_sizes(self) -> dict[str, int] | None:
+        """``dims`` as a mapping (``None`` when none is given)."""
+        return dict(self.dims) or None
 
 
 UNSTRUCTURED_ONLY = (
@@ -124,7 +133,7 @@ UNSTRUCTURED_ONLY = (
 STRUCTURED_ONLY = ("scope", "round_to", "reconstruct")
 """Options that shape a structured prune: meaningless without ``structured``."""
 
-REPORT_ONLY = ("level", "input_shapes", "rounds", "compact", "stream")
+REPORT_ONLY = ("level", "rounds", "compact", "stream")
 """Options of the unstructured path that a structured prune has no use for."""
 
 _DEFAULTS = PruneOptions()
@@ -144,6 +153,7 @@ _KINDS = {
     "rounds": "int",
     "level": "str",
     "input_shapes": "shapes",
+    "dims": "dims",
     "structured": "str?",
     "scope": "str",
     "round_to": "int",
@@ -301,6 +311,7 @@ def _check_values(options: PruneOptions) -> None:
         if value > high:
             raise InvalidOptionError(f"{name}={value} must be at most {high}")
     input_shapes_of(dict(options.input_shapes), "input_shapes")
+    dims_of(dict(options.dims), "dims")
 
 
 def reads_calibration(options: PruneOptions) -> bool:
@@ -383,6 +394,8 @@ def _coerce(name: str, value: object, where: str) -> object:
     kind = kind.rstrip("?")
     if kind == "shapes":
         return input_shapes_of(value, f"{where}: input_shapes")
+    if kind == "dims":
+        return dims_of(value, f"{where}: dims")
     ok = {
         "number": isinstance(value, int | float) and not isinstance(value, bool),
         "int": isinstance(value, int) and not isinstance(value, bool),
@@ -392,6 +405,34 @@ def _coerce(name: str, value: object, where: str) -> object:
     if not ok:
         raise InvalidOptionError(f"{where}: option {name} must be a {kind}, got {value!r}")
     return float(value) if kind == "number" else value
+
+
+def dims_of(value: object, what: str) -> tuple[tuple[str, int], ...]:
+    """``{"batch": 1}`` or ``["batch=1"]`` as sorted ``(name, size)`` pairs.
+
+    Raises:
+        InvalidOptionError: anything else (a size that is not a positive integer), the message
+            starting with ``what``.
+
+    Example:
+        >>> dims_of(["sequence=128", "batch=1"], "--dim")
+        (('batch', 1), ('sequence', 128))
+    """
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, list | tuple):
+        pairs = [str(spec).rpartition("=")[::2] for spec in value]
+    else:
+        pairs = None
+    try:
+        dims = tuple(sorted((str(n), int(d)) for n, d in pairs))
+    except (TypeError, ValueError):
+        dims = None
+    if (not dims and value) or any(not n or d < 1 for n, d in dims or ()):
+        raise InvalidOptionError(
+            f"{what} must map dimension names to positive sizes, got {value!r}"
+        )
+    return dims
 
 
 def input_shapes_of(value: object, what: str) -> tuple[tuple[str, tuple[int, ...]], ...]:

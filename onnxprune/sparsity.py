@@ -35,6 +35,7 @@ def analyze(
     *,
     level: str = "channel",
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> SparsityReport:
     """Direct and effective sparsity of ``model``, per prunable layer and overall.
@@ -45,6 +46,7 @@ def analyze(
             channel at every spatial position; equals the paper's reference computation).
         input_shapes: fixed shapes for inputs with symbolic dimensions, e.g.
             ``{"x": (1, 3, 32, 32)}``.
+        dims: sizes of symbolic dimensions by name, e.g. ``{"batch": 1, "sequence": 128}``.
         max_bytes: largest model accepted.
 
     Returns:
@@ -52,7 +54,7 @@ def analyze(
 
     Raises:
         InvalidModelError: the model cannot be read safely.
-        InvalidOptionError: unknown level or bad ``input_shapes``.
+        InvalidOptionError: unknown level, bad ``input_shapes`` or ``dims``.
         ShapeError: the exact level needs static shapes the model does not give.
 
     Example:
@@ -71,9 +73,10 @@ def analyze(
         raise InvalidOptionError(f"level={level!r} must be one of {sorted(LEVELS)}")
     if isinstance(model, (str, os.PathLike)):  # external weights are read one at a time
         lazy = load_model_lazy(model, max_bytes=max_bytes)
-        return sparsity_report(build_graph(lazy.model, input_shapes, lazy.weights), level=level)
+        graph = build_graph(lazy.model, input_shapes, lazy.weights, dims)
+        return sparsity_report(graph, level=level)
     proto: onnx.ModelProto = load_model(model, max_bytes=max_bytes)
-    return sparsity_report(build_graph(proto, input_shapes), level=level)
+    return sparsity_report(build_graph(proto, input_shapes, dims=dims), level=level)
 
 
 def sparsity_report(graph: ConnectivityGraph, *, level: str = "channel") -> SparsityReport:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +34,7 @@ from onnxprune.model import (
     save_model,
     write_text_atomic,
 )
-from onnxprune.options import PruneOptions, check_prune, input_shapes_of
+from onnxprune.options import PruneOptions, check_prune, dims_of, input_shapes_of
 from onnxprune.outputs import check_outputs, save_with_masks
 from onnxprune.pruners.prune import PruneResult
 
@@ -144,6 +144,8 @@ def compact(
     output: PathLike | None = None,
     report_out: PathLike | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
 ) -> CompactResult:
     """Remove every dead unit of ``model``, keeping its outputs (``onnxprune compact``).
 
@@ -152,6 +154,9 @@ def compact(
         output: where to write the compacted model (atomically; never the input).
         report_out: where to write the result's JSON (``CompactResult.to_dict``).
         max_bytes: largest model accepted (file plus external data).
+        input_shapes: fixed shapes for inputs with symbolic dimensions (the written model
+            declares them).
+        dims: sizes of symbolic dimensions by name, e.g. ``{"batch": 1, "sequence": 128}``.
 
     Returns:
         A ``CompactResult`` (see ``onnxprune.structured.compact``).
@@ -166,7 +171,9 @@ def compact(
         raise InvalidOptionError("report_out needs output")
     if output is not None:
         check_outputs(_path(model), output, report_out, max_bytes=max_bytes)
-    result = compact_model(load_model(model, max_bytes=max_bytes))
+    result = compact_model(
+        load_model(model, max_bytes=max_bytes), input_shapes=input_shapes, dims=dims
+    )
     if output is not None:
         save_model(result.model, Path(output))
     if report_out is not None:
@@ -189,6 +196,8 @@ def _options(options: PruneOptions | None, fields: Mapping[str, object]) -> Prun
     given = dict(fields)
     if "input_shapes" in given:
         given["input_shapes"] = input_shapes_of(given["input_shapes"] or {}, "input_shapes")
+    if "dims" in given:
+        given["dims"] = dims_of(given["dims"] or {}, "dims")
     return dataclasses.replace(base, **given)
 
 
@@ -265,6 +274,7 @@ def _streamed(
         exclude=options.exclude,
         prune_shared=options.prune_shared,
         input_shapes=options.shapes,
+        dims=options.dim_sizes,
         level=options.level,
         max_bytes=max_bytes,
     )
@@ -287,7 +297,7 @@ def _in_memory(
     )
     if not options.compact:
         return result
-    compacted = compact(result.model)
+    compacted = compact(result.model, input_shapes=options.shapes, dims=options.dim_sizes)
     return dataclasses.replace(result, model=compacted.model, compaction=compacted)
 
 
@@ -314,6 +324,8 @@ def _structured(
         exclude=options.exclude,
         calibration=_arrays(calibration),
         ridge=options.ridge,
+        input_shapes=options.shapes,
+        dims=options.dim_sizes,
     )
     return PruneResult(
         done.model, {}, None, done.warnings, structured=done, compaction=done.compaction

@@ -39,11 +39,12 @@ from onnxprune.options import check_prune, merge_options
             "--structured takes no --exact, --compact, --masks-out",
         ),
         (
-            PruneOptions(structured="l1", sparsity=0.5, input_shapes=(("x", (1, 2)),)),
+            PruneOptions(structured="l1", sparsity=0.5, prune_shared=True),
             (),
             (),
-            "--structured takes no --input-shape",
+            "--structured takes no --prune-shared",
         ),
+        (PruneOptions(sparsity=0.5, dims=(("batch", 0),)), (), (), "dims must map dimension"),
         (PruneOptions(structured="l9", sparsity=0.5), (), (), "structured 'l9' must be one of"),
         (PruneOptions(sparsity=1.0), (), (), "sparsity=1.0 must be in [0, 1)"),
         (PruneOptions(sparsity=float("nan")), (), (), "sparsity=nan must be in [0, 1)"),
@@ -93,6 +94,13 @@ def test_check_prune_names_the_option_in_the_callers_words(options, inputs, outp
         (PruneOptions(sparsity=0.5, compact=True, stream="never", level="exact"), ()),
         (PruneOptions(sparsity=0.5, score="synflow", rounds=10_000, seed=2**63 - 1), ()),
         (PruneOptions(sparsity=0.5, structured="l1", round_to=65_536), ()),
+        (  # structured pruning finds its groups with the shapes given
+            PruneOptions(
+                sparsity=0.5, structured="l1", input_shapes=(("x", (1, 2)),), dims=(("n", 1),)
+            ),
+            (),
+        ),
+        (PruneOptions(sparsity=0.5, prune_shared=True, dims=(("batch", 4),)), ()),
     ],
 )
 def test_check_prune_takes_what_a_path_can_do(options, inputs):

@@ -152,7 +152,6 @@ def test_cli_structured_writes_its_json_and_refuses_flags_it_does_not_use(tmp_pa
     refused = [
         ("--masks-out", tmp_path / "m.npz"),
         ("--exact",),
-        ("--input-shape", "input=1,1,8,8"),
         ("--compact",),
         ("--score", "lamp"),
     ]

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from onnxprune.cli._common import add_debug, add_input_shape, add_max_bytes, out, parse_input_shapes
+from onnxprune.cli._common import (
+    add_debug,
+    add_input_shape,
+    add_max_bytes,
+    out,
+    parse_dims,
+    parse_input_shapes,
+)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +49,7 @@ def _analyze(args: argparse.Namespace) -> int:
         args.model,
         level="exact" if args.exact else "channel",
         input_shapes=parse_input_shapes(args.input_shape),
+        dims=parse_dims(args.dim),
         max_bytes=args.max_bytes,
     )
     if args.json:

@@ -15,6 +15,7 @@ from onnxprune.options import (
     STREAM_MODES,
     PruneOptions,
     check_prune,
+    dims_of,
     merge_options,
 )
 from onnxprune.sizes import DEFAULT_MAX_BYTES
@@ -78,7 +79,10 @@ def add_choice_gate(p: argparse.ArgumentParser, item: str) -> None:
 
 
 def add_input_shape(p: argparse.ArgumentParser, *, given_only: bool = False) -> None:
-    """The repeatable ``--input-shape NAME=D0,D1,...`` flag (``given_only``: no default)."""
+    """The repeatable ``--input-shape NAME=D0,D1,...`` and ``--dim NAME=SIZE`` flags.
+
+    With ``given_only`` they have no default (``batch`` merges only the flags given).
+    """
     p.add_argument(
         "--input-shape",
         action="append",
@@ -86,6 +90,23 @@ def add_input_shape(p: argparse.ArgumentParser, *, given_only: bool = False) -> 
         metavar="NAME=D0,D1,...",
         help="fix the shape of a graph input with symbolic dimensions (repeatable)",
     )
+    p.add_argument(
+        "--dim",
+        action="append",
+        default=argparse.SUPPRESS if given_only else [],
+        metavar="NAME=SIZE",
+        help="fix a symbolic dimension by name in every graph input, e.g. --dim batch=1 "
+        "--dim sequence=128 (repeatable)",
+    )
+
+
+def parse_dims(specs: Sequence[str]) -> dict[str, int]:
+    """Parse ``NAME=SIZE`` strings (``--dim``) into a name -> size mapping.
+
+    Raises:
+        InvalidOptionError: a spec without ``=``, or a size that is not a positive integer.
+    """
+    return dict(dims_of(list(specs), "--dim"))
 
 
 def add_timing_flags(p: argparse.ArgumentParser) -> None:
@@ -286,6 +307,7 @@ FLAGS = {
     "masks": "--masks-in",
     "level": "--exact",
     "input_shapes": "--input-shape",
+    "dims": "--dim",
     "compact": "--compact",
 }
 """``prune`` options and inputs whose flag is not ``--`` and the name with dashes."""
@@ -297,9 +319,12 @@ def flag(name: str) -> str:
 
 
 FLAG_FIELDS = tuple(
-    f.name for f in dataclasses.fields(PruneOptions) if f.name not in ("level", "input_shapes")
+    f.name
+    for f in dataclasses.fields(PruneOptions)
+    if f.name not in ("level", "input_shapes", "dims")
 )
-"""``PruneOptions`` fields whose flag has their name (``--exact`` and ``--input-shape`` do not)."""
+"""``PruneOptions`` fields whose flag has their name (``--exact``, ``--input-shape``, ``--dim``
+do not)."""
 
 
 def flag_options(args: argparse.Namespace) -> dict[str, object]:
@@ -312,6 +337,8 @@ def flag_options(args: argparse.Namespace) -> dict[str, object]:
         given["level"] = "exact"
     if hasattr(args, "input_shape"):
         given["input_shapes"] = parse_input_shapes(args.input_shape)
+    if hasattr(args, "dim"):
+        given["dims"] = parse_dims(args.dim)
     return given
 
 

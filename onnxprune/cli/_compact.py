@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from onnxprune.cli._common import add_debug, add_max_bytes
+from onnxprune.cli._common import (
+    add_debug,
+    add_input_shape,
+    add_max_bytes,
+    parse_dims,
+    parse_input_shapes,
+)
 from onnxprune.cli._results import print_compact
 
 
@@ -26,6 +32,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="path of the compacted .onnx model")
     p.add_argument("--report-out", metavar="JSON", help="also write the result as JSON")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_input_shape(p)
     add_max_bytes(p)
     add_debug(p)
     p.set_defaults(run=_compact)
@@ -35,7 +42,12 @@ def _compact(args: argparse.Namespace) -> int:
     from onnxprune.verbs import compact
 
     result = compact(
-        args.model, output=args.output, report_out=args.report_out, max_bytes=args.max_bytes
+        args.model,
+        output=args.output,
+        report_out=args.report_out,
+        max_bytes=args.max_bytes,
+        input_shapes=parse_input_shapes(args.input_shape),
+        dims=parse_dims(args.dim),
     )
     print_compact(result.to_dict(), args)
     return 0

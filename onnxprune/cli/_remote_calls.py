@@ -14,6 +14,7 @@ from onnxprune.cli._common import (
     EXIT_GATE_FAILED,
     err,
     out,
+    parse_dims,
     parse_input_shapes,
     prune_options,
 )
@@ -49,6 +50,7 @@ def _analyze_remote(client: Client, args: argparse.Namespace) -> int:
         args.model,
         level="exact" if args.exact else "channel",
         input_shapes=parse_input_shapes(args.input_shape),
+        dims=parse_dims(args.dim),
         max_bytes=args.max_bytes,
     )
     out(report.json if args.json else report.text)
@@ -78,6 +80,7 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
     options.update(
         level="exact" if args.exact else "channel",
         input_shapes=parse_input_shapes(args.input_shape),
+        dims=parse_dims(args.dim),
     )
     result = client.prune(
         args.model,
@@ -122,7 +125,15 @@ def _prune_remote(client: Client, args: argparse.Namespace) -> int:
 
 def _compact_remote(client: Client, args: argparse.Namespace) -> int:
     check_outputs(args.model, args.output, args.report_out, max_bytes=args.max_bytes)
-    summary = compact_dict(client.compact(args.model, args.output, max_bytes=args.max_bytes))
+    summary = compact_dict(
+        client.compact(
+            args.model,
+            args.output,
+            max_bytes=args.max_bytes,
+            input_shapes=parse_input_shapes(args.input_shape),
+            dims=parse_dims(args.dim),
+        )
+    )
     if args.report_out:
         write_text_atomic(Path(args.report_out), json.dumps(summary, indent=2))
     print_compact(summary, args)

@@ -137,12 +137,14 @@ def build_graph(
     model: onnx.ModelProto,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     external: TensorReader | None = None,
+    dims: Mapping[str, int] | None = None,
 ) -> ConnectivityGraph:
     """Turn ``model`` into a ``ConnectivityGraph``.
 
     Args:
         model: the model (not modified).
         input_shapes: fixed shapes for graph inputs with symbolic dimensions.
+        dims: sizes of symbolic dimensions by name (``graph.shapes.infer_shapes``).
         external: reads initializers whose data is still in external files (a model from
             ``onnxprune.external_data.load_model_lazy``); weights are then read one at a time.
 
@@ -151,7 +153,7 @@ def build_graph(
             broadcast (``onnxprune.op_checks.check_shapes``).
     """
     graph = model.graph
-    shapes = infer_shapes(model, input_shapes)
+    shapes = infer_shapes(model, input_shapes, dims)
     check_shapes(graph, shapes)
     constants = ConstantResolver(graph, external)
     initializers = {t.name for t in graph.initializer}

@@ -19,18 +19,23 @@ Shape = tuple[int | None, ...]
 
 
 def infer_shapes(
-    model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
 ) -> dict[str, Shape]:
     """Shapes of all tensors whose rank is known, keyed by tensor name.
 
     Args:
         model: the model; it is not modified.
         input_shapes: fixed shapes for graph inputs, e.g. ``{"x": (1, 3, 224, 224)}``.
+        dims: sizes of symbolic dimensions by name, e.g. ``{"batch": 1, "sequence": 128}``,
+            in every graph input ``input_shapes`` does not give.
 
     Raises:
-        InvalidOptionError: an entry of ``input_shapes`` names no graph input or has the wrong rank.
+        InvalidOptionError: an entry of ``input_shapes`` names no graph input or has the wrong
+            rank, or a name of ``dims`` is no symbolic dimension of the inputs.
     """
-    light = _light_copy(model, dict(input_shapes or {}))
+    light = _light_copy(model, dict(input_shapes or {}), dict(dims or {}))
     shapes = _inferred(light)
     # Where onnx's inference departs from the operator spec (and ONNX Runtime), the spec's
     # sizes are given back as hints and inference runs again from there.
@@ -141,7 +146,9 @@ def _transpose_spatial(
     )
 
 
-def _light_copy(model: onnx.ModelProto, input_shapes: dict[str, Sequence[int]]) -> onnx.ModelProto:
+def _light_copy(
+    model: onnx.ModelProto, input_shapes: dict[str, Sequence[int]], dims: dict[str, int]
+) -> onnx.ModelProto:
     light = light_copy(model)
     init_names = {t.name for t in model.graph.initializer}
     known_inputs = {i.name for i in model.graph.input if i.name not in init_names}
@@ -153,7 +160,51 @@ def _light_copy(model: onnx.ModelProto, input_shapes: dict[str, Sequence[int]]) 
     for k, value in enumerate(light.graph.input):
         if value.name in input_shapes:
             light.graph.input[k].CopyFrom(_with_shape(value, input_shapes[value.name]))
+    if dims:
+        _fix_dims([i for i in light.graph.input if i.name in known_inputs], dims)
     return light
+
+
+def fix_input_shapes(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
+) -> None:
+    """Declare ``input_shapes`` and ``dims`` in the graph inputs of ``model`` (in place).
+
+    A model cut with fixed sizes may hold what only those sizes compute (a folded map over a
+    padded Conv's positions), so it says which sizes it takes.
+
+    Raises:
+        InvalidOptionError: as ``infer_shapes``.
+    """
+    graph = model.graph
+    init_names = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in init_names]
+    for value in inputs:
+        if value.name in (input_shapes or {}):
+            value.CopyFrom(_with_shape(value, input_shapes[value.name]))
+    if dims:
+        _fix_dims(inputs, dict(dims))
+
+
+def _fix_dims(inputs: Sequence[onnx.ValueInfoProto], dims: dict[str, int]) -> None:
+    """Give the symbolic dimensions of ``inputs`` named in ``dims`` their sizes (in place)."""
+    named = {
+        d.dim_param
+        for value in inputs
+        for d in value.type.tensor_type.shape.dim
+        if d.HasField("dim_param")
+    }
+    unknown = sorted(set(dims) - named)
+    if unknown:
+        raise InvalidOptionError(
+            f"--dim names {unknown}, but the inputs' symbolic dimensions are {sorted(named)}"
+        )
+    for value in inputs:
+        for d in value.type.tensor_type.shape.dim:
+            if d.HasField("dim_param") and d.dim_param in dims:
+                d.dim_value = int(dims[d.dim_param])  # clears dim_param (a oneof)
 
 
 def _with_shape(value: onnx.ValueInfoProto, dims: Sequence[int]) -> onnx.ValueInfoProto:

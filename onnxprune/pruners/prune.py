@@ -330,7 +330,7 @@ class _Plan:
         if level not in LEVELS:
             raise InvalidOptionError(f"level={level!r} must be one of {sorted(LEVELS)}")
         model = load_model(source, max_bytes=max_bytes)
-        graph = build_graph(model, options.shapes)
+        graph = build_graph(model, options.shapes, dims=options.dim_sizes)
         first, selected, skipped = select_layers(
             graph, options.layers, options.exclude, options.prune_shared
         )

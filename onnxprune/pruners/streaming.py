@@ -90,6 +90,7 @@ def prune_streaming(
     exclude: str | None = None,
     prune_shared: bool = False,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
     level: str = "channel",
     masks_out: str | os.PathLike | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
@@ -108,6 +109,7 @@ def prune_streaming(
         exclude: regular expression; weights whose name matches are not pruned.
         prune_shared: prune weights several nodes read (``pruners.prune.select_layers``).
         input_shapes: fixed shapes for inputs with symbolic dimensions.
+        dims: sizes of symbolic dimensions by name.
         level: reachability level of the report.
         masks_out: where the masks go (default ``<output stem>.masks.npz``).
         max_bytes: largest model accepted (file plus external data).
@@ -127,7 +129,7 @@ def prune_streaming(
     output = Path(output)
     masks_out = Path(masks_out) if masks_out else output.with_suffix(".masks.npz")
     lazy = load_model_lazy(model, max_bytes=max_bytes)
-    graph = build_graph(lazy.model, input_shapes, external=lazy.weights)
+    graph = build_graph(lazy.model, input_shapes, external=lazy.weights, dims=dims)
     first, selected, skipped = select_layers(graph, layers, exclude, prune_shared)
     external = {t.name: t for t in lazy.lazy}
     weights = {
@@ -146,7 +148,8 @@ def prune_streaming(
     _write(lazy, chosen, cuts, output, masks_out, floats)
     written = load_model_lazy(output, max_bytes=max_bytes)
     report = sparsity_report(
-        build_graph(written.model, input_shapes, external=written.weights), level=level
+        build_graph(written.model, input_shapes, external=written.weights, dims=dims),
+        level=level,
     )
     counts = {layer.name: (layer.params - layer.zeros, layer.params) for layer in report.layers}
     collapsed = collapse_warnings((name, *counts[name]) for name in selected if name in counts)

@@ -140,6 +140,7 @@ class Client:
         *,
         level: str | None = None,
         input_shapes: Mapping[str, Sequence[int]] | None = None,
+        dims: Mapping[str, int] | None = None,
         max_bytes: int | None = None,
     ) -> pb.SparsityReport:
         """``onnxprune.analyze`` on the server; see it for the arguments.
@@ -147,7 +148,7 @@ class Client:
         Returns:
             The report: typed fields, ``json`` (what ``analyze --json`` prints) and ``text``.
         """
-        options = _options(pb.AnalyzeOptions, level=level, input_shapes=input_shapes)
+        options = _options(pb.AnalyzeOptions, level=level, input_shapes=input_shapes, dims=dims)
         _set_max_bytes(options, max_bytes)
         uploads = _Uploads()
         header = pb.AnalyzeHeader(options=options)
@@ -212,7 +213,13 @@ class Client:
         return self._download(stream, _Downloads(reserved, output, masks_out))
 
     def compact(
-        self, model: PathLike, output: PathLike, *, max_bytes: int | None = None
+        self,
+        model: PathLike,
+        output: PathLike,
+        *,
+        max_bytes: int | None = None,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
+        dims: Mapping[str, int] | None = None,
     ) -> pb.CompactResult:
         """``onnxprune.structured.compact`` on the server; writes the compacted model here.
 
@@ -220,6 +227,8 @@ class Client:
             model: the model to compact (with its external data, if any).
             output: where to write the compacted model (external data files go next to it).
             max_bytes: largest model accepted (the server's own limit applies too).
+            input_shapes: fixed shapes for inputs with symbolic dimensions.
+            dims: sizes of symbolic dimensions by name.
 
         Returns:
             The units removed per layer (``removed``, with how many were ``folded``) and
@@ -229,7 +238,8 @@ class Client:
             InvalidOptionError: ``output`` is the input model.
         """
         output = _output(model, output)
-        header = pb.CompactHeader(options=pb.CompactOptions(), output_name=output.name)
+        options = _options(pb.CompactOptions, input_shapes=input_shapes, dims=dims)
+        header = pb.CompactHeader(options=options, output_name=output.name)
         _set_max_bytes(header.options, max_bytes)
         uploads = _Uploads()
         uploads.model(header, "model", model, max_bytes)

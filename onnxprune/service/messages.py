@@ -26,6 +26,8 @@ def options_kwargs(options: Message) -> dict[str, Any]:
     kwargs.pop("max_bytes", None)
     if "input_shapes" in kwargs:
         kwargs["input_shapes"] = {s.name: tuple(s.dims) for s in kwargs["input_shapes"]}
+    if "dims" in kwargs:
+        kwargs["dims"] = dict(kwargs["dims"])
     return kwargs
 
 

@@ -151,7 +151,12 @@ def compact_job(
     folder = out_dir / "model"
     folder.mkdir(parents=True)
     events.progress("compact", 0.0)
-    result = compact(paths["model"][0], output=folder / name, max_bytes=max_bytes)
+    result = compact(
+        paths["model"][0],
+        output=folder / name,
+        max_bytes=max_bytes,
+        **options_kwargs(header.options),
+    )
     events.progress("save", 0.0)
     _announce(events, folder, name)
     events.progress("save", 1.0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -27,7 +28,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.graph.build import build_graph
-from onnxprune.graph.shapes import infer_shapes
+from onnxprune.graph.shapes import fix_input_shapes, infer_shapes
 from onnxprune.macs import MacCount, graph_macs
 from onnxprune.structured._constants import materialize
 from onnxprune.structured.blocked import BlockedGroup, blocked_groups
@@ -76,6 +77,14 @@ class CompactResult:
         }
 
 
+@dataclass(frozen=True)
+class Shapes:
+    """Sizes the caller fixes for symbolic input dimensions (``graph.shapes.infer_shapes``)."""
+
+    inputs: Mapping[str, Sequence[int]] | None = None
+    dims: Mapping[str, int] | None = None
+
+
 @dataclass
 class Workspace:
     """A model copy being cut: its initializers as arrays and its dependency groups."""
@@ -84,9 +93,10 @@ class Workspace:
     arrays: dict[str, np.ndarray]
     groups: Groups
     params: int
+    shapes: Shapes = field(default_factory=Shapes)
 
     @classmethod
-    def of(cls, model: onnx.ModelProto) -> Workspace:
+    def of(cls, model: onnx.ModelProto, shapes: Shapes | None = None) -> Workspace:
         """A deep copy of ``model`` with constant-node weights made initializers.
 
         A weight that several nodes read through chains (a layer TorchScript deduplicated
@@ -102,8 +112,10 @@ class Workspace:
         materialize(work, keep=chains)
         arrays = {t.name: numpy_helper.to_array(t) for t in work.graph.initializer}
         opset = next((o.version for o in work.opset_import if o.domain in ("", "ai.onnx")), 1)
-        groups = build_groups(work.graph, arrays, infer_shapes(work), opset, shared)
-        return cls(work, arrays, groups, int(sum(a.size for a in arrays.values())))
+        shapes = shapes or Shapes()
+        inferred = infer_shapes(work, shapes.inputs, shapes.dims)
+        groups = build_groups(work.graph, arrays, inferred, opset, shared)
+        return cls(work, arrays, groups, int(sum(a.size for a in arrays.values())), shapes)
 
 
 def _shared(graph: onnx.GraphProto) -> dict[str, tuple[str, ...]]:
@@ -123,11 +135,20 @@ _STORED = frozenset({"Constant", "ConstantOfShape"})
 """Nodes that store a weight rather than compute it from another (they fold as initializers)."""
 
 
-def compact(model: onnx.ModelProto) -> CompactResult:
+def compact(
+    model: onnx.ModelProto,
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
+) -> CompactResult:
     """Remove every dead unit of ``model`` (see the module docstring).
 
     Args:
         model: an ONNX model with its weights loaded (initializers or constant nodes).
+        input_shapes: fixed shapes for inputs with symbolic dimensions (a constant folded
+            into a padded Conv needs static sizes); the result declares them as its inputs'
+            shapes, since it may compute right for those sizes only.
+        dims: sizes of symbolic dimensions by name, e.g. ``{"batch": 1, "sequence": 128}``.
 
     Returns:
         A ``CompactResult``; its model keeps the IR version and opsets of ``model``.
@@ -147,7 +168,7 @@ def compact(model: onnx.ModelProto) -> CompactResult:
         >>> r.removed, r.params_before, r.params_after
         ({'w1': 1}, 6, 3)
     """
-    return compact_workspace(Workspace.of(model))
+    return compact_workspace(Workspace.of(model, Shapes(input_shapes, dims)))
 
 
 def compact_workspace(ws: Workspace) -> CompactResult:
@@ -158,10 +179,10 @@ def compact_workspace(ws: Workspace) -> CompactResult:
     pass had to keep: the groups are built again on the result until a pass removes nothing.
     """
     grouped = any(n.op_type == "Conv" and attr(n, "group", 1) > 1 for n in ws.model.graph.node)
-    before = _macs(ws.model)  # before the cut, which changes ws.model in place
+    before = _macs(ws.model, ws.shapes)  # before the cut, which changes ws.model in place
     result = _compact_once(ws)
     while grouped and result.removed:
-        again = _compact_once(Workspace.of(result.model))
+        again = _compact_once(Workspace.of(result.model, ws.shapes))
         if not again.removed:
             break
         result = CompactResult(
@@ -172,12 +193,15 @@ def compact_workspace(ws: Workspace) -> CompactResult:
             again.params_after,
             result.blocked,
         )
-    return replace(result, macs_before=before, macs_after=_macs(result.model))
+    after = _macs(result.model, ws.shapes)
+    if ws.shapes.inputs or ws.shapes.dims:
+        fix_input_shapes(result.model, ws.shapes.inputs, ws.shapes.dims)
+    return replace(result, macs_before=before, macs_after=after)
 
 
-def _macs(model: onnx.ModelProto) -> MacCount:
+def _macs(model: onnx.ModelProto, shapes: Shapes) -> MacCount:
     """The MACs of ``model`` (a loaded proto: no second load or size check)."""
-    return graph_macs(build_graph(model))
+    return graph_macs(build_graph(model, shapes.inputs, dims=shapes.dims))
 
 
 def _compact_once(ws: Workspace) -> CompactResult:

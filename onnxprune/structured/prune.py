@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +28,7 @@ from onnxprune.pruners.criteria import FilterStats
 from onnxprune.pruners.prune import name_filter
 from onnxprune.pruners.registry import CRITERIA
 from onnxprune.structured.blocked import BlockedGroup, blocked_groups, by_reason, plural
-from onnxprune.structured.compact import CompactResult, Workspace, compact_workspace
+from onnxprune.structured.compact import CompactResult, Shapes, Workspace, compact_workspace
 from onnxprune.structured.groups import Groups
 from onnxprune.structured.reconstruct import Reconstruction, reconstruct
 from onnxprune.structured.surgery import filter_stats, write_back, zero
@@ -131,6 +131,8 @@ def structured_prune(
     max_bytes: int = DEFAULT_MAX_BYTES,
     calibration: Mapping[str, np.ndarray] | None = None,
     ridge: float = DEFAULT_RIDGE,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
 ) -> StructuredResult:
     """Remove ``sparsity`` of the prunable units (dependency groups) of ``model``.
 
@@ -143,6 +145,10 @@ def structured_prune(
 
     With ``calibration`` (arrays by graph input name), the layers that lost inputs are then re-fit
     to the dense model's outputs on it, damped by ``ridge`` (``structured.reconstruct``).
+
+    ``input_shapes`` and ``dims`` (sizes of symbolic dimensions by name) fix the shapes the
+    groups are found with, as in ``analyze``; the compacted model declares them as its inputs'
+    shapes (``structured.compact``), the masked one keeps the model's own.
 
     Raises:
         InvalidOptionError: sparsity outside [0, 1), unknown criterion or scope, round_to < 1,
@@ -161,7 +167,7 @@ def structured_prune(
     chosen = name_filter(layers, exclude)
     progress.report("structured: dependency groups", 0)
     source = load_model(model, max_bytes=max_bytes)
-    ws = Workspace.of(source)
+    ws = Workspace.of(source, Shapes(input_shapes, dims))
     groups = ws.groups
     stats = FilterStats(*filter_stats(groups, ws.arrays))
     scores = CRITERIA[criterion].fn(stats, np.random.default_rng(seed))
@@ -187,7 +193,7 @@ def structured_prune(
         result = compact_workspace(ws)
     else:
         masked, refit = reconstruct(source, masked, groups, drop, calibration, ridge=ridge)
-        result = compact_workspace(Workspace.of(masked))  # new biases join the groups
+        result = compact_workspace(Workspace.of(masked, ws.shapes))  # new biases join the groups
         result = dataclasses.replace(result, params_before=ws.params)
     blocked = blocked_groups(groups)
     counted = [members for members in layers_of if not fixed[members].all()]

@@ -19,7 +19,7 @@ import numpy as np
 from onnxprune.graph.registry import NodeView, op_rule
 from onnxprune.graph.transfers import Dense, Move
 
-NEEDS_SHAPES = "needs static shapes (use --input-shape)"
+NEEDS_SHAPES = "needs static shapes (use --input-shape or --dim)"
 MAX_IDS = 2**26
 """Most elements a rule follows one by one (an int64 id each: 512 MiB per tensor)."""
 

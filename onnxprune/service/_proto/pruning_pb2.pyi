@@ -33,14 +33,23 @@ class InputShape(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dims: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class AnalyzeOptions(_message.Message):
-    __slots__ = ("level", "input_shapes", "max_bytes")
+    __slots__ = ("level", "input_shapes", "max_bytes", "dims")
+    class DimsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DIMS_FIELD_NUMBER: _ClassVar[int]
     level: str
     input_shapes: _containers.RepeatedCompositeFieldContainer[InputShape]
     max_bytes: int
-    def __init__(self, level: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+    dims: _containers.ScalarMap[str, int]
+    def __init__(self, level: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., max_bytes: _Optional[int] = ..., dims: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class AnalyzeHeader(_message.Message):
     __slots__ = ("model", "model_data", "options")
@@ -69,7 +78,14 @@ class AnalyzeResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., report: _Optional[_Union[SparsityReport, _Mapping]] = ...) -> None: ...
 
 class PruneOptions(_message.Message):
-    __slots__ = ("sparsity", "score", "allocation", "effective", "min_threshold", "nm", "skip_indivisible", "layers", "exclude", "seed", "rounds", "level", "input_shapes", "max_bytes", "structured", "scope", "round_to", "compact", "stream", "reconstruct", "ridge", "prune_shared")
+    __slots__ = ("sparsity", "score", "allocation", "effective", "min_threshold", "nm", "skip_indivisible", "layers", "exclude", "seed", "rounds", "level", "input_shapes", "max_bytes", "structured", "scope", "round_to", "compact", "stream", "reconstruct", "ridge", "prune_shared", "dims")
+    class DimsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     SPARSITY_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     ALLOCATION_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +108,7 @@ class PruneOptions(_message.Message):
     RECONSTRUCT_FIELD_NUMBER: _ClassVar[int]
     RIDGE_FIELD_NUMBER: _ClassVar[int]
     PRUNE_SHARED_FIELD_NUMBER: _ClassVar[int]
+    DIMS_FIELD_NUMBER: _ClassVar[int]
     sparsity: float
     score: str
     allocation: str
@@ -114,7 +131,8 @@ class PruneOptions(_message.Message):
     reconstruct: bool
     ridge: float
     prune_shared: bool
-    def __init__(self, sparsity: _Optional[float] = ..., score: _Optional[str] = ..., allocation: _Optional[str] = ..., effective: _Optional[bool] = ..., min_threshold: _Optional[float] = ..., nm: _Optional[str] = ..., skip_indivisible: _Optional[bool] = ..., layers: _Optional[str] = ..., exclude: _Optional[str] = ..., seed: _Optional[int] = ..., rounds: _Optional[int] = ..., level: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., max_bytes: _Optional[int] = ..., structured: _Optional[str] = ..., scope: _Optional[str] = ..., round_to: _Optional[int] = ..., compact: _Optional[bool] = ..., stream: _Optional[str] = ..., reconstruct: _Optional[bool] = ..., ridge: _Optional[float] = ..., prune_shared: _Optional[bool] = ...) -> None: ...
+    dims: _containers.ScalarMap[str, int]
+    def __init__(self, sparsity: _Optional[float] = ..., score: _Optional[str] = ..., allocation: _Optional[str] = ..., effective: _Optional[bool] = ..., min_threshold: _Optional[float] = ..., nm: _Optional[str] = ..., skip_indivisible: _Optional[bool] = ..., layers: _Optional[str] = ..., exclude: _Optional[str] = ..., seed: _Optional[int] = ..., rounds: _Optional[int] = ..., level: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., max_bytes: _Optional[int] = ..., structured: _Optional[str] = ..., scope: _Optional[str] = ..., round_to: _Optional[int] = ..., compact: _Optional[bool] = ..., stream: _Optional[str] = ..., reconstruct: _Optional[bool] = ..., ridge: _Optional[float] = ..., prune_shared: _Optional[bool] = ..., dims: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class PruneHeader(_message.Message):
     __slots__ = ("model", "model_data", "options", "masks", "scores", "calibration", "output_name")
@@ -277,10 +295,21 @@ class PruneResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., model: _Optional[_Union[FileInfo, _Mapping]] = ..., model_data: _Optional[_Union[FileInfo, _Mapping]] = ..., masks: _Optional[_Union[FileInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ..., result: _Optional[_Union[PruneResult, _Mapping]] = ...) -> None: ...
 
 class CompactOptions(_message.Message):
-    __slots__ = ("max_bytes",)
+    __slots__ = ("max_bytes", "input_shapes", "dims")
+    class DimsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
+    DIMS_FIELD_NUMBER: _ClassVar[int]
     max_bytes: int
-    def __init__(self, max_bytes: _Optional[int] = ...) -> None: ...
+    input_shapes: _containers.RepeatedCompositeFieldContainer[InputShape]
+    dims: _containers.ScalarMap[str, int]
+    def __init__(self, max_bytes: _Optional[int] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., dims: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class CompactHeader(_message.Message):
     __slots__ = ("model", "model_data", "options", "output_name")

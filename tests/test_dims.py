@@ -1,0 +1,137 @@
+"""Symbolic dimensions fixed by name (``--dim batch=1``) wherever a model is analyzed.
+
+The sizes go into shape inference once (``graph.shapes.infer_shapes``): ``analyze``, every
+prune, ``compact`` and structured pruning take them, as they take ``--input-shape``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxprune
+from onnxprune.cli import main
+from onnxprune.errors import InvalidOptionError
+from onnxprune.graph.rules.movement import NEEDS_SHAPES
+from onnxprune.structured import compact, structured_prune
+from tests.helpers import refused
+from tests.structured._common import assert_close, run
+
+
+def _model(nodes, inits, x_dims, y_dims) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_dims)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _split_rows() -> onnx.ModelProto:
+    """x[batch,6] -> MatMul -> [batch,6] -> Reshape [-1,3] -> Reshape [-1,6] -> MatMul -> y.
+
+    The Reshapes move elements across rows: the analysis follows them with static shapes only.
+    """
+    rng = np.random.default_rng(0)
+    inits = {
+        "w1": rng.normal(size=(6, 6)).astype(np.float32),
+        "w2": rng.normal(size=(6, 2)).astype(np.float32),
+        "s1": np.array([-1, 3], np.int64),
+        "s2": np.array([-1, 6], np.int64),
+    }
+    inits["w1"][:, 4] = 0  # a dead unit that the analysis sees through the Reshapes
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Reshape", ["h", "s1"], ["r"]),
+        helper.make_node("Reshape", ["r", "s2"], ["b"]),
+        helper.make_node("MatMul", ["b", "w2"], ["y"]),
+    ]
+    return _model(nodes, inits, ["batch", 6], ["batch", 2])
+
+
+def test_dims_give_the_reshapes_static_shapes():
+    model = _split_rows()
+    reasons = {f.reason for f in onnxprune.analyze(model).fallbacks}
+    assert NEEDS_SHAPES in reasons
+    fixed = onnxprune.analyze(model, dims={"batch": 2})
+    assert fixed.fallbacks == ()
+    # the same as the whole input shape given (an independent spelling)
+    assert fixed.to_dict() == onnxprune.analyze(model, input_shapes={"x": (2, 6)}).to_dict()
+    # position by position, w2's row 4 reads only the dead unit 4 (moved there and back)
+    exact = onnxprune.analyze(model, level="exact", dims={"batch": 2})
+    assert exact.layers[1].active == 10  # 12 weights less its row 4
+
+
+def test_an_unknown_dim_is_refused_naming_the_symbolic_dims():
+    with pytest.raises(InvalidOptionError) as error:
+        onnxprune.analyze(_split_rows(), dims={"batsh": 2})
+    assert (
+        str(error.value)
+        == "--dim names ['batsh'], but the inputs' symbolic dimensions are ['batch']"
+    )
+
+
+def _padded() -> onnx.ModelProto:
+    """x[batch,3,h,w] -> Conv pad 1 (+b1) -> Relu -> Conv pad 1 -> y[batch,2,h,w].
+
+    Channel 1 of the first Conv has no weights, only its bias 0.5: a constant 0.5 after Relu.
+    Folding it into the padded second Conv needs the spatial sizes (the padding adds nothing
+    at the borders), so compaction removes the channel only when h and w are known.
+    """
+    rng = np.random.default_rng(1)
+    w1 = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    w1[1] = 0
+    inits = {
+        "w1": w1,
+        "b1": np.array([0.1, 0.5, -0.2, 0.3], np.float32),
+        "w2": rng.normal(size=(2, 4, 3, 3)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    return _model(nodes, inits, ["batch", 3, "h", "w"], ["batch", 2, "h", "w"])
+
+
+def test_compact_with_dims_folds_into_a_padded_conv_and_declares_the_sizes():
+    model = _padded()
+    assert compact(model).removed == {}
+    result = compact(model, dims={"h": 8, "w": 8})
+    assert result.removed == {"w1": 1}
+    dims = result.model.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, 8, 8]
+    onnx.checker.check_model(result.model, full_check=True)
+    x = {"x": np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)}
+    assert_close(run(model, x), run(result.model, x))
+
+
+def test_structured_prune_takes_dims():
+    model = _padded()
+    result = structured_prune(model, sparsity=0.25, dims={"h": 8, "w": 8})
+    assert result.units == {"w1": (3, 4)}
+    x = {"x": np.random.default_rng(3).normal(size=(1, 3, 8, 8)).astype(np.float32)}
+    assert_close(run(result.masked, x), run(result.model, x))
+
+
+def test_cli_commands_take_dim_and_input_shape(tmp_path, capsys):
+    src = tmp_path / "m.onnx"
+    onnx.save(_padded(), src)
+    assert main(["compact", str(src), "-o", str(tmp_path / "c.onnx"), "--dim", "h=8",
+                 "--dim", "w=8", "--json"]) == 0  # fmt: skip
+    assert '"w1": 1' in capsys.readouterr().out
+    argv = ["prune", str(src), "-o", str(tmp_path / "s.onnx"), "--structured", "l1"]
+    assert main([*argv, "--sparsity", "0.25", "--input-shape", "x=1,3,8,8"]) == 0
+    onnx.save(_split_rows(), src)
+    capsys.readouterr()
+    assert main(["analyze", str(src), "--dim", "batch=2"]) == 0
+    assert "fell back to dense mixing: none" in capsys.readouterr().out
+    message = refused(capsys, "analyze", str(src), "--dim", "batch=0")
+    assert (
+        message
+        == "InvalidOptionError: --dim must map dimension names to positive sizes, got ['batch=0']"
+    )
