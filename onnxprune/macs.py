@@ -9,7 +9,9 @@ the count is per sample unless the model fixes its batch):
 - ``ConvTranspose``: every input element times the weights it scatters, ``N * Cin *
   prod(input spatial) * (Cout / group) * prod(kernel)``;
 - ``Gemm``: ``M * N * K``; ``MatMul``: every output element times ``K`` (batched, broadcast and
-  1-D operands alike), whichever side holds the weight.
+  1-D operands alike), whichever side holds the weight;
+- ``LSTM``, ``GRU``, ``RNN``: every weight of ``W`` and ``R`` once per time step and sequence,
+  ``seq_length * batch * (W.size + R.size)`` (a symbolic sequence length is unknown).
 
 Other ops (activations, normalization, pooling, elementwise arithmetic, Softmax) are not
 counted: they cost a few operations per element, next to the ``K`` per element of the ops above,
@@ -80,6 +82,17 @@ def _gemm(inputs: Sequence[Dims | None], y: Dims | None) -> int | None:
     if a is None or y is None or len(y) != 2 or not y[0]:
         return None
     return y[1] * math.prod(a)
+
+
+@counts("LSTM", "GRU", "RNN")
+def _recurrent(inputs: Sequence[Dims | None], y: Dims | None) -> int | None:
+    # every step of every sequence multiplies the input by W and the hidden state by R: each
+    # weight once per (time step, sequence); the gate nonlinearities are not counted
+    x = inputs[0]
+    w, r = (inputs[i] if len(inputs) > i else None for i in (1, 2))
+    if x is None or w is None or r is None:
+        return None
+    return math.prod(x[:2]) * (math.prod(w) + math.prod(r))
 
 
 def dense_macs(op_type: str, inputs: Sequence[Dims | None], output: Dims | None) -> int | None:
@@ -193,13 +206,15 @@ def total(values: Iterable[int | None]) -> int | None:
     return None if any(v is None for v in values) else int(sum(values))
 
 
-def graph_macs(graph: ConnectivityGraph, nonzero: Mapping[str, int] | None = None) -> MacCount:
+def graph_macs(
+    graph: ConnectivityGraph, nonzero: Mapping[tuple[str, int], int] | None = None
+) -> MacCount:
     """The MACs of every counted step of a built graph.
 
     Args:
         graph: the connectivity graph (its steps carry their dense MACs).
-        nonzero: nonzero weights per layer, keyed by node name, when the caller counted them
-            already; otherwise each layer's weight is read and counted.
+        nonzero: nonzero weights per layer, keyed by ``Layer.key``, when the caller counted
+            them already; otherwise each layer's weight is read and counted.
     """
     import numpy as np
 
@@ -208,15 +223,19 @@ def graph_macs(graph: ConnectivityGraph, nonzero: Mapping[str, int] | None = Non
     for step in graph.steps:
         if step.op_type not in COUNTERS:
             continue
-        layer = step.layer
-        if layer is None:
+        layers = step.recurrent or ((step.layer,) if step.layer is not None else ())
+        if not layers:
             nodes.append(NodeMacs(step.node, step.op_type, None, step.macs, step.macs))
             continue
-        nnz = nonzero.get(step.node)
-        if nnz is None:
-            nnz = int(np.count_nonzero(graph.weight(layer)))
-        left = nonzero_macs(step.macs, math.prod(layer.shape), nnz)
-        nodes.append(NodeMacs(step.node, step.op_type, layer.name, step.macs, left))
+        sizes = [math.prod(layer.shape) for layer in layers]
+        for layer, size in zip(layers, sizes, strict=True):
+            # the step's MACs split by weight: each weight is used equally often (W and R too)
+            macs = None if step.macs is None else step.macs // sum(sizes) * size
+            nnz = nonzero.get(layer.key)
+            if nnz is None:
+                nnz = int(np.count_nonzero(graph.weight(layer)))
+            left = nonzero_macs(macs, size, nnz)
+            nodes.append(NodeMacs(step.node, step.op_type, layer.name, macs, left))
     return MacCount(tuple(nodes))
 
 

@@ -86,13 +86,13 @@ def sparsity_report(graph: ConnectivityGraph, *, level: str = "channel") -> Spar
         uses.setdefault(layer.name, []).append(layer)
     shared = frozenset(name for name, layers in uses.items() if len(layers) > 1)
     activity = LEVELS[level](graph, masks_for=shared)
-    cost = graph_macs(graph, {node: act.nonzero for (node, _), act in activity.items()})
-    by_node = {node.node: node for node in cost.nodes}
+    cost = graph_macs(graph, {key: act.nonzero for key, act in activity.items()})
+    by_use = {(node.node, node.weight): node for node in cost.nodes}
     rows = [
         _row(
             layers,
             [activity[use.key] for use in layers],
-            [by_node[use.node] for use in layers if use.node in by_node],  # LSTM/GRU/RNN: none
+            [by_use[use.node, use.name] for use in layers],
         )
         for layers in uses.values()
     ]

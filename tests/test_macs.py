@@ -261,3 +261,39 @@ def test_structured_prune_reports_the_original_and_the_smaller_count():
     summary = result.structured.to_dict()
     assert summary["macs_before"] == summary["nonzero_macs_before"] == count_macs(model).macs
     assert summary["macs_after"] == count_macs(result.model).macs < summary["macs_before"]
+
+
+def _recurrent(op: str, gates: int, x_shape, *, directions: int = 1, layout: int = 0):
+    hidden, inputs = 4, x_shape[-1]
+    w = _sparse(directions, gates * hidden, inputs)
+    r = _sparse(directions, gates * hidden, hidden)
+    attrs = {"hidden_size": hidden, "layout": layout}
+    if directions == 2:
+        attrs["direction"] = "bidirectional"
+    node = helper.make_node(op, ["x", "w", "r"], ["y"], **attrs)
+    return single_io_model([node], list(x_shape), None, {"w": w, "r": r}), w, r
+
+
+@pytest.mark.parametrize(
+    ("op", "gates", "x_shape", "directions", "layout"),
+    [("LSTM", 4, (5, 2, 3), 1, 0), ("GRU", 3, (2, 6, 3), 2, 1), ("RNN", 1, (4, 1, 2), 1, 0)],
+)
+def test_recurrent_macs_are_each_weight_once_per_step_and_sequence(
+    op, gates, x_shape, directions, layout
+):
+    model, w, r = _recurrent(op, gates, x_shape, directions=directions, layout=layout)
+    steps = x_shape[0] * x_shape[1]  # seq_length x batch, in either layout
+    report = onnxprune.analyze(model)
+    rows = {layer.name: (layer.macs, layer.nonzero_macs) for layer in report.layers}
+    # by hand: W is [directions, gates*hidden, input], R [directions, gates*hidden, hidden]
+    assert rows == {
+        "w": (steps * w.size, steps * int(np.count_nonzero(w))),
+        "r": (steps * r.size, steps * int(np.count_nonzero(r))),
+    }
+    assert count_macs(model).macs == steps * (w.size + r.size) == report.macs
+
+
+def test_recurrent_macs_need_the_sequence_length():
+    model, w, r = _recurrent("LSTM", 4, ("T", 2, 3))
+    assert count_macs(model).macs is None  # a symbolic sequence length is not the batch
+    assert count_macs(model, {"x": (7, 2, 3)}).macs == 7 * 2 * (w.size + r.size)

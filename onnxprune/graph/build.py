@@ -234,9 +234,19 @@ def _transfers(view: NodeView) -> tuple[Transfer, ...]:
 
 
 def _macs(view: NodeView) -> int | None:
-    """The node's dense MACs from its static shapes (``onnxprune.macs``)."""
+    """The node's dense MACs from its static shapes (``onnxprune.macs``).
+
+    A symbolic first dimension counts as 1 (the batch), except the sequence length of a
+    recurrent layer with ``layout=0`` (``[seq_length, batch, input]``): that stays unknown.
+    """
+    x = view.in_shapes[0] if view.in_shapes else None
+    if view.op_type in RECURRENT and not view.attr("layout", 0) and x and x[0] is None:
+        return None
     inputs = [view.static_in(i) for i in range(len(view.node.input))]
     return dense_macs(view.op_type, inputs, view.static_out())
+
+
+RECURRENT = ("LSTM", "GRU", "RNN")
 
 
 def _fitting(view: NodeView, transfer: Transfer, out: tuple[int, ...] | None) -> Transfer:
