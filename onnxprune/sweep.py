@@ -241,6 +241,8 @@ def sweep(
     jobs: int = 1,
     effective: bool = False,
     level: str = "channel",
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
     provider: str = "auto",
     batch_size: int = 64,
     seed: int = 0,
@@ -264,6 +266,8 @@ def sweep(
         jobs: worker processes; 1 runs everything in this process.
         effective: the targets are effective sparsities.
         level: reachability level of the reports.
+        input_shapes: fixed shapes for inputs with symbolic dimensions (``onnxprune.prune``).
+        dims: sizes of symbolic dimensions by name (``--dim batch=1``).
         provider: ONNX Runtime provider for validation (``auto``, ``cpu``, ``cuda``).
         batch_size: validation batch size.
         seed: seed of random scores.
@@ -315,6 +319,8 @@ def sweep(
             batch_size,
             seed,
             curves if get_allocation(a).name == "sensitivity" else None,
+            input_shapes=dict(input_shapes or {}),
+            dims=dict(dims or {}),
             min_time=min_time,
             min_runs=min_runs,
             threads=threads,
@@ -426,6 +432,8 @@ class _Task:
     batch_size: int
     seed: int
     sensitivity: str | None = None  # the curves, for allocation sensitivity
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    dims: dict[str, int] = field(default_factory=dict)
     min_time: float = MIN_TIME
     min_runs: int = MIN_RUNS
     threads: int = THREADS
@@ -454,6 +462,8 @@ class _Task:
                 allocation=self.allocation,
                 effective=self.effective,
                 level=self.level,
+                input_shapes=self.input_shapes,
+                dims=self.dims,
                 seed=self.seed,
                 calibration=_calibration(self.score, self.data, self.model),
                 sensitivity=self.sensitivity,

@@ -135,3 +135,21 @@ def test_cli_commands_take_dim_and_input_shape(tmp_path, capsys):
         message
         == "InvalidOptionError: --dim must map dimension names to positive sizes, got ['batch=0']"
     )
+
+
+def test_sweep_takes_dims_for_exact_level_runs(tmp_path):
+    from onnxprune.sweep import sweep
+    from tests.helpers import QUICK_TIMING
+
+    model, data = tmp_path / "m.onnx", tmp_path / "d.npz"
+    onnx.save(_padded(), model)
+    x = np.random.default_rng(4).normal(size=(4, 3, 8, 8)).astype(np.float32)
+    np.savez(data, x=x)
+    kwargs = {"sparsities": [0.5], "methods": [("magnitude", "global")], "level": "exact"}
+    (failed,) = sweep(model, data, tmp_path / "a", **kwargs, **QUICK_TIMING).runs
+    assert failed.error.startswith("ShapeError: ")  # h and w unknown: no exact level
+    (run_,) = sweep(
+        model, data, tmp_path / "b", dims={"h": 8, "w": 8}, **kwargs, **QUICK_TIMING
+    ).runs
+    assert run_.error is None
+    assert run_.direct_sparsity == pytest.approx(0.5, abs=0.01)

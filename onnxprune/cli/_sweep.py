@@ -10,10 +10,13 @@ from typing import TYPE_CHECKING
 from onnxprune.cli._common import (
     add_choice_gate,
     add_debug,
+    add_input_shape,
     add_metric,
     add_timing_flags,
     err,
     out,
+    parse_dims,
+    parse_input_shapes,
     print_failures,
 )
 from onnxprune.cli._signals import Stopped, stoppable
@@ -55,6 +58,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
     p.add_argument("--effective", action="store_true", help="targets are effective sparsities")
     p.add_argument("--exact", action="store_true", help="exact-level reports and targets")
+    add_input_shape(p)
     p.add_argument("--provider", choices=PROVIDERS, default="auto", help="ONNX Runtime provider")
     p.add_argument("--batch-size", type=int, default=64, help="validation batch size")
     p.add_argument("--seed", type=int, default=0, help="seed of random scores")
@@ -121,6 +125,8 @@ def _run(
             jobs=args.jobs,
             effective=args.effective,
             level="exact" if args.exact else "channel",
+            input_shapes=parse_input_shapes(args.input_shape),
+            dims=parse_dims(args.dim),
             provider=args.provider,
             batch_size=args.batch_size,
             seed=args.seed,
