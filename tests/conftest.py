@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import settings
 
 PROFILES = {"full": 1500, "dev": 100}
@@ -41,3 +42,12 @@ except ImportError:  # a Hypothesis older than the local constants: nothing to p
 else:
     # read at each draw of a constant; Hypothesis's own constants are still drawn
     providers._get_local_constants = Constants
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory):
+    """The corpus of foreign graphs (tests/corpus/store.py): each model exported on first use and
+    kept for the session. Tests taking it need torch, transformers and onnxscript."""
+    from tests.corpus.store import Corpus
+
+    return Corpus(tmp_path_factory.mktemp("corpus"))

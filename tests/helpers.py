@@ -81,22 +81,25 @@ QUICK_TIMING = {"min_time": 0.0, "min_runs": 1}
 def zero_inactive(model: onnx.ModelProto, level: str = "channel") -> tuple[onnx.ModelProto, int]:
     """``model`` with every weight entry the analysis at ``level`` calls inactive set to zero.
 
+    A stored tensor several layers read (tied weights) keeps every entry active in any of them;
+    tensors are rewritten wherever they are stored (initializers, Constant nodes).
+
     Returns the new model and how many nonzero entries were zeroed.
     """
     from onnxprune.graph.build import build_graph
+    from onnxprune.pruners.masks import apply_masks
     from onnxprune.sparsity import LEVELS
 
     graph = build_graph(model)
     names = frozenset(layer.name for layer in graph.layers)
     activity = LEVELS[level](graph, masks_for=names)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    tensors = {t.name: t for t in out.graph.initializer}
-    zeroed = 0
+    keep: dict[str, np.ndarray] = {}
+    nonzero: dict[str, np.ndarray] = {}
+    sources = {}
     for layer in graph.layers:
-        keep = layer.contract.source.to_stored(activity[layer.key].mask)
-        value = numpy_helper.to_array(tensors[layer.name]).copy()
-        zeroed += int(((value != 0) & ~keep).sum())
-        value[~keep] = 0
-        tensors[layer.name].CopyFrom(numpy_helper.from_array(value, layer.name))
-    return out, zeroed
+        source = sources[layer.name] = layer.contract.source
+        active = source.to_stored(activity[layer.key].mask)
+        keep[layer.name] = keep[layer.name] | active if layer.name in keep else active
+        nonzero[layer.name] = source.to_stored(graph.weight(layer)) != 0
+    zeroed = sum(int((nonzero[name] & ~keep[name]).sum()) for name in keep)
+    return apply_masks(model, keep, sources), zeroed
