@@ -7,7 +7,8 @@ them, checked against ONNX Runtime.
    the constant is folded into the next bias: compaction, property 2).
 2. Unstructured pruning (50%, and 90% where dead units appear) then compaction computes what the
    pruned model computes.
-3. Structured pruning (l1, 30%) computes what its masked model computes, and removes something.
+3. Structured pruning (l1, 30%) computes what its masked model computes, and removes something:
+   from the transformers, attention heads among it.
 4. Every model onnxprune writes passes ``onnx.checker.check_model(full_check=True)``.
 5. No command crashes on a corpus model: analyze (also ``--exact``), prune (also
    ``--structured``) and compact exit 0, or 2 with one line saying why.
@@ -26,7 +27,7 @@ from onnx import numpy_helper
 
 import onnxprune
 from onnxprune.structured import compact, structured_prune
-from tests.corpus.store import CASES, EXPORTERS
+from tests.corpus.store import CASES, TRANSFORMERS
 from tests.helpers import zero_inactive
 
 pytest.importorskip("torch")
@@ -43,9 +44,6 @@ pytestmark = [
 ]
 
 
-GPT2 = [f"gpt2-{exporter}" for exporter in EXPORTERS]
-
-
 def pending(part: int, what: str, *names: str) -> dict[str, pytest.MarkDecorator]:
     """``xfail(strict=True)`` for the corpus models ``names``: issue 15 part ``part`` (``what``)
     has not landed yet."""
@@ -53,9 +51,10 @@ def pending(part: int, what: str, *names: str) -> dict[str, pytest.MarkDecorator
     return dict.fromkeys(names, mark)
 
 
-def cases(marks: dict[str, pytest.MarkDecorator]) -> list:
-    """Every corpus model as a parameter, with its mark from ``marks`` if it has one."""
-    return [pytest.param(name, marks=marks.get(name, ()), id=name) for name in CASES]
+def cases(marks: dict[str, pytest.MarkDecorator], names=CASES) -> list:
+    """Corpus models (every one by default) as parameters, each with its mark from ``marks``
+    if it has one."""
+    return [pytest.param(name, marks=marks.get(name, ()), id=name) for name in names]
 
 
 def outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -139,12 +138,7 @@ def test_unstructured_prune_then_compact_equals_the_pruned_model(corpus, name, s
     assert_same_outputs(entry, pruned, compacted)
 
 
-STRUCTURED_PENDING = pending(
-    2, "the [B,T,C] -> [B*T,C] Reshape and the split back block every group", *GPT2
-)
-
-
-@pytest.mark.parametrize("name", cases(STRUCTURED_PENDING))
+@pytest.mark.parametrize("name", cases({}))
 def test_structured_prune_equals_its_masked_model_and_removes_something(corpus, name):
     entry = corpus.get(name)
     result = structured_prune(entry.model, sparsity=0.3, criterion="l1")
@@ -153,6 +147,36 @@ def test_structured_prune_equals_its_masked_model_and_removes_something(corpus, 
     assert_same_outputs(entry, result.masked, result.model)
     assert result.groups_removed > 0
     assert weights(result.model) < weights(entry.model)
+
+
+def attention_heads(model: onnx.ModelProto) -> int:
+    """The heads of every MatMul of two activations (attention scores, and scores times values,
+    [B, heads, T, *]), added up: axis 1 of their outputs, by shape inference."""
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    weights = {t.name for t in model.graph.initializer}
+    weights |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    shapes = {
+        vi.name: vi.type.tensor_type.shape.dim
+        for vi in (*inferred.graph.value_info, *inferred.graph.output)
+    }
+    return sum(
+        shapes[node.output[0]][1].dim_value
+        for node in model.graph.node
+        if node.op_type == "MatMul" and not weights & set(node.input)
+    )
+
+
+TRANSFORMER_CASES = [name for name in CASES if name.split("-")[0] in TRANSFORMERS]
+HEADS_PENDING = pending(1, "attention heads are units of structured pruning", *TRANSFORMER_CASES)
+
+
+@pytest.mark.parametrize("name", cases(HEADS_PENDING, TRANSFORMER_CASES))
+def test_structured_prune_removes_attention_heads(corpus, name):
+    entry = corpus.get(name)
+    before = attention_heads(entry.model)
+    assert before == 4 * 4  # 2 layers, 4 heads, 2 MatMuls each
+    result = structured_prune(entry.model, sparsity=0.3, criterion="l1")
+    assert 0 < attention_heads(result.model) < before
 
 
 COMMANDS = {
