@@ -65,7 +65,8 @@ class LayerSparsity(_Sparsities):
     """Sparsity of one prunable weight tensor.
 
     Attributes:
-        name: the stored tensor (initializer or constant) a pruner rewrites.
+        name: the stored tensor (initializer or constant) a pruner rewrites; inside an
+            ``If``/``Loop``/``Scan`` body, after the body's scope (``If_3/then_branch/w``).
         op_type: the consuming op (Conv, ConvTranspose, Gemm, MatMul).
         shape: the weight's shape as the layer consumes it.
         params: number of weights.
@@ -74,7 +75,7 @@ class LayerSparsity(_Sparsities):
         dead_inputs: input units of the layer through which no active weight passes.
         dead_outputs: output units of the layer that no active weight reaches.
         macs: dense multiply-accumulates of the layer's uses (``onnxprune.macs``), ``None``
-            when a shape is unknown.
+            when a shape is unknown or the layer is inside a body (run 0, 1 or many times).
         nonzero_macs: those by nonzero weights: what is left when zeros are skipped.
         gates: per gate, for the ``W`` and ``R`` of an LSTM, GRU or RNN (else empty).
         label: a readable name for reports (the module or node, see ``graph.build.layer_label``);

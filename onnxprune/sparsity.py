@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
-from onnxprune.errors import InvalidOptionError
+from onnxprune.errors import InvalidOptionError, ShapeError
 from onnxprune.external_data import load_model_lazy
 from onnxprune.graph.build import ConnectivityGraph, Layer, build_graph
 from onnxprune.graph.channel import LayerActivity, channel_reachability
@@ -82,26 +82,45 @@ def analyze(
 def sparsity_report(graph: ConnectivityGraph, *, level: str = "channel") -> SparsityReport:
     """The ``SparsityReport`` of an already built graph at ``level``."""
     uses: dict[str, list[Layer]] = {}
-    for layer in graph.layers:
+    for layer in graph.all_layers:
         uses.setdefault(layer.name, []).append(layer)
     shared = frozenset(name for name, layers in uses.items() if len(layers) > 1)
     activity = LEVELS[level](graph, masks_for=shared)
     cost = graph_macs(graph, {key: act.nonzero for key, act in activity.items()})
     by_use = {(node.node, node.weight): node for node in cost.nodes}
+    fallbacks = list(graph.fallbacks)
+    for body in graph.subgraphs():
+        activity.update(_body_activity(body, level, shared))
+        fallbacks += body.fallbacks
     rows = [
         _row(
             layers,
             [activity[use.key] for use in layers],
-            [by_use[use.node, use.name] for use in layers],
+            [by_use[use.node, use.name] for use in layers if not use.scope],
         )
         for layers in uses.values()
     ]
-    return SparsityReport(tuple(rows), level, graph.fallbacks, cost)
+    return SparsityReport(tuple(rows), level, tuple(fallbacks), cost)
+
+
+def _body_activity(
+    body: ConnectivityGraph, level: str, shared: frozenset[str]
+) -> dict[tuple[str, int], LayerActivity]:
+    """A body's layers analysed within the body; at channel level where exact needs shapes.
+
+    A body's shapes depend on what runs before it (a loop's carried values may grow), which
+    ``--input-shape`` cannot always fix; the channel level is the sound answer then.
+    """
+    try:
+        return LEVELS[level](body, masks_for=shared)
+    except ShapeError:
+        return channel_reachability(body, masks_for=shared)
 
 
 def _row(layers: list[Layer], acts: list[LayerActivity], macs: list[NodeMacs]) -> LayerSparsity:
     first, act = layers[0], acts[0]
     params = int(np.prod(first.shape))
+    in_body = any(layer.scope for layer in layers)  # a body runs 0, 1 or many times: MACs unknown
     active = act.active
     if len(layers) > 1:  # one stored tensor used by several layers: active if active anywhere
         stored = _to_stored(first, acts[0].mask)
@@ -117,8 +136,8 @@ def _row(layers: list[Layer], acts: list[LayerActivity], macs: list[NodeMacs]) -
         active,
         act.dead_inputs,
         act.dead_outputs,
-        total(m.macs for m in macs),
-        total(m.nonzero_macs for m in macs),
+        None if in_body else total(m.macs for m in macs),
+        None if in_body else total(m.nonzero_macs for m in macs),
         _gates(first, act) if len(layers) == 1 else (),
         None if first.label == first.name else first.label,
     )

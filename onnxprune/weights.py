@@ -3,13 +3,15 @@
 Initializers, ``Constant`` and ``ConstantOfShape`` nodes, and behind ``Identity``, ``Cast``,
 ``Transpose``, ``Reshape`` (constant shape; some Caffe2 exports reshape their classifier
 weights), ``Unsqueeze``/``Squeeze`` (constant axes; the light DenseNet of the onnx package
-unsqueezes its batch-norm vectors to ``[C, 1, 1]``) and ``DequantizeLinear`` chains. Each
-weight is mapped to the tensor a pruner has to rewrite, with the layout changes between that
-tensor and what the layer consumes.
+unsqueezes its batch-norm vectors to ``[C, 1, 1]``) and ``DequantizeLinear`` chains, in the
+main graph and inside ``If``/``Loop``/``Scan`` bodies (a body's resolver falls back on its outer
+scope). Each weight is mapped to the tensor a pruner has to rewrite, with the graph that stores
+it and the layout changes between that tensor and what the layer consumes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,12 +32,23 @@ class WeightSource:
         steps: the layout changes between the stored tensor and the value the layer consumes, in
             order: ``("transpose", perm)`` or ``("reshape", shape_before)``.
         dequantized: whether a ``DequantizeLinear`` lies between storage and use.
+        scope: the body that stores the tensor, e.g. ``If_3/then_branch`` (``""``: the main
+            graph); sibling bodies may store tensors of the same name.
+        path: where that body is: ``(node index, graph attribute)`` per level from the main
+            graph (``subgraph_at``).
     """
 
     name: str
     kind: str
     steps: tuple[tuple[str, tuple[int, ...]], ...] = ()
     dequantized: bool = False
+    scope: str = ""
+    path: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The weight's unique name, which keys masks and reports: ``scope/name`` in a body."""
+        return f"{self.scope}/{self.name}" if self.scope else self.name
 
     def to_stored(self, consumed: np.ndarray) -> np.ndarray:
         """Undo the layout changes: an array in the consumed layout, in the stored layout."""
@@ -104,12 +117,37 @@ class ConstantResolver:
     are refused rather than read from wherever the process happens to run.
     """
 
-    def __init__(self, graph: onnx.GraphProto, external: TensorReader | None = None) -> None:
+    def __init__(
+        self,
+        graph: onnx.GraphProto,
+        external: TensorReader | None = None,
+        *,
+        outer: ConstantResolver | None = None,
+        scope: str = "",
+        path: tuple[tuple[int, str], ...] = (),
+    ) -> None:
+        """A resolver of ``graph``; for a body, ``outer`` resolves the names it reads from outside.
+
+        ``scope`` and ``path`` say where the body is (``WeightSource``).
+        """
         self._external = external
         self._initializers = {t.name: t for t in graph.initializer}
         self._producers = {out: node for node in graph.node for out in node.output}
         # Before IR 4 every initializer is also listed as a graph input; those are still weights.
         self._graph_inputs = {i.name for i in graph.input} - set(self._initializers)
+        self._outer = outer
+        self._scope, self._path = scope, path
+
+    def body(self, graph: onnx.GraphProto, scope: str, index: int, name: str) -> ConstantResolver:
+        """The resolver of ``graph``, body ``name`` of node ``index``, inside this one."""
+        return ConstantResolver(
+            graph, self._external, outer=self, scope=scope, path=(*self._path, (index, name))
+        )
+
+    def _outside(self, name: str) -> ConstantResolver | None:
+        """The outer resolver when ``name`` is not defined in this graph (read from outside)."""
+        local = name in self._initializers or name in self._producers or name in self._graph_inputs
+        return None if local else self._outer
 
     @property
     def reads_external(self) -> bool:
@@ -122,6 +160,8 @@ class ConstantResolver:
 
     def value(self, name: str) -> np.ndarray | None:
         """The value of tensor ``name``, or ``None`` when it is not a constant we can follow."""
+        if (outer := self._outside(name)) is not None:
+            return outer.value(name)
         if name in self._initializers and name not in self._graph_inputs:
             tensor = self._initializers[name]
             if tensor.data_location != onnx.TensorProto.EXTERNAL:
@@ -141,6 +181,8 @@ class ConstantResolver:
         shape: the ``Expand`` of a zero to the batch size that exporters write for the initial
         state of an LSTM, a ``ConstantOfShape`` filled with 0.
         """
+        if (outer := self._outside(name)) is not None:
+            return outer.is_zero(name)
         value = self.value(name)
         if value is not None:
             return not np.any(value)
@@ -154,6 +196,8 @@ class ConstantResolver:
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         """Shape of constant ``name`` without materializing large tensors."""
+        if (outer := self._outside(name)) is not None:
+            return outer.shape(name)
         if name in self._initializers and name not in self._graph_inputs:
             return tuple(int(d) for d in self._initializers[name].dims)
         node = self._producers.get(name)
@@ -174,15 +218,18 @@ class ConstantResolver:
 
     def source(self, name: str) -> WeightSource | None:
         """The stored tensor behind constant ``name``, or ``None`` when it is not a constant."""
+        if (outer := self._outside(name)) is not None:
+            return outer.source(name)
+        where = {"scope": self._scope, "path": self._path}
         if name in self._initializers and name not in self._graph_inputs:
-            return WeightSource(name, "initializer")
+            return WeightSource(name, "initializer", **where)
         node = self._producers.get(name)
         if node is None or node.op_type not in _CONSTANT_OPS:
             return None
         if node.op_type == "Constant" or (
             node.op_type == "ConstantOfShape" and self.value(node.input[0]) is not None
         ):
-            return WeightSource(name, node.op_type)
+            return WeightSource(name, node.op_type, **where)
         inner = self.source(node.input[0])
         helpers_constant = all(self.value(n) is not None for n in node.input[1:] if n)
         if inner is None or not helpers_constant:
@@ -198,7 +245,7 @@ class ConstantResolver:
                 return None
             step = (("reshape", before),)
         dequantized = inner.dequantized or node.op_type == "DequantizeLinear"
-        return WeightSource(inner.name, inner.kind, inner.steps + step, dequantized)
+        return dataclasses.replace(inner, steps=inner.steps + step, dequantized=dequantized)
 
     def _reshaped(self, node: onnx.NodeProto) -> tuple[int, ...] | None:
         """Output shape of a ``Reshape``/``Unsqueeze``/``Squeeze`` without computing its value."""
@@ -249,6 +296,23 @@ def weight_readers(
             if source is not None and name not in readers.setdefault(source.name, []):
                 readers[source.name].append(name)
     return {stored: tuple(names) for stored, names in readers.items()}
+
+
+def subgraph_at(graph: onnx.GraphProto, path: tuple[tuple[int, str], ...]) -> onnx.GraphProto:
+    """The body at ``path`` (``WeightSource.path``) inside ``graph``; ``graph`` for ``()``."""
+    for index, name in path:
+        node = graph.node[index]
+        graph = next(a.g for a in node.attribute if a.name == name)
+    return graph
+
+
+def resolver_at(graph: onnx.GraphProto, path: tuple[tuple[int, str], ...]) -> ConstantResolver:
+    """The resolver of the body at ``path`` inside ``graph``, its outer scopes behind it."""
+    resolver = ConstantResolver(graph)
+    for index, name in path:
+        graph = next(a.g for a in graph.node[index].attribute if a.name == name)
+        resolver = resolver.body(graph, "", index, name)
+    return resolver
 
 
 def _reshape_target(

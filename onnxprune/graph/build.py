@@ -7,14 +7,16 @@ scipy.sparse, ``graph/exact.py`` over every element.
 from __future__ import annotations
 
 import ast
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
+from onnxprune.errors import InvalidModelError
 from onnxprune.graph.registry import NodeView, lookup, static
-from onnxprune.graph.shapes import Shape, infer_shapes
+from onnxprune.graph.shapes import BodyPath, Shape, infer_all_shapes
 from onnxprune.graph.transfers import (
     Contract,
     Dense,
@@ -57,7 +59,11 @@ class Layer:
         shape: the consumed weight's shape.
         contract: how the layer maps input units to output units.
         label: a readable name for reports: the module the exporter recorded for the node
-            (``pkg.torch.onnx.name_scopes``), else the node's name, else the weight's.
+            (``pkg.torch.onnx.name_scopes``), else the node's name, else the weight's; in a
+            body, after the body's scope.
+        scope: the ``If``/``Loop``/``Scan`` body the node is in (``If_3/then_branch``), ``""``
+            in the main graph. ``name`` is the stored tensor's ``WeightSource.key``: its own
+            scope and name, unique in the model.
     """
 
     name: str
@@ -69,6 +75,7 @@ class Layer:
     shape: tuple[int, ...]
     contract: Contract
     label: str
+    scope: str = ""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -102,6 +109,13 @@ class ConnectivityGraph:
 
     ``dataclasses.replace(graph, overrides={name: stored_array})`` gives the same graph with other
     weight values, without rebuilding it.
+
+    ``If``/``Loop``/``Scan`` bodies are graphs of their own (``bodies``, in node order, nested
+    ones inside theirs): their inputs are the body's inputs and the outer tensors it reads (all
+    taken as carrying signal), their outputs the body's outputs (all taken as needed), and the
+    node that holds them mixes its outer inputs densely. Each body is analysed on its own, which
+    can only under-report what is dead. ``layers`` are this graph's own, ``all_layers`` add the
+    bodies'.
     """
 
     steps: tuple[Step, ...]
@@ -114,13 +128,29 @@ class ConnectivityGraph:
     overrides: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)
     shared: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Stored weights that more than one node reads (``weights.weight_readers``): their readers."""
+    bodies: tuple[ConnectivityGraph, ...] = ()
+    scope: str = ""
+
+    @property
+    def all_layers(self) -> tuple[Layer, ...]:
+        """Every prunable layer: this graph's, then those of its bodies (nested included)."""
+        return self.layers + tuple(layer for body in self.subgraphs() for layer in body.layers)
+
+    def subgraphs(self) -> Iterator[ConnectivityGraph]:
+        """Every body under this graph (nested included), with this graph's ``overrides``."""
+        for body in self.bodies:
+            body = dataclasses.replace(body, overrides=self.overrides)
+            yield body
+            yield from body.subgraphs()
 
     def weight(self, layer: Layer) -> np.ndarray:
         """The weight as the layer consumes it (materialized on demand, never cached).
 
-        ``overrides`` (stored tensors keyed by stored name, e.g. masked weights while a pruner
-        searches) take the place of the model's own values.
+        ``overrides`` (stored tensors keyed by ``Layer.name``, e.g. masked weights while a
+        pruner searches) take the place of the model's own values.
         """
+        if layer.scope != self.scope and layer.name not in self.overrides:
+            return next(b for b in self.subgraphs() if b.scope == layer.scope).weight(layer)
         if layer.name in self.overrides:
             return layer.contract.source.to_consumed(self.overrides[layer.name], layer.shape)
         value = self.constants.value(layer.weight)
@@ -153,17 +183,50 @@ def build_graph(
             broadcast (``onnxprune.op_checks.check_shapes``).
     """
     graph = model.graph
-    shapes = infer_shapes(model, input_shapes, dims)
-    check_shapes(graph, shapes)
+    shapes, body_shapes = infer_all_shapes(model, input_shapes, dims)
     constants = ConstantResolver(graph, external)
     initializers = {t.name for t in graph.initializer}
     inputs = tuple(i.name for i in graph.input if i.name not in initializers)
-    opset = _default_opset(model)
+    outputs = tuple(o.name for o in graph.output)
+    where = _Where("", (), body_shapes, _default_opset(model))
+    built = _build(graph, inputs, outputs, shapes, constants, where)
+    _check_keys(built.all_layers)
+    return built
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """Which graph ``_build`` builds: its scope and path, and what every body shares."""
+
+    scope: str
+    path: BodyPath
+    body_shapes: Mapping[BodyPath, Mapping[str, Shape]]
+    opset: int
+
+    def named(self, name: str) -> str:
+        """``name`` inside this scope (a node's, a body's)."""
+        return f"{self.scope}/{name}" if self.scope else name
+
+
+def _build(
+    graph: onnx.GraphProto,
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    shapes: dict[str, Shape],
+    constants: ConstantResolver,
+    where: _Where,
+) -> ConnectivityGraph:
+    """The connectivity graph of ``graph`` (the main graph or a body), its bodies built too."""
+    check_shapes(graph, shapes)
+    initializers = {t.name for t in graph.initializer}
     signal = set(inputs)
     steps: list[Step] = []
     layers: list[Layer] = []
     fallbacks: list[Fallback] = []
+    bodies: list[ConnectivityGraph] = []
     for index, node in enumerate(graph.node):
+        node_name = where.named(node.name or f"{node.op_type}_{index}")
+        bodies += _bodies(node, node_name, index, shapes, constants, where)
         names = [*node.input, *_implicit_inputs(node)]
         acts = tuple(
             i
@@ -176,7 +239,7 @@ def build_graph(
             tuple(shapes.get(n) for n in node.output),
             acts,
             constants,
-            opset,
+            where.opset,
         )
         transfers = _transfers(view)
         for out, t in zip(node.output, transfers, strict=False):
@@ -186,29 +249,35 @@ def build_graph(
         is_layer = isinstance(transfers[0], (Contract, Recurrent))
         if isinstance(transfers[0], NoSignal) or not (has_signal or is_layer):
             continue
-        node_name = node.name or f"{node.op_type}_{index}"
         fallbacks += [
             Fallback(node_name, node.op_type, t.reason)
             for t in transfers[:1]
             if isinstance(t, Dense) and t.fallback
         ]
-        outputs = tuple(node.output)
+        node_outputs = tuple(node.output)
         if has_signal:
-            signal.update(o for o in outputs if o)
+            signal.update(o for o in node_outputs if o)
         first = transfers[0]
         layer = (
-            _layer(node_name, node, first, shapes, constants)
+            _layer(node_name, node, first, shapes, constants, where.scope)
             if isinstance(first, Contract)
             else None
         )
-        rec = _recurrent(node_name, node, first, constants) if isinstance(first, Recurrent) else ()
+        rec = (
+            _recurrent(node_name, node, first, constants, where.scope)
+            if isinstance(first, Recurrent)
+            else ()
+        )
         macs = _macs(view) if node.domain in ("", "ai.onnx") else 0
         ins = tuple(names[i] for i in acts)
-        steps.append(Step(node_name, node.op_type, ins, outputs, transfers, layer, macs, rec))
+        steps.append(Step(node_name, node.op_type, ins, node_outputs, transfers, layer, macs, rec))
         layers += [layer] if layer is not None else rec
-    outputs = tuple(o.name for o in graph.output)
     readers = weight_readers(graph, constants)
-    shared = {w.name: readers[w.name] for w in layers if len(readers.get(w.name, ())) > 1}
+    shared = {
+        w.name: readers[w.contract.source.name]
+        for w in layers
+        if len(readers.get(w.contract.source.name, ())) > 1
+    }
     return ConnectivityGraph(
         tuple(steps),
         tuple(layers),
@@ -218,7 +287,53 @@ def build_graph(
         tuple(fallbacks),
         constants,
         shared=shared,
+        bodies=tuple(bodies),
+        scope=where.scope,
     )
+
+
+def _bodies(
+    node: onnx.NodeProto,
+    node_name: str,
+    index: int,
+    shapes: Mapping[str, Shape],
+    constants: ConstantResolver,
+    where: _Where,
+) -> list[ConnectivityGraph]:
+    """The graphs of the bodies of ``node`` (``If`` branches, ``Loop``/``Scan`` bodies).
+
+    A body's inputs are its own inputs and the outer tensors it reads that are not constants;
+    its shapes are those inference gave it, over the outer ones.
+    """
+    built = []
+    for a in node.attribute:
+        if a.type != onnx.AttributeProto.GRAPH:
+            continue
+        scope = f"{node_name}/{a.name}"
+        path = (*where.path, (index, a.name))
+        resolver = constants.body(a.g, scope, index, a.name)
+        own = {t.name for t in a.g.initializer}
+        outer = [n for n in dict.fromkeys(_outer_names(a.g)) if not resolver.is_constant(n)]
+        inputs = (*(i.name for i in a.g.input if i.name not in own), *outer)
+        inner = {**shapes, **where.body_shapes.get(path, {})}
+        body = _Where(scope, path, where.body_shapes, where.opset)
+        built.append(_build(a.g, inputs, tuple(o.name for o in a.g.output), inner, resolver, body))
+    return built
+
+
+def _check_keys(layers: Sequence[Layer]) -> None:
+    """Refuse a model where two stored weights would share a key (``WeightSource.key``).
+
+    Raises:
+        InvalidModelError: a body's scoped weight name is also another tensor's name.
+    """
+    stored: dict[str, tuple[BodyPath, str]] = {}
+    for layer in layers:
+        source = layer.contract.source
+        if stored.setdefault(layer.name, (source.path, source.name)) != (source.path, source.name):
+            raise InvalidModelError(
+                f"weight name {layer.name!r} names two tensors (one in a body); rename one"
+            )
 
 
 def _transfers(view: NodeView) -> tuple[Transfer, ...]:
@@ -226,7 +341,10 @@ def _transfers(view: NodeView) -> tuple[Transfer, ...]:
     rule = lookup(node.op_type) if node.domain in ("", "ai.onnx") else None
     if rule is None:
         where = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-        result: Transfer | tuple[Transfer, ...] = Dense(f"no transfer rule for {where}")
+        why = f"no transfer rule for {where}"
+        if any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
+            why = f"{where}: its bodies (each analysed on its own) make the outputs from any input"
+        result: Transfer | tuple[Transfer, ...] = Dense(why)
     else:
         result = rule(view)
     transfers = result if isinstance(result, tuple) else (result,) * max(1, len(node.output))
@@ -280,13 +398,14 @@ def _layer(
     contract: Contract,
     shapes: Mapping[str, Shape],
     constants: ConstantResolver,
+    scope: str,
 ) -> Layer:
     weight = node.input[contract.weight]
     shape = shapes.get(weight)
     if shape is None or None in shape:
         shape = constants.shape(weight)
     return Layer(
-        contract.source.name,
+        contract.source.key,
         name,
         node.op_type,
         node.input[contract.activation],
@@ -294,12 +413,17 @@ def _layer(
         weight,
         tuple(int(d) for d in shape),
         contract,
-        layer_label(node, contract.source.name),
+        _scoped(scope, layer_label(node, contract.source.name)),
+        scope,
     )
 
 
+def _scoped(scope: str, label: str) -> str:
+    return f"{scope}/{label}" if scope else label
+
+
 def _recurrent(
-    name: str, node: onnx.NodeProto, t: Recurrent, constants: ConstantResolver
+    name: str, node: onnx.NodeProto, t: Recurrent, constants: ConstantResolver, scope: str
 ) -> tuple[Layer, Layer]:
     """The ``W`` and ``R`` layers of an LSTM/GRU/RNN; ``R`` reads the hidden states it writes."""
     y = next(o for o in node.output if o)
@@ -309,8 +433,10 @@ def _recurrent(
         weight = node.input[index]
         contract = Contract("recurrent", 0, index, source)
         shape = tuple(int(d) for d in constants.shape(weight))
-        label = layer_label(node, source.name)
-        layers.append(Layer(source.name, name, node.op_type, x, y, weight, shape, contract, label))
+        label = _scoped(scope, layer_label(node, source.name))
+        layers.append(
+            Layer(source.key, name, node.op_type, x, y, weight, shape, contract, label, scope)
+        )
     return layers[0], layers[1]
 
 

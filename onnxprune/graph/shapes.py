@@ -16,6 +16,8 @@ from onnxprune.model import light_copy
 
 Shape = tuple[int | None, ...]
 """A tensor shape; ``None`` marks a symbolic or unknown dimension."""
+BodyPath = tuple[tuple[int, str], ...]
+"""Where a body is: ``(node index, graph attribute)`` per level from the main graph."""
 
 
 def infer_shapes(
@@ -35,8 +37,23 @@ def infer_shapes(
         InvalidOptionError: an entry of ``input_shapes`` names no graph input or has the wrong
             rank, or a name of ``dims`` is no symbolic dimension of the inputs.
     """
+    return infer_all_shapes(model, input_shapes, dims)[0]
+
+
+def infer_all_shapes(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
+) -> tuple[dict[str, Shape], dict[BodyPath, dict[str, Shape]]]:
+    """``infer_shapes``, and the shapes inside each ``If``/``Loop``/``Scan`` body by its path.
+
+    Sibling bodies may name tensors alike, so each body has its own mapping (its tensors only).
+
+    Raises:
+        InvalidOptionError: as ``infer_shapes``.
+    """
     light = _light_copy(model, dict(input_shapes or {}), dict(dims or {}))
-    shapes = _inferred(light)
+    shapes, bodies = _inferred(light)
     # Where onnx's inference departs from the operator spec (and ONNX Runtime), the spec's
     # sizes are given back as hints and inference runs again from there.
     for _ in range(_MAX_PASSES):
@@ -50,26 +67,39 @@ def infer_shapes(
             light.graph.value_info.append(
                 helper.make_tensor_value_info(name, _elem_type(light.graph, name), list(shape))
             )
-        shapes = _inferred(light)
-    return shapes
+        shapes, bodies = _inferred(light)
+    return shapes, bodies
 
 
 _MAX_PASSES = 4
 
 
-def _inferred(light: onnx.ModelProto) -> dict[str, Shape]:
+def _inferred(light: onnx.ModelProto) -> tuple[dict[str, Shape], dict[BodyPath, dict[str, Shape]]]:
     try:
         inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError):
         inferred = light
+    bodies: dict[BodyPath, dict[str, Shape]] = {}
+    shapes = _graph_shapes(inferred.graph, (), bodies)
+    return shapes, bodies
+
+
+def _graph_shapes(
+    graph: onnx.GraphProto, path: BodyPath, bodies: dict[BodyPath, dict[str, Shape]]
+) -> dict[str, Shape]:
+    """The shapes ``graph`` declares; those of its bodies go into ``bodies`` by path."""
     shapes: dict[str, Shape] = {}
-    graph = inferred.graph
     for info in (*graph.input, *graph.value_info, *graph.output):
         shape = _shape_of(info.type)
         if shape is not None:
             shapes[info.name] = shape
     for init in graph.initializer:
         shapes[init.name] = tuple(int(d) for d in init.dims)
+    for index, node in enumerate(graph.node):
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                inner = (*path, (index, a.name))
+                bodies[inner] = _graph_shapes(a.g, inner, bodies)
     return shapes
 
 

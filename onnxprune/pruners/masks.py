@@ -13,6 +13,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from onnx import helper, numpy_helper
 from onnxprune.errors import InvalidModelError, InvalidOptionError
 from onnxprune.model import check_writable, remove_stale_temporaries, temporary, writing
 from onnxprune.pruners._cut import common_dtype, find_cut, keep_above
-from onnxprune.weights import ConstantResolver, WeightSource
+from onnxprune.weights import WeightSource, resolver_at, subgraph_at
 
 
 def masks_from_counts(
@@ -122,21 +123,23 @@ def _rewrite(
     """
     pruned = onnx.ModelProto()
     pruned.CopyFrom(model)
-    graph = pruned.graph
-    initializers = {t.name: t for t in graph.initializer}
-    producers = {out: node for node in graph.node for out in node.output}
-    for name, change in changes.items():
-        source = sources.get(name)
+    stores: dict[tuple[tuple[int, str], ...], _Store] = {}
+    for key, change in changes.items():
+        source = sources.get(key)
         if source is None:
-            raise InvalidOptionError(f"{what} {name!r} names no prunable weight of the model")
+            raise InvalidOptionError(f"{what} {key!r} names no prunable weight of the model")
+        if source.path not in stores:  # a body's weight is written in the body
+            stores[source.path] = _Store.of(subgraph_at(pruned.graph, source.path))
+        store, name = stores[source.path], source.name
         if source.kind == "initializer":
-            tensor = initializers[name]
+            tensor = store.initializers[name]
+            value = numpy_helper.to_array(tensor)
         else:
-            tensor = _constant_tensor(producers[name], model)
-        value = numpy_helper.to_array(tensor)
+            node = store.producers[name]
+            value = resolver_at(model.graph, source.path).value(name)
         if value.shape != np.shape(change):
             raise InvalidOptionError(
-                f"{what} {name!r} has shape {np.shape(change)}, the weight has {value.shape}"
+                f"{what} {key!r} has shape {np.shape(change)}, the weight has {value.shape}"
             )
         replaced = new_value(value, change)
         if replaced is None:
@@ -145,7 +148,6 @@ def _rewrite(
         if source.kind == "initializer":
             tensor.CopyFrom(written)
         else:
-            node = producers[name]
             node.op_type = "Constant"
             del node.input[:]
             del node.attribute[:]
@@ -153,10 +155,19 @@ def _rewrite(
     return pruned
 
 
-def _constant_tensor(node: onnx.NodeProto, model: onnx.ModelProto) -> onnx.TensorProto:
-    """The full tensor a Constant or ConstantOfShape node produces."""
-    value = ConstantResolver(model.graph).value(node.output[0])
-    return numpy_helper.from_array(value, node.output[0])
+@dataclass(frozen=True, slots=True)
+class _Store:
+    """The initializers and node outputs of one graph (the main graph or a body), by name."""
+
+    initializers: dict[str, onnx.TensorProto]
+    producers: dict[str, onnx.NodeProto]
+
+    @staticmethod
+    def of(graph: onnx.GraphProto) -> _Store:
+        return _Store(
+            {t.name: t for t in graph.initializer},
+            {out: node for node in graph.node for out in node.output},
+        )
 
 
 def save_masks(masks: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:

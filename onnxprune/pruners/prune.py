@@ -139,7 +139,10 @@ def prune_weights(
     """
     o = options
     progress.report("analyze", 0)
-    plan = _Plan.make(model, o, max_bytes)
+    bodies = None
+    if scores is None and get_score(o.score).reads_graph:
+        bodies = f"the {o.score} score runs the main graph only, so it is not pruned"
+    plan = _Plan.make(model, o, max_bytes, bodies)
     kept = plan.kept(load_masks(masks) if isinstance(masks, (str, os.PathLike)) else masks)
     ctx = ScoreContext(
         plan.graph,
@@ -325,14 +328,16 @@ class _Plan:
     zeros_outside: int  # zeros of the weights not selected
 
     @staticmethod
-    def make(source: ModelSource, options: PruneOptions, max_bytes: int) -> _Plan:
+    def make(
+        source: ModelSource, options: PruneOptions, max_bytes: int, bodies: str | None = None
+    ) -> _Plan:
         level = options.level
         if level not in LEVELS:
             raise InvalidOptionError(f"level={level!r} must be one of {sorted(LEVELS)}")
         model = load_model(source, max_bytes=max_bytes)
         graph = build_graph(model, options.shapes, dims=options.dim_sizes)
         first, selected, skipped = select_layers(
-            graph, options.layers, options.exclude, options.prune_shared
+            graph, options.layers, options.exclude, options.prune_shared, bodies
         )
         zeros_outside = sum(
             int((graph.weight(layer) == 0).sum())
@@ -417,6 +422,7 @@ def select_layers(
     layers: str | None,
     exclude: str | None,
     prune_shared: bool = False,
+    bodies: str | None = None,
 ) -> tuple[dict[str, Layer], tuple[str, ...], tuple[str, ...]]:
     """Which prunable weights a run may touch.
 
@@ -430,6 +436,8 @@ def select_layers(
         layers: regular expression; only weights whose name matches are selected.
         exclude: regular expression; weights whose name matches are not selected.
         prune_shared: select shared weights too.
+        bodies: why weights used inside ``If``/``Loop``/``Scan`` bodies are left alone this
+            run (a score that runs the main graph only), or ``None`` to select them too.
 
     Returns:
         The first use of every stored weight (graph order), the selected weight names, and one
@@ -439,9 +447,15 @@ def select_layers(
     Raises:
         InvalidOptionError: a bad expression, or expressions that select nothing.
     """
+    shared = dict(graph.shared)
+    for body in graph.subgraphs():
+        shared.update(body.shared)
     first: dict[str, Layer] = {}
-    for layer in graph.layers:
+    in_bodies: dict[str, str] = {}
+    for layer in graph.all_layers:  # weights inside If/Loop/Scan bodies too
         first.setdefault(layer.name, layer)
+        if layer.scope:
+            in_bodies.setdefault(layer.name, layer.scope)
     chosen = name_filter(layers, exclude)
     selected, skipped = [], []
     for name, layer in first.items():
@@ -450,8 +464,11 @@ def select_layers(
         if layer.contract.source.dequantized:
             skipped.append(f"{name}: quantized (DequantizeLinear) weights are not pruned")
             continue
-        if name in graph.shared:
-            readers = ", ".join(graph.shared[name])
+        if bodies is not None and name in in_bodies:
+            skipped.append(f"{name}: used inside {in_bodies[name]}; {bodies}")
+            continue
+        if name in shared:
+            readers = ", ".join(shared[name])
             if not prune_shared:
                 skipped.append(f"{name}: shared by {readers}: left alone (see --prune-shared)")
                 continue

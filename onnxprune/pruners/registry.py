@@ -112,6 +112,8 @@ class Method:
         calibrated: a score that reads calibration data.
         reconstruct: a score's re-fit of the kept weights (``ReconstructFn``), or ``None``.
         per_output: a score whose weights compete within their output row (see ``score``).
+        reads_graph: a score that runs the main graph (SynFlow's flow, calibrated inputs), so
+            it cannot score weights inside ``If``/``Loop``/``Scan`` bodies.
     """
 
     name: str
@@ -120,6 +122,7 @@ class Method:
     calibrated: bool = False
     reconstruct: Callable | None = None
     per_output: bool = False
+    reads_graph: bool = False
 
 
 SCORES: Registry[Method] = Registry("score", ("onnxprune.pruners.scores",))
@@ -138,6 +141,7 @@ def score(
     calibrated: bool = False,
     reconstruct: ReconstructFn | None = None,
     per_output: bool = False,
+    reads_graph: bool = False,
 ) -> Callable[[ScoreFn], ScoreFn]:
     """Register a score function under ``name``.
 
@@ -149,8 +153,15 @@ def score(
         per_output: the score compares weights of one output row only (Wanda's comparison
             group): each row is pruned to its layer's target, and an allocation that compares
             layers sees each row's scores over their root mean square.
+        reads_graph: the score runs the main graph, not the bodies of its ``If``/``Loop``/
+            ``Scan`` nodes (a calibrated score does too); weights in bodies are left alone.
     """
-    extra = {"calibrated": calibrated, "reconstruct": reconstruct, "per_output": per_output}
+    extra = {
+        "calibrated": calibrated,
+        "reconstruct": reconstruct,
+        "per_output": per_output,
+        "reads_graph": reads_graph or calibrated,
+    }
     return _register(SCORES, name, summary, **extra)
 
 

@@ -130,7 +130,7 @@ def prune_streaming(
     masks_out = Path(masks_out) if masks_out else output.with_suffix(".masks.npz")
     lazy = load_model_lazy(model, max_bytes=max_bytes)
     graph = build_graph(lazy.model, input_shapes, external=lazy.weights, dims=dims)
-    first, selected, skipped = select_layers(graph, layers, exclude, prune_shared)
+    first, selected, skipped = select_layers(graph, layers, exclude, prune_shared, _IN_BODIES)
     external = {t.name: t for t in lazy.lazy}
     weights = {
         name: _Weight(layer, external.get(name), lazy, graph, chunk_elements)
@@ -154,6 +154,9 @@ def prune_streaming(
     counts = {layer.name: (layer.params - layer.zeros, layer.params) for layer in report.layers}
     collapsed = collapse_warnings((name, *counts[name]) for name in selected if name in counts)
     return StreamedPrune(output, masks_out, report, (*skipped, *collapsed))
+
+
+_IN_BODIES = "a model streamed tensor by tensor keeps the weights of its bodies"
 
 
 def _check_method(score: str, allocation: str) -> None:

@@ -5,6 +5,7 @@ graph output, an op without a structured rule (Softmax, Shape, an op of another 
 Reshape whose target is computed at run time, a weight another node reads too. ``Builder.block``
 records a ``Block`` naming that op and node; ``blocked_groups`` turns the blocked groups holding
 filters into ``BlockedGroup`` values for the results of ``structured_prune`` and ``compact``.
+Weights inside ``If``/``Loop``/``Scan`` bodies are never cut: ``body_blocks`` names them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnx
+
+from onnxprune.graph.build import build_graph
 
 if TYPE_CHECKING:
     from onnxprune.structured.groups import Groups
@@ -125,3 +129,38 @@ def blocked_groups(groups: Groups) -> tuple[BlockedGroup, ...]:
         BlockedGroup(names, why.reason, why.op_type, why.node, n)
         for (names, why), n in counts.items()
     )
+
+
+BODY_REASON = (
+    "{op} node '{node}': weights inside its bodies stay whole (structured pruning and "
+    "compaction leave If/Loop/Scan bodies alone; unstructured pruning reaches them)"
+)
+
+
+def body_blocks(model: onnx.ModelProto) -> tuple[BlockedGroup, ...]:
+    """One value per ``If``/``Loop``/``Scan`` node of the main graph with weights in its bodies.
+
+    Structured pruning follows the main graph only; it leaves every body as it is, so their
+    layers keep all their units (``groups``: how many such layers).
+    """
+    nodes = model.graph.node
+    if not any(a.type == onnx.AttributeProto.GRAPH for n in nodes for a in n.attribute):
+        return ()
+    bodies = {body.scope: body for body in build_graph(model).bodies}
+    found = []
+    for index, node in enumerate(nodes):
+        name = node.name or f"{node.op_type}_{index}"
+        scopes = [f"{name}/{a.name}" for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+        layers = tuple(
+            dict.fromkeys(
+                layer.name
+                for scope in scopes
+                if scope in bodies
+                for layer in bodies[scope].all_layers
+            )
+        )
+        if layers:
+            shown = node.name or node.output[0]  # as ``Block`` names a node
+            why = BODY_REASON.format(op=node.op_type, node=shown)
+            found.append(BlockedGroup(layers, why, node.op_type, shown, len(layers)))
+    return tuple(found)

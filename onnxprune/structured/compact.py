@@ -31,7 +31,7 @@ from onnxprune.graph.build import build_graph
 from onnxprune.graph.shapes import fix_input_shapes, infer_shapes
 from onnxprune.macs import MacCount, graph_macs
 from onnxprune.structured._constants import materialize
-from onnxprune.structured.blocked import BlockedGroup, blocked_groups
+from onnxprune.structured.blocked import BlockedGroup, blocked_groups, body_blocks
 from onnxprune.structured.groups import Arrays, Consts, Consumer, Folded, Groups, build_groups
 from onnxprune.structured.surgery import cut, fold, foldable, read, zero
 from onnxprune.weights import ConstantResolver, attr, weight_readers
@@ -229,7 +229,8 @@ def _compact_once(ws: Workspace) -> CompactResult:
             folds[s.name] = int(folded[labels].sum())
     cut(ws.model, groups, gone, arrays, pending)
     after = sum(t.size for t in arrays.values())
-    return CompactResult(ws.model, removed, folds, ws.params, int(after), blocked_groups(groups))
+    blocked = blocked_groups(groups) + body_blocks(ws.model)
+    return CompactResult(ws.model, removed, folds, ws.params, int(after), blocked)
 
 
 def _affordable(

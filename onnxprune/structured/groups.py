@@ -399,10 +399,10 @@ def build_groups(
     hidden = _subgraph_reads(graph)
     for names in hidden.values():  # a weight a subgraph reads too is shared
         b.uses.update(names)
-    for node in graph.node:
+    for index, node in enumerate(graph.node):
         b.node = node
         spaced = [b.space(name) for name in node.input if b.space(name) is not None]
-        for name in hidden.get(id(node), ()):
+        for name in hidden.get(index, ()):
             b.block(b.space(name), why="read inside its subgraph")
         rule = rule_for(node)
         known = rule is not None and (rule.layer or bool(spaced))
@@ -422,13 +422,16 @@ def build_groups(
 
 
 def _subgraph_reads(graph: onnx.GraphProto) -> dict[int, set[str]]:
-    """Names the subgraphs of each node (If, Loop, Scan) read from the outer scope."""
+    """Names the subgraphs of each node (If, Loop, Scan) read from the outer scope, by node index.
+
+    Keyed by index, not ``id(node)``: protobuf may hand out a new wrapper object on each access.
+    """
     found: dict[int, set[str]] = {}
-    for node in graph.node:
+    for index, node in enumerate(graph.node):
         for a in node.attribute:
             subs = list(a.graphs) + ([a.g] if a.HasField("g") else [])
             for sub in subs:
-                names = found.setdefault(id(node), set())
+                names = found.setdefault(index, set())
                 for inner in sub.node:
                     names.update(inner.input)
                 for nested in _subgraph_reads(sub).values():

@@ -27,7 +27,13 @@ from onnxprune.options import DEFAULT_RIDGE, SCOPES, check_ridge
 from onnxprune.pruners.criteria import FilterStats
 from onnxprune.pruners.prune import name_filter
 from onnxprune.pruners.registry import CRITERIA
-from onnxprune.structured.blocked import BlockedGroup, blocked_groups, by_reason, plural
+from onnxprune.structured.blocked import (
+    BlockedGroup,
+    blocked_groups,
+    body_blocks,
+    by_reason,
+    plural,
+)
 from onnxprune.structured.compact import CompactResult, Shapes, Workspace, compact_workspace
 from onnxprune.structured.groups import Groups
 from onnxprune.structured.reconstruct import Reconstruction, reconstruct
@@ -195,7 +201,7 @@ def structured_prune(
         masked, refit = reconstruct(source, masked, groups, drop, calibration, ridge=ridge)
         result = compact_workspace(Workspace.of(masked, ws.shapes))  # new biases join the groups
         result = dataclasses.replace(result, params_before=ws.params)
-    blocked = blocked_groups(groups)
+    blocked = blocked_groups(groups) + body_blocks(ws.model)
     counted = [members for members in layers_of if not fixed[members].all()]
     reached = _Reached(
         sparsity,

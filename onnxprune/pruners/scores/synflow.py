@@ -66,7 +66,9 @@ class Scaled:
 
 
 @score(
-    "synflow", "SynFlow: log of |w|*dR/d|w| of the linearized net, 100 rounds (arXiv 2006.05467)"
+    "synflow",
+    "SynFlow: log of |w|*dR/d|w| of the linearized net, 100 rounds (arXiv 2006.05467)",
+    reads_graph=True,
 )
 def synflow(weights: Mapping[str, np.ndarray], ctx: ScoreContext) -> dict[str, np.ndarray]:
     """Iterative SynFlow (Tanaka et al. 2020; PAPERS.md section 1), as log-scores.
