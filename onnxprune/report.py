@@ -227,7 +227,12 @@ LAYER_COLUMNS = (
 
 
 def format_table(report: SparsityReport) -> str:
-    """The report as a fixed-width text table with totals and the fallback list."""
+    """The report as a fixed-width text table with totals and the fallback list.
+
+    When some layer has a readable name (``LayerSparsity.label``: the exporter's module, or
+    the node's name), a last column gives it beside the weight's name.
+    """
+    labelled = any(layer.label for layer in report.layers)
     rows = []
     for layer in report.layers:
         rows.append(
@@ -242,6 +247,7 @@ def format_table(report: SparsityReport) -> str:
                 str(layer.dead_outputs),
                 short(layer.macs),
                 short(layer.nonzero_macs),
+                *([layer.label or ""] if labelled else []),
             )
         )
         rows += [
@@ -256,10 +262,13 @@ def format_table(report: SparsityReport) -> str:
                 "",
                 "",
                 "",
+                *([""] if labelled else []),
             )
             for gate in layer.gates
         ]
-    out = text_table(LAYER_COLUMNS, rows, "<<<>>>>>>>")
+    header = (*LAYER_COLUMNS, "label") if labelled else LAYER_COLUMNS
+    out = text_table(header, rows, "<<<>>>>>>>" + ("<" if labelled else ""))
+    out = [line.rstrip() for line in out] if labelled else out  # no padding after the label
     out += [
         "",
         f"level: {report.level}   prunable weights: {report.total_params:,}   layers: "

@@ -8,6 +8,7 @@ from onnx import helper
 import onnxprune
 from onnxprune.graph.build import NAME_SCOPES
 from onnxprune.render import render_markdown
+from onnxprune.report import format_table
 from tests.helpers import single_io_model
 from tests.render.test_markdown import _tables
 
@@ -43,3 +44,20 @@ def test_unreadable_scopes_fall_back_to_the_node_name():
     assert onnxprune.analyze(model).layers[0].label == "node_matmul"
     model.graph.node[0].metadata_props[0].value = "[1, 2]"  # a list, but not of names
     assert onnxprune.analyze(model).layers[0].label == "node_matmul"
+
+
+def test_the_text_table_gives_the_label_beside_the_weight():
+    lines = format_table(onnxprune.analyze(_model())).splitlines()
+    assert lines[0].split()[-1] == "label"
+    rows = [line.split() for line in lines[2:5]]
+    assert [(row[0], row[-1]) for row in rows] == [
+        ("onnx::MatMul_7", "encoder.layers.0.fc1"),
+        ("w2", "/decoder/MatMul"),
+        ("w3", "4"),  # no label: the row ends with its nonzero MACs (1 x 2x2 ones)
+    ]
+
+
+def test_a_model_without_labels_has_no_label_column():
+    inits = {"w": np.ones((4, 2))}
+    model = single_io_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [1, 4], [1, 2], inits)
+    assert "label" not in format_table(onnxprune.analyze(model)).splitlines()[0]
