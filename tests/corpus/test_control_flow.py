@@ -15,12 +15,6 @@ from onnx import numpy_helper
 import onnxprune
 from tests.corpus.control_flow import branches
 
-PENDING = pytest.mark.xfail(
-    strict=True,
-    reason="issue 15 part 6: weights inside If branches (Constant nodes, branch initializers, "
-    "outer-scope initializers read in a branch) are found, reported and pruned",
-)
-
 
 def float_values(graph: onnx.GraphProto) -> list[np.ndarray]:
     """Every float tensor ``graph`` stores (initializers, Constant values), subgraphs included."""
@@ -40,14 +34,12 @@ def test_the_hand_count_holds():
     assert sum(int((v == 0).sum()) for v in values) == 12
 
 
-@PENDING
 def test_analyze_counts_the_weights_inside_the_branches():
     report = onnxprune.analyze(branches())
     assert report.total_params == 296
     assert report.direct_sparsity == pytest.approx(12 / 296)
 
 
-@PENDING
 def test_prune_reaches_the_weights_inside_the_branches():
     pruned = onnxprune.prune(branches(), sparsity=0.5).model
     values = float_values(pruned.graph)
