@@ -2,7 +2,8 @@
 
 Hand count: t1_w 6x12, t2_w 12x4, e1_w 6x12, e2_w 12x4 in the branches, head1_w 4x8 and head2_w
 8x3 outside: 72 + 48 + 72 + 48 + 32 + 24 = 296 weights, 12 of them zero (column 3 of t1_w and
-column 5 of e1_w).
+column 5 of e1_w). Effective: hidden unit 3 of ``then`` is relu(0) = 0 and unit 5 of ``else``
+tanh(0) = 0, so row 3 of t2_w and row 5 of e2_w (4 entries each) are inactive too: 20 in all.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def test_analyze_counts_the_weights_inside_the_branches():
     report = onnxprune.analyze(branches())
     assert report.total_params == 296
     assert report.direct_sparsity == pytest.approx(12 / 296)
+    assert report.effective_sparsity == pytest.approx(20 / 296)
 
 
 def test_prune_reaches_the_weights_inside_the_branches():
