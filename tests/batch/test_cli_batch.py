@@ -24,8 +24,8 @@ def test_some_failed_exits_4_and_lists_them_then_a_clean_folder_exits_0(tmp_path
     assert "Traceback" not in result.stderr
     table = result.stdout.splitlines()
     assert table[0].split() == [
-        "model", "status", "target", "direct", "effective", "MACs", "top-1", "dense", "top-1",
-        "cosine", "time",
+        "model", "status", "target", "direct", "effective", "MACs", "size", "top-1", "dense",
+        "top-1", "cosine", "gate", "front", "time",
     ]  # fmt: skip
     assert any(line.split()[:3] == ["sub/b.onnx", "ok", "0.5"] for line in table)
     assert "4 models: 2 pruned, 0 already done, 2 failed" in result.stdout
