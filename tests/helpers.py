@@ -82,7 +82,8 @@ def zero_inactive(model: onnx.ModelProto, level: str = "channel") -> tuple[onnx.
     """``model`` with every weight entry the analysis at ``level`` calls inactive set to zero.
 
     A stored tensor several layers read (tied weights) keeps every entry active in any of them;
-    tensors are rewritten wherever they are stored (initializers, Constant nodes).
+    tensors are rewritten wherever they are stored (initializers, Constant nodes, inside
+    ``If``/``Loop``/``Scan`` bodies).
 
     Returns the new model and how many nonzero entries were zeroed.
     """
@@ -91,12 +92,14 @@ def zero_inactive(model: onnx.ModelProto, level: str = "channel") -> tuple[onnx.
     from onnxprune.sparsity import LEVELS
 
     graph = build_graph(model)
-    names = frozenset(layer.name for layer in graph.layers)
-    activity = LEVELS[level](graph, masks_for=names)
+    names = frozenset(layer.name for layer in graph.all_layers)
+    activity = {}
+    for g in (graph, *graph.subgraphs()):  # each If/Loop/Scan body analysed as its own graph
+        activity.update(LEVELS[level](g, masks_for=names))
     keep: dict[str, np.ndarray] = {}
     nonzero: dict[str, np.ndarray] = {}
     sources = {}
-    for layer in graph.layers:
+    for layer in graph.all_layers:
         source = sources[layer.name] = layer.contract.source
         active = source.to_stored(activity[layer.key].mask)
         keep[layer.name] = keep[layer.name] | active if layer.name in keep else active

@@ -17,10 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
 from onnxprune.cli import main
-from onnxprune.graph.build import build_graph
-from onnxprune.pruners.masks import apply_masks
-from onnxprune.sparsity import LEVELS
 from tests.control_flow import WEIGHTS, control_flow_model, reference
+from tests.helpers import zero_inactive
 
 X = np.random.default_rng(3).standard_normal((5, 4)).astype(np.float32)
 
@@ -81,27 +79,10 @@ def test_prune_masks_weights_inside_both_branches(c):
     assert again.model.SerializeToString() == result.model.SerializeToString()
 
 
-def _dead_zeroed(model: onnx.ModelProto, level: str) -> tuple[onnx.ModelProto, int]:
-    """``model`` with every entry the analysis calls inactive (in any graph) set to zero."""
-    graph = build_graph(model)
-    layers = graph.all_layers
-    names = frozenset(layer.name for layer in layers)
-    activity = {}
-    for g in (graph, *graph.subgraphs()):
-        activity.update(LEVELS[level](g, masks_for=names))
-    keep: dict[str, np.ndarray] = {}
-    for layer in layers:  # a weight used twice stays where any use is active
-        active = layer.contract.source.to_stored(activity[layer.key].mask)
-        keep[layer.name] = keep.get(layer.name, np.zeros_like(active)) | active
-    sources = {layer.name: layer.contract.source for layer in layers}
-    zeroed = sum(int(((WEIGHTS[k] != 0) & ~m).sum()) for k, m in keep.items())
-    return apply_masks(model, keep, sources), zeroed
-
-
 @pytest.mark.parametrize("level", ["channel", "exact"])
 def test_zeroing_dead_entries_leaves_outputs_unchanged(level):
     model = control_flow_model()
-    zeroed, count = _dead_zeroed(model, level)
+    zeroed, count = zero_inactive(model, level)
     assert count == 3  # t2's row 4
     for c in (True, False):
         for got, want in zip(_run(zeroed, c), _run(model, c), strict=True):
