@@ -174,3 +174,18 @@ def test_a_body_weight_key_taken_by_another_tensor_is_refused():
     model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(onnxprune.InvalidModelError, match="names two tensors"):
         onnxprune.analyze(model)
+
+
+def test_exact_level_agrees_with_channel_inside_bodies():
+    # Every layer here is a MatMul/Gemm or a 1x1 Conv: both levels are exact, so they agree.
+    model = control_flow_model()
+    channel = {row.name: row.active for row in onnxprune.analyze(model).layers}
+    exact = {row.name: row.active for row in onnxprune.analyze(model, level="exact").layers}
+    assert exact == channel
+    assert exact["If_2/then_branch/t2"] == 12
+
+
+def test_layers_regex_selects_one_branch():
+    result = onnxprune.prune(control_flow_model(), sparsity=0.1, layers="then_branch")
+    pruned = {name for name, mask in result.masks.items() if not mask.all()}
+    assert pruned == {"If_2/then_branch/t1", "If_2/then_branch/t2"}
