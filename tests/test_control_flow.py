@@ -189,3 +189,22 @@ def test_layers_regex_selects_one_branch():
     result = onnxprune.prune(control_flow_model(), sparsity=0.1, layers="then_branch")
     pruned = {name for name, mask in result.masks.items() if not mask.all()}
     assert pruned == {"If_2/then_branch/t1", "If_2/then_branch/t2"}
+
+
+def test_a_streamed_prune_keeps_body_weights_and_says_so(tmp_path):
+    # With external data the model is pruned tensor by tensor; weights inside bodies stay.
+    model = control_flow_model()
+    path = tmp_path / "cf.onnx"
+    onnx.save(model, path, save_as_external_data=True, size_threshold=0, location="cf.data")
+    out = tmp_path / "pruned.onnx"
+    result = onnxprune.prune(path, sparsity=0.2, output=out, stream="always")
+    assert result.streamed
+    left = sorted(w.split(":")[0] for w in result.warnings if "streamed tensor by tensor" in w)
+    assert left == sorted(n for n in WEIGHTS if "/" in n or n == "w_out")
+    masks = np.load(tmp_path / "pruned.masks.npz")
+    assert sorted(masks.files) == ["w_top"]
+    pruned = onnx.load(out)
+    masked = {**WEIGHTS, "w_top": np.where(masks["w_top"], WEIGHTS["w_top"], 0)}
+    for c in (True, False):
+        for got, want in zip(_run(pruned, c), reference(masked, X, c), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

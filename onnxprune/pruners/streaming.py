@@ -219,7 +219,10 @@ class _Weight:
         return sum(int(np.count_nonzero(v == 0)) for v in self.values())
 
     def _inline(self) -> np.ndarray:
-        value = self.graph.constants.value(self.name)
+        source = self.layer.contract.source
+        if source.scope:  # stored inside a body: its value through the body's constants
+            return source.to_stored(self.graph.weight(self.layer))
+        value = self.graph.constants.value(source.name)
         if value is None:  # pragma: no cover - layers are only made for resolvable weights
             raise RuntimeError(f"weight {self.name!r} is no longer a constant")
         return value
