@@ -18,7 +18,17 @@ from pathlib import Path
 from _results import Result  # benchmarks/ is on sys.path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("startup", "analyze", "prune", "synflow", "structured", "recovery", "batch", "grpc")
+SCRIPTS = (
+    "startup",
+    "analyze",
+    "prune",
+    "synflow",
+    "structured",
+    "transformer",
+    "recovery",
+    "batch",
+    "grpc",
+)
 
 
 def run(script: str, folder: Path = HERE) -> list[Result]:

@@ -1,0 +1,203 @@
+"""Benchmark structured pruning of transformers and an LSTM: parameters, MACs, ORT CPU latency.
+
+Three small random-init models (seed 0), exported with the TorchScript exporter (``dynamo=False``,
+static shapes, batch 1, sequence 128), structured-pruned in the same run with
+``onnxprune.prune(model, structured="l1", sparsity=s)`` (what ``onnxprune prune --structured l1``
+runs; it compacts):
+
+- a LLaMA-like decoder with grouped-query attention (``transformers.LlamaModel``: hidden 256,
+  4 layers, 8 query heads, 2 KV heads, intermediate 688, vocabulary 1000) and a BERT-like
+  encoder (``transformers.BertModel``: hidden 256, 4 layers, 4 heads, intermediate 1024), at 30%
+  and 50% (targets: speedup >= 1.3x at 30%, >= 1.8x at 50%);
+- an LSTM model (``torch.nn.LSTM``, 2 layers, hidden 512, input 128, and a Linear head of 10) at
+  50% (target: speedup >= 1.6x).
+
+For each: parameters (initializer elements) and MACs (``onnxprune.macs``) of the dense and the
+compacted model, what was pruned (layers and units), ONNX Runtime CPU latency of both timed as
+``onnxprune validate`` times them (``onnxprune.latency``, interleaved, same thread settings; see
+``structured.py``) and the speedup with its 95% bootstrap interval; the compacted model's outputs
+against the masked model's (max abs difference over max abs output, <= 1e-4). Whatever structured
+pruning removes today is measured as it is: a model it cannot shrink reports the same parameters
+and a speedup near 1x. Exits 1 when a target or an agreement check is missed. Needs torch and
+transformers (the dev extra).
+
+    .venv/bin/python benchmarks/transformer.py [--repeat 20] [--warmup 5] [--min-time 1]
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+import torch
+from _results import print_result
+from structured import (
+    _speedup_text,
+    agreement,
+    params,
+    timed,
+    timing_arguments,
+)  # benchmarks/ is on sys.path
+
+import onnxprune
+from onnxprune.macs import count_macs, short
+
+SEQUENCE, VOCAB = 128, 1000
+BARS = {0.3: 1.3, 0.5: 1.8}
+LSTM_BAR, LSTM_AT = 1.6, 0.5
+AGREE = 1e-4
+
+
+def llama() -> torch.nn.Module:
+    """A LLaMA-like decoder with grouped-query attention (8 query heads share 2 KV heads)."""
+    from transformers import LlamaConfig, LlamaModel
+
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        intermediate_size=688,
+        max_position_embeddings=SEQUENCE,
+        use_cache=False,
+        attn_implementation="eager",
+    )
+    return LlamaModel(config)
+
+
+def bert() -> torch.nn.Module:
+    """A BERT-like encoder (4 heads of 64)."""
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        max_position_embeddings=SEQUENCE,
+        attn_implementation="eager",
+    )
+    return BertModel(config, add_pooling_layer=False)
+
+
+class LstmModel(torch.nn.Module):
+    """Two stacked LSTM layers (hidden 512) and a Linear head on every time step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(128, 512, num_layers=2, batch_first=True)
+        self.head = torch.nn.Linear(512, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits per time step."""
+        return self.head(self.lstm(x)[0])
+
+
+class FirstOutput(torch.nn.Module):
+    """A transformers model returning only its last hidden state, as a plain tensor.
+
+    The attention mask (all ones) is passed so that transformers does not look for packed
+    sequences (``torch.diff``, which the TorchScript exporter cannot export).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The last hidden state."""
+        mask = torch.ones_like(input_ids)
+        return self.model(input_ids=input_ids, attention_mask=mask, return_dict=False)[0]
+
+
+def export(build: Callable[[], torch.nn.Module], x: np.ndarray) -> onnx.ModelProto:
+    """``build()`` with seed 0, exported by the TorchScript exporter with static shapes."""
+    torch.manual_seed(0)
+    module = build().eval()
+    if x.dtype == np.int64:
+        module = FirstOutput(module)
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            (torch.from_numpy(x),),
+            buffer,
+            dynamo=False,
+            input_names=["input"],
+            output_names=["output"],
+            opset_version=17,
+        )
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def measure(name: str, dense: onnx.ModelProto, x: np.ndarray, sparsity: float, args) -> tuple:
+    """Prune ``dense`` at ``sparsity``, print its figures; (speedup, relative difference)."""
+    p0, m0 = params(dense), count_macs(dense).macs
+    start = time.perf_counter()
+    result = onnxprune.prune(dense, structured="l1", sparsity=sparsity).structured
+    took = time.perf_counter() - start
+    small = result.model
+    p1, m1 = params(small), count_macs(small).macs
+    kept = sum(k for k, _ in result.units.values())
+    total = sum(n for _, n in result.units.values())
+    t0, t1, ratio = timed(dense, small, x, args)
+    rel = agreement(result.masked, small, x, logits=False)
+    print(
+        f"{name} {sparsity:.0%}: {len(result.units)} layers pruned, {kept}/{total} of their units "
+        f"kept, prune+compact {took:.1f} s; parameters {p0:,} -> {p1:,} ({p0 / p1:.2f}x fewer), "
+        f"MACs {short(m0)} -> {short(m1)} ({_fewer(m0, m1)}); ORT CPU dense "
+        f"{t0.p50:.2f} ms, compacted {t1.p50:.2f} ms (medians of {t1.runs} interleaved runs), "
+        f"speedup {_speedup_text(ratio)}"
+    )
+    for line in result.warnings:
+        print(f"{name} {sparsity:.0%}: warning: {line}")
+    print(
+        f"{name} {sparsity:.0%}: compacted vs masked outputs, max rel difference {rel:.2e} "
+        f"(<= {AGREE:g}): {'ok' if rel <= AGREE else 'FAILED'}"
+    )
+    return ratio, rel
+
+
+def _fewer(before: int | None, after: int | None) -> str:
+    """``2.00x fewer``, or ``n/a`` when a count is unknown."""
+    return "n/a" if not before or not after else f"{before / after:.2f}x fewer"
+
+
+def check(name: str, sparsity: float, bar: float, ratio, rel: float) -> bool:
+    """Print the speedup and agreement result lines; whether both held."""
+    measured = f"{ratio.value:.2f}x (95% CI {ratio.low:.2f}-{ratio.high:.2f})"
+    fast = print_result(
+        f"structured {sparsity:.0%} {name} ORT CPU speedup",
+        f">= {bar}x",
+        measured,
+        ratio.value >= bar,
+    )
+    figure = f"structured {sparsity:.0%} {name} compacted vs masked, max rel difference"
+    return print_result(figure, f"<= {AGREE:g}", f"{rel:.2e}", rel <= AGREE) and fast
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; exit status 1 when a speedup target or an agreement check fails."""
+    args = timing_arguments(__doc__.splitlines()[0]).parse_args(argv)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, VOCAB, (1, SEQUENCE), dtype=np.int64)
+    ok = True
+    for name, build in (("LLaMA-GQA", llama), ("BERT", bert)):
+        dense = export(build, ids)
+        for sparsity, bar in BARS.items():
+            ratio, rel = measure(name, dense, ids, sparsity, args)
+            ok = check(name, sparsity, bar, ratio, rel) and ok
+    x = rng.standard_normal((1, SEQUENCE, 128), dtype=np.float32)
+    ratio, rel = measure("LSTM", export(LstmModel, x), x, LSTM_AT, args)
+    ok = check("LSTM", LSTM_AT, LSTM_BAR, ratio, rel) and ok
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
