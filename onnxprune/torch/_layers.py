@@ -78,11 +78,15 @@ class OnnxWeight:
 def onnx_weights(model: onnx.ModelProto | ConnectivityGraph) -> list[OnnxWeight]:
     """Every prunable weight of ``model`` (or of its built graph) at its first use, in order.
 
-    Recurrent weights (LSTM/GRU/RNN ``W``, ``R``) are left out: not mapped to torch yet.
+    Recurrent weights (LSTM/GRU/RNN ``W``, ``R``) are left out: not mapped to torch yet. So
+    are weights stored inside ``If``/``Loop``/``Scan`` bodies (no parameter holds them); main-graph
+    weights a body reads (a scripted ``if``: TorchScript keeps the parameters outside) are in.
     """
     graph = model if isinstance(model, ConnectivityGraph) else build_graph(model)
     seen: dict[str, OnnxWeight] = {}
-    for layer in graph.layers:
+    for layer in graph.all_layers:
+        if layer.contract.source.scope:
+            continue
         # LSTM/GRU/RNN weights stack gates and directions in another order than torch's
         # ``weight_ih_l{k}``; they are not mapped.
         if layer.name in seen or layer.contract.kind not in _KINDS:
