@@ -111,6 +111,9 @@ def test_scores_that_run_the_main_graph_leave_bodies_with_a_warning():
     inside = [w for w in result.warnings if "runs the main graph only" in w]
     assert sorted(w.split(":")[0] for w in inside) == sorted(n for n in WEIGHTS if n != "w_top")
     assert all(result.masks.get(n, np.ones(1, bool)).all() for n in WEIGHTS if n != "w_top")
+    # 50% of all 111 weights needs more than w_top's 24: refused, saying why
+    with pytest.raises(onnxprune.InvalidOptionError, match="in a body the score cannot see"):
+        onnxprune.prune(control_flow_model(), sparsity=0.5, score="synflow", rounds=1)
 
 
 def test_gather_beyond_a_symbolic_batch_inside_a_branch():

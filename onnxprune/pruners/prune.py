@@ -511,7 +511,8 @@ def removal_count(sparsity: float, everything: int, zeros_outside: int, selected
     if k > selected:
         raise InvalidOptionError(
             f"sparsity={sparsity} needs {k} of the {selected} selected weights removed (the "
-            "others are left alone: --layers/--exclude, shared or quantized)"
+            "others are left alone: --layers/--exclude, shared, quantized or in a body the score "
+            "cannot see)"
         )
     return max(k, 0)
 
