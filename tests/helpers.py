@@ -78,8 +78,11 @@ QUICK_TIMING = {"min_time": 0.0, "min_runs": 1}
 """``validate`` options that run each batch once: for tests of what it computes, not of timing."""
 
 
-def zero_inactive(model: onnx.ModelProto, level: str = "channel") -> tuple[onnx.ModelProto, int]:
-    """``model`` with every weight entry the analysis at ``level`` calls inactive set to zero.
+def zero_inactive(
+    model: onnx.ModelProto, level: str = "channel", dims: dict[str, int] | None = None
+) -> tuple[onnx.ModelProto, int]:
+    """``model`` with every weight entry the analysis at ``level`` calls inactive set to zero,
+    its symbolic dimensions fixed by ``dims`` (by name).
 
     A stored tensor several layers read (tied weights) keeps every entry active in any of them;
     tensors are rewritten wherever they are stored (initializers, Constant nodes, inside
@@ -91,7 +94,7 @@ def zero_inactive(model: onnx.ModelProto, level: str = "channel") -> tuple[onnx.
     from onnxprune.pruners.masks import apply_masks
     from onnxprune.sparsity import LEVELS
 
-    graph = build_graph(model)
+    graph = build_graph(model, dims=dims)
     names = frozenset(layer.name for layer in graph.all_layers)
     activity = {}
     for g in (graph, *graph.subgraphs()):  # each If/Loop/Scan body analysed as its own graph

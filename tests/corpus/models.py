@@ -152,20 +152,33 @@ BUILDERS = {
 """Every torch model of the corpus by name; the transformers are exported by both exporters."""
 
 
-def export(net: Net, exporter: str) -> onnx.ModelProto:
-    """``net`` exported by ``exporter`` (``torchscript`` at opset 17, or ``dynamo``), static
-    shapes, inputs named as ``net.inputs``, IR version at most 10 (what ONNX Runtime loads)."""
+def dynamic_axes(net: Net) -> dict[str, dict[int, str]]:
+    """Axis 0 of every input is ``batch``; axis 1 of token inputs (integer, 2-D) ``sequence``."""
+    return {
+        name: {0: "batch", 1: "sequence"} if not x.is_floating_point() else {0: "batch"}
+        for name, x in net.inputs.items()
+    }
+
+
+def export(net: Net, exporter: str, *, dynamic: bool = False) -> onnx.ModelProto:
+    """``net`` exported by ``exporter`` (``torchscript`` at opset 17, or ``dynamo``), inputs
+    named as ``net.inputs``, IR version at most 10 (what ONNX Runtime loads); static shapes, or
+    with ``dynamic`` the symbolic dimensions of ``dynamic_axes``."""
     net.module.eval()
     args = tuple(net.inputs.values())
     names = list(net.inputs)
+    axes = dynamic_axes(net) if dynamic else None
     if exporter == "dynamo":
-        program = torch.onnx.export(net.module, args, dynamo=True, input_names=names, verbose=False)
+        program = torch.onnx.export(
+            net.module, args, dynamo=True, input_names=names, dynamic_axes=axes, verbose=False
+        )
         model = program.model_proto
     else:
         buffer = io.BytesIO()
         torch.onnx.export(
-            net.module, args, buffer, dynamo=False, opset_version=17, input_names=names
-        )
+            net.module, args, buffer, dynamo=False, opset_version=17, input_names=names,
+            dynamic_axes=axes,
+        )  # fmt: skip
         model = onnx.load_from_string(buffer.getvalue())
     model.ir_version = min(model.ir_version, 10)
     return model

@@ -1,7 +1,9 @@
 """The corpus on disk: each model built on first use, saved once per test session.
 
 ``CASES`` names every model: ``<transformer>-<exporter>`` for the five ``transformers`` models
-under both torch exporters, ``lstm`` and ``gru`` (TorchScript), and ``branches`` (layers inside
+under both torch exporters at static shapes, ``<transformer>-torchscript-dynamic`` with a
+symbolic ``batch`` (and ``sequence`` for token inputs; the dynamo exporter cannot export these
+models with dynamic axes), ``lstm`` and ``gru`` (TorchScript), and ``branches`` (layers inside
 ``If`` branches). ``Corpus(folder).get(name)`` exports the model into ``folder`` the first time
 and returns it with its example inputs; tests take the session's ``Corpus`` from the ``corpus``
 fixture (tests/conftest.py).
@@ -20,6 +22,7 @@ TRANSFORMERS = ("bert", "gpt2", "llama", "vit", "whisper")
 EXPORTERS = ("torchscript", "dynamo")
 CASES = (
     *(f"{model}-{exporter}" for model in TRANSFORMERS for exporter in EXPORTERS),
+    *(f"{model}-torchscript-dynamic" for model in TRANSFORMERS),
     "lstm",
     "gru",
     "branches",
@@ -36,6 +39,8 @@ class Entry:
     path: Path
     model: onnx.ModelProto
     feeds: tuple[dict[str, np.ndarray], ...]
+    dims: dict[str, int] = field(default_factory=dict)
+    """The sizes of the model's symbolic dimensions in ``feeds`` (none: static shapes)."""
 
 
 @dataclass
@@ -55,23 +60,32 @@ class Corpus:
             raise KeyError(f"{name!r} is not a corpus model; there are {list(CASES)}")
         if name not in self._entries:
             start = time.perf_counter()
-            model, feeds = build(name)
+            model, feeds, dims = build(name)
             self.seconds[name] = time.perf_counter() - start
             path = self.folder / f"{name}.onnx"
             onnx.save(model, path)
-            self._entries[name] = Entry(name, path, model, feeds)
+            self._entries[name] = Entry(name, path, model, feeds, dims)
         return self._entries[name]
 
 
-def build(name: str) -> tuple[onnx.ModelProto, tuple[dict[str, np.ndarray], ...]]:
-    """The model ``name`` and the inputs to check it on (a torch model's: its example inputs)."""
+def build(
+    name: str,
+) -> tuple[onnx.ModelProto, tuple[dict[str, np.ndarray], ...], dict[str, int]]:
+    """The model ``name``, the inputs to check it on (a torch model's: its example inputs) and
+    the sizes of its symbolic dimensions in them."""
     if name == "branches":
         from tests.corpus.control_flow import branches, branches_feeds
 
-        return branches(), branches_feeds()
+        return branches(), branches_feeds(), {}
     from tests.corpus import models
 
-    kind, _, exporter = name.partition("-")
+    kind, *rest = name.split("-")
+    exporter, dynamic = (rest[0] if rest else "torchscript"), rest[1:] == ["dynamic"]
     net = models.BUILDERS[kind]()
-    model = models.export(net, exporter or "torchscript")
-    return model, ({k: v.numpy() for k, v in net.inputs.items()},)
+    model = models.export(net, exporter, dynamic=dynamic)
+    feeds = {k: v.numpy() for k, v in net.inputs.items()}
+    dims = {}
+    if dynamic:
+        for input_name, axes in models.dynamic_axes(net).items():
+            dims.update({dim: feeds[input_name].shape[axis] for axis, dim in axes.items()})
+    return model, (feeds,), dims
