@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from onnxprune.errors import InvalidOptionError
 from onnxprune.model import light_copy
@@ -53,6 +54,7 @@ def infer_all_shapes(
         InvalidOptionError: as ``infer_shapes``.
     """
     light = _light_copy(model, dict(input_shapes or {}), dict(dims or {}))
+    _fold_small_constants(light)
     shapes, bodies = _inferred(light)
     # Where onnx's inference departs from the operator spec (and ONNX Runtime), the spec's
     # sizes are given back as hints and inference runs again from there.
@@ -72,6 +74,58 @@ def infer_all_shapes(
 
 
 _MAX_PASSES = 4
+
+FOLD_ELEMENTS = 4096
+"""Largest constant (inputs and outputs) ``_fold_small_constants`` computes."""
+
+
+def _fold_small_constants(light: onnx.ModelProto) -> None:
+    """Replace nodes computing small constants by ``Constant`` nodes (in the light copy only).
+
+    The TorchScript exporter computes shapes and masks from constants at run time (an
+    ``Expand`` to ``Where(Equal(shape, -1), 1, shape)``); onnx's inference does not evaluate
+    those and leaves the batch of everything downstream unknown. Each single-output node of the
+    default domain whose inputs are all constants of at most ``FOLD_ELEMENTS`` elements is
+    evaluated with ``onnx.reference`` (random ops, subgraphs and graph outputs left alone) and
+    becomes a ``Constant`` in its place: node positions (which name the bodies) stay.
+    """
+    from onnx.reference import ReferenceEvaluator
+
+    graph = light.graph
+    values = {t.name: t for t in graph.initializer if np.prod(t.dims) <= FOLD_ELEMENTS}
+    outputs = {o.name for o in graph.output}
+    for node in graph.node:
+        names = [i for i in node.input if i]
+        foldable = (
+            node.domain in ("", "ai.onnx")
+            and len(node.output) == 1
+            and (names or node.op_type == "Constant")
+            and all(i in values for i in names)
+            and not node.op_type.startswith(("Random", "Bernoulli", "Multinomial"))
+            and not any(a.g.ByteSize() or len(a.graphs) for a in node.attribute)
+            and node.output[0] not in outputs
+        )
+        folded = _evaluate(ReferenceEvaluator, node, values, light) if foldable else None
+        if folded is None:
+            continue
+        values[node.output[0]] = numpy_helper.from_array(folded, node.output[0])
+        if node.op_type != "Constant":
+            constant = helper.make_node("Constant", [], [node.output[0]], node.name)
+            constant.attribute.append(helper.make_attribute("value", values[node.output[0]]))
+            node.CopyFrom(constant)
+
+
+def _evaluate(evaluator, node, values, light) -> np.ndarray | None:
+    """``node``'s output from constant inputs, or None (too large, or it cannot run)."""
+    inputs = [values[i] for i in dict.fromkeys(i for i in node.input if i)]
+    outs = [helper.make_empty_tensor_value_info(o) for o in node.output]
+    graph = helper.make_graph([node], "fold", [], outs, inputs)
+    model = helper.make_model(graph, opset_imports=list(light.opset_import))
+    try:
+        (result,) = (np.asarray(r) for r in evaluator(model).run(None, {}))
+    except Exception:  # an op the reference cannot run (or any failure) stays a node
+        return None
+    return result if result.size <= FOLD_ELEMENTS else None
 
 
 def _inferred(light: onnx.ModelProto) -> tuple[dict[str, Shape], dict[BodyPath, dict[str, Shape]]]:

@@ -15,10 +15,19 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 
 SEQ = 8
 VOCAB = 50
 EXPORTERS = ("torchscript", "dynamo")
+MARKS = [
+    pytest.mark.slow,  # torch exports
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
+]
+"""The marks of a test module exporting these models (``pytestmark = MARKS``)."""
 
 
 def wrap(torch, model):

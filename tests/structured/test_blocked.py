@@ -33,7 +33,7 @@ def _only(result, layer: str) -> BlockedGroup:
 
 
 def test_softmax_over_channels_and_graph_output_name_what_blocks():
-    # c1 -> Softmax over channels (sm) -> c2 -> y. Softmax has no structured rule: c1's 4
+    # c1 -> Softmax over channels (sm) -> c2 -> y. Softmax mixes along the channels: c1's 4
     # channels stay. c2's 3 channels are the graph output y.
     nodes = [
         _c1(),
@@ -45,7 +45,7 @@ def test_softmax_over_channels_and_graph_output_name_what_blocks():
     assert result.units == {}  # nothing could go
     assert result.blocked == (
         BlockedGroup(
-            ("w1",), "Softmax node 'sm': no structured rule for this op", "Softmax", "sm", 4
+            ("w1",), "Softmax node 'sm': it mixes along the unit axis", "Softmax", "sm", 4
         ),
         BlockedGroup(("w2",), "graph output 'y'", None, None, 3),
     )

@@ -65,14 +65,14 @@ def test_nothing_removable_says_why_and_warns(tmp_path, capsys):
     assert code == 0
     assert lines == [
         "no group could be removed (target 40.00%)",
-        "left alone: 4 groups: Softmax node 'sm': no structured rule for this op (layer w1)",
+        "left alone: 4 groups: Softmax node 'sm': it mixes along the unit axis (layer w1)",
         "left alone: 3 groups: graph output 'y' (layer w2)",
         "MACs 320 -> 320 (by nonzero weights 320 -> 320)",  # 4x4 positions x 20 weights
         f"parameters 20 -> 20; wrote {out}",
     ]
     assert errors == [
-        "warning: nothing was removed: every group is blocked, mainly by Softmax node 'sm': no "
-        "structured rule for this op (4 groups); graph output 'y' (3 groups)"
+        "warning: nothing was removed: every group is blocked, mainly by Softmax node 'sm': it "
+        "mixes along the unit axis (4 groups); graph output 'y' (3 groups)"
     ]
 
 

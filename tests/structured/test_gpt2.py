@@ -19,18 +19,12 @@ import pytest
 from onnxprune.structured import compact, structured_prune
 from tests.helpers import run_cli
 from tests.structured._common import assert_pruned_like_masked, init, params, run
-from tests.structured._transformers import EXPORTERS, SEQ, VOCAB, export, feed, randomize
+from tests.structured._transformers import EXPORTERS, MARKS, SEQ, VOCAB, export, feed, randomize
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-pytestmark = [
-    pytest.mark.slow,  # torch exports
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.filterwarnings("ignore::FutureWarning"),
-    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
-]
+pytestmark = MARKS
 
 HIDDEN, LAYERS, HEADS = 32, 2, 4
 HEADS_OF = {"gpt2": "GPT2Model", "gpt2_lm": "GPT2LMHeadModel"}

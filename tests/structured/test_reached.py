@@ -149,8 +149,8 @@ def test_nothing_removable_warns_and_names_the_reasons():
     assert (result.groups_removed, result.groups_prunable, result.group_sparsity) == (0, 0, None)
     assert result.compaction.params_before == result.compaction.params_after == 8 + 12
     assert result.warnings == (
-        "nothing was removed: every group is blocked, mainly by Softmax node 'sm': no structured "
-        "rule for this op (4 groups); graph output 'y' (3 groups)",
+        "nothing was removed: every group is blocked, mainly by Softmax node 'sm': it mixes "
+        "along the unit axis (4 groups); graph output 'y' (3 groups)",
     )
     assert result.to_dict()["group_sparsity"] is None
     assert structured_prune(_blocked_everywhere(), sparsity=0).warnings == ()  # nothing asked
@@ -174,7 +174,7 @@ def test_by_reason_merges_alike_reasons_most_groups_first():
     a = BlockedGroup(("w1",), "graph output 'y'", None, None, 1)
     b = BlockedGroup(("w2", "w1"), "graph output 'y'", None, None, 2)
     c = BlockedGroup(
-        ("w3",), "Softmax node 'sm': no structured rule for this op", "Softmax", "sm", 2
+        ("w3",), "Softmax node 'sm': it mixes along the unit axis", "Softmax", "sm", 2
     )
     assert by_reason([a, c, b]) == [
         BlockedGroup(("w1", "w2"), "graph output 'y'", None, None, 3),

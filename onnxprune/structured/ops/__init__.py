@@ -6,6 +6,15 @@ a constant-propagation rule saying what each output unit holds when its inputs' 
 constant) or blocks the spaces it reads.
 """
 
-from onnxprune.structured.ops import elementwise, layers, layout, leading, recurrent, shuffle
+from onnxprune.structured.ops import (
+    elementwise,
+    heads,
+    layers,
+    layout,
+    leading,
+    recurrent,
+    shuffle,
+    slicing,
+)
 
-__all__ = ["elementwise", "layers", "layout", "leading", "recurrent", "shuffle"]
+__all__ = ["elementwise", "heads", "layers", "layout", "leading", "recurrent", "shuffle", "slicing"]

@@ -50,6 +50,14 @@ def unit_axis(k: np.ndarray, axis: int, rank: int, size: int) -> int | None:
     return big[0] if rank - k.ndim + big[0] == axis else None
 
 
+def _across_units(shape: tuple | None, axis: int, rank: int) -> bool:
+    """A tensor of ``shape``, broadcast against ``rank`` axes, is one value along ``axis``."""
+    if shape is None or len(shape) > rank:
+        return False
+    index = axis - (rank - len(shape))
+    return index < 0 or shape[index] == 1
+
+
 @handler("arithmetic")
 def _binary(b: Builder, node: onnx.NodeProto) -> None:
     spaces = [b.space(name) for name in node.input]
@@ -63,17 +71,17 @@ def _binary(b: Builder, node: onnx.NodeProto) -> None:
     slices = []
     for name, space in zip(node.input, spaces, strict=True):
         k = b.const(name)
+        owned = k is not None and rank and b.owned(name)
+        axis = unit_axis(k, first.axis, rank, first.size) if owned else None
         if space is not None:
             parts.append(name)
         elif k is not None and k.size == 1:
             parts.append(k.astype(np.float64).reshape(()))
-        elif k is not None and rank and b.owned(name):
-            axis = unit_axis(k, first.axis, rank, first.size)
-            if axis is None:
-                same = False
-                break
+        elif axis is not None:
             slices.append(Slice(name, axis, node.output[0]))
             parts.append(name)
+        elif rank and _across_units(k.shape if k is not None else b.shape(name), first.axis, rank):
+            parts.append(np.array(NAN))  # the same for every unit (a mask, rotary angles)
         else:
             same = False
             break

@@ -14,6 +14,7 @@ from onnx import numpy_helper
 from onnxprune.graph.conv_geometry import resolve_pads
 from onnxprune.structured.groups import Builder, Consumer, Folded, Slice, Space, Window
 from onnxprune.structured.handlers import handler
+from onnxprune.structured.ops import heads
 from onnxprune.structured.ops._common import NAN, attr, bias_ok, input_at, padded, rows_zero
 
 
@@ -210,6 +211,8 @@ def _gemm(b: Builder, node: onnx.NodeProto) -> None:
 def _matmul(b: Builder, node: onnx.NodeProto) -> None:
     x, wname = node.input
     xs, w, rank = b.space(x), b.const(wname), b.rank(node.output[0])
+    if w is None and b.const(x) is None and heads.batched_matmul(b, node):
+        return
     problem = b.why_not_owned(wname)
     if problem or w.ndim != 2 or b.const(x) is not None or not rank:
         for name in node.input:

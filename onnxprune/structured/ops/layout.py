@@ -10,7 +10,7 @@ from onnx import helper
 
 from onnxprune.structured.groups import Builder, Space
 from onnxprune.structured.handlers import handler
-from onnxprune.structured.ops import leading, shuffle
+from onnxprune.structured.ops import heads, leading, shuffle
 from onnxprune.structured.ops._common import (
     NAN,
     attr,
@@ -157,19 +157,22 @@ def _flatten(b: Builder, node: onnx.NodeProto) -> None:
     xs, out = b.space(node.input[0]), node.output[0]
     if node.op_type == "Reshape" and shuffle.regroup(b, node, xs):
         return
-    if leading.regroup_leading(b, node, xs):
+    if leading.regroup_leading(b, node, xs) or heads.split_heads(b, node, xs):
         return
     shape_in, shape_out = b.shape(node.input[0]), b.shape(out)
     start = _flattened_from(node, shape_in, shape_out)
-    target = input_at(node, 1) if node.op_type == "Reshape" else ""
-    problem = b.why_not_owned(target, "target shape") if target else None
-    if start is None or problem:
-        b.block(xs, why=problem)
+    if start is None and heads.merge_heads(b, node, xs):
         return
+    target = input_at(node, 1) if node.op_type == "Reshape" else ""
+    computed = target and b.const(target) is None
+    if start is None or computed:
+        b.block(xs, why=f"target shape {target!r} computed at run time" if computed else None)
+        return
+    owner = None if not target or b.owned(target) else node  # a shared target: copied
     if start > xs.axis:  # trailing axes merged; the unit axis stays where it is
         pass_through(b, node, xs, keeps=True, rank=start + 1)
         if target:
-            b.edits.append(set_dim(target, xs.axis, xs.tensor, b.const(target)))
+            b.edits.append(set_dim(target, xs.axis, xs.tensor, b.const(target), node=owner))
         return
     dims = shape_in[start:]
     if start < 1 or any(d is None for d in dims):
@@ -183,7 +186,7 @@ def _flatten(b: Builder, node: onnx.NodeProto) -> None:
     )
     b.tie(space, np.arange(n), xs, units.reshape(-1))
     if target:
-        b.edits.append(set_dim(target, start, out, b.const(target)))
+        b.edits.append(set_dim(target, start, out, b.const(target), node=owner))
     spread = units.reshape(-1)
 
     def rule(consts, arrays, pending):

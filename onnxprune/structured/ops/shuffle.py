@@ -1,10 +1,11 @@
 """Channel shuffle: a Reshape splitting channels into groups, a Transpose, a Reshape back.
 
-``Reshape [N, C, H, W] -> [N, g, C/g, H, W]`` gives a space over two axes (``Space.inner``);
-every group must keep as many channels as the others, in the same places, so the k-th channel of
-every group goes together. A ``Transpose`` swapping the two axes reorders the units, and the
-``Reshape`` merging them back ends the two-axis space: ShuffleNet's shuffle is followed unit by
-unit. Reshape targets are rewritten; anything else reading a two-axis space blocks it.
+``Reshape [N, C, H, W] -> [N, g, C/g, H, W]``, read by a Transpose swapping the two axes, gives a
+space over two axes (``Space.inner``); every group must keep as many channels as the others, in
+the same places, so the k-th channel of every group goes together. That Transpose reorders the
+units, and the ``Reshape`` merging the axes back ends the two-axis space: ShuffleNet's shuffle is
+followed unit by unit. Reshape targets are rewritten; anything else reading a two-axis space
+blocks it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import onnx
 
 from onnxprune.structured.groups import Builder, Space
-from onnxprune.structured.ops._common import input_at, pass_through, set_dim
+from onnxprune.structured.ops._common import attr, input_at, pass_through, set_dim
 
 
 def regroup(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
@@ -29,7 +30,7 @@ def regroup(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
     known = shape_in is not None and shape_out is not None
     owned = b.owned(target) and b.const(target) is not None
     u = xs.axis
-    if known and owned and not xs.inner and _splits(shape_in, shape_out, u):
+    if known and owned and not xs.inner and splits(shape_in, shape_out, u) and _swapped(b, node, u):
         outer, inner = shape_out[u], shape_out[u + 1]
         pass_through(b, node, xs, keeps=True, rank=xs.rank + 1, inner=inner)
         k = np.tile(np.arange(inner), outer)  # the k-th channel of every group: one unit
@@ -38,7 +39,7 @@ def regroup(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
         return True
     if not xs.inner:
         return False
-    if known and owned and _splits(shape_out, shape_in, u):
+    if known and owned and splits(shape_out, shape_in, u):
         pass_through(b, node, xs, keeps=True, rank=xs.rank - 1, inner=0)
         b.edits.append(set_dim(target, u, node.output[0], b.const(target)))
     else:
@@ -46,7 +47,20 @@ def regroup(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
     return True
 
 
-def _splits(whole: tuple, parts: tuple, u: int) -> bool:
+def _swapped(b: Builder, node: onnx.NodeProto, u: int) -> bool:
+    """Every reader of the Reshape's output is a Transpose swapping the two axes (a shuffle).
+
+    Anything else splits the channels into heads (``heads.split_heads``).
+    """
+    out = node.output[0]
+    readers = [n for n in b.graph.node if out in n.input]
+    swap = [*range(u), u + 1, u]
+    return bool(readers) and all(
+        n.op_type == "Transpose" and list(attr(n, "perm", []))[: u + 2] == swap for n in readers
+    )
+
+
+def splits(whole: tuple, parts: tuple, u: int) -> bool:
     """``parts`` is ``whole`` with axis ``u`` split in two (static sizes there)."""
     if len(parts) != len(whole) + 1 or None in (whole[u], parts[u], parts[u + 1]):
         return False
