@@ -105,6 +105,7 @@ def _fold_small_constants(light: onnx.ModelProto) -> None:
             and not any(a.g.ByteSize() or len(a.graphs) for a in node.attribute)
             and node.output[0] not in outputs
         )
+        foldable = foldable and _small_output(node, values)
         folded = _evaluate(ReferenceEvaluator, node, values, light) if foldable else None
         if folded is None:
             continue
@@ -113,6 +114,39 @@ def _fold_small_constants(light: onnx.ModelProto) -> None:
             constant = helper.make_node("Constant", [], [node.output[0]], node.name)
             constant.attribute.append(helper.make_attribute("value", values[node.output[0]]))
             node.CopyFrom(constant)
+
+
+def _small_output(node: onnx.NodeProto, values: Mapping[str, onnx.TensorProto]) -> bool:
+    """Whether ``node``'s output stays within ``FOLD_ELEMENTS``, checked before it is computed.
+
+    Ops whose output size comes from their input values (a hostile ``ConstantOfShape`` of
+    ``[2**40]``) are sized first; those that grow their input in other ways are never folded.
+    """
+    op = node.op_type
+    if op in ("Pad", "Resize", "Upsample", "OneHot", "EyeLike", "Col2Im"):
+        return False
+    if op not in ("ConstantOfShape", "Expand", "Tile", "Range"):
+        return True
+    arrays = [numpy_helper.to_array(values[i]) if i else None for i in node.input]
+    try:
+        with np.errstate(all="ignore"):
+            size = _output_size(op, arrays)
+    except (ValueError, IndexError, TypeError, AttributeError):  # malformed: left to inference
+        return False
+    return bool(np.isfinite(size)) and size <= FOLD_ELEMENTS
+
+
+def _output_size(op: str, arrays: list) -> float:
+    """The element count of a ConstantOfShape, Expand, Tile or Range with these inputs."""
+    if op == "ConstantOfShape":
+        return float(np.prod(arrays[0].astype(np.float64)))
+    if op == "Expand":
+        shape = np.broadcast_shapes(arrays[0].shape, tuple(int(d) for d in arrays[1]))
+        return float(np.prod(shape, dtype=np.float64))
+    if op == "Tile":
+        return float(arrays[0].size * np.prod(arrays[1].astype(np.float64)))
+    start, limit, delta = (float(a.reshape(-1)[0]) for a in arrays[:3])
+    return (limit - start) / delta if delta else np.inf
 
 
 def _evaluate(evaluator, node, values, light) -> np.ndarray | None:
