@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING
 from onnxprune import progress
 from onnxprune.batch.executors import EXECUTORS
 from onnxprune.cli._common import (
+    ItemsBar,
     add_choice_gate,
     add_debug,
     add_max_bytes,
@@ -109,13 +109,11 @@ def _run(
     on_done: Callable[[ItemResult], None],
 ) -> BatchResult:
     """``run_batch`` as the flags ask, with a progress bar on a terminal."""
-    from tqdm import tqdm
-
     from onnxprune.batch import run_batch
 
     with (
-        tqdm(desc="batch", unit="model", file=sys.stderr, disable=not sys.stderr.isatty()) as bar,
-        progress.listening(lambda report: report.note and bar.set_postfix_str(report.note)),
+        ItemsBar("batch", "model") as bar,
+        progress.listening(lambda report: bar.note(report.note)),
     ):
         return run_batch(
             args.source,
@@ -133,6 +131,6 @@ def _run(
             metric=args.metric,
             max_accuracy_drop=args.max_accuracy_drop,
             min_agreement=args.min_agreement,
-            on_start=lambda total: setattr(bar, "total", total) or bar.refresh(),
-            on_done=lambda result: on_done(result) or bar.update(1),
+            on_start=bar.start,
+            on_done=bar.counted(on_done),
         )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from onnxprune.errors import InvalidOptionError
 from onnxprune.latency import MIN_RUNS, MIN_TIME, THREADS
@@ -20,6 +21,8 @@ from onnxprune.options import (
 )
 from onnxprune.sizes import DEFAULT_MAX_BYTES
 from onnxprune.text import printable
+
+T = TypeVar("T")
 
 EXIT_BUG = 1
 EXIT_GATE_FAILED = 3
@@ -379,3 +382,44 @@ def print_failures(failed: Sequence[tuple[str, str]], total: int, what: str) -> 
     for name, error in failed:
         err(f"  {name}: {error}")
     return EXIT_SOME_FAILED
+
+
+class ItemsBar:
+    """A bar of finished items (sweep runs, batch models, sensitivity layers) on stderr.
+
+    Drawn only when stderr is a terminal; ``start`` sets the total once it is known, ``counted``
+    wraps a per-item callback so each finished item also moves the bar, ``note`` shows what the
+    work waits for.
+    """
+
+    def __init__(self, desc: str, unit: str, total: int | None = None) -> None:
+        from tqdm import tqdm  # only for the commands that draw it
+
+        self._bar = tqdm(
+            desc=desc, unit=unit, total=total, file=sys.stderr, disable=not sys.stderr.isatty()
+        )
+
+    def __enter__(self) -> ItemsBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()
+
+    def start(self, total: int) -> None:
+        """The number of items, once the work knows it."""
+        self._bar.total = total
+        self._bar.refresh()
+
+    def counted(self, on_done: Callable[[T], None]) -> Callable[[T], None]:
+        """``on_done``, then one step of the bar."""
+
+        def done(item: T) -> None:
+            on_done(item)
+            self._bar.update(1)
+
+        return done
+
+    def note(self, text: str) -> None:
+        """Show ``text`` after the bar (what the work is waiting for)."""
+        if text:
+            self._bar.set_postfix_str(text)

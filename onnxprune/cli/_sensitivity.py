@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 
-from onnxprune.cli._common import add_debug, add_max_bytes, err, out, print_failures
+from onnxprune.cli._common import ItemsBar, add_debug, add_max_bytes, err, out, print_failures
 from onnxprune.cli._signals import Stopped, stoppable
 from onnxprune.runtime import PROVIDERS
 
@@ -86,13 +85,9 @@ def _sensitivity(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, levels: tuple[float, ...], on_done: Callable) -> object:
     """``analyze_sensitivity`` as the flags ask, with a progress bar on a terminal."""
-    from tqdm import tqdm
-
     from onnxprune.sensitivity import analyze_sensitivity
 
-    with tqdm(
-        desc="sensitivity", unit="layer", file=sys.stderr, disable=not sys.stderr.isatty()
-    ) as bar:
+    with ItemsBar("sensitivity", "layer") as bar:
         return analyze_sensitivity(
             args.model,
             args.data,
@@ -108,6 +103,6 @@ def _run(args: argparse.Namespace, levels: tuple[float, ...], on_done: Callable)
             batch_size=args.batch_size,
             seed=args.seed,
             max_bytes=args.max_bytes,
-            on_start=lambda total: setattr(bar, "total", total) or bar.refresh(),
-            on_done=lambda curve: on_done(curve) or bar.update(1),
+            on_start=bar.start,
+            on_done=bar.counted(on_done),
         )

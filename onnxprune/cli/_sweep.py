@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from onnxprune.cli._common import (
+    ItemsBar,
     add_choice_gate,
     add_debug,
     add_input_shape,
@@ -108,14 +108,9 @@ def _run(
     on_done: Callable[[SweepRun], None],
 ) -> SweepResult:
     """``sweep`` as the flags ask, with a progress bar on a terminal."""
-    from tqdm import tqdm
-
     from onnxprune.sweep import sweep
 
-    total = len(methods) * len(sparsities)
-    with tqdm(
-        total=total, desc="sweep", unit="run", file=sys.stderr, disable=not sys.stderr.isatty()
-    ) as bar:
+    with ItemsBar("sweep", "run", len(methods) * len(sparsities)) as bar:
         return sweep(
             args.model,
             args.data,
@@ -137,5 +132,5 @@ def _run(
             metric=args.metric,
             max_accuracy_drop=args.max_accuracy_drop,
             min_agreement=args.min_agreement,
-            on_done=lambda run: on_done(run) or bar.update(1),
+            on_done=bar.counted(on_done),
         )
