@@ -81,7 +81,8 @@ def _run_pool(
         while queue or inflight:
             while queue and len(inflight) < jobs:
                 index = queue.popleft()
-                inflight[pool.submit(fn, tasks[index])] = index
+                with signals_held():  # submit forks the workers
+                    inflight[pool.submit(fn, tasks[index])] = index
             finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
             broken = False
             for future in finished:
@@ -105,7 +106,9 @@ def _run_alone(
 ) -> None:
     with _pool(1) as pool:
         try:
-            result = pool.submit(fn, task).result()
+            with signals_held():  # submit forks the worker
+                future = pool.submit(fn, task)
+            result = future.result()
         except BrokenProcessPool:
             result = crashed(task, CRASHED)
     done(index, result)
@@ -125,6 +128,27 @@ def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     pool.shutdown(wait=True)
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends (a worker is forked inside it).
+
+    A stop signal's handler (``cli._signals``) raises; raised inside the callbacks that run
+    around ``fork`` (``logging`` releases its lock there), Python prints the exception and drops
+    it, so the stop would be lost. Held, the signal arrives right after, at a safe point.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no masks, no fork
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 PR_SET_PDEATHSIG = 1
 """``prctl`` option (linux/prctl.h): the signal this process gets when its parent dies."""
 
@@ -136,6 +160,8 @@ def _start_worker(parent: int) -> None:
     """Initializer of each worker: ignore SIGINT, take SIGTERM's default, die with ``parent``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler the parent's fork left behind
+    if hasattr(signal, "pthread_sigmask"):  # forked while the parent held them (signals_held)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
