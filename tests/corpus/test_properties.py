@@ -189,7 +189,7 @@ def attention_heads(model: onnx.ModelProto) -> int:
 
 
 TRANSFORMER_CASES = [name for name in CASES if name.split("-")[0] in TRANSFORMERS]
-HEADS_DONE = {"bert-torchscript", "vit-torchscript", "whisper-torchscript"}
+HEADS_DONE = {"bert-torchscript", "vit-torchscript", "whisper-torchscript", "gpt2-torchscript"}
 """Exports whose heads structured pruning removes (structured/ops/heads.py); the others wait."""
 HEADS_PENDING = {
     **pending(

@@ -26,6 +26,8 @@ FOLLOWED = {
     "Shape", "Size", "Range", "EyeLike", "RandomNormalLike", "RandomUniformLike",
     # since: attention heads (Softmax over the keys, rotary Slice, grouped-query Expand)
     "Softmax", "LogSoftmax", "Hardmax", "LpNormalization", "Slice", "Expand", "Tile",
+    # since: the SDPA decomposition's guard against fully masked rows (Where(IsNaN(p), 0, p))
+    "IsNaN", "Where",
 }  # fmt: skip
 LAYERS = {"Conv", "ConvTranspose", "ConstantOfShape", "Gemm", "MatMul", "LSTM", "GRU", "RNN"}
 

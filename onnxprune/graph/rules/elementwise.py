@@ -50,6 +50,7 @@ ACTIVATIONS = {
     "Identity": lambda c, n: c,
     "Dropout": lambda c, n: c,
     "Cast": lambda c, n: c,
+    "IsNaN": lambda c, n: np.where(np.isnan(c), np.nan, 0.0),  # unknown stays unknown
 }
 """``fn(c, node)``: the activation ``node`` applied to ``c``, one constant per unit."""
 
@@ -64,12 +65,17 @@ ARITHMETIC = {
     "Min": lambda xs: np.min(xs, axis=0),
     "Mean": lambda xs: np.mean(xs, axis=0),
     "PRelu": lambda xs: np.where(xs[0] < 0, xs[1] * xs[0], xs[0]),
+    "Where": lambda xs: np.where(
+        np.isnan(xs[0]),
+        np.where(xs[1] == xs[2], xs[1], np.nan),  # an unknown condition picks either
+        np.where(xs[0] != 0, xs[1], xs[2]),
+    ),
 }
 """``fn(xs)``: the op applied to its inputs' per-unit constants, stacked along axis 0."""
 
 OTHER = (
     "Celu", "Softsign", "Mish", "ThresholdedRelu", "Swish", "Log", "Reciprocal", "Floor", "Ceil",
-    "Round", "Sign", "Sin", "Cos", "CastLike", "QuantizeLinear", "DequantizeLinear", "Where",
+    "Round", "Sign", "Sin", "Cos", "CastLike", "QuantizeLinear", "DequantizeLinear",
 )  # fmt: skip
 
 
