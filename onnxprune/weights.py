@@ -264,15 +264,47 @@ class ConstantResolver:
         return _AXES_OPS[node.op_type](np.broadcast_to(np.False_, before), axes).shape
 
 
+def weight_uses(
+    graph: onnx.GraphProto, constants: ConstantResolver
+) -> dict[str, list[tuple[int, str]]]:
+    """Per stored constant tensor: where nodes read its value, past exporter-made chains.
+
+    Each use is ``(node index, input name)`` in graph order, once per node and name. A chain
+    link (an ``Identity``, ``Cast``, ``Transpose``... of a constant) is not a use; whatever reads
+    its output is, through the link's output name.
+
+    Example:
+        >>> from onnx import helper
+        >>> w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+        >>> g = helper.make_graph(
+        ...     [helper.make_node("Identity", ["w"], ["w2"]),
+        ...      helper.make_node("MatMul", ["x", "w"], ["h"]),
+        ...      helper.make_node("MatMul", ["h", "w2"], ["y"])], "g", [], [], [w])
+        >>> weight_uses(g, ConstantResolver(g))
+        {'w': [(1, 'w'), (2, 'w2')]}
+    """
+    uses: dict[str, list[tuple[int, str]]] = {}
+    for index, node in enumerate(graph.node):
+        if node.op_type in _CONSTANT_OPS and any(
+            constants.source(out) is not None for out in node.output
+        ):
+            continue  # a link of a chain (or a Constant): its readers read the weight
+        for tensor in dict.fromkeys(i for i in node.input if i):
+            source = constants.source(tensor)
+            if source is not None:
+                uses.setdefault(source.name, []).append((index, tensor))
+    return uses
+
+
 def weight_readers(
     graph: onnx.GraphProto, constants: ConstantResolver
 ) -> dict[str, tuple[str, ...]]:
     """Per stored constant tensor: the nodes that read its value, past exporter-made chains.
 
     A chain link (an ``Identity``, ``Cast``, ``Transpose``... of a constant) is not a reader;
-    whatever reads its output is. A weight with two readers is shared (tied): an embedding
-    ``Gather`` and the ``MatMul`` of a language-model head, or two layers TorchScript
-    deduplicated through ``Identity``. A node reading it twice counts once.
+    whatever reads its output is (``weight_uses``). A weight with two readers is shared (tied):
+    an embedding ``Gather`` and the ``MatMul`` of a language-model head, or two layers
+    TorchScript deduplicated through ``Identity``. A node reading it twice counts once.
 
     Example:
         >>> from onnx import helper
@@ -284,18 +316,11 @@ def weight_readers(
         >>> weight_readers(g, ConstantResolver(g))
         {'w': ('fc1', 'fc2')}
     """
-    readers: dict[str, list[str]] = {}
-    for index, node in enumerate(graph.node):
-        if node.op_type in _CONSTANT_OPS and any(
-            constants.source(out) is not None for out in node.output
-        ):
-            continue  # a link of a chain (or a Constant): its readers read the weight
-        name = node.name or f"{node.op_type}_{index}"
-        for tensor in dict.fromkeys(i for i in node.input if i):
-            source = constants.source(tensor)
-            if source is not None and name not in readers.setdefault(source.name, []):
-                readers[source.name].append(name)
-    return {stored: tuple(names) for stored, names in readers.items()}
+    readers: dict[str, tuple[str, ...]] = {}
+    for stored, uses in weight_uses(graph, constants).items():
+        names = (graph.node[i].name or f"{graph.node[i].op_type}_{i}" for i, _ in uses)
+        readers[stored] = tuple(dict.fromkeys(names))
+    return readers
 
 
 def subgraph_at(graph: onnx.GraphProto, path: tuple[tuple[int, str], ...]) -> onnx.GraphProto:

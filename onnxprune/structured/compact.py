@@ -31,6 +31,7 @@ from onnxprune.graph.build import build_graph
 from onnxprune.graph.shapes import fix_input_shapes, infer_shapes
 from onnxprune.macs import MacCount, graph_macs
 from onnxprune.structured._constants import materialize
+from onnxprune.structured._copies import merge_copies, separable, unshare
 from onnxprune.structured.blocked import BlockedGroup, blocked_groups, body_blocks
 from onnxprune.structured.groups import Arrays, Consts, Consumer, Folded, Groups, build_groups
 from onnxprune.structured.surgery import cut, fold, foldable, read, zero
@@ -87,40 +88,55 @@ class Shapes:
 
 @dataclass
 class Workspace:
-    """A model copy being cut: its initializers as arrays and its dependency groups."""
+    """A model copy being cut: its initializers as arrays and its dependency groups.
+
+    ``copies``: the initializers holding a parameter vector the exporter stored once for several
+    layers, each layer's copy (``_copies.unshare``): the stored name each comes from.
+    """
 
     model: onnx.ModelProto
     arrays: dict[str, np.ndarray]
     groups: Groups
     params: int
     shapes: Shapes = field(default_factory=Shapes)
+    copies: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, model: onnx.ModelProto, shapes: Shapes | None = None) -> Workspace:
         """A deep copy of ``model`` with constant-node weights made initializers.
 
         A weight that several nodes read through chains (a layer TorchScript deduplicated
-        through ``Identity``) keeps its chains, and none of its readers may slice it.
+        through ``Identity``) keeps its chains, and none of its readers may slice it; a shared
+        parameter vector (an exporter's one zero bias for many layers) is copied for each
+        reader instead (``_copies``). ``params`` counts what the model stores, each once.
         """
-        shared = _shared(model.graph)
+        constants = ConstantResolver(model.graph)
+        shared = _shared(model.graph, constants)
+        vectors = separable(model.graph, constants)
         work = copy.deepcopy(model)
         chains = {  # Identity, Cast, Transpose... of a shared weight (Constant nodes fold)
             n.output[0]
             for n in work.graph.node
-            if n.output and n.output[0] in shared and n.op_type not in _STORED
+            if n.output
+            and n.output[0] in shared
+            and n.op_type not in _STORED
+            and constants.source(n.output[0]).name not in vectors
         }
         materialize(work, keep=chains)
+        copies = unshare(work, vectors)
         arrays = {t.name: numpy_helper.to_array(t) for t in work.graph.initializer}
+        params = sum(a.size for name, a in arrays.items() if name not in copies)
+        params += sum(int(np.prod(constants.shape(name))) for name in vectors)
         opset = next((o.version for o in work.opset_import if o.domain in ("", "ai.onnx")), 1)
         shapes = shapes or Shapes()
         inferred = infer_shapes(work, shapes.inputs, shapes.dims)
-        groups = build_groups(work.graph, arrays, inferred, opset, shared)
-        return cls(work, arrays, groups, int(sum(a.size for a in arrays.values())), shapes)
+        left = _shared(work.graph, ConstantResolver(work.graph))
+        groups = build_groups(work.graph, arrays, inferred, opset, left)
+        return cls(work, arrays, groups, int(params), shapes, copies)
 
 
-def _shared(graph: onnx.GraphProto) -> dict[str, tuple[str, ...]]:
+def _shared(graph: onnx.GraphProto, constants: ConstantResolver) -> dict[str, tuple[str, ...]]:
     """Every tensor the nodes read whose stored weight more than one node reads: the readers."""
-    constants = ConstantResolver(graph)
     readers = weight_readers(graph, constants)
     shared = {}
     for node in graph.node:
@@ -228,6 +244,8 @@ def _compact_once(ws: Workspace) -> CompactResult:
         if folded[labels].any():
             folds[s.name] = int(folded[labels].sum())
     cut(ws.model, groups, gone, arrays, pending)
+    for name in merge_copies(ws.model, ws.copies):
+        del arrays[name]
     after = sum(t.size for t in arrays.values())
     blocked = blocked_groups(groups) + body_blocks(ws.model)
     return CompactResult(ws.model, removed, folds, ws.params, int(after), blocked)

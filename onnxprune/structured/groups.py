@@ -396,7 +396,7 @@ def build_groups(
     ``shared`` names tensors never to slice, with their readers (``Builder.shared``).
     """
     b = Builder(graph, arrays, shapes, opset, shared)
-    hidden = _subgraph_reads(graph)
+    hidden = subgraph_reads(graph)
     for names in hidden.values():  # a weight a subgraph reads too is shared
         b.uses.update(names)
     for index, node in enumerate(graph.node):
@@ -421,7 +421,7 @@ def build_groups(
     return b.finish()
 
 
-def _subgraph_reads(graph: onnx.GraphProto) -> dict[int, set[str]]:
+def subgraph_reads(graph: onnx.GraphProto) -> dict[int, set[str]]:
     """Names the subgraphs of each node (If, Loop, Scan) read from the outer scope, by node index.
 
     Keyed by index, not ``id(node)``: protobuf may hand out a new wrapper object on each access.
@@ -434,6 +434,6 @@ def _subgraph_reads(graph: onnx.GraphProto) -> dict[int, set[str]]:
                 names = found.setdefault(index, set())
                 for inner in sub.node:
                     names.update(inner.input)
-                for nested in _subgraph_reads(sub).values():
+                for nested in subgraph_reads(sub).values():
                     names.update(nested)
     return found

@@ -27,6 +27,7 @@ from onnxprune.options import DEFAULT_RIDGE, SCOPES, check_ridge
 from onnxprune.pruners.criteria import FilterStats
 from onnxprune.pruners.prune import name_filter
 from onnxprune.pruners.registry import CRITERIA
+from onnxprune.structured._copies import merge_copies
 from onnxprune.structured.blocked import (
     BlockedGroup,
     blocked_groups,
@@ -195,10 +196,12 @@ def structured_prune(
         if not fixed[labels].all():
             units[s.name] = (int((~drop[labels]).sum()), int(labels.size))
     refit = None
+    if calibration is not None:
+        masked, refit = reconstruct(source, masked, groups, drop, calibration, ridge=ridge)
+    merge_copies(masked, ws.copies)  # the layers' copies of a vector left equal: stored once
     if calibration is None:
         result = compact_workspace(ws)
     else:
-        masked, refit = reconstruct(source, masked, groups, drop, calibration, ridge=ridge)
         result = compact_workspace(Workspace.of(masked, ws.shapes))  # new biases join the groups
         result = dataclasses.replace(result, params_before=ws.params)
     blocked = blocked_groups(groups) + body_blocks(ws.model)
