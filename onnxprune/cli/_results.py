@@ -28,9 +28,10 @@ def print_structured(summary: Mapping[str, object], args: argparse.Namespace) ->
     if args.json:
         out(json.dumps(summary, indent=2))
         return
-    shares = summary["layer_sparsity"]
+    shares, kinds, labels = summary["layer_sparsity"], summary["kinds"], summary["labels"]
     for name, (kept, total) in summary["units"].items():
-        out(f"{printable(name)}: kept {kept} of {total} units ({shares[name]:.2%} removed)")
+        units = _units(kinds.get(name), total)
+        out(f"{_named(name, labels)}: kept {kept} of {total} {units} ({shares[name]:.2%} removed)")
     if summary["reconstruction"] is not None:
         _print_reconstruction(summary["reconstruction"])
     target = f"target {summary['sparsity']:.2%}"
@@ -40,9 +41,24 @@ def print_structured(summary: Mapping[str, object], args: argparse.Namespace) ->
         removed, prunable = summary["groups_removed"], summary["groups_prunable"]
         out(f"removed {removed} of {prunable} prunable groups: {summary['group_sparsity']:.2%} "
             f"({target})")  # fmt: skip
-    _left_alone(summary["blocked"])
+    if summary["totals"]:
+        totals = (f"{_units(k, t)} {t} -> {kept}" for k, (kept, t) in summary["totals"].items())
+        out(f"units: {', '.join(totals)}")
+    _left_alone(summary["blocked"], labels)
     out(_macs(summary))
     out(f"parameters {summary['params_before']} -> {summary['params_after']}; wrote {args.output}")
+
+
+def _units(kind: str | None, count: int) -> str:
+    """``heads``, ``neuron``...: the noun for ``count`` units of ``kind`` (``units`` unknown)."""
+    noun = kind or "unit"
+    return noun if count == 1 else f"{noun}s"
+
+
+def _named(name: str, labels: Mapping[str, str]) -> str:
+    """``label (weight name)`` where the layer has a readable label, else the weight's name."""
+    label = labels.get(name)
+    return printable(f"{label} ({name})" if label else name)
 
 
 def _print_reconstruction(refit: Mapping[str, object]) -> None:
@@ -101,13 +117,19 @@ def _warn(summary: Mapping[str, object]) -> None:
         err(f"warning: {line}")
 
 
-def _left_alone(blocked: Sequence[Mapping[str, object]]) -> None:
-    """``left alone: N groups: <reason> (layers ...)``, one line per reason, most groups first."""
+def _left_alone(
+    blocked: Sequence[Mapping[str, object]], labels: Mapping[str, str] | None = None
+) -> None:
+    """``left alone: N groups: <reason> (layers ...)``, one line per reason, most groups first.
+
+    Layers are named by ``labels`` where they have one.
+    """
     from onnxprune.structured.blocked import BlockedGroup, by_reason, plural
 
+    labels = labels or {}
     reasons = by_reason(BlockedGroup.from_dict(group) for group in blocked)
     for group in reasons[:BLOCKED_LINES]:
-        shown = ", ".join(map(printable, group.layers[:BLOCKED_LAYERS]))
+        shown = ", ".join(printable(labels.get(n, n)) for n in group.layers[:BLOCKED_LAYERS])
         more = len(group.layers) - BLOCKED_LAYERS
         layers = f"{shown} and {more} more" if more > 0 else shown
         word = "layer" if len(group.layers) == 1 else "layers"

@@ -61,9 +61,11 @@ def structured_message(result: StructuredResult) -> pb.PruneResult:
     return pb.PruneResult(
         warnings=list(result.warnings),
         units=[
-            pb.LayerUnits(name=n, kept=k, total=t, sparsity=layer_sparsity[n])
+            pb.LayerUnits(name=n, kept=k, total=t, sparsity=layer_sparsity[n], kind=result.kinds[n])
             for n, (k, t) in result.units.items()
         ],
+        labels=result.labels,
+        totals=[pb.UnitTotal(kind=k, kept=n, total=t) for k, (n, t) in result.totals.items()],
         removed=_removed(c),
         params_before=c.params_before,
         params_after=c.params_after,
@@ -90,6 +92,9 @@ def structured_dict(message: pb.PruneResult) -> dict:
         "groups_prunable": message.groups_prunable,
         "units": {u.name: [u.kept, u.total] for u in message.units},
         "layer_sparsity": {u.name: u.sparsity for u in message.units},
+        "kinds": {u.name: u.kind for u in message.units},
+        "labels": _labels(message),
+        "totals": {t.kind: [t.kept, t.total] for t in message.totals},
         "removed": {r.name: r.removed for r in message.removed},
         "params_before": message.params_before,
         "params_after": message.params_after,
@@ -102,6 +107,12 @@ def structured_dict(message: pb.PruneResult) -> dict:
             else None
         ),
     }
+
+
+def _labels(message: pb.PruneResult) -> dict[str, str]:
+    """The labels in ``StructuredResult.labels``' order: the units' layers, then the blocked."""
+    names = [*(u.name for u in message.units), *(n for b in message.blocked for n in b.layers)]
+    return {n: message.labels[n] for n in dict.fromkeys(names) if n in message.labels}
 
 
 def _reconstruction(refit: Reconstruction | None) -> pb.Reconstruction | None:

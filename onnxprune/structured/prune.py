@@ -39,6 +39,7 @@ from onnxprune.structured.compact import CompactResult, Shapes, Workspace, compa
 from onnxprune.structured.groups import Groups
 from onnxprune.structured.reconstruct import Reconstruction, reconstruct
 from onnxprune.structured.surgery import filter_stats, write_back, zero
+from onnxprune.structured.units import model_units
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class StructuredResult:
         model: the compacted model.
         masked: the same pruning as zeros in the original shapes (same outputs as ``model``).
         units: (kept, total) units chosen per layer, keyed by its weight name, for the layers
-            with a unit free to go.
+            with a unit free to go; counted in the layer's kind of unit (``kinds``): an
+            attention projection's heads, not its channels.
         compaction: what compaction of ``masked`` removed.
         blocked: the groups that had to stay whole (a graph output, an op structured pruning
             cannot follow, a shared weight), with the layers they hold and why.
@@ -66,6 +68,11 @@ class StructuredResult:
         groups_removed: dependency groups removed.
         groups_prunable: dependency groups of the layers it could prune.
         reconstruction: with calibration data, the layers re-fit and their output errors.
+        kinds: per layer of ``units``, what its units are (``structured.units.KINDS``:
+            ``head``, ``neuron``, ``channel``, ``hidden unit``).
+        labels: a readable name (the exporter's module, else the node's name) per weight of
+            ``units`` and ``blocked`` whose name is not already readable.
+        totals: per kind, (kept, total) units of the layers of ``units`` (``heads 8 -> 6``).
     """
 
     model: onnx.ModelProto
@@ -80,6 +87,9 @@ class StructuredResult:
     groups_removed: int = 0
     groups_prunable: int = 0
     reconstruction: Reconstruction | None = None
+    kinds: dict[str, str] = dataclasses.field(default_factory=dict)
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    totals: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
     @property
     def group_sparsity(self) -> float | None:
@@ -94,7 +104,7 @@ class StructuredResult:
         return {name: (total - kept) / total for name, (kept, total) in self.units.items()}
 
     def to_dict(self) -> dict:
-        """JSON form: target, reached sparsity, units, compaction, warnings, blocked groups."""
+        """JSON form: target, reached sparsity, units with kinds, labels and totals, blocked."""
         c = self.compaction
         return {
             "sparsity": self.sparsity,
@@ -105,6 +115,9 @@ class StructuredResult:
             "groups_prunable": self.groups_prunable,
             "units": {name: list(kept_total) for name, kept_total in self.units.items()},
             "layer_sparsity": self.layer_sparsity,
+            "kinds": dict(self.kinds),
+            "labels": dict(self.labels),
+            "totals": {kind: list(kept_total) for kind, kept_total in self.totals.items()},
             "removed": dict(c.removed),
             "params_before": c.params_before,
             "params_after": c.params_after,
@@ -190,11 +203,11 @@ def structured_prune(
     zero(groups, drop, ws.arrays)
     masked = copy.deepcopy(ws.model)
     write_back(masked, ws.arrays)
+    named = model_units(groups, ws.model.graph)
     units = {}
     for s in groups.filters:  # the layers with units it could remove
-        labels = groups.of(s.tensor)
-        if not fixed[labels].all():
-            units[s.name] = (int((~drop[labels]).sum()), int(labels.size))
+        if not fixed[groups.of(s.tensor)].all():
+            units[s.name] = named.kept(s.name, drop)
     refit = None
     if calibration is not None:
         masked, refit = reconstruct(source, masked, groups, drop, calibration, ridge=ridge)
@@ -227,7 +240,15 @@ def structured_prune(
         reached.removed,
         reached.prunable,
         refit,
+        {name: named.kind_of(name) for name in units},
+        _labels(named.labels, [*units, *(n for b in blocked for n in b.layers)]),
+        named.totals(drop, fixed),
     )
+
+
+def _labels(labels: Mapping[str, str], names: Sequence[str]) -> dict[str, str]:
+    """The readable names of ``names`` that differ from the name itself."""
+    return {n: labels[n] for n in dict.fromkeys(names) if labels.get(n, n) != n}
 
 
 @dataclass(frozen=True)

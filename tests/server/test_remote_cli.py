@@ -201,7 +201,7 @@ def test_remote_prune_structured_writes_the_same_file_as_prune(address, tmp_path
     local, remote = _local_and_remote(capsys, tmp_path, address, "prune", str(CNN), *flags)
     assert remote == local
     assert local[0] == 0
-    assert "onnx::Conv_42: kept 8 of 16 units" in remote[1]
+    assert "/block/block.0/Conv (onnx::Conv_42): kept 8 of 16 channels" in remote[1]
     assert "; wrote DIR/out.onnx" in remote[1]
     assert (tmp_path / "remote" / "out.onnx").read_bytes() == (
         tmp_path / "local" / "out.onnx"
@@ -249,7 +249,7 @@ def test_remote_prune_structured_prints_sparsity_warnings_and_blocked_as_local(
         assert json.loads(written)["blocked"][0]["reason"] == "graph output 'logits'"
         if not extra:
             assert "removed 8 of 64 prunable groups: 12.50% (target 30.00%)" in local[1]
-            assert "left alone: 10 groups: graph output 'logits' (layer head.weight)" in local[1]
+            assert "left alone: 10 groups: graph output 'logits' (layer /head/Gemm)" in local[1]
 
 
 def test_remote_compact_writes_its_report_out_as_local(address, tmp_path, capsys):

@@ -31,10 +31,11 @@ def test_structured_text_states_units_sparsity_blocked_and_parameters(tmp_path, 
     code, lines, errors = _run(capsys, "prune", model, "-o", str(out), *flags)
     assert code == 0
     assert lines == [
-        "w1: kept 4 of 8 units (50.00% removed)",
-        "w2: kept 4 of 6 units (33.33% removed)",
+        "m1 (w1): kept 4 of 8 neurons (50.00% removed)",  # node (weight): MatMul neurons
+        "m2 (w2): kept 4 of 6 neurons (33.33% removed)",
         "removed 6 of 14 prunable groups: 42.86% (target 50.00%)",
-        "left alone: 2 groups: graph output 'y' (layer w3)",
+        "units: neurons 14 -> 8",
+        "left alone: 2 groups: graph output 'y' (layer m3)",
         "MACs 92 -> 40 (by nonzero weights 92 -> 40)",  # one row of x: one MAC per weight
         f"parameters 92 -> 40; wrote {out}",  # 4*4 + 4*4 + 4*2
     ]
@@ -65,8 +66,8 @@ def test_nothing_removable_says_why_and_warns(tmp_path, capsys):
     assert code == 0
     assert lines == [
         "no group could be removed (target 40.00%)",
-        "left alone: 4 groups: Softmax node 'sm': it mixes along the unit axis (layer w1)",
-        "left alone: 3 groups: graph output 'y' (layer w2)",
+        "left alone: 4 groups: Softmax node 'sm': it mixes along the unit axis (layer c1)",
+        "left alone: 3 groups: graph output 'y' (layer c2)",
         "MACs 320 -> 320 (by nonzero weights 320 -> 320)",  # 4x4 positions x 20 weights
         f"parameters 20 -> 20; wrote {out}",
     ]

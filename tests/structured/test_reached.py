@@ -52,6 +52,9 @@ def test_half_of_each_layer_reaches_the_target_exactly():
         "groups_prunable": 14,
         "units": {"w1": [4, 8], "w2": [3, 6]},
         "layer_sparsity": {"w1": 0.5, "w2": 0.5},
+        "kinds": {"w1": "neuron", "w2": "neuron"},  # MatMul outputs
+        "labels": {"w1": "m1", "w2": "m2", "w3": "m3"},  # the nodes' names; w3 is blocked
+        "totals": {"neuron": [7, 14]},  # 4 + 3 kept of 8 + 6
         "removed": {"w1": 4, "w2": 3},
         "params_before": 92,
         "params_after": 34,

@@ -161,16 +161,28 @@ class PruneRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[PruneHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class LayerUnits(_message.Message):
-    __slots__ = ("name", "kept", "total", "sparsity")
+    __slots__ = ("name", "kept", "total", "sparsity", "kind")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KEPT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     name: str
     kept: int
     total: int
     sparsity: float
-    def __init__(self, name: _Optional[str] = ..., kept: _Optional[int] = ..., total: _Optional[int] = ..., sparsity: _Optional[float] = ...) -> None: ...
+    kind: str
+    def __init__(self, name: _Optional[str] = ..., kept: _Optional[int] = ..., total: _Optional[int] = ..., sparsity: _Optional[float] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class UnitTotal(_message.Message):
+    __slots__ = ("kind", "kept", "total")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    kept: int
+    total: int
+    def __init__(self, kind: _Optional[str] = ..., kept: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
 
 class BlockedGroup(_message.Message):
     __slots__ = ("layers", "reason", "op_type", "node", "groups")
@@ -235,7 +247,14 @@ class Reconstruction(_message.Message):
     def __init__(self, samples: _Optional[int] = ..., ridge: _Optional[float] = ..., layers: _Optional[_Iterable[_Union[LayerRefit, _Mapping]]] = ..., batchnorms: _Optional[_Iterable[str]] = ..., skipped: _Optional[_Iterable[_Union[SkippedLayer, _Mapping]]] = ...) -> None: ...
 
 class PruneResult(_message.Message):
-    __slots__ = ("report", "warnings", "analyses", "units", "removed", "params_before", "params_after", "blocked", "sparsity", "scope", "round_to", "group_sparsity", "groups_removed", "groups_prunable", "compaction", "macs_before", "macs_after", "nonzero_macs_before", "nonzero_macs_after", "reconstruction")
+    __slots__ = ("report", "warnings", "analyses", "units", "removed", "params_before", "params_after", "blocked", "sparsity", "scope", "round_to", "group_sparsity", "groups_removed", "groups_prunable", "compaction", "macs_before", "macs_after", "nonzero_macs_before", "nonzero_macs_after", "reconstruction", "labels", "totals")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     REPORT_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     ANALYSES_FIELD_NUMBER: _ClassVar[int]
@@ -256,6 +275,8 @@ class PruneResult(_message.Message):
     NONZERO_MACS_BEFORE_FIELD_NUMBER: _ClassVar[int]
     NONZERO_MACS_AFTER_FIELD_NUMBER: _ClassVar[int]
     RECONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
     report: SparsityReport
     warnings: _containers.RepeatedScalarFieldContainer[str]
     analyses: int
@@ -276,7 +297,9 @@ class PruneResult(_message.Message):
     nonzero_macs_before: int
     nonzero_macs_after: int
     reconstruction: Reconstruction
-    def __init__(self, report: _Optional[_Union[SparsityReport, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., analyses: _Optional[int] = ..., units: _Optional[_Iterable[_Union[LayerUnits, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ..., blocked: _Optional[_Iterable[_Union[BlockedGroup, _Mapping]]] = ..., sparsity: _Optional[float] = ..., scope: _Optional[str] = ..., round_to: _Optional[int] = ..., group_sparsity: _Optional[float] = ..., groups_removed: _Optional[int] = ..., groups_prunable: _Optional[int] = ..., compaction: _Optional[_Union[CompactResult, _Mapping]] = ..., macs_before: _Optional[int] = ..., macs_after: _Optional[int] = ..., nonzero_macs_before: _Optional[int] = ..., nonzero_macs_after: _Optional[int] = ..., reconstruction: _Optional[_Union[Reconstruction, _Mapping]] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    totals: _containers.RepeatedCompositeFieldContainer[UnitTotal]
+    def __init__(self, report: _Optional[_Union[SparsityReport, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., analyses: _Optional[int] = ..., units: _Optional[_Iterable[_Union[LayerUnits, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ..., blocked: _Optional[_Iterable[_Union[BlockedGroup, _Mapping]]] = ..., sparsity: _Optional[float] = ..., scope: _Optional[str] = ..., round_to: _Optional[int] = ..., group_sparsity: _Optional[float] = ..., groups_removed: _Optional[int] = ..., groups_prunable: _Optional[int] = ..., compaction: _Optional[_Union[CompactResult, _Mapping]] = ..., macs_before: _Optional[int] = ..., macs_after: _Optional[int] = ..., nonzero_macs_before: _Optional[int] = ..., nonzero_macs_after: _Optional[int] = ..., reconstruction: _Optional[_Union[Reconstruction, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., totals: _Optional[_Iterable[_Union[UnitTotal, _Mapping]]] = ...) -> None: ...
 
 class PruneResponse(_message.Message):
     __slots__ = ("progress", "model", "model_data", "masks", "chunk", "result")

@@ -1,0 +1,215 @@
+"""The dependency groups in a user's units: attention heads, neurons, channels, hidden units.
+
+Structured pruning removes dependency groups (``groups``); a user counts heads and neurons, and
+knows layers by their modules. A *structured layer* is the groups sharing the same filters
+(``prune.layer_groups``: one attention block's heads, one FFN's neurons). Its groups are heads
+when a Reshape splits their units into heads (the ``ops.heads`` rules tie each head of the
+Reshape's output to its channels of the input): a group then holds as many query heads as the
+largest such split gives it (one, or ``n_rep`` with grouped-query attention, where a K/V head
+goes with its query heads). Otherwise the op of the filters names them: a Conv's channels, an
+LSTM/GRU/RNN's hidden units, anything else's neurons.
+
+Names come from the exporter (``graph.build.layer_label``: the module in node metadata, else
+the node's name); a structured layer is named by the module its layers share
+(``model.layers.0.self_attn`` for the Q, K, V and output projections).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnxprune.graph.build import layer_label
+from onnxprune.structured.groups import Groups, Slice
+
+HEAD = "head"
+KINDS = (HEAD, "neuron", "channel", "hidden unit")
+"""What a unit of a structured layer is, by the singular noun reports use."""
+
+_KIND_OF_OP = {
+    "Conv": "channel",
+    "ConvTranspose": "channel",
+    "LSTM": "hidden unit",
+    "GRU": "hidden unit",
+    "RNN": "hidden unit",
+}
+
+
+def plural_kind(kind: str) -> str:
+    """``head`` -> ``heads``, ``hidden unit`` -> ``hidden units``."""
+    return f"{kind}s"
+
+
+@dataclass(frozen=True)
+class UnitLayer:
+    """One structured layer: dependency groups sharing the same filters, in a user's units.
+
+    Attributes:
+        module: a readable name, the module its layers share (``model.layers.0.self_attn``).
+        kind: one of ``KINDS``.
+        groups: its dependency groups, in the order of the first filter's units (head 0 first).
+        units: per group, how many units of ``kind`` it is (heads: query heads; else 1).
+        filters: the weights whose output units these are, in graph order.
+        readers: the weights of the layers reading them (an attention block's output
+            projection), in graph order.
+    """
+
+    module: str
+    kind: str
+    groups: np.ndarray
+    units: np.ndarray
+    filters: tuple[str, ...]
+    readers: tuple[str, ...]
+
+    @property
+    def total(self) -> int:
+        """Units of ``kind`` in the layer."""
+        return int(self.units.sum())
+
+
+@dataclass(frozen=True)
+class ModelUnits:
+    """The structured layers of a model and readable names of the weights they hold.
+
+    Attributes:
+        groups: the dependency groups they are made of.
+        layers: one per structured layer, in the order of their first filter.
+        labels: a readable name per filter and reader weight (``graph.build.layer_label``).
+        counts: per filter weight, how many units of its layer's kind each of its groups is
+            (a GQA K projection holds one head per group where the Q projection holds two).
+    """
+
+    groups: Groups
+    layers: tuple[UnitLayer, ...]
+    labels: dict[str, str]
+    counts: dict[str, dict[int, int]]
+
+    def kind_of(self, weight: str) -> str | None:
+        """The kind of the units whose filter ``weight`` is (None: not a filter)."""
+        return next((u.kind for u in self.layers if weight in u.filters), None)
+
+    def kept(self, weight: str, drop: np.ndarray) -> tuple[int, int]:
+        """(kept, total) units of filter ``weight`` when the groups ``drop`` go."""
+        counts = self.counts[weight]
+        total = sum(counts.values())
+        return total - sum(n for g, n in counts.items() if drop[g]), total
+
+    def totals(self, drop: np.ndarray, fixed: np.ndarray) -> dict[str, tuple[int, int]]:
+        """Per kind (in ``KINDS`` order): (kept, total) units when the groups ``drop`` go.
+
+        Only the structured layers with a group free to go (not ``fixed``) count.
+        """
+        sums: dict[str, list[int]] = {}
+        for layer in self.layers:
+            if fixed[layer.groups].all():
+                continue
+            kept = layer.units[~drop[layer.groups]]
+            entry = sums.setdefault(layer.kind, [0, 0])
+            entry[0] += int(kept.sum())
+            entry[1] += layer.total
+        return {kind: (sums[kind][0], sums[kind][1]) for kind in KINDS if kind in sums}
+
+
+def model_units(groups: Groups, graph: onnx.GraphProto) -> ModelUnits:
+    """The structured layers of ``graph`` (its dependency groups ``groups``), named and counted."""
+    producers = {out: node for node in graph.node for out in node.output}
+    labels = {s.name: layer_label(producers[s.tensor], s.name) for s in groups.filters}
+    labels.update({c.weight: layer_label(c.node, c.weight) for c in groups.consumers})
+    heads, width = _heads(groups, graph)
+    owners: dict[int, dict[str, None]] = {}
+    for s in groups.filters:
+        for g in np.unique(groups.of(s.tensor)).tolist():
+            owners.setdefault(g, {})[s.name] = None
+    members_of: dict[tuple[str, ...], dict[int, None]] = {}
+    for s in groups.filters:  # each layer's groups in the order of its first filter's units
+        for g in dict.fromkeys(groups.of(s.tensor).tolist()):
+            members_of.setdefault(tuple(owners[g]), {})[g] = None
+    counts = {s.name: _counts(groups, s, heads, width) for s in groups.filters}
+    layers = []
+    for key, found in members_of.items():
+        members = list(found)
+        ids = np.array(members)
+        slices = [s for s in groups.filters if s.name in key]
+        kind = HEAD if any(g in heads for g in members) else _kind(slices, producers)
+        readers = tuple(
+            dict.fromkeys(
+                c.weight for c in groups.consumers if np.isin(groups.inputs(c), ids).any()
+            )
+        )
+        names = [labels[name] for name in key]
+        if kind == HEAD:
+            names += [labels[name] for name in readers]
+        units = np.array([heads.get(g, 1) for g in members])
+        layers.append(UnitLayer(common_module(names), kind, ids, units, key, readers))
+    return ModelUnits(groups, tuple(layers), labels, counts)
+
+
+def _heads(groups: Groups, graph: onnx.GraphProto) -> tuple[dict[int, int], dict[int, int]]:
+    """Per group holding heads: its (query) heads and the channels of its narrowest head.
+
+    A head split is a Reshape whose output units each tie to several units of its input, each
+    input unit to one output unit (``ops.heads.split_heads``): every output unit is a head of
+    ``input units // output units`` channels.
+    """
+    heads: dict[int, int] = {}
+    width: dict[int, int] = {}
+    for node in graph.node:
+        if node.op_type != "Reshape" or not node.output:
+            continue
+        xs, ys = groups.spaces.get(node.input[0]), groups.spaces.get(node.output[0])
+        if xs is None or ys is None or xs.inner or ys.inner or ys.size >= xs.size:
+            continue
+        if xs.size % ys.size:
+            continue
+        d = xs.size // ys.size
+        out = groups.of(ys.tensor)
+        if not (groups.of(xs.tensor).reshape(ys.size, d) == out[:, None]).all():
+            continue
+        for g, n in zip(*np.unique(out, return_counts=True), strict=True):
+            heads[int(g)] = max(heads.get(int(g), 0), int(n))
+            width[int(g)] = min(width.get(int(g), d), d)
+    return heads, width
+
+
+def _counts(
+    groups: Groups, s: Slice, heads: Mapping[int, int], width: Mapping[int, int]
+) -> dict[int, int]:
+    """Per group of filter ``s``: how many units of its kind the group is in this layer.
+
+    A head group holds ``channels / head width`` heads of a projection, at most its query heads
+    (a fused QKV projection holds a head's Q, K and V channels: one head).
+    """
+    groups_of, n = np.unique(groups.of(s.tensor), return_counts=True)
+    return {
+        int(g): min(heads[g], max(1, int(c) // width[g])) if g in heads else int(c)
+        for g, c in zip(groups_of.tolist(), n.tolist(), strict=True)
+    }
+
+
+def _kind(slices: Iterable[Slice], producers: Mapping[str, onnx.NodeProto]) -> str:
+    """Channels of a Conv, hidden units of a recurrent layer, else neurons."""
+    ops = {producers[s.tensor].op_type for s in slices}
+    return next((_KIND_OF_OP[op] for op in sorted(ops) if op in _KIND_OF_OP), "neuron")
+
+
+def common_module(labels: Iterable[str]) -> str:
+    """The module path ``labels`` share, cut at a ``/`` or ``.`` (all of it for one label).
+
+    Example:
+        >>> common_module(["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.o_proj"])
+        'model.layers.0.self_attn'
+        >>> common_module(["/encoder/layer.0/attention/self/query/MatMul", "/encoder/layer.0/x"])
+        '/encoder/layer.0'
+    """
+    labels = list(dict.fromkeys(labels))
+    if len(labels) == 1:
+        return labels[0]
+    prefix = os.path.commonprefix(labels)  # noqa: RUF071 - by character, cut below
+    if not all(len(label) == len(prefix) or label[len(prefix)] in "/." for label in labels):
+        cut = max(prefix.rfind("/"), prefix.rfind("."))
+        prefix = prefix[: max(cut, 0)]
+    return prefix.rstrip("/.") or labels[0]
