@@ -93,7 +93,11 @@ def print_compact(summary: Mapping[str, object], args: argparse.Namespace) -> No
         )
     _left_alone(summary["blocked"])
     out(_macs(summary))
-    out(f"parameters {summary['params_before']} -> {summary['params_after']}; wrote {args.output}")
+    unchanged = "" if summary["removed"] else " unchanged (nothing removed)"
+    out(
+        f"parameters {summary['params_before']} -> {summary['params_after']}; "
+        f"wrote {args.output}{unchanged}"
+    )
 
 
 def print_compaction(summary: Mapping[str, object]) -> None:

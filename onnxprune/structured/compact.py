@@ -43,7 +43,9 @@ class CompactResult:
     """A compacted model and what was removed.
 
     Attributes:
-        model: the smaller model (a new proto; the input is not changed).
+        model: the smaller model (a new proto; the input is not changed). When nothing is
+            removed (``removed`` empty), a copy of the input as it came, not rewritten in any
+            way (constant nodes, stored shapes and input shapes as they were).
         removed: units removed per layer, keyed by its weight name.
         folded: of those, units whose constant output was folded into the next layer's bias.
         params_before: number of weight elements before (constant nodes included).
@@ -100,6 +102,8 @@ class Workspace:
     params: int
     shapes: Shapes = field(default_factory=Shapes)
     copies: dict[str, str] = field(default_factory=dict)
+    source: onnx.ModelProto | None = None
+    """The model as it came (not copied), returned as it is when nothing is removed."""
 
     @classmethod
     def of(cls, model: onnx.ModelProto, shapes: Shapes | None = None) -> Workspace:
@@ -132,7 +136,7 @@ class Workspace:
         inferred = infer_shapes(work, shapes.inputs, shapes.dims)
         left = _shared(work.graph, ConstantResolver(work.graph))
         groups = build_groups(work.graph, arrays, inferred, opset, left)
-        return cls(work, arrays, groups, int(params), shapes, copies)
+        return cls(work, arrays, groups, int(params), shapes, copies, model)
 
 
 def _shared(graph: onnx.GraphProto, constants: ConstantResolver) -> dict[str, tuple[str, ...]]:
@@ -193,13 +197,18 @@ def compact_workspace(ws: Workspace) -> CompactResult:
     A cut can change how units are tied (a grouped Conv left with one input channel per group is
     depthwise; a depthwise Conv left with one channel is a plain one), which can free units the
     pass had to keep: the groups are built again on the result until a pass removes nothing.
+    When the first pass removes nothing, the result is the input model as it came.
     """
     grouped = any(n.op_type == "Conv" and attr(n, "group", 1) > 1 for n in ws.model.graph.node)
     before = _macs(ws.model, ws.shapes)  # before the cut, which changes ws.model in place
     result = _compact_once(ws)
-    while grouped and result.removed:
+    if result is None:
+        blocked = blocked_groups(ws.groups) + body_blocks(ws.model)
+        model = copy.deepcopy(ws.source or ws.model)
+        return CompactResult(model, {}, {}, ws.params, ws.params, blocked, before, before)
+    while grouped:
         again = _compact_once(Workspace.of(result.model, ws.shapes))
-        if not again.removed:
+        if again is None:
             break
         result = CompactResult(
             again.model,
@@ -220,7 +229,8 @@ def _macs(model: onnx.ModelProto, shapes: Shapes) -> MacCount:
     return graph_macs(build_graph(model, shapes.inputs, dims=shapes.dims))
 
 
-def _compact_once(ws: Workspace) -> CompactResult:
+def _compact_once(ws: Workspace) -> CompactResult | None:
+    """One pass: cut ``ws.model`` in place; None (and nothing cut) when no layer loses a unit."""
     groups, arrays = ws.groups, ws.arrays
     gone = np.zeros(groups.count, bool)
     folded = np.zeros(groups.count, bool)
@@ -243,6 +253,8 @@ def _compact_once(ws: Workspace) -> CompactResult:
             removed[s.name] = int(gone[labels].sum())
         if folded[labels].any():
             folds[s.name] = int(folded[labels].sum())
+    if not removed:
+        return None
     cut(ws.model, groups, gone, arrays, pending)
     for name in merge_copies(ws.model, ws.copies):
         del arrays[name]

@@ -201,8 +201,7 @@ def structured_prune(
     layers_of = layer_groups(groups)
     drop = choose(scores, layers_of, fixed, sparsity, round_to)
     zero(groups, drop, ws.arrays)
-    masked = copy.deepcopy(ws.model)
-    write_back(masked, ws.arrays)
+    masked = _masked(ws, drop, calibration is not None)
     named = model_units(groups, ws.model.graph)
     units = {}
     for s in groups.filters:  # the layers with units it could remove
@@ -249,6 +248,19 @@ def structured_prune(
 def _labels(labels: Mapping[str, str], names: Sequence[str]) -> dict[str, str]:
     """The readable names of ``names`` that differ from the name itself."""
     return {n: labels[n] for n in dict.fromkeys(names) if labels.get(n, n) != n}
+
+
+def _masked(ws: Workspace, drop: np.ndarray, refit: bool) -> onnx.ModelProto:
+    """The model with the ``drop`` groups zeroed (in ``ws.arrays``), in its own shapes.
+
+    With nothing dropped and no re-fit to come (which reads the workspace's names), the model
+    as it came.
+    """
+    if not drop.any() and not refit:
+        return copy.deepcopy(ws.source)
+    masked = copy.deepcopy(ws.model)
+    write_back(masked, ws.arrays)
+    return masked
 
 
 @dataclass(frozen=True)
