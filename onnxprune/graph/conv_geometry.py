@@ -258,27 +258,37 @@ def contract_backward(
 
 
 def contract_weight_grad(
-    c: Contract, x: np.ndarray, y: np.ndarray, w_shape: tuple[int, ...]
+    c: Contract,
+    x: np.ndarray,
+    y: np.ndarray,
+    w_shape: tuple[int, ...],
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """For each weight entry, the sum over positions of input map times output map at its tap.
 
     With ``x`` the forward map of the input and ``y`` the backward map of the output this is
     the gradient of the output's weighted sum with respect to the weight (consumed layout).
+    The products are written into ``out`` (C-contiguous, ``w_shape``) when given, so a caller
+    that scores every round reuses one buffer.
     """
+    dtype = _float(x, y)
+    if out is None:
+        out = np.empty(w_shape, dtype)
     if c.kind == "matmul":
         k_units, n_units = (w_shape[1], w_shape[0]) if c.w_transposed else w_shape
-        dtype = _float(x, y)
         xm = np.moveaxis(x, c.x_axis, -1).reshape(-1, k_units).astype(dtype, copy=False)
         ym = np.moveaxis(y, c.y_axis, -1).reshape(-1, n_units).astype(dtype, copy=False)
-        grad = xm.T @ ym
-        return grad.T if c.w_transposed else grad
+        return np.matmul(*((ym.T, xm) if c.w_transposed else (xm.T, ym)), out=out)
     if c.kind == "conv":  # cols read from the input map
         cols = im2col(c, x, w_shape[2:], y.shape[2:])
-        rows = by_group(y, c.group, _float(y, x))
+        rows = by_group(y, c.group, dtype)
     else:  # conv_transpose: cols read from the output map
         cols = im2col(c, y, w_shape[2:], x.shape[2:])
-        rows = by_group(x, c.group, _float(x, y))
-    return np.stack([r @ k.T for r, k in zip(rows, cols, strict=True)]).reshape(w_shape)
+        rows = by_group(x, c.group, dtype)
+    per_group = out.reshape(c.group, w_shape[0] // c.group, -1)
+    for r, k, o in zip(rows, cols, per_group, strict=True):
+        np.matmul(r, k.T, out=o)
+    return out
 
 
 def _moved_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:

@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 from onnxprune.errors import InvalidOptionError, ShapeError
 from onnxprune.graph.build import build_graph
 from onnxprune.pruners.registry import ScoreContext, get_score
-from onnxprune.pruners.scores.synflow import REMOVED, synflow
+from onnxprune.pruners.scores.synflow import REMOVED, _lowest, synflow
 
 try:
     import torch
@@ -338,15 +338,17 @@ def _unflat(flat: np.ndarray, like: dict[str, np.ndarray]) -> dict[str, np.ndarr
     return {k: p.reshape(a.shape) for (k, a), p in zip(like.items(), parts, strict=True)}
 
 
-def _reference_synflow(target: float, rounds: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def _reference_synflow(
+    forward, inits: dict[str, np.ndarray], x_shape, target: float, rounds: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Iterative SynFlow with torch float64 scores: the final flat mask, the removals per round."""
-    alive = _flat(ITER_W) != 0
+    alive = _flat(inits) != 0
     total = alive.size
     removed = []
     for i in range(1, rounds + 1):
         keep = round(total * (1 - target) ** (i / rounds))
         keep = total - round(target * total) if i == rounds else keep
-        scores = _flat(_torch_scores(_iter_mlp, ITER_W, (1, 8), _unflat(alive, ITER_W)))
+        scores = _flat(_torch_scores(forward, inits, x_shape, _unflat(alive, inits)))
         excess = int(alive.sum()) - keep
         if excess > 0:
             candidates = np.flatnonzero(alive)
@@ -371,7 +373,7 @@ def test_iterative_schedule_reproduces_synflow_mask(target: float, rounds: int) 
     total = flat.size
     mask = _flat(_prune_lowest(ours, target))
     assert abs(mask.sum() / total - (1 - target)) <= 1 / total
-    reference, removed = _reference_synflow(target, rounds)
+    reference, removed = _reference_synflow(_iter_mlp, ITER_W, (1, 8), target, rounds)
     np.testing.assert_array_equal(mask, reference)
     # Zeros lowest, then removals round by round, then survivors with their log-scores.
     zeros = _flat(ITER_W) == 0
@@ -380,6 +382,37 @@ def test_iterative_schedule_reproduces_synflow_mask(target: float, rounds: int) 
         assert flat[earlier].max() < flat[later].min()
     assert flat[removed[-1]].max() < REMOVED < flat[mask].min()
     assert sum(r.size for r in removed) == round(target * total) - zeros.sum()
+
+
+@pytest.mark.parametrize(
+    ("model", "forward", "inits", "x_shape"),
+    [(CNN, _cnn, CNN_W, (1, 2, 9, 9)), (RESIDUAL, _residual, RES_W, (1, 3, 6, 6))],
+    ids=["cnn", "residual"],
+)
+@needs_torch
+def test_iterative_convolutions_reproduce_synflow_mask(model, forward, inits, x_shape) -> None:
+    # Strides, padding, groups, pooling and a residual Add over 30 rounds to 90%: each round's
+    # scores come from kernels masked in place, and the lowest are picked among a few candidates.
+    ours = _flat(_run(model, target=0.9, rounds=30))
+    reference, removed = _reference_synflow(forward, inits, x_shape, 0.9, 30)
+    np.testing.assert_array_equal(_flat(_prune_lowest(_unflat(ours, inits), 0.9)), reference)
+    for earlier, later in itertools.pairwise(removed):
+        assert ours[earlier].max() < ours[later].min()
+    for drop in removed:  # the reference lists a round's removals lowest score first
+        assert (np.diff(ours[drop]) >= 0).all()
+
+
+@pytest.mark.parametrize("bound", [np.inf, 0.3, -np.inf])
+def test_lowest_alive_scores_whatever_the_bound(bound: float) -> None:
+    # 0.3 bounds about a third of the scores (enough), -inf none of the finite ones (too few:
+    # all alive scores are searched). Ties at the cut go to the lowest indices.
+    scores = np.round(RNG.random(2000), 2)
+    scores[RNG.random(2000) < 0.05] = -np.inf
+    alive = RNG.random(2000) < 0.8
+    candidates = np.flatnonzero(alive)
+    for count in (1, 37, 400, int(alive.sum())):
+        expected = candidates[np.argsort(scores[candidates], kind="stable")[:count]]
+        np.testing.assert_array_equal(_lowest(scores, alive, count, bound), np.sort(expected))
 
 
 def test_hundred_rounds_avoid_the_layer_collapse_of_magnitude() -> None:

@@ -6,18 +6,13 @@ replaced by ``|w| * mask``, biases zero, BatchNormalization and activations the 
 max-pool an average-pool, an all-ones input (batch 1); ``R`` is the sum of all graph outputs and
 ``score(w) = |w| * dR/d|w|``. Pruning runs over ``rounds`` rounds with an exponential schedule.
 
-The linearized net, transfer by transfer (``graph/transfers.py``), and its exact adjoint:
+The maps of the linearized net are held in the log domain (``_log_maps.py``): deep nets overflow
+float64 with plain products, so the scores come out as logarithms.
 
-- ``Pointwise``: the sum of its activation inputs, broadcast (Add; the identity for one input).
-- ``Move``: a gather; an element with no source is 0.
-- ``Window``: the average over the window, padding read as zeros, divided by the kernel size.
-- ``Reduce``: the mean over the axes, broadcast back when the axes are kept.
-- ``Dense`` (a fallback): every output element is the sum of all input elements.
-- ``Contract``: the real convolution, transposed convolution or matrix product with ``|w| * mask``.
-
-Deep nets overflow float64 with plain products (each layer multiplies by about ``fan_in * |w|``),
-so every map is held as an array scaled to ``max == 1`` and a log scale, sums of differently
-scaled terms are taken in the log domain, and the scores come out as logarithms.
+Each round costs one forward and one backward pass over the (small) maps, one product per
+weight, and a selection: the masked kernels, the log-magnitudes and the scores live in flat
+buffers updated in place (a removal zeroes its entries), and the lowest scores of a round are
+found among the few below a bound read off a fixed sample, not by partitioning all weights.
 """
 
 from __future__ import annotations
@@ -31,38 +26,22 @@ import numpy as np
 
 from onnxprune import progress
 from onnxprune.errors import InvalidOptionError
-from onnxprune.graph.conv_geometry import (
-    contract_backward,
-    contract_forward,
-    contract_weight_grad,
-    unbroadcast,
-    window_sum,
-    window_sum_adjoint,
-)
-from onnxprune.graph.transfers import Dense, Move, Pointwise, Reduce, Transfer, Window
+from onnxprune.graph.conv_geometry import contract_weight_grad
 from onnxprune.pruners.registry import ScoreContext, score
+from onnxprune.pruners.scores._log_maps import Scaled, Shapes, flow_maps, scaled
 
 if TYPE_CHECKING:
-    from onnxprune.graph.build import ConnectivityGraph, Layer, Step
+    from onnxprune.graph.build import ConnectivityGraph, Layer
 
 REMOVED = -1e200
-"""Weights removed in a round score in ``[2 * REMOVED, REMOVED)``, earlier removals lower."""
+"""Weights removed in a round score in ``[2 * REMOVED, REMOVED)``: earlier rounds lower, and
+within a round lower scores lower."""
 
 NO_FLOW = -1e100
 """A surviving weight that carries no flow in the last round (log-score ``-inf``) scores this."""
 
-Shapes = dict[str, tuple[int, ...]]
-
-
-@dataclass(frozen=True, slots=True)
-class Scaled:
-    """A nonnegative map as ``value * exp(log)``, ``max(value) == 1`` (all zero: ``-inf``).
-
-    Kernels are scaled by their layer's largest unmasked ``|w|``, so their maximum is at most 1.
-    """
-
-    value: np.ndarray
-    log: float
+SAMPLE = 2**18
+"""Scores sampled (at fixed positions) to bound a round's lowest scores before selecting them."""
 
 
 @score(
@@ -88,9 +67,9 @@ def synflow(weights: Mapping[str, np.ndarray], ctx: ScoreContext) -> dict[str, n
         float64 arrays keyed like ``weights``, higher = keep. A surviving weight scores
         ``log(|w| * dR/d|w|)`` of the last round (monotone in SynFlow's score; ``NO_FLOW`` if
         that is ``-inf``); a weight removed in some round scores in ``[2 * REMOVED, REMOVED)``,
-        lower the earlier it went (ordinal in the order of removal); zero or masked weights
-        score ``-inf``. Pruning the ``round(ctx.target * total)`` lowest scores therefore
-        reproduces SynFlow's final mask.
+        lower the earlier its round went and, within a round, the lower it scored; zero or
+        masked weights score ``-inf``. Pruning the ``round(ctx.target * total)`` lowest scores
+        therefore reproduces SynFlow's final mask.
 
     Raises:
         InvalidOptionError: ``ctx.rounds < 1``, ``ctx.target`` outside [0, 1), a weight that is no
@@ -116,7 +95,8 @@ def synflow(weights: Mapping[str, np.ndarray], ctx: ScoreContext) -> dict[str, n
         return {}
     net = _Net.of(ctx, weights)
     alive = net.layout.join({name: _initial_alive(name, w, ctx) for name, w in weights.items()})
-    scores = net.log_scores(alive)
+    net.remove(np.flatnonzero(~alive))
+    scores = net.log_scores(np.empty(alive.size))
     if ctx.rounds > 1:
         scores = _iterate(net, alive, scores, ctx.target, ctx.rounds)
     return net.layout.split(scores)
@@ -150,44 +130,82 @@ def _initial_alive(name: str, w: np.ndarray, ctx: ScoreContext) -> np.ndarray:
 def _iterate(
     net: _Net, alive: np.ndarray, scores: np.ndarray, target: float, rounds: int
 ) -> np.ndarray:
-    """Run the schedule from ``scores`` of the mask ``alive`` (flat; ``alive`` is updated).
+    """Run the schedule from ``scores`` of the mask ``alive`` (flat; both updated in place).
 
-    Returns the last scores of the survivors and the removal ordinals of the removed weights.
+    Returns the last scores of the survivors and the removal ranks of the removed weights.
     """
     total = alive.size
     final_keep = total - round(target * total)
-    removed: list[np.ndarray] = []
+    sample = np.sort(np.random.default_rng(0).integers(0, total, min(total, SAMPLE)))
+    removed: list[tuple[np.ndarray, np.ndarray]] = []  # per round: indices, their scores
+    count = int(np.count_nonzero(alive))
     fresh = True  # scores belong to the current mask
     for i in range(1, rounds + 1):
         progress.report("synflow", i - 1, rounds)
         keep = max(final_keep, round(total * (1.0 - target) ** (i / rounds)))
-        excess = int(np.count_nonzero(alive)) - keep
-        if excess <= 0:
+        if count <= keep:
             continue
         if not fresh:
-            scores = net.log_scores(alive)
-        drop = _lowest(scores, alive, excess)
-        removed.append(drop)
+            net.log_scores(scores)
+        drop = _lowest(scores, alive, count - keep, _bound(scores, alive, count - keep, sample))
+        removed.append((drop, scores[drop]))
         alive[drop] = False
+        net.remove(drop)
+        count = keep
         fresh = False
     if not removed:  # nothing to prune (target 0, or the masks already go further)
         return scores
-    out = np.full(total, -np.inf)
-    out[alive] = np.where(np.isfinite(scores), scores, NO_FLOW)[alive]
-    order = np.concatenate(removed)
-    out[order] = REMOVED * (2.0 - np.arange(order.size) / order.size)
-    return out
+    scores[np.isneginf(scores) & alive] = NO_FLOW
+    scores[~alive] = -np.inf
+    for j, (drop, values) in enumerate(removed):
+        scores[drop] = REMOVED * (2.0 - (j + _within(values)) / len(removed))
+    return scores
 
 
-def _lowest(scores: np.ndarray, alive: np.ndarray, count: int) -> np.ndarray:
-    """Flat indices of the ``count`` lowest-scored alive weights, lowest first."""
-    candidates = np.flatnonzero(alive)
+def _bound(scores: np.ndarray, alive: np.ndarray, count: int, sample: np.ndarray) -> float:
+    """A score that most likely at least ``count`` alive weights do not exceed.
+
+    The quantile of the alive scores at the fixed positions ``sample``, four standard deviations
+    (of a binomial count) above ``count``'s share of the alive weights; ``inf`` when the sample
+    is too small to tell.
+    """
+    picked = scores[sample][alive[sample]]
+    expected = count / np.count_nonzero(alive) * picked.size
+    rank = int(expected + 4.0 * np.sqrt(expected) + 16)
+    return float(np.partition(picked, rank)[rank]) if rank < picked.size else np.inf
+
+
+def _lowest(scores: np.ndarray, alive: np.ndarray, count: int, bound: float) -> np.ndarray:
+    """Flat indices (ascending) of the ``count`` lowest-scored alive weights.
+
+    Ties at the cut go to the lowest indices. The weights are sought among the alive scores at
+    most ``bound`` (a few more than ``count`` when ``bound`` is good), or among all alive
+    scores when fewer than ``count`` are.
+    """
+    below = np.less_equal(scores, bound)
+    below &= alive
+    candidates = np.flatnonzero(below)
+    if candidates.size < count:
+        candidates = np.flatnonzero(alive)
     values = scores[candidates]
-    if count < values.size:
-        picked = np.argpartition(values, count - 1)[:count]
-    else:
-        picked = np.arange(values.size)
-    return candidates[picked[np.argsort(values[picked], kind="stable")]]
+    cut = np.partition(values, count - 1)[count - 1]
+    lower = values < cut
+    ties = np.flatnonzero(values == cut)[: count - int(np.count_nonzero(lower))]
+    lower[ties] = True
+    return candidates[lower]
+
+
+def _within(values: np.ndarray) -> np.ndarray:
+    """Rank-preserving positions in ``[0, 0.75]`` of one round's removed scores.
+
+    ``-inf`` (no flow) is 0; finite scores map linearly onto ``[0.25, 0.75]``.
+    """
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(values.size)
+    lo, hi = float(values[finite].min()), float(values[finite].max())
+    span = (values - lo) / (hi - lo) if hi > lo else np.full(values.size, 0.5)
+    return np.where(finite, 0.25 + 0.5 * span, 0.0)
 
 
 class _Layout:
@@ -212,22 +230,22 @@ class _Layout:
 
 @dataclass(frozen=True)
 class _Net:
-    """The graph with static shapes, the scored weights laid flat, and the other kernels.
+    """The graph with static shapes and its kernels, the scored ones views of flat buffers.
 
     Attributes:
-        unit_w: ``|w|`` of the scored weights divided by the largest ``|w|`` of their layer.
-        log_max: log of that largest ``|w|``, by weight name.
-        log_w: ``log|w|`` of the scored weights.
-        fixed: kernels of the layers whose weight is not scored, keyed by node.
+        unit_w: ``|w| * mask`` of the scored weights divided by the largest ``|w|`` of their
+            layer (flat; ``remove`` zeroes entries).
+        log_w: ``log|w|`` of the scored weights, ``-inf`` where removed (flat).
+        kernels: every layer's kernel keyed by node: the scored ones views of ``unit_w`` scaled
+            by the log of their layer's largest ``|w|``, the others fixed.
     """
 
     graph: ConnectivityGraph
     shapes: Shapes
     layout: _Layout
     unit_w: np.ndarray
-    log_max: Mapping[str, float]
     log_w: np.ndarray
-    fixed: Mapping[str, Scaled]
+    kernels: Mapping[str, Scaled]
 
     @classmethod
     def of(cls, ctx: ScoreContext, weights: Mapping[str, np.ndarray]) -> _Net:
@@ -244,13 +262,8 @@ class _Net:
                 f"synflow does not follow recurrent layers (node {recurrent!r}: LSTM/GRU/RNN); "
                 "use another score"
             )
-        fixed = {}
         for layer in graph.layers:
-            if layer.name not in weights:
-                w = np.abs(graph.weight(layer).astype(np.float64))
-                mask = ctx.masks.get(layer.name)
-                fixed[layer.node] = _scaled(w if mask is None else w * mask, 0.0)
-            elif tuple(np.shape(weights[layer.name])) != layer.shape:
+            if layer.name in weights and tuple(np.shape(weights[layer.name])) != layer.shape:
                 raise InvalidOptionError(
                     f"weight {layer.name!r} has shape {np.shape(weights[layer.name])}, "
                     f"layer {layer.node!r} consumes {layer.shape}"
@@ -264,161 +277,49 @@ class _Net:
             top = float(unit_w[lo:hi].max()) if hi > lo else 0.0
             log_max[name] = float(np.log(top)) if top > 0 else -np.inf
             unit_w[lo:hi] /= top if top > 0 else 1.0
-        return cls(graph, shapes, layout, unit_w, log_max, log_w, fixed)
+        kernels = {}
+        for layer in graph.layers:
+            if layer.name in weights:
+                lo, hi = layout.spans[layer.name]
+                kernels[layer.node] = Scaled(
+                    unit_w[lo:hi].reshape(layer.shape), log_max[layer.name]
+                )
+            else:
+                w = np.abs(graph.weight(layer).astype(np.float64))
+                mask = ctx.masks.get(layer.name)
+                kernels[layer.node] = scaled(w if mask is None else w * mask, 0.0)
+        return cls(graph, shapes, layout, unit_w, log_w, kernels)
 
-    def log_scores(self, alive: np.ndarray) -> np.ndarray:
-        """``log(|w| * dR/d|w|)`` of the scored weights (flat) under the flat mask ``alive``."""
-        kernels = dict(self.fixed)
+    def remove(self, flat: np.ndarray) -> None:
+        """Prune the scored weights at the flat indices ``flat``."""
+        self.unit_w[flat] = 0.0
+        self.log_w[flat] = -np.inf
+
+    def log_scores(self, out: np.ndarray) -> np.ndarray:
+        """``log(|w| * dR/d|w|)`` of the scored weights (flat) written into ``out``."""
+        forward, backward = flow_maps(self.graph, self.shapes, self.kernels)
+        done: set[str] = set()
         for layer in self.graph.layers:
             if layer.name in self.layout.spans:
                 lo, hi = self.layout.spans[layer.name]
-                w = (self.unit_w[lo:hi] * alive[lo:hi]).reshape(layer.shape)
-                kernels[layer.node] = Scaled(w, self.log_max[layer.name])
-        forward, backward = self._maps(kernels)
-        grads: dict[str, np.ndarray] = {}
-        for layer in self.graph.layers:
-            if layer.name in self.layout.spans:
-                grad = _log_grad(layer, forward.get(layer.x), backward.get(layer.y))
-                prev = grads.get(layer.name)  # a shared weight: dR/dw adds up over its uses
-                grads[layer.name] = grad if prev is None else np.logaddexp(prev, grad)
-        scores = np.where(alive, self.log_w, -np.inf)
-        for name, (lo, hi) in self.layout.spans.items():
-            scores[lo:hi] += grads[name].reshape(-1)
-        return scores
-
-    def _maps(self, kernels: Mapping[str, Scaled]) -> tuple[dict[str, Scaled], dict[str, Scaled]]:
-        """Forward maps from the all-ones input, backward maps (dR/d tensor) from the outputs."""
-        from onnxprune.graph.exact import used_outputs
-
-        shapes = self.shapes
-        forward = {t: Scaled(np.ones(shapes[t]), 0.0) for t in self.graph.inputs}
-        for step in self.graph.steps:
-            for out, transfer in used_outputs(step, shapes):
-                forward[out] = _push(step, transfer, forward, kernels, shapes[out], shapes)
-        backward = {t: Scaled(np.ones(shapes[t]), 0.0) for t in self.graph.outputs if t in shapes}
-        for step in reversed(self.graph.steps):
-            for out, transfer in used_outputs(step, shapes):
-                b = backward.get(out)
-                if b is not None and b.log > -np.inf:
-                    _pull(step, transfer, b, backward, kernels, shapes)
-        return forward, backward
+                grad = out[lo:hi].reshape(layer.shape)
+                x, y = forward.get(layer.x), backward.get(layer.y)
+                if layer.name in done:  # a shared weight: dR/dw adds up over its uses
+                    np.logaddexp(grad, _log_grad(layer, x, y, np.empty(layer.shape)), out=grad)
+                else:
+                    _log_grad(layer, x, y, grad)
+                    done.add(layer.name)
+        out += self.log_w
+        return out
 
 
-def _log_grad(layer: Layer, x: Scaled | None, y: Scaled | None) -> np.ndarray:
-    """``log dR/d|w|`` of ``layer``'s weight from the maps of its input and output."""
+def _log_grad(layer: Layer, x: Scaled | None, y: Scaled | None, out: np.ndarray) -> np.ndarray:
+    """``log dR/d|w|`` of ``layer``'s weight from the maps of its input and output, into ``out``."""
     if x is None or y is None or x.log == -np.inf or y.log == -np.inf:
-        return np.full(layer.shape, -np.inf)
-    grad = contract_weight_grad(layer.contract, x.value, y.value, layer.shape)
+        out.fill(-np.inf)
+        return out
+    contract_weight_grad(layer.contract, x.value, y.value, layer.shape, out=out)
     with np.errstate(divide="ignore"):
-        np.log(grad, out=grad)
-    grad += x.log + y.log
-    return grad
-
-
-# --- maps in the log domain ----------------------------------------------------------------------
-
-
-def _scaled(a: np.ndarray, log: float) -> Scaled:
-    """``a * exp(log)`` (``a >= 0``) rescaled so that its largest value is 1."""
-    top = float(a.max()) if a.size else 0.0
-    if top <= 0.0 or log == -np.inf:
-        return Scaled(np.zeros(a.shape), -np.inf)
-    return Scaled(a / top, log + float(np.log(top)))
-
-
-def _zero(shape: tuple[int, ...]) -> Scaled:
-    return Scaled(np.zeros(shape), -np.inf)
-
-
-def _sum(terms: list[Scaled], shape: tuple[int, ...]) -> Scaled:
-    """The sum of ``terms`` broadcast to ``shape``, rescaled to the largest scale first."""
-    top = max((t.log for t in terms), default=-np.inf)
-    if top == -np.inf:
-        return _zero(shape)
-    out = np.zeros(shape)
-    for t in terms:
-        if t.log > -np.inf:
-            out += t.value * np.exp(t.log - top)
-    return _scaled(out, top)
-
-
-def _push(
-    step: Step,
-    t: Transfer,
-    maps: dict[str, Scaled],
-    kernels: Mapping[str, Scaled],
-    out_shape: tuple[int, ...],
-    shapes: Shapes,
-) -> Scaled:
-    """The forward map of one output of ``step``."""
-    if step.layer is not None:
-        x = maps.get(step.layer.x, _zero(shapes[step.layer.x]))
-        k = kernels[step.layer.node]
-        if x.log == -np.inf or k.log == -np.inf:
-            return _zero(out_shape)
-        return _scaled(
-            contract_forward(step.layer.contract, k.value, x.value, out_shape), x.log + k.log
-        )
-    ins = [maps.get(n, _zero(shapes[n])) for n in step.inputs]
-    if isinstance(t, Pointwise):
-        return _sum(ins, out_shape)
-    if isinstance(t, Move):
-        top = max(m.log for m in ins)
-        if top == -np.inf:
-            return _zero(out_shape)
-        parts = [m.value.reshape(-1) * np.exp(m.log - top) for m in ins]
-        flat = np.concatenate([*parts, np.zeros(1)])
-        return _scaled(flat[np.where(t.ids >= 0, t.ids, flat.size - 1)], top)
-    x = ins[0]
-    if isinstance(t, Window):
-        return _scaled(window_sum(t, x.value, out_shape) / np.prod(t.kernel), x.log)
-    if isinstance(t, Reduce):
-        mean = x.value.mean(axis=t.axes, keepdims=True)
-        mean = np.broadcast_to(mean, out_shape) if t.keepdims else mean.reshape(out_shape)
-        return _scaled(mean, x.log)
-    total = _sum([Scaled(np.array(m.value.sum()), m.log) for m in ins], ())
-    return Scaled(np.ones(out_shape), total.log) if total.log > -np.inf else _zero(out_shape)
-
-
-def _pull(
-    step: Step,
-    t: Transfer,
-    b: Scaled,
-    maps: dict[str, Scaled],
-    kernels: Mapping[str, Scaled],
-    shapes: Shapes,
-) -> None:
-    """Add the adjoint of one output's transfer applied to ``b`` to the maps of the inputs."""
-    names = list(step.inputs)
-    if step.layer is not None:
-        names = [step.layer.x]
-        k = kernels[step.layer.node]
-        pulled = contract_backward(step.layer.contract, k.value, b.value, shapes[names[0]])
-        got = [_scaled(pulled, b.log + k.log)]
-    elif isinstance(t, Pointwise):
-        got = [_scaled(unbroadcast(b.value, shapes[n]), b.log) for n in names]
-    elif isinstance(t, Move):
-        sizes = [int(np.prod(shapes[n])) for n in names]
-        valid = t.ids >= 0
-        flat = np.bincount(t.ids[valid], weights=b.value[valid], minlength=sum(sizes))
-        bounds = np.cumsum([0, *sizes]).tolist()
-        got = [
-            _scaled(flat[lo:hi].reshape(shapes[n]), b.log)
-            for lo, hi, n in zip(bounds, bounds[1:], names, strict=False)
-        ]
-    elif isinstance(t, Window):
-        names = names[:1]
-        pulled = window_sum_adjoint(t, b.value, shapes[names[0]]) / np.prod(t.kernel)
-        got = [_scaled(pulled, b.log)]
-    elif isinstance(t, Reduce):
-        names = names[:1]
-        expanded = b.value if t.keepdims else np.expand_dims(b.value, t.axes)
-        count = int(np.prod([shapes[names[0]][a] for a in t.axes]))
-        spread = expanded.sum(axis=t.axes, keepdims=True) / count
-        got = [_scaled(np.broadcast_to(spread, shapes[names[0]]), b.log)]
-    else:
-        assert isinstance(t, Dense)  # noqa: S101 - internal invariant, not user input
-        got = [_scaled(np.full(shapes[n], b.value.sum()), b.log) for n in names]
-    for name, m in zip(names, got, strict=True):
-        prev = maps.get(name)
-        maps[name] = m if prev is None else _sum([prev, m], shapes[name])
+        np.log(out, out=out)
+    out += x.log + y.log
+    return out
