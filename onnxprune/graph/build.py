@@ -20,6 +20,7 @@ from onnxprune.graph.shapes import BodyPath, Shape, infer_all_shapes
 from onnxprune.graph.transfers import (
     Contract,
     Dense,
+    Heads,
     Move,
     NoSignal,
     Pointwise,
@@ -246,7 +247,10 @@ def _build(
             if isinstance(t, Move) and static(shapes.get(out)) is None:
                 shapes[out] = t.ids.shape  # a rule solved what shape inference left open
         has_signal = any(names[i] in signal for i in acts)
-        is_layer = isinstance(transfers[0], (Contract, Recurrent))
+        first = transfers[0]
+        is_layer = isinstance(first, (Contract, Recurrent)) or (
+            isinstance(first, Heads) and first.fused is not None
+        )
         if isinstance(transfers[0], NoSignal) or not (has_signal or is_layer):
             continue
         fallbacks += [
@@ -257,7 +261,12 @@ def _build(
         node_outputs = tuple(node.output)
         if has_signal:
             signal.update(o for o in node_outputs if o)
-        first = transfers[0]
+        macs = _macs(view) if node.domain in ("", "ai.onnx") else 0
+        if isinstance(first, Heads):
+            built, layer = _heads_steps(node_name, view, names, transfers, shapes, where.scope)
+            steps += built
+            layers += [layer] if layer is not None else []
+            continue
         layer = (
             _layer(node_name, node, first, shapes, constants, where.scope)
             if isinstance(first, Contract)
@@ -268,7 +277,6 @@ def _build(
             if isinstance(first, Recurrent)
             else ()
         )
-        macs = _macs(view) if node.domain in ("", "ai.onnx") else 0
         ins = tuple(names[i] for i in acts)
         steps.append(Step(node_name, node.op_type, ins, node_outputs, transfers, layer, macs, rec))
         layers += [layer] if layer is not None else rec
@@ -290,6 +298,42 @@ def _build(
         bodies=tuple(bodies),
         scope=where.scope,
     )
+
+
+def _heads_steps(
+    name: str,
+    view: NodeView,
+    names: Sequence[str],
+    transfers: tuple[Transfer, ...],
+    shapes: dict[str, Shape],
+    scope: str,
+) -> tuple[list[Step], Layer | None]:
+    """An attention node's steps: its fused projection (a ``MatMul`` step), if any, then its heads.
+
+    The fused projection is a layer of its own that writes the Q, K, V columns into a tensor
+    only the graph knows (``<output>#qkv``), which the heads step reads in place of the weight.
+    The heads step reads its inputs in the order of ``Heads.reads``, the others after them.
+    """
+    node, heads = view.node, transfers[0]
+    inputs = {i: names[i] for i in view.activations}
+    steps, layer = [], None
+    if heads.fused is not None:
+        fused = heads.fused
+        x, qkv = names[fused.activation], f"{node.output[0]}#qkv"
+        width = view.constants.shape(names[fused.weight])[1]
+        if shapes.get(x) is not None:
+            shapes[qkv] = (*shapes[x][:-1], width)
+        layer = _layer(name, node, fused, shapes, view.constants, scope)
+        layer = dataclasses.replace(layer, y=qkv)
+        dims = [static(shapes.get(x)), layer.shape]
+        macs = dense_macs("MatMul", dims, static(shapes.get(qkv)))  # counted as the MatMul it is
+        steps.append(Step(name, "MatMul", (x,), (qkv,), (fused,), layer, macs))
+        del inputs[fused.activation]
+        inputs[fused.weight] = qkv
+    order = [read.index for read in heads.reads]
+    ins = [inputs[i] for i in order] + [n for i, n in inputs.items() if i not in order]
+    steps.append(Step(name, node.op_type, tuple(ins), tuple(node.output), transfers))
+    return steps, layer
 
 
 def _bodies(
@@ -338,9 +382,9 @@ def _check_keys(layers: Sequence[Layer]) -> None:
 
 def _transfers(view: NodeView) -> tuple[Transfer, ...]:
     node = view.node
-    rule = lookup(node.op_type) if node.domain in ("", "ai.onnx") else None
+    rule = lookup(node.op_type, node.domain)
     if rule is None:
-        where = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        where = view.key
         why = f"no transfer rule for {where}"
         if any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
             why = f"{where}: its bodies (each analysed on its own) make the outputs from any input"

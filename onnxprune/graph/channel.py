@@ -18,14 +18,57 @@ from onnxprune.graph.build import ConnectivityGraph, Layer, Step
 from onnxprune.graph.conv_geometry import conv_edges, tap_validity
 from onnxprune.graph.recurrent import RecurrentLink, RecurrentUnits, hidden_axes, recurrent_links
 from onnxprune.graph.registry import static
-from onnxprune.graph.transfers import Contract, Move, Pointwise, Recurrent, Reduce, Transfer, Window
+from onnxprune.graph.transfers import (
+    Contract,
+    Heads,
+    Move,
+    Pointwise,
+    Recurrent,
+    Reduce,
+    Transfer,
+    Window,
+)
 
 IDENTITY = "identity"
 DENSE = "dense"
-Op = sp.csr_matrix | np.ndarray | BitMatrix | RecurrentLink | str
+
+
+@dataclass(frozen=True)
+class OneWay:
+    """An in x out link whose forward and backward matrices differ (``transfers.Read``).
+
+    Attention's values carry signal into its outputs (``forward``); its queries, keys and
+    masks only weigh them, yet change the outputs (``backward``).
+    """
+
+    forward: sp.csr_matrix
+    backward: sp.csr_matrix
+
+    @staticmethod
+    def of(carries: np.ndarray | None, steers: np.ndarray | None, shape: tuple[int, int]) -> OneWay:
+        """The link of a ``Read``: nothing carried, or every unit steering, where ``None``."""
+        forward = np.zeros(shape, bool) if carries is None else carries
+        backward = np.ones(shape, bool) if steers is None else steers
+        return OneWay(sp.csr_matrix(forward), sp.csr_matrix(backward))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(inputs, outputs)``."""
+        return self.forward.shape
+
+    def push(self, vec: np.ndarray) -> np.ndarray:
+        """Output units reached from the input units ``vec``."""
+        return (self.forward.T @ vec.astype(np.int64)) > 0
+
+    def pull(self, vec: np.ndarray) -> np.ndarray:
+        """Input units that can change any of the output units ``vec``."""
+        return (self.backward @ vec.astype(np.int64)) > 0
+
+
+Op = sp.csr_matrix | np.ndarray | BitMatrix | RecurrentLink | OneWay | str
 """A link between two unit vectors: an in x out matrix (scipy.sparse, a dense array of conv tap
 counts, or a packed boolean pattern of a matmul or a one-tap convolution), a recurrent node's
-units through time, ``IDENTITY`` or ``DENSE``."""
+units through time, a ``OneWay`` link, ``IDENTITY`` or ``DENSE``."""
 Matrix = sp.csr_matrix | np.ndarray | BitMatrix
 
 
@@ -302,7 +345,40 @@ def _step_links(
         return _move_links(graph, ins, out, t, layouts)
     if isinstance(t, Pointwise):
         return _pointwise_links(graph, ins, out, layouts)
+    if isinstance(t, Heads):
+        return _heads_links(graph, ins, out, t, layouts)
     return _mixing_links(ins, out, shape, t, layouts)
+
+
+def _heads_links(
+    graph: ConnectivityGraph,
+    ins: list[tuple[str, Layout]],
+    out: str,
+    t: Heads,
+    layouts: dict[str, Layout],
+) -> list[Link]:
+    """Attention's inputs to its output channels (the last axis).
+
+    The first ``len(t.reads)`` inputs are read as their ``Read`` says, the others densely.
+    """
+    shape = graph.shapes.get(out)
+    layouts[out] = Layout((len(shape) - 1 if shape else 2,), t.units)
+    links = []
+    for index, (name, lay) in enumerate(ins):
+        read = t.reads[index] if index < len(t.reads) else None
+        if read is None:
+            ops: tuple[Op, ...] = (DENSE,)
+        elif read.carries is None and read.steers is None:  # a mask: every unit steers
+            ops = (OneWay.of(None, None, (lay.size, t.units)),)
+        else:
+            matrix = read.steers if read.steers is not None else read.carries
+            in_shape = graph.shapes.get(name)
+            relayout = _relayout(in_shape, lay, (len(in_shape) - 1,) if in_shape else (2,))
+            if isinstance(relayout, str) and lay.size != matrix.shape[0]:
+                relayout = DENSE
+            ops = (relayout, OneWay.of(read.carries, read.steers, matrix.shape))
+        links.append(_link(name, out, ops, layouts))
+    return links
 
 
 def _mixing_links(
@@ -446,7 +522,7 @@ def _backward(
 
 
 def _push(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
-    if isinstance(op, (BitMatrix, RecurrentLink)):
+    if isinstance(op, (BitMatrix, RecurrentLink, OneWay)):
         return op.push(vec)
     if isinstance(op, np.ndarray):
         return op[vec].any(axis=0)
@@ -458,7 +534,7 @@ def _push(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
 
 
 def _pull(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
-    if isinstance(op, (BitMatrix, RecurrentLink)):
+    if isinstance(op, (BitMatrix, RecurrentLink, OneWay)):
         return op.pull(vec)
     if isinstance(op, np.ndarray):
         return op[:, vec].any(axis=1)

@@ -32,6 +32,7 @@ from onnxprune.graph.recurrent import RecurrentUnits, hidden_axes
 from onnxprune.graph.transfers import (
     Contract,
     Dense,
+    Heads,
     Move,
     Pointwise,
     Recurrent,
@@ -180,7 +181,13 @@ def _needing_shapes(graph: ConnectivityGraph) -> set[str]:
             needs |= {step.layer.x, step.layer.y}
             continue
         for out, t in zip(step.outputs, step.transfers, strict=False):
-            if isinstance(t, Move):
+            if isinstance(t, Heads):
+                reads = zip(step.inputs, t.reads, strict=False)
+                needs |= {
+                    out,
+                    *(n for n, r in reads if r.carries is not None or r.steers is not None),
+                }
+            elif isinstance(t, Move):
                 needs |= {out, *step.inputs}
             elif isinstance(t, (Window, Reduce)):
                 needs |= {out, *step.inputs[:1]}
@@ -218,6 +225,8 @@ def _push(
         live = units.forward(**_recurrent_sources(step, units, maps, shapes))
         return _spread(t, live, out_shape)
     ins = [maps.get(n, np.zeros(shapes[n], bool)) for n in step.inputs]
+    if isinstance(t, Heads):
+        return _heads_push(t, ins, out_shape)
     if isinstance(t, Pointwise):
         if not out_shape:  # a 0-d summary: reached anywhere means reached everywhere
             return np.array(any(m.any() for m in ins))
@@ -272,6 +281,8 @@ def _pull(
             pattern = merge(pattern, classes, b_out.shape[axes[1]], axis=axes[3])
         got = [contract_backward(contract, _pattern(pattern), b_out, shapes[layer.x], binary=True)]
         names = [layer.x]
+    elif isinstance(t, Heads):
+        got = _heads_pull(t, b_out, [shapes[n] for n in names])
     elif isinstance(t, Pointwise) and b_out.ndim == 0:
         got = [np.full(shapes[n], bool(b_out)) for n in names]
     elif isinstance(t, Pointwise):
@@ -297,6 +308,42 @@ def _pull(
     for name, m in zip(names, got, strict=True):
         prev = maps.get(name)
         maps[name] = m.copy() if prev is None else prev | m
+
+
+# --- attention heads -----------------------------------------------------------------------------
+
+
+def _channels(m: np.ndarray) -> np.ndarray:
+    """A map's channels (its last axis) reached at some position."""
+    return m.reshape(-1, m.shape[-1]).any(axis=0)
+
+
+def _heads_push(t: Heads, ins: list[np.ndarray], out_shape: tuple[int, ...]) -> np.ndarray:
+    """Output channels carried by a reached input unit, at every position.
+
+    Attention mixes the sequence; an input without a ``Read`` reaches everything.
+    """
+    out = np.zeros(t.units, bool)
+    for index, m in enumerate(ins):
+        read = t.reads[index] if index < len(t.reads) else None
+        if read is None:
+            out |= bool(m.any())
+        elif read.carries is not None:
+            out |= read.carries[_channels(m)].any(axis=0)
+    return np.broadcast_to(out, out_shape).copy()
+
+
+def _heads_pull(t: Heads, b_out: np.ndarray, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    """Input units that steer an output channel needed at some position, at every position."""
+    needed = _channels(b_out)
+    got = []
+    for index, shape in enumerate(shapes):
+        read = t.reads[index] if index < len(t.reads) else None
+        if read is None or read.steers is None:
+            got.append(np.full(shape, bool(needed.any())))
+        else:
+            got.append(np.broadcast_to(read.steers[:, needed].any(axis=1), shape).copy())
+    return got
 
 
 # --- recurrent layers ----------------------------------------------------------------------------

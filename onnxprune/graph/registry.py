@@ -1,10 +1,14 @@
 """The op table: one registration per op family gives every layer its knowledge of the op.
 
-An *op family* is a set of op types (default ONNX domain) that behave alike. It is registered
-once, in ``graph/rules/<module>.py``, by decorating its transfer rule::
+An *op family* is a set of op types that behave alike. It is registered once, in
+``graph/rules/<module>.py``, by decorating its transfer rule::
 
     @op_rule("Add", "Sum", ..., family="arithmetic", constants=ARITHMETIC)
     def pointwise(node: NodeView) -> Transfer: ...
+
+Op types of the default ONNX domain are keyed by their name; those of another domain (ONNX
+Runtime's ``com.microsoft`` contrib ops) by ``domain::name`` (``op_key``), registered with
+``op_rule(..., domain="com.microsoft")``: ``com.microsoft::Gelu`` is not ONNX's ``Gelu``.
 
 and the ``OpFamily`` record holds what the op types share:
 
@@ -54,9 +58,10 @@ class OpFamily:
 
     Attributes:
         name: the family's name, unique (downstream layers key their behaviour by it).
-        op_types: its op types (default ONNX domain), each in no other family.
+        op_types: its op types as ``op_key`` writes them, each in no other family.
         transfer: the transfer rule of every op type of the family.
-        constants: per op type (some or all), the op applied to per-unit constants.
+        constants: per op type (some or all, keyed alike), the op applied to per-unit
+            constants.
     """
 
     name: str
@@ -69,47 +74,64 @@ _RULES = ("onnxprune.graph.rules",)
 FAMILIES: Registry[OpFamily] = Registry("op family", _RULES)
 """Every op family by name."""
 OPS: Registry[OpFamily] = Registry("op type", _RULES)
-"""The family of every op type with one."""
+"""The family of every op type with one, keyed by ``op_key``."""
+
+
+def op_key(op_type: str, domain: str = "") -> str:
+    """The op table's key of ``op_type`` in ``domain``: the bare op type in the default domain.
+
+    Example:
+        >>> op_key("Gelu"), op_key("Gelu", "ai.onnx"), op_key("Gelu", "com.microsoft")
+        ('Gelu', 'Gelu', 'com.microsoft::Gelu')
+    """
+    return op_type if domain in ("", "ai.onnx") else f"{domain}::{op_type}"
 
 
 def op_rule(
-    *op_types: str, family: str | None = None, constants: Mapping[str, Constants] | None = None
+    *op_types: str,
+    family: str | None = None,
+    constants: Mapping[str, Constants] | None = None,
+    domain: str = "",
 ) -> Callable[[Rule], Rule]:
     """Register the op family ``family`` (default: the rule's name) with ``fn`` as its transfer.
 
     Decorators stack: one transfer rule may serve several families.
 
     Args:
-        op_types: the family's op types.
+        op_types: the family's op types (bare names).
         family: its name.
-        constants: per op type of the family, the op applied to per-unit constants.
+        constants: per op type of the family (bare names), the op applied to per-unit
+            constants.
+        domain: the op types' domain (default: ONNX's).
 
     Raises:
         ValueError: the family name or an op type is registered already, or ``constants``
             names an op type outside the family.
     """
+    keys = tuple(op_key(op, domain) for op in op_types)
+    by_key = {op_key(op, domain): fn for op, fn in (constants or {}).items()}
 
     def register(fn: Rule) -> Rule:
-        entry = OpFamily(family or fn.__name__, tuple(op_types), fn, dict(constants or {}))
-        stray = set(entry.constants) - set(op_types)
+        entry = OpFamily(family or fn.__name__, keys, fn, by_key)
+        stray = set(entry.constants) - set(keys)
         if stray:
             raise ValueError(f"constants for {sorted(stray)} outside family {entry.name!r}")
-        if len(set(op_types)) != len(op_types):
+        if len(set(keys)) != len(keys):
             raise ValueError(f"family {entry.name!r} lists an op type twice")
         FAMILIES.check_new(entry.name)
-        for op in op_types:
+        for op in keys:
             OPS.check_new(op)
         FAMILIES.add(entry.name, entry)
-        for op in op_types:
+        for op in keys:
             OPS.add(op, entry)
         return fn
 
     return register
 
 
-def lookup(op_type: str) -> Rule | None:
-    """The transfer rule for ``op_type``, or ``None`` when there is none (dense fallback)."""
-    entry = OPS.get(op_type)
+def lookup(op_type: str, domain: str = "") -> Rule | None:
+    """The transfer rule for ``op_type`` of ``domain``, or ``None`` (dense fallback)."""
+    entry = OPS.get(op_key(op_type, domain))
     return None if entry is None else entry.transfer
 
 
@@ -128,6 +150,11 @@ class NodeView:
     def op_type(self) -> str:
         """The ONNX op type."""
         return self.node.op_type
+
+    @property
+    def key(self) -> str:
+        """The op type as the op table keys it (``op_key``)."""
+        return op_key(self.node.op_type, self.node.domain)
 
     def attr(self, name: str, default: Any = None) -> Any:
         """Attribute ``name`` as a Python value, or ``default`` when absent."""

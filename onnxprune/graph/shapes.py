@@ -13,6 +13,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.errors import InvalidOptionError
+from onnxprune.graph import contrib_shapes
+from onnxprune.graph.contrib_shapes import CONTRIB
 from onnxprune.model import light_copy
 
 Shape = tuple[int | None, ...]
@@ -55,11 +57,21 @@ def infer_all_shapes(
     """
     light = _light_copy(model, dict(input_shapes or {}), dict(dims or {}))
     _fold_small_constants(light)
+    contrib_shapes.stand_in(light.graph)
+    if contrib_shapes.contrib_nodes(model.graph) or any(
+        n.domain == CONTRIB for n in light.graph.node
+    ):
+        _import_contrib(light)
     shapes, bodies = _inferred(light)
-    # Where onnx's inference departs from the operator spec (and ONNX Runtime), the spec's
-    # sizes are given back as hints and inference runs again from there.
-    for _ in range(_MAX_PASSES):
-        fixes = {n: s for n, s in _spec_shapes(light.graph, shapes).items() if shapes.get(n) != s}
+    # Where onnx's inference departs from the operator spec (and ONNX Runtime), or does not
+    # know the op (ONNX Runtime's contrib ops), the spec's sizes are given back as hints and
+    # inference runs again from there.
+    for _ in range(_MAX_PASSES + contrib_shapes.contrib_nodes(model.graph)):
+        spec = {
+            **_spec_shapes(light.graph, shapes),
+            **contrib_shapes.spec_shapes(model.graph, shapes),
+        }
+        fixes = {n: s for n, s in spec.items() if shapes.get(n) != s}
         if not fixes:
             break
         hints = [i for i in light.graph.value_info if i.name not in fixes]
@@ -74,6 +86,16 @@ def infer_all_shapes(
 
 
 _MAX_PASSES = 4
+
+
+def _import_contrib(light: onnx.ModelProto) -> None:
+    """Import the contrib domain, which ONNX Runtime's optimizer may leave out.
+
+    onnx's inference then passes over the domain's ops instead of failing on the whole graph.
+    """
+    if not any(o.domain == CONTRIB for o in light.opset_import):
+        light.opset_import.append(helper.make_opsetid(CONTRIB, 1))
+
 
 FOLD_ELEMENTS = 4096
 """Largest constant (inputs and outputs) ``_fold_small_constants`` computes."""

@@ -156,4 +156,49 @@ class Recurrent:
     initial_c: str = ""
 
 
-Transfer = Pointwise | Move | Window | Reduce | Dense | NoSignal | Contract | Recurrent
+@dataclass(frozen=True, slots=True)
+class Read:
+    """How the outputs of a ``Heads`` node read one of its activation inputs.
+
+    Units lie along the last axis of the input and of the output, and every position of the
+    input may reach every position of the output (attention mixes the sequence).
+
+    Attributes:
+        index: the node input.
+        carries: bool [input units, output units]: output unit ``o`` is a weighted sum of input
+            unit ``i`` (a value channel), so it is nonzero only where such an ``i`` is; what
+            forward reachability follows. ``None``: no unit carries signal into the outputs
+            (a mask or an attention bias only weighs the values).
+        steers: bool [input units, output units]: input unit ``i`` can change output ``o``
+            (a head's queries, keys and values all change its outputs); what backward
+            reachability follows. ``None``: every input unit can change every output.
+    """
+
+    index: int
+    carries: np.ndarray | None = field(default=None, repr=False)
+    steers: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Heads:
+    """Multi-head attention in one node: each output channel mixes within its head only.
+
+    ONNX Runtime's ``Attention``, ``MultiHeadAttention``, ``GroupQueryAttention``: each output
+    channel is a sum of its own value channel over the positions, weighted by a softmax of its
+    head's queries and keys only.
+
+    Attributes:
+        reads: how the outputs read each activation input the node names (``Read``); an
+            activation input not listed mixes densely both ways (a past key/value state).
+        units: the output units (channels along the output's last axis).
+        fused: the fused Q, K, V projection (``Attention``'s weight, input 1), read by the node
+            before the heads: its output units (columns) are read as input ``fused.weight``'s
+            ``Read``; ``None`` when the node takes Q, K and V computed already.
+    """
+
+    reads: tuple[Read, ...]
+    units: int
+    fused: Contract | None = None
+
+
+Transfer = Pointwise | Move | Window | Reduce | Dense | NoSignal | Contract | Recurrent | Heads

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import onnx
 
-from onnxprune.graph.registry import FAMILIES, OPS
+from onnxprune.graph.registry import FAMILIES, OPS, op_key
 from onnxprune.registry import Registry
 
 if TYPE_CHECKING:
@@ -65,8 +65,6 @@ def handler(*families: str, layer: bool = False) -> Callable[[Handler], Handler]
 
 
 def rule_for(node: onnx.NodeProto) -> StructuredRule | None:
-    """The structured rule of ``node``'s op family, or None (another domain, no family or rule)."""
-    if node.domain not in ("", "ai.onnx"):
-        return None
-    family = OPS.get(node.op_type)
+    """The structured rule of ``node``'s op family, or None (no family, or no rule for it)."""
+    family = OPS.get(op_key(node.op_type, node.domain))
     return None if family is None else HANDLERS.get(family.name)

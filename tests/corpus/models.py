@@ -80,6 +80,17 @@ def bert() -> Net:
     return _net(tf.BertForSequenceClassification(config), "logits", input_ids=_ids(2, 8))
 
 
+def bert_eager() -> Net:
+    """``bert`` with eager attention and an attention mask: the form ONNX Runtime's optimizer
+    fuses into its ``Attention`` op (it does not match the SDPA export). Not a corpus case."""
+    config = tf.BertConfig(
+        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=32, max_position_embeddings=16, num_labels=3,
+        attn_implementation="eager",
+    )  # fmt: skip
+    return _net(tf.BertForSequenceClassification(config), "logits", **_tokens(2, 8))
+
+
 def gpt2() -> Net:
     config = tf.GPT2Config(
         vocab_size=VOCAB, n_embd=16, n_layer=2, n_head=4, n_positions=16, use_cache=False,

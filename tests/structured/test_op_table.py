@@ -28,8 +28,15 @@ FOLLOWED = {
     "Softmax", "LogSoftmax", "Hardmax", "LpNormalization", "Slice", "Expand", "Tile",
     # since: the SDPA decomposition's guard against fully masked rows (Where(IsNaN(p), 0, p))
     "IsNaN", "Where",
+    # since: ONNX Runtime's fused attention and activations (onnxruntime.transformers.optimizer)
+    "com.microsoft::Attention", "com.microsoft::MultiHeadAttention",
+    "com.microsoft::GroupQueryAttention", "com.microsoft::BiasGelu", "com.microsoft::FastGelu",
+    "com.microsoft::Gelu", "com.microsoft::QuickGelu",
 }  # fmt: skip
-LAYERS = {"Conv", "ConvTranspose", "ConstantOfShape", "Gemm", "MatMul", "LSTM", "GRU", "RNN"}
+LAYERS = {
+    "Conv", "ConvTranspose", "ConstantOfShape", "Gemm", "MatMul", "LSTM", "GRU", "RNN",
+    "com.microsoft::Attention",
+}  # fmt: skip
 
 
 def _never(b, node):

@@ -8,6 +8,8 @@ structured pruning follows differently:
 - ``clip``: an activation with bounds read from constant inputs;
 - ``arithmetic``: inputs combined element by element; ``ARITHMETIC`` combines constants;
 - ``batch_norm``: per-channel parameters that are sliced with the channels;
+- ``biased_activation``: ONNX Runtime's fused activations (``com.microsoft`` ``BiasGelu``,
+  ``FastGelu``, ``Gelu``, ``QuickGelu``), an activation of the input plus a per-unit bias;
 - ``pointwise``: the rest, which structured pruning does not follow.
 """
 
@@ -17,6 +19,7 @@ import math
 
 import numpy as np
 
+from onnxprune.graph.contrib_shapes import CONTRIB
 from onnxprune.graph.registry import NodeView, op_rule
 from onnxprune.graph.transfers import Pointwise
 from onnxprune.weights import attr
@@ -73,6 +76,17 @@ ARITHMETIC = {
 }
 """``fn(xs)``: the op applied to its inputs' per-unit constants, stacked along axis 0."""
 
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+
+CONTRIB_ACTIVATIONS = {
+    "Gelu": ACTIVATIONS["Gelu"],
+    "BiasGelu": ACTIVATIONS["Gelu"],
+    "FastGelu": lambda c, n: 0.5 * c * (1 + np.tanh(_SQRT_2_OVER_PI * (c + 0.044715 * c**3))),
+    "QuickGelu": lambda c, n: c / (1.0 + np.exp(-attr(n, "alpha", 1.702) * c)),
+}
+"""ONNX Runtime's activations (``com.microsoft``): ``fn(c, node)`` is the op on ``c`` plus its
+bias (input 1, ``BiasGelu`` and ``FastGelu``; none: 0)."""
+
 OTHER = (
     "Celu", "Softsign", "Mish", "ThresholdedRelu", "Swish", "Log", "Reciprocal", "Floor", "Ceil",
     "Round", "Sign", "Sin", "Cos", "CastLike", "QuantizeLinear", "DequantizeLinear",
@@ -84,6 +98,12 @@ OTHER = (
 @op_rule(*ARITHMETIC, family="arithmetic", constants=ARITHMETIC)
 @op_rule("BatchNormalization", family="batch_norm")
 @op_rule(*OTHER, family="pointwise")
+@op_rule(
+    *CONTRIB_ACTIVATIONS,
+    family="biased_activation",
+    constants=CONTRIB_ACTIVATIONS,
+    domain=CONTRIB,
+)
 def pointwise(node: NodeView) -> Pointwise:
     """Each output element depends on the same element of each activation input."""
     return Pointwise()

@@ -9,6 +9,7 @@ parameters, followed) and ``spatial_norm``; ``constant_of_shape`` (a fill a Conv
 
 from __future__ import annotations
 
+from onnxprune.graph.contrib_shapes import CONTRIB
 from onnxprune.graph.registry import NodeView, op_rule
 from onnxprune.graph.transfers import Dense, NoSignal, Reduce, Window
 
@@ -74,6 +75,18 @@ def layer_norm(node: NodeView) -> Reduce | Dense:
     if rank is None:
         return Dense("LayerNormalization of an input of unknown rank")
     return Reduce(tuple(range(node.attr("axis", -1) % rank, rank)), keepdims=True)
+
+
+@op_rule(
+    "SkipLayerNormalization", "SkipSimplifiedLayerNormalization", domain=CONTRIB, family="skip_norm"
+)
+def skip_norm(node: NodeView) -> Dense:
+    """ONNX Runtime's ``LayerNormalization(input + skip + bias)`` over the channels (last axis).
+
+    Every channel of both activations reaches every channel of the output at the same position;
+    taken as dense mixing (no position is followed), which can only under-report.
+    """
+    return Dense(f"{node.op_type} normalizes input + skip over the channels", fallback=False)
 
 
 @op_rule("InstanceNormalization", family="instance_norm")

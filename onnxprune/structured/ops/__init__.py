@@ -7,6 +7,7 @@ constant) or blocks the spaces it reads.
 """
 
 from onnxprune.structured.ops import (
+    attention,
     elementwise,
     heads,
     layers,
@@ -17,4 +18,14 @@ from onnxprune.structured.ops import (
     slicing,
 )
 
-__all__ = ["elementwise", "heads", "layers", "layout", "leading", "recurrent", "shuffle", "slicing"]
+__all__ = [
+    "attention",
+    "elementwise",
+    "heads",
+    "layers",
+    "layout",
+    "leading",
+    "recurrent",
+    "shuffle",
+    "slicing",
+]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxprune.graph.registry import OPS
+from onnxprune.graph.registry import OPS, op_key
 from onnxprune.structured.groups import Builder, Slice
 from onnxprune.structured.handlers import handler
-from onnxprune.structured.ops._common import NAN, attr, input_at, used_extra
+from onnxprune.structured.ops._common import NAN, attr, bias_ok, input_at, used_extra
 
 
 @handler("activation")
@@ -23,6 +23,29 @@ def _unary(b: Builder, node: onnx.NodeProto) -> None:
     b.rules.append(
         lambda consts, arrays, pending: consts.__setitem__(out, fn(consts[xs.tensor], node))
     )
+
+
+@handler("biased_activation")
+def _biased(b: Builder, node: onnx.NodeProto) -> None:
+    """An activation of the input plus a per-unit bias (input 1, if any) along the last axis."""
+    xs, bias = b.space(node.input[0]), input_at(node, 1)
+    value = b.const(bias)
+    fits = not bias or (bias_ok(b, bias, xs.size) and value.ndim == 1 and xs.axis == xs.rank - 1)
+    if xs is None or not fits or used_extra(b, node):
+        b.block(xs)
+        return
+    out = node.output[0]
+    b.alias(out, xs)
+    if bias:
+        b.slices.append(Slice(bias, 0, out))
+    key = op_key(node.op_type, node.domain)
+    fn = OPS[key].constants[key]
+
+    def rule(consts, arrays, pending):
+        shift = arrays[bias].astype(np.float64) if bias else 0.0
+        consts[out] = fn(consts[xs.tensor] + shift, node)
+
+    b.rules.append(rule)
 
 
 @handler("clip")
