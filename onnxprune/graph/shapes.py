@@ -6,6 +6,7 @@ it costs little even for models of hundreds of megabytes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -114,7 +115,7 @@ def _fold_small_constants(light: onnx.ModelProto) -> None:
     from onnx.reference import ReferenceEvaluator
 
     graph = light.graph
-    values = {t.name: t for t in graph.initializer if np.prod(t.dims) <= FOLD_ELEMENTS}
+    values = {t.name: t for t in graph.initializer if math.prod(t.dims) <= FOLD_ELEMENTS}
     outputs = {o.name for o in graph.output}
     for node in graph.node:
         names = [i for i in node.input if i]
