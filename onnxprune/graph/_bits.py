@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+_BITWISE_COUNT = getattr(np, "bitwise_count", None)  # NumPy >= 2.0
 _ROWS = 4096  # rows per block when counting, so temporaries stay small
 _BLOCK = 1 << 22  # entries per block when packing a weight (4 MiB of bool)
 
@@ -36,15 +37,10 @@ class BitMatrix:
     transposed: bool = False
 
     @staticmethod
-    def pack(dense: np.ndarray, *, transposed: bool = False) -> BitMatrix:
-        """Pack a 2-D boolean array: in x out, or out x in when ``transposed``."""
-        rows, cols = (int(n) for n in dense.shape)
-        shape = (cols, rows) if transposed else (rows, cols)
-        return BitMatrix(np.packbits(dense, axis=1), shape, transposed)
-
-    @staticmethod
     def nonzero(weight: np.ndarray, *, transposed: bool = False) -> tuple[BitMatrix, int]:
-        """The packed nonzero pattern of a 2-D ``weight`` (as ``pack``), and its nonzero count.
+        """The packed nonzero pattern of a 2-D ``weight``, and its nonzero count.
+
+        ``weight`` is in x out, or out x in when ``transposed``.
 
         Block by block, so no boolean copy of the whole weight is ever held.
         """
@@ -77,10 +73,13 @@ class BitMatrix:
 
     def _merged(self, rows: np.ndarray) -> np.ndarray:
         """Columns with a set bit in any of ``rows``."""
-        return self._unpack(np.bitwise_or.reduce(self.bits[rows], axis=0))
+        chosen = self.bits if rows.all() else self.bits[rows]
+        return self._unpack(np.bitwise_or.reduce(chosen, axis=0))
 
     def _hits(self, cols: np.ndarray) -> np.ndarray:
         """Rows with a set bit in any of ``cols``."""
+        if cols.all():
+            return self.bits.any(axis=1)  # bits past the columns are zero
         want = np.packbits(cols)
         hits = np.zeros(self.bits.shape[0], bool)
         for start in range(0, hits.size, _ROWS):
@@ -88,16 +87,21 @@ class BitMatrix:
         return hits
 
     def _live(self, alive_rows: np.ndarray, alive_cols: np.ndarray):
-        """Set bits in alive rows and columns: count, rows and columns that carry one."""
-        want = np.packbits(alive_cols)
+        """Set bits in alive rows and columns: count, rows and columns that carry one.
+
+        Rows are read in place (slices) when all are alive, and not masked when all columns
+        are: the common case of a model without dead units copies nothing.
+        """
+        want = None if alive_cols.all() else np.packbits(alive_cols)
         rows = np.flatnonzero(alive_rows)
+        every_row = rows.size == self.bits.shape[0]
         used_rows = np.zeros(self.bits.shape[0], bool)
         merged = np.zeros(self.bits.shape[1], np.uint8)
         active = 0
         for start in range(0, rows.size, _ROWS):
-            block = rows[start : start + _ROWS]
-            live = self.bits[block] & want
-            active += int(_POPCOUNT[live].sum(dtype=np.int64))
+            block = slice(start, start + _ROWS) if every_row else rows[start : start + _ROWS]
+            live = self.bits[block] if want is None else self.bits[block] & want
+            active += _popcount(live)
             used_rows[block] = live.any(axis=1)
             merged |= np.bitwise_or.reduce(live, axis=0)
         return active, used_rows, self._unpack(merged)
@@ -108,3 +112,10 @@ class BitMatrix:
     @property
     def _cols(self) -> int:
         return self.shape[0] if self.transposed else self.shape[1]
+
+
+def _popcount(packed: np.ndarray) -> int:
+    """Number of set bits in a ``uint8`` array (NumPy 2's ``bitwise_count`` where it exists)."""
+    if _BITWISE_COUNT is not None:
+        return int(_BITWISE_COUNT(packed).sum(dtype=np.int64))
+    return int(_POPCOUNT[packed].sum(dtype=np.int64))

@@ -322,18 +322,23 @@ def _edge(graph: ConnectivityGraph, layer: Layer) -> tuple[Matrix, np.ndarray, i
     and these summaries.
     """
     c = layer.contract
+    weight = graph.weight(layer)
     if c.kind == "matmul":  # packed in the stored layout (Gemm's transB: out x in)
-        edge, nonzero = BitMatrix.nonzero(graph.weight(layer), transposed=c.w_transposed)
+        edge, nonzero = BitMatrix.nonzero(weight, transposed=c.w_transposed)
         return edge, np.ones((), bool), nonzero
-    pattern = graph.weight(layer) != 0
-    nonzero = int(np.count_nonzero(pattern))
     xs, ys = static(graph.shapes.get(layer.x)), static(graph.shapes.get(layer.y))
-    valid = tap_validity(c, pattern.shape[2:], xs and xs[2:], ys and ys[2:])
-    edge = conv_edges(c, pattern, valid)
-    if isinstance(edge, np.ndarray) and valid.size == 1:  # one tap: counts are 0 or 1
-        contiguous = edge.flags.c_contiguous
-        edge = BitMatrix.pack((edge if contiguous else edge.T) != 0, transposed=not contiguous)
-    return edge, valid, nonzero
+    valid = tap_validity(c, weight.shape[2:], xs and xs[2:], ys and ys[2:])
+    if valid.size == 1 and c.group == 1:  # one tap: a matmul's pattern, packed from the weight
+        edge, nonzero = BitMatrix.nonzero(
+            weight.reshape(weight.shape[:2]),
+            transposed=c.kind == "conv",  # conv: [O, C]
+        )
+        if not valid.all():  # the tap never meets real input
+            edge = BitMatrix(np.zeros_like(edge.bits), edge.shape, edge.transposed)
+        return edge, valid, nonzero
+    pattern = weight != 0
+    nonzero = int(np.count_nonzero(pattern))
+    return conv_edges(c, pattern, valid), valid, nonzero
 
 
 def _step_links(
@@ -525,7 +530,7 @@ def _push(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
     if isinstance(op, (BitMatrix, RecurrentLink, OneWay)):
         return op.push(vec)
     if isinstance(op, np.ndarray):
-        return op[vec].any(axis=0)
+        return (op if vec.all() else op[vec]).any(axis=0)
     if isinstance(op, sp.csr_matrix):
         return (op.T @ vec.astype(np.int64)) > 0
     if op == IDENTITY:
@@ -537,7 +542,7 @@ def _pull(op: Op, vec: np.ndarray, size: int) -> np.ndarray:
     if isinstance(op, (BitMatrix, RecurrentLink, OneWay)):
         return op.pull(vec)
     if isinstance(op, np.ndarray):
-        return op[:, vec].any(axis=1)
+        return (op if vec.all() else op[:, vec]).any(axis=1)
     if isinstance(op, sp.csr_matrix):
         return (op @ vec.astype(np.int64)) > 0
     if op == IDENTITY:

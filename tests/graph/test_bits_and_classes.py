@@ -24,12 +24,13 @@ from tests.helpers import examples
     rows=st.integers(1, 40),
     cols=st.integers(1, 40),
     transposed=st.booleans(),
+    alive=st.sampled_from([0.7, 1.0]),  # 1.0: every unit alive (read in place, unmasked)
 )
-def test_bit_matrix_equals_the_dense_pattern(seed, rows, cols, transposed) -> None:
+def test_bit_matrix_equals_the_dense_pattern(seed, rows, cols, transposed, alive) -> None:
     rng = np.random.default_rng(seed)
     dense = rng.random((rows, cols)) < rng.random()  # in x out
-    packed = _bits.BitMatrix.pack(dense.T.copy() if transposed else dense, transposed=transposed)
-    assert packed.shape == (rows, cols)
+    packed, count = _bits.BitMatrix.nonzero(dense.T if transposed else dense, transposed=transposed)
+    assert packed.shape == (rows, cols) and count == int(dense.sum())
     weight = np.where(
         dense.T if transposed else dense,
         rng.standard_normal(dense.shape[::-1] if transposed else dense.shape),
@@ -38,7 +39,7 @@ def test_bit_matrix_equals_the_dense_pattern(seed, rows, cols, transposed) -> No
     from_weight, nonzero = _bits.BitMatrix.nonzero(weight, transposed=transposed)
     assert nonzero == int(dense.sum())
     assert np.array_equal(from_weight.bits, packed.bits) and from_weight.shape == packed.shape
-    alive_in, alive_out = rng.random(rows) < 0.7, rng.random(cols) < 0.7
+    alive_in, alive_out = rng.random(rows) < alive, rng.random(cols) < alive
     assert np.array_equal(packed.push(alive_in), dense[alive_in].any(axis=0))
     assert np.array_equal(packed.pull(alive_out), dense[:, alive_out].any(axis=1))
     live = dense & alive_in[:, None] & alive_out[None, :]
