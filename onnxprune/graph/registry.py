@@ -179,7 +179,8 @@ def static(shape: Shape | None) -> tuple[int, ...] | None:
     """``shape`` with a symbolic batch (axis 0) set to 1; ``None`` if another dim is unknown."""
     if shape is None:
         return None
-    dims = [1 if (i == 0 and d is None) else d for i, d in enumerate(shape)]
-    if any(d is None for d in dims):
+    if shape and shape[0] is None:
+        shape = (1, *shape[1:])
+    if None in shape:
         return None
-    return tuple(int(d) for d in dims)
+    return tuple(map(int, shape))

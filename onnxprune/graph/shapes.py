@@ -205,7 +205,7 @@ def _graph_shapes(
         if shape is not None:
             shapes[info.name] = shape
     for init in graph.initializer:
-        shapes[init.name] = tuple(int(d) for d in init.dims)
+        shapes[init.name] = tuple(init.dims)
     for index, node in enumerate(graph.node):
         for a in node.attribute:
             if a.type == onnx.AttributeProto.GRAPH:
