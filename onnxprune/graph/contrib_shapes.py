@@ -82,6 +82,20 @@ def spec_shapes(graph: onnx.GraphProto, shapes: Mapping[str, Shape]) -> dict[str
     return out
 
 
+def typed_like(graph: onnx.GraphProto) -> dict[str, str]:
+    """Each output of a contrib node, and the input whose element type it has.
+
+    The first input, or ``EmbedLayerNormalization``'s word embedding (its first input is ids).
+    """
+    return {
+        out: _at(node.input, 2 if node.op_type == "EmbedLayerNormalization" else 0)
+        for node in graph.node
+        if node.domain == CONTRIB and node.input
+        for out in node.output
+        if out
+    }
+
+
 def _at(names, index: int) -> str:
     return names[index] if len(names) > index else ""
 

@@ -59,11 +59,10 @@ def infer_all_shapes(
     light = _light_copy(model, dict(input_shapes or {}), dict(dims or {}))
     _fold_small_constants(light)
     contrib_shapes.stand_in(light.graph)
-    if contrib_shapes.contrib_nodes(model.graph) or any(
-        n.domain == CONTRIB for n in light.graph.node
-    ):
+    if any(n.domain == CONTRIB for n in light.graph.node):
         _import_contrib(light)
-    shapes, bodies = _inferred(light)
+    shapes, bodies, inferred = _inferred(light)
+    like = contrib_shapes.typed_like(model.graph)
     # Where onnx's inference departs from the operator spec (and ONNX Runtime), or does not
     # know the op (ONNX Runtime's contrib ops), the spec's sizes are given back as hints and
     # inference runs again from there.
@@ -79,10 +78,9 @@ def infer_all_shapes(
         del light.graph.value_info[:]
         light.graph.value_info.extend(hints)
         for name, shape in fixes.items():
-            light.graph.value_info.append(
-                helper.make_tensor_value_info(name, _elem_type(light.graph, name), list(shape))
-            )
-        shapes, bodies = _inferred(light)
+            elem = _elem_type(inferred, like.get(name, name))  # as inferred, or as its input
+            light.graph.value_info.append(helper.make_tensor_value_info(name, elem, list(shape)))
+        shapes, bodies, inferred = _inferred(light)
     return shapes, bodies
 
 
@@ -185,14 +183,17 @@ def _evaluate(evaluator, node, values, light) -> np.ndarray | None:
     return result if result.size <= FOLD_ELEMENTS else None
 
 
-def _inferred(light: onnx.ModelProto) -> tuple[dict[str, Shape], dict[BodyPath, dict[str, Shape]]]:
+def _inferred(
+    light: onnx.ModelProto,
+) -> tuple[dict[str, Shape], dict[BodyPath, dict[str, Shape]], onnx.GraphProto]:
+    """Shapes of the main graph and of the bodies, and the main graph with what was inferred."""
     try:
         inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError):
         inferred = light
     bodies: dict[BodyPath, dict[str, Shape]] = {}
     shapes = _graph_shapes(inferred.graph, (), bodies)
-    return shapes, bodies
+    return shapes, bodies, inferred.graph
 
 
 def _graph_shapes(
@@ -215,9 +216,13 @@ def _graph_shapes(
 
 
 def _elem_type(graph: onnx.GraphProto, name: str) -> int:
+    """The element type ``graph`` gives ``name`` (an initializer's too), FLOAT if none."""
     for info in (*graph.input, *graph.value_info, *graph.output):
         if info.name == name and info.type.tensor_type.elem_type:
             return info.type.tensor_type.elem_type
+    for init in graph.initializer:
+        if init.name == name:
+            return init.data_type
     return onnx.TensorProto.FLOAT
 
 

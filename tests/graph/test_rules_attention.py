@@ -36,6 +36,18 @@ def test_shapes_run_through_the_contrib_ops():
     assert infer_shapes(am.split("GroupQueryAttention", heads=4, kv=2))["a"] == (1, am.T, 32)
 
 
+def test_shapes_run_through_a_float16_model():
+    # The attention output is given to onnx's inference typed as the attention's input: a
+    # float32 hint would stop inference at the next float16 MatMul.
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    converted = OnnxModel(am.fused())
+    converted.convert_float_to_float16(keep_io_types=True)  # as the optimizer's users do
+    shapes = infer_shapes(converted.model)
+    assert shapes["p"] == (2, am.T, 8)
+    assert shapes["g"] == (2, am.T, 6)
+
+
 def test_the_optimizers_model_without_the_contrib_opset_still_has_shapes():
     model = am.fused()
     del model.opset_import[1]  # onnxruntime.transformers.optimizer leaves it to its save()
