@@ -132,6 +132,7 @@ def cut(
     read_before = _read(graph)
     for edit in groups.edits:
         edit(kept, arrays, fresh)
+    _drop_dead_nodes(graph, read_before)
     _drop_unread(graph, arrays, read_before - _read(graph))
     layers = {c.node.output[0]: c.node for c in groups.consumers}
     for out, f in pending.items():
@@ -155,6 +156,34 @@ def _read(graph: onnx.GraphProto) -> set[str]:
             for sub in [*a.graphs, *([a.g] if a.HasField("g") else [])]:
                 names |= _read(sub)
     return names
+
+
+def _drop_dead_nodes(graph: onnx.GraphProto, read_before: set[str]) -> None:
+    """Remove the nodes the edits left unread, and those feeding only them, in turn.
+
+    An edit that gives a node a constant in place of a computed input (an Expand's shape the
+    TorchScript exporter computes with ``ConstantOfShape``, ``Mul``, ``Equal`` and ``Where``;
+    an LSTM's initial state that is an ``Expand`` of 0) leaves the computation behind: a node is
+    dropped when no output of it is read any more though one was before the edits. A node
+    nothing read before stays as it came. Their outputs' value_info entries go with them.
+    """
+    outputs = {o.name for o in graph.output}
+    gone: set[str] = set()
+    while True:
+        read = _read(graph) | outputs
+        dead = [
+            i
+            for i, node in enumerate(graph.node)
+            if not read.intersection(node.output) and read_before.intersection(node.output)
+        ]
+        if not dead:
+            break
+        for index in reversed(dead):
+            gone.update(graph.node[index].output)
+            del graph.node[index]
+    for index in range(len(graph.value_info) - 1, -1, -1):
+        if graph.value_info[index].name in gone:
+            del graph.value_info[index]
 
 
 def _drop_unread(graph: onnx.GraphProto, arrays: Arrays, names: set[str]) -> None:
