@@ -84,26 +84,33 @@ def split(
     c: int = 16,
     zero=(),
     seed: int = 0,
+    packed: bool = False,
 ) -> onnx.ModelProto:
     """x [1, T, c] -> MatMul wq, wk, wv -> ``op`` -> MatMul wo -> y [1, T, c].
 
     Heads of ``width`` channels: Q has ``heads`` of them, K and V ``kv`` (``kv == heads`` for
     ``MultiHeadAttention``, which also takes a bias [3 * heads * width] and a key padding mask).
     ONNX Runtime's CPU ``GroupQueryAttention`` wants heads of a multiple of 8 channels.
+    ``packed`` (``GroupQueryAttention``): one MatMul ``wqkv`` [c, q + 2k] makes Q, K and V side
+    by side, the op's input 0.
     """
     q, k = heads * width, kv * width
     shapes = {"wq": (c, q), "wk": (c, k), "wv": (c, k), "wo": (q, c), "bias": (3 * q,)}
+    if packed:
+        shapes = {"wqkv": (c, q + 2 * k), "wo": (q, c)}
     weights = _weights(shapes, zero, seed)
-    nodes = [helper.make_node("MatMul", ["x", w], [w[1]]) for w in ("wq", "wk", "wv")]
+    projections = ["wqkv"] if packed else ["wq", "wk", "wv"]  # making qkv, or q, k and v
+    nodes = [helper.make_node("MatMul", ["x", w], [w[1:]]) for w in projections]
     if op == "MultiHeadAttention":
         ins = ["q", "k", "v", "bias", "mask_i32"]
         nodes.append(helper.make_node("Cast", ["mask"], ["mask_i32"], to=TensorProto.INT32))
         attrs = {"num_heads": heads}
     else:
-        del weights["bias"]
+        weights.pop("bias", None)
         weights["seqlens"] = np.array([T - 1], np.int32)
         weights["total"] = np.array(T, np.int32)
-        ins = ["q", "k", "v", "", "", "seqlens", "total"]
+        ins = ["qkv" if packed else "q", *(["", ""] if packed else ["k", "v"])]
+        ins += ["", "", "seqlens", "total"]
         attrs = {"num_heads": heads, "kv_num_heads": kv}
     nodes.append(helper.make_node(op, ins, ["a"], domain=MS, **attrs))
     nodes.append(helper.make_node("MatMul", ["a", "wo"], ["y"]))

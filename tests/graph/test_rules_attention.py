@@ -113,6 +113,23 @@ def test_a_key_value_head_without_values_silences_its_query_heads(level):
     assert count == 256
 
 
+@pytest.mark.parametrize("level", LEVELS)
+def test_packed_grouped_query_attention_reads_each_part(level):
+    # wqkv [16, 64]: Q columns 0..31 (4 heads), K 32..47 and V 48..63 (2 K/V heads of 8).
+    # K/V head 1's values (columns 56..63) are zero: query heads 2 and 3 output zeros, and
+    # rows 16..31 of wo (16 x 16) are inactive.
+    model = am.split(
+        "GroupQueryAttention", heads=4, kv=2, packed=True, zero=[("wqkv", slice(56, 64))]
+    )
+    rows = _rows(model, level)
+    assert rows["wqkv"] == (1024, 128, 896)
+    assert rows["wo"] == (512, 0, 256)
+    zeroed, count = zero_inactive(model, level)
+    feeds = am.split_feeds(model)
+    np.testing.assert_allclose(am.run(zeroed, feeds)[0], am.run(model, feeds)[0], atol=1e-5)
+    assert count == 256
+
+
 def test_heads_that_do_not_divide_the_channels_mix_densely():
     model = am.fused()
     attention = next(n for n in model.graph.node if n.op_type == "Attention")

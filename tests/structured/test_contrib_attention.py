@@ -81,6 +81,18 @@ def test_grouped_query_attention_loses_whole_key_value_groups():
     _same(result.masked, result.model, am.split_feeds(model))
 
 
+def test_packed_grouped_query_attention_loses_its_groups_from_each_part():
+    # One MatMul makes Q (4 heads of 8), K and V (2 heads of 8) side by side: removing a K/V
+    # group takes 16 Q columns, 8 K columns and 8 V columns of wqkv [16, 64].
+    model = am.split("GroupQueryAttention", heads=4, kv=2, packed=True)
+    result = structured_prune(model, sparsity=0.5)
+    assert am.num_heads(result.model) == [(2, 1)]
+    assert _shapes(result.model)["wqkv"] == (16, 32)
+    assert _shapes(result.model)["wo"] == (16, 16)
+    _checked(result.model, result.masked)
+    _same(result.masked, result.model, am.split_feeds(model))
+
+
 def test_compaction_folds_a_head_without_values_into_the_next_bias():
     # Head 1 has no value columns: it outputs its value bias, a constant that compaction adds
     # after the output projection; the head goes and the outputs stay.

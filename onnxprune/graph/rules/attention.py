@@ -78,14 +78,24 @@ def fused_attention(node: NodeView) -> tuple[Transfer, ...]:
 
 @op_rule("MultiHeadAttention", "GroupQueryAttention", domain=CONTRIB, family="split_attention")
 def split_attention(node: NodeView) -> tuple[Transfer, ...]:
-    """Q, K and V as inputs 0, 1, 2, each ``[batch, sequence, channels]``.
+    """Q, K and V as inputs 0, 1, 2, each ``[batch, sequence, channels]``, or packed.
 
-    With grouped-query attention, query head ``h`` reads K/V head ``h // (heads / kv_heads)``.
+    ``GroupQueryAttention`` without inputs 1 and 2 reads them side by side in input 0. With
+    grouped-query attention, query head ``h`` reads K/V head ``h // (heads / kv_heads)``.
     """
     heads = int(node.attr("num_heads", 0))
     kv = int(node.attr("kv_num_heads", 0)) if node.op_type == "GroupQueryAttention" else heads
-    q, k, v = (_last(node, i) for i in range(3))
-    if None in (q, k, v) or heads <= 0 or kv <= 0 or heads % kv or q % heads or v % kv:
+    packed = node.op_type == "GroupQueryAttention" and not _present(node, 1)
+    if heads <= 0 or kv <= 0 or heads % kv:
+        return _result(node, Dense(f"{node.op_type} with {heads} heads, {kv} K/V heads"))
+    if packed:
+        total = _last(node, 0)
+        width = None if total is None or total % (heads + 2 * kv) else total // (heads + 2 * kv)
+        sizes = (None,) * 3 if width is None else (heads * width, kv * width, kv * width)
+    else:
+        sizes = tuple(_last(node, i) for i in range(3))
+    q, k, v = sizes
+    if None in sizes or q % heads or v % kv:
         return _result(node, Dense(f"{node.op_type} with packed or batch-major Q, K, V"))
     if k * heads != q * kv:
         return _result(node, Dense(f"{node.op_type} with Q, K sizes {q}, {k}"))
@@ -93,15 +103,11 @@ def split_attention(node: NodeView) -> tuple[Transfer, ...]:
     declared = node.out_shapes[0] if node.out_shapes else None
     if declared is not None and declared[-1] not in (None, out):
         return _result(node, Dense(f"{node.op_type} output {list(declared)} for V of {v}"))
-    rep = heads // kv
-    head_out = head_of(out, heads)
-    group_k, group_v = head_of(k, kv), head_of(v, kv)
-    steers_q = head_of(q, heads)[:, None] == head_out[None, :]
-    steers_k = group_k[:, None] == (head_out // rep)[None, :]
-    width = v // kv
-    carries_v = (group_v[:, None] == (head_out // rep)[None, :]) & (
-        (np.arange(v) % width)[:, None] == (np.arange(out) % width)[None, :]
-    )
+    steers_q, steers_k, carries_v = _maps(q, k, v, heads, kv)
+    if packed:
+        steers = np.concatenate([steers_q, steers_k, carries_v])
+        carries = np.concatenate([np.zeros((q + k, out), bool), carries_v])
+        return _result(node, Heads((Read(0, carries, steers), *_gates(node)), out))
     reads = (
         Read(0, None, steers_q),
         Read(1, None, steers_k),
@@ -109,3 +115,25 @@ def split_attention(node: NodeView) -> tuple[Transfer, ...]:
         *_gates(node),
     )
     return _result(node, Heads(reads, out))
+
+
+def _present(node: NodeView, index: int) -> bool:
+    return index < len(node.node.input) and bool(node.node.input[index])
+
+
+def _maps(q: int, k: int, v: int, heads: int, kv: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[q, out] queries and [k, out] keys steering each output, [v, out] values carried.
+
+    Output channel ``o`` of query head ``h`` reads K/V head ``h // (heads / kv)``, and of its
+    values the channel at the same offset in the head.
+    """
+    out = v * heads // kv
+    rep = heads // kv
+    head_out = head_of(out, heads)
+    steers_q = head_of(q, heads)[:, None] == head_out[None, :]
+    steers_k = head_of(k, kv)[:, None] == (head_out // rep)[None, :]
+    width = v // kv
+    carries_v = (head_of(v, kv)[:, None] == (head_out // rep)[None, :]) & (
+        (np.arange(v) % width)[:, None] == (np.arange(out) % width)[None, :]
+    )
+    return steers_q, steers_k, carries_v

@@ -17,6 +17,8 @@ a present state that is read block the heads.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 
@@ -92,16 +94,53 @@ def _fused(b: Builder, node: onnx.NodeProto) -> None:
     b.rules.append(rule)
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """Where Q, K and V are, and how many channels each has.
+
+    Each is a space and the offset of its channels there: packed GQA holds them side by side
+    in one.
+    """
+
+    spaces: tuple[Space, Space, Space]
+    offsets: tuple[int, int, int]
+    sizes: tuple[int, int, int]
+
+    @staticmethod
+    def of(b: Builder, node: onnx.NodeProto, heads: int, kv: int) -> _Inputs | str:
+        """Q, K and V of ``node``, or why they cannot be followed."""
+        names = [input_at(node, i) for i in range(3)]
+        spaces = tuple(b.space(name) for name in names if name)
+        if any(s is None or s.rank != 3 or s.axis != 2 for s in spaces) or not spaces:
+            return "its Q, K, V are not all [B, T, C] tensors with units"
+        if heads <= 0 or kv <= 0 or heads % kv:
+            return f"{heads} heads and {kv} K/V heads"
+        if len(spaces) == 3:
+            return _Inputs(spaces, (0, 0, 0), tuple(s.size for s in spaces))
+        if node.op_type != "GroupQueryAttention" or names[1] or names[2]:
+            return "its Q, K, V are not all [B, T, C] tensors with units"
+        (packed,) = spaces
+        width = packed.size // (heads + 2 * kv)
+        q, k = heads * width, kv * width
+        return _Inputs((packed,) * 3, (0, q, q + k), (q, k, k))
+
+
 @handler("split_attention")
 def _split(b: Builder, node: onnx.NodeProto) -> None:
-    """``MultiHeadAttention`` and ``GroupQueryAttention`` over Q, K and V ``[B, T, C]``."""
+    """``MultiHeadAttention`` and ``GroupQueryAttention`` over Q, K and V ``[B, T, C]``.
+
+    Packed (``GroupQueryAttention`` without inputs 1 and 2), Q, K and V sit side by side in
+    input 0, the columns of one MatMul: a K/V group takes its entries from each part.
+    """
     spaces = [b.space(name) for name in node.input]
-    q, k, v = (spaces + [None] * 3)[:3]
     heads = int(attr(node, "num_heads", 0))
     grouped = node.op_type == "GroupQueryAttention"
     kv = int(attr(node, "kv_num_heads", 0)) if grouped else heads
     bias = "" if grouped else input_at(node, 3)
-    why = _stateful(b, node) or _unfit(b, node, (q, k, v), heads, kv, bias)
+    qkv = _Inputs.of(b, node, heads, kv)
+    why = _stateful(b, node) or (
+        qkv if isinstance(qkv, str) else _unfit(b, node, qkv, heads, kv, bias)
+    )
     if why:
         for s in spaces:
             b.block(s, why=why)
@@ -109,40 +148,45 @@ def _split(b: Builder, node: onnx.NodeProto) -> None:
     for s in spaces[3:]:
         b.block(s, why="it reads these units as a mask or a bias")
     out = node.output[0]
-    space, width = _heads(b, out, q.size, heads)
-    rep = heads // kv
-    units = np.arange(q.size)
-    shared = units // width // rep * width + units % width  # the K/V channel each one reads
-    b.tie(space, units, q, units)
-    b.tie(space, units, k, shared)
-    b.tie(space, units, v, shared)
+    n = qkv.sizes[0]
+    space, width = _heads(b, out, n, heads)
+    units = np.arange(n)
+    shared = units // width // (heads // kv) * width + units % width  # its K/V channel
+    reads = (units, shared, shared)
+    for s, offset, index in zip(qkv.spaces, qkv.offsets, reads, strict=True):
+        b.tie(space, units, s, offset + index)
     if bias:
         b.slices.append(Slice(bias, 0, out, tile=3))
+    values, offset = qkv.spaces[2], qkv.offsets[2]
 
     def edit(kept, arrays, fresh):
-        _set(node, "num_heads", int(kept(out).sum()) // width)
+        n_kept = int(kept(out).sum())
+        _set(node, "num_heads", n_kept // width)
         if grouped:
-            _set(node, "kv_num_heads", int(kept(k.tensor).sum()) // width)
+            keys = kept(qkv.spaces[1].tensor)
+            if qkv.offsets[1]:  # packed: Q, K, V kept side by side
+                _set(node, "kv_num_heads", (int(keys.sum()) - n_kept) // (2 * width))
+            else:
+                _set(node, "kv_num_heads", int(keys.sum()) // width)
 
     def rule(consts, arrays, pending):  # values the same everywhere: the output holds them
-        base = arrays[bias][2 * q.size :].astype(np.float64) if bias else 0.0
-        consts[out] = consts[v.tensor][shared] + (base if bias else 0.0)
+        base = arrays[bias][2 * n :].astype(np.float64) if bias else 0.0
+        consts[out] = consts[values.tensor][offset + shared] + base
 
     b.edits.append(edit)
     b.rules.append(rule)
 
 
 def _unfit(
-    b: Builder, node: onnx.NodeProto, qkv: tuple, heads: int, kv: int, bias: str
+    b: Builder, node: onnx.NodeProto, qkv: _Inputs, heads: int, kv: int, bias: str
 ) -> str | None:
-    """Why Q, K, V cannot be followed here (packed, batch-major, uneven heads...), or None."""
-    q, k, v = qkv
-    if any(s is None or s.rank != 3 or s.axis != 2 for s in qkv):
-        return "its Q, K, V are not all [B, T, C] tensors with units"
-    if heads <= 0 or kv <= 0 or heads % kv or q.size % heads:
-        return f"{q.size} channels in {heads} heads and {kv} K/V heads"
-    if k.size != v.size or k.size * heads != q.size * kv or b.rank(node.output[0]) != 3:
-        return f"Q, K, V sizes {q.size}, {k.size}, {v.size}"
-    if not bias_ok(b, bias, 3 * q.size):
-        return f"its bias {bias!r} is not {3 * q.size} entries it alone reads"
+    """Why Q, K, V cannot be followed here (uneven heads, sizes that do not fit...), or None."""
+    q, k, v = qkv.sizes
+    total = qkv.spaces[0].size if qkv.offsets[1] else q
+    if q % heads or q == 0 or (qkv.offsets[1] and total != q + 2 * k):
+        return f"{total} channels in {heads} heads and {kv} K/V heads"
+    if k != v or k * heads != q * kv or b.rank(node.output[0]) != 3:
+        return f"Q, K, V sizes {q}, {k}, {v}"
+    if not bias_ok(b, bias, 3 * q):
+        return f"its bias {bias!r} is not {3 * q} entries it alone reads"
     return None
