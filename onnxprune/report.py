@@ -13,10 +13,14 @@ from onnxprune.text import printable
 
 if TYPE_CHECKING:
     from onnxprune.graph.build import Fallback
+    from onnxprune.unit_report import BlockSparsity
 
 
-class _Sparsities:
-    """Direct and effective sparsity of a count of weights (``params``, ``zeros``, ``active``)."""
+class Sparsities:
+    """Direct and effective sparsity of a count of weights (``params``, ``zeros``, ``active``).
+
+    A mixin of the report dataclasses (layers, gates, units) that have those three counts.
+    """
 
     __slots__ = ()
     params: int
@@ -35,7 +39,7 @@ class _Sparsities:
 
 
 @dataclass(frozen=True, slots=True)
-class GateSparsity(_Sparsities):
+class GateSparsity(Sparsities):
     """Sparsity of one gate's rows of a recurrent weight (LSTM ``iofc``, GRU ``zrh``, RNN ``i``).
 
     Attributes:
@@ -61,7 +65,7 @@ class GateSparsity(_Sparsities):
 
 
 @dataclass(frozen=True, slots=True)
-class LayerSparsity(_Sparsities):
+class LayerSparsity(Sparsities):
     """Sparsity of one prunable weight tensor.
 
     Attributes:
@@ -80,6 +84,9 @@ class LayerSparsity(_Sparsities):
         gates: per gate, for the ``W`` and ``R`` of an LSTM, GRU or RNN (else empty).
         label: a readable name for reports (the module or node, see ``graph.build.layer_label``);
             ``None`` where it is the weight's name.
+        shared_by: the nodes reading the stored weight when more than one does (a language-model
+            head tied to the embedding's ``Gather``, layers deduplicated through ``Identity``);
+            empty when one node reads it. Pruning leaves a shared weight alone by default.
     """
 
     name: str
@@ -94,6 +101,7 @@ class LayerSparsity(_Sparsities):
     nonzero_macs: int | None = None
     gates: tuple[GateSparsity, ...] = ()
     label: str | None = None
+    shared_by: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """JSON form with the documented keys; ``gates`` only for a recurrent weight."""
@@ -109,6 +117,7 @@ class LayerSparsity(_Sparsities):
             "macs": self.macs,
             "nonzero_macs": self.nonzero_macs,
             "label": self.label,
+            "shared_by": list(self.shared_by),
         }
         if self.gates:
             data["gates"] = [gate.to_dict() for gate in self.gates]
@@ -124,12 +133,16 @@ class SparsityReport:
         level: ``"channel"`` or ``"exact"``, the reachability level that ran.
         fallbacks: nodes that mixed densely because we could not follow them.
         cost: the MACs of every counted node, products of two activations included.
+        blocks: per structured layer (an attention block's heads, an FFN's neurons), the
+            sparsity of its units (``unit_report``); empty when not analysed (``analyze`` of a
+            model whose weights stay in external files).
     """
 
     layers: tuple[LayerSparsity, ...]
     level: str
     fallbacks: tuple[Fallback, ...]
     cost: MacCount = field(default_factory=MacCount)
+    blocks: tuple[BlockSparsity, ...] = ()
 
     @property
     def macs(self) -> int | None:
@@ -199,6 +212,7 @@ class SparsityReport:
             "dead_outputs": self.dead_outputs,
             "layers": [layer.to_dict() for layer in self.layers],
             "fallback_ops": list(self.fallback_ops),
+            "blocks": [block.to_dict() for block in self.blocks],
         }
 
 
@@ -280,11 +294,19 @@ def format_table(report: SparsityReport) -> str:
         f"dead units: {report.dead_inputs:,} inputs, {report.dead_outputs:,} outputs",
         mac_line(report.macs, report.nonzero_macs),
     ]
+    shared = [layer for layer in report.layers if layer.shared_by]
+    if shared:
+        out.append("shared weights (left alone by pruning unless --prune-shared):")
+        out += [printable(f"  {x.name}: read by {', '.join(x.shared_by)}") for x in shared]
     if report.fallbacks:
         out.append(f"fell back to dense mixing ({len(report.fallbacks)} nodes): ")
         out += [printable(f"  {f.op_type:<16} {f.node}: {f.reason}") for f in report.fallbacks]
     else:
         out.append("fell back to dense mixing: none")
+    if report.blocks:
+        from onnxprune.unit_report import format_blocks  # it builds on this module
+
+        out += ["", *format_blocks(report.blocks)]
     return "\n".join(out)
 
 

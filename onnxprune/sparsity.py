@@ -12,13 +12,14 @@ constant is folded into the next layer's bias (compaction does that).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
 from onnxprune.errors import InvalidOptionError, ShapeError
-from onnxprune.external_data import load_model_lazy
+from onnxprune.external_data import is_external, load_model_lazy
 from onnxprune.graph.build import ConnectivityGraph, Layer, build_graph
 from onnxprune.graph.channel import LayerActivity, channel_reachability
 from onnxprune.graph.exact import exact_reachability
@@ -26,6 +27,10 @@ from onnxprune.graph.rules.recurrent import GATES
 from onnxprune.macs import NodeMacs, graph_macs, total
 from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model
 from onnxprune.report import GateSparsity, LayerSparsity, SparsityReport
+from onnxprune.unit_report import BlockSparsity, HeadSparsity
+
+if TYPE_CHECKING:
+    from onnxprune.structured.units import ModelUnits
 
 LEVELS = {"channel": channel_reachability, "exact": exact_reachability}
 
@@ -74,33 +79,133 @@ def analyze(
     if isinstance(model, (str, os.PathLike)):  # external weights are read one at a time
         lazy = load_model_lazy(model, max_bytes=max_bytes)
         graph = build_graph(lazy.model, input_shapes, lazy.weights, dims)
-        return sparsity_report(graph, level=level)
+        external = any(is_external(t) for t in lazy.model.graph.initializer)
+        units = None if external else _units(lazy.model, input_shapes, dims)
+        return sparsity_report(graph, level=level, units=units)
     proto: onnx.ModelProto = load_model(model, max_bytes=max_bytes)
-    return sparsity_report(build_graph(proto, input_shapes, dims=dims), level=level)
+    graph = build_graph(proto, input_shapes, dims=dims)
+    return sparsity_report(graph, level=level, units=_units(proto, input_shapes, dims))
 
 
-def sparsity_report(graph: ConnectivityGraph, *, level: str = "channel") -> SparsityReport:
-    """The ``SparsityReport`` of an already built graph at ``level``."""
+def _units(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    dims: Mapping[str, int] | None,
+) -> ModelUnits:
+    """The structured units of ``model`` (heads, neurons, channels), from its dependency groups."""
+    # imported here: structured pruning imports the pruners, which import this module
+    from onnxprune.structured.compact import Shapes, Workspace
+    from onnxprune.structured.units import model_units
+
+    ws = Workspace.of(model, Shapes(input_shapes, dims))
+    return model_units(ws.groups, ws.model.graph)
+
+
+def sparsity_report(
+    graph: ConnectivityGraph, *, level: str = "channel", units: ModelUnits | None = None
+) -> SparsityReport:
+    """The ``SparsityReport`` of an already built graph at ``level``.
+
+    With ``units`` (``structured.units.model_units`` of the same model), the report has the
+    sparsity of each structured unit too (``SparsityReport.blocks``).
+    """
     uses: dict[str, list[Layer]] = {}
     for layer in graph.all_layers:
         uses.setdefault(layer.name, []).append(layer)
     shared = frozenset(name for name, layers in uses.items() if len(layers) > 1)
-    activity = LEVELS[level](graph, masks_for=shared)
+    held = _unit_layers(graph, units) if units is not None else {}
+    activity = LEVELS[level](graph, masks_for=shared | {layer.name for layer in held.values()})
     cost = graph_macs(graph, {key: act.nonzero for key, act in activity.items()})
     by_use = {(node.node, node.weight): node for node in cost.nodes}
     fallbacks = list(graph.fallbacks)
     for body in graph.subgraphs():
         activity.update(_body_activity(body, level, shared))
         fallbacks += body.fallbacks
+    readers = dict(graph.shared)
+    for body in graph.subgraphs():
+        readers.update(body.shared)
     rows = [
         _row(
             layers,
             [activity[use.key] for use in layers],
             [by_use[use.node, use.name] for use in layers if not use.scope],
+            readers.get(layers[0].name, ()),
         )
         for layers in uses.values()
     ]
-    return SparsityReport(tuple(rows), level, tuple(fallbacks), cost)
+    blocks = () if units is None else _blocks(graph, units, held, activity)
+    return SparsityReport(tuple(rows), level, tuple(fallbacks), cost, blocks)
+
+
+def _unit_layers(graph: ConnectivityGraph, units: ModelUnits) -> dict[str, Layer]:
+    """The layers of the main graph holding units, by the tensor they consume.
+
+    That is the name the dependency groups give a weight: a folded chain's output, else the
+    stored weight.
+    """
+    names = {s.name for s in units.groups.filters} | {c.weight for c in units.groups.consumers}
+    held: dict[str, Layer] = {}
+    for layer in graph.layers:
+        if layer.weight in names:
+            held.setdefault(layer.weight, layer)
+    return held
+
+
+def _blocks(
+    graph: ConnectivityGraph,
+    units: ModelUnits,
+    held: Mapping[str, Layer],
+    activity: Mapping[tuple[str, int], LayerActivity],
+) -> tuple[BlockSparsity, ...]:
+    """Per structured layer of ``units``: its units' weights, zero and active, and per head."""
+    groups = units.groups
+    sums = np.zeros((3, groups.count), np.int64)  # params, zeros, active per group
+    for name, axis, labels in _unit_axes(units):
+        layer = held.get(name)
+        act = activity.get(layer.key) if layer is not None else None
+        if act is None or act.mask is None or labels.size != layer.shape[axis]:
+            continue
+        nonzero = graph.weight(layer) != 0
+        for i, mask in enumerate((np.ones_like(nonzero), ~nonzero, act.mask)):
+            rows = np.moveaxis(mask, axis, 0).reshape(labels.size, -1).sum(axis=1)
+            sums[i] += np.bincount(labels, rows, groups.count).astype(np.int64)
+    blocks = []
+    for layer in units.layers:
+        params, zeros, active = sums[:, layer.groups]
+        dead = (params > 0) & (active == 0)
+        heads = ()
+        if layer.kind == "head":
+            starts = np.cumsum(layer.units) - layer.units
+            heads = tuple(
+                HeadSparsity(int(i), int(n), int(p), int(z), int(a))
+                for i, n, p, z, a in zip(starts, layer.units, params, zeros, active, strict=True)
+            )
+        blocks.append(
+            BlockSparsity(
+                layer.module,
+                layer.kind,
+                layer.total,
+                int(layer.units[dead].sum()),
+                int(layer.units[groups.blocked[layer.groups]].sum()),
+                int(params.sum()),
+                int(zeros.sum()),
+                int(active.sum()),
+                (*layer.filters, *layer.readers),
+                heads,
+            )
+        )
+    return tuple(blocks)
+
+
+def _unit_axes(units: ModelUnits) -> Iterator[tuple[str, int, np.ndarray]]:
+    """Each weight holding units, once per axis: its name, the axis, each entry's group."""
+    groups, seen = units.groups, set()
+    found = [(s.name, s.axis, s.entries(groups.of(s.tensor))) for s in groups.filters]
+    found += [(c.weight, c.in_axis, groups.inputs(c)) for c in groups.consumers]
+    for name, axis, labels in found:
+        if (name, axis) not in seen:
+            seen.add((name, axis))
+            yield name, axis, labels
 
 
 def _body_activity(
@@ -117,7 +222,12 @@ def _body_activity(
         return channel_reachability(body, masks_for=shared)
 
 
-def _row(layers: list[Layer], acts: list[LayerActivity], macs: list[NodeMacs]) -> LayerSparsity:
+def _row(
+    layers: list[Layer],
+    acts: list[LayerActivity],
+    macs: list[NodeMacs],
+    readers: tuple[str, ...],
+) -> LayerSparsity:
     first, act = layers[0], acts[0]
     params = int(np.prod(first.shape))
     in_body = any(layer.scope for layer in layers)  # a body runs 0, 1 or many times: MACs unknown
@@ -140,6 +250,7 @@ def _row(layers: list[Layer], acts: list[LayerActivity], macs: list[NodeMacs]) -
         None if in_body else total(m.nonzero_macs for m in macs),
         _gates(first, act) if len(layers) == 1 else (),
         None if first.label == first.name else first.label,
+        tuple(readers),
     )
 
 

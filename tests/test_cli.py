@@ -26,6 +26,7 @@ LAYER_KEYS = {
     "macs",
     "nonzero_macs",
     "label",
+    "shared_by",
 }
 TOP_KEYS = {
     "total_params",
@@ -40,6 +41,7 @@ TOP_KEYS = {
     "dead_outputs",
     "layers",
     "fallback_ops",
+    "blocks",
 }
 
 
@@ -95,6 +97,29 @@ def test_json_has_exactly_the_documented_keys(tmp_path, capsys):
     assert [set(layer) for layer in report["layers"]] == [LAYER_KEYS, LAYER_KEYS]
     first = report["layers"][0]
     assert first["name"] == "w1" and first["shape"] == [2, 2] and first["dead_outputs"] == 1
+    assert first["shared_by"] == []
+
+
+def test_json_gives_the_sparsity_of_each_block_of_units(tmp_path, capsys):
+    # The MLP above: hidden unit 1 holds w1's column 1 (2 nonzero, inactive) and w2's row 1
+    # (zero): 3 weights, 1 zero, none active: dead. Unit 0: 3 weights, all active. The output
+    # neuron (a graph output: blocked) holds w2's column: 2 weights, 1 zero, 1 active.
+    w1 = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    path = _mlp(tmp_path / "m.onnx", w1, np.array([[1.0], [0.0]], np.float32))
+    assert main(["analyze", str(path), "--json"]) == 0
+    hidden, out = json.loads(capsys.readouterr().out)["blocks"]
+    assert (hidden["kind"], hidden["units"], hidden["dead"], hidden["blocked"]) == (
+        "neuron",
+        2,
+        1,
+        0,
+    )
+    assert hidden["params"] == 6 and hidden["layers"] == ["w1", "w2"]  # filter, then reader
+    assert hidden["direct_sparsity"] == pytest.approx(1 / 6)
+    assert hidden["effective_sparsity"] == pytest.approx(3 / 6)
+    assert (out["units"], out["dead"], out["blocked"], out["params"]) == (1, 0, 1, 2)
+    assert out["effective_sparsity"] == pytest.approx(1 / 2)
+    assert hidden["heads"] == out["heads"] == []
 
 
 def test_infinite_compression_is_null(tmp_path, capsys):

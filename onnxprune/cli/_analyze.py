@@ -24,7 +24,10 @@ def add(sub: argparse._SubParsersAction) -> None:
             "Report, per prunable weight (Conv, ConvTranspose, Gemm, MatMul; LSTM/GRU/RNN W and R, "
             "per gate too), the direct "
             "sparsity (zero weights) and the effective sparsity (zero weights plus nonzero "
-            "weights on no input-to-output path), and the dead input/output units."
+            "weights on no input-to-output path), and the dead input/output units; the "
+            "weights more than one node reads (shared, tied); then per structured layer (an "
+            "attention block's heads, one row per head; an FFN's neurons; a Conv's channels), "
+            "named by module, its units' count, dead and blocked units and sparsity."
         ),
     )
     p.add_argument("model", help="path of the .onnx model")

@@ -35,6 +35,7 @@ from onnxprune.render.ship import (
 )
 from onnxprune.render.structured import compact_sections, structured_sections
 from onnxprune.report import LAYER_COLUMNS
+from onnxprune.unit_report import UNIT_COLUMNS, head_name
 
 LAYER_HEADER = ("#", "layer", "weight", *LAYER_COLUMNS[1:])
 ITEM_HEADER = (
@@ -123,8 +124,13 @@ def sparsity_sections(data: Mapping) -> tuple[Section, ...]:
     sections = (
         Section("Totals", (totals,)),
         Section("Layers", _layer_blocks(layers)),
-        Section("Fallback ops", (_fallback_paragraph(data["fallback_ops"]),)),
     )
+    if data.get("blocks"):
+        sections += (Section("Units", (_units_table(data["blocks"]),)),)
+    shared = [layer for layer in layers if layer.get("shared_by")]
+    if shared:
+        sections += (Section("Shared weights", (_shared_table(shared),)),)
+    sections += (Section("Fallback ops", (_fallback_paragraph(data["fallback_ops"]),)),)
     if "compaction" in data:
         sections += compact_sections(data["compaction"])
     return sections
@@ -172,6 +178,45 @@ def _layer_blocks(layers: list[Mapping]) -> tuple[Block, ...]:
         caption="Input and output units of each layer that no active weight passes through.",
     )
     return (table, sparsity, dead)
+
+
+def _units_table(blocks: list[Mapping]) -> Table:
+    """One row per block of units (an attention block's heads, an FFN's neurons), one per head."""
+    rows = []
+    for block in blocks:
+        rows.append(
+            (
+                block["module"],
+                f"{block['kind']}s",
+                fmt.count(block["units"]),
+                fmt.count(block["dead"]),
+                fmt.count(block["blocked"]),
+                fmt.count(block["params"]),
+                fmt.percent(block["direct_sparsity"]),
+                fmt.percent(block["effective_sparsity"]),
+            )
+        )
+        for head in block["heads"]:
+            name = head_name(int(head["index"]), int(head["heads"]))
+            rows.append(
+                (
+                    f"{block['module']} {name}",
+                    "",
+                    "",
+                    "",
+                    "",
+                    fmt.count(head["params"]),
+                    fmt.percent(head["direct_sparsity"]),
+                    fmt.percent(head["effective_sparsity"]),
+                )
+            )
+    return Table(UNIT_COLUMNS, tuple(rows), (False, False, *(True,) * 6))
+
+
+def _shared_table(layers: list[Mapping]) -> Table:
+    """The weights more than one node reads, and those nodes (pruning leaves them alone)."""
+    rows = tuple((_label(x), x["name"], ", ".join(x["shared_by"])) for x in layers)
+    return Table(("layer", "weight", "read by"), rows, (False, False, False))
 
 
 def _label(layer: Mapping) -> str:

@@ -38,8 +38,13 @@ SPARSITY_FIELDS = {
     "fallback_ops": "list",
 }
 MAC_FIELDS = {"macs": "num?", "nonzero_macs": "num?"}
-OPTIONAL_SPARSITY_FIELDS = {**MAC_FIELDS, "dead_inputs": "num?", "dead_outputs": "num?"}
-OPTIONAL_LAYER_FIELDS = {**MAC_FIELDS, "label": "str?"}
+OPTIONAL_SPARSITY_FIELDS = {
+    **MAC_FIELDS,
+    "dead_inputs": "num?",
+    "dead_outputs": "num?",
+    "blocks": "list",
+}
+OPTIONAL_LAYER_FIELDS = {**MAC_FIELDS, "label": "str?", "shared_by": "list"}
 """Checked when present (sparsity reports, layers, sweep runs): older reports lack them."""
 COMPACTION_MAC_FIELDS = {
     "macs_before": "num?",
@@ -48,6 +53,25 @@ COMPACTION_MAC_FIELDS = {
     "nonzero_macs_after": "num?",
 }
 """Checked when present (compactions, structured prunes)."""
+BLOCK_FIELDS = {
+    "module": "str",
+    "kind": "str",
+    "units": "num",
+    "dead": "num",
+    "blocked": "num",
+    "params": "num",
+    "direct_sparsity": "num",
+    "effective_sparsity": "num",
+    "heads": "list",
+}
+"""A sparsity report's ``blocks`` (``unit_report.BlockSparsity``)."""
+HEAD_FIELDS = {
+    "index": "num",
+    "heads": "num",
+    "params": "num",
+    "direct_sparsity": "num",
+    "effective_sparsity": "num",
+}
 LAYER_FIELDS = {
     "name": "str",
     "op_type": "str",
@@ -300,6 +324,11 @@ def check_sparsity(data: Mapping, where: str = "sparsity report") -> None:
         _check(layer, LAYER_FIELDS, f"{where} layers[{i}]")
         _check(layer, OPTIONAL_LAYER_FIELDS, f"{where} layers[{i}]", required=False)
         _check_items(layer["shape"], "num", f"{where} layers[{i}].shape")
+        _check_items(layer.get("shared_by", []), "str", f"{where} layers[{i}].shared_by")
+    for i, block in enumerate(data.get("blocks", [])):
+        _check(block, BLOCK_FIELDS, f"{where} blocks[{i}]")
+        for j, head in enumerate(block["heads"]):
+            _check(head, HEAD_FIELDS, f"{where} blocks[{i}].heads[{j}]")
     _check_items(data["fallback_ops"], "str", f"{where} fallback_ops")
     if "compaction" in data:
         check_compact(data["compaction"], f"{where} compaction")

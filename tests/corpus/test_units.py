@@ -71,3 +71,55 @@ def test_dynamo_weights_get_the_module_as_label(corpus, exporter) -> None:
     assert ffn  # the exporter calls the FFN weights val_N ...
     labels = sorted(result.labels[n] for n in ffn)  # ... and records their module
     assert labels == [f"model.bert.encoder.layer.{i}.intermediate.dense" for i in range(LAYERS)]
+
+
+@pytest.mark.parametrize("name", ["bert-torchscript", "gpt2-torchscript", "llama-torchscript"])
+def test_analyze_reports_every_attention_head_by_module(corpus, name) -> None:
+    entry = corpus.get(name)
+    data = json.loads(run_cli("analyze", str(entry.path), "--json").stdout)
+    attention = [b for b in data["blocks"] if b["kind"] == "head"]
+    assert len(attention) == LAYERS
+    assert sum(b["units"] for b in attention) == LAYERS * HEADS  # num_attention_heads x layers
+    assert sum(h["heads"] for b in attention for h in b["heads"]) == LAYERS * HEADS
+    module = {
+        "bert": "/model/bert/encoder/layer.{}/attention",
+        "gpt2": "/model/transformer/h.{}/attn",
+        "llama": "/model/model/layers.{}/self_attn",
+    }[name.split("-")[0]]
+    assert [b["module"] for b in attention] == [module.format(i) for i in range(LAYERS)]
+    ffn = [b for b in data["blocks"] if b["kind"] == "neuron" and b["blocked"] == 0]
+    assert len(ffn) >= LAYERS  # the FFNs' hidden neurons, free to go
+
+
+def test_analyze_names_a_zeroed_head_dead(corpus, tmp_path) -> None:
+    # BERT's layer 0 head 2: columns 8..11 of Q, K, V and rows 8..11 of the output projection.
+    import onnx
+    from onnx import numpy_helper
+
+    entry = corpus.get("bert-torchscript")
+    model = onnx.load(str(entry.path))
+    report = json.loads(run_cli("analyze", str(entry.path), "--json").stdout)
+    by_label = {layer["label"]: layer["name"] for layer in report["layers"]}
+    prefix = "/model/bert/encoder/layer.0/attention/"
+    q, k, v = (by_label[f"{prefix}self/{p}/MatMul"] for p in ("query", "key", "value"))
+    o = by_label[f"{prefix}output/dense/MatMul"]
+    for init in model.graph.initializer:
+        if init.name in (q, k, v, o):
+            w = numpy_helper.to_array(init).copy()  # [in, out]
+            if init.name == o:
+                w[8:12, :] = 0
+            else:
+                w[:, 8:12] = 0
+            init.CopyFrom(numpy_helper.from_array(w, init.name))
+    path = tmp_path / "zeroed.onnx"
+    onnx.save(model, str(path))
+    done = run_cli("analyze", str(path))
+    assert done.returncode == 0, done.stderr
+    rows = done.stdout.splitlines()
+    start = rows.index(next(r for r in rows if r.startswith(prefix[:-1] + " ")))
+    assert rows[start].split()[1:4] == ["heads", "4", "1"]  # 4 heads, 1 dead
+    heads = [r.split() for r in rows[start + 1 : start + 5]]
+    assert [h[:2] for h in heads] == [["head", str(i)] for i in range(4)]
+    assert heads[2][-2:] == ["100.00%", "100.00%"]  # 3 x 16 x 4 + 4 x 16 weights, all zero
+    assert heads[2][2] == str(3 * 16 * 4 + 4 * 16)
+    assert all(h[-2] == "0.00%" for i, h in enumerate(heads) if i != 2)

@@ -300,6 +300,7 @@ def test_combined_report_has_both_sections():
         "# Pruning report",
         "## Totals",
         "## Layers",
+        "## Units",  # the MLP's neurons per layer
         "## Fallback ops",
         "## Validation",
     ]

@@ -486,7 +486,7 @@ class GateSparsity(_message.Message):
     def __init__(self, gate: _Optional[str] = ..., params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ...) -> None: ...
 
 class LayerSparsity(_message.Message):
-    __slots__ = ("name", "op_type", "shape", "params", "direct_sparsity", "effective_sparsity", "dead_inputs", "dead_outputs", "macs", "nonzero_macs", "gates", "label")
+    __slots__ = ("name", "op_type", "shape", "params", "direct_sparsity", "effective_sparsity", "dead_inputs", "dead_outputs", "macs", "nonzero_macs", "gates", "label", "shared_by")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OP_TYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -499,6 +499,7 @@ class LayerSparsity(_message.Message):
     NONZERO_MACS_FIELD_NUMBER: _ClassVar[int]
     GATES_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    SHARED_BY_FIELD_NUMBER: _ClassVar[int]
     name: str
     op_type: str
     shape: _containers.RepeatedScalarFieldContainer[int]
@@ -511,10 +512,49 @@ class LayerSparsity(_message.Message):
     nonzero_macs: int
     gates: _containers.RepeatedCompositeFieldContainer[GateSparsity]
     label: str
-    def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., dead_inputs: _Optional[int] = ..., dead_outputs: _Optional[int] = ..., macs: _Optional[int] = ..., nonzero_macs: _Optional[int] = ..., gates: _Optional[_Iterable[_Union[GateSparsity, _Mapping]]] = ..., label: _Optional[str] = ...) -> None: ...
+    shared_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., dead_inputs: _Optional[int] = ..., dead_outputs: _Optional[int] = ..., macs: _Optional[int] = ..., nonzero_macs: _Optional[int] = ..., gates: _Optional[_Iterable[_Union[GateSparsity, _Mapping]]] = ..., label: _Optional[str] = ..., shared_by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class HeadSparsity(_message.Message):
+    __slots__ = ("index", "heads", "params", "direct_sparsity", "effective_sparsity")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    heads: int
+    params: int
+    direct_sparsity: float
+    effective_sparsity: float
+    def __init__(self, index: _Optional[int] = ..., heads: _Optional[int] = ..., params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ...) -> None: ...
+
+class BlockSparsity(_message.Message):
+    __slots__ = ("module", "kind", "units", "dead", "blocked", "params", "direct_sparsity", "effective_sparsity", "layers", "heads")
+    MODULE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    module: str
+    kind: str
+    units: int
+    dead: int
+    blocked: int
+    params: int
+    direct_sparsity: float
+    effective_sparsity: float
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    heads: _containers.RepeatedCompositeFieldContainer[HeadSparsity]
+    def __init__(self, module: _Optional[str] = ..., kind: _Optional[str] = ..., units: _Optional[int] = ..., dead: _Optional[int] = ..., blocked: _Optional[int] = ..., params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., layers: _Optional[_Iterable[str]] = ..., heads: _Optional[_Iterable[_Union[HeadSparsity, _Mapping]]] = ...) -> None: ...
 
 class SparsityReport(_message.Message):
-    __slots__ = ("total_params", "direct_sparsity", "effective_sparsity", "direct_compression", "effective_compression", "level", "layers", "fallback_ops", "json", "text", "macs", "nonzero_macs", "dead_inputs", "dead_outputs")
+    __slots__ = ("total_params", "direct_sparsity", "effective_sparsity", "direct_compression", "effective_compression", "level", "layers", "fallback_ops", "json", "text", "macs", "nonzero_macs", "dead_inputs", "dead_outputs", "blocks")
     TOTAL_PARAMS_FIELD_NUMBER: _ClassVar[int]
     DIRECT_SPARSITY_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_SPARSITY_FIELD_NUMBER: _ClassVar[int]
@@ -529,6 +569,7 @@ class SparsityReport(_message.Message):
     NONZERO_MACS_FIELD_NUMBER: _ClassVar[int]
     DEAD_INPUTS_FIELD_NUMBER: _ClassVar[int]
     DEAD_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
     total_params: int
     direct_sparsity: float
     effective_sparsity: float
@@ -543,7 +584,8 @@ class SparsityReport(_message.Message):
     nonzero_macs: int
     dead_inputs: int
     dead_outputs: int
-    def __init__(self, total_params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., direct_compression: _Optional[float] = ..., effective_compression: _Optional[float] = ..., level: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerSparsity, _Mapping]]] = ..., fallback_ops: _Optional[_Iterable[str]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ..., macs: _Optional[int] = ..., nonzero_macs: _Optional[int] = ..., dead_inputs: _Optional[int] = ..., dead_outputs: _Optional[int] = ...) -> None: ...
+    blocks: _containers.RepeatedCompositeFieldContainer[BlockSparsity]
+    def __init__(self, total_params: _Optional[int] = ..., direct_sparsity: _Optional[float] = ..., effective_sparsity: _Optional[float] = ..., direct_compression: _Optional[float] = ..., effective_compression: _Optional[float] = ..., level: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerSparsity, _Mapping]]] = ..., fallback_ops: _Optional[_Iterable[str]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ..., macs: _Optional[int] = ..., nonzero_macs: _Optional[int] = ..., dead_inputs: _Optional[int] = ..., dead_outputs: _Optional[int] = ..., blocks: _Optional[_Iterable[_Union[BlockSparsity, _Mapping]]] = ...) -> None: ...
 
 class GateResult(_message.Message):
     __slots__ = ("passed", "reason", "max_accuracy_drop", "min_agreement", "limits")

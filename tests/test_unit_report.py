@@ -1,0 +1,113 @@
+"""``analyze`` per unit (heads, neurons) and its marks of shared weights, on hand-built graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxprune
+from onnxprune.render import render_markdown
+from onnxprune.report import format_table
+from tests.render.test_markdown import _tables
+
+D, HEADS, WIDTH, T = 8, 2, 4, 3
+
+
+def _attention(wq: np.ndarray, wv: np.ndarray, wo: np.ndarray) -> object:
+    """x[1, T, D] -> Q, K (= Q's weight), V -> [1, T, 2 heads, 4] -> Transpose -> scores ->
+    Softmax -> times V -> back to [1, T, D] -> the output projection ``wo``."""
+    f = np.float32
+    inits = [
+        numpy_helper.from_array(wq, "wq"),
+        numpy_helper.from_array(wq.copy(), "wk"),
+        numpy_helper.from_array(wv, "wv"),
+        numpy_helper.from_array(wo, "wo"),
+        numpy_helper.from_array(np.array([1, T, HEADS, WIDTH], np.int64), "split"),
+        numpy_helper.from_array(np.array([1, T, D], np.int64), "merge"),
+        numpy_helper.from_array(np.array(0.5, f), "scale"),
+    ]
+    nodes = [helper.make_node("MatMul", ["x", f"w{p}"], [p], name=f"/attn/{p}_proj/MatMul")
+             for p in "qkv"]  # fmt: skip
+    for p in "qkv":
+        nodes += [
+            helper.make_node("Reshape", [p, "split"], [f"{p}4"]),
+            helper.make_node("Transpose", [f"{p}4"], [f"{p}h"], perm=[0, 2, 1, 3]),
+        ]
+    nodes += [
+        helper.make_node("Transpose", ["kh"], ["kt"], perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["qh", "kt"], ["s"]),
+        helper.make_node("Mul", ["s", "scale"], ["ss"]),
+        helper.make_node("Softmax", ["ss"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "vh"], ["a"]),
+        helper.make_node("Transpose", ["a"], ["at"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["at", "merge"], ["am"]),
+        helper.make_node("MatMul", ["am", "wo"], ["o"], name="/attn/o_proj/MatMul"),
+        helper.make_node("Relu", ["o"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "attention",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, T, D])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, T, D])],
+        inits,
+    )
+    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_each_head_gets_its_sparsity_and_a_zeroed_head_is_dead() -> None:
+    rng = np.random.default_rng(0)
+    wq, wv, wo = (rng.normal(size=(D, D)).astype(np.float32) + 3 for _ in range(3))
+    wq[:, WIDTH:] = 0  # head 1's Q (and K, a copy) columns: 2 x 8 x 4 = 64 zeros
+    wv[:, WIDTH:] = 0  # its V columns: 32
+    wo[WIDTH:, :] = 0  # its rows of the output projection: 32
+    report = onnxprune.analyze(_attention(wq, wv, wo))
+    (block,) = [b for b in report.blocks if b.kind == "head"]
+    assert block.module == "/attn"  # what its layers' node names share
+    assert block.units == HEADS and block.dead == 1 and block.blocked == 0
+    assert block.layers == ("wq", "wk", "wv", "wo")
+    head0, head1 = block.heads
+    # per head: 4 columns of Q, K, V (3 x 8 x 4) and 4 rows of the output projection (4 x 8)
+    assert head0.params == head1.params == 3 * D * WIDTH + WIDTH * D == 128
+    assert (head0.name, head0.direct_sparsity, head0.effective_sparsity) == ("head 0", 0.0, 0.0)
+    assert (head1.name, head1.direct_sparsity, head1.effective_sparsity) == ("head 1", 1.0, 1.0)
+    assert block.direct_sparsity == pytest.approx(0.5)
+    table = format_table(report)
+    assert "/attn" in table and "  head 1" in table
+
+
+def test_a_weight_an_embedding_and_a_head_read_is_marked_shared() -> None:
+    # E [V=5, D=4] is the Gather's table and, transposed, the head's weight: one stored tensor.
+    table = numpy_helper.from_array(np.arange(20, dtype=np.float32).reshape(5, 4), "E")
+    nodes = [
+        helper.make_node("Gather", ["E", "ids"], ["h"], name="embed"),
+        helper.make_node("Transpose", ["E"], ["Et"], perm=[1, 0]),
+        helper.make_node("MatMul", ["h", "Et"], ["logits"], name="lm_head"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tied",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 5])],
+        [table],
+    )
+    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+    report = onnxprune.analyze(model)
+    (layer,) = report.layers
+    assert (layer.name, layer.shared_by) == ("E", ("embed", "lm_head"))
+    assert report.to_dict()["layers"][0]["shared_by"] == ["embed", "lm_head"]
+    assert "  E: read by embed, lm_head" in format_table(report)
+    shared = _tables(render_markdown(report.to_dict()))["layer"]
+    assert shared == [["layer", "weight", "read by"], ["lm\\_head", "E", "embed, lm\\_head"]]
+
+
+def test_rendered_report_has_a_row_per_head_and_the_shared_weights() -> None:
+    rng = np.random.default_rng(0)
+    wq, wv, wo = (rng.normal(size=(D, D)).astype(np.float32) + 3 for _ in range(3))
+    wo[WIDTH:, :] = 0  # head 1's output rows: 32 of its 128 weights
+    tables = _tables(render_markdown(onnxprune.analyze(_attention(wq, wv, wo)).to_dict()))
+    rows = tables["units"][1:]
+    assert rows[0][:3] == ["/attn", "heads", "2"]
+    assert [row[0] for row in rows[1:3]] == ["/attn head 0", "/attn head 1"]
+    assert [row[-2] for row in rows[1:3]] == ["0.00%", "25.00%"]  # 32 / 128
+    assert "layer" not in tables  # no shared weights: no such table
