@@ -4,7 +4,8 @@ Structured pruning removes dependency groups (``groups``); a user counts heads a
 knows layers by their modules. A *structured layer* is the groups sharing the same filters
 (``prune.layer_groups``: one attention block's heads, one FFN's neurons). Its groups are heads
 when a Reshape splits their units into heads (the ``ops.heads`` rules tie each head of the
-Reshape's output to its channels of the input): a group then holds as many query heads as the
+Reshape's output to its channels of the input), or when they are the output channels of ONNX
+Runtime's fused attention ops (``ops.attention``): a group then holds as many query heads as the
 largest such split gives it (one, or ``n_rep`` with grouped-query attention, where a K/V head
 goes with its query heads). Otherwise the op of the filters names them: a Conv's channels, an
 LSTM/GRU/RNN's hidden units, anything else's neurons.
@@ -25,6 +26,7 @@ import onnx
 
 from onnxprune.graph.build import layer_label
 from onnxprune.structured.groups import Groups, Slice
+from onnxprune.weights import attr
 
 HEAD = "head"
 KINDS = (HEAD, "neuron", "channel", "hidden unit")
@@ -149,30 +151,50 @@ def model_units(groups: Groups, graph: onnx.GraphProto) -> ModelUnits:
 
 
 def _heads(groups: Groups, graph: onnx.GraphProto) -> tuple[dict[int, int], dict[int, int]]:
-    """Per group holding heads: its (query) heads and the channels of its narrowest head.
-
-    A head split is a Reshape whose output units each tie to several units of its input, each
-    input unit to one output unit (``ops.heads.split_heads``): every output unit is a head of
-    ``input units // output units`` channels.
-    """
+    """Per group holding heads: its (query) heads and the channels of its narrowest head."""
     heads: dict[int, int] = {}
     width: dict[int, int] = {}
     for node in graph.node:
-        if node.op_type != "Reshape" or not node.output:
+        found = _head_split(groups, node)
+        if found is None:
             continue
-        xs, ys = groups.spaces.get(node.input[0]), groups.spaces.get(node.output[0])
-        if xs is None or ys is None or xs.inner or ys.inner or ys.size >= xs.size:
-            continue
-        if xs.size % ys.size:
-            continue
-        d = xs.size // ys.size
-        out = groups.of(ys.tensor)
-        if not (groups.of(xs.tensor).reshape(ys.size, d) == out[:, None]).all():
-            continue
-        for g, n in zip(*np.unique(out, return_counts=True), strict=True):
-            heads[int(g)] = max(heads.get(int(g), 0), int(n))
+        labels, d = found
+        for g, n in zip(*np.unique(labels, return_counts=True), strict=True):
+            heads[int(g)] = max(heads.get(int(g), 0), int(n) // d)
             width[int(g)] = min(width.get(int(g), d), d)
     return heads, width
+
+
+FUSED_ATTENTION = frozenset({"Attention", "MultiHeadAttention", "GroupQueryAttention"})
+"""ONNX Runtime's fused attention ops (``com.microsoft``): their output holds ``num_heads``
+query heads' channels side by side (``ops.attention``)."""
+
+
+def _head_split(groups: Groups, node: onnx.NodeProto) -> tuple[np.ndarray, int] | None:
+    """The groups of the channels ``node`` splits into heads, and the channels of a head.
+
+    A head split is a Reshape whose output units each tie to several units of its input, each
+    input unit to one output unit (``ops.heads.split_heads``): every output unit is a head of
+    ``input units // output units`` channels. A fused attention op's output holds
+    ``num_heads`` heads' channels. None for any other node.
+    """
+    if node.domain == "com.microsoft" and node.op_type in FUSED_ATTENTION and node.output:
+        ys, n = groups.spaces.get(node.output[0]), attr(node, "num_heads", 0)
+        if ys is None or ys.inner or n < 1 or ys.size % n:
+            return None
+        return groups.of(ys.tensor), ys.size // n
+    if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx") or not node.output:
+        return None
+    xs, ys = groups.spaces.get(node.input[0]), groups.spaces.get(node.output[0])
+    if xs is None or ys is None or xs.inner or ys.inner or ys.size >= xs.size:
+        return None
+    if xs.size % ys.size:
+        return None
+    d = xs.size // ys.size
+    out = groups.of(ys.tensor)
+    if not (groups.of(xs.tensor).reshape(ys.size, d) == out[:, None]).all():
+        return None
+    return np.repeat(out, d), d
 
 
 def _counts(

@@ -40,7 +40,8 @@ def test_fused_attention_loses_a_head_and_ffn_neurons():
     assert shapes["wo"] == (4, 8)
     assert shapes["w1"] == (8, 3)
     assert shapes["b1"] == (3,)
-    assert result.units["qkv"] == (4, 8)
+    assert result.units["qkv"] == (1, 2)  # heads: 1 of 2 kept
+    assert result.kinds["qkv"] == "head"
     _checked(result.model, result.masked)
     _same(result.masked, result.model, am.fused_feeds())
 
