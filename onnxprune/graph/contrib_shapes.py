@@ -108,6 +108,8 @@ def _attention(node: onnx.NodeProto, shapes: Mapping[str, Shape]) -> Shape | Non
     if node.op_type == "Attention":
         w = shapes.get(_at(node.input, 1))
         sizes = attr(node, "qkv_hidden_sizes", None)
+        if sizes and (not isinstance(sizes, list) or len(sizes) != 3):
+            return None
         if len(q) != 3 or (not sizes and (w is None or len(w) != 2 or w[1] is None)):
             return None
         return (*q[:2], int(sizes[2]) if sizes else w[1] // 3)

@@ -139,6 +139,17 @@ def test_heads_that_do_not_divide_the_channels_mix_densely():
     assert "for 3 heads" in fallback.reason
 
 
+@pytest.mark.parametrize("sizes", [[8, 8], [4, 12, 8]])
+def test_malformed_qkv_sizes_mix_densely(sizes):
+    # two sizes, or Q and K of different sizes: no head can be followed
+    model = am.fused()
+    attention = next(n for n in model.graph.node if n.op_type == "Attention")
+    attention.attribute.append(helper.make_attribute("qkv_hidden_sizes", sizes))
+    fallbacks = [f for f in build_graph(model).fallbacks if f.op_type == "Attention"]
+    assert len(fallbacks) == 1
+    assert str(sizes) in fallbacks[0].reason
+
+
 def test_the_fused_projection_is_a_prunable_layer_with_its_macs():
     # 2 x 6 positions, each through the [8, 24] QKV weight: 12 * 192 MACs.
     graph = build_graph(am.fused())

@@ -24,6 +24,24 @@ def _actives(model, level):
     return {layer.name: layer.active for layer in analyze(model, level=level).layers}
 
 
+@pytest.mark.parametrize("op", ["LayerNormalization", "RMSNormalization"])
+@pytest.mark.parametrize("level", LEVELS)
+def test_a_norm_over_the_channels_spreads_any_live_one_to_all(level, op):
+    # w1 [4, 3] leaves neuron 0 without input weights; the norm divides every neuron by a
+    # statistic over all three, so all of them carry signal and all 6 weights of w2 are active.
+    w1 = np.ones((4, 3), np.float32)
+    w1[:, 0] = 0
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node(op, ["h", "scale"], ["n"], axis=-1),
+        helper.make_node("MatMul", ["n", "w2"], ["y"]),
+    ]
+    inits = {"w1": w1, "scale": np.ones(3), "w2": np.ones((3, 2))}
+    model = single_io_model(nodes, [1, 5, 4], None, inits, opset=23)
+    assert _actives(model, level) == {"w1": 8, "w2": 6}
+    assert analyze(model).fallbacks == ()
+
+
 @pytest.mark.parametrize("level", LEVELS)
 def test_lrn_spreads_a_channel_to_its_neighbours_only(level):
     # c1 makes 5 channels, only channel 0 carries signal. LRN(size=3) reads channels c-1..c+1,

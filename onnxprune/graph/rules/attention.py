@@ -63,10 +63,15 @@ def fused_attention(node: NodeView) -> tuple[Transfer, ...]:
     source, shape = node.constants.source(name), node.constants.shape(name)
     if 0 not in node.activations or source is None or shape is None or len(shape) != 2:
         return _result(node, Dense("Attention with a weight computed at run time"))
-    sizes = [int(s) for s in node.attr("qkv_hidden_sizes", None) or [shape[1] // 3] * 3]
-    q, k, v = sizes
-    if sum(sizes) != shape[1] or q != k or heads <= 0 or q % heads or v % heads:
+    sizes = node.attr("qkv_hidden_sizes", None) or [shape[1] // 3] * 3
+    if not isinstance(sizes, list) or len(sizes) != 3:
+        return _result(node, Dense(f"Attention with qkv_hidden_sizes {sizes}"))
+    q, k, v = (int(s) for s in sizes)
+    declared = node.out_shapes[0] if node.out_shapes else None
+    if q + k + v != shape[1] or q != k or heads <= 0 or q % heads or v % heads:
         return _result(node, Dense(f"Attention with sizes {sizes} for {heads} heads"))
+    if declared is not None and declared[-1] not in (None, v):
+        return _result(node, Dense(f"Attention output {list(declared)} for V of {v}"))
     head_q, head_v = head_of(q, heads), head_of(v, heads)
     same = head_q[:, None] == head_v[None, :]
     values = np.eye(v, dtype=bool)

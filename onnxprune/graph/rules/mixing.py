@@ -68,9 +68,12 @@ def softmax(node: NodeView) -> Reduce | Dense:
     return Reduce(axes, keepdims=True)
 
 
-@op_rule("LayerNormalization")
+@op_rule("LayerNormalization", "RMSNormalization")
 def layer_norm(node: NodeView) -> Reduce | Dense:
-    """Normalized over axes ``axis``..end, so each element depends on all of them."""
+    """Normalized over axes ``axis``..end, so each element depends on all of them.
+
+    ``RMSNormalization`` (opset 23) divides by the root mean square over the same axes.
+    """
     rank = _rank(node)
     if rank is None:
         return Dense("LayerNormalization of an input of unknown rank")

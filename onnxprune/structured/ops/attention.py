@@ -71,8 +71,8 @@ def _fused(b: Builder, node: onnx.NodeProto) -> None:
     else:
         b.block(xs)
     sizes = attr(node, "qkv_hidden_sizes", None) or [w.shape[1] // 3] * 3
-    v = int(sizes[0])
-    equal = len(set(sizes)) == 1 and 3 * v == w.shape[1] and heads > 0 and v % heads == 0
+    v = int(sizes[0]) if isinstance(sizes, list) and sizes else 0
+    equal = sizes == [v] * 3 and 3 * v == w.shape[1] and heads > 0 and v > 0 and v % heads == 0
     if not equal or not bias_ok(b, bias, 3 * v) or b.rank(out) != 3 or _stateful(b, node):
         return
     _, width = _heads(b, out, v, heads)
