@@ -179,7 +179,10 @@ def _mapped(path: Path) -> bytes | memoryview:
     with path.open("rb") as f:
         if os.fstat(f.fileno()).st_size == 0:  # nothing to map (or a file whose size lies)
             return f.read()
-        return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+        try:
+            return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+        except OSError:  # a file system that cannot map files (some FUSE mounts)
+            return f.read()
 
 
 def save_model(

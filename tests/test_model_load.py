@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 import re
 from pathlib import Path
@@ -87,6 +89,28 @@ def test_load_from_path(tmp_path, as_type):
     model = _matmul_model(np.eye(3, dtype=np.float32))
     onnx.save_model(model, tmp_path / "m.onnx")
     assert load_model(as_type(tmp_path / "m.onnx")) == model
+
+
+def test_a_loaded_file_is_no_longer_mapped(tmp_path):
+    # the file is parsed from a read-only mapping, released once the model is built
+    model = _matmul_model(np.eye(3, dtype=np.float32))
+    path = tmp_path / "m.onnx"
+    onnx.save_model(model, path)
+    assert load_model(path) == model
+    assert onnxprune.analyze(path).total_params == 9
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        assert str(path) not in maps.read_text()
+
+
+def test_a_file_that_cannot_be_mapped_is_read(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(errno.ENODEV, "no mmap on this file system")
+
+    model = _matmul_model(np.eye(3, dtype=np.float32))
+    onnx.save_model(model, tmp_path / "m.onnx")
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    assert load_model(tmp_path / "m.onnx") == model
 
 
 def test_load_from_bytes():
