@@ -187,10 +187,13 @@ def _fields(view: memoryview, number: int) -> Iterator[memoryview]:
     """The payloads of the length-delimited fields ``number`` of one message's bytes."""
     pos, end = 0, len(view)
     while pos < end:
-        tag, pos = _varint(view, pos)
+        tag = view[pos]
+        tag, pos = (tag, pos + 1) if tag < 0x80 else _varint(view, pos)  # tags: mostly one byte
         kind = tag & 7
-        if kind == 0:
-            _, pos = _varint(view, pos)
+        if kind == 0:  # skipped: its last byte is the first below 0x80
+            while pos < end and view[pos] >= 0x80:
+                pos += 1
+            pos += 1
         elif kind == 1:
             pos += 8
         elif kind == 5:

@@ -497,6 +497,7 @@ def test_raw_data_sizes_are_read_from_the_bytes_as_the_message_holds_them() -> N
     from onnxprune.model_checks import raw_data_sizes
 
     inits = {"a": np.ones((3, 4), np.float32), "b": np.zeros(0, np.float32), "c": np.ones(5)}
+    inits["e"] = np.ones((2, 300), np.float32)  # dims of two-byte varints
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])],
         "g",
@@ -507,10 +508,11 @@ def test_raw_data_sizes_are_read_from_the_bytes_as_the_message_holds_them() -> N
     )
     model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
     sizes = raw_data_sizes(model.SerializeToString())
-    assert sizes == (48, 0, 40, None)  # an empty raw_data is present all the same (proto2)
+    assert sizes == (48, 0, 40, 2400, None)  # an empty raw_data is present all the same (proto2)
     held = [len(t.raw_data) if t.HasField("raw_data") else None for t in graph.initializer]
     assert list(sizes) == held
     assert raw_data_sizes(b"\x0b") == ()  # a group: not followed, the caller reads the message
+    assert raw_data_sizes(b"\x08\x80") == ()  # a varint cut off at the end
 
 
 def test_a_short_raw_data_is_refused_from_a_file(tmp_path) -> None:
