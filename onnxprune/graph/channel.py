@@ -7,7 +7,7 @@ is, so effective sparsity can only be under-reported, never over-reported.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +70,8 @@ Op = sp.csr_matrix | np.ndarray | BitMatrix | RecurrentLink | OneWay | str
 counts, or a packed boolean pattern of a matmul or a one-tap convolution), a recurrent node's
 units through time, a ``OneWay`` link, ``IDENTITY`` or ``DENSE``."""
 Matrix = sp.csr_matrix | np.ndarray | BitMatrix
+Edge = tuple[Matrix, np.ndarray, int]
+"""A layer's in x out edge, the validity of its kernel taps, and its nonzero count."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +131,18 @@ class LayerActivity:
 
 
 def channel_reachability(
-    graph: ConnectivityGraph, masks_for: frozenset[str] = frozenset()
+    graph: ConnectivityGraph,
+    masks_for: frozenset[str] = frozenset(),
+    layer_edges: Mapping[str, Edge] | None = None,
 ) -> dict[tuple[str, int], LayerActivity]:
     """Activity of every layer at channel level, keyed by ``Layer.key``.
 
     Args:
         graph: the connectivity graph.
         masks_for: weight names whose element-wise active mask is wanted too (shared weights).
+        layer_edges: the layers' edges (``layer_edge``) by node, in place of those of the graph's
+            weights: a search that changes a few weights keeps them up to date
+            (``graph.incremental``) rather than rebuilding every one.
     """
     layouts = {t: default_layout(graph.shapes.get(t)) for t in graph.inputs}
     links: list[Link] = []
@@ -148,7 +155,8 @@ def channel_reachability(
             links += _recurrent_links(graph, step, layouts, recurrent)
             continue
         if step.layer is not None:
-            relayout, edge, valid, nonzero = _layer_links(graph, step.layer, layouts)
+            known = None if layer_edges is None else layer_edges[step.node]
+            relayout, edge, valid, nonzero = _layer_links(graph, step.layer, layouts, known)
             edges[step.node] = (relayout, edge, valid, nonzero)
             links.append(_link(step.layer.x, step.layer.y, (relayout, edge), layouts))
             continue
@@ -293,12 +301,12 @@ def _relayout(shape: Sequence[int | None] | None, src: Layout, axes: tuple[int, 
 
 
 def _layer_links(
-    graph: ConnectivityGraph, layer: Layer, layouts: dict[str, Layout]
+    graph: ConnectivityGraph, layer: Layer, layouts: dict[str, Layout], known: Edge | None
 ) -> tuple[Op, Matrix, np.ndarray, int]:
     c = layer.contract
     x_shape, y_shape = graph.shapes.get(layer.x), graph.shapes.get(layer.y)
     src = layouts[layer.x]
-    edge, valid, nonzero = _edge(graph, layer)
+    edge, valid, nonzero = layer_edge(graph, layer) if known is None else known
     if c.kind == "matmul":
         x_rank = len(x_shape) if x_shape is not None else 2
         y_rank = len(y_shape) if y_shape is not None else x_rank
@@ -312,7 +320,7 @@ def _layer_links(
     return relayout, edge, valid, nonzero
 
 
-def _edge(graph: ConnectivityGraph, layer: Layer) -> tuple[Matrix, np.ndarray, int]:
+def layer_edge(graph: ConnectivityGraph, layer: Layer) -> Edge:
     """The layer's in x out edge, the validity of its kernel taps, and its nonzero count.
 
     The weight is materialized once, here; every pass then reads the edge, a compact summary:

@@ -39,7 +39,8 @@ from onnxprune.pruners.ranking import Ranking
 from onnxprune.pruners.refit import Finish, reconstruction, refit_effective
 from onnxprune.pruners.registry import LayerTargets, ScoreContext, get_allocation, get_score
 from onnxprune.pruners.rows import RowGroups
-from onnxprune.pruners.targets import EFFECTIVE_SLACK, SHORTFALL, Bisection, bisect_effective
+from onnxprune.pruners.steps import RankedMasks, search_effective
+from onnxprune.pruners.targets import EFFECTIVE_SLACK, SHORTFALL, Bisection, direct_bound
 from onnxprune.report import SparsityReport
 from onnxprune.sparsity import LEVELS, sparsity_report
 
@@ -190,21 +191,22 @@ def prune_weights(
         else:
             masks = masks_from_counts(chosen, allocated(k))
         return finish(groups.regroup(chosen, masks), (), 0)
-    # Each bisection step is a prefix of one score order, sorted once (no selection per step).
+    # Each step's masks are a prefix of one score order, ordered only where the search cuts it
+    # (no selection over all weights per step), and only the changes are analysed again.
     allocated(0)  # the allocation checks the scores (NaN, sizes) once
-    ranking = Ranking.of(chosen, across_layers=allocation.name == "global")
-
-    def ranked_masks(k: int) -> dict[str, np.ndarray]:
-        if ranking.layers_in_order is None:
-            return groups.regroup(chosen, ranking.masks(allocated(k)))
-        return groups.regroup(chosen, ranking.masks(floored(ranking.global_counts(k))))
-
+    ranking = Ranking(chosen, across_layers=allocation.name == "global")
+    ranked_masks = RankedMasks(
+        ranking,
+        groups,
+        chosen,
+        (lambda k: floored(ranking.global_counts(k))) if ranking.across_layers else allocated,
+        floored=sigma is not None,
+    )
     # Removing every weight cuts every path; the search stops one short of it, which keeps
     # allocation targets inside [0, 1), and at what a minimum threshold lets go.
     top = max(total - 1, 0) if sigma is None else min(total - 1, most_removable(shapes, sigma))
-    search = bisect_effective(
-        lambda k: plan.effective(ranked_masks(k)), min(forced, top), top, o.sparsity
-    )
+    bound = direct_bound(o.sparsity, plan.total, plan.zeros_outside)
+    search = search_effective(plan, ranked_masks, (min(forced, top), top), o.sparsity, bound)
     notes = _effective_notes(plan, ranked_masks, search, o.sparsity, top, sigma is not None)
     return refit_effective(finish, ranked_masks, search, (min(forced, top), top), o.sparsity, notes)
 

@@ -1,11 +1,15 @@
-"""Score order computed once, so that every removal count of a search is a prefix of it.
+"""Score order ordered only where a search asks, so that every removal count is a prefix of it.
 
-An effective target is reached by bisection over the number of removed weights ``k``
+An effective target is reached by a search over the number of removed weights ``k``
 (``targets.bisect_effective``), one mask set per step. Selecting the ``k`` lowest scores afresh
 at each step (``np.partition`` over all weights, per layer and globally) cost far more than the
-connectivity analyses themselves on large models. Here the stable order of each layer's scores
-is sorted once, and for the global allocation the stable order of all scores; a step then writes
-masks from prefixes, in linear time without selection.
+connectivity analyses themselves on large models, and so did sorting every score once (a stable
+argsort of 25M scores takes seconds). Here the order is refined lazily: a :class:`PartialOrder`
+knows the set of the ``k`` lowest scores for every ``k`` it was cut at, and a new cut partitions
+only the stretch between the two cuts around it. A search's cuts close in on its answer, so the
+stretches shrink as it goes and the whole search costs a few passes over the scores. Between
+two steps only the weights ranked between their counts change (:meth:`Ranking.global_changes`,
+:meth:`Ranking.layer_changes`), which is what an incremental analysis needs.
 
 The order is the one ``global_`` and ``masks_from_counts`` use: lowest score first, ties by
 layer (graph) order and then flat index; already-pruned weights (``-inf``) first and never back.
@@ -13,53 +17,127 @@ layer (graph) order and then flat index; already-pruned weights (``-inf``) first
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 
+from onnxprune.pruners._cut import Cut, common_dtype, find_cut, keep_above
 
-@dataclass(frozen=True)
-class Ranking:
-    """The stable score order of every layer, and optionally of all layers together.
 
-    Attributes:
-        names: the layers, in graph order.
-        shapes: the score array shape of each layer.
-        orders: per layer, flat indices from lowest to highest score (stable).
-        alive: per layer, flat mask of weights not already pruned (score above ``-inf``).
-        layers_in_order: for the global order, the layer index of each weight from lowest to
-            highest score over all layers (``None`` unless asked for).
+class PartialOrder:
+    """Flat indices of ``values`` from lowest to highest (ties: lower index first), lazily.
+
+    The state is the permutation and the cuts made so far: for every cut ``c``, the first ``c``
+    entries of the permutation are the ``c`` lowest values (in no particular order among
+    themselves). ``values`` is copied (in its own dtype) and never changed.
     """
 
-    names: tuple[str, ...]
-    shapes: tuple[tuple[int, ...], ...]
-    orders: tuple[np.ndarray, ...]
-    alive: tuple[np.ndarray, ...]
-    layers_in_order: np.ndarray | None = None
+    def __init__(self, values: np.ndarray, *, copy: bool = True) -> None:
+        """Order of ``values`` (flat, NaN-free, float), with no cut yet.
 
-    @staticmethod
-    def of(scores: Mapping[str, np.ndarray], *, across_layers: bool = False) -> Ranking:
+        Args:
+            values: the values; with ``copy=False`` the order takes them over (and reorders
+                them), for a caller that made them for it.
+            copy: copy ``values`` rather than take them over.
+        """
+        self._keys = np.array(values, copy=copy).reshape(-1)
+        n = self._keys.size
+        self._perm = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+        self._cuts = [0, n]
+        self._values: dict[int, np.generic] = {}  # the k-th lowest value at each cut k
+
+    @property
+    def size(self) -> int:
+        """Number of values."""
+        return self._keys.size
+
+    def cut(self, k: int) -> None:
+        """Make the first ``k`` entries the ``k`` lowest values; a partition between two cuts."""
+        k = min(max(int(k), 0), self.size)
+        i = bisect.bisect_left(self._cuts, k)
+        if self._cuts[i] == k:
+            return
+        lo, hi = self._cuts[i - 1], self._cuts[i]
+        keys, perm = self._keys[lo:hi], self._perm[lo:hi]  # views: swapped in place
+        m = k - lo
+        low, self._values[k] = _lowest(keys, perm, m)
+        # Only the misplaced entries move: as many high ones below the cut as low ones above.
+        up, down = np.flatnonzero(~low[:m]), np.flatnonzero(low[m:]) + m
+        keys[up], keys[down] = keys[down], keys[up]
+        perm[up], perm[down] = perm[down], perm[up]
+        self._cuts.insert(i, k)
+
+    def kth(self, k: int) -> np.generic:
+        """The ``k``-th lowest value (``1 <= k <= size``), found without cutting there.
+
+        A selection within the stretch between the cuts around ``k`` (which holds the values
+        ranked there): a search that only needs a threshold at a far count, where it will not
+        look again, does not pay for moving the values.
+        """
+        if k not in self._values:
+            i = bisect.bisect_left(self._cuts, k)
+            lo, hi = self._cuts[i - 1], self._cuts[i]
+            self._values[k] = find_cut([self._keys[lo:hi]], k - lo).value
+        return self._values[k]
+
+    def span(self, start: int, stop: int) -> np.ndarray:
+        """Flat indices ranked ``start`` (included) to ``stop`` (excluded), in no order."""
+        self.cut(start)
+        self.cut(stop)
+        return self._perm[start:stop]
+
+
+def _lowest(keys: np.ndarray, index: np.ndarray, m: int) -> tuple[np.ndarray, np.generic]:
+    """Mask of the ``m`` entries lowest by ``(keys, index)``, and the ``m``-th lowest key.
+
+    ``0 < m < keys.size``.
+    """
+    cut = find_cut([keys], m)
+    low = keys < cut.value
+    ties = m - int(cut.below[0])
+    if ties:
+        tied = np.flatnonzero(keys == cut.value)
+        if ties < tied.size:  # the tied entries of lowest index go first
+            tied = tied[np.argpartition(index[tied], ties - 1)[:ties]]
+        low[tied] = True
+    return low, cut.value
+
+
+class Ranking:
+    """The score order of every layer, and optionally of all layers together, built lazily.
+
+    Each layer's order (for per-layer counts) is made on first use; the order across layers
+    (``across_layers``) at once. Both are refined only at the counts asked for.
+    """
+
+    def __init__(self, scores: Mapping[str, np.ndarray], *, across_layers: bool = False) -> None:
         """The order of ``scores`` (keyed by layer, in graph order).
 
         Args:
             scores: importance of every weight (higher = keep), ``-inf`` for pruned ones.
-            across_layers: also sort all layers together (for ``global_counts``).
+            across_layers: also order all layers together (for ``global_counts``).
         """
-        flat = [np.asarray(s, dtype=np.float64).reshape(-1) for s in scores.values()]
-        layers_in_order = None
-        if across_layers and flat:
-            order = np.argsort(np.concatenate(flat), kind="stable")
-            sizes = np.array([f.size for f in flat], dtype=np.int64)
-            layers_in_order = np.repeat(np.arange(len(flat), dtype=np.int32), sizes)[order]
-            del order
-        return Ranking(
-            tuple(scores),
-            tuple(np.shape(s) for s in scores.values()),
-            tuple(np.argsort(f, kind="stable") for f in flat),
-            tuple(f != -np.inf for f in flat),
-            layers_in_order,
-        )
+        given = [np.asarray(s) for s in scores.values()]
+        dtype = common_dtype(given)
+        self._flat = [s.astype(dtype, copy=False).reshape(-1) for s in given]
+        self.names = tuple(scores)
+        self.shapes = tuple(np.shape(s) for s in given)
+        sizes = np.array([f.size for f in self._flat], dtype=np.int64)
+        self._offsets = np.concatenate(([0], np.cumsum(sizes)))
+        self._pruned = np.array([np.count_nonzero(f == -np.inf) for f in self._flat], np.int64)
+        self._layer_orders: dict[int, PartialOrder] = {}
+        self._global: PartialOrder | None = None
+        self._counts: dict[int, np.ndarray] = {}
+        if across_layers:
+            whole = np.concatenate(self._flat) if self._flat else np.zeros(0, dtype)
+            self._global = PartialOrder(whole, copy=False)
+            self._counts = {0: np.zeros(len(self.names), np.int64), whole.size: sizes}
+
+    @property
+    def across_layers(self) -> bool:
+        """Whether the order across layers was asked for."""
+        return self._global is not None
 
     def masks(self, counts: Mapping[str, int]) -> dict[str, np.ndarray]:
         """Per layer, the ``counts[name]`` lowest-scored weights removed (``masks_from_counts``).
@@ -68,13 +146,30 @@ class Ranking:
             Boolean masks shaped like the scores, ``True`` = kept.
         """
         out = {}
-        for name, shape, order, alive in zip(
-            self.names, self.shapes, self.orders, self.alive, strict=True
-        ):
-            keep = alive.copy()
-            keep[order[: int(counts.get(name, 0))]] = False
+        for i, (name, shape) in enumerate(zip(self.names, self.shapes, strict=True)):
+            keep = np.ones(self._flat[i].size, bool)
+            keep[self._layer(i).span(0, self._floor(i, counts.get(name, 0)))] = False
             out[name] = keep.reshape(shape)
         return out
+
+    def global_masks(self, k: int) -> dict[str, np.ndarray]:
+        """``masks(global_counts(k))``, from the order across layers alone.
+
+        One comparison per layer with the ``k``-th lowest score, and its ties by index (as
+        ``allocations.global_.global_masks``), rather than writing the ``k`` removals one by
+        one.
+        """
+        k = min(max(int(k), int(self._pruned.sum())), self._order_across().size)
+        if k == 0:
+            return {n: f.reshape(s) != -np.inf for n, f, s in zip(*self._layers(), strict=True)}
+        value = self._order_across().kth(k)
+        below = np.array([np.count_nonzero(f < value) for f in self._flat], np.int64)
+        equal = np.array([np.count_nonzero(f == value) for f in self._flat], np.int64)
+        removed = Cut(value, below, equal).removed(k)
+        return {
+            name: keep_above(f, value, int(r - b), int(e)).reshape(shape)
+            for name, f, shape, r, b, e in zip(*self._layers(), removed, below, equal, strict=True)
+        }
 
     def global_counts(self, k: int) -> dict[str, int]:
         """How many of the ``k`` lowest scores of all layers fall in each layer (``global_``).
@@ -82,7 +177,72 @@ class Ranking:
         Raises:
             ValueError: the ranking was made without ``across_layers``.
         """
-        if self.layers_in_order is None:
-            raise ValueError("global_counts needs Ranking.of(..., across_layers=True)")
-        counts = np.bincount(self.layers_in_order[: max(k, 0)], minlength=len(self.names))
+        counts = self._global_counts(k)
         return {name: int(c) for name, c in zip(self.names, counts, strict=True)}
+
+    def global_changes(self, old: int, new: int) -> dict[str, np.ndarray]:
+        """Per layer, where ``global_masks(old)`` and ``global_masks(new)`` differ.
+
+        Flat indices, of the weights ranked between the two counts; layers without any are
+        left out.
+        """
+        floor = int(self._pruned.sum())
+        a, b = sorted((max(int(old), floor), max(int(new), floor)))
+        changed = self._order_across().span(a, b)
+        layer = np.searchsorted(self._offsets, changed, side="right") - 1
+        by_layer = np.argsort(layer, kind="stable")
+        bounds = np.searchsorted(layer[by_layer], np.arange(len(self.names) + 1))
+        out = {}
+        for i, name in enumerate(self.names):
+            if bounds[i + 1] > bounds[i]:
+                out[name] = changed[by_layer[bounds[i] : bounds[i + 1]]] - self._offsets[i]
+        return out
+
+    def layer_changes(
+        self, old: Mapping[str, int], new: Mapping[str, int]
+    ) -> dict[str, np.ndarray]:
+        """Per layer, where ``masks(old)`` and ``masks(new)`` differ.
+
+        Flat indices, of the weights ranked between the layer's two counts; layers without any
+        are left out.
+        """
+        out = {}
+        for i, name in enumerate(self.names):
+            a, b = sorted((self._floor(i, old.get(name, 0)), self._floor(i, new.get(name, 0))))
+            if b > a:
+                out[name] = self._layer(i).span(a, b)
+        return out
+
+    def _layers(self) -> tuple[tuple[str, ...], list[np.ndarray], tuple[tuple[int, ...], ...]]:
+        return self.names, self._flat, self.shapes
+
+    def _floor(self, i: int, count: int) -> int:
+        """A layer's removals: ``count``, but never fewer than its already-pruned weights."""
+        return max(int(count), int(self._pruned[i]))
+
+    def _layer(self, i: int) -> PartialOrder:
+        if i not in self._layer_orders:
+            self._layer_orders[i] = PartialOrder(self._flat[i])
+        return self._layer_orders[i]
+
+    def _order_across(self) -> PartialOrder:
+        if self._global is None:
+            raise ValueError("the order across layers needs Ranking(..., across_layers=True)")
+        return self._global
+
+    def _global_counts(self, k: int) -> np.ndarray:
+        """Per layer (array), how many of the ``k`` lowest scores it holds; kept per cut."""
+        order = self._order_across()
+        k = min(max(int(k), 0), order.size)
+        if k not in self._counts:
+            below = max(c for c in self._counts if c < k)
+            above = min(c for c in self._counts if c > k)
+            if k - below <= above - k:  # count the shorter stretch
+                self._counts[k] = self._counts[below] + self._tally(order.span(below, k))
+            else:
+                self._counts[k] = self._counts[above] - self._tally(order.span(k, above))
+        return self._counts[k]
+
+    def _tally(self, flat: np.ndarray) -> np.ndarray:
+        layer = np.searchsorted(self._offsets, flat, side="right") - 1
+        return np.bincount(layer, minlength=len(self.names)).astype(np.int64)

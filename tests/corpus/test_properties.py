@@ -14,6 +14,9 @@ them, checked against ONNX Runtime.
    ``--structured``) and compact exit 0, or 2 with one line saying why.
 6. With its symbolic dimensions fixed by name (``dims``), a dynamic export is analysed as its
    static twin; the properties above use them too.
+7. An effective target gives what the full search gives (bisection, masks selected afresh, whole
+   analyses: tests/pruners/test_effective_search.py), whether each step is analysed
+   incrementally (the transformers) or whole (the LSTM's recurrent layers).
 
 Cases that fail because a part of issue 15 is still being built are marked ``xfail(strict=True)``
 with the part's number: they turn into failures the moment the part lands, and its owner removes
@@ -31,6 +34,7 @@ import onnxprune
 from onnxprune.structured import compact, structured_prune
 from tests.corpus.store import CASES, TRANSFORMERS
 from tests.helpers import zero_inactive
+from tests.pruners.test_effective_search import same_as_reference
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -257,3 +261,10 @@ def test_no_command_crashes(corpus, name, command, tmp_path, capsys):
         assert err.count("\n") == 1, err  # one line saying why, no traceback
     elif out.exists():
         assert_checked(onnx.load(out))
+
+
+@pytest.mark.parametrize("allocation", ["global", "erk"])
+@pytest.mark.parametrize("name", ["bert-torchscript", "llama-dynamo", "whisper-dynamo", "lstm"])
+def test_effective_prune_equals_the_full_search(corpus, name, allocation):
+    result = same_as_reference(corpus.get(name).model, 0.9, allocation)
+    assert result.report.effective_sparsity <= 0.9

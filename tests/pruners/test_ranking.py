@@ -1,4 +1,5 @@
-"""``Ranking``: masks from prefixes of one score order equal selection afresh at every count."""
+"""``Ranking``: masks from prefixes of one lazily ordered score order equal selection afresh at
+every count, and the changes between two counts are exactly where their masks differ."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from onnxprune.pruners.allocations.global_ import global_
 from onnxprune.pruners.masks import masks_from_counts
-from onnxprune.pruners.ranking import Ranking
+from onnxprune.pruners.ranking import PartialOrder, Ranking
 
 
 def _scores(seed: int) -> dict[str, np.ndarray]:
@@ -21,12 +22,16 @@ def _scores(seed: int) -> dict[str, np.ndarray]:
     return out
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_prefix_masks_equal_selection_at_every_count(seed):
+def _ranked(seed: int) -> tuple[dict, dict, int, Ranking]:
+    """Scores, their shapes and size, and their order across layers."""
     scores = _scores(seed)
     shapes = {name: s.shape for name, s in scores.items()}
-    total = sum(s.size for s in scores.values())
-    ranking = Ranking.of(scores, across_layers=True)
+    return scores, shapes, sum(s.size for s in scores.values()), Ranking(scores, across_layers=True)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_prefix_masks_equal_selection_at_every_count(seed):
+    scores, shapes, total, ranking = _ranked(seed)
     for k in range(total):
         counts = global_(shapes, k / total, scores)
         assert ranking.global_counts(k) == counts
@@ -45,7 +50,7 @@ def test_prefix_masks_equal_selection_at_every_count(seed):
 
 def test_an_already_pruned_weight_never_comes_back():
     scores = {"w": np.array([3.0, -np.inf, 1.0, -np.inf])}
-    ranking = Ranking.of(scores)
+    ranking = Ranking(scores)
     # Three removals: the two already gone, then the lowest live one (1.0).
     assert ranking.masks({"w": 3})["w"].tolist() == [True, False, False, False]
     # One removal asked, two weights already gone: both stay gone, nothing else goes.
@@ -54,4 +59,48 @@ def test_an_already_pruned_weight_never_comes_back():
 
 def test_global_counts_needs_the_order_across_layers():
     with pytest.raises(ValueError, match="across_layers"):
-        Ranking.of({"w": np.zeros(3)}).global_counts(1)
+        Ranking({"w": np.zeros(3)}).global_counts(1)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_partial_order_spans_equal_slices_of_a_stable_sort(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 80))
+    values = rng.integers(0, 6, n).astype(np.float32)  # many ties: broken by index
+    values[rng.random(n) < 0.2] = -np.inf
+    expected = np.argsort(values, kind="stable")  # sorted whole: the order cut lazily
+    given = values.copy()
+    order = PartialOrder(values)
+    for _ in range(15):  # cuts in any order, spans across several of them
+        a, b = sorted(int(x) for x in rng.integers(0, n + 1, 2))
+        np.testing.assert_array_equal(np.sort(order.span(a, b)), np.sort(expected[a:b]))
+        if b:
+            assert order.kth(b) == values[expected[b - 1]]
+    np.testing.assert_array_equal(values, given)  # the input is copied, not reordered
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_changes_are_where_the_masks_of_two_counts_differ(seed):
+    scores, shapes, total, ranking = _ranked(seed)
+    rng = np.random.default_rng(seed)
+    previous, before = 0, ranking.global_masks(0)
+    for k in rng.integers(0, total + 1, 25):
+        now = ranking.global_masks(k)
+        expected = masks_from_counts(scores, global_(shapes, min(k, total - 1) / total, scores))
+        if k < total:  # global_ takes targets below 1
+            for name in scores:
+                np.testing.assert_array_equal(now[name], expected[name])
+        changes = ranking.global_changes(previous, k)
+        for name in scores:
+            differ = np.flatnonzero(now[name].reshape(-1) != before[name].reshape(-1))
+            np.testing.assert_array_equal(np.sort(changes.get(name, [])), differ)
+        previous, before = k, now
+    counts_before = {name: 0 for name in scores}
+    for _ in range(25):
+        counts = {name: int(rng.integers(0, s.size + 1)) for name, s in scores.items()}
+        changes = ranking.layer_changes(counts_before, counts)
+        now, then = ranking.masks(counts), ranking.masks(counts_before)
+        for name in scores:
+            differ = np.flatnonzero(now[name].reshape(-1) != then[name].reshape(-1))
+            np.testing.assert_array_equal(np.sort(changes.get(name, [])), differ)
+        counts_before = counts
