@@ -16,7 +16,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,6 +175,8 @@ def analyze_sensitivity(
     batch_size: int = 64,
     seed: int = 0,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
     on_start: Callable[[int], None] | None = None,
     on_done: Callable[[LayerCurve], None] | None = None,
 ) -> SensitivityResult:
@@ -200,6 +202,10 @@ def analyze_sensitivity(
         batch_size: evaluation batch size.
         seed: seed of random scores and of the ``random`` criterion.
         max_bytes: largest model accepted.
+        input_shapes: fixed shapes for inputs with symbolic dimensions, as in ``analyze``:
+            the shapes each prune finds its layers and dependency groups with (a transformer
+            exported with dynamic axes needs them for its attention heads).
+        dims: sizes of symbolic dimensions by name, e.g. ``{"batch": 1, "sequence": 128}``.
         on_start: called with the number of curves before the first is measured.
         on_done: called with each measured curve (progress bars).
 
@@ -207,7 +213,8 @@ def analyze_sensitivity(
         A ``SensitivityResult``; ``sensitivity.json`` holds its ``to_dict()``.
 
     Raises:
-        InvalidOptionError: a bad level, metric, score, criterion, expression or ``out``.
+        InvalidOptionError: a bad level, metric, score, criterion, expression, ``out``,
+            ``input_shapes`` or ``dims``.
         InvalidModelError, DatasetError: bad input, found before any layer is pruned.
     """
     from onnxprune.verbs import prune
@@ -225,7 +232,10 @@ def analyze_sensitivity(
         make_folder(folder)
         check_outputs(source, folder / JSON_NAME, folder / HTML_NAME, reads={"data": data})
     # A prune that removes nothing: checks the score and the expressions, lists the layers.
-    dense = prune(proto, sparsity=0.0, score=score, layers=layers, exclude=exclude, seed=seed)
+    shapes = {"input_shapes": input_shapes, "dims": dims}
+    dense = prune(
+        proto, sparsity=0.0, score=score, layers=layers, exclude=exclude, seed=seed, **shapes
+    )
     checked = validate(
         source, dataset, baseline=source, provider=provider, batch_size=batch_size, **UNTIMED
     )
@@ -235,7 +245,9 @@ def analyze_sensitivity(
             f"metric {metric} has no finite value on the dense model (none of its outputs is "
             "one the metric applies to, or they hold NaN)"
         )
-    common = _Common(str(source), str(data), grid, metric, _ran_on(checked), batch_size, seed)
+    common = _Common(
+        str(source), str(data), grid, metric, _ran_on(checked), batch_size, seed, **shapes
+    )
     tasks = [_LayerTask(common, layer, score) for layer in _selected(dense)]
     if structured is not None:
         tasks += _structured_tasks(common, proto, structured, name_filter(layers, exclude))
@@ -356,6 +368,13 @@ class _Common:
     provider: str
     batch_size: int
     seed: int
+    input_shapes: Mapping[str, Sequence[int]] | None = None
+    dims: Mapping[str, int] | None = None
+
+    @property
+    def shapes(self) -> dict[str, Mapping | None]:
+        """The keywords of ``prune`` and ``structured_prune`` fixing the shapes asked for."""
+        return {"input_shapes": self.input_shapes, "dims": self.dims}
 
     def measure(self, pruned: onnx.ModelProto) -> float | None:
         """The metric of a pruned model (a proto) on the data."""
@@ -395,6 +414,7 @@ class _LayerTask:
                     score=self.score,
                     layers=_exactly([la.name]),
                     seed=c.seed,
+                    **c.shapes,
                 )
                 pruned = next(x for x in done.report.layers if x.name == la.name)
                 reached.append(pruned.direct_sparsity)
@@ -440,6 +460,7 @@ class _GroupTask:
                     criterion=self.criterion,
                     seed=c.seed,
                     layers=_exactly(self.filters),
+                    **c.shapes,
                 )
                 levels.append(done.groups_removed / done.groups_prunable)
                 values.append(c.measure(done.model))
@@ -457,10 +478,10 @@ def _structured_tasks(
     common: _Common, model: onnx.ModelProto, criterion: str, chosen: Callable[[str], bool]
 ) -> list[_GroupTask]:
     """One task per structured layer with a unit free to go, whose filters are all chosen."""
-    from onnxprune.structured.compact import Workspace
+    from onnxprune.structured.compact import Shapes, Workspace
     from onnxprune.structured.prune import layer_groups
 
-    groups = Workspace.of(model).groups
+    groups = Workspace.of(model, Shapes(common.input_shapes, common.dims)).groups
     owned = [(s.name, set(groups.of(s.tensor).tolist())) for s in groups.filters]
     tasks = []
     for members in layer_groups(groups):

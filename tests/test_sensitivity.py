@@ -187,3 +187,47 @@ def test_sweep_runs_the_sensitivity_allocation_from_the_file(tmp_path, capsys):
         ("magnitude/sensitivity", None),
     ]
     assert runs[1]["direct_sparsity"] == pytest.approx(0.8, abs=1e-9)  # 7,744 of 9,680
+
+
+def _flattened(tmp_path) -> tuple[str, str]:
+    """x[batch, 2, h, w] -> 1x1 Conv (4 channels) -> Relu -> Flatten -> MatMul [16, 3] -> y.
+
+    Flatten spreads each channel over ``h * w`` features: structured pruning follows it only
+    with ``h`` and ``w`` known (the MatMul's 16 rows are 4 channels of 2 x 2).
+    """
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.normal(size=(4, 2, 1, 1)), rng.normal(size=(16, 3))
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c"]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"], axis=1),
+        helper.make_node("MatMul", ["f", "w2"], ["y"]),
+    ]
+    model = single_io_model(nodes, ["batch", 2, "h", "w"], ["batch", 3], {"w1": w1, "w2": w2})
+    path, data = tmp_path / "m.onnx", tmp_path / "d.npz"
+    path.write_bytes(model.SerializeToString())
+    np.savez(data, x=rng.normal(size=(5, 2, 2, 2)).astype(np.float32))
+    return str(path), str(data)
+
+
+def test_dims_fix_the_shapes_structured_curves_are_found_with(tmp_path, capsys):
+    model, data = _flattened(tmp_path)
+    flags = ["--levels", "0.5", "--structured", "--metric", "cosine"]
+    assert main(["sensitivity", model, "--data", data, "--out", str(tmp_path / "a"), *flags]) == 0
+    loose = json.loads((tmp_path / "a" / "sensitivity.json").read_text())
+    assert loose["groups"] == []  # Flatten over symbolic h, w: the channels cannot be followed
+    out = str(tmp_path / "b")
+    assert main(["sensitivity", model, "--data", data, "--out", out, *flags, "--dim", "h=2",
+                 "--dim", "w=2"]) == 0  # fmt: skip
+    (curve,) = json.loads((tmp_path / "b" / "sensitivity.json").read_text())["groups"]
+    assert (curve["layers"], curve["params"], curve["levels"]) == (["w1"], 4, [0.5])
+    shape = ["--input-shape", "x=5,2,2,2"]  # the same, the whole input's shape given
+    assert main(["sensitivity", model, "--data", data, "--out", str(tmp_path / "c"), *flags,
+                 *shape]) == 0  # fmt: skip
+    (again,) = json.loads((tmp_path / "c" / "sensitivity.json").read_text())["groups"]
+    assert again == curve
+    capsys.readouterr()
+    err = refused(
+        capsys, "sensitivity", model, "--data", data, "--out", out, *flags, "--dim", "t=3"
+    )
+    assert err.startswith("InvalidOptionError: ") and "'t'" in err

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from onnxprune.cli._common import ItemsBar, add_debug, add_max_bytes, err, out, print_failures
+from onnxprune.cli._common import (
+    ItemsBar,
+    add_debug,
+    add_input_shape,
+    add_max_bytes,
+    err,
+    out,
+    parse_dims,
+    parse_input_shapes,
+    print_failures,
+)
 from onnxprune.cli._signals import Stopped, stoppable
 from onnxprune.runtime import PROVIDERS
 
@@ -58,6 +68,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--provider", choices=PROVIDERS, default="auto", help="ONNX Runtime provider")
     p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
     p.add_argument("--seed", type=int, default=0, help="seed of random scores and criteria")
+    add_input_shape(p)
     add_max_bytes(p)
     add_debug(p)
     p.set_defaults(run=_sensitivity, own_bars=True)
@@ -103,6 +114,8 @@ def _run(args: argparse.Namespace, levels: tuple[float, ...], on_done: Callable)
             batch_size=args.batch_size,
             seed=args.seed,
             max_bytes=args.max_bytes,
+            input_shapes=parse_input_shapes(args.input_shape),
+            dims=parse_dims(args.dim),
             on_start=bar.start,
             on_done=bar.counted(on_done),
         )
