@@ -7,6 +7,11 @@ and its exact adjoint:
 - ``Move``: a gather; an element with no source is 0.
 - ``Window``: the average over the window, padding read as zeros, divided by the kernel size.
 - ``Reduce``: the mean over the axes, broadcast back when the axes are kept.
+- ``Heads`` (fused attention): an output channel adds up, per input, the mean over the positions
+  of the channel it carries (its value), and of each channel that only steers it (its head's
+  queries and keys) that mean split evenly over the outputs the channel steers: queries and keys
+  weigh as much as values, so they score alike. An input without a ``Read``, or whose every unit
+  steers, as ``Dense``.
 - ``Dense`` (a fallback): every output element is the sum of all input elements.
 - ``Contract``: the real convolution, transposed convolution or matrix product with the kernel.
 
@@ -30,7 +35,7 @@ from onnxprune.graph.conv_geometry import (
     window_sum,
     window_sum_adjoint,
 )
-from onnxprune.graph.transfers import Dense, Move, Pointwise, Reduce, Transfer, Window
+from onnxprune.graph.transfers import Dense, Heads, Move, Pointwise, Reduce, Transfer, Window
 
 if TYPE_CHECKING:
     from onnxprune.graph.build import ConnectivityGraph, Step
@@ -110,6 +115,8 @@ def _push(
             contract_forward(step.layer.contract, k.value, x.value, out_shape), x.log + k.log
         )
     ins = [maps.get(n, _zero(shapes[n])) for n in step.inputs]
+    if isinstance(t, Heads):
+        return _sum([_heads_push(t, i, m, out_shape) for i, m in enumerate(ins)], out_shape)
     if isinstance(t, Pointwise):
         return _sum(ins, out_shape)
     if isinstance(t, Move):
@@ -145,6 +152,8 @@ def _pull(
         k = kernels[step.layer.node]
         pulled = contract_backward(step.layer.contract, k.value, b.value, shapes[names[0]])
         got = [scaled(pulled, b.log + k.log)]
+    elif isinstance(t, Heads):
+        got = [_heads_pull(t, i, b, shapes[n]) for i, n in enumerate(names)]
     elif isinstance(t, Pointwise):
         got = [scaled(unbroadcast(b.value, shapes[n]), b.log) for n in names]
     elif isinstance(t, Move):
@@ -172,3 +181,37 @@ def _pull(
     for name, m in zip(names, got, strict=True):
         prev = maps.get(name)
         maps[name] = m if prev is None else _sum([prev, m], shapes[name])
+
+
+def _steers(t: Heads, index: int) -> np.ndarray | None:
+    """[input channels, output channels]: what each channel of input ``index`` adds to each.
+
+    A value channel adds itself to the channel it carries; a channel that only steers (a query
+    or key) adds itself split evenly over the outputs it steers, so it weighs as much as one
+    value. None where every element reaches every output.
+    """
+    read = t.reads[index] if index < len(t.reads) else None
+    if read is None or read.steers is None:
+        return None
+    carries = np.zeros(read.steers.shape, bool) if read.carries is None else read.carries
+    others = read.steers & ~carries
+    return carries + others / np.maximum(others.sum(axis=1, keepdims=True), 1)
+
+
+def _heads_push(t: Heads, index: int, m: Scaled, out_shape: tuple[int, ...]) -> Scaled:
+    """What input ``index`` adds to a ``Heads`` output: steering channels' means over positions."""
+    steers = _steers(t, index)
+    if steers is None or m.log == -np.inf:
+        return scaled(np.full(out_shape, m.value.sum()), m.log)
+    means = m.value.reshape(-1, steers.shape[0]).mean(axis=0)
+    return scaled(np.broadcast_to(means @ steers, out_shape), m.log)
+
+
+def _heads_pull(t: Heads, index: int, b: Scaled, shape: tuple[int, ...]) -> Scaled:
+    """The adjoint of ``_heads_push`` for input ``index`` of ``shape``."""
+    steers = _steers(t, index)
+    if steers is None:
+        return scaled(np.full(shape, b.value.sum()), b.log)
+    sums = b.value.reshape(-1, steers.shape[1]).sum(axis=0)
+    positions = int(np.prod(shape)) // steers.shape[0]
+    return scaled(np.broadcast_to(steers @ sums / positions, shape), b.log)
