@@ -42,6 +42,10 @@ class Space:
     With ``inner`` set, the units span two axes, ``axis`` (``size // inner`` long) and
     ``axis + 1`` (``inner`` long), in row-major order: a channel axis split into groups, as a
     channel shuffle does. Only Reshape and Transpose follow such a space.
+
+    With ``period`` set, slots ``i`` and ``i + period`` are tied (the same unit): the axis holds
+    units merged with the batch axis before them (``ops.interleaved``). A Reshape splitting it
+    back reads it so, rather than as heads.
     """
 
     tensor: str
@@ -50,6 +54,7 @@ class Space:
     base: int
     size: int
     inner: int = 0
+    period: int = 0
 
     @property
     def slots(self) -> np.ndarray:
@@ -285,9 +290,11 @@ class Builder:
         shape = self.shapes.get(tensor)
         return None if shape is None else len(shape)
 
-    def new(self, tensor: str, axis: int, rank: int, size: int, inner: int = 0) -> Space:
+    def new(
+        self, tensor: str, axis: int, rank: int, size: int, inner: int = 0, period: int = 0
+    ) -> Space:
         """A fresh space of ``size`` units for ``tensor``."""
-        space = Space(tensor, axis, rank, self.next, size, inner)
+        space = Space(tensor, axis, rank, self.next, size, inner, period)
         self.next += size
         self.spaces[tensor] = space
         return space
@@ -308,6 +315,7 @@ class Builder:
             like.base,
             like.size,
             like.inner if inner is None else inner,
+            like.period,
         )
         self.spaces[tensor] = space
         return space

@@ -50,6 +50,26 @@ def pass_through(b: Builder, node: onnx.NodeProto, xs: Space, keeps: bool, **lik
     b.rules.append(rule)
 
 
+def reshape_target(
+    b: Builder, node: onnx.NodeProto, xs: Space, axes: tuple[int, ...]
+) -> tuple[str, np.ndarray | None]:
+    """A Reshape's target and its value; None (and ``xs`` blocked) when it cannot follow.
+
+    It cannot when computed at run time, or when an entry at ``axes`` is 0: it would copy an
+    input size the units change.
+    """
+    target = input_at(node, 1)
+    value = b.const(target)
+    if value is None:
+        b.block(xs, why=f"target shape {target!r} computed at run time")
+        return target, None
+    value = value.reshape(-1)
+    if (value[[a for a in axes if a < value.size]] == 0).any():
+        b.block(xs, why=f"target shape {value.tolist()} copies the unit axis")
+        return target, None
+    return target, value
+
+
 def set_dim(
     name: str,
     index: int,

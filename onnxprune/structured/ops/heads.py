@@ -30,15 +30,16 @@ import onnx
 
 from onnxprune.structured.groups import Builder, Space
 from onnxprune.structured.handlers import handler
-from onnxprune.structured.ops._common import NAN, attr, input_at, set_dim
+from onnxprune.structured.ops._common import NAN, attr, reshape_target, set_dim
 
 
 def split_heads(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
     """Follow a Reshape splitting the unit axis C into heads and channels ``[H, D]``.
 
     The axes before may be merged or split too (GPT-2's dynamo export goes from ``[B*T, C]``);
-    the axes after stay. Returns False (nothing done) for any other Reshape; blocks ``xs`` when
-    its target cannot follow the heads (computed at run time, or a 0 copying the unit axis).
+    the axes after stay. Returns False (nothing done) for any other Reshape, and for a split
+    into one head (the units only regroup: ``interleaved``); blocks ``xs`` when its target
+    cannot follow the heads (computed at run time, or a 0 copying the unit axis).
     """
     shape_in, shape_out = b.shape(node.input[0]), b.shape(node.output[0])
     if node.op_type != "Reshape" or xs.inner or shape_in is None or shape_out is None:
@@ -50,9 +51,9 @@ def split_heads(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
         return False
     width = shape_out[v + 1]
     heads = _size(shape_in, shape_out, v, u, value, xs.size // width)
-    if heads is None or heads * width != xs.size:
-        return False
-    target, value = _target(b, node, xs, (u, v, v + 1))
+    if heads is None or heads == 1 or heads * width != xs.size:
+        return False  # one head: the units only regroup (``interleaved``), one by one
+    target, value = reshape_target(b, node, xs, (u, v, v + 1))
     if value is None:
         return True
     out = node.output[0]
@@ -91,7 +92,7 @@ def merge_heads(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
             break
     else:
         return False
-    target, value = _target(b, node, xs, (u, v))
+    target, value = reshape_target(b, node, xs, (u, v))
     if value is None:
         return True
     per, out = n // xs.size, node.output[0]
@@ -122,26 +123,6 @@ def _size(
     if None in before or None in shape_out[:v]:
         return None
     return size if math.prod(before) == math.prod(shape_out[:v]) else None
-
-
-def _target(
-    b: Builder, node: onnx.NodeProto, xs: Space, axes: tuple[int, ...]
-) -> tuple[str, np.ndarray | None]:
-    """A Reshape's target and its value; None (and ``xs`` blocked) when it cannot follow.
-
-    It cannot when computed at run time, or when an entry at ``axes`` is 0: it would copy an
-    input size the units change.
-    """
-    target = input_at(node, 1)
-    value = b.const(target)
-    if value is None:
-        b.block(xs, why=f"target shape {target!r} computed at run time")
-        return target, None
-    value = value.reshape(-1)
-    if (value[[a for a in axes if a < value.size]] == 0).any():
-        b.block(xs, why=f"target shape {value.tolist()} copies the unit axis")
-        return target, None
-    return target, value
 
 
 def batched_matmul(b: Builder, node: onnx.NodeProto) -> bool:

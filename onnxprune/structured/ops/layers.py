@@ -195,7 +195,7 @@ def _gemm(b: Builder, node: onnx.NodeProto) -> None:
     out_ok = bias_ok(b, bias, n_out) and (
         not bias or b.const(bias).ndim == 1 or b.const(bias).shape[0] == 1
     )
-    if xs is not None and xs.rank == 2 and xs.size == w.shape[in_axis]:
+    if xs is not None and xs.rank == 2 and xs.axis == 1 and xs.size == w.shape[in_axis]:
         foldable = beta != 0 and (not bias or out_ok)
         scale = alpha / beta if beta else 0.0
         b.consumers.append(

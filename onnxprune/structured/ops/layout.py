@@ -10,7 +10,7 @@ from onnx import helper
 
 from onnxprune.structured.groups import Builder, Space
 from onnxprune.structured.handlers import handler
-from onnxprune.structured.ops import heads, leading, shuffle
+from onnxprune.structured.ops import heads, interleaved, leading, shuffle
 from onnxprune.structured.ops._common import (
     NAN,
     attr,
@@ -155,9 +155,13 @@ def _pad(b: Builder, node: onnx.NodeProto) -> None:
 def _flatten(b: Builder, node: onnx.NodeProto) -> None:
     """Flatten, or a Reshape that is one: units spread over consecutive features."""
     xs, out = b.space(node.input[0]), node.output[0]
+    if xs.period and interleaved.regroup(b, node, xs):  # units merged with the batch, back
+        return
     if node.op_type == "Reshape" and shuffle.regroup(b, node, xs):
         return
     if leading.regroup_leading(b, node, xs) or heads.split_heads(b, node, xs):
+        return
+    if interleaved.regroup(b, node, xs):
         return
     shape_in, shape_out = b.shape(node.input[0]), b.shape(out)
     start = _flattened_from(node, shape_in, shape_out)
