@@ -67,10 +67,15 @@ def test_cli_prints_heads_and_labels_and_json_keeps_the_weight_names(corpus, tmp
 def test_dynamo_weights_get_the_module_as_label(corpus, exporter) -> None:
     entry = corpus.get(f"bert-{exporter}")
     result = structured_prune(str(entry.path), sparsity=0.3)
-    ffn = [n for n in result.units if n.startswith("val_")]
-    assert ffn  # the exporter calls the FFN weights val_N ...
-    labels = sorted(result.labels[n] for n in ffn)  # ... and records their module
-    assert labels == [f"model.bert.encoder.layer.{i}.intermediate.dense" for i in range(LAYERS)]
+    pruned = [n for n in result.units if n.startswith("val_")]
+    assert pruned  # the exporter calls the Q, K, V and FFN weights val_N ...
+    labels = sorted(result.labels[n] for n in pruned)  # ... and records their module
+    modules = ("attention.self.key", "attention.self.query", "attention.self.value")
+    assert labels == [
+        f"model.bert.encoder.layer.{i}.{module}"
+        for i in range(LAYERS)
+        for module in (*modules, "intermediate.dense")
+    ]
 
 
 @pytest.mark.parametrize("name", ["bert-torchscript", "gpt2-torchscript", "llama-torchscript"])
@@ -123,3 +128,16 @@ def test_analyze_names_a_zeroed_head_dead(corpus, tmp_path) -> None:
     assert heads[2][-2:] == ["100.00%", "100.00%"]  # 3 x 16 x 4 + 4 x 16 weights, all zero
     assert heads[2][2] == str(3 * 16 * 4 + 4 * 16)
     assert all(h[-2] == "0.00%" for i, h in enumerate(heads) if i != 2)
+
+
+def test_dynamo_heads_merged_with_the_batch_are_counted_as_heads(corpus) -> None:
+    """The dynamo export's SDPA transposes K through [B*H, T, D] (structured/ops/interleaved.py):
+    its heads are removed and counted as the TorchScript export's are."""
+    entry = corpus.get("bert-dynamo")
+    result = structured_prune(str(entry.path), sparsity=0.5)
+    by_label = {result.labels[n]: (result.kinds[n], result.units[n]) for n in result.units}
+    for i in range(LAYERS):
+        for projection in ("query", "key", "value"):
+            label = f"model.bert.encoder.layer.{i}.attention.self.{projection}"
+            assert by_label[label] == ("head", (2, HEADS))
+    assert result.totals["head"] == (LAYERS * HEADS // 2, LAYERS * HEADS)

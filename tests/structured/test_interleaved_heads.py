@@ -110,7 +110,8 @@ def test_a_head_stays_a_unit_through_the_merge_with_the_batch(merge, merged):
     model = _attention(_round_trip(rank=len(merge)), {"merge": merge, "unmerge": [B, 2, D, T]})
     result = structured_prune(model, sparsity=0.5)
 
-    assert result.units == {"wq": (2, 4), "wk": (2, 4), "wv": (2, 4)}  # one head of two
+    assert result.units == {"wq": (1, 2), "wk": (1, 2), "wv": (1, 2)}  # one head of two
+    assert set(result.kinds.values()) == {"head"}
     for p in "qkv":
         assert not init(result.masked, f"w{p}")[:, HEAD_1].any()
         assert init(result.model, f"w{p}").shape == (C, D)
@@ -132,7 +133,7 @@ def test_a_merge_target_two_reshapes_share_becomes_one_copy_each():
     targets = {"merge": [B * 2, T, D], "unmerge": [B, 2, D, T], "unmerge_v": [B, 2, T, D]}
     result = structured_prune(_attention(_round_trip(), targets, v_path), sparsity=0.5)
 
-    assert result.units == {"wq": (2, 4), "wk": (2, 4), "wv": (2, 4)}
+    assert result.units == {"wq": (1, 2), "wk": (1, 2), "wv": (1, 2)}
     reshapes = {n.output[0]: n.input[1] for n in result.model.graph.node if n.op_type == "Reshape"}
     assert reshapes["kf"] != reshapes["vf"]  # a copy each
     assert init(result.model, reshapes["kf"]).tolist() == [B * 1, T, D]
@@ -154,7 +155,7 @@ def test_attention_run_on_heads_merged_with_the_batch_keeps_them_units():
     model = _model(body, {"merge": [B * 2, T, D], "unmerge": [B, 2, T, D]})
     result = structured_prune(model, sparsity=0.5)
 
-    assert result.units == {"wq": (2, 4), "wk": (2, 4), "wv": (2, 4)}
+    assert result.units == {"wq": (1, 2), "wk": (1, 2), "wv": (1, 2)}
     assert not init(result.masked, "wo")[HEAD_1].any()
     targets = {
         n.output[0]: init(result.model, n.input[1]).tolist()
