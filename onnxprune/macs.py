@@ -11,7 +11,11 @@ the count is per sample unless the model fixes its batch):
 - ``Gemm``: ``M * N * K``; ``MatMul``: every output element times ``K`` (batched, broadcast and
   1-D operands alike), whichever side holds the weight;
 - ``LSTM``, ``GRU``, ``RNN``: every weight of ``W`` and ``R`` once per time step and sequence,
-  ``seq_length * batch * (W.size + R.size)`` (a symbolic sequence length is unknown).
+  ``seq_length * batch * (W.size + R.size)`` (a symbolic sequence length is unknown);
+- ONNX Runtime's fused attention (``com.microsoft`` ``Attention``, ``MultiHeadAttention``,
+  ``GroupQueryAttention``, keyed as ``domain::op``): the scores and the values they weigh, as
+  the two MatMuls of the unfused form count them, ``batch * queries * keys * (Q + V channels)``
+  (past states left out); ``Attention``'s fused projection is counted as the MatMul it is.
 
 Other ops (activations, normalization, pooling, elementwise arithmetic, Softmax) are not
 counted: they cost a few operations per element, next to the ``K`` per element of the ops above,
@@ -274,3 +278,24 @@ def count_macs(
 
     proto = load_model(model, max_bytes=max_bytes or DEFAULT_MAX_BYTES)
     return graph_macs(build_graph(proto, input_shapes))
+
+
+@counts("com.microsoft::Attention")
+def _fused_attention(inputs: Sequence[Dims | None], y: Dims | None) -> int | None:
+    # x [B, S, C] through the weight [C, Q + K + V]; Q == K; self-attention: S keys
+    x, w = inputs[0], inputs[1] if len(inputs) > 1 else None
+    if x is None or w is None or y is None or len(x) != 3 or len(w) != 2:
+        return None
+    queries = (w[1] - y[-1]) // 2
+    return x[0] * x[1] * x[1] * (queries + y[-1])
+
+
+@counts("com.microsoft::MultiHeadAttention", "com.microsoft::GroupQueryAttention")
+def _split_attention(inputs: Sequence[Dims | None], y: Dims | None) -> int | None:
+    # query [B, S, Q], key [B, T, K]; packed (no key): Q, K, V side by side, self-attention
+    q, k = inputs[0], inputs[1] if len(inputs) > 1 else None
+    if q is None or y is None or len(q) != 3:
+        return None
+    packed = k is None or len(k) != 3
+    keys, queries = (q[1], y[-1]) if packed else (k[1], q[-1])
+    return q[0] * q[1] * keys * (queries + y[-1])

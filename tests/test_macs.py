@@ -297,3 +297,27 @@ def test_recurrent_macs_need_the_sequence_length():
     model, w, r = _recurrent("LSTM", 4, ("T", 2, 3))
     assert count_macs(model).macs is None  # a symbolic sequence length is not the batch
     assert count_macs(model, {"x": (7, 2, 3)}).macs == 7 * 2 * (w.size + r.size)
+
+
+def _attention_macs(model: onnx.ModelProto) -> dict[str, int | None]:
+    return {n.op_type: n.macs for n in onnxprune.analyze(model).cost.nodes if "::" in n.op_type}
+
+
+def test_fused_attention_counts_its_scores_and_weighed_values_by_hand():
+    from tests import attention_models as am
+
+    # Attention over x [2, 6, 8] (Q = V = 8 channels): 2 sequences x 6 queries x 6 keys, each
+    # pair 8 MACs for the score and 8 for the weighed values; its QKV projection is a MatMul
+    # of 2 * 6 * 8 * 24.
+    fused = onnxprune.analyze(am.fused()).cost.nodes
+    assert [(n.op_type, n.macs) for n in fused[:2]] == [
+        ("MatMul", 2 * 6 * 8 * 24),
+        ("com.microsoft::Attention", 2 * 6 * 6 * (8 + 8)),
+    ]
+    # MultiHeadAttention over Q, V of 16 channels, 1 x 6 x 6 pairs
+    assert _attention_macs(am.split()) == {"com.microsoft::MultiHeadAttention": 36 * 32}
+    # 4 query heads of 8 over 2 K/V heads: each query head scores and weighs like its own
+    grouped = am.split("GroupQueryAttention", heads=4, kv=2)
+    assert _attention_macs(grouped) == {"com.microsoft::GroupQueryAttention": 36 * 64}
+    packed = am.split("GroupQueryAttention", heads=4, kv=2, packed=True)
+    assert _attention_macs(packed) == {"com.microsoft::GroupQueryAttention": 36 * 64}

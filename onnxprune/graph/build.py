@@ -310,7 +310,8 @@ def _heads_steps(
 ) -> tuple[list[Step], Layer | None]:
     """An attention node's steps: its fused projection (a ``MatMul`` step), if any, then its heads.
 
-    The fused projection is a layer of its own that writes the Q, K, V columns into a tensor
+    The heads step has the op type ``domain::op`` (``registry.op_key``), whose MACs ``macs``
+    counts. The fused projection is a layer of its own that writes the Q, K, V columns into a tensor
     only the graph knows (``<output>#qkv``), which the heads step reads in place of the weight.
     The heads step reads its inputs in the order of ``Heads.reads``, the others after them.
     """
@@ -332,7 +333,9 @@ def _heads_steps(
         inputs[fused.weight] = qkv
     order = [read.index for read in heads.reads]
     ins = [inputs[i] for i in order] + [n for i, n in inputs.items() if i not in order]
-    steps.append(Step(name, node.op_type, tuple(ins), tuple(node.output), transfers))
+    dims = [view.static_in(i) if names[i] else None for i in range(len(node.input))]
+    macs = dense_macs(view.key, dims, view.static_out())  # the scores and weighed values
+    steps.append(Step(name, view.key, tuple(ins), tuple(node.output), transfers, macs=macs))
     return steps, layer
 
 

@@ -80,10 +80,10 @@ FUSED = [name for name, case in CASES.items() if "Attention" in "".join(case.exp
 
 @pytest.fixture(scope="module")
 def optimized(corpus):
-    """Each case's optimized model and its inputs, built on first use."""
-    built: dict[str, tuple[onnx.ModelProto, list[dict[str, np.ndarray]]]] = {}
+    """Each case's optimized model, its inputs and the model before, built on first use."""
+    built: dict[str, tuple[onnx.ModelProto, list[dict[str, np.ndarray]], onnx.ModelProto]] = {}
 
-    def get(name: str) -> tuple[onnx.ModelProto, list[dict[str, np.ndarray]]]:
+    def get(name: str) -> tuple[onnx.ModelProto, list[dict[str, np.ndarray]], onnx.ModelProto]:
         if name not in built:
             built[name] = _optimize(corpus, CASES[name])
         return built[name]
@@ -91,7 +91,9 @@ def optimized(corpus):
     return get
 
 
-def _optimize(corpus, case: Case) -> tuple[onnx.ModelProto, list[dict[str, np.ndarray]]]:
+def _optimize(
+    corpus, case: Case
+) -> tuple[onnx.ModelProto, list[dict[str, np.ndarray]], onnx.ModelProto]:
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -109,12 +111,13 @@ def _optimize(corpus, case: Case) -> tuple[onnx.ModelProto, list[dict[str, np.nd
         model, inputs = entry.model, list(entry.feeds)
     options = FusionOptions(case.model_type)
     options.use_multi_head_attention = case.mha
+    before = model
     model = onnx.ModelProto.FromString(model.SerializeToString())  # it rewrites its input
     result = optimize_model(
         model, case.model_type, num_heads=4, hidden_size=16, opt_level=case.opt_level,
         optimization_options=options, use_gpu=False,
     )  # fmt: skip
-    return result.model, inputs  # without the contrib opset import: its save() would add it
+    return result.model, inputs, before  # no contrib opset import: its save() would add it
 
 
 def _outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -185,17 +188,26 @@ def _heads(model: onnx.ModelProto) -> int:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_the_optimizer_fuses_what_we_expect(optimized, name):
-    model, _ = optimized(name)
+    model, _, _ = optimized(name)
     ops = Counter(node.op_type for node in model.graph.node if node.domain == MS)
     assert set(CASES[name].expect) <= set(ops), ops
     if "Attention" in CASES[name].expect or "MultiHeadAttention" in CASES[name].expect:
         assert _heads(model) == 2 * 4  # 2 layers of 4 heads
 
 
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_fused_model_costs_the_macs_of_the_export(optimized, name):
+    # fused attention counts its scores and weighed values as the unfused MatMuls did, and its
+    # projection as a MatMul; biases, norms and activations are not counted either way
+    model, _, before = optimized(name)
+    dims = CASES[name].dims
+    assert onnxprune.analyze(model, dims=dims).macs == onnxprune.analyze(before, dims=dims).macs
+
+
 @pytest.mark.parametrize("level", ["channel", "exact"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_zeroing_what_analyze_calls_inactive_leaves_the_outputs_unchanged(optimized, name, level):
-    model, inputs = optimized(name)
+    model, inputs, _ = optimized(name)
     report = onnxprune.analyze(_without_biases(model), dims=CASES[name].dims)
     assert not [f for f in report.fallbacks if f.op_type in FOLLOWED]
     pruned = onnxprune.prune(_without_biases(model), sparsity=0.9).model
@@ -206,7 +218,7 @@ def test_zeroing_what_analyze_calls_inactive_leaves_the_outputs_unchanged(optimi
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_structured_prune_removes_neurons_and_heads_and_equals_its_masked_model(optimized, name):
-    model, inputs = optimized(name)
+    model, inputs, _ = optimized(name)
     result = structured_prune(model, sparsity=0.3, criterion="l1", dims=CASES[name].dims)
     _checked(result.model)
     _checked(result.masked)
