@@ -86,7 +86,7 @@ def test_a_head_is_its_q_k_v_columns_and_output_rows(pruned) -> None:
     (kind, _), _, result = pruned
     if kind == "gpt2":  # one fused c_attn per layer: [q | k | v] columns
         layers = [name for name in result.units if name.endswith("attn.c_attn.weight")]
-        assert [result.units[n] for n in layers] == [(72, 96)] * 2  # 3 of 4 heads, 3 * 24
+        assert [result.units[n] for n in layers] == [(3, 4)] * 2  # 3 of 4 heads
         for name in layers:
             w = init(result.masked, name)
             gone = [_zero_heads(w, part * 32, 32) for part in range(3)]
@@ -106,10 +106,10 @@ def test_a_head_is_its_q_k_v_columns_and_output_rows(pruned) -> None:
         assert _zero_heads(wv) == gone_kv and len(gone_kv) == 1
         if kind == "bert":
             assert _zero_heads(wq) == gone_kv
-            assert [result.units[n] for n in (q, k, v)] == [(24, 32)] * 3
+            assert [result.units[n] for n in (q, k, v)] == [(3, 4)] * 3  # heads
         else:  # K/V head j serves query heads 2j and 2j + 1 (8 query heads, 4 K/V heads)
             assert _zero_heads(wq) == [2 * gone_kv[0], 2 * gone_kv[0] + 1]
-            assert [result.units[n] for n in (q, k, v)] == [(48, 64), (24, 32), (24, 32)]
+            assert [result.units[n] for n in (q, k, v)] == [(6, 8), (3, 4), (3, 4)]
 
 
 def test_reshape_and_expand_targets_follow_the_kept_heads(pruned) -> None:
