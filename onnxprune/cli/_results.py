@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from onnxprune.cli._common import err, out
+from onnxprune.report import display_name
 from onnxprune.text import printable
 
 BLOCKED_LINES = 5
@@ -31,7 +32,8 @@ def print_structured(summary: Mapping[str, object], args: argparse.Namespace) ->
     shares, kinds, labels = summary["layer_sparsity"], summary["kinds"], summary["labels"]
     for name, (kept, total) in summary["units"].items():
         units = _units(kinds.get(name), total)
-        out(f"{_named(name, labels)}: kept {kept} of {total} {units} ({shares[name]:.2%} removed)")
+        named = printable(display_name(name, labels.get(name)))
+        out(f"{named}: kept {kept} of {total} {units} ({shares[name]:.2%} removed)")
     if summary["reconstruction"] is not None:
         _print_reconstruction(summary["reconstruction"])
     target = f"target {summary['sparsity']:.2%}"
@@ -53,12 +55,6 @@ def _units(kind: str | None, count: int) -> str:
     """``heads``, ``neuron``...: the noun for ``count`` units of ``kind`` (``units`` unknown)."""
     noun = kind or "unit"
     return noun if count == 1 else f"{noun}s"
-
-
-def _named(name: str, labels: Mapping[str, str]) -> str:
-    """``label (weight name)`` where the layer has a readable label, else the weight's name."""
-    label = labels.get(name)
-    return printable(f"{label} ({name})" if label else name)
 
 
 def _print_reconstruction(refit: Mapping[str, object]) -> None:

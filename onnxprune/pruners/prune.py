@@ -41,7 +41,7 @@ from onnxprune.pruners.registry import LayerTargets, ScoreContext, get_allocatio
 from onnxprune.pruners.rows import RowGroups
 from onnxprune.pruners.steps import RankedMasks, search_effective
 from onnxprune.pruners.targets import EFFECTIVE_SLACK, SHORTFALL, Bisection, direct_bound
-from onnxprune.report import SparsityReport
+from onnxprune.report import SparsityReport, display_name
 from onnxprune.sparsity import LEVELS, sparsity_report
 
 if TYPE_CHECKING:
@@ -414,7 +414,11 @@ class _Plan:
             graph = self.masked_graph(masks, weights)
             pruned = set_weights(self.model, {k: graph.overrides[k] for k in stored}, sources)
         report = sparsity_report(self.masked_graph(masks, weights), level=self.level)
-        collapsed = collapse_warnings((name, int(m.sum()), m.size) for name, m in masks.items())
+        labels = {layer.name: layer.label for layer in report.layers}
+        collapsed = collapse_warnings(
+            (display_name(name, labels.get(name)), int(m.sum()), m.size)
+            for name, m in masks.items()
+        )
         warnings = (*self.skipped, *collapsed, *notes)
         return PruneResult(pruned, stored, report, warnings, analyses)
 

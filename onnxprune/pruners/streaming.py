@@ -52,7 +52,7 @@ from onnxprune.pruners.prune import (
     selected_sigma,
 )
 from onnxprune.pruners.registry import get_allocation
-from onnxprune.report import SparsityReport
+from onnxprune.report import SparsityReport, display_name
 from onnxprune.sparsity import LEVELS, sparsity_report
 
 STREAMING_SCORES = ("magnitude",)
@@ -151,8 +151,15 @@ def prune_streaming(
         build_graph(written.model, input_shapes, external=written.weights, dims=dims),
         level=level,
     )
-    counts = {layer.name: (layer.params - layer.zeros, layer.params) for layer in report.layers}
-    collapsed = collapse_warnings((name, *counts[name]) for name in selected if name in counts)
+    counts = {
+        layer.name: (
+            display_name(layer.name, layer.label),
+            layer.params - layer.zeros,
+            layer.params,
+        )
+        for layer in report.layers
+    }
+    collapsed = collapse_warnings(counts[name] for name in selected if name in counts)
     return StreamedPrune(output, masks_out, report, (*skipped, *collapsed))
 
 

@@ -15,6 +15,7 @@ import pytest
 from onnx import helper
 
 import onnxprune
+from onnxprune.graph.build import NAME_SCOPES
 from onnxprune.pruners.prune import collapse_warnings
 from tests.helpers import run_cli, single_io_model
 
@@ -122,3 +123,12 @@ def test_cli_effective_target_with_a_minimum_threshold(tmp_path) -> None:
         )
         assert done.returncode == 0, done.stderr
         assert onnxprune.analyze(out).effective_sparsity <= 0.6
+
+
+def test_collapse_warnings_name_the_layer_by_its_module() -> None:
+    # The exporter's module in the node's metadata: the warning gives it beside the weight.
+    model = _model()
+    node = model.graph.node[1]
+    node.metadata_props.add(key=NAME_SCOPES, value="['', 'classifier.head', 'matmul']")
+    result = onnxprune.prune(model, sparsity=0.6, allocation="uniform")
+    assert any(w.startswith("classifier.head (w2): keeps 2 of 4") for w in result.warnings)
