@@ -78,7 +78,19 @@ def test_dynamo_weights_get_the_module_as_label(corpus, exporter) -> None:
     ]
 
 
-@pytest.mark.parametrize("name", ["bert-torchscript", "gpt2-torchscript", "llama-torchscript"])
+MODULES = {
+    "bert-torchscript": "/model/bert/encoder/layer.{}/attention",
+    "gpt2-torchscript": "/model/transformer/h.{}/attn",
+    "llama-torchscript": "/model/model/layers.{}/self_attn",
+    "bert-dynamo": "model.bert.encoder.layer.{}.attention",  # heads merged with the batch
+    "vit-dynamo": "model.vit.layers.{}.attention",
+    "whisper-dynamo": "model.encoder.layers.{}.self_attn",
+    "gpt2-dynamo": "model.transformer.h.{}.attn",
+}
+"""Each export's attention modules, by layer, as the exporter records them."""
+
+
+@pytest.mark.parametrize("name", list(MODULES))
 def test_analyze_reports_every_attention_head_by_module(corpus, name) -> None:
     entry = corpus.get(name)
     data = json.loads(run_cli("analyze", str(entry.path), "--json").stdout)
@@ -86,12 +98,7 @@ def test_analyze_reports_every_attention_head_by_module(corpus, name) -> None:
     assert len(attention) == LAYERS
     assert sum(b["units"] for b in attention) == LAYERS * HEADS  # num_attention_heads x layers
     assert sum(h["heads"] for b in attention for h in b["heads"]) == LAYERS * HEADS
-    module = {
-        "bert": "/model/bert/encoder/layer.{}/attention",
-        "gpt2": "/model/transformer/h.{}/attn",
-        "llama": "/model/model/layers.{}/self_attn",
-    }[name.split("-")[0]]
-    assert [b["module"] for b in attention] == [module.format(i) for i in range(LAYERS)]
+    assert [b["module"] for b in attention] == [MODULES[name].format(i) for i in range(LAYERS)]
     ffn = [b for b in data["blocks"] if b["kind"] == "neuron" and b["blocked"] == 0]
     assert len(ffn) >= LAYERS  # the FFNs' hidden neurons, free to go
 
