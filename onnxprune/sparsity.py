@@ -11,6 +11,7 @@ constant is folded into the next layer's bias (compaction does that).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -27,9 +28,10 @@ from onnxprune.graph.rules.recurrent import GATES
 from onnxprune.macs import NodeMacs, graph_macs, total
 from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model
 from onnxprune.report import GateSparsity, LayerSparsity, SparsityReport
-from onnxprune.unit_report import BlockSparsity, HeadSparsity
+from onnxprune.unit_report import NORM_CHANNEL, BlockSparsity, HeadSparsity
 
 if TYPE_CHECKING:
+    from onnxprune.structured.norms import NormLayer
     from onnxprune.structured.units import ModelUnits
 
 LEVELS = {"channel": channel_reachability, "exact": exact_reachability}
@@ -92,13 +94,15 @@ def _units(
     input_shapes: Mapping[str, Sequence[int]] | None,
     dims: Mapping[str, int] | None,
 ) -> ModelUnits:
-    """The structured units of ``model`` (heads, neurons, channels), from its dependency groups."""
+    """The structured units (heads, neurons, channels) and normalization layers of ``model``."""
     # imported here: structured pruning imports the pruners, which import this module
     from onnxprune.structured.compact import Shapes, Workspace
+    from onnxprune.structured.norms import norm_layers
     from onnxprune.structured.units import model_units
 
     ws = Workspace.of(model, Shapes(input_shapes, dims))
-    return model_units(ws.groups, ws.model.graph)
+    norms = norm_layers(ws.model.graph, ws.arrays, ws.groups)
+    return dataclasses.replace(model_units(ws.groups, ws.model.graph), norms=norms)
 
 
 def sparsity_report(
@@ -194,7 +198,24 @@ def _blocks(
                 heads,
             )
         )
-    return tuple(blocks)
+    return (*blocks, *map(_norm_block, units.norms))
+
+
+def _norm_block(norm: NormLayer) -> BlockSparsity:
+    """A norm's channels: those with a zero scale are dead (they output a constant)."""
+    zeros = int((norm.values == 0).sum())
+    size = int(norm.values.size)
+    return BlockSparsity(
+        norm.module,
+        NORM_CHANNEL,
+        size,
+        zeros,
+        norm.blocked,
+        size,
+        zeros,
+        size - zeros,
+        (norm.scale,),
+    )
 
 
 def _unit_axes(units: ModelUnits) -> Iterator[tuple[str, int, np.ndarray]]:

@@ -6,6 +6,7 @@ the exporter recorded. A unit's weights are its entries of every layer it belong
 columns of Q, K and V and its rows of the output projection. Its direct sparsity is the share
 of them that is zero, its effective sparsity the share on no input-to-output path (the
 connectivity analysis's, so never over-reported); a unit is *dead* when none is active.
+Normalization layers follow, by module: a channel whose scale is zero is dead.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class BlockSparsity(Sparsities):
     Attributes:
         module: the module its layers share (``model.layers.0.self_attn``), else a layer's
             label or weight name.
-        kind: ``head``, ``neuron``, ``channel`` or ``hidden unit``.
+        kind: ``head``, ``neuron``, ``channel`` or ``hidden unit``; ``norm channel`` for a
+            normalization layer (its weights are its scale: a zero one makes the channel dead).
         units: how many (heads: query heads).
         dead: units none of whose weights is active.
         blocked: units structured pruning must keep (a graph output, an op it cannot follow).
@@ -104,6 +106,9 @@ def head_name(index: int, heads: int) -> str:
     """
     return f"head {index}" if heads == 1 else f"heads {index}-{index + heads - 1}"
 
+
+NORM_CHANNEL = "norm channel"
+"""The kind of a normalization layer's block: its channels, dead where the scale is zero."""
 
 UNIT_COLUMNS = ("units", "kind", "count", "dead", "blocked", "params", "direct", "effective")
 """The columns of the table of units, here and in rendered reports."""

@@ -111,3 +111,26 @@ def test_rendered_report_has_a_row_per_head_and_the_shared_weights() -> None:
     assert [row[0] for row in rows[1:3]] == ["/attn head 0", "/attn head 1"]
     assert [row[-2] for row in rows[1:3]] == ["0.00%", "25.00%"]  # 32 / 128
     assert "layer" not in tables  # no shared weights: no such table
+
+
+def test_a_norm_channel_with_a_zero_scale_is_dead() -> None:
+    # x[1, 4] -> MatMul w -> LayerNormalization (scale with 1 zero of 4) -> y (a graph output:
+    # the norm's channels are all kept by structured pruning).
+    scale = np.array([1.0, 0.0, 2.0, 3.0], np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="/fc/MatMul"),
+        helper.make_node("LayerNormalization", ["h", "g", "b"], ["y"], name="/norm/LN"),
+    ]
+    inits = {"w": np.ones((4, 4), np.float32), "g": scale, "b": np.zeros(4, np.float32)}
+    graph = helper.make_graph(
+        nodes,
+        "norm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+    norm = onnxprune.analyze(model).blocks[-1]
+    assert (norm.module, norm.kind, norm.layers) == ("/norm/LN", "norm channel", ("g",))
+    assert (norm.units, norm.dead, norm.blocked, norm.params) == (4, 1, 4, 4)
+    assert norm.direct_sparsity == norm.effective_sparsity == 0.25

@@ -26,6 +26,7 @@ import onnx
 
 from onnxprune.graph.build import layer_label
 from onnxprune.structured.groups import Groups, Slice
+from onnxprune.structured.norms import NormLayer
 from onnxprune.weights import attr
 
 HEAD = "head"
@@ -83,12 +84,14 @@ class ModelUnits:
         labels: a readable name per filter and reader weight (``graph.build.layer_label``).
         counts: per filter weight, how many units of its layer's kind each of its groups is
             (a GQA K projection holds one head per group where the Q projection holds two).
+        norms: the normalization layers (``structured.norms``), when asked for.
     """
 
     groups: Groups
     layers: tuple[UnitLayer, ...]
     labels: dict[str, str]
     counts: dict[str, dict[int, int]]
+    norms: tuple[NormLayer, ...] = ()
 
     def kind_of(self, weight: str) -> str | None:
         """The kind of the units whose filter ``weight`` is (None: not a filter)."""

@@ -148,3 +148,15 @@ def test_dynamo_heads_merged_with_the_batch_are_counted_as_heads(corpus) -> None
             label = f"model.bert.encoder.layer.{i}.attention.self.{projection}"
             assert by_label[label] == ("head", (2, HEADS))
     assert result.totals["head"] == (LAYERS * HEADS // 2, LAYERS * HEADS)
+
+
+def test_analyze_names_the_layer_norms_by_module(corpus) -> None:
+    entry = corpus.get("bert-dynamo")
+    data = json.loads(run_cli("analyze", str(entry.path), "--json").stdout)
+    norms = [b["module"] for b in data["blocks"] if b["kind"] == "norm channel"]
+    # the embeddings' LayerNorm, then two a layer (after attention, after the FFN)
+    assert norms == [
+        "model.bert.embeddings.LayerNorm",
+        *(f"model.bert.encoder.layer.{i}.{part}.LayerNorm" for i in range(LAYERS)
+          for part in ("attention.output", "output")),
+    ]  # fmt: skip
