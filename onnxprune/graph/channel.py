@@ -131,22 +131,58 @@ class LayerActivity:
 
 
 def channel_reachability(
-    graph: ConnectivityGraph,
-    masks_for: frozenset[str] = frozenset(),
-    layer_edges: Mapping[str, Edge] | None = None,
+    graph: ConnectivityGraph, masks_for: frozenset[str] = frozenset()
 ) -> dict[tuple[str, int], LayerActivity]:
     """Activity of every layer at channel level, keyed by ``Layer.key``.
 
     Args:
         graph: the connectivity graph.
         masks_for: weight names whose element-wise active mask is wanted too (shared weights).
+    """
+    return wired_reachability(graph, channel_wiring(graph), masks_for)
+
+
+@dataclass(frozen=True, slots=True)
+class Wiring:
+    """A graph's links at channel level, in step order, and where its layers' edges sit.
+
+    Attributes:
+        links: every link, in the order of the graph's steps.
+        layouts: the units of every tensor.
+        layers: per layer node, the index of its link, its relayout op and its edge.
+        recurrent: per recurrent node, its units and the links into it.
+    """
+
+    links: tuple[Link, ...]
+    layouts: Mapping[str, Layout]
+    layers: Mapping[str, tuple[int, Op, Edge]]
+    recurrent: Mapping[str, tuple[RecurrentUnits, list[tuple[str, Op, RecurrentLink]]]]
+
+    def with_edges(self, edges: Mapping[str, Edge]) -> Wiring:
+        """The same links with the edges of some layers (by node) replaced, shapes unchanged."""
+        links, layers = list(self.links), dict(self.layers)
+        for node, edge in edges.items():
+            index, relayout, _ = layers[node]
+            old = links[index]
+            links[index] = Link(old.src, old.dst, (relayout, edge[0]), old.sizes)
+            layers[node] = (index, relayout, edge)
+        return Wiring(tuple(links), self.layouts, layers, self.recurrent)
+
+
+def channel_wiring(
+    graph: ConnectivityGraph, layer_edges: Mapping[str, Edge] | None = None
+) -> Wiring:
+    """The links of ``graph`` at channel level (``wired_reachability`` runs the passes).
+
+    Args:
+        graph: the connectivity graph.
         layer_edges: the layers' edges (``layer_edge``) by node, in place of those of the graph's
-            weights: a search that changes a few weights keeps them up to date
-            (``graph.incremental``) rather than rebuilding every one.
+            weights: a search that changes a few weights keeps them up to date and the links
+            with them (``graph.incremental``) rather than rebuilding every one.
     """
     layouts = {t: default_layout(graph.shapes.get(t)) for t in graph.inputs}
     links: list[Link] = []
-    edges: dict[str, tuple[Op, Matrix, np.ndarray, int]] = {}
+    layers: dict[str, tuple[int, Op, Edge]] = {}
     recurrent: dict[str, tuple[RecurrentUnits, list[tuple[str, Op, RecurrentLink]]]] = {}
     for step in graph.steps:
         for name in step.inputs:
@@ -156,19 +192,27 @@ def channel_reachability(
             continue
         if step.layer is not None:
             known = None if layer_edges is None else layer_edges[step.node]
-            relayout, edge, valid, nonzero = _layer_links(graph, step.layer, layouts, known)
-            edges[step.node] = (relayout, edge, valid, nonzero)
-            links.append(_link(step.layer.x, step.layer.y, (relayout, edge), layouts))
+            relayout, edge = _layer_links(graph, step.layer, layouts, known)
+            layers[step.node] = (len(links), relayout, edge)
+            links.append(_link(step.layer.x, step.layer.y, (relayout, edge[0]), layouts))
             continue
         for out, transfer in zip(step.outputs, step.transfers, strict=False):
             if out:
                 links += _step_links(graph, step, out, transfer, layouts)
-    forward = _forward(graph, links, layouts)
-    backward = _backward(graph, links, layouts)
+    return Wiring(tuple(links), layouts, layers, recurrent)
+
+
+def wired_reachability(
+    graph: ConnectivityGraph, wiring: Wiring, masks_for: frozenset[str] = frozenset()
+) -> dict[tuple[str, int], LayerActivity]:
+    """``channel_reachability`` over links already built (``channel_wiring``)."""
+    layouts = wiring.layouts
+    forward = _forward(graph, wiring.links, layouts)
+    backward = _backward(graph, wiring.links, layouts)
     result = {}
     for step in graph.steps:
-        if step.node in recurrent:
-            units, sources = recurrent[step.node]
+        if step.node in wiring.recurrent:
+            units, sources = wiring.recurrent[step.node]
             alive = {
                 link.source: _push(op, forward.get(name, np.zeros(layouts[name].size, bool)), size)
                 for name, op, link in sources
@@ -180,7 +224,7 @@ def channel_reachability(
             result.update(recurrent_activities(step, units, alive, out, masks_for))
         if step.layer is None:
             continue
-        relayout, edge, valid, nonzero = edges[step.node]
+        _, relayout, (edge, valid, nonzero) = wiring.layers[step.node]
         layer = step.layer
         reached = forward.get(layer.x, np.zeros(layouts[layer.x].size, bool))
         alive_in = _push(relayout, reached, edge.shape[0])
@@ -302,11 +346,12 @@ def _relayout(shape: Sequence[int | None] | None, src: Layout, axes: tuple[int, 
 
 def _layer_links(
     graph: ConnectivityGraph, layer: Layer, layouts: dict[str, Layout], known: Edge | None
-) -> tuple[Op, Matrix, np.ndarray, int]:
+) -> tuple[Op, Edge]:
     c = layer.contract
     x_shape, y_shape = graph.shapes.get(layer.x), graph.shapes.get(layer.y)
     src = layouts[layer.x]
-    edge, valid, nonzero = layer_edge(graph, layer) if known is None else known
+    summary = layer_edge(graph, layer) if known is None else known
+    edge = summary[0]
     if c.kind == "matmul":
         x_rank = len(x_shape) if x_shape is not None else 2
         y_rank = len(y_shape) if y_shape is not None else x_rank
@@ -317,7 +362,7 @@ def _layer_links(
     relayout = _relayout(x_shape, src, x_axes)
     if isinstance(relayout, str) and relayout == IDENTITY and src.size != edge.shape[0]:
         relayout = DENSE
-    return relayout, edge, valid, nonzero
+    return relayout, summary
 
 
 def layer_edge(graph: ConnectivityGraph, layer: Layer) -> Edge:
@@ -502,7 +547,7 @@ def _move_links(
 
 
 def _forward(
-    graph: ConnectivityGraph, links: list[Link], layouts: dict[str, Layout]
+    graph: ConnectivityGraph, links: Sequence[Link], layouts: Mapping[str, Layout]
 ) -> dict[str, np.ndarray]:
     reach = {t: np.ones(layouts[t].size, bool) for t in graph.inputs}
     for link in links:
@@ -517,7 +562,7 @@ def _forward(
 
 
 def _backward(
-    graph: ConnectivityGraph, links: list[Link], layouts: dict[str, Layout]
+    graph: ConnectivityGraph, links: Sequence[Link], layouts: Mapping[str, Layout]
 ) -> dict[str, np.ndarray]:
     reach = {
         t: np.ones(layouts.get(t, default_layout(graph.shapes.get(t))).size, bool)

@@ -20,7 +20,7 @@ import numpy as np
 
 from onnxprune.graph._bits import BitMatrix
 from onnxprune.graph.build import ConnectivityGraph, Layer
-from onnxprune.graph.channel import Edge, channel_reachability, layer_edge
+from onnxprune.graph.channel import Edge, channel_wiring, layer_edge, wired_reachability
 
 REBUILD = 16
 """A layer whose changes reach ``1 / REBUILD`` of its weights gets its edge rebuilt whole."""
@@ -66,11 +66,10 @@ class MaskedChannels:
             for name, layer in self._layers.items()
         }
         self._params = sum(math.prod(layer.shape) for layer in graph.layers)
-        self._masks: dict[str, np.ndarray] = {}
-        self._edges: dict[str, Edge] = {}
-        self.reset(masks)
-        others = [layer for layer in graph.layers if layer.name not in self._layers]
-        self._edges.update({layer.node: layer_edge(graph, layer) for layer in others})
+        self._masks = {
+            name: np.array(masks[name], bool, copy=True).reshape(-1) for name in self._layers
+        }
+        self._wiring = channel_wiring(self._patterns(self._layers))  # of the masked weights
 
     @property
     def size(self) -> int:
@@ -82,18 +81,16 @@ class MaskedChannels:
         self._masks = {
             name: np.array(masks[name], bool, copy=True).reshape(-1) for name in self._layers
         }
-        patterns = self._patterns(self._layers)
-        self._edges.update(
-            {layer.node: layer_edge(patterns, layer) for layer in self._layers.values()}
-        )
+        self._rebuild(self._layers)
 
     def toggle(self, changes: Mapping[str, np.ndarray]) -> None:
         """Flip the masks at ``changes`` (flat consumed indices per weight name)."""
-        rebuild = {}
+        rebuild, updated = {}, {}
         for name, flat in changes.items():
             layer, mask, present = self._layers[name], self._masks[name], self._present[name]
             flat = np.asarray(flat, np.int64)
-            if flat.size * REBUILD >= mask.size or not _updatable(self._edges[layer.node]):
+            edge = self._wiring.layers[layer.node][2]
+            if flat.size * REBUILD >= mask.size or not _updatable(edge):
                 mask[flat] = ~mask[flat]
                 rebuild[name] = layer
                 continue
@@ -102,20 +99,24 @@ class MaskedChannels:
             live = flat[present[flat]]
             gone = live[removed[present[flat]]]
             back = live[~removed[present[flat]]]
-            self._edges[layer.node] = _updated(layer, self._edges[layer.node], gone, back)
-        if rebuild:
-            patterns = self._patterns(rebuild)
-            for layer in rebuild.values():
-                self._edges[layer.node] = layer_edge(patterns, layer)
+            updated[layer.node] = _updated(layer, edge, gone, back)
+        self._wiring = self._wiring.with_edges(updated)
+        self._rebuild(rebuild)
 
     def inactive(self) -> int:
         """Weights of the graph's layers that are zero, masked, or on no input-output path."""
-        activity = channel_reachability(self._graph, layer_edges=self._edges)
+        activity = wired_reachability(self._graph, self._wiring)
         return self._params - sum(activity[layer.key].active for layer in self._graph.layers)
 
     def effective_sparsity(self) -> float:
         """``inactive`` over the layers' weights: ``SparsityReport.effective_sparsity``."""
         return self.inactive() / self._params if self._params else 0.0
+
+    def _rebuild(self, layers: Mapping[str, Layer]) -> None:
+        """The edges of ``layers`` built afresh from their kept patterns."""
+        patterns = self._patterns(layers)
+        edges = {layer.node: layer_edge(patterns, layer) for layer in layers.values()}
+        self._wiring = self._wiring.with_edges(edges)
 
     def _patterns(self, layers: Mapping[str, Layer]) -> ConnectivityGraph:
         """The graph with the kept nonzero pattern of ``layers`` as their weights."""
