@@ -15,6 +15,7 @@ import onnxprune
 from onnxprune.cli import main
 from onnxprune.errors import InvalidOptionError
 from onnxprune.graph.rules.movement import NEEDS_SHAPES
+from onnxprune.graph.shapes import infer_shapes
 from onnxprune.structured import compact, structured_prune
 from tests.helpers import refused
 from tests.structured._common import assert_close, run
@@ -115,6 +116,78 @@ def test_structured_prune_takes_dims():
     result = structured_prune(model, sparsity=0.25, dims={"h": 8, "w": 8})
     assert result.units == {"w1": (3, 4)}
     x = {"x": np.random.default_rng(3).normal(size=(1, 3, 8, 8)).astype(np.float32)}
+    assert_close(run(result.masked, x), run(result.model, x))
+
+
+def _positions() -> onnx.ModelProto:
+    """x[batch,seq] -> Shape -> Gather 1 (seq) -> Range(0, seq, 1) -> p; y = x + Cast(p).
+
+    With seq fixed at 5, p is [0, 1, 2, 3, 4]: 5 long. onnx's inference does not compute a
+    Range from a Shape, even with the input's sizes known.
+    """
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "one"], ["n"], axis=0),
+        helper.make_node("Range", ["zero", "n", "step"], ["p"]),
+        helper.make_node("Cast", ["p"], ["pf"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["x", "pf"], ["y"]),
+    ]
+    inits = {
+        "one": np.array(1, np.int64),
+        "zero": np.array(0, np.int64),
+        "step": np.array(1, np.int64),
+    }
+    return _model(nodes, inits, ["batch", "seq"], ["batch", "seq"])
+
+
+def test_dims_resolve_shape_arithmetic_over_them():
+    model = _positions()
+    assert infer_shapes(model)["p"] == (None,)
+    shapes = infer_shapes(model, dims={"batch": 2, "seq": 5})
+    assert shapes["p"] == (5,)
+    assert shapes["pf"] == (5,)
+
+
+def _computed_target() -> onnx.ModelProto:
+    """x[batch,4] -> W1[4,6] -> Relu -> h -> Reshape to [-1, h.shape[1]] -> W2[6,3] -> y.
+
+    The target is computed (GPT-2's ``x.view(-1, x.size(-1))``): Concat([-1], Shape(h)[1]). With
+    batch fixed it is the constant [-1, 6], which the cut rewrites to [-1, 3] (W1 keeps 3 of 6
+    units at 50%); without, the Reshape blocks W1's units.
+    """
+    rng = np.random.default_rng(0)
+    inits = {
+        "W1": rng.normal(size=(4, 6)).astype(np.float32),
+        "W2": rng.normal(size=(6, 3)).astype(np.float32),
+        "one": np.array([1], np.int64),
+        "minus1": np.array([-1], np.int64),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["m"]),
+        helper.make_node("Relu", ["m"], ["h"]),
+        helper.make_node("Shape", ["h"], ["hs"]),
+        helper.make_node("Gather", ["hs", "one"], ["width"], axis=0),
+        helper.make_node("Concat", ["minus1", "width"], ["target"], axis=0),
+        helper.make_node("Reshape", ["h", "target"], ["r"]),
+        helper.make_node("MatMul", ["r", "W2"], ["y"]),
+    ]
+    return _model(nodes, inits, ["batch", 4], ["batch", 3])
+
+
+def test_dims_let_structured_pruning_rewrite_a_computed_target():
+    model = _computed_target()
+    assert structured_prune(model, sparsity=0.5).units == {}  # target computed at run time
+    result = structured_prune(model, sparsity=0.5, dims={"batch": 2})
+    assert result.units == {"W1": (3, 6)}
+    values = {t.name: numpy_helper.to_array(t) for t in result.model.graph.initializer}
+    reshape = next(n for n in result.model.graph.node if n.op_type == "Reshape")
+    assert values[reshape.input[1]].tolist() == [-1, 3]
+    assert [n.op_type for n in result.model.graph.node] == ["MatMul", "Relu", "Reshape", "MatMul"]
+    for m in (result.model, result.masked):  # both hold the target for batch 2 only
+        dims = m.graph.input[0].type.tensor_type.shape.dim
+        assert [d.dim_value for d in dims] == [2, 4]
+        onnx.checker.check_model(m, full_check=True)
+    x = {"x": np.random.default_rng(4).normal(size=(2, 4)).astype(np.float32)}
     assert_close(run(result.masked, x), run(result.model, x))
 
 

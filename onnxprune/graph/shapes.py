@@ -56,12 +56,50 @@ def infer_all_shapes(
     Raises:
         InvalidOptionError: as ``infer_shapes``.
     """
+    shapes, bodies, _ = _infer(model, input_shapes, dims)
+    return shapes, bodies
+
+
+def infer_shapes_and_values(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
+) -> tuple[dict[str, Shape], dict[str, np.ndarray]]:
+    """``infer_shapes``, and the values of the node outputs the shapes make constant.
+
+    Shape arithmetic computed by nodes (``Shape``, ``Gather``, ``Concat``, ``Range``... of
+    inputs whose shapes ``input_shapes`` and ``dims`` fix, or of constants) is evaluated while
+    the shapes are inferred: the values of at most ``FOLD_ELEMENTS`` elements, by output name
+    (main graph only). They hold for these input shapes only.
+
+    Raises:
+        InvalidOptionError: as ``infer_shapes``.
+    """
+    shapes, _, light = _infer(model, input_shapes, dims)
+    values = {}
+    for node, folded in zip(model.graph.node, light.graph.node, strict=True):
+        if node.op_type != "Constant" and folded.op_type == "Constant":
+            values[folded.output[0]] = numpy_helper.to_array(folded.attribute[0].t)
+    return shapes, values
+
+
+def _infer(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    dims: Mapping[str, int] | None,
+) -> tuple[dict[str, Shape], dict[BodyPath, dict[str, Shape]], onnx.ModelProto]:
+    """The shapes, the bodies' shapes, and the light copy with its small constants folded."""
     light = _light_copy(model, dict(input_shapes or {}), dict(dims or {}))
     _fold_small_constants(light)
     contrib_shapes.stand_in(light.graph)
     if any(n.domain == CONTRIB for n in light.graph.node):
         _import_contrib(light)
     shapes, bodies, inferred = _inferred(light)
+    for _ in range(_MAX_PASSES):  # shapes now static fold, then what is computed from them
+        if not _fold_static_shapes(light, shapes):
+            break
+        _fold_small_constants(light)
+        shapes, bodies, inferred = _inferred(light)
     like = contrib_shapes.typed_like(model.graph)
     # Where onnx's inference departs from the operator spec (and ONNX Runtime), or does not
     # know the op (ONNX Runtime's contrib ops), the spec's sizes are given back as hints and
@@ -81,7 +119,7 @@ def infer_all_shapes(
             elem = _elem_type(inferred, like.get(name, name))  # as inferred, or as its input
             light.graph.value_info.append(helper.make_tensor_value_info(name, elem, list(shape)))
         shapes, bodies, inferred = _inferred(light)
-    return shapes, bodies
+    return shapes, bodies, light
 
 
 _MAX_PASSES = 4
@@ -135,6 +173,35 @@ def _fold_small_constants(light: onnx.ModelProto) -> None:
             constant = helper.make_node("Constant", [], [node.output[0]], node.name)
             constant.attribute.append(helper.make_attribute("value", values[node.output[0]]))
             node.CopyFrom(constant)
+
+
+def _fold_static_shapes(light: onnx.ModelProto, shapes: Mapping[str, Shape]) -> bool:
+    """Replace each ``Shape``/``Size`` of a tensor of static shape by a ``Constant`` (in place).
+
+    With symbolic dimensions fixed (``dims``), the shape arithmetic exporters write over
+    ``Shape`` (GPT-2's attention mask: ``Gather``, ``Range``, ``Unsqueeze``, comparisons, an
+    ``Expand``) becomes computable; onnx's inference propagates some of it (``data_prop``) but
+    not ``Range`` and what follows. Returns whether a node was replaced.
+    """
+    folded = False
+    for node in light.graph.node:
+        if node.op_type not in ("Shape", "Size") or node.domain not in ("", "ai.onnx"):
+            continue
+        shape = shapes.get(node.input[0])
+        if shape is None or None in shape:
+            continue
+        if node.op_type == "Size":
+            value = np.array(math.prod(shape), np.int64)
+        else:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            value = np.array(shape[attrs.get("start", 0) : attrs.get("end")], np.int64)
+        constant = helper.make_node("Constant", [], [node.output[0]], node.name)
+        constant.attribute.append(
+            helper.make_attribute("value", numpy_helper.from_array(value, node.output[0]))
+        )
+        node.CopyFrom(constant)
+        folded = True
+    return folded
 
 
 def _small_output(node: onnx.NodeProto, values: Mapping[str, onnx.TensorProto]) -> bool:

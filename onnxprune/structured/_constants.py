@@ -10,12 +10,13 @@ by initializers holding the values ``onnxprune.weights.ConstantResolver`` comput
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxprune.structured.surgery import drop_dead_nodes
 from onnxprune.weights import ConstantResolver
 
 # Ops folded when every input is constant; ConstantResolver computes each of them.
@@ -111,6 +112,54 @@ def materialize(model: onnx.ModelProto, keep: Collection[str] = ()) -> int:
         _delete(graph.input, dropped)
         graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in new)
     return len(removed)
+
+
+def fold_known(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> int:
+    """Store the computed tensors ``values`` gives as initializers, in place; returns how many.
+
+    ``values`` are what fixed input shapes make constant (``graph.shapes``'s
+    ``infer_shapes_and_values``): the shape arithmetic exporters write over ``Shape``. A value is
+    stored where a node reads it that computes something not in ``values`` (a Reshape target,
+    an Expand shape); its producer goes, and so does the arithmetic that then feeds nothing
+    (the ``Shape`` nodes reading units included). The model then computes right for those
+    input shapes only.
+    """
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    frontier = {
+        name
+        for node in graph.node
+        if not set(node.output) <= set(values) and not _has_body(node)
+        for name in node.input
+        if name in values and name not in outputs
+    }
+    if not frontier:
+        return 0
+    read_before = _names_read(graph.node)
+    for index in range(len(graph.node) - 1, -1, -1):
+        if set(graph.node[index].output) & frontier:
+            del graph.node[index]
+    graph.initializer.extend(numpy_helper.from_array(values[name], name) for name in frontier)
+    drop_dead_nodes(graph, read_before)
+    unread = read_before - _names_read(graph.node) - outputs
+    _delete(graph.initializer, unread)
+    _delete(graph.value_info, frontier)
+    if model.ir_version < 4:  # IR 3: every initializer is also a graph input
+        _delete(graph.input, unread)
+        graph.input.extend(
+            helper.make_tensor_value_info(
+                n, helper.np_dtype_to_tensor_dtype(values[n].dtype), values[n].shape
+            )
+            for n in frontier
+        )
+    return len(frontier)
+
+
+def _has_body(node: onnx.NodeProto) -> bool:
+    """Whether ``node`` holds a subgraph (If, Loop, Scan)."""
+    return any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
+    )
 
 
 def _fold(

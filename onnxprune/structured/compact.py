@@ -19,6 +19,7 @@ no cheap way to add into a subset of channels.
 from __future__ import annotations
 
 import copy
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,9 +29,9 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.graph.build import build_graph
-from onnxprune.graph.shapes import fix_input_shapes, infer_shapes
+from onnxprune.graph.shapes import fix_input_shapes, infer_shapes_and_values
 from onnxprune.macs import MacCount, graph_macs
-from onnxprune.structured._constants import materialize
+from onnxprune.structured._constants import fold_known, materialize
 from onnxprune.structured._copies import merge_copies, separable, unshare
 from onnxprune.structured.blocked import BlockedGroup, blocked_groups, body_blocks
 from onnxprune.structured.groups import Arrays, Consts, Consumer, Folded, Groups, build_groups
@@ -104,6 +105,8 @@ class Workspace:
     copies: dict[str, str] = field(default_factory=dict)
     source: onnx.ModelProto | None = None
     """The model as it came (not copied), returned as it is when nothing is removed."""
+    folded: int = 0
+    """Computed shape tensors stored as constants, right for the fixed input shapes only."""
 
     @classmethod
     def of(cls, model: onnx.ModelProto, shapes: Shapes | None = None) -> Workspace:
@@ -128,15 +131,18 @@ class Workspace:
         }
         materialize(work, keep=chains)
         copies = unshare(work, vectors)
-        arrays = {t.name: numpy_helper.to_array(t) for t in work.graph.initializer}
-        params = sum(a.size for name, a in arrays.items() if name not in copies)
-        params += sum(int(np.prod(constants.shape(name))) for name in vectors)
+        params = sum(math.prod(t.dims) for t in work.graph.initializer if t.name not in copies)
+        params += sum(math.prod(constants.shape(name)) for name in vectors)
         opset = next((o.version for o in work.opset_import if o.domain in ("", "ai.onnx")), 1)
         shapes = shapes or Shapes()
-        inferred = infer_shapes(work, shapes.inputs, shapes.dims)
+        inferred, values = infer_shapes_and_values(work, shapes.inputs, shapes.dims)
+        folded = 0
+        if shapes.inputs or shapes.dims:  # the cut model declares them: it may rely on them
+            folded = fold_known(work, {k: v for k, v in values.items() if v.dtype.kind in "iu"})
+        arrays = {t.name: numpy_helper.to_array(t) for t in work.graph.initializer}
         left = _shared(work.graph, ConstantResolver(work.graph))
         groups = build_groups(work.graph, arrays, inferred, opset, left)
-        return cls(work, arrays, groups, int(params), shapes, copies, model)
+        return cls(work, arrays, groups, int(params), shapes, copies, model, folded)
 
 
 def _shared(graph: onnx.GraphProto, constants: ConstantResolver) -> dict[str, tuple[str, ...]]:

@@ -22,6 +22,7 @@ import onnx
 
 from onnxprune import progress
 from onnxprune.errors import InvalidOptionError
+from onnxprune.graph.shapes import fix_input_shapes
 from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model
 from onnxprune.options import DEFAULT_RIDGE, SCOPES, check_ridge
 from onnxprune.pruners.criteria import FilterStats
@@ -168,7 +169,8 @@ def structured_prune(
 
     ``input_shapes`` and ``dims`` (sizes of symbolic dimensions by name) fix the shapes the
     groups are found with, as in ``analyze``; the compacted model declares them as its inputs'
-    shapes (``structured.compact``), the masked one keeps the model's own.
+    shapes (``structured.compact``); the masked one keeps the model's own, unless the shape
+    arithmetic they fix was stored as constants (then it declares them too).
 
     Raises:
         InvalidOptionError: sparsity outside [0, 1), unknown criterion or scope, round_to < 1,
@@ -254,12 +256,15 @@ def _masked(ws: Workspace, drop: np.ndarray, refit: bool) -> onnx.ModelProto:
     """The model with the ``drop`` groups zeroed (in ``ws.arrays``), in its own shapes.
 
     With nothing dropped and no re-fit to come (which reads the workspace's names), the model
-    as it came.
+    as it came. When fixed input shapes made shape arithmetic constants (``Workspace.folded``),
+    it declares those shapes, as the compacted model does.
     """
     if not drop.any() and not refit:
         return copy.deepcopy(ws.source)
     masked = copy.deepcopy(ws.model)
     write_back(masked, ws.arrays)
+    if ws.folded:  # shape arithmetic stored as constants: right for the fixed shapes only
+        fix_input_shapes(masked, ws.shapes.inputs, ws.shapes.dims)
     return masked
 
 

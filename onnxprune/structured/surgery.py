@@ -132,7 +132,7 @@ def cut(
     read_before = _read(graph)
     for edit in groups.edits:
         edit(kept, arrays, fresh)
-    _drop_dead_nodes(graph, read_before)
+    drop_dead_nodes(graph, read_before)
     _drop_unread(graph, arrays, read_before - _read(graph))
     layers = {c.node.output[0]: c.node for c in groups.consumers}
     for out, f in pending.items():
@@ -158,7 +158,7 @@ def _read(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
-def _drop_dead_nodes(graph: onnx.GraphProto, read_before: set[str]) -> None:
+def drop_dead_nodes(graph: onnx.GraphProto, read_before: set[str]) -> None:
     """Remove the nodes the edits left unread, and those feeding only them, in turn.
 
     An edit that gives a node a constant in place of a computed input (an Expand's shape the

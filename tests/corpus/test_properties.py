@@ -31,6 +31,7 @@ import pytest
 from onnx import numpy_helper
 
 import onnxprune
+from onnxprune.graph.shapes import infer_shapes
 from onnxprune.structured import compact, structured_prune
 from tests.corpus.store import CASES, EXPORTERS, TRANSFORMERS
 from tests.helpers import zero_inactive
@@ -127,20 +128,13 @@ def without_biases(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-DIMS_PENDING = pending(
-    7,
-    "dims do not resolve every shape of GPT-2's TorchScript export with dynamic axes (the "
-    "attention mask's Add stays (?, ?, 8, 8)), so the analysis falls back",
-    "gpt2-torchscript-dynamic",
-)
-
 NOTHING_DEAD_AT_90 = {"lstm", "gru"}
 """Models where a 90% magnitude prune leaves no entry the analysis calls inactive (every hidden
 unit of the recurrent nets keeps some path)."""
 
 
 @pytest.mark.parametrize("level", ["channel", "exact"])
-@pytest.mark.parametrize("name", cases(DIMS_PENDING))
+@pytest.mark.parametrize("name", cases({}))
 def test_zeroing_what_analyze_calls_inactive_leaves_the_outputs_unchanged(corpus, name, level):
     """A unit with no input path emits its bias, a constant, and its outgoing weights count as
     inactive (README, "Choices the paper leaves open"): zeroing them is exact once the constant
@@ -164,7 +158,7 @@ def test_unstructured_prune_then_compact_equals_the_pruned_model(corpus, name, s
     assert_same_outputs(entry, pruned, compacted)
 
 
-@pytest.mark.parametrize("name", cases(DIMS_PENDING))
+@pytest.mark.parametrize("name", cases({}))
 def test_structured_prune_equals_its_masked_model_and_removes_something(corpus, name):
     entry = corpus.get(name)
     result = structured_prune(entry.model, sparsity=0.3, criterion="l1", dims=entry.dims)
@@ -175,52 +169,49 @@ def test_structured_prune_equals_its_masked_model_and_removes_something(corpus, 
     assert weights(result.model) < weights(entry.model)
 
 
-def attention_heads(model: onnx.ModelProto) -> int:
+def attention_heads(model: onnx.ModelProto, dims: dict[str, int]) -> int:
     """The heads of every MatMul of two activations (attention scores, and scores times values,
-    [B, heads, T, *]), added up: axis 1 of their outputs, by shape inference."""
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    [B, heads, T, *]), added up: axis 1 of their outputs, by shape inference with the inputs'
+    symbolic dimensions set to ``dims`` (onnx's own inference leaves a dynamic export's heads
+    unknown; the count of the dense model, asserted, checks the inference)."""
+    symbolic = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim}
+    shapes = infer_shapes(model, dims={k: v for k, v in dims.items() if k in symbolic} or None)
     weights = {t.name for t in model.graph.initializer}
     weights |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    shapes = {
-        vi.name: vi.type.tensor_type.shape.dim
-        for vi in (*inferred.graph.value_info, *inferred.graph.output)
-    }
     return sum(
-        shapes[node.output[0]][1].dim_value
+        shapes[node.output[0]][1]
         for node in model.graph.node
         if node.op_type == "MatMul" and not weights & set(node.input)
     )
 
 
 TRANSFORMER_CASES = [name for name in CASES if name.split("-")[0] in TRANSFORMERS]
-HEADS_DONE = {f"{m}-{e}" for m in ("bert", "vit", "whisper", "gpt2") for e in EXPORTERS}
+HEADS_DONE = {
+    f"{m}-{e}"
+    for m in ("bert", "vit", "whisper", "gpt2")
+    for e in (*EXPORTERS, "torchscript-dynamic")
+}
 """Exports whose heads structured pruning removes (structured/ops/heads.py, interleaved.py); the
-others wait."""
-HEADS_PENDING = {
-    **pending(
-        1, "attention heads are units of structured pruning",
-        *(name for name in TRANSFORMER_CASES if name not in HEADS_DONE),
-    ),
-    **pending(
-        1, "heads as units, and part 7: dims that resolve GPT-2's dynamic export",
-        "gpt2-torchscript-dynamic",
-    ),
-}  # fmt: skip
+others wait. The dynamic exports with their dims fixed (``dims``), as their static twins."""
+HEADS_PENDING = pending(
+    1, "attention heads are units of structured pruning",
+    *(name for name in TRANSFORMER_CASES if name not in HEADS_DONE),
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("name", cases(HEADS_PENDING, TRANSFORMER_CASES))
 def test_structured_prune_removes_attention_heads(corpus, name):
     entry = corpus.get(name)
-    before = attention_heads(entry.model)
+    before = attention_heads(entry.model, entry.dims)
     assert before == 4 * 4  # 2 layers, 4 heads, 2 MatMuls each
     result = structured_prune(entry.model, sparsity=0.3, criterion="l1", dims=entry.dims)
-    assert 0 < attention_heads(result.model) < before
+    assert 0 < attention_heads(result.model, entry.dims) < before
 
 
 DYNAMIC = [name for name in CASES if name.endswith("-dynamic")]
 
 
-@pytest.mark.parametrize("name", cases(DIMS_PENDING, DYNAMIC))
+@pytest.mark.parametrize("name", cases({}, DYNAMIC))
 def test_fixing_the_symbolic_dims_gives_the_static_exports_analysis(corpus, name):
     """With ``dims`` the analysis of a dynamic export equals the static export's (same weights);
     without, it can only under-report effective sparsity."""
