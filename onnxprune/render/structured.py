@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 
 from onnxprune.render import _format as fmt
 from onnxprune.render.document import BarPlot, Bars, Block, Paragraph, Section, Table
+from onnxprune.report import display_name
 
-UNITS_HEADER = ("#", "layer", "units kept", "units", "removed")
+UNITS_HEADER = ("#", "layer", "kind", "units kept", "units", "removed")
 REMOVED_HEADER = ("layer", "units removed")
 FOLDED_HEADER = "of them folded"
 REFIT_HEADER = ("layer", "op", "inputs kept", "inputs", "error before", "error after")
@@ -44,7 +45,7 @@ def structured_sections(data: Mapping) -> tuple[Section, ...]:
     refit = data.get("reconstruction")  # absent from reports written before reconstruction
     return (
         Section("Totals", tuple(blocks)),
-        Section("Layers", _unit_blocks(data["units"], data["layer_sparsity"], data["sparsity"])),
+        Section("Layers", _unit_blocks(data)),
         *((Section("Reconstruction", _refit_blocks(refit)),) if refit else ()),
         Section("Compaction", (_removed_table(data["removed"], None),)),
         Section("Left alone", _blocked_blocks(data["blocked"])),
@@ -120,20 +121,34 @@ def _macs(data: Mapping) -> tuple[tuple[str, str], ...]:
     )
 
 
-def _unit_blocks(
-    units: Mapping[str, list], shares: Mapping[str, float], target: float
-) -> tuple[Block, ...]:
+def _unit_blocks(data: Mapping) -> tuple[Block, ...]:
+    """Units kept per layer, named ``label (weight)``, counted in their kind (heads, neurons).
+
+    Reports written before kinds and labels name the weight and count ``units``.
+    """
+    units, shares, target = data["units"], data["layer_sparsity"], data["sparsity"]
     if not units:
         return (Paragraph("No layer had a unit free to go: see the groups left alone."),)
+    labels, kinds = data.get("labels", {}), data.get("kinds", {})
+    names = tuple(display_name(name, labels.get(name)) for name in units)
     rows = tuple(
-        (str(i), name, fmt.count(kept), fmt.count(total), fmt.percent(shares[name]))
-        for i, (name, (kept, total)) in enumerate(units.items(), 1)
+        (
+            str(i),
+            shown,
+            f"{kinds[name]}s" if name in kinds else "units",
+            fmt.count(kept),
+            fmt.count(total),
+            fmt.percent(shares[name]),
+        )
+        for i, (shown, (name, (kept, total))) in enumerate(
+            zip(names, units.items(), strict=True), 1
+        )
     )
-    table = Table(UNITS_HEADER, rows, (True, False, True, True, True))
+    table = Table(UNITS_HEADER, rows, (True, False, False, True, True, True))
     plot = BarPlot(
         "Units removed per layer",
         "units removed",
-        tuple(units),
+        names,
         (Bars("removed", tuple(float(shares[name]) for name in units)),),
         percent=True,
         caption=f"The share of each layer's units removed; the target was {fmt.percent(target)} "

@@ -81,7 +81,10 @@ def test_structured_markdown_states_target_reached_layers_and_blocked():
         "MACs by nonzero weights before": "92",
         "MACs by nonzero weights after": "40",
     }
-    assert tables["#"][1:] == [["1", "w1", "4", "8", "50.00%"], ["2", "w2", "4", "6", "33.33%"]]
+    assert tables["#"][1:] == [  # named by node (weight), counted in neurons
+        ["1", "m1 (w1)", "neurons", "4", "8", "50.00%"],
+        ["2", "m2 (w2)", "neurons", "4", "6", "33.33%"],
+    ]
     assert tables["layer"][1:] == [["w1", "4"], ["w2", "2"]]
     assert tables["groups"][1:] == [["2", "graph output 'y'", "w3"]]
     assert "Warning: removed 42.86% of the prunable groups (6 of 14), 7.1 points below" in text
@@ -169,9 +172,10 @@ def test_structured_json_from_a_real_model_renders_its_units():
     result = onnxprune.structured_prune(onnx.load(CNN), sparsity=0.5)
     text = render_markdown(json.loads(json.dumps(result.to_dict())))
     rows = _tables(text)["#"][1:]
-    assert [row[2:4] for row in rows] == [
+    assert [row[3:5] for row in rows] == [
         [str(kept), str(total)] for kept, total in result.units.values()
     ]
+    assert {row[2] for row in rows} == {"channels"}  # a CNN's units
     # Layers of groups: the residual pair Conv_39/Conv_45 (16), Conv_42 (16), down (32); half
     # of each goes: (8 + 8 + 16) of 64.
     assert (result.groups_removed, result.groups_prunable) == (32, 64)
