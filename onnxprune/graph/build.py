@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import InvalidModelError
+from onnxprune.graph._shared import across_bodies
 from onnxprune.graph.registry import NodeView, lookup, static
 from onnxprune.graph.shapes import BodyPath, Shape, infer_all_shapes
 from onnxprune.graph.transfers import (
@@ -192,7 +193,7 @@ def build_graph(
     where = _Where("", (), body_shapes, _default_opset(model))
     built = _build(graph, inputs, outputs, shapes, constants, where)
     _check_keys(built.all_layers)
-    return built
+    return across_bodies(graph, constants, built)
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,3 +142,61 @@ def test_structured_pruning_slices_neither_user_of_a_deduplicated_layer(deduplic
     assert "Identity" in [n.op_type for n in result.model.graph.node]
     x = {"x": np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)}
     assert_close(run(result.masked, x), run(result.model, x))
+
+
+# --- a weight read in the main graph and inside an If branch -----------------------------------
+
+
+def _read_across_a_branch() -> onnx.ModelProto:
+    """x[1,4] -> MatMul W (main) -> h -> If(c): then MatMul(h, W) (W from the outer scope),
+    else Identity(h) -> y; V[4,4] is read in the main graph only (y2 = h @ V).
+
+    W has one reader in each graph ("main" and "If_2/then_branch/body") but is one tensor: it
+    is shared. V is not. Prunable weights: W (16, as the main graph uses it) and V (16).
+    """
+    rng = np.random.default_rng(0)
+    then = helper.make_graph(
+        [helper.make_node("MatMul", ["h", "W"], ["t"], name="body")],
+        "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4])],
+    )  # fmt: skip
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["h"], ["e"], name="pass")],
+        "else", [], [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 4])],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], name="main"),
+        helper.make_node("MatMul", ["h", "V"], ["y2"], name="side"),
+        helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "across",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4]),
+            helper.make_tensor_value_info("y2", TensorProto.FLOAT, [1, 4]),
+        ],
+        [
+            numpy_helper.from_array(rng.normal(size=(4, 4)).astype(np.float32), "W"),
+            numpy_helper.from_array(rng.normal(size=(4, 4)).astype(np.float32), "V"),
+        ],
+    )
+    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_weight_read_inside_a_branch_and_outside_is_shared():
+    model = _read_across_a_branch()
+    graph = build_graph(model)
+    readers = ("main", "If_2/then_branch/body")
+    assert dict(graph.shared) == {"W": readers}
+    then = next(b for b in graph.bodies if b.scope == "If_2/then_branch")
+    assert dict(then.shared) == {"W": readers}
+    result = onnxprune.prune(model, sparsity=0.25)  # 8 of 32: all from V
+    assert "W: shared by main, If_2/then_branch/body: left alone (see --prune-shared)" in (
+        result.warnings
+    )
+    np.testing.assert_array_equal(init(result.model, "W"), init(model, "W"))
+    assert int((init(result.model, "V") == 0).sum()) == 8
