@@ -85,6 +85,7 @@ def split(
     zero=(),
     seed: int = 0,
     packed: bool = False,
+    rotary: str = "",
 ) -> onnx.ModelProto:
     """x [1, T, c] -> MatMul wq, wk, wv -> ``op`` -> MatMul wo -> y [1, T, c].
 
@@ -92,7 +93,8 @@ def split(
     ``MultiHeadAttention``, which also takes a bias [3 * heads * width] and a key padding mask).
     ONNX Runtime's CPU ``GroupQueryAttention`` wants heads of a multiple of 8 channels.
     ``packed`` (``GroupQueryAttention``): one MatMul ``wqkv`` [c, q + 2k] makes Q, K and V side
-    by side, the op's input 0.
+    by side, the op's input 0. ``rotary``: which of ``q``, ``k``, ``v`` a ``RotaryEmbedding``
+    (``num_heads`` set, whole heads rotated) turns by position first.
     """
     q, k = heads * width, kv * width
     shapes = {"wq": (c, q), "wk": (c, k), "wv": (c, k), "wo": (q, c), "bias": (3 * q,)}
@@ -101,6 +103,20 @@ def split(
     weights = _weights(shapes, zero, seed)
     projections = ["wqkv"] if packed else ["wq", "wk", "wv"]  # making qkv, or q, k and v
     nodes = [helper.make_node("MatMul", ["x", w], [w[1:]]) for w in projections]
+    for name in rotary:  # q, k or v renamed to its rotated form
+        count = heads if name == "q" else kv
+        for node in nodes:
+            node.output[0] = f"{name}0" if node.output[0] == name else node.output[0]
+        nodes.append(
+            helper.make_node(
+                "RotaryEmbedding", [f"{name}0", "pos", "cos", "sin"], [name], domain=MS,
+                num_heads=count, rotary_embedding_dim=width,
+            )
+        )  # fmt: skip
+    if rotary:
+        angles = np.arange(T)[:, None] * np.arange(1, width // 2 + 1)[None, :] / width
+        weights.update(cos=np.cos(angles).astype(np.float32), sin=np.sin(angles).astype(np.float32))
+        weights["pos"] = np.arange(T, dtype=np.int64)[None]
     if op == "MultiHeadAttention":
         ins = ["q", "k", "v", "bias", "mask_i32"]
         nodes.append(helper.make_node("Cast", ["mask"], ["mask_i32"], to=TensorProto.INT32))

@@ -35,6 +35,7 @@ LIKE_INPUT = {
     "Gelu": {0: 0},
     "QuickGelu": {0: 0},
     "BiasAdd": {0: 0},
+    "RotaryEmbedding": {0: 0},
     "EmbedLayerNormalization": {2: 0},
 }
 """Per contrib op, the outputs (by index) that have the shape of an input (by index)."""

@@ -185,7 +185,8 @@ class Heads:
 
     ONNX Runtime's ``Attention``, ``MultiHeadAttention``, ``GroupQueryAttention``: each output
     channel is a sum of its own value channel over the positions, weighted by a softmax of its
-    head's queries and keys only.
+    head's queries and keys only. Its ``RotaryEmbedding`` too: each channel a rotation of its
+    pair in the same head.
 
     Attributes:
         reads: how the outputs read each activation input the node names (``Read``); an

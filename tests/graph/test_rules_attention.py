@@ -130,6 +130,22 @@ def test_packed_grouped_query_attention_reads_each_part(level):
     assert count == 256
 
 
+@pytest.mark.parametrize("level", LEVELS)
+def test_a_rotary_embedding_mixes_channels_within_a_head_only(level):
+    # Q, K and V are rotated by position, in pairs within each head of 8: head 1's values
+    # (columns 8..15 of wv) are zero, and stay zero through their rotation, so rows 8..15 of
+    # wo (8 x 16) are inactive; head 0's channels, rotated among themselves, all carry signal.
+    model = am.split(rotary="qkv", zero=[("wv", slice(8, 16)), ("bias", slice(None))])
+    rows = _rows(model, level)
+    assert rows["wo"] == (256, 0, 128)
+    assert rows["wq"] == (256, 0, 256)
+    assert onnxprune.analyze(model, level=level).fallbacks == ()
+    zeroed, count = zero_inactive(model, level)
+    feeds = am.split_feeds(model)
+    assert count == 128
+    np.testing.assert_allclose(am.run(zeroed, feeds)[0], am.run(model, feeds)[0], atol=1e-5)
+
+
 def test_heads_that_do_not_divide_the_channels_mix_densely():
     model = am.fused()
     attention = next(n for n in model.graph.node if n.op_type == "Attention")

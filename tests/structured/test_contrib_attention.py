@@ -94,6 +94,17 @@ def test_packed_grouped_query_attention_loses_its_groups_from_each_part():
     _same(result.masked, result.model, am.split_feeds(model))
 
 
+def test_rotary_embeddings_keep_whole_heads_and_their_num_heads_follow():
+    model = am.split(rotary="qk")
+    result = structured_prune(model, sparsity=0.5)
+    rotary = [n for n in result.model.graph.node if n.op_type == "RotaryEmbedding"]
+    assert [a.i for n in rotary for a in n.attribute if a.name == "num_heads"] == [1, 1]
+    assert am.num_heads(result.model) == [(1,)]
+    assert _shapes(result.model)["wq"] == (16, 8)
+    _checked(result.model, result.masked)
+    _same(result.masked, result.model, am.split_feeds(model))
+
+
 def test_compaction_folds_a_head_without_values_into_the_next_bias():
     # Head 1 has no value columns: it outputs its value bias, a constant that compaction adds
     # after the output projection; the head goes and the outputs stay.

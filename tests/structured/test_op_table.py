@@ -31,7 +31,7 @@ FOLLOWED = {
     # since: ONNX Runtime's fused attention and activations (onnxruntime.transformers.optimizer)
     "com.microsoft::Attention", "com.microsoft::MultiHeadAttention",
     "com.microsoft::GroupQueryAttention", "com.microsoft::BiasGelu", "com.microsoft::FastGelu",
-    "com.microsoft::Gelu", "com.microsoft::QuickGelu",
+    "com.microsoft::Gelu", "com.microsoft::QuickGelu", "com.microsoft::RotaryEmbedding",
 }  # fmt: skip
 LAYERS = {
     "Conv", "ConvTranspose", "ConstantOfShape", "Gemm", "MatMul", "LSTM", "GRU", "RNN",

@@ -14,6 +14,9 @@ query heads). Output channel ``o`` of head ``h`` is ``sum_t softmax(q_h . k_h)[t
 Masks, attention biases and sequence lengths only weigh the values (``Read`` with nothing
 carried); past key/value states mix densely (conservative). Packed or batch-major layouts,
 unequal Q and K sizes and anything else this module does not follow mix densely, with the reason.
+
+``RotaryEmbedding`` (Q and K rotated by position before ``MultiHeadAttention``) mixes channel
+pairs within a head: a ``Heads`` transfer too, every channel of a head reaching the others.
 """
 
 from __future__ import annotations
@@ -142,3 +145,26 @@ def _maps(q: int, k: int, v: int, heads: int, kv: int) -> tuple[np.ndarray, np.n
         (np.arange(v) % width)[:, None] == (np.arange(out) % width)[None, :]
     )
     return steers_q, steers_k, carries_v
+
+
+@op_rule("RotaryEmbedding", domain=CONTRIB, family="rotary")
+def rotary(node: NodeView) -> Heads | Dense:
+    """``RotaryEmbedding`` of ``[batch, sequence, channels]``: channels mix within a head only.
+
+    Each head's channels are rotated in pairs by an angle of the position. The head size is
+    ``channels / num_heads``, or (``num_heads`` 0) twice the cosine cache's last axis. The
+    positions and the caches only weigh the channels.
+    """
+    n, heads = _last(node, 0), int(node.attr("num_heads", 0))
+    cos = node.in_shapes[2] if len(node.in_shapes) > 2 else None
+    width = None
+    if n is not None and heads > 0:
+        width = n // heads
+    elif cos is not None and len(cos) == 2 and cos[1]:
+        width = 2 * cos[1]
+    if n is None or not width or n % width:
+        return Dense("RotaryEmbedding of other than [batch, sequence, whole heads]")
+    same = head_of(n, n // width)
+    mixed = same[:, None] == same[None, :]
+    gates = [Read(i) for i in (1, 2, 3) if i in node.activations]
+    return Heads((Read(0, mixed, mixed), *gates), n)

@@ -10,6 +10,8 @@ valid). A head's Q, K and V columns (or the producers of those inputs), its bias
 rows of the output projection (the next layer, a consumer) are one dependency group;
 ``num_heads``, ``kv_num_heads`` and ``qkv_hidden_sizes`` are rewritten.
 
+``RotaryEmbedding`` rotates channels in pairs within a head: its heads go whole too.
+
 A head whose value columns are all zero outputs its value bias (a softmax row sums to 1), which
 compaction folds into the next bias. Past key/value states (graph inputs sized by the heads) or
 a present state that is read block the heads.
@@ -190,3 +192,42 @@ def _unfit(
     if not bias_ok(b, bias, 3 * q):
         return f"its bias {bias!r} is not {3 * q} entries it alone reads"
     return None
+
+
+@handler("rotary")
+def _rotary(b: Builder, node: onnx.NodeProto) -> None:
+    """``RotaryEmbedding``: channels rotated in pairs within a head, so a head goes whole.
+
+    ``num_heads`` (when set) is rewritten; the cosine and sine caches are per rotated pair of a
+    head, the same for every head, and stay.
+    """
+    spaces = [b.space(name) for name in node.input]
+    xs, heads = spaces[0], int(attr(node, "num_heads", 0))
+    cos = b.const(input_at(node, 2))
+    width = 0
+    if xs is not None and heads > 0:
+        width = xs.size // heads
+    elif cos is not None and cos.ndim == 2:
+        width = 2 * cos.shape[1]
+    fits = xs is not None and xs.rank == 3 and xs.axis == 2 and width and xs.size % width == 0
+    if not fits or used_extra(b, node):
+        for s in spaces:
+            b.block(s)
+        return
+    for s in spaces[1:]:
+        b.block(s, why="it reads these units as positions or angles")
+    out = node.output[0]
+    b.alias(out, xs)
+    units = np.arange(xs.size)
+    b.tie(xs, units, xs, units // width * width)
+
+    def edit(kept, arrays, fresh):
+        if heads:
+            _set(node, "num_heads", int(kept(out).sum()) // width)
+
+    def rule(consts, arrays, pending):  # a head of zeros stays zero; anything else rotates
+        c = consts[xs.tensor].reshape(-1, width)
+        consts[out] = np.repeat(np.where((c == 0).all(axis=1), 0.0, NAN), width)
+
+    b.edits.append(edit)
+    b.rules.append(rule)
