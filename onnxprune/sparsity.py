@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import InvalidOptionError, ShapeError
-from onnxprune.external_data import is_external, load_model_lazy
+from onnxprune.external_data import load_model_lazy
 from onnxprune.graph.build import ConnectivityGraph, Layer, build_graph
 from onnxprune.graph.channel import LayerActivity, channel_reachability
 from onnxprune.graph.exact import exact_reachability
@@ -81,8 +81,7 @@ def analyze(
     if isinstance(model, (str, os.PathLike)):  # external weights are read one at a time
         lazy = load_model_lazy(model, max_bytes=max_bytes)
         graph = build_graph(lazy.model, input_shapes, lazy.weights, dims)
-        external = any(is_external(t) for t in lazy.model.graph.initializer)
-        units = None if external else _units(lazy.model, input_shapes, dims)
+        units = _units(lazy.model, input_shapes, dims)  # external weights: shapes only
         return sparsity_report(graph, level=level, units=units)
     proto: onnx.ModelProto = load_model(model, max_bytes=max_bytes)
     graph = build_graph(proto, input_shapes, dims=dims)
@@ -101,7 +100,7 @@ def _units(
     from onnxprune.structured.units import model_units
 
     ws = Workspace.of(model, Shapes(input_shapes, dims))
-    norms = norm_layers(ws.model.graph, ws.arrays, ws.groups)
+    norms = norm_layers(ws.model.graph, ws.arrays, ws.groups, ws.copies)
     return dataclasses.replace(model_units(ws.groups, ws.model.graph), norms=norms)
 
 
@@ -198,13 +197,18 @@ def _blocks(
                 heads,
             )
         )
-    return (*blocks, *map(_norm_block, units.norms))
+    norms = (_norm_block(norm, graph.constants.value(norm.scale)) for norm in units.norms)
+    return (*blocks, *(block for block in norms if block is not None))
 
 
-def _norm_block(norm: NormLayer) -> BlockSparsity:
-    """A norm's channels: those with a zero scale are dead (they output a constant)."""
-    zeros = int((norm.values == 0).sum())
-    size = int(norm.values.size)
+def _norm_block(norm: NormLayer, scale: np.ndarray | None) -> BlockSparsity | None:
+    """A norm's channels: those with a zero ``scale`` are dead (they output a constant).
+
+    None when the scale is not what the groups saw (not a stored constant of the main graph).
+    """
+    if scale is None or scale.size != norm.channels:
+        return None
+    size, zeros = norm.channels, int((scale == 0).sum())
     return BlockSparsity(
         norm.module,
         NORM_CHANNEL,

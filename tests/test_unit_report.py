@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -134,3 +136,17 @@ def test_a_norm_channel_with_a_zero_scale_is_dead() -> None:
     assert (norm.module, norm.kind, norm.layers) == ("/norm/LN", "norm channel", ("g",))
     assert (norm.units, norm.dead, norm.blocked, norm.params) == (4, 1, 4, 4)
     assert norm.direct_sparsity == norm.effective_sparsity == 0.25
+
+
+def test_units_of_a_model_with_external_weights_equal_the_in_memory_ones(tmp_path) -> None:
+    # The 95%-pruned MLP, its weights (over 4096 entries each) left in a file that analyze
+    # reads one tensor at a time: the same blocks, zeros counted from the file.
+    import onnx
+
+    pruned = Path(__file__).resolve().parents[1] / "models" / "mlp_digits_pruned95.onnx"
+    onnx.save(onnx.load(pruned), tmp_path / "m.onnx", save_as_external_data=True,
+              location="m.bin", size_threshold=0)  # fmt: skip
+    blocks = onnxprune.analyze(tmp_path / "m.onnx").blocks
+    assert blocks == onnxprune.analyze(pruned).blocks
+    assert [b.units for b in blocks] == [300, 100, 10]
+    assert blocks[0].direct_sparsity > 0.9  # read from the file, not the zero stand-ins

@@ -139,10 +139,23 @@ class Workspace:
         folded = 0
         if shapes.inputs or shapes.dims:  # the cut model declares them: it may rely on them
             folded = fold_known(work, {k: v for k, v in values.items() if v.dtype.kind in "iu"})
-        arrays = {t.name: numpy_helper.to_array(t) for t in work.graph.initializer}
+        arrays = {t.name: _array(t) for t in work.graph.initializer}
         left = _shared(work.graph, ConstantResolver(work.graph))
         groups = build_groups(work.graph, arrays, inferred, opset, left)
         return cls(work, arrays, groups, int(params), shapes, copies, model, folded)
+
+
+def _array(tensor: onnx.TensorProto) -> np.ndarray:
+    """An initializer's value; one left in its external file stands in as zeros of its shape.
+
+    Only ``analyze`` passes such a model (loaded lazily, for the names and counts of its units):
+    building the groups reads the shapes of the weights, the stand-in takes no memory, and
+    nothing is cut from it.
+    """
+    if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        return numpy_helper.to_array(tensor)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    return np.broadcast_to(np.zeros((), dtype), tuple(tensor.dims))
 
 
 def _shared(graph: onnx.GraphProto, constants: ConstantResolver) -> dict[str, tuple[str, ...]]:

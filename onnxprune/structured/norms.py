@@ -1,7 +1,8 @@
 """Normalization layers by module: their channels, each one's scale, those pruning must keep.
 
 A norm's scale (``gamma``) multiplies each channel after normalizing it: a channel whose scale
-is zero carries no signal past the norm (it outputs its bias, a constant). ``analyze`` lists
+is zero carries no signal past the norm (it outputs its bias, a constant); the values are read
+by the caller (``sparsity``), from memory or an external file. ``analyze`` lists
 each norm op beside the heads and neurons (``SparsityReport.blocks``): a decomposed norm (a
 TorchScript RMSNorm's ``Pow``/``ReduceMean``/``Mul``) is no norm op and is not listed.
 """
@@ -36,33 +37,41 @@ class NormLayer:
 
     Attributes:
         module: a readable name (``graph.build.layer_label``).
-        scale: the name of its scale tensor.
-        values: the scale, one entry per channel.
+        scale: the stored name of its scale (the exporter's, where structured pruning gave
+            this norm a copy of a vector several layers read).
+        channels: the scale's entries.
         blocked: channels structured pruning must keep (all of them when it cannot follow the
             norm's output).
     """
 
     module: str
     scale: str
-    values: np.ndarray
+    channels: int
     blocked: int
 
 
 def norm_layers(
-    graph: onnx.GraphProto, arrays: Mapping[str, np.ndarray], groups: Groups
+    graph: onnx.GraphProto,
+    arrays: Mapping[str, np.ndarray],
+    groups: Groups,
+    copies: Mapping[str, str],
 ) -> tuple[NormLayer, ...]:
-    """The normalization nodes of ``graph`` whose scale is an initializer in ``arrays``."""
+    """The normalization nodes of ``graph`` whose scale is an initializer in ``arrays``.
+
+    ``copies`` maps a copy of a stored vector to the stored name (``compact.Workspace``).
+    """
     found = []
     for node in graph.node:
         index = SCALE_INPUT.get(("" if node.domain == "ai.onnx" else node.domain, node.op_type))
         if index is None or len(node.input) <= index or node.input[index] not in arrays:
             continue
         scale = node.input[index]
-        values = np.asarray(arrays[scale]).reshape(-1)
+        size = int(arrays[scale].size)
         space = groups.spaces.get(node.output[0]) if node.output else None
-        if space is None or space.size != values.size:
-            blocked = values.size
+        if space is None or space.size != size:
+            blocked = size
         else:
             blocked = int(groups.blocked[groups.of(space.tensor)].sum())
-        found.append(NormLayer(layer_label(node, scale), scale, values, blocked))
+        stored = copies.get(scale, scale)
+        found.append(NormLayer(layer_label(node, stored), stored, size, blocked))
     return tuple(found)
