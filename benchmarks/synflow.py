@@ -11,7 +11,8 @@ same run:
   backward of the output's sum, scores ``|w| * grad`` (removed weights ``-inf``), one threshold
   over all of them by ``torch.kthvalue``, and the weights at most the threshold removed, so that
   ``(1 - t) ** (i / rounds)`` of the weights remain. float64, because the output of the float32
-  net overflows (R is about 1e73 here).
+  net overflows (R is about 1e73 here). torch keeps its default threads (ours runs BLAS on one
+  thread: the score's docstring says why).
 
 Targets: ours no slower than torch (ratio <= 1.0), and the same final mask (the weights ours
 prunes at the target against those torch's rounds pruned; float64 sums in another order can
