@@ -215,18 +215,6 @@ class SparsityReport:
         }
 
 
-def display_name(name: str, label: str | None = None) -> str:
-    """How lines name a weight: ``label (name)`` where it has a readable label, else ``name``.
-
-    Example:
-        >>> display_name("val_37", "encoder.layer.0.attention.self.query")
-        'encoder.layer.0.attention.self.query (val_37)'
-        >>> display_name("fc1.weight"), display_name("w", "w")
-        ('fc1.weight', 'w')
-    """
-    return f"{label} ({name})" if label and label != name else name
-
-
 def compression(sparsity: float) -> float:
     """Compression ratio ``1 / (1 - sparsity)`` of a sparsity in [0, 1]."""
     return math.inf if sparsity >= 1.0 else 1.0 / (1.0 - sparsity)

@@ -54,3 +54,15 @@ def points(fraction: float) -> str:
         '1.23 points'
     """
     return f"{fraction * 100:.2f} points"
+
+
+def display_name(name: str, label: str | None = None) -> str:
+    """How lines name a weight: ``label (name)`` where it has a readable label, else ``name``.
+
+    Example:
+        >>> display_name("val_37", "encoder.layer.0.attention.self.query")
+        'encoder.layer.0.attention.self.query (val_37)'
+        >>> display_name("fc1.weight"), display_name("w", "w")
+        ('fc1.weight', 'w')
+    """
+    return f"{label} ({name})" if label and label != name else name

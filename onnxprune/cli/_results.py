@@ -13,8 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from onnxprune.cli._common import err, out
-from onnxprune.report import display_name
-from onnxprune.text import printable
+from onnxprune.text import display_name, printable
 
 BLOCKED_LINES = 5
 """Reasons listed under "left alone"; the rest are counted in one line (``--json`` has all)."""

@@ -41,8 +41,9 @@ from onnxprune.pruners.registry import LayerTargets, ScoreContext, get_allocatio
 from onnxprune.pruners.rows import RowGroups
 from onnxprune.pruners.steps import RankedMasks, search_effective
 from onnxprune.pruners.targets import EFFECTIVE_SLACK, SHORTFALL, Bisection, direct_bound
-from onnxprune.report import SparsityReport, display_name
+from onnxprune.report import SparsityReport
 from onnxprune.sparsity import LEVELS, sparsity_report
+from onnxprune.text import display_name
 
 if TYPE_CHECKING:
     from onnxprune.macs import MacCount

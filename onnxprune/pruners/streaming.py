@@ -52,8 +52,9 @@ from onnxprune.pruners.prune import (
     selected_sigma,
 )
 from onnxprune.pruners.registry import get_allocation
-from onnxprune.report import SparsityReport, display_name
+from onnxprune.report import SparsityReport
 from onnxprune.sparsity import LEVELS, sparsity_report
+from onnxprune.text import display_name
 
 STREAMING_SCORES = ("magnitude",)
 """Scores ``prune_streaming`` computes (a function of each weight alone)."""

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from onnxprune.render import _format as fmt
 from onnxprune.render.document import BarPlot, Bars, Block, Paragraph, Section, Table
-from onnxprune.report import display_name
+from onnxprune.text import display_name
 
 UNITS_HEADER = ("#", "layer", "kind", "units kept", "units", "removed")
 REMOVED_HEADER = ("layer", "units removed")

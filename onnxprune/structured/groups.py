@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from onnxprune.graph.conv_geometry import in_bounds
 from onnxprune.structured.blocked import Block
@@ -236,6 +234,27 @@ class Groups:
         return out
 
 
+def components(n: int, a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray]:
+    """The connected components of ``n`` slots tied by the edges ``a[i] - b[i]``.
+
+    Returns their count and each slot's component, numbered in the order of their lowest slot.
+
+    Label propagation with pointer jumping, in numpy: scipy's ``csgraph`` would load
+    ``scipy.linalg`` into every ``analyze`` (which lists heads by these groups).
+    """
+    labels = np.arange(n)
+    while True:
+        low = np.minimum(labels[a], labels[b])
+        before = labels.copy()
+        np.minimum.at(labels, a, low)
+        np.minimum.at(labels, b, low)
+        labels = labels[labels]  # jump to the root's label
+        if np.array_equal(labels, before):
+            break
+    roots, labels = np.unique(labels, return_inverse=True)
+    return roots.size, labels
+
+
 class Builder:
     """What op handlers see while the groups are built: spaces, ties, and what to slice."""
 
@@ -369,8 +388,7 @@ class Builder:
             b = np.concatenate([t[1] for t in self.ties])
         else:
             a = b = np.zeros(0, np.int64)
-        graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(n, n))
-        count, labels = connected_components(graph, directed=False)
+        count, labels = components(n, a, b)
         blocked = np.zeros(count, bool)
         reasons: dict[int, Block] = {}
         for slots, why in self.blocked:  # the first reason met in graph order

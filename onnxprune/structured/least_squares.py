@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 
 from onnxprune.options import DEFAULT_RIDGE
 
@@ -80,6 +79,8 @@ def refit(
     lam = ridge * max(float(np.mean(np.diag(cov))), 0.0)
     a = cov + lam * np.eye(cov.shape[0])
     rhs = cross - cov @ w0.T  # solve for the change from w0: the least change when singular
+    import scipy.linalg  # deferred: analyze imports this package, and needs no solver
+
     try:
         delta = scipy.linalg.cho_solve(scipy.linalg.cho_factor(a), rhs)
     except np.linalg.LinAlgError:
