@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import external_data_helper
+from onnx import external_data_helper, numpy_helper
 
 from onnxprune import progress
 from onnxprune.errors import (
@@ -455,6 +456,44 @@ def check_model(model: onnx.ModelProto) -> None:
 
 LIGHT_ELEMENTS = 4096
 """Initializers up to this many elements keep their data in ``light_copy`` (shapes, axes...)."""
+
+
+def shapes_only(
+    model: onnx.ModelProto, read: Callable[[onnx.TensorProto], np.ndarray] | None = None
+) -> onnx.ModelProto:
+    """The model with the data of its large weight tensors left out, for work on its structure.
+
+    Each initializer of two or more axes and over ``LIGHT_ELEMENTS`` elements becomes a stand-in
+    marked as external data, with its name, shape and type (``structured.compact.Workspace``
+    takes it as zeros of that shape); the others keep their values, read by ``read`` when they
+    are in an external file. Nodes, inputs, outputs, opsets and the IR version are kept.
+    """
+    graph = model.graph
+    initializers = []
+    for tensor in graph.initializer:
+        external = tensor.data_location == onnx.TensorProto.EXTERNAL
+        if len(tensor.dims) >= 2 and math.prod(tensor.dims) > LIGHT_ELEMENTS:
+            stand_in = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type)
+            stand_in.dims.extend(tensor.dims)
+            stand_in.data_location = onnx.TensorProto.EXTERNAL
+            stand_in.external_data.add(key="location", value="")
+            initializers.append(stand_in)
+        elif external and read is not None:
+            initializers.append(numpy_helper.from_array(read(tensor), tensor.name))
+        else:
+            initializers.append(tensor)
+    copy = onnx.helper.make_graph(
+        list(graph.node),
+        graph.name,
+        list(graph.input),
+        list(graph.output),
+        initializer=initializers,
+        value_info=list(graph.value_info),
+    )
+    light = onnx.helper.make_model(copy, opset_imports=list(model.opset_import))
+    light.ir_version = model.ir_version
+    light.functions.extend(model.functions)
+    return light
 
 
 def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -134,7 +134,7 @@ class SparsityReport:
         fallbacks: nodes that mixed densely because we could not follow them.
         cost: the MACs of every counted node, products of two activations included.
         blocks: per structured layer (an attention block's heads, an FFN's neurons), the
-            sparsity of its units (``unit_report``); empty unless ``analyze`` made the report.
+            sparsity of its units (``unit_report``); empty unless ``analyze`` was asked for them.
     """
 
     layers: tuple[LayerSparsity, ...]

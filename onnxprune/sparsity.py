@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,7 +26,7 @@ from onnxprune.graph.channel import LayerActivity, channel_reachability
 from onnxprune.graph.exact import exact_reachability
 from onnxprune.graph.rules.recurrent import GATES
 from onnxprune.macs import NodeMacs, graph_macs, total
-from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model
+from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model, shapes_only
 from onnxprune.report import GateSparsity, LayerSparsity, SparsityReport
 from onnxprune.unit_report import NORM_CHANNEL, BlockSparsity, HeadSparsity
 
@@ -44,6 +44,7 @@ def analyze(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     dims: Mapping[str, int] | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    units: bool = False,
 ) -> SparsityReport:
     """Direct and effective sparsity of ``model``, per prunable layer and overall.
 
@@ -55,6 +56,10 @@ def analyze(
             ``{"x": (1, 3, 32, 32)}``.
         dims: sizes of symbolic dimensions by name, e.g. ``{"batch": 1, "sequence": 128}``.
         max_bytes: largest model accepted.
+        units: also the sparsity per structured unit (``SparsityReport.blocks``: each
+            attention head, each FFN's neurons, each norm, named by module). It finds the
+            dependency groups and keeps an activity mask per layer (a bool per weight), so it
+            costs about as much again as the analysis, and more memory.
 
     Returns:
         A ``SparsityReport``.
@@ -81,25 +86,31 @@ def analyze(
     if isinstance(model, (str, os.PathLike)):  # external weights are read one at a time
         lazy = load_model_lazy(model, max_bytes=max_bytes)
         graph = build_graph(lazy.model, input_shapes, lazy.weights, dims)
-        units = _units(lazy.model, input_shapes, dims)  # external weights: shapes only
-        return sparsity_report(graph, level=level, units=units)
+        found = _units(lazy.model, input_shapes, dims, lazy.weights.read) if units else None
+        return sparsity_report(graph, level=level, units=found)
     proto: onnx.ModelProto = load_model(model, max_bytes=max_bytes)
     graph = build_graph(proto, input_shapes, dims=dims)
-    return sparsity_report(graph, level=level, units=_units(proto, input_shapes, dims))
+    found = _units(proto, input_shapes, dims) if units else None
+    return sparsity_report(graph, level=level, units=found)
 
 
 def _units(
     model: onnx.ModelProto,
     input_shapes: Mapping[str, Sequence[int]] | None,
     dims: Mapping[str, int] | None,
+    read: Callable[[onnx.TensorProto], np.ndarray] | None = None,
 ) -> ModelUnits:
-    """The structured units (heads, neurons, channels) and normalization layers of ``model``."""
+    """The structured units (heads, neurons, channels) and normalization layers of ``model``.
+
+    Found on its structure: the large weights are not copied (``model.shapes_only``; ``read``
+    reads the vectors left in external files), their figures are read by ``sparsity_report``.
+    """
     # imported here: structured pruning imports the pruners, which import this module
     from onnxprune.structured.compact import Shapes, Workspace
     from onnxprune.structured.norms import norm_layers
     from onnxprune.structured.units import model_units
 
-    ws = Workspace.of(model, Shapes(input_shapes, dims))
+    ws = Workspace.of(shapes_only(model, read), Shapes(input_shapes, dims))
     norms = norm_layers(ws.model.graph, ws.arrays, ws.groups, ws.copies)
     return dataclasses.replace(model_units(ws.groups, ws.model.graph), norms=norms)
 
@@ -168,9 +179,11 @@ def _blocks(
         act = activity.get(layer.key) if layer is not None else None
         if act is None or act.mask is None or labels.size != layer.shape[axis]:
             continue
-        nonzero = graph.weight(layer) != 0
-        for i, mask in enumerate((np.ones_like(nonzero), ~nonzero, act.mask)):
-            rows = np.moveaxis(mask, axis, 0).reshape(labels.size, -1).sum(axis=1)
+        per_row = act.mask.size // labels.size
+        others = tuple(i for i in range(act.mask.ndim) if i != axis)
+        zeros = per_row - np.count_nonzero(graph.weight(layer), axis=others)
+        active = np.count_nonzero(act.mask, axis=others)
+        for i, rows in enumerate((np.full(labels.size, per_row), zeros, active)):
             sums[i] += np.bincount(labels, rows, groups.count).astype(np.int64)
     blocks = []
     for layer in units.layers:

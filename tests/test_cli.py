@@ -107,6 +107,8 @@ def test_json_gives_the_sparsity_of_each_block_of_units(tmp_path, capsys):
     w1 = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
     path = _mlp(tmp_path / "m.onnx", w1, np.array([[1.0], [0.0]], np.float32))
     assert main(["analyze", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["blocks"] == []  # only asked for
+    assert main(["analyze", str(path), "--units", "--json"]) == 0
     hidden, out = json.loads(capsys.readouterr().out)["blocks"]
     assert (hidden["kind"], hidden["units"], hidden["dead"], hidden["blocked"]) == (
         "neuron",

@@ -63,7 +63,7 @@ def test_each_head_gets_its_sparsity_and_a_zeroed_head_is_dead() -> None:
     wq[:, WIDTH:] = 0  # head 1's Q (and K, a copy) columns: 2 x 8 x 4 = 64 zeros
     wv[:, WIDTH:] = 0  # its V columns: 32
     wo[WIDTH:, :] = 0  # its rows of the output projection: 32
-    report = onnxprune.analyze(_attention(wq, wv, wo))
+    report = onnxprune.analyze(_attention(wq, wv, wo), units=True)
     (block,) = [b for b in report.blocks if b.kind == "head"]
     assert block.module == "/attn"  # what its layers' node names share
     assert block.units == HEADS and block.dead == 1 and block.blocked == 0
@@ -107,7 +107,8 @@ def test_rendered_report_has_a_row_per_head_and_the_shared_weights() -> None:
     rng = np.random.default_rng(0)
     wq, wv, wo = (rng.normal(size=(D, D)).astype(np.float32) + 3 for _ in range(3))
     wo[WIDTH:, :] = 0  # head 1's output rows: 32 of its 128 weights
-    tables = _tables(render_markdown(onnxprune.analyze(_attention(wq, wv, wo)).to_dict()))
+    report = onnxprune.analyze(_attention(wq, wv, wo), units=True)
+    tables = _tables(render_markdown(report.to_dict()))
     rows = tables["units"][1:]
     assert rows[0][:3] == ["/attn", "heads", "2"]
     assert [row[0] for row in rows[1:3]] == ["/attn head 0", "/attn head 1"]
@@ -132,7 +133,7 @@ def test_a_norm_channel_with_a_zero_scale_is_dead() -> None:
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
     )
     model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
-    norm = onnxprune.analyze(model).blocks[-1]
+    norm = onnxprune.analyze(model, units=True).blocks[-1]
     assert (norm.module, norm.kind, norm.layers) == ("/norm/LN", "norm channel", ("g",))
     assert (norm.units, norm.dead, norm.blocked, norm.params) == (4, 1, 4, 4)
     assert norm.direct_sparsity == norm.effective_sparsity == 0.25
@@ -146,7 +147,7 @@ def test_units_of_a_model_with_external_weights_equal_the_in_memory_ones(tmp_pat
     pruned = Path(__file__).resolve().parents[1] / "models" / "mlp_digits_pruned95.onnx"
     onnx.save(onnx.load(pruned), tmp_path / "m.onnx", save_as_external_data=True,
               location="m.bin", size_threshold=0)  # fmt: skip
-    blocks = onnxprune.analyze(tmp_path / "m.onnx").blocks
-    assert blocks == onnxprune.analyze(pruned).blocks
+    blocks = onnxprune.analyze(tmp_path / "m.onnx", units=True).blocks
+    assert blocks == onnxprune.analyze(pruned, units=True).blocks
     assert [b.units for b in blocks] == [300, 100, 10]
     assert blocks[0].direct_sparsity > 0.9  # read from the file, not the zero stand-ins

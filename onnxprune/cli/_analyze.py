@@ -25,9 +25,10 @@ def add(sub: argparse._SubParsersAction) -> None:
             "per gate too), the direct "
             "sparsity (zero weights) and the effective sparsity (zero weights plus nonzero "
             "weights on no input-to-output path), and the dead input/output units; the "
-            "weights more than one node reads (shared, tied); then per structured layer (an "
-            "attention block's heads, one row per head; an FFN's neurons; a Conv's channels), "
-            "named by module, its units' count, dead and blocked units and sparsity."
+            "weights more than one node reads (shared, tied). With --units, also per "
+            "structured layer (an attention block's heads, one row per head; an FFN's neurons; "
+            "a Conv's channels) and per norm, named by module: the count, dead and blocked "
+            "units and their weights' sparsity."
         ),
     )
     p.add_argument("model", help="path of the .onnx model")
@@ -37,6 +38,12 @@ def add(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="position-level reachability (every channel at every spatial position); needs "
         "static shapes. Default: channel level, fast, can only under-report effective sparsity",
+    )
+    p.add_argument(
+        "--units",
+        action="store_true",
+        help="also the sparsity per unit, named by module: each attention head, each FFN's "
+        "neurons, each norm (about twice the time, and a bool per weight of memory)",
     )
     add_input_shape(p)
     add_max_bytes(p)
@@ -54,6 +61,7 @@ def _analyze(args: argparse.Namespace) -> int:
         input_shapes=parse_input_shapes(args.input_shape),
         dims=parse_dims(args.dim),
         max_bytes=args.max_bytes,
+        units=args.units,
     )
     if args.json:
         out(json.dumps(report.to_dict(), indent=2))

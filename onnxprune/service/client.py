@@ -142,13 +142,16 @@ class Client:
         input_shapes: Mapping[str, Sequence[int]] | None = None,
         dims: Mapping[str, int] | None = None,
         max_bytes: int | None = None,
+        units: bool | None = None,
     ) -> pb.SparsityReport:
         """``onnxprune.analyze`` on the server; see it for the arguments.
 
         Returns:
             The report: typed fields, ``json`` (what ``analyze --json`` prints) and ``text``.
         """
-        options = _options(pb.AnalyzeOptions, level=level, input_shapes=input_shapes, dims=dims)
+        options = _options(
+            pb.AnalyzeOptions, level=level, input_shapes=input_shapes, dims=dims, units=units
+        )
         _set_max_bytes(options, max_bytes)
         uploads = _Uploads()
         header = pb.AnalyzeHeader(options=options)

@@ -134,17 +134,14 @@ def model_units(groups: Groups, graph: onnx.GraphProto) -> ModelUnits:
         for g in dict.fromkeys(groups.of(s.tensor).tolist()):
             members_of.setdefault(tuple(owners[g]), {})[g] = None
     counts = {s.name: _counts(groups, s, heads, width) for s in groups.filters}
+    read = [(c.weight, set(np.unique(groups.inputs(c)).tolist())) for c in groups.consumers]
     layers = []
     for key, found in members_of.items():
         members = list(found)
         ids = np.array(members)
         slices = [s for s in groups.filters if s.name in key]
         kind = HEAD if any(g in heads for g in members) else _kind(slices, producers)
-        readers = tuple(
-            dict.fromkeys(
-                c.weight for c in groups.consumers if np.isin(groups.inputs(c), ids).any()
-            )
-        )
+        readers = tuple(dict.fromkeys(w for w, seen in read if not seen.isdisjoint(found)))
         names = [labels[name] for name in key]
         if kind == HEAD:
             names += [labels[name] for name in readers]

@@ -93,7 +93,7 @@ MODULES = {
 @pytest.mark.parametrize("name", list(MODULES))
 def test_analyze_reports_every_attention_head_by_module(corpus, name) -> None:
     entry = corpus.get(name)
-    data = json.loads(run_cli("analyze", str(entry.path), "--json").stdout)
+    data = json.loads(run_cli("analyze", str(entry.path), "--units", "--json").stdout)
     attention = [b for b in data["blocks"] if b["kind"] == "head"]
     assert len(attention) == LAYERS
     assert sum(b["units"] for b in attention) == LAYERS * HEADS  # num_attention_heads x layers
@@ -110,7 +110,7 @@ def test_analyze_names_a_zeroed_head_dead(corpus, tmp_path) -> None:
 
     entry = corpus.get("bert-torchscript")
     model = onnx.load(str(entry.path))
-    report = json.loads(run_cli("analyze", str(entry.path), "--json").stdout)
+    report = json.loads(run_cli("analyze", str(entry.path), "--units", "--json").stdout)
     by_label = {layer["label"]: layer["name"] for layer in report["layers"]}
     prefix = "/model/bert/encoder/layer.0/attention/"
     q, k, v = (by_label[f"{prefix}self/{p}/MatMul"] for p in ("query", "key", "value"))
@@ -125,7 +125,7 @@ def test_analyze_names_a_zeroed_head_dead(corpus, tmp_path) -> None:
             init.CopyFrom(numpy_helper.from_array(w, init.name))
     path = tmp_path / "zeroed.onnx"
     onnx.save(model, str(path))
-    done = run_cli("analyze", str(path))
+    done = run_cli("analyze", str(path), "--units")
     assert done.returncode == 0, done.stderr
     rows = done.stdout.splitlines()
     start = rows.index(next(r for r in rows if r.startswith(prefix[:-1] + " ")))
@@ -152,7 +152,7 @@ def test_dynamo_heads_merged_with_the_batch_are_counted_as_heads(corpus) -> None
 
 def test_analyze_names_the_layer_norms_by_module(corpus) -> None:
     entry = corpus.get("bert-dynamo")
-    data = json.loads(run_cli("analyze", str(entry.path), "--json").stdout)
+    data = json.loads(run_cli("analyze", str(entry.path), "--units", "--json").stdout)
     norms = [b["module"] for b in data["blocks"] if b["kind"] == "norm channel"]
     # the embeddings' LayerNorm, then two a layer (after attention, after the FFN)
     assert norms == [

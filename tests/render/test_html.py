@@ -113,7 +113,7 @@ def test_combined_page_has_report_and_validation_sections():
     page = _pages()["combined"]
     assert "<title>Pruning report</title>" in page
     titles = re.findall(r"<h2>([^<]*)</h2>", page)
-    assert titles == ["Totals", "Layers", "Units", "Fallback ops", "Validation"]
+    assert titles == ["Totals", "Layers", "Fallback ops", "Validation"]
     assert len(_images(page)) == 2
 
 

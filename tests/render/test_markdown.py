@@ -300,7 +300,6 @@ def test_combined_report_has_both_sections():
         "# Pruning report",
         "## Totals",
         "## Layers",
-        "## Units",  # the MLP's neurons per layer
         "## Fallback ops",
         "## Validation",
     ]

@@ -218,8 +218,8 @@ def test_model_with_external_data_goes_up_with_its_data(address, tmp_path):
               size_threshold=0)  # fmt: skip
     assert (folder / "weights" / "m.bin").is_file()
     with Client(address) as client:
-        remote = client.analyze(folder / "m.onnx")
-    assert json.loads(remote.json) == onnxprune.analyze(MLP).to_dict()
+        remote = client.analyze(folder / "m.onnx", units=True)
+    assert json.loads(remote.json) == onnxprune.analyze(MLP, units=True).to_dict()
 
 
 def test_typed_request_fields_match_the_library_options():

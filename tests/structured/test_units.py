@@ -20,7 +20,7 @@ def test_packed_projection_counts_each_head_once():
     # Q (4 heads of 8), K and V (2 heads of 8) side by side in one weight: 4 heads, not 8.
     model = am.split("GroupQueryAttention", heads=4, kv=2, packed=True)
     assert structured_prune(model, sparsity=0.5).units == {"wqkv": (2, 4)}
-    (block,) = [b for b in onnxprune.analyze(model).blocks if b.kind == "head"]
+    (block,) = [b for b in onnxprune.analyze(model, units=True).blocks if b.kind == "head"]
     assert [h.name for h in block.heads] == ["heads 0-1", "heads 2-3"]
     assert block.layers == ("wqkv", "wo")
     # per K/V group: 16 Q + 8 K + 8 V columns of 16 rows, and 16 rows of wo (16 wide)
@@ -28,7 +28,7 @@ def test_packed_projection_counts_each_head_once():
 
 
 def test_fused_attention_heads_and_ffn_neurons():
-    blocks = onnxprune.analyze(am.fused()).blocks
+    blocks = onnxprune.analyze(am.fused(), units=True).blocks
     assert [(b.kind, b.units) for b in blocks if not b.blocked] == [("head", 2), ("neuron", 6)]
 
 

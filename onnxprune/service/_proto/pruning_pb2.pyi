@@ -33,7 +33,7 @@ class InputShape(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dims: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class AnalyzeOptions(_message.Message):
-    __slots__ = ("level", "input_shapes", "max_bytes", "dims")
+    __slots__ = ("level", "input_shapes", "max_bytes", "dims", "units")
     class DimsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,11 +45,13 @@ class AnalyzeOptions(_message.Message):
     INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     DIMS_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
     level: str
     input_shapes: _containers.RepeatedCompositeFieldContainer[InputShape]
     max_bytes: int
     dims: _containers.ScalarMap[str, int]
-    def __init__(self, level: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., max_bytes: _Optional[int] = ..., dims: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    units: bool
+    def __init__(self, level: _Optional[str] = ..., input_shapes: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ..., max_bytes: _Optional[int] = ..., dims: _Optional[_Mapping[str, int]] = ..., units: _Optional[bool] = ...) -> None: ...
 
 class AnalyzeHeader(_message.Message):
     __slots__ = ("model", "model_data", "options")
