@@ -40,7 +40,7 @@ from onnxprune.pruners.refit import Finish, reconstruction, refit_effective
 from onnxprune.pruners.registry import LayerTargets, ScoreContext, get_allocation, get_score
 from onnxprune.pruners.rows import RowGroups
 from onnxprune.pruners.steps import RankedMasks, search_effective
-from onnxprune.pruners.targets import EFFECTIVE_SLACK, SHORTFALL, Bisection, direct_bound
+from onnxprune.pruners.targets import EFFECTIVE_SLACK, SHORTFALL, Bisection
 from onnxprune.report import SparsityReport
 from onnxprune.sparsity import LEVELS, sparsity_report
 from onnxprune.text import display_name
@@ -206,8 +206,7 @@ def prune_weights(
     # Removing every weight cuts every path; the search stops one short of it, which keeps
     # allocation targets inside [0, 1), and at what a minimum threshold lets go.
     top = max(total - 1, 0) if sigma is None else min(total - 1, most_removable(shapes, sigma))
-    bound = direct_bound(o.sparsity, plan.total, plan.zeros_outside)
-    search = search_effective(plan, ranked_masks, (min(forced, top), top), o.sparsity, bound)
+    search = search_effective(plan, ranked_masks, (min(forced, top), top), o.sparsity)
     notes = _effective_notes(plan, ranked_masks, search, o.sparsity, top, sigma is not None)
     return refit_effective(finish, ranked_masks, search, (min(forced, top), top), o.sparsity, notes)
 

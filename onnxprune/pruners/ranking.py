@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from onnxprune.pruners._cut import Cut, common_dtype, find_cut, keep_above
+from onnxprune.pruners._cut import Cut, common_dtype, find_cut
 
 
 class PartialOrder:
@@ -156,19 +156,24 @@ class Ranking:
         """``masks(global_counts(k))``, from the order across layers alone.
 
         One comparison per layer with the ``k``-th lowest score, and its ties by index (as
-        ``allocations.global_.global_masks``), rather than writing the ``k`` removals one by
-        one.
+        ``allocations.global_.global_masks``; already-pruned weights never come back), rather
+        than writing the ``k`` removals one by one.
         """
         k = min(max(int(k), int(self._pruned.sum())), self._order_across().size)
         if k == 0:
             return {n: f.reshape(s) != -np.inf for n, f, s in zip(*self._layers(), strict=True)}
         value = self._order_across().kth(k)
-        below = np.array([np.count_nonzero(f < value) for f in self._flat], np.int64)
+        keep = [f > value for f in self._flat]
         equal = np.array([np.count_nonzero(f == value) for f in self._flat], np.int64)
+        kept = np.array([np.count_nonzero(m) for m in keep], np.int64)
+        below = np.diff(self._offsets) - kept - equal
         removed = Cut(value, below, equal).removed(k)
+        for f, m, ties, gone in zip(self._flat, keep, equal, removed - below, strict=True):
+            if gone < ties and value != -np.inf:  # the ties after the first ``gone`` stay
+                m[np.flatnonzero(f == value)[gone:]] = True
         return {
-            name: keep_above(f, value, int(r - b), int(e)).reshape(shape)
-            for name, f, shape, r, b, e in zip(*self._layers(), removed, below, equal, strict=True)
+            name: m.reshape(shape)
+            for name, m, shape in zip(self.names, keep, self.shapes, strict=True)
         }
 
     def global_counts(self, k: int) -> dict[str, int]:

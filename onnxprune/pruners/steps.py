@@ -22,7 +22,7 @@ from onnxprune.graph.build import ConnectivityGraph
 from onnxprune.graph.incremental import REBUILD, MaskedChannels, unsupported
 from onnxprune.pruners.ranking import Ranking
 from onnxprune.pruners.rows import RowGroups
-from onnxprune.pruners.targets import Bisection, bisect_effective, search_nested
+from onnxprune.pruners.targets import Bisection, bisect_effective, direct_bound, search_nested
 
 Masks = dict[str, np.ndarray]
 Changes = Callable[[int, int], Mapping[str, np.ndarray]]
@@ -34,6 +34,8 @@ class Plan(Protocol):
 
     graph: ConnectivityGraph
     level: str
+    total: int  # all prunable weights
+    zeros_outside: int  # zeros of the weights not selected
 
     def effective(self, masks: Mapping[str, np.ndarray]) -> float:
         """Effective sparsity of the model with ``masks`` applied (a full analysis)."""
@@ -81,24 +83,27 @@ class RankedMasks:
 
 
 def search_effective(
-    plan: Plan, ranked: RankedMasks, bounds: tuple[int, int], target: float, bound: int
+    plan: Plan, ranked: RankedMasks, bounds: tuple[int, int], target: float
 ) -> Bisection:
     """The most removals whose effective sparsity stays at most ``target``.
+
+    With nested masks the bracket starts at ``targets.direct_bound`` (past it direct, hence
+    effective, sparsity is over the target) and the search interpolates; else it bisects.
 
     Args:
         plan: the prune's plan.
         ranked: the masks at each count.
         bounds: the fewest (forced) and the most removals the search may take.
         target: the effective sparsity not to exceed.
-        bound: ``targets.direct_bound``: past it direct, hence effective, sparsity is over the
-            target (nested masks only: the search starts its bracket there).
     """
     low, top = bounds
     steps = EffectiveSteps(plan, ranked, ranked.changes if ranked.groups.rows is None else None)
     if not ranked.nested:
         return bisect_effective(steps, low, top, target)
     size = sum(math.prod(shape) for shape in ranked.ranking.shapes)
-    return search_nested(steps, low, max(min(top, bound), low), target, size)
+    high = max(min(top, direct_bound(target, plan.total, plan.zeros_outside)), low)
+    direct_low = (low + plan.zeros_outside) / plan.total  # what low removes, and the zeros outside
+    return search_nested(steps, low, high, target, size, direct_low)
 
 
 class EffectiveSteps:

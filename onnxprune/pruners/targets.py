@@ -98,7 +98,12 @@ def bisect_effective(
 
 
 def search_nested(
-    effective_at: Callable[[int], float], low: int, high: int, target: float, size: int
+    effective_at: Callable[[int], float],
+    low: int,
+    high: int,
+    target: float,
+    size: int,
+    direct_low: float,
 ) -> Bisection:
     """``bisect_effective``'s answer for nested masks, in fewer analyses.
 
@@ -110,7 +115,9 @@ def search_nested(
     curve bends sharply and is close to a power law there), as regula falsi in its Illinois
     variant: the value of an end kept twice in a row is halved towards the target, so that a
     bent curve does not pin that end. The step after an interpolation that did not halve the
-    bracket bisects: at most about twice bisection's analyses, usually far fewer.
+    bracket bisects: at most about twice bisection's analyses, usually far fewer. ``low`` is
+    analysed last, and only when no larger count is under the target: until then its direct
+    sparsity stands in for its effective sparsity (never above it).
 
     Args:
         effective_at: effective sparsity after removing ``k`` weights, non-decreasing in ``k``.
@@ -118,12 +125,13 @@ def search_nested(
         high: the most weights that may be removed.
         target: the effective sparsity not to exceed.
         size: the weights the search removes from (``high < size``).
+        direct_low: the direct sparsity at ``low``.
     """
-    analysed = _reporter(effective_at, 2 + max(high - low, 1).bit_length())
-    ends = _ends(analysed, low, high, target)
-    if isinstance(ends, Bisection):
-        return ends
-    (ok, bad), analyses = ends, 2
+    analysed = _reporter(effective_at, 1 + max(high - low, 1).bit_length())
+    top = analysed(high, 1)
+    if top <= target or high <= low:
+        return Bisection(high, top, 1)
+    analyses, ok, bad = 1, (low, direct_low), (high, top)
     floor = 0.5 / max(size, 1)  # densities of a fully cut model still have a logarithm
 
     def point(k: int, value: float) -> tuple[float, float]:
@@ -153,6 +161,9 @@ def search_nested(
                 p_ok = (p_ok[0], aim + (p_ok[1] - aim) / 2)
             kept = "ok"
         bisect = not bisect and (bad[0] - ok[0]) * 2 > width  # interpolation did not halve it
+    if ok[0] == low:  # no count above it is under the target: only now is low analysed
+        analyses += 1
+        return Bisection(low, analysed(low, analyses), analyses)
     return Bisection(ok[0], ok[1], analyses)
 
 
