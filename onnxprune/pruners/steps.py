@@ -102,7 +102,8 @@ def search_effective(
         return bisect_effective(steps, low, top, target)
     size = sum(math.prod(shape) for shape in ranked.ranking.shapes)
     high = max(min(top, direct_bound(target, plan.total, plan.zeros_outside)), low)
-    direct_low = (low + plan.zeros_outside) / plan.total  # what low removes, and the zeros outside
+    # What low removes, and the zeros outside.
+    direct_low = (low + plan.zeros_outside) / plan.total if plan.total else 0.0
     return search_nested(steps, low, high, target, size, direct_low)
 
 

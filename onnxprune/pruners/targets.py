@@ -59,6 +59,8 @@ def direct_bound(target: float, everything: int, zeros_outside: int) -> int:
         >>> direct_bound(0.5, 10, 1)
         4
     """
+    if everything == 0:  # nothing to remove
+        return 0
     k = math.floor(target * everything) - zeros_outside
     while (k + 1 + zeros_outside) / everything <= target:
         k += 1

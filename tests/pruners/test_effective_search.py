@@ -192,3 +192,10 @@ def test_the_global_order_takes_fewer_analyses_than_bisection():
     net = Net((1, 100), (Dense("a", _w(100, 200)), Relu(), Dense("b", _w(200, 100))))
     result = same_as_reference(to_onnx(net), 0.97, "global")
     assert result.analyses < (40_000).bit_length()
+
+
+def test_a_model_without_prunable_weights_reaches_any_target():
+    net = Net((1, 3), (Relu(),))
+    result = prune(to_onnx(net), sparsity=0.5, effective=True)
+    assert result.masks == {}
+    assert result.report.effective_sparsity == 0.0
