@@ -11,7 +11,9 @@ grows a model; otherwise the units stay). Where the constant cannot be folded ex
 averaging, a transposed conv, unknown shapes) the group is removed only when its constant is
 exactly zero. Removing units can leave units upstream unread and units downstream constant, so this
 repeats to a fixed point before the graph is cut once. Blocked groups (graph outputs, ops the
-handlers do not know, shared weights) stay, and so does at least one unit of every tensor. A dead
+handlers do not know, shared weights) stay, and so does at least one unit of every tensor. Nested
+groups (query heads within their K/V head, ``nests``) go only as a nest allows: a parent with all
+of its children, children in equal numbers per parent left (some dead ones may stay). A dead
 filter of one member of a residual sum stays when another member keeps that channel alive: ONNX has
 no cheap way to add into a subset of channels.
 """
@@ -35,6 +37,7 @@ from onnxprune.structured._constants import fold_known, materialize
 from onnxprune.structured._copies import merge_copies, separable, unshare
 from onnxprune.structured.blocked import BlockedGroup, blocked_groups, body_blocks
 from onnxprune.structured.groups import Arrays, Consts, Consumer, Folded, Groups, build_groups
+from onnxprune.structured.nests import respect
 from onnxprune.structured.surgery import cut, fold, foldable, read, zero
 from onnxprune.weights import ConstantResolver, attr, weight_readers
 
@@ -258,8 +261,10 @@ def _compact_once(ws: Workspace) -> CompactResult | None:
         consts = groups.constants(arrays, pending)
         reads = read(groups, arrays)
         dead = ~reads | foldable(groups, consts, arrays)
-        new = _keep_one(groups, dead & ~groups.blocked & ~gone, gone)
+        new = respect(groups.nests, dead & ~groups.blocked & ~gone, gone)  # parents first
+        new = _keep_one(groups, new, gone)
         new = _affordable(groups, new & reads, consts, arrays, pending) | (new & ~reads)
+        new = respect(groups.nests, new, gone)
         if not new.any():
             break
         folded |= fold(groups, new & reads, consts, arrays, pending)

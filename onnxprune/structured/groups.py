@@ -8,9 +8,10 @@ a Concat places its inputs' slots at their offsets, a Flatten ties every feature
 a depthwise Conv ties each output channel to the input channel it filters. The connected
 components of those ties (``scipy.sparse.csgraph``) are the dependency groups: removing a unit
 means removing every slot of its group, from every producer, consumer and per-channel parameter
-on the way. A group that touches anything the handlers cannot slice (a graph output, an unknown
-op, a shared weight) is *blocked* and never removed; the first ``Block`` met in graph order says
-why.
+on the way. Some slots live within others instead (a query head within the K/V head it reads):
+those groups form a ``Nest`` (``nests``). A group that touches anything the handlers cannot slice
+(a graph output, an unknown op, a shared weight) is *blocked* and never removed; the first
+``Block`` met in graph order says why.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import onnx
 from onnxprune.graph.conv_geometry import in_bounds
 from onnxprune.structured.blocked import Block
 from onnxprune.structured.handlers import rule_for
+from onnxprune.structured.nests import Nest, settle
 
 Arrays = MutableMapping[str, np.ndarray]
 Consts = dict[str, np.ndarray]
@@ -58,6 +60,23 @@ class Space:
     def slots(self) -> np.ndarray:
         """The slot ids of the units, in order."""
         return np.arange(self.base, self.base + self.size)
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """An ``Expand`` output holding ``count`` copies of each unit along the axis after the units'.
+
+    Attributes:
+        target: the Expand's shape input, whose entry ``index`` is ``count``.
+        index: that entry.
+        shape: the shape's value (the static output shape when computed at run time).
+        node: the Expand, when ``target`` is not its own to rewrite (``ops._common.set_dim``).
+    """
+
+    target: str
+    index: int
+    shape: np.ndarray
+    node: onnx.NodeProto | None
 
 
 @dataclass(frozen=True)
@@ -196,6 +215,7 @@ class Groups:
         edits: node rewrites applied after slicing.
         rules: constant propagation, in graph order.
         opset: the model's ai.onnx opset.
+        nests: groups living within others, the same number in each (``nests``).
     """
 
     spaces: dict[str, Space]
@@ -209,6 +229,7 @@ class Groups:
     edits: list[Edit] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
     opset: int = 17
+    nests: list[Nest] = field(default_factory=list)
 
     def of(self, tensor: str) -> np.ndarray:
         """The group of each unit of ``tensor``."""
@@ -279,6 +300,10 @@ class Builder:
         self.spaces: dict[str, Space] = {}
         self.next = 0
         self.ties: list[tuple[np.ndarray, np.ndarray]] = []
+        self.nests: list[tuple[np.ndarray, np.ndarray]] = []
+        """Slots ``(children, parents)``: each child slot lives in its parent slot."""
+        self.repeats: dict[str, Repeat] = {}
+        """Expand outputs repeating their units, by tensor (``ops.slicing``)."""
         self.blocked: list[tuple[np.ndarray, Block]] = []
         self.node: onnx.NodeProto | None = None
         """The node being handled, which ``block`` names; None while graph outputs are blocked."""
@@ -343,6 +368,10 @@ class Builder:
         """Unit ``a_index[i]`` of ``a`` and unit ``b_index[i]`` of ``b`` go together."""
         self.ties.append((a.base + np.asarray(a_index), b.base + np.asarray(b_index)))
 
+    def nest(self, children: Space, parents: Space, index: np.ndarray) -> None:
+        """Unit ``i`` of ``children`` lives in unit ``index[i]`` of ``parents`` (``nests``)."""
+        self.nests.append((children.slots, parents.base + np.asarray(index)))
+
     def block(
         self, space: Space | None, index: np.ndarray | None = None, why: str | None = None
     ) -> None:
@@ -381,14 +410,18 @@ class Builder:
         return f"{what} {name!r} shared by {', '.join(readers)}"
 
     def finish(self) -> Groups:
-        """The groups: connected components of the ties."""
-        n = self.next
+        """The groups: connected components of the ties, and the nests they leave."""
         if self.ties:
             a = np.concatenate([t[0] for t in self.ties])
             b = np.concatenate([t[1] for t in self.ties])
         else:
             a = b = np.zeros(0, np.int64)
-        count, labels = components(n, a, b)
+        count, labels = components(self.next, a, b)
+        extra, nests, pairs = settle(labels, self.nests)
+        while extra is not None:  # parents sharing a child tied, or a nest undone
+            a, b = np.concatenate([a, extra[0]]), np.concatenate([b, extra[1]])
+            count, labels = components(self.next, a, b)
+            extra, nests, pairs = settle(labels, pairs)
         blocked = np.zeros(count, bool)
         reasons: dict[int, Block] = {}
         for slots, why in self.blocked:  # the first reason met in graph order
@@ -407,6 +440,7 @@ class Builder:
             self.edits,
             self.rules,
             self.opset,
+            nests,
         )
 
 

@@ -38,6 +38,7 @@ from onnxprune.structured.blocked import (
 )
 from onnxprune.structured.compact import CompactResult, Shapes, Workspace, compact_workspace
 from onnxprune.structured.groups import Groups
+from onnxprune.structured.nests import Nest, choose
 from onnxprune.structured.reconstruct import Reconstruction, reconstruct
 from onnxprune.structured.surgery import filter_stats, write_back, zero
 from onnxprune.structured.units import model_units
@@ -199,9 +200,10 @@ def structured_prune(
             fixed[groups.of(s.tensor)] = True
     if (layers is not None or exclude is not None) and fixed.all():
         raise InvalidOptionError("--layers/--exclude leave no prunable unit to prune")
-    choose = _per_layer if scope == "layer" else _global
+    pick = _per_layer if scope == "layer" else _global
     layers_of = layer_groups(groups)
-    drop = choose(scores, layers_of, fixed, sparsity, round_to)
+    drop = pick(scores, layers_of, fixed, sparsity, round_to)
+    _nested(drop, groups.nests, scores, fixed, None if scope == "global" else sparsity, round_to)
     zero(groups, drop, ws.arrays)
     masked = _masked(ws, drop, calibration is not None)
     named = model_units(groups, ws.model.graph)
@@ -227,6 +229,7 @@ def structured_prune(
         removed=sum(int(drop[m].sum()) for m in counted),
         stayed=sum(int(fixed[m].sum()) for m in counted),
         sizes=tuple(m.size for m in counted),
+        nested=bool(groups.nests),
     )
     return StructuredResult(
         result.model,
@@ -277,6 +280,7 @@ class _Reached:
         removed: groups removed.
         stayed: groups of the prunable layers that had to stay (blocked or excluded).
         sizes: the number of groups of each prunable layer.
+        nested: some groups live within others (``structured.nests``).
     """
 
     sparsity: float
@@ -285,6 +289,7 @@ class _Reached:
     removed: int
     stayed: int
     sizes: tuple[int, ...]
+    nested: bool = False
 
     @property
     def prunable(self) -> int:
@@ -324,6 +329,8 @@ class _Reached:
             planned = round(s * (self.prunable - self.stayed))
             if self.removed < planned:
                 causes.append(multiple if r > 1 else "every layer keeps at least one group")
+        if self.nested:
+            causes.append("query heads sharing a K/V head keep the same number in each group")
         if self.stayed and (self.scope == "global" or self.removed < planned):
             stayed = plural(self.stayed, "group")
             causes.append(f"{stayed} of these layers had to stay (blocked or excluded)")
@@ -352,6 +359,29 @@ def layer_groups(groups: Groups) -> list[np.ndarray]:
         if key:
             by_key.setdefault(tuple(key), []).append(g)
     return [np.array(members) for members in by_key.values()]
+
+
+def _nested(
+    drop: np.ndarray,
+    nests: list[Nest],
+    scores: np.ndarray,
+    fixed: np.ndarray,
+    sparsity: float | None,
+    round_to: int,
+) -> None:
+    """Choose again what each nest loses (``drop``, in place), the same number in each parent.
+
+    Per layer (``sparsity``) the parents and the children are each asked for ``sparsity``;
+    globally (None) for what the global choice kept of them.
+    """
+    for nest in nests:
+        g, r = nest.children.shape
+        if sparsity is None:
+            want = (float((~drop[nest.parents]).sum()), float((~drop[nest.children]).sum()))
+        else:
+            want = ((1 - sparsity) * g, (1 - sparsity) * g * r)
+        drop[nest.members] = False
+        drop[choose(nest, scores, fixed, want, round_to)] = True
 
 
 def _kept(n: int, sparsity: float, round_to: int) -> int:

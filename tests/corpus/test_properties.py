@@ -25,13 +25,14 @@ the mark.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
 import onnxprune
-from onnxprune.graph.shapes import infer_shapes
 from onnxprune.structured import compact, structured_prune
 from tests.corpus.store import CASES, EXPORTERS, TRANSFORMERS
 from tests.helpers import zero_inactive
@@ -169,30 +170,30 @@ def test_structured_prune_equals_its_masked_model_and_removes_something(corpus, 
     assert weights(result.model) < weights(entry.model)
 
 
-def attention_heads(model: onnx.ModelProto, dims: dict[str, int]) -> int:
-    """The heads of every MatMul of two activations (attention scores, and scores times values,
-    [B, heads, T, *]), added up: axis 1 of their outputs, by shape inference with the inputs'
-    symbolic dimensions set to ``dims`` (onnx's own inference leaves a dynamic export's heads
-    unknown; the count of the dense model, asserted, checks the inference)."""
-    symbolic = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim}
-    shapes = infer_shapes(model, dims={k: v for k, v in dims.items() if k in symbolic} or None)
+def attention_heads(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> int:
+    """The heads of every MatMul of two activations with a rank-4 output (attention scores,
+    and scores times values, [B, heads, T, *]), added up: axis 1 of their outputs as ONNX
+    Runtime computes them on ``feeds``."""
     weights = {t.name for t in model.graph.initializer}
     weights |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    return sum(
-        shapes[node.output[0]][1]
-        for node in model.graph.node
-        if node.op_type == "MatMul" and not weights & set(node.input)
-    )
+    products = [
+        n.output[0]
+        for n in model.graph.node
+        if n.op_type == "MatMul" and not weights & set(n.input)
+    ]
+    probed = copy.deepcopy(model)
+    del probed.graph.output[:]
+    probed.graph.output.extend(onnx.helper.make_empty_tensor_value_info(p) for p in products)
+    return sum(y.shape[1] for y in outputs(probed, feeds) if y.ndim == 4)
 
 
 TRANSFORMER_CASES = [name for name in CASES if name.split("-")[0] in TRANSFORMERS]
 HEADS_DONE = {
-    f"{m}-{e}"
-    for m in ("bert", "vit", "whisper", "gpt2")
-    for e in (*EXPORTERS, "torchscript-dynamic")
-}
+    *(f"{m}-{e}" for m in ("bert", "vit", "whisper", "gpt2") for e in EXPORTERS),
+    "llama-torchscript", *(name for name in TRANSFORMER_CASES if name.endswith("-dynamic")),
+}  # fmt: skip
 """Exports whose heads structured pruning removes (structured/ops/heads.py, interleaved.py); the
-others wait. The dynamic exports with their dims fixed (``dims``), as their static twins."""
+others wait."""
 HEADS_PENDING = pending(
     1, "attention heads are units of structured pruning",
     *(name for name in TRANSFORMER_CASES if name not in HEADS_DONE),
@@ -202,10 +203,10 @@ HEADS_PENDING = pending(
 @pytest.mark.parametrize("name", cases(HEADS_PENDING, TRANSFORMER_CASES))
 def test_structured_prune_removes_attention_heads(corpus, name):
     entry = corpus.get(name)
-    before = attention_heads(entry.model, entry.dims)
+    before = attention_heads(entry.model, entry.feeds[0])
     assert before == 4 * 4  # 2 layers, 4 heads, 2 MatMuls each
     result = structured_prune(entry.model, sparsity=0.3, criterion="l1", dims=entry.dims)
-    assert 0 < attention_heads(result.model, entry.dims) < before
+    assert 0 < attention_heads(result.model, entry.feeds[0]) < before
 
 
 DYNAMIC = [name for name in CASES if name.endswith("-dynamic")]

@@ -75,23 +75,29 @@ def set_dim(
     index: int,
     tensor: str,
     shape: np.ndarray,
-    per: int = 1,
+    per: int | str = 1,
     node: onnx.NodeProto | None = None,
 ):
     """Rewrite entry ``index`` of a Reshape target to the kept units of ``tensor`` (over ``per``).
 
-    Entries 0 (copy the input's) and -1 (inferred) stay as they are. With ``node``, the target
-    is one other nodes read too (an exporter writes one ``[-1, C]`` for every layer): a changed
-    value goes to a fresh initializer that only ``node`` reads.
+    ``per`` is a number, or a tensor whose kept units divide (a repeat count: the query heads
+    kept over the K/V heads kept). Entries 0 (copy the input's) and -1 (inferred) stay as they
+    are. With ``node``, the target is one other nodes read too (an exporter writes one ``[-1, C]``
+    for every layer) or computed at run time (``shape`` is then its static value): a changed
+    value goes to a fresh initializer that only ``node`` reads, which later edits of the same
+    node change in place.
     """
 
     def edit(kept, arrays, fresh):
         if shape[index] <= 0:
             return
-        value = (arrays[name] if node is None else shape).copy()
-        value[index] = int(kept(tensor).sum()) // per
-        if node is None:
-            arrays[name] = value
+        copied = node is not None and node.input[1] != name  # by an earlier edit
+        own = node is None or copied
+        current = node.input[1] if copied else name
+        value = (arrays[current] if own else shape).copy()
+        value[index] = int(kept(tensor).sum()) // (per if isinstance(per, int) else kept(per).sum())
+        if own:
+            arrays[current] = value
         elif value[index] != shape[index]:
             node.input[1] = fresh(f"{name}_{node.name or node.output[0]}")
             arrays[node.input[1]] = value

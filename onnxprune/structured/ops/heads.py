@@ -13,8 +13,10 @@ channel entries are rewritten.
 
 Grouped-query attention (LLaMA with fewer K/V heads) repeats each K/V head for ``n_rep`` query
 heads: ``Unsqueeze``, ``Expand`` to ``[B, KV, n_rep, T, D]``, ``Reshape`` merging KV and n_rep.
-That merge ties query head ``j`` to K/V head ``j // n_rep``: a K/V head goes with all of its
-query heads, so whole K/V groups are removed and the ratio stays valid.
+Query head ``j`` reads K/V head ``j // n_rep``: it lives within that head (``structured.nests``),
+so a K/V head goes with all of its query heads, and query heads go as long as every K/V head
+left keeps the same number of them, the new ``n_rep`` (the Expand's and the Reshape's targets
+are rewritten). The ratio stays valid either way.
 
 The masked model (``structured_prune``'s ``masked``) zeroes a removed head's Q, K and V columns
 and its rows of the output projection. The zero rows are what make it equal the cut model: Q
@@ -75,8 +77,9 @@ def merge_heads(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
 
     ``[B, T, H, D] -> [B, T, H*D]`` (heads back to channels; the axes before may be merged or
     split too) and ``[B, KV, n, T, D] -> [B, KV*n, T, D]`` (K/V heads repeated for their query
-    heads): output unit ``i`` is input unit ``i // prod(merged axes)``. Returns False for any
-    other Reshape.
+    heads): output unit ``i`` is input unit ``i // prod(merged axes)``, tied to it, or living
+    within it when the merged axis holds an Expand's copies (``Repeat``). Returns False for
+    any other Reshape.
     """
     shape_in, shape_out = b.shape(node.input[0]), b.shape(node.output[0])
     if node.op_type != "Reshape" or xs.inner or shape_in is None or shape_out is None:
@@ -96,8 +99,15 @@ def merge_heads(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
     if value is None:
         return True
     per, out = n // xs.size, node.output[0]
-    b.new(out, v, len(shape_out), n)
-    b.tie(b.space(out), np.arange(n), xs, np.arange(n) // per)
+    space = b.new(out, v, len(shape_out), n)
+    repeat = b.repeats.get(xs.tensor) if k == 1 else None
+    if repeat is None:
+        b.tie(space, np.arange(n), xs, np.arange(n) // per)
+    else:  # fewer copies of every unit: rewrite the Expand's count
+        b.nest(space, xs, np.arange(n) // per)
+        b.edits.append(
+            set_dim(repeat.target, repeat.index, out, repeat.shape, xs.tensor, repeat.node)
+        )
     if value[v] > 0:
         b.edits.append(set_dim(target, v, out, value, node=None if b.owned(target) else node))
     b.rules.append(

@@ -4,7 +4,9 @@ LLaMA's rotary embedding slices each head's channels in halves (``rotate_half``)
 attention expands each K/V head to ``n_rep`` copies on a new axis. Neither touches the unit
 axis, so the output holds the input's units. An ``Expand`` whose shape names the unit count
 gets that entry rewritten; a shape computed at run time (the TorchScript exporter computes it
-with ``Where``) becomes the output's static shape.
+with ``Where``) becomes the output's static shape. An Expand repeating each unit along the next
+axis, read by nothing else, is a ``Repeat``: a Reshape merging the copies into units of their
+own (``heads.merge_heads``) lets copies go, the same number of each unit.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxprune.structured.groups import Builder
+from onnxprune.structured.groups import Builder, Repeat
 from onnxprune.structured.handlers import handler
 from onnxprune.structured.ops._common import attr, input_at, pass_through, set_dim
 
@@ -66,3 +68,10 @@ def _expand(b: Builder, node: onnx.NodeProto) -> None:
             return
         b.edits.append(set_dim(target, index, node.output[0], value, node=owner))
     pass_through(b, node, xs, keeps=True, axis=axis, rank=len(shape_out))
+    shape_in = b.shape(node.input[0])
+    after = axis + 1 - (len(shape_out) - len(shape_in or ()))  # that axis in the input
+    copies = shape_out[axis + 1] if axis + 1 < len(shape_out) else None
+    if shape_in and 0 <= after < len(shape_in) and shape_in[after] == 1 and (copies or 0) > 1:
+        index += 1
+        if index >= 0 and value[index] == copies and b.uses[node.output[0]] == 1:
+            b.repeats[node.output[0]] = Repeat(target, index, value, owner)
