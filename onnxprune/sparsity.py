@@ -190,7 +190,7 @@ def _blocks(
         params, zeros, active = sums[:, layer.groups]
         dead = (params > 0) & (active == 0)
         heads = ()
-        if layer.kind == "head":
+        if layer.heads:
             starts = np.cumsum(layer.units) - layer.units
             heads = tuple(
                 HeadSparsity(int(i), int(n), int(p), int(z), int(a))

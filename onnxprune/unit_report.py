@@ -19,12 +19,15 @@ from onnxprune.report import Sparsities, text_table
 
 @dataclass(frozen=True, slots=True)
 class HeadSparsity(Sparsities):
-    """One attention head (with grouped-query attention: the query heads sharing a K/V head).
+    """One attention head, or the query heads sharing a K/V head (fused grouped-query attention).
+
+    Grouped-query attention written out in plain ops has blocks of query heads and of K/V heads.
 
     Attributes:
         index: the head's number in its block (the first query head's), from 0.
         heads: how many query heads it is (1, or the query heads per K/V head).
-        params: its weights: Q, K, V columns and output-projection rows.
+        params: its weights: Q, K, V columns and output-projection rows (a K/V head: its K
+            and V columns).
         zeros: those exactly zero.
         active: nonzero ones on some input-to-output path.
     """
@@ -58,8 +61,9 @@ class BlockSparsity(Sparsities):
     Attributes:
         module: the module its layers share (``model.layers.0.self_attn``), else a layer's
             label or weight name.
-        kind: ``head``, ``neuron``, ``channel`` or ``hidden unit``; ``norm channel`` for a
-            normalization layer (its weights are its scale: a zero one makes the channel dead).
+        kind: ``head``, ``K/V head``, ``neuron``, ``channel`` or ``hidden unit``; ``norm
+            channel`` for a normalization layer (its weights are its scale: a zero one makes the
+            channel dead).
         units: how many (heads: query heads).
         dead: units none of whose weights is active.
         blocked: units structured pruning must keep (a graph output, an op it cannot follow).

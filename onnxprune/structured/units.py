@@ -6,9 +6,12 @@ knows layers by their modules. A *structured layer* is the groups sharing the sa
 when a Reshape splits their units into heads (the ``ops.heads`` rules tie each head of the
 Reshape's output to its channels of the input), or when they are the output channels of ONNX
 Runtime's fused attention ops (``ops.attention``): a group then holds as many query heads as the
-largest such split gives it (one, or ``n_rep`` with grouped-query attention, where a K/V head
-goes with its query heads). Otherwise the op of the filters names them: a Conv's channels, an
-LSTM/GRU/RNN's hidden units, anything else's neurons.
+largest such split gives it (one, or ``n_rep`` with the fused ``GroupQueryAttention``, where a
+K/V head goes with its query heads). Grouped-query attention written out in plain ops makes a
+K/V head a group of its own that its query heads live within (``structured.nests``): the K and
+V projections are a layer of *K/V heads*, the Q projection one of heads, each counted once.
+Otherwise the op of the filters names them: a Conv's
+channels, an LSTM/GRU/RNN's hidden units, anything else's neurons.
 
 Names come from the exporter (``graph.build.layer_label``: the module in node metadata, else
 the node's name); a structured layer is named by the module its layers share
@@ -30,7 +33,8 @@ from onnxprune.structured.norms import NormLayer
 from onnxprune.weights import attr
 
 HEAD = "head"
-KINDS = (HEAD, "neuron", "channel", "hidden unit")
+KV_HEAD = "K/V head"
+KINDS = (HEAD, KV_HEAD, "neuron", "channel", "hidden unit")
 """What a unit of a structured layer is, by the singular noun reports use."""
 
 _KIND_OF_OP = {
@@ -43,7 +47,7 @@ _KIND_OF_OP = {
 
 
 def plural_kind(kind: str) -> str:
-    """``head`` -> ``heads``, ``hidden unit`` -> ``hidden units``."""
+    """``head`` -> ``heads``, ``hidden unit`` -> ``hidden units``, ``K/V head`` -> ``K/V heads``."""
     return f"{kind}s"
 
 
@@ -67,6 +71,11 @@ class UnitLayer:
     units: np.ndarray
     filters: tuple[str, ...]
     readers: tuple[str, ...]
+
+    @property
+    def heads(self) -> bool:
+        """Its units are attention heads (query heads, or the K/V heads they share)."""
+        return self.kind in (HEAD, KV_HEAD)
 
     @property
     def total(self) -> int:
@@ -125,6 +134,7 @@ def model_units(groups: Groups, graph: onnx.GraphProto) -> ModelUnits:
     labels = {s.name: layer_label(producers[s.tensor], s.name) for s in groups.filters}
     labels.update({c.weight: layer_label(c.node, c.weight) for c in groups.consumers})
     heads, width = _heads(groups, graph)
+    parents = {int(g) for nest in groups.nests for g in nest.parents}  # K/V heads
     owners: dict[int, dict[str, None]] = {}
     for s in groups.filters:
         for g in np.unique(groups.of(s.tensor)).tolist():
@@ -141,6 +151,8 @@ def model_units(groups: Groups, graph: onnx.GraphProto) -> ModelUnits:
         ids = np.array(members)
         slices = [s for s in groups.filters if s.name in key]
         kind = HEAD if any(g in heads for g in members) else _kind(slices, producers)
+        if kind == HEAD and parents.issuperset(members):
+            kind = KV_HEAD
         readers = tuple(dict.fromkeys(w for w, seen in read if not seen.isdisjoint(found)))
         names = [labels[name] for name in key]
         if kind == HEAD:

@@ -36,10 +36,13 @@ def test_gqa_key_value_projections_count_their_own_heads(corpus) -> None:
     entry = corpus.get("llama-torchscript")
     result = structured_prune(str(entry.path), sparsity=0.5)
     by_module = {result.labels[n].split("/")[-2]: kept for n, kept in result.units.items()}
-    # a K/V head goes with its 2 query heads: removing half removes 1 of 2 KV groups
+    # half of the 2 K/V heads and of the 4 query heads: 1 K/V head goes with its 2 query heads
     assert by_module["q_proj"] == (2, HEADS)
     assert by_module["k_proj"] == by_module["v_proj"] == (1, HEADS // 2)
-    assert result.totals["head"] == (LAYERS * HEADS // 2, LAYERS * HEADS)
+    kinds = {result.labels[n].split("/")[-2]: kind for n, kind in result.kinds.items()}
+    assert (kinds["q_proj"], kinds["k_proj"], kinds["v_proj"]) == ("head", "K/V head", "K/V head")
+    assert result.totals["head"] == (LAYERS * HEADS // 2, LAYERS * HEADS)  # query heads
+    assert result.totals["K/V head"] == (LAYERS, LAYERS * HEADS // 2)
 
 
 def test_cli_prints_heads_and_labels_and_json_keeps_the_weight_names(corpus, tmp_path) -> None:

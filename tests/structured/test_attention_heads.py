@@ -3,9 +3,12 @@
 
 A head's columns of Q, K and V, their biases and its rows of the output projection are one
 group (``onnxprune.structured.ops.heads``); with grouped-query attention a K/V head goes with its
-``n_rep`` query heads. Per layer ``ceil(0.7 * n)`` of ``n`` groups stay at sparsity 0.3: 3 of 4
-heads (BERT, GPT-2), 3 of 4 K/V groups, so 6 of 8 query heads (LLaMA). The masked model zeroes
-a removed head's Q, K, V columns and output rows; the compacted model computes the same.
+``n_rep`` query heads, and query heads go in equal numbers per K/V head (``structured.nests``).
+Per layer ``ceil(0.7 * n)`` of ``n`` groups stay at sparsity 0.3: 3 of 4 heads (BERT, GPT-2).
+LLaMA's 4 K/V heads and 8 query heads are each asked for 30%: 3 K/V heads with 2 query heads
+each are off by 0.2/4 + 0.4/8 = 0.1, closer than 4 with 1 each (0.3 + 0.2), so 3 of 4 K/V
+groups stay, 6 of 8 query heads. Units are counted in heads. The masked model zeroes a removed
+head's Q, K, V columns and output rows; the compacted model computes the same.
 """
 
 from __future__ import annotations
