@@ -34,7 +34,7 @@ from onnx import numpy_helper
 
 import onnxprune
 from onnxprune.structured import compact, structured_prune
-from tests.corpus.store import CASES, EXPORTERS, TRANSFORMERS
+from tests.corpus.store import CASES, TRANSFORMERS
 from tests.helpers import zero_inactive
 from tests.pruners.test_effective_search import same_as_reference
 
@@ -188,19 +188,9 @@ def attention_heads(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> int
 
 
 TRANSFORMER_CASES = [name for name in CASES if name.split("-")[0] in TRANSFORMERS]
-HEADS_DONE = {
-    *(f"{m}-{e}" for m in ("bert", "vit", "whisper", "gpt2") for e in EXPORTERS),
-    "llama-torchscript", *(name for name in TRANSFORMER_CASES if name.endswith("-dynamic")),
-}  # fmt: skip
-"""Exports whose heads structured pruning removes (structured/ops/heads.py, interleaved.py); the
-others wait."""
-HEADS_PENDING = pending(
-    1, "attention heads are units of structured pruning",
-    *(name for name in TRANSFORMER_CASES if name not in HEADS_DONE),
-)  # fmt: skip
 
 
-@pytest.mark.parametrize("name", cases(HEADS_PENDING, TRANSFORMER_CASES))
+@pytest.mark.parametrize("name", cases({}, TRANSFORMER_CASES))
 def test_structured_prune_removes_attention_heads(corpus, name):
     entry = corpus.get(name)
     before = attention_heads(entry.model, entry.feeds[0])
