@@ -1,4 +1,4 @@
-"""Shapes of ONNX Runtime's contrib ops (``com.microsoft``), which onnx's inference does not know.
+"""Shapes of ONNX Runtime's ops (``com.microsoft`` and a few more), which onnx's inference lacks.
 
 ``onnxruntime.transformers.optimizer`` fuses a transformer export into ``Attention``,
 ``MultiHeadAttention``, ``SkipLayerNormalization``, ``BiasGelu``... onnx's shape inference
@@ -28,17 +28,20 @@ Shape = tuple[int | None, ...]
 """As ``graph.shapes.Shape`` (which imports this module)."""
 
 LIKE_INPUT = {
-    "SkipLayerNormalization": {0: 0, 3: 0},
-    "SkipSimplifiedLayerNormalization": {0: 0, 3: 0},
-    "BiasGelu": {0: 0},
-    "FastGelu": {0: 0},
-    "Gelu": {0: 0},
-    "QuickGelu": {0: 0},
-    "BiasAdd": {0: 0},
-    "RotaryEmbedding": {0: 0},
-    "EmbedLayerNormalization": {2: 0},
+    (CONTRIB, "SkipLayerNormalization"): {0: 0, 3: 0},
+    (CONTRIB, "SkipSimplifiedLayerNormalization"): {0: 0, 3: 0},
+    (CONTRIB, "BiasGelu"): {0: 0},
+    (CONTRIB, "FastGelu"): {0: 0},
+    (CONTRIB, "Gelu"): {0: 0},
+    (CONTRIB, "QuickGelu"): {0: 0},
+    (CONTRIB, "BiasAdd"): {0: 0},
+    (CONTRIB, "RotaryEmbedding"): {0: 0},
+    (CONTRIB, "EmbedLayerNormalization"): {2: 0},
+    ("", "SimplifiedLayerNormalization"): {0: 0},
 }
-"""Per contrib op, the outputs (by index) that have the shape of an input (by index)."""
+"""Per ONNX Runtime op (domain, type), the outputs (by index) that have the shape of an input
+(by index). ``SimplifiedLayerNormalization`` (RMSNorm) is ONNX Runtime's in ONNX's own domain,
+which onnx does not know either (``onnxprune.runtime_ops``)."""
 
 ATTENTION = ("Attention", "MultiHeadAttention", "GroupQueryAttention")
 
@@ -50,12 +53,12 @@ def stand_in(graph: onnx.GraphProto) -> None:
     which has the shape of its first output.
     """
     for node in graph.node:
-        if node.domain != CONTRIB or not node.output or not node.output[0]:
+        if not node.output or not node.output[0]:
             continue
-        if node.op_type == "EmbedLayerNormalization" and len(node.input) > 2:
+        if _key(node) == (CONTRIB, "EmbedLayerNormalization") and len(node.input) > 2:
             inputs = [node.input[2], node.input[0]]
             node.CopyFrom(helper.make_node("Gather", inputs, [node.output[0]], node.name))
-        elif LIKE_INPUT.get(node.op_type, {}).get(0) == 0:
+        elif LIKE_INPUT.get(_key(node), {}).get(0) == 0:
             node.CopyFrom(
                 helper.make_node("Identity", [node.input[0]], [node.output[0]], node.name)
             )
@@ -70,13 +73,11 @@ def spec_shapes(graph: onnx.GraphProto, shapes: Mapping[str, Shape]) -> dict[str
     """Output shapes of the contrib nodes of ``graph`` (before ``stand_in``) from ``shapes``."""
     out: dict[str, Shape] = {}
     for node in graph.node:
-        if node.domain != CONTRIB:
-            continue
-        for index, source in LIKE_INPUT.get(node.op_type, {}).items():
+        for index, source in LIKE_INPUT.get(_key(node), {}).items():
             shape = shapes.get(_at(node.input, source))
             if index and shape is not None and _at(node.output, index):
                 out[node.output[index]] = shape
-        if node.op_type in ATTENTION and node.output and node.output[0]:
+        if node.domain == CONTRIB and node.op_type in ATTENTION and node.output and node.output[0]:
             shape = _attention(node, shapes)
             if shape is not None:
                 out[node.output[0]] = shape
@@ -91,10 +92,14 @@ def typed_like(graph: onnx.GraphProto) -> dict[str, str]:
     return {
         out: _at(node.input, 2 if node.op_type == "EmbedLayerNormalization" else 0)
         for node in graph.node
-        if node.domain == CONTRIB and node.input
+        if (node.domain == CONTRIB or _key(node) in LIKE_INPUT) and node.input
         for out in node.output
         if out
     }
+
+
+def _key(node: onnx.NodeProto) -> tuple[str, str]:
+    return ("" if node.domain == "ai.onnx" else node.domain, node.op_type)
 
 
 def _at(names, index: int) -> str:

@@ -24,6 +24,7 @@ SCALE_INPUT = {
     ("", "InstanceNormalization"): 1,
     ("", "GroupNormalization"): 1,
     ("", "RMSNormalization"): 1,
+    ("", "SimplifiedLayerNormalization"): 1,
     ("com.microsoft", "SimplifiedLayerNormalization"): 1,
     ("com.microsoft", "SkipLayerNormalization"): 2,
     ("com.microsoft", "SkipSimplifiedLayerNormalization"): 2,

@@ -4,7 +4,10 @@
 BERT, GPT-2 and ViT (SDPA attention) keep their attention decomposed but get
 ``SkipLayerNormalization`` and ``BiasGelu``/``FastGelu``/``Gelu``; a BERT with eager attention and
 an attention mask (``models.bert_eager``) gets ``Attention`` (or ``MultiHeadAttention``), and with
-dynamic axes ``EmbedLayerNormalization``. Which ops appear is checked, then the corpus properties
+dynamic axes ``EmbedLayerNormalization``; the LLaMA gets ``SkipSimplifiedLayerNormalization`` and,
+in ONNX's own domain where onnx's checker does not know it, ``SimplifiedLayerNormalization``
+(loaded since ONNX Runtime runs it: ``onnxprune.runtime_ops``). Which ops appear is checked, then
+the corpus properties
 (tests/corpus/test_properties.py): zeroing what the analysis calls inactive after a 90% prune
 changes no output (biases zero, contrib ones included); structured pruning at 30% removes
 feed-forward neurons and, where fused, heads (``num_heads`` drops), and computes what its masked
@@ -22,8 +25,9 @@ import pytest
 from onnx import numpy_helper
 
 import onnxprune
+from onnxprune import runtime_ops
 from onnxprune.structured import structured_prune
-from tests.helpers import zero_inactive
+from tests.helpers import run_cli, zero_inactive
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -54,6 +58,8 @@ class Case:
     dims: dict[str, int] = field(default_factory=dict)
     ffn: int = 32
     """Neurons of each feed-forward block (GPT-2's are 4 x 16)."""
+    ffn_weights: int = 2
+    """Weights whose outputs are those neurons (LLaMA's gate and up projections: 2 per layer)."""
 
 
 FFN = ("SkipLayerNormalization",)
@@ -62,6 +68,9 @@ CASES = {
     "bert-o1": Case("bert-torchscript", "bert", 1, expect=(*FFN, "Gelu")),
     "gpt2-o0": Case("gpt2-torchscript", "gpt2", 0, expect=(*FFN, "FastGelu"), ffn=64),
     "gpt2-o1": Case("gpt2-torchscript", "gpt2", 1, expect=(*FFN, "FastGelu"), ffn=64),
+    "llama-o0": Case(
+        "llama-torchscript", "gpt2", 0, expect=("SkipSimplifiedLayerNormalization",), ffn_weights=4
+    ),
     "vit-o0": Case("vit-torchscript", "vit", 0, expect=(*FFN, "BiasGelu")),
     "vit-o1": Case("vit-torchscript", "vit", 1, expect=(*FFN, "Gelu")),
     "bert-attention-o0": Case("eager", "bert", 0, expect=(*FFN, "BiasGelu", "Attention")),
@@ -72,7 +81,7 @@ CASES = {
     ),
 }  # fmt: skip
 FOLLOWED = {"Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "FastGelu"}
-FOLLOWED |= {"Gelu"}
+FOLLOWED |= {"Gelu", "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"}
 """Contrib ops the analysis follows (``EmbedLayerNormalization`` gathers embeddings by token ids
 computed at run time, a fallback as ``Gather`` is)."""
 FUSED = [name for name, case in CASES.items() if "Attention" in "".join(case.expect)]
@@ -148,13 +157,19 @@ def _same(inputs, expected: onnx.ModelProto, got: onnx.ModelProto) -> None:
 
 
 def _checked(model: onnx.ModelProto) -> None:
-    onnx.checker.check_model(_with_contrib_opset(model), full_check=True)
+    """Full check, ONNX Runtime's ops in ONNX's domain moved to a domain the checker passes over."""
+    model = _with_contrib_opset(model)
+    ops = runtime_ops.unknown_ops(model)
+    if ops:
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+        runtime_ops.stand_in(model, ops)
+    onnx.checker.check_model(model, full_check=True)
 
 
 BIASES = {
     "Add": None, "Gemm": (2,), "Conv": (2,), "LayerNormalization": (2,), "Attention": (2,),
     "MultiHeadAttention": (3,), "SkipLayerNormalization": (3, 4), "BiasGelu": (1,),
-    "FastGelu": (1,), "EmbedLayerNormalization": (6,),
+    "FastGelu": (1,), "EmbedLayerNormalization": (6,), "SkipSimplifiedLayerNormalization": (3,),
 }  # fmt: skip
 """Per op, the inputs that are additive constants (``None``: all of them)."""
 
@@ -225,7 +240,31 @@ def test_structured_prune_removes_neurons_and_heads_and_equals_its_masked_model(
     _same(inputs, result.masked, result.model)
     size = CASES[name].ffn
     ffn = [kept for kept, total in result.units.values() if total == size]
-    assert len(ffn) == 2
+    assert len(ffn) == CASES[name].ffn_weights
     assert all(kept < size for kept in ffn)  # both feed-forward blocks lost neurons
     if name in FUSED:
         assert 0 < _heads(result.model) < _heads(model)
+
+
+def test_an_optimized_llama_loads_and_is_written_as_it_came(optimized, tmp_path):
+    # onnx's checker does not know the default-domain RMSNorm ONNX Runtime's optimizer writes;
+    # onnxprune loads the model because ONNX Runtime does, and every command writes it back with
+    # its IR version and opsets
+    model = _with_contrib_opset(optimized("llama-o0")[0])
+    assert runtime_ops.unknown_ops(model) == {"SimplifiedLayerNormalization"}
+    with pytest.raises(onnx.checker.ValidationError, match="SimplifiedLayerNormalization"):
+        onnx.checker.check_model(model)
+    source = tmp_path / "llama.onnx"
+    onnx.save(model, source)
+    assert run_cli("analyze", str(source)).returncode == 0
+    for name, flags in {
+        "u": ["--sparsity", "0.9"],
+        "s": ["--structured", "l1", "--sparsity", "0.3"],
+    }.items():
+        out = tmp_path / f"{name}.onnx"
+        done = run_cli("prune", str(source), "-o", str(out), *flags)
+        assert done.returncode == 0, done.stderr
+        written = onnxprune.load_model(out)
+        assert written.ir_version == model.ir_version
+        assert list(written.opset_import) == list(model.opset_import)
+        _checked(written)

@@ -24,7 +24,9 @@ def _actives(model, level):
     return {layer.name: layer.active for layer in analyze(model, level=level).layers}
 
 
-@pytest.mark.parametrize("op", ["LayerNormalization", "RMSNormalization"])
+@pytest.mark.parametrize(
+    "op", ["LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization"]
+)
 @pytest.mark.parametrize("level", LEVELS)
 def test_a_norm_over_the_channels_spreads_any_live_one_to_all(level, op):
     # w1 [4, 3] leaves neuron 0 without input weights; the norm divides every neuron by a

@@ -68,11 +68,12 @@ def softmax(node: NodeView) -> Reduce | Dense:
     return Reduce(axes, keepdims=True)
 
 
-@op_rule("LayerNormalization", "RMSNormalization")
+@op_rule("LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
 def layer_norm(node: NodeView) -> Reduce | Dense:
     """Normalized over axes ``axis``..end, so each element depends on all of them.
 
-    ``RMSNormalization`` (opset 23) divides by the root mean square over the same axes.
+    ``RMSNormalization`` (opset 23) divides by the root mean square over the same axes, as
+    ONNX Runtime's ``SimplifiedLayerNormalization`` (which it registers in ONNX's domain) does.
     """
     rank = _rank(node)
     if rank is None:
