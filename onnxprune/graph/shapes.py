@@ -293,6 +293,9 @@ def _elem_type(graph: onnx.GraphProto, name: str) -> int:
     return onnx.TensorProto.FLOAT
 
 
+_SPEC_OPS = frozenset({"MaxPool", "AveragePool", "LpPool", "ConvTranspose"})
+
+
 def _spec_shapes(graph: onnx.GraphProto, shapes: Mapping[str, Shape]) -> dict[str, Shape]:
     """Output shapes, by the operator spec, of the ops onnx's inference gets wrong.
 
@@ -301,6 +304,8 @@ def _spec_shapes(graph: onnx.GraphProto, shapes: Mapping[str, Shape]) -> dict[st
     """
     out: dict[str, Shape] = {}
     for node in graph.node:
+        if node.op_type not in _SPEC_OPS:
+            continue
         x = shapes.get(node.input[0]) if node.input else None
         if x is None or len(x) < 3 or any(d is None for d in x[2:]):
             continue
