@@ -186,8 +186,11 @@ def _blocks(
         axes = [(axis, labels) for axis, labels in axes if labels.size == layer.shape[axis]]
         if not axes:
             continue
-        nonzero = graph.weight(layer) != 0  # read once for all its axes
-        pairs = _pair_counts(nonzero), _pair_counts(act.mask)
+        if act.active == act.nonzero:  # the active entries are the nonzero ones
+            nonzero, pairs = act.mask, (_pair_counts(act.mask),) * 2
+        else:
+            nonzero = graph.weight(layer) != 0  # read once for all its axes
+            pairs = _pair_counts(nonzero), _pair_counts(act.mask)
         for axis, labels in axes:
             entries = nonzero.size // max(labels.size, 1)  # each unit's entries along the axis
             rows = (
