@@ -135,14 +135,7 @@ def model_units(groups: Groups, graph: onnx.GraphProto) -> ModelUnits:
     labels.update({c.weight: layer_label(c.node, c.weight) for c in groups.consumers})
     heads, width = _heads(groups, graph)
     parents = {int(g) for nest in groups.nests for g in nest.parents}  # K/V heads
-    owners: dict[int, dict[str, None]] = {}
-    for s in groups.filters:
-        for g in np.unique(groups.of(s.tensor)).tolist():
-            owners.setdefault(g, {})[s.name] = None
-    members_of: dict[tuple[str, ...], dict[int, None]] = {}
-    for s in groups.filters:  # each layer's groups in the order of its first filter's units
-        for g in dict.fromkeys(groups.of(s.tensor).tolist()):
-            members_of.setdefault(tuple(owners[g]), {})[g] = None
+    members_of = _by_filters(groups)
     counts = {s.name: _counts(groups, s, heads, width) for s in groups.filters}
     read = [(c.weight, set(np.unique(groups.inputs(c)).tolist())) for c in groups.consumers]
     layers = []
@@ -160,6 +153,39 @@ def model_units(groups: Groups, graph: onnx.GraphProto) -> ModelUnits:
         units = np.array([heads.get(g, 1) for g in members])
         layers.append(UnitLayer(common_module(names), kind, ids, units, key, readers))
     return ModelUnits(groups, tuple(layers), labels, counts)
+
+
+def _by_filters(groups: Groups) -> dict[tuple[str, ...], list[int]]:
+    """The groups of the filters, keyed by the names of the filters holding them.
+
+    A key lists the names in filter order; the keys, and each key's groups, come in the order of
+    the groups' first units along the filters (each layer's groups in its first filter's order).
+    Groups held by the same filters are found by refining a partition filter by filter (NumPy,
+    not a Python step per unit); their key is then read once per class.
+    """
+    held = [np.unique(groups.of(s.tensor)) for s in groups.filters]
+    if not held:
+        return {}
+    classes = np.zeros(groups.count, np.int64)  # equal: held by the same filters so far
+    top = 1
+    for found in held:
+        _, inverse = np.unique(classes[found], return_inverse=True)
+        classes[found] = top + inverse
+        top += int(inverse.max(initial=-1)) + 1
+    units = np.concatenate([groups.of(s.tensor) for s in groups.filters])
+    seen, first = np.unique(units, return_index=True)
+    ordered = seen[np.argsort(first, kind="stable")]  # groups by their first unit
+    sets = [set(found.tolist()) for found in held]
+    of_class = classes[ordered]
+    starts = np.unique(of_class, return_index=True)[1]
+    key_index = np.zeros(top, np.int64)
+    keys: dict[tuple[str, ...], int] = {}
+    for start in np.sort(starts).tolist():
+        g = int(ordered[start])
+        names = (s.name for s, found in zip(groups.filters, sets, strict=True) if g in found)
+        key_index[of_class[start]] = keys.setdefault(tuple(dict.fromkeys(names)), len(keys))
+    per_unit = key_index[of_class]
+    return {key: ordered[per_unit == i].tolist() for key, i in keys.items()}
 
 
 def _heads(groups: Groups, graph: onnx.GraphProto) -> tuple[dict[int, int], dict[int, int]]:
