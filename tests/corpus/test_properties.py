@@ -18,9 +18,9 @@ them, checked against ONNX Runtime.
    analyses: tests/pruners/test_effective_search.py), whether each step is analysed
    incrementally (the transformers) or whole (the LSTM's recurrent layers).
 
-Cases that fail because a part of issue 15 is still being built are marked ``xfail(strict=True)``
-with the part's number: they turn into failures the moment the part lands, and its owner removes
-the mark.
+Every corpus model has every property. A property that waits on a part of issue 15 still being
+built marks its cases ``xfail(strict=True)`` with the part's number, so that they turn into
+failures the moment the part lands, and its owner removes the mark.
 """
 
 from __future__ import annotations
@@ -52,17 +52,9 @@ pytestmark = [
 ]
 
 
-def pending(part: int, what: str, *names: str) -> dict[str, pytest.MarkDecorator]:
-    """``xfail(strict=True)`` for the corpus models ``names``: issue 15 part ``part`` (``what``)
-    has not landed yet."""
-    mark = pytest.mark.xfail(strict=True, reason=f"issue 15 part {part}: {what}")
-    return dict.fromkeys(names, mark)
-
-
-def cases(marks: dict[str, pytest.MarkDecorator], names=CASES) -> list:
-    """Corpus models (every one by default) as parameters, each with its mark from ``marks``
-    if it has one."""
-    return [pytest.param(name, marks=marks.get(name, ()), id=name) for name in names]
+def cases(names=CASES) -> list:
+    """Corpus models (every one by default) as parameters, named."""
+    return [pytest.param(name, id=name) for name in names]
 
 
 def outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -91,7 +83,7 @@ def assert_checked(model: onnx.ModelProto) -> None:
     onnx.checker.check_model(model, full_check=True)
 
 
-@pytest.mark.parametrize("name", cases({}))
+@pytest.mark.parametrize("name", cases())
 def test_unstructured_prune_leaves_embedding_tables_alone(corpus, name):
     """An embedding table is no prunable weight, and stays whole where the LM head is tied to it
     (both GPT-2 exports store the head as a copy of their own here: torch 2.13 folds the
@@ -135,7 +127,7 @@ unit of the recurrent nets keeps some path)."""
 
 
 @pytest.mark.parametrize("level", ["channel", "exact"])
-@pytest.mark.parametrize("name", cases({}))
+@pytest.mark.parametrize("name", cases())
 def test_zeroing_what_analyze_calls_inactive_leaves_the_outputs_unchanged(corpus, name, level):
     """A unit with no input path emits its bias, a constant, and its outgoing weights count as
     inactive (README, "Choices the paper leaves open"): zeroing them is exact once the constant
@@ -149,7 +141,7 @@ def test_zeroing_what_analyze_calls_inactive_leaves_the_outputs_unchanged(corpus
 
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.9])
-@pytest.mark.parametrize("name", cases({}))
+@pytest.mark.parametrize("name", cases())
 def test_unstructured_prune_then_compact_equals_the_pruned_model(corpus, name, sparsity):
     entry = corpus.get(name)
     pruned = onnxprune.prune(entry.model, sparsity=sparsity).model
@@ -159,7 +151,7 @@ def test_unstructured_prune_then_compact_equals_the_pruned_model(corpus, name, s
     assert_same_outputs(entry, pruned, compacted)
 
 
-@pytest.mark.parametrize("name", cases({}))
+@pytest.mark.parametrize("name", cases())
 def test_structured_prune_equals_its_masked_model_and_removes_something(corpus, name):
     entry = corpus.get(name)
     result = structured_prune(entry.model, sparsity=0.3, criterion="l1", dims=entry.dims)
@@ -190,7 +182,7 @@ def attention_heads(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> int
 TRANSFORMER_CASES = [name for name in CASES if name.split("-")[0] in TRANSFORMERS]
 
 
-@pytest.mark.parametrize("name", cases({}, TRANSFORMER_CASES))
+@pytest.mark.parametrize("name", cases(TRANSFORMER_CASES))
 def test_structured_prune_removes_attention_heads(corpus, name):
     entry = corpus.get(name)
     before = attention_heads(entry.model, entry.feeds[0])
@@ -202,7 +194,7 @@ def test_structured_prune_removes_attention_heads(corpus, name):
 DYNAMIC = [name for name in CASES if name.endswith("-dynamic")]
 
 
-@pytest.mark.parametrize("name", cases({}, DYNAMIC))
+@pytest.mark.parametrize("name", cases(DYNAMIC))
 def test_fixing_the_symbolic_dims_gives_the_static_exports_analysis(corpus, name):
     """With ``dims`` the analysis of a dynamic export equals the static export's (same weights);
     without, it can only under-report effective sparsity."""
@@ -230,7 +222,7 @@ COMMANDS = {
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
-@pytest.mark.parametrize("name", cases({}))
+@pytest.mark.parametrize("name", cases())
 def test_no_command_crashes(corpus, name, command, tmp_path, capsys):
     from onnxprune.cli import main
 
