@@ -176,9 +176,7 @@ def test_by_reason_merges_alike_reasons_most_groups_first():
 
     a = BlockedGroup(("w1",), "graph output 'y'", None, None, 1)
     b = BlockedGroup(("w2", "w1"), "graph output 'y'", None, None, 2)
-    c = BlockedGroup(
-        ("w3",), "Softmax node 'sm': it mixes along the unit axis", "Softmax", "sm", 2
-    )
+    c = BlockedGroup(("w3",), "Softmax node 'sm': it mixes along the unit axis", "Softmax", "sm", 2)
     assert by_reason([a, c, b]) == [
         BlockedGroup(("w1", "w2"), "graph output 'y'", None, None, 3),
         c,
