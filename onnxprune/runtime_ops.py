@@ -23,12 +23,18 @@ STAND_IN = "onnxprune.runtime_ops"
 
 
 def unknown_ops(model: onnx.ModelProto) -> set[str]:
-    """Op types of ``model``'s default-domain nodes (subgraphs included) onnx has no schema for."""
+    """Op types of ``model``'s default-domain nodes (subgraphs included) onnx has no schema for.
+
+    An op type that is not valid UTF-8 (protobuf gives it as bytes) is left to the checker,
+    which refuses it.
+    """
     version = next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), 0)
     return {
         node.op_type
         for node in all_nodes(model.graph)
-        if node.domain in DEFAULT_DOMAINS and not onnx.defs.has(node.op_type, version)
+        if node.domain in DEFAULT_DOMAINS
+        and isinstance(node.op_type, str)
+        and not onnx.defs.has(node.op_type, version)
     }
 
 

@@ -94,3 +94,15 @@ def test_what_onnx_runtime_does_not_run_is_refused_in_one_line(tmp_path, model):
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith("InvalidModelError: not a valid ONNX model: ")
+
+
+def test_an_op_type_that_is_not_utf8_is_refused_in_one_line(tmp_path):
+    data = _rms_model("NoSuchOp").SerializeToString().replace(b"NoSuchOp", b"\x80oSuchOp")
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(data)
+    done = run_cli("analyze", str(path))
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == (
+        "InvalidModelError: not a valid ONNX model: a name or text is not valid UTF-8\n"
+    )
