@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, numpy_helper
 
+from onnxprune.bodies import subgraphs
 from onnxprune.model import (
     DEFAULT_MAX_BYTES,
     LIGHT_ELEMENTS,
@@ -173,10 +174,10 @@ def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
         if attr.HasField("t"):
             yield attr.t
         yield from attr.tensors
-        for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
-            yield from sub.initializer
-            for inner in sub.node:
-                yield from _node_tensors(inner)
+    for sub in subgraphs(node):
+        yield from sub.initializer
+        for inner in sub.node:
+            yield from _node_tensors(inner)
 
 
 def is_external(tensor: onnx.TensorProto) -> bool:

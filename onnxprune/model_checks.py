@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 import onnx
 from onnx import TensorProto
 
+from onnxprune.bodies import subgraphs
 from onnxprune.errors import InvalidModelError, LimitExceededError
 from onnxprune.op_checks import check_nodes
 from onnxprune.sizes import physical_memory
@@ -94,10 +95,8 @@ def all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
-            if attr.HasField("g"):
-                yield from all_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from all_tensors(sub)
+        for sub in subgraphs(node):
+            yield from all_tensors(sub)
 
 
 def check_tensor(tensor: onnx.TensorProto, limit: int, raw_size: int | None = None) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import onnx
 from onnx import helper
 
+from onnxprune.bodies import subgraphs
 from onnxprune.errors import InvalidModelError
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -72,8 +73,5 @@ def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
     """Every node of ``graph``, those of its subgraphs included."""
     for node in graph.node:
         yield node
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                yield from all_nodes(attr.g)
-            for sub in attr.graphs:
-                yield from all_nodes(sub)
+        for sub in subgraphs(node):
+            yield from all_nodes(sub)

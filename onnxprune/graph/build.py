@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from onnxprune.bodies import subgraphs
 from onnxprune.errors import InvalidModelError
 from onnxprune.graph._shared import across_bodies
 from onnxprune.graph.registry import NodeView, lookup, static
@@ -532,12 +533,11 @@ def _default_opset(model: onnx.ModelProto) -> int:
 def _implicit_inputs(node: onnx.NodeProto) -> Iterator[str]:
     """Outer-scope tensors that subgraphs of ``node`` (If/Loop/Scan bodies) read."""
     seen: set[str] = set()
-    for attr in node.attribute:
-        for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
-            for name in _outer_names(sub):
-                if name not in seen:
-                    seen.add(name)
-                    yield name
+    for sub in subgraphs(node):
+        for name in _outer_names(sub):
+            if name not in seen:
+                seen.add(name)
+                yield name
 
 
 def _outer_names(graph: onnx.GraphProto) -> Iterator[str]:

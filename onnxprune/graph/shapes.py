@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune.bodies import subgraphs
 from onnxprune.errors import InvalidOptionError
 from onnxprune.graph import contrib_shapes
 from onnxprune.graph.contrib_shapes import CONTRIB
@@ -161,7 +162,7 @@ def _fold_small_constants(light: onnx.ModelProto) -> None:
             and (names or node.op_type == "Constant")
             and all(i in values for i in names)
             and not node.op_type.startswith(("Random", "Bernoulli", "Multinomial"))
-            and not any(a.g.ByteSize() or len(a.graphs) for a in node.attribute)
+            and not subgraphs(node)
             and node.output[0] not in outputs
         )
         foldable = foldable and _small_output(node, values)

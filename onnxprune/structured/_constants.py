@@ -10,12 +10,13 @@ by initializers holding the values ``onnxprune.weights.ConstantResolver`` comput
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxprune.bodies import names_read, subgraphs
 from onnxprune.structured.surgery import drop_dead_nodes
 from onnxprune.weights import ConstantResolver
 
@@ -98,7 +99,7 @@ def materialize(model: onnx.ModelProto, keep: Collection[str] = ()) -> int:
     if not removed:
         return 0
     kept_nodes = [n for i, n in enumerate(graph.node) if i not in removed]
-    used = _names_read(kept_nodes) | {o.name for o in graph.output}
+    used = names_read(kept_nodes) | {o.name for o in graph.output}
     new = [numpy_helper.from_array(v, name) for name, v in values.items() if name in used]
     read_by_removed = {i for idx in removed for i in graph.node[idx].input}
     dropped = {t.name for t in graph.initializer if t.name in read_by_removed - used}
@@ -129,19 +130,19 @@ def fold_known(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> int:
     frontier = {
         name
         for node in graph.node
-        if not set(node.output) <= set(values) and not _has_body(node)
+        if not set(node.output) <= set(values) and not subgraphs(node)
         for name in node.input
         if name in values and name not in outputs
     }
     if not frontier:
         return 0
-    read_before = _names_read(graph.node)
+    read_before = names_read(graph.node)
     for index in range(len(graph.node) - 1, -1, -1):
         if set(graph.node[index].output) & frontier:
             del graph.node[index]
     graph.initializer.extend(numpy_helper.from_array(values[name], name) for name in frontier)
     drop_dead_nodes(graph, read_before)
-    unread = read_before - _names_read(graph.node) - outputs
+    unread = read_before - names_read(graph.node) - outputs
     _delete(graph.initializer, unread)
     _delete(graph.value_info, frontier)
     if model.ir_version < 4:  # IR 3: every initializer is also a graph input
@@ -155,13 +156,6 @@ def fold_known(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> int:
     return len(frontier)
 
 
-def _has_body(node: onnx.NodeProto) -> bool:
-    """Whether ``node`` holds a subgraph (If, Loop, Scan)."""
-    return any(
-        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
-    )
-
-
 def _fold(
     graph: onnx.GraphProto, constant: set[str], keep: set[str]
 ) -> tuple[dict[str, np.ndarray], set[int]]:
@@ -171,7 +165,7 @@ def _fold(
     outputs not to fold.
     """
     resolver = ConstantResolver(graph)
-    read = _names_read(graph.node)
+    read = names_read(graph.node)
     taken = {o.name for o in graph.output} | {i.name for i in graph.input} | constant | keep
     taken |= _conv_data_only(graph)
     values: dict[str, np.ndarray] = {}
@@ -239,17 +233,6 @@ def _exact(value: np.ndarray) -> bool:
         return helper.np_dtype_to_tensor_dtype(value.dtype) in _EXACT_TYPES
     except (KeyError, ValueError, TypeError):  # a dtype ONNX has no type for
         return False
-
-
-def _names_read(nodes: Iterable[onnx.NodeProto]) -> set[str]:
-    """Every tensor name the nodes read, including inside their subgraphs (If, Loop, Scan)."""
-    names: set[str] = set()
-    for node in nodes:
-        names.update(node.input)
-        for attr in node.attribute:
-            for sub in [attr.g, *attr.graphs] if attr.HasField("g") else attr.graphs:
-                names |= _names_read(sub.node) | {o.name for o in sub.output}
-    return names
 
 
 def _delete(field, names: set[str]) -> None:

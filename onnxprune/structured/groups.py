@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from onnxprune.bodies import subgraphs
 from onnxprune.graph.conv_geometry import in_bounds
 from onnxprune.structured.blocked import Block
 from onnxprune.structured.handlers import rule_for
@@ -488,12 +489,10 @@ def subgraph_reads(graph: onnx.GraphProto) -> dict[int, set[str]]:
     """
     found: dict[int, set[str]] = {}
     for index, node in enumerate(graph.node):
-        for a in node.attribute:
-            subs = list(a.graphs) + ([a.g] if a.HasField("g") else [])
-            for sub in subs:
-                names = found.setdefault(index, set())
-                for inner in sub.node:
-                    names.update(inner.input)
-                for nested in subgraph_reads(sub).values():
-                    names.update(nested)
+        for sub in subgraphs(node):
+            names = found.setdefault(index, set())
+            for inner in sub.node:
+                names.update(inner.input)
+            for nested in subgraph_reads(sub).values():
+                names.update(nested)
     return found

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune.bodies import names_read
 from onnxprune.structured.groups import Consumer, Folded, Groups
 from onnxprune.structured.infos import initializer_infos, refresh
 
@@ -129,11 +130,11 @@ def cut(
         arrays[s.name] = np.compress(s.entries(kept(s.tensor)), arrays[s.name], axis=s.axis)
     for c in groups.consumers:
         arrays[c.weight] = np.compress(~chosen[groups.inputs(c)], arrays[c.weight], axis=c.in_axis)
-    read_before = _read(graph)
+    read_before = names_read(graph.node)
     for edit in groups.edits:
         edit(kept, arrays, fresh)
     drop_dead_nodes(graph, read_before)
-    _drop_unread(graph, arrays, read_before - _read(graph))
+    _drop_unread(graph, arrays, read_before - names_read(graph.node))
     layers = {c.node.output[0]: c.node for c in groups.consumers}
     for out, f in pending.items():
         node, units = layers[out], kept(out) if out in groups.spaces else slice(None)
@@ -145,17 +146,6 @@ def cut(
             _attach_map(node, kernel, f.window, arrays, graph, fresh, groups.opset)
     write_back(model, arrays)
     refresh(model, groups, kept)
-
-
-def _read(graph: onnx.GraphProto) -> set[str]:
-    """Names the nodes of ``graph`` and of its subgraphs (If, Loop, Scan bodies) read."""
-    names = set()
-    for node in graph.node:
-        names.update(node.input)
-        for a in node.attribute:
-            for sub in [*a.graphs, *([a.g] if a.HasField("g") else [])]:
-                names |= _read(sub)
-    return names
 
 
 def drop_dead_nodes(graph: onnx.GraphProto, read_before: set[str]) -> None:
@@ -170,7 +160,7 @@ def drop_dead_nodes(graph: onnx.GraphProto, read_before: set[str]) -> None:
     outputs = {o.name for o in graph.output}
     gone: set[str] = set()
     while True:
-        read = _read(graph) | outputs
+        read = names_read(graph.node) | outputs
         dead = [
             i
             for i, node in enumerate(graph.node)
