@@ -88,14 +88,35 @@ def find_cut(arrays: Sequence[np.ndarray], k: int, sample: int = SAMPLE) -> Cut:
 
 def _bracket(arrays: Sequence[np.ndarray], k: int, total: int, sample: int) -> tuple | None:
     """Two values that very likely enclose the ``k``-th smallest; None for small inputs."""
+    values = strided_sample(arrays, total, sample)
+    return None if values is None else bracket(values, total, k, k)
+
+
+def strided_sample(arrays: Sequence[np.ndarray], total: int, sample: int) -> np.ndarray | None:
+    """About ``sample`` values taken at a fixed stride through ``arrays``, sorted.
+
+    ``None`` when ``total`` is at most four times ``sample``: such inputs are handled whole.
+    """
     if total <= 4 * sample:
         return None
     step = total // sample
-    sample = np.sort(np.concatenate([a[step // 2 :: step] for a in arrays]))
+    return np.sort(np.concatenate([a[step // 2 :: step] for a in arrays]))
+
+
+def bracket(sample: np.ndarray, total: int, first: int, last: int) -> tuple:
+    """Two values that very likely enclose ranks ``first`` to ``last`` (1-based) of ``total``.
+
+    ``sample`` is ``strided_sample``'s; each end has a margin of a few standard deviations of
+    the sample rank (infinite where the margin runs past the sample).
+    """
     m = sample.size
-    at = (k - 0.5) / total * m
-    margin = _MARGIN * np.sqrt(m * (k / total) * (1 - k / total)) + 2
-    low, high = int(np.floor(at - margin)), int(np.ceil(at + margin))
+
+    def at(k: int, side: int) -> int:
+        margin = _MARGIN * np.sqrt(m * (k / total) * (1 - k / total)) + 2
+        where = (k - 0.5) / total * m + side * margin
+        return int(np.floor(where)) if side < 0 else int(np.ceil(where))
+
+    low, high = at(first, -1), at(last, 1)
     lo = sample[low] if low >= 0 else sample.dtype.type(-np.inf)
     hi = sample[high] if high < m else sample.dtype.type(np.inf)
     return lo, hi

@@ -7,6 +7,7 @@ a weight that is zero, or masked already, stays pruned.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import zipfile
@@ -100,14 +101,16 @@ def set_weights(
     return _rewrite(model, values, sources, "weight", _replaced)
 
 
-def _masked(value: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
-    """``value`` with the entries ``mask`` drops zeroed; ``None`` when it drops nothing."""
+def _masked(
+    current: Callable[[], np.ndarray], dtype: np.dtype, mask: np.ndarray
+) -> np.ndarray | None:
+    """The weight with the entries ``mask`` drops zeroed; ``None`` when it drops nothing."""
     mask = np.asarray(mask, bool)
-    return None if mask.all() else np.where(mask, value, np.zeros((), value.dtype))
+    return None if mask.all() else np.where(mask, current(), np.zeros((), dtype))
 
 
-def _replaced(value: np.ndarray, new: np.ndarray) -> np.ndarray:
-    return np.asarray(new).astype(value.dtype)
+def _replaced(current: Callable[[], np.ndarray], dtype: np.dtype, new: np.ndarray) -> np.ndarray:
+    return np.asarray(new).astype(dtype, copy=False)
 
 
 def _rewrite(
@@ -115,11 +118,13 @@ def _rewrite(
     changes: Mapping[str, np.ndarray],
     sources: Mapping[str, WeightSource],
     what: str,
-    new_value: Callable[[np.ndarray, np.ndarray], np.ndarray | None],
+    new_value: Callable[[Callable[[], np.ndarray], np.dtype, np.ndarray], np.ndarray | None],
 ) -> onnx.ModelProto:
-    """A copy of ``model`` with each named stored tensor set to ``new_value(value, change)``.
+    """A copy of ``model`` with each named stored tensor set to ``new_value``.
 
-    A ``None`` new value leaves the tensor bit-identical.
+    ``new_value(current, dtype, change)`` gets the tensor's value on demand (``current()``): an
+    initializer's shape and dtype are read from its header, so a tensor that is replaced whole
+    is never converted. A ``None`` new value leaves the tensor bit-identical.
     """
     pruned = onnx.ModelProto()
     pruned.CopyFrom(model)
@@ -133,15 +138,18 @@ def _rewrite(
         store, name = stores[source.path], source.name
         if source.kind == "initializer":
             tensor = store.initializers[name]
-            value = numpy_helper.to_array(tensor)
+            shape = tuple(tensor.dims)
+            dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+            current = functools.partial(numpy_helper.to_array, tensor)
         else:
             node = store.producers[name]
             value = resolver_at(model.graph, source.path).value(name)
-        if value.shape != np.shape(change):
+            shape, dtype, current = value.shape, value.dtype, functools.partial(np.asarray, value)
+        if shape != np.shape(change):
             raise InvalidOptionError(
-                f"{what} {key!r} has shape {np.shape(change)}, the weight has {value.shape}"
+                f"{what} {key!r} has shape {np.shape(change)}, the weight has {shape}"
             )
-        replaced = new_value(value, change)
+        replaced = new_value(current, dtype, change)
         if replaced is None:
             continue
         written = numpy_helper.from_array(replaced, name)

@@ -27,7 +27,6 @@ from onnxprune.pruners.allocations.global_ import global_masks
 from onnxprune.pruners.allocations.minimum_threshold import minimum_threshold, most_removable
 from onnxprune.pruners.allocations.sensitivity import Curve, check_curves, read_curves
 from onnxprune.pruners.masks import (
-    apply_masks,
     as_mask,
     load_masks,
     load_npz,
@@ -347,6 +346,12 @@ class _Plan:
             if name not in selected
         )
         total = sum(math.prod(layer.shape) for layer in first.values())
+        # The selected weights converted once: scores, masks, search and report all read them.
+        converted = {
+            name: first[name].contract.source.to_stored(graph.weight(first[name]))
+            for name in selected
+        }
+        graph = dataclasses.replace(graph, overrides=converted)
         return _Plan(model, graph, first, selected, skipped, level, total, zeros_outside)
 
     def weight(self, name: str) -> np.ndarray:
@@ -408,12 +413,14 @@ class _Plan:
         """The pruned model (masked, or set to re-fitted ``weights``), its masks and report."""
         stored = self.stored(masks)
         sources = {name: self.layers[name].contract.source for name in stored}
-        if weights is None:
-            pruned = apply_masks(self.model, stored, sources)
-        else:
-            graph = self.masked_graph(masks, weights)
-            pruned = set_weights(self.model, {k: graph.overrides[k] for k in stored}, sources)
-        report = sparsity_report(self.masked_graph(masks, weights), level=self.level)
+        graph = self.masked_graph(masks, weights)  # zeroed once: for the model and the report
+        changed = {  # a weight a mask leaves whole stays bit-identical
+            name: graph.overrides[name]
+            for name in stored
+            if weights is not None or not masks[name].all()
+        }
+        pruned = set_weights(self.model, changed, sources)
+        report = sparsity_report(graph, level=self.level)
         labels = {layer.name: layer.label for layer in report.layers}
         collapsed = collapse_warnings(
             (display_name(name, labels.get(name)), int(m.sum()), m.size)

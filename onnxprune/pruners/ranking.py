@@ -6,8 +6,10 @@ at each step (``np.partition`` over all weights, per layer and globally) cost fa
 connectivity analyses themselves on large models, and so did sorting every score once (a stable
 argsort of 25M scores takes seconds). Here the order is refined lazily: a :class:`PartialOrder`
 knows the set of the ``k`` lowest scores for every ``k`` it was cut at, and a new cut partitions
-only the stretch between the two cuts around it. A search's cuts close in on its answer, so the
-stretches shrink as it goes and the whole search costs a few passes over the scores. Between
+only the stretch between the two cuts around it. Across layers (:class:`WindowOrder`) only a
+window of ranks around where the search looks is gathered and ordered that way; a far count
+needs just its threshold, one selection. A search closes in on its answer, so the whole search
+costs a few passes over the scores. Between
 two steps only the weights ranked between their counts change (:meth:`Ranking.global_changes`,
 :meth:`Ranking.layer_changes`), which is what an incremental analysis needs.
 
@@ -22,7 +24,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from onnxprune.pruners._cut import Cut, common_dtype, find_cut
+from onnxprune.pruners._cut import SAMPLE, Cut, bracket, common_dtype, find_cut, strided_sample
 
 
 class PartialOrder:
@@ -104,19 +106,139 @@ def _lowest(keys: np.ndarray, index: np.ndarray, m: int) -> tuple[np.ndarray, np
     return low, cut.value
 
 
+class WindowOrder:
+    """The order across several flat arrays, ordered only in a window of ranks where asked.
+
+    A search for an effective target looks at a few counts close together once it has closed
+    in, and at far counts only for their threshold value. Ordering all weights for it (one
+    permutation of them all, and a partition of a stretch of them at every cut) cost more than
+    the analyses. Here a far count's value is one selection over the arrays (``find_cut``), and
+    a span of ranks is ordered inside a window: the entries whose value lies between two
+    values a sorted strided sample puts around the span (a margin on each side), gathered in
+    one pass and ordered lazily by a :class:`PartialOrder` of their own. The window moves when a
+    span falls outside it. Ties are broken by array order, then by flat index, as everywhere.
+    """
+
+    def __init__(
+        self, flats: list[np.ndarray], offsets: np.ndarray, dtype: np.dtype, sample: int = SAMPLE
+    ) -> None:
+        """The order of ``flats`` (flat, of ``dtype``, NaN-free).
+
+        Args:
+            flats: the arrays, in order.
+            offsets: where each array starts in the concatenation, and the total at the end.
+            dtype: the arrays' float dtype.
+            sample: about how many values bracket a window; it changes the speed, never the
+                result.
+        """
+        self._flats = flats
+        self._offsets = offsets
+        self._dtype = np.dtype(dtype)
+        self._sample_size = sample
+        self._sample: np.ndarray | None = None
+        self._cuts: dict[int, Cut] = {}
+        # The window: ranks (start, stop], the order of its entries, their flat indices, values
+        # and arrays, and per array how many entries rank below it.
+        self._start, self._stop = 0, 0
+        self._order: PartialOrder | None = None
+        self._index = np.zeros(0, np.int64)
+        self._inside = (np.zeros(0, self._dtype), np.zeros(0, np.int64))
+        self._below = np.zeros(len(flats), np.int64)
+
+    @property
+    def size(self) -> int:
+        """Number of values."""
+        return int(self._offsets[-1])
+
+    def cut(self, k: int) -> Cut:
+        """The ``k``-th lowest value (``1 <= k <= size``) and how each array falls around it.
+
+        Inside the window, counted over the window's entries alone; elsewhere one selection.
+        """
+        if k not in self._cuts:
+            if self._order is not None and self._start < k <= self._stop:
+                value = self._order.kth(k - self._start)
+                values, arrays = self._inside
+                n = len(self._flats)
+                below = self._below + np.bincount(arrays[values < value], minlength=n)
+                equal = np.bincount(arrays[values == value], minlength=n)
+                self._cuts[k] = Cut(value, below, equal)
+            else:
+                self._cuts[k] = find_cut(self._flats, k, self._sample_size)
+        return self._cuts[k]
+
+    def span(self, start: int, stop: int) -> np.ndarray:
+        """Flat indices (of the concatenation) ranked ``start`` to ``stop`` (excluded)."""
+        self._cover(start, stop)
+        return self._index[self._order.span(start - self._start, stop - self._start)]
+
+    def _cover(self, start: int, stop: int) -> None:
+        """Move the window so that it holds ranks ``start`` to ``stop`` (with a margin)."""
+        if self._order is not None and self._start <= start and stop <= self._stop:
+            return
+        width = max(stop - start, 1)
+        want = (max(start - width, 0), min(stop + width, self.size))
+        lo, hi = self._around(want)
+        while True:
+            below, index, values = self._gather(lo, hi)
+            first, last = int(below.sum()), int(below.sum()) + index.size
+            if first <= start and stop <= last:
+                break
+            # The sample missed (adversarial orders): open the side that fell short.
+            lo = lo if first <= start else self._dtype.type(-np.inf)
+            hi = hi if stop <= last else self._dtype.type(np.inf)
+        self._start, self._stop, self._below, self._index = first, last, below, index
+        arrays = np.searchsorted(self._offsets, index, side="right") - 1
+        self._inside = (values, arrays)
+        self._order = PartialOrder(values)
+
+    def _around(self, ranks: tuple[int, int]) -> tuple[np.generic, np.generic]:
+        """Two values that very likely enclose ``ranks``, from a sorted strided sample."""
+        if self._sample is None:
+            self._sample = strided_sample(self._flats, self.size, self._sample_size)
+        if self._sample is None:  # small: the window is everything
+            inf = self._dtype.type(np.inf)
+            return -inf, inf
+        return bracket(self._sample, self.size, max(ranks[0], 1), max(ranks[1], 1))
+
+    def _gather(self, lo: np.generic, hi: np.generic) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per array the entries below ``lo``; flat indices and values of those in ``[lo, hi]``."""
+        below = np.zeros(len(self._flats), np.int64)
+        index, values = [], []
+        for i, f in enumerate(self._flats):
+            above_lo = f >= lo
+            below[i] = f.size - np.count_nonzero(above_lo)  # no NaN: the rest is below
+            where = np.flatnonzero(above_lo & (f <= hi))
+            index.append(where + self._offsets[i])
+            values.append(f[where])
+        return (
+            below,
+            np.concatenate(index) if index else np.zeros(0, np.int64),
+            np.concatenate(values) if values else np.zeros(0, self._dtype),
+        )
+
+
 class Ranking:
     """The score order of every layer, and optionally of all layers together, built lazily.
 
-    Each layer's order (for per-layer counts) is made on first use; the order across layers
-    (``across_layers``) at once. Both are refined only at the counts asked for.
+    Each layer's order (for per-layer counts) is made on first use, the order across layers
+    (``across_layers``) at the first span asked of it. Both are refined only at the counts
+    asked for.
     """
 
-    def __init__(self, scores: Mapping[str, np.ndarray], *, across_layers: bool = False) -> None:
+    def __init__(
+        self,
+        scores: Mapping[str, np.ndarray],
+        *,
+        across_layers: bool = False,
+        sample: int = SAMPLE,
+    ) -> None:
         """The order of ``scores`` (keyed by layer, in graph order).
 
         Args:
             scores: importance of every weight (higher = keep), ``-inf`` for pruned ones.
             across_layers: also order all layers together (for ``global_counts``).
+            sample: the sample size of the order across layers (``WindowOrder``).
         """
         given = [np.asarray(s) for s in scores.values()]
         dtype = common_dtype(given)
@@ -127,12 +249,9 @@ class Ranking:
         self._offsets = np.concatenate(([0], np.cumsum(sizes)))
         self._pruned = np.array([np.count_nonzero(f == -np.inf) for f in self._flat], np.int64)
         self._layer_orders: dict[int, PartialOrder] = {}
-        self._global: PartialOrder | None = None
-        self._counts: dict[int, np.ndarray] = {}
+        self._global: WindowOrder | None = None
         if across_layers:
-            whole = np.concatenate(self._flat) if self._flat else np.zeros(0, dtype)
-            self._global = PartialOrder(whole, copy=False)
-            self._counts = {0: np.zeros(len(self.names), np.int64), whole.size: sizes}
+            self._global = WindowOrder(self._flat, self._offsets, dtype, sample)
 
     @property
     def across_layers(self) -> bool:
@@ -162,15 +281,12 @@ class Ranking:
         k = min(max(int(k), int(self._pruned.sum())), self._order_across().size)
         if k == 0:
             return {n: f.reshape(s) != -np.inf for n, f, s in zip(*self._layers(), strict=True)}
-        value = self._order_across().kth(k)
-        keep = [f > value for f in self._flat]
-        equal = np.array([np.count_nonzero(f == value) for f in self._flat], np.int64)
-        kept = np.array([np.count_nonzero(m) for m in keep], np.int64)
-        below = np.diff(self._offsets) - kept - equal
-        removed = Cut(value, below, equal).removed(k)
-        for f, m, ties, gone in zip(self._flat, keep, equal, removed - below, strict=True):
-            if gone < ties and value != -np.inf:  # the ties after the first ``gone`` stay
-                m[np.flatnonzero(f == value)[gone:]] = True
+        cut = self._order_across().cut(k)
+        keep = [f > cut.value for f in self._flat]
+        removed = cut.removed(k)
+        for f, m, ties, gone in zip(self._flat, keep, cut.equal, removed - cut.below, strict=True):
+            if gone < ties and cut.value != -np.inf:  # the ties after the first ``gone`` stay
+                m[np.flatnonzero(f == cut.value)[gone:]] = True
         return {
             name: m.reshape(shape)
             for name, m, shape in zip(self.names, keep, self.shapes, strict=True)
@@ -236,18 +352,7 @@ class Ranking:
         return self._global
 
     def _global_counts(self, k: int) -> np.ndarray:
-        """Per layer (array), how many of the ``k`` lowest scores it holds; kept per cut."""
+        """Per layer (array), how many of the ``k`` lowest scores it holds."""
         order = self._order_across()
         k = min(max(int(k), 0), order.size)
-        if k not in self._counts:
-            below = max(c for c in self._counts if c < k)
-            above = min(c for c in self._counts if c > k)
-            if k - below <= above - k:  # count the shorter stretch
-                self._counts[k] = self._counts[below] + self._tally(order.span(below, k))
-            else:
-                self._counts[k] = self._counts[above] - self._tally(order.span(k, above))
-        return self._counts[k]
-
-    def _tally(self, flat: np.ndarray) -> np.ndarray:
-        layer = np.searchsorted(self._offsets, flat, side="right") - 1
-        return np.bincount(layer, minlength=len(self.names)).astype(np.int64)
+        return order.cut(k).removed(k) if k else np.zeros(len(self.names), np.int64)

@@ -116,7 +116,9 @@ def search_nested(
     effective density ``1 - s`` against the weights left ``size - k`` (near a high target the
     curve bends sharply and is close to a power law there), as regula falsi in its Illinois
     variant: the value of an end kept twice in a row is halved towards the target, so that a
-    bent curve does not pin that end. The step after an interpolation that did not halve the
+    bent curve does not pin that end. An end where every path is cut (effective sparsity 1) says
+    nothing of the curve's shape: while the bracket has one, a step halves it on the log scale
+    of the weights left instead. The step after an interpolation that did not halve the
     bracket bisects: at most about twice bisection's analyses, usually far fewer. ``low`` is
     analysed last, and only when no larger count is under the target: until then its direct
     sparsity stands in for its effective sparsity (never above it).
@@ -146,6 +148,9 @@ def search_nested(
         width = bad[0] - ok[0]
         if bisect:
             k = (ok[0] + bad[0]) // 2
+        elif bad[1] >= 1.0:  # a fully cut end tells nothing of the curve: halve log(weights left)
+            k = round(size - math.exp((p_ok[0] + p_bad[0]) / 2))
+            k = min(max(k, ok[0] + 1), bad[0] - 1)
         else:
             step = (aim - p_ok[1]) / min(p_bad[1] - p_ok[1], -1e-300)
             k = round(size - math.exp(p_ok[0] + step * (p_bad[0] - p_ok[0])))

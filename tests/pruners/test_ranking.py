@@ -104,3 +104,29 @@ def test_changes_are_where_the_masks_of_two_counts_differ(seed):
             differ = np.flatnonzero(now[name].reshape(-1) != then[name].reshape(-1))
             np.testing.assert_array_equal(np.sort(changes.get(name, [])), differ)
         counts_before = counts
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_window_order_spans_and_counts_equal_a_stable_sort(seed):
+    # A sample of 2 makes every window a bracket that may miss: the gathering then widens.
+    rng = np.random.default_rng(seed)
+    scores = {}
+    for name in "abcd":
+        values = rng.integers(0, 9, int(rng.integers(1, 40))).astype(np.float32)
+        values[rng.random(values.size) < 0.3] = -np.inf
+        scores[name] = values
+    whole = np.concatenate(list(scores.values()))
+    expected = np.argsort(whole, kind="stable")  # ties by layer, then index
+    offsets = np.concatenate(([0], np.cumsum([s.size for s in scores.values()])))
+    ranking = Ranking(scores, across_layers=True, sample=2)
+    for _ in range(30):
+        a = int(rng.integers(0, whole.size))
+        b = min(whole.size, a + int(rng.integers(0, 12)))  # close counts, as a search asks
+        changes = ranking.global_changes(a, b)
+        starts = zip(scores, offsets[:-1], strict=True)
+        got = np.sort(np.concatenate([changes.get(n, []) + o for n, o in starts]))
+        gone = int(np.count_nonzero(whole == -np.inf))  # already pruned: never a change
+        np.testing.assert_array_equal(got, np.sort(expected[max(a, gone) : max(b, gone)]))
+        layer = np.searchsorted(offsets, expected[:b], side="right") - 1
+        counts = np.bincount(layer, minlength=len(scores))
+        assert ranking.global_counts(b) == dict(zip(scores, counts.tolist(), strict=True))
