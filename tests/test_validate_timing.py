@@ -256,6 +256,23 @@ def test_threads_are_recorded_and_set_on_both_sessions() -> None:
         assert result.to_dict()["threads"] == threads
 
 
+@pytest.mark.parametrize("threads", [0, 1, 2])
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_idle_workers_sleep_so_a_side_never_spins_on_the_cores_of_the_other(
+    tmp_path: Path, threads: int, in_memory: bool
+) -> None:
+    # Both sides' sessions, from a proto or a file, are made with spinning off (intra- and
+    # inter-op pools) and the threads asked: ONNX Runtime reports its own options back.
+    onnx.save(MODEL, tmp_path / "m.onnx")
+    source = MODEL if in_memory else tmp_path / "m.onnx"
+    dataset = Dataset(inputs={"x": X}, labels=None, samples=len(X))
+    session = _Runner.start(source, MODEL, dataset, "cpu", threads).session
+    options = session.get_session_options()
+    assert options.intra_op_num_threads == threads
+    for pool in ("intra_op", "inter_op"):
+        assert options.get_session_config_entry(f"session.{pool}.allow_spinning") == "0"
+
+
 def test_the_cli_prints_timing_warnings_on_stderr_and_records_them(tmp_path: Path, capsys) -> None:
     onnx.save(MODEL, tmp_path / "m.onnx")
     np.savez(tmp_path / "one.npz", x=X[:3], labels=LABELS[:3])
