@@ -70,7 +70,8 @@ class PruneOptions:
             ``input_shapes`` does not give (``--dim batch=1 --dim sequence=128``).
         structured: a structured criterion (``l1``, ``l2``, ``random``): remove whole units.
         scope: with ``structured``: the sparsity of each layer, or of the whole network.
-        round_to: with ``structured``: keep a multiple of this many units per layer.
+        round_to: with ``structured``: keep a multiple of this many channels or neurons per
+            layer; heads a multiple of this many columns (``structured.rounding``).
         compact: after an unstructured prune, remove the units left dead (``onnxprune compact``).
         reconstruct: with ``structured`` and calibration data: re-fit the layers that lost inputs
             to the dense model's outputs by least squares (``onnxprune.structured.reconstruct``).

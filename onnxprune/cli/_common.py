@@ -252,7 +252,8 @@ def add_prune_flags(p: argparse.ArgumentParser, *, defaults: bool = True) -> Non
         type=int,
         default=default(1),
         metavar="N",
-        help="with --structured: keep a multiple of N units per layer (default 1)",
+        help="with --structured: keep a multiple of N channels or neurons per layer; heads keep "
+        "a multiple of N columns, any number when the head size is one (default 1)",
     )
     p.add_argument(
         "--reconstruct",

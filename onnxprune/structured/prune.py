@@ -40,6 +40,7 @@ from onnxprune.structured.compact import CompactResult, Shapes, Workspace, compa
 from onnxprune.structured.groups import Groups
 from onnxprune.structured.nests import Nest, choose
 from onnxprune.structured.reconstruct import Reconstruction, reconstruct
+from onnxprune.structured.rounding import kept, step, steps, widths
 from onnxprune.structured.surgery import filter_stats, write_back, zero
 from onnxprune.structured.units import model_units
 
@@ -66,7 +67,8 @@ class StructuredResult:
         warnings: one line each: the target missed by more than ``TOLERANCE``, nothing removed.
         sparsity: the target asked for: the fraction of the groups to remove.
         scope: ``"layer"`` or ``"global"``, as asked.
-        round_to: each layer kept a multiple of this many groups, as asked.
+        round_to: each layer kept a multiple of this many columns, as asked
+            (``structured.rounding``: a head is its head size of columns).
         groups_removed: dependency groups removed.
         groups_prunable: dependency groups of the layers it could prune.
         reconstruction: with calibration data, the layers re-fit and their output errors.
@@ -160,7 +162,9 @@ def structured_prune(
 
     Per layer, a layer keeps ``ceil((1 - sparsity) * n)`` of its ``n`` groups; globally the
     lowest ``sparsity`` of all groups go, at least one staying per layer. Either way the kept
-    count of each layer is rounded up to a multiple of ``round_to`` (at most ``n``). Groups the
+    count of each layer is rounded up so that it keeps a multiple of ``round_to`` columns (at
+    most ``n`` groups; ``structured.rounding``: ``round_to`` channels or neurons, any number of
+    heads whose head size is a multiple of it). Groups the
     surgery cannot follow (graph outputs, unknown ops, shared weights) always stay, and so do
     groups with a filter whose weight name ``layers`` (a regex) does not match or ``exclude``
     matches: excluding a residual member keeps its whole sum.
@@ -202,8 +206,11 @@ def structured_prune(
         raise InvalidOptionError("--layers/--exclude leave no prunable unit to prune")
     pick = _per_layer if scope == "layer" else _global
     layers_of = layer_groups(groups)
-    drop = pick(scores, layers_of, fixed, sparsity, round_to)
-    _nested(drop, groups.nests, scores, fixed, None if scope == "global" else sparsity, round_to)
+    multiples = steps(groups, layers_of, round_to)
+    drop = pick(scores, layers_of, fixed, sparsity, multiples)
+    nest_steps = [step(round_to, widths(groups)[n.members].tolist()) for n in groups.nests]
+    scoped = None if scope == "global" else sparsity
+    _nested(drop, groups.nests, scores, fixed, scoped, nest_steps)
     zero(groups, drop, ws.arrays)
     masked = _masked(ws, drop, calibration is not None)
     named = model_units(groups, ws.model.graph)
@@ -221,15 +228,16 @@ def structured_prune(
         result = compact_workspace(Workspace.of(masked, ws.shapes))  # new biases join the groups
         result = dataclasses.replace(result, params_before=ws.params)
     blocked = blocked_groups(groups) + body_blocks(ws.model)
-    counted = [members for members in layers_of if not fixed[members].all()]
+    counted = [i for i, members in enumerate(layers_of) if not fixed[members].all()]
     reached = _Reached(
         sparsity,
         scope,
         round_to,
-        removed=sum(int(drop[m].sum()) for m in counted),
-        stayed=sum(int(fixed[m].sum()) for m in counted),
-        sizes=tuple(m.size for m in counted),
+        removed=sum(int(drop[layers_of[i]].sum()) for i in counted),
+        stayed=sum(int(fixed[layers_of[i]].sum()) for i in counted),
+        sizes=tuple(layers_of[i].size for i in counted),
         nested=bool(groups.nests),
+        steps=tuple(multiples[i] for i in counted),
     )
     return StructuredResult(
         result.model,
@@ -281,6 +289,8 @@ class _Reached:
         stayed: groups of the prunable layers that had to stay (blocked or excluded).
         sizes: the number of groups of each prunable layer.
         nested: some groups live within others (``structured.nests``).
+        steps: the multiple of groups each prunable layer keeps for ``round_to`` columns
+            (``structured.rounding``); all 1 when not given.
     """
 
     sparsity: float
@@ -290,6 +300,7 @@ class _Reached:
     stayed: int
     sizes: tuple[int, ...]
     nested: bool = False
+    steps: tuple[int, ...] = ()
 
     @property
     def prunable(self) -> int:
@@ -316,11 +327,12 @@ class _Reached:
     def _causes(self) -> list[str]:
         """What took the count away from ``sparsity * prunable``, in the order it applied."""
         s, r = self.sparsity, self.round_to
-        multiple = f"each layer keeps a multiple of round_to={r} groups"
+        multiple = f"each layer keeps a multiple of round_to={r} channels, neurons or head columns"
         causes = []
         if self.scope == "layer":
-            ceil_only = sum(n - _kept(n, s, 1) for n in self.sizes)
-            planned = sum(n - _kept(n, s, r) for n in self.sizes)
+            ceil_only = sum(n - kept(n, s, 1) for n in self.sizes)
+            per_layer = self.steps or (1,) * len(self.sizes)
+            planned = sum(n - kept(n, s, k) for n, k in zip(self.sizes, per_layer, strict=True))
             if ceil_only < s * self.prunable - 1e-9:
                 causes.append("each layer keeps ceil((1 - sparsity) * n) of its n groups")
             if planned < ceil_only:
@@ -328,7 +340,8 @@ class _Reached:
         else:
             planned = round(s * (self.prunable - self.stayed))
             if self.removed < planned:
-                causes.append(multiple if r > 1 else "every layer keeps at least one group")
+                rounded = any(k > 1 for k in self.steps)
+                causes.append(multiple if rounded else "every layer keeps at least one group")
         if self.nested:
             causes.append("query heads sharing a K/V head keep the same number in each group")
         if self.stayed and (self.scope == "global" or self.removed < planned):
@@ -367,42 +380,45 @@ def _nested(
     scores: np.ndarray,
     fixed: np.ndarray,
     sparsity: float | None,
-    round_to: int,
+    multiples: Sequence[int],
 ) -> None:
     """Choose again what each nest loses (``drop``, in place), the same number in each parent.
 
     Per layer (``sparsity``) the parents and the children are each asked for ``sparsity``;
-    globally (None) for what the global choice kept of them.
+    globally (None) for what the global choice kept of them. ``multiples``: per nest, the
+    multiple of groups its counts keep (``structured.rounding``).
     """
-    for nest in nests:
+    for nest, multiple in zip(nests, multiples, strict=True):
         g, r = nest.children.shape
         if sparsity is None:
             want = (float((~drop[nest.parents]).sum()), float((~drop[nest.children]).sum()))
         else:
             want = ((1 - sparsity) * g, (1 - sparsity) * g * r)
         drop[nest.members] = False
-        drop[choose(nest, scores, fixed, want, round_to)] = True
-
-
-def _kept(n: int, sparsity: float, round_to: int) -> int:
-    """Units a layer of ``n`` keeps: ``ceil((1 - sparsity) * n)`` up to a multiple of round_to."""
-    keep = math.ceil(round((1 - sparsity) * n, 9))
-    return min(n, max(1, round_to * math.ceil(keep / round_to)))
+        drop[choose(nest, scores, fixed, want, multiple)] = True
 
 
 def _per_layer(
-    scores: np.ndarray, layers: list[np.ndarray], fixed: np.ndarray, sparsity: float, round_to: int
+    scores: np.ndarray,
+    layers: list[np.ndarray],
+    fixed: np.ndarray,
+    sparsity: float,
+    multiples: Sequence[int],
 ) -> np.ndarray:
     drop = np.zeros(scores.size, bool)
-    for members in layers:
+    for members, multiple in zip(layers, multiples, strict=True):
         free = members[~fixed[members]]
-        k = min(members.size - _kept(members.size, sparsity, round_to), free.size)
+        k = min(members.size - kept(members.size, sparsity, multiple), free.size)
         drop[free[np.argsort(scores[free], kind="stable")[:k]]] = True
     return drop
 
 
 def _global(
-    scores: np.ndarray, layers: list[np.ndarray], fixed: np.ndarray, sparsity: float, round_to: int
+    scores: np.ndarray,
+    layers: list[np.ndarray],
+    fixed: np.ndarray,
+    sparsity: float,
+    multiples: Sequence[int],
 ) -> np.ndarray:
     norm = scores.astype(np.float64)
     layer_of = np.full(scores.size, -1)
@@ -423,7 +439,7 @@ def _global(
             left[layer_of[g]] -= 1
             target -= 1
     for i, members in enumerate(layers):  # round each layer's kept count up
-        extra = min(members.size, round_to * math.ceil(left[i] / round_to)) - left[i]
+        extra = min(members.size, multiples[i] * math.ceil(left[i] / multiples[i])) - left[i]
         dropped = members[drop[members]]
         drop[dropped[np.argsort(-norm[dropped], kind="stable")[:extra]]] = False
     return drop

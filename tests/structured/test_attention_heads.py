@@ -133,3 +133,18 @@ def test_reshape_and_expand_targets_follow_the_kept_heads(pruned) -> None:
         assert [1, SEQ, 72] in targets.values()  # the fused projection split back to [B, T, 3C]
     else:  # [1, T, -1, D] and [1, T, -1]: inferred, they stay
         assert [1, SEQ, -1, D] in targets.values() and [1, SEQ, -1] in targets.values()
+
+
+def test_rounding_to_8_columns_keeps_the_heads_and_rounds_the_neurons(pruned) -> None:
+    # Heads of D = 8 columns are a multiple of 8 columns in any number: round_to=8 keeps the
+    # heads round_to=1 kept (counting heads in multiples of 8 kept all of them), and rounds each
+    # feed-forward layer's neurons up to a multiple of 8 (at most all of them).
+    _, dense, result = pruned
+    rounded = structured_prune(dense, sparsity=0.3, round_to=8)
+    assert rounded.units.keys() == result.units.keys()
+    for name, (kept, total) in result.units.items():
+        if result.kinds[name] in ("head", "K/V head"):
+            assert rounded.units[name] == (kept, total)
+        else:
+            assert rounded.units[name] == (min(total, 8 * -(-kept // 8)), total)
+    assert_pruned_like_masked(rounded, feed())

@@ -41,7 +41,7 @@ def test_structured_text_states_units_sparsity_blocked_and_parameters(tmp_path, 
     ]
     assert errors == [
         "warning: removed 42.86% of the prunable groups (6 of 14), 7.1 points below the target "
-        "50.00%: each layer keeps a multiple of round_to=4 groups"
+        "50.00%: each layer keeps a multiple of round_to=4 channels, neurons or head columns"
     ]
 
 

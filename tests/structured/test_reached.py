@@ -80,7 +80,7 @@ def test_rounding_to_a_multiple_warns_when_it_moves_the_target():
     assert result.layer_sparsity == {"w1": 0.5, "w2": 2 / 6}
     assert result.warnings == (
         "removed 42.86% of the prunable groups (6 of 14), 7.1 points below the target 50.00%: "
-        "each layer keeps a multiple of round_to=4 groups",
+        "each layer keeps a multiple of round_to=4 channels, neurons or head columns",
     )
 
 
@@ -103,7 +103,7 @@ def test_global_scope_with_rounding_that_undoes_everything():
     assert (result.groups_removed, result.group_sparsity) == (0, 0.0)
     assert result.warnings == (
         "removed 0.00% of the prunable groups (0 of 14), 30.0 points below the target 30.00%: "
-        "each layer keeps a multiple of round_to=8 groups",
+        "each layer keeps a multiple of round_to=8 channels, neurons or head columns",
     )
     plain = structured_prune(chain(), sparsity=0.3, scope="global")
     assert plain.groups_removed == 4  # round(0.3 * 14): 28.57%, within 5 points: no warning
