@@ -203,9 +203,21 @@ def channel_wiring(
 
 
 def wired_reachability(
-    graph: ConnectivityGraph, wiring: Wiring, masks_for: frozenset[str] = frozenset()
+    graph: ConnectivityGraph,
+    wiring: Wiring,
+    masks_for: frozenset[str] = frozenset(),
+    memo: dict | None = None,
 ) -> dict[tuple[str, int], LayerActivity]:
-    """``channel_reachability`` over links already built (``channel_wiring``)."""
+    """``channel_reachability`` over links already built (``channel_wiring``).
+
+    Args:
+        graph: the connectivity graph.
+        wiring: its links.
+        masks_for: layers (by weight name) whose active entries are wanted as a mask.
+        memo: kept by a caller that runs the passes again and again on wiring that changes a
+            few edges at a time: a layer whose edge (the same summary object) and alive units
+            are unchanged since the last run keeps its activity rather than counting it again.
+    """
     layouts = wiring.layouts
     forward = _forward(graph, wiring.links, layouts)
     backward = _backward(graph, wiring.links, layouts)
@@ -224,14 +236,40 @@ def wired_reachability(
             result.update(recurrent_activities(step, units, alive, out, masks_for))
         if step.layer is None:
             continue
-        _, relayout, (edge, valid, nonzero) = wiring.layers[step.node]
+        _, relayout, summary = wiring.layers[step.node]
+        edge, valid, nonzero = summary
         layer = step.layer
         reached = forward.get(layer.x, np.zeros(layouts[layer.x].size, bool))
         alive_in = _push(relayout, reached, edge.shape[0])
         alive_out = backward.get(layer.y, np.zeros(edge.shape[1], bool))
-        mask = _mask(graph, layer, alive_in, alive_out, valid) if layer.name in masks_for else None
-        result[layer.key] = _activity(nonzero, edge, alive_in, alive_out, mask)
+        if layer.name in masks_for:
+            mask = _mask(graph, layer, alive_in, alive_out, valid)
+            result[layer.key] = _activity(nonzero, edge, alive_in, alive_out, mask)
+        else:
+            result[layer.key] = _remembered(memo, layer.key, summary, alive_in, alive_out)
     return result
+
+
+def _remembered(
+    memo: dict | None,
+    key: tuple[str, int],
+    summary: Edge,
+    alive_in: np.ndarray,
+    alive_out: np.ndarray,
+) -> LayerActivity:
+    """A layer's activity, from ``memo`` when its edge and alive units are those it saw."""
+    seen = None if memo is None else memo.get(key)
+    if (
+        seen is not None
+        and seen[0] is summary
+        and np.array_equal(seen[1], alive_in)
+        and np.array_equal(seen[2], alive_out)
+    ):
+        return seen[3]
+    activity = _activity(summary[2], summary[0], alive_in, alive_out, None)
+    if memo is not None:
+        memo[key] = (summary, alive_in, alive_out, activity)
+    return activity
 
 
 def _recurrent_links(

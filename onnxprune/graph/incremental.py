@@ -70,6 +70,7 @@ class MaskedChannels:
             name: np.array(masks[name], bool, copy=True).reshape(-1) for name in self._layers
         }
         self._wiring = channel_wiring(self._patterns(self._layers))  # of the masked weights
+        self._memo: dict = {}  # each layer's activity, counted again only when it changes
 
     @property
     def size(self) -> int:
@@ -105,7 +106,7 @@ class MaskedChannels:
 
     def inactive(self) -> int:
         """Weights of the graph's layers that are zero, masked, or on no input-output path."""
-        activity = wired_reachability(self._graph, self._wiring)
+        activity = wired_reachability(self._graph, self._wiring, memo=self._memo)
         return self._params - sum(activity[layer.key].active for layer in self._graph.layers)
 
     def effective_sparsity(self) -> float:

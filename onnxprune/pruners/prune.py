@@ -183,7 +183,7 @@ def prune_weights(
     def allocated(k: int) -> dict[str, int]:
         return floored(allocate(shapes, k / total, chosen) if total else {})
 
-    forced = sum(int((~m).sum()) for m in kept.values())
+    forced = sum(m.size - int(np.count_nonzero(m)) for m in kept.values())
     if not o.effective:
         k = removal_count(o.sparsity, plan.total, plan.zeros_outside, total)
         if allocation.name == "global" and sigma is None and total:
@@ -423,7 +423,7 @@ class _Plan:
         report = sparsity_report(graph, level=self.level)
         labels = {layer.name: layer.label for layer in report.layers}
         collapsed = collapse_warnings(
-            (display_name(name, labels.get(name)), int(m.sum()), m.size)
+            (display_name(name, labels.get(name)), int(np.count_nonzero(m)), m.size)
             for name, m in masks.items()
         )
         warnings = (*self.skipped, *collapsed, *notes)

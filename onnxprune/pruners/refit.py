@@ -66,7 +66,7 @@ class Finish:
         """The result for ``masks``; a re-fit keeps only their count per layer."""
         if self.rebuild is None:
             return self.plan.finish(masks, notes, analyses)
-        counts = {name: int((~mask).sum()) for name, mask in masks.items()}
+        counts = {name: mask.size - int(np.count_nonzero(mask)) for name, mask in masks.items()}
         return self.rebuild(LayerTargets(counts=counts), notes, analyses)
 
 

@@ -66,7 +66,7 @@ class RowGroups:
         """``masks``' count per layer, chosen row by row (``masks`` itself for layers)."""
         if self.rows is None:
             return masks
-        counts = {name: int((~mask).sum()) for name, mask in masks.items()}
+        counts = {name: mask.size - int(np.count_nonzero(mask)) for name, mask in masks.items()}
         return row_masks(scores, counts, self.rows)
 
 
