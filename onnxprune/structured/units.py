@@ -137,22 +137,38 @@ def model_units(groups: Groups, graph: onnx.GraphProto) -> ModelUnits:
     parents = {int(g) for nest in groups.nests for g in nest.parents}  # K/V heads
     members_of = _by_filters(groups)
     counts = {s.name: _counts(groups, s, heads, width) for s in groups.filters}
-    read = [(c.weight, set(np.unique(groups.inputs(c)).tolist())) for c in groups.consumers]
+    reading = _readers(groups, members_of.values())
     layers = []
-    for key, found in members_of.items():
-        members = list(found)
+    for (key, members), readers in zip(members_of.items(), reading, strict=True):
         ids = np.array(members)
         slices = [s for s in groups.filters if s.name in key]
         kind = HEAD if any(g in heads for g in members) else _kind(slices, producers)
         if kind == HEAD and parents.issuperset(members):
             kind = KV_HEAD
-        readers = tuple(dict.fromkeys(w for w, seen in read if not seen.isdisjoint(found)))
         names = [labels[name] for name in key]
         if kind == HEAD:
             names += [labels[name] for name in readers]
         units = np.array([heads.get(g, 1) for g in members])
         layers.append(UnitLayer(common_module(names), kind, ids, units, key, readers))
     return ModelUnits(groups, tuple(layers), labels, counts)
+
+
+def _readers(groups: Groups, layers: Iterable[list[int]]) -> list[tuple[str, ...]]:
+    """Per structured layer (its groups): the consumer weights reading any of its groups.
+
+    In consumer order, each once. The layers partition the filters' groups, so each consumer's
+    groups are looked up once (not every layer against every consumer: quadratic in depth).
+    """
+    layer_of = np.full(groups.count, -1, np.int64)
+    reading: list[dict[str, None]] = []
+    for index, members in enumerate(layers):
+        layer_of[members] = index
+        reading.append({})
+    for c in groups.consumers:
+        for index in np.unique(layer_of[groups.inputs(c)]).tolist():
+            if index >= 0:
+                reading[index][c.weight] = None
+    return [tuple(found) for found in reading]
 
 
 def _by_filters(groups: Groups) -> dict[tuple[str, ...], list[int]]:
