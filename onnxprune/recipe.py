@@ -230,7 +230,8 @@ def _summary(recipe: Recipe, state: dict, timings: list[dict], written: list[Pat
     import onnxprune
 
     final = state["final"]
-    before, after = onnxprune.analyze(recipe.model), onnxprune.analyze(final)
+    before = onnxprune.analyze(recipe.model, units=False)  # totals only
+    after = onnxprune.analyze(final, units=False)
     validation = state.get("validation")
     gate = None if validation is None or validation.gate is None else validation.gate.to_dict()
     return {

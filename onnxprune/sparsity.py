@@ -23,6 +23,7 @@ from onnxprune.errors import InvalidOptionError, ShapeError
 from onnxprune.external_data import load_model_lazy
 from onnxprune.graph.build import ConnectivityGraph, Layer, build_graph
 from onnxprune.graph.channel import LayerActivity, channel_reachability
+from onnxprune.graph.contrib_shapes import ATTENTION
 from onnxprune.graph.conv_geometry import tap_counts
 from onnxprune.graph.exact import exact_reachability
 from onnxprune.graph.rules.recurrent import GATES
@@ -30,6 +31,7 @@ from onnxprune.macs import NodeMacs, graph_macs, total
 from onnxprune.model import DEFAULT_MAX_BYTES, ModelSource, load_model, shapes_only
 from onnxprune.report import GateSparsity, LayerSparsity, SparsityReport
 from onnxprune.unit_report import NORM_CHANNEL, BlockSparsity, HeadSparsity
+from onnxprune.weights import ConstantResolver
 
 if TYPE_CHECKING:
     from onnxprune.structured.norms import NormLayer
@@ -45,7 +47,7 @@ def analyze(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     dims: Mapping[str, int] | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    units: bool = False,
+    units: bool | None = None,
 ) -> SparsityReport:
     """Direct and effective sparsity of ``model``, per prunable layer and overall.
 
@@ -59,8 +61,11 @@ def analyze(
         max_bytes: largest model accepted.
         units: also the sparsity per structured unit (``SparsityReport.blocks``: each
             attention head, each FFN's neurons, each norm, named by module). It finds the
-            dependency groups and keeps an activity mask per layer (a bool per weight), so it
-            costs about as much again as the analysis, and more memory.
+            dependency groups and keeps an activity mask per layer (a bool per weight).
+            ``None`` (the default): when the model has attention or recurrent layers
+            (``unit_layers``), where heads and hidden units say what the layer table does not;
+            a network of Conv and dense layers alone skips them (its units are the channels
+            and neurons the layer table counts, and they would cost as much again).
 
     Returns:
         A ``SparsityReport``.
@@ -87,12 +92,63 @@ def analyze(
     if isinstance(model, (str, os.PathLike)):  # external weights are read one at a time
         lazy = load_model_lazy(model, max_bytes=max_bytes)
         graph = build_graph(lazy.model, input_shapes, lazy.weights, dims)
-        found = _units(lazy.model, input_shapes, dims, lazy.weights.read) if units else None
+        wanted = units if units is not None else unit_layers(lazy.model.graph, graph.constants)
+        found = _units(lazy.model, input_shapes, dims, lazy.weights.read) if wanted else None
         return sparsity_report(graph, level=level, units=found)
     proto: onnx.ModelProto = load_model(model, max_bytes=max_bytes)
     graph = build_graph(proto, input_shapes, dims=dims)
-    found = _units(proto, input_shapes, dims) if units else None
+    wanted = units if units is not None else unit_layers(proto.graph, graph.constants)
+    found = _units(proto, input_shapes, dims) if wanted else None
     return sparsity_report(graph, level=level, units=found)
+
+
+_SCORE_STEPS = 4
+"""How far back from a Softmax ``unit_layers`` looks for the scores' MatMul (scale, mask,
+bias, cast)."""
+
+
+def unit_layers(graph: onnx.GraphProto, constants: ConstantResolver) -> bool:
+    """Whether ``graph`` has attention or recurrent layers, whose units the layer table hides.
+
+    Attention: ONNX Runtime's fused attention ops, or a Softmax over the product of two
+    computed tensors (``Q K^T``; followed back ``_SCORE_STEPS`` nodes through scaling and
+    masking). Recurrent: LSTM, GRU, RNN. It reads the node list only, so the models without
+    them (CNNs, MLPs) do not pay for finding their units.
+
+    Example:
+        >>> from onnx import helper
+        >>> g = helper.make_graph(
+        ...     [helper.make_node("MatMul", ["q", "k"], ["s"]),
+        ...      helper.make_node("Softmax", ["s"], ["p"])], "g", [], [])
+        >>> unit_layers(g, ConstantResolver(g))
+        True
+    """
+    producers = {out: node for node in graph.node for out in node.output}
+    for node in graph.node:
+        default = node.domain in ("", "ai.onnx")
+        if (default and node.op_type in GATES) or (
+            node.domain == "com.microsoft" and node.op_type in ATTENTION
+        ):
+            return True
+        if default and node.op_type == "Softmax" and _scores(node, producers, constants):
+            return True
+    return False
+
+
+def _scores(
+    softmax: onnx.NodeProto, producers: Mapping[str, onnx.NodeProto], constants: ConstantResolver
+) -> bool:
+    """Whether ``softmax`` reads a MatMul of two computed tensors, ``_SCORE_STEPS`` nodes back."""
+    names = [softmax.input[0]] if softmax.input else []
+    for _ in range(_SCORE_STEPS):
+        nodes = [producers[n] for n in names if n in producers and constants.source(n) is None]
+        if any(
+            n.op_type == "MatMul" and all(constants.source(i) is None for i in n.input)
+            for n in nodes
+        ):
+            return True
+        names = [i for n in nodes for i in n.input if i]
+    return False
 
 
 def _units(

@@ -366,7 +366,7 @@ def _sensitivity_for(
         raise InvalidOptionError(
             "--sensitivity is read by methods with allocation sensitivity only"
         )
-    layers = {layer.name: layer.params for layer in analyze(model).layers}
+    layers = {layer.name: layer.params for layer in analyze(model, units=False).layers}
     check_curves(read_curves(sensitivity), layers)
     return str(sensitivity)
 

@@ -10,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnx
 import pytest
+
+from tests.attention_models import fused
 
 SAMPLE = Path(__file__).resolve().parents[1] / "models" / "cnn_digits.onnx"
 
@@ -57,6 +60,20 @@ def test_analyze_reads_the_model_without_runtime_or_service() -> None:
     assert modules & SERVICE_AND_RENDERING == set()
     heavy_scipy = {"scipy.optimize", "scipy.linalg", "scipy.special", "scipy.sparse.linalg"}
     assert modules & heavy_scipy == set()
+    # a CNN: no attention or recurrent layer, so no units table and nothing loaded to find units
+    assert "\nunits " not in stdout  # the units table's header
+    assert [m for m in modules if m.startswith("onnxprune.structured")] == []
+
+
+def test_analyze_of_attention_finds_its_heads_without_the_pruners(tmp_path) -> None:
+    path = tmp_path / "attention.onnx"
+    onnx.save(fused(heads=2), path)
+    modules, stdout = modules_after(["analyze", str(path)])
+    assert "  head 1 " in stdout  # the units table, by default for attention
+    assert "onnxprune.structured.units" in modules
+    # the pruning entry and the re-fit load on first use (structured/__init__.py)
+    assert [m for m in modules if m.startswith("onnxprune.pruners")] == []
+    assert "onnxprune.structured.reconstruct" not in modules
 
 
 @pytest.mark.parametrize("package", ["onnxprune", "onnxprune.batch", "onnxprune.graph"])

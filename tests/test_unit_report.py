@@ -11,6 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxprune
 from onnxprune.render import render_markdown
 from onnxprune.report import format_table
+from onnxprune.sparsity import unit_layers
+from onnxprune.weights import ConstantResolver
 from tests.render.test_markdown import _tables
 
 D, HEADS, WIDTH, T = 8, 2, 4, 3
@@ -151,3 +153,67 @@ def test_units_of_a_model_with_external_weights_equal_the_in_memory_ones(tmp_pat
     assert blocks == onnxprune.analyze(pruned, units=True).blocks
     assert [b.units for b in blocks] == [300, 100, 10]
     assert blocks[0].direct_sparsity > 0.9  # read from the file, not the zero stand-ins
+
+
+def _classifier(op: str) -> object:
+    """x[1, 4] -> MatMul w [4, 3] -> ``op`` (Softmax, Relu) -> y: a dense layer, no attention."""
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["s"]), helper.make_node(op, ["s"], ["y"])],
+        "classifier",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [w],
+    )
+    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _gru(hidden: int = 3) -> object:
+    """x[T, 1, 2] -> GRU (``hidden`` units; W, R, B all ones) -> Y_h [1, 1, hidden]."""
+    gates = 3 * hidden
+    inits = {"W": (1, gates, 2), "R": (1, gates, hidden), "B": (1, 2 * gates)}
+    graph = helper.make_graph(
+        [helper.make_node("GRU", ["x", "W", "R", "B"], ["", "y"], hidden_size=hidden)],
+        "gru",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [T, 1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, hidden])],
+        [numpy_helper.from_array(np.ones(s, np.float32), k) for k, s in inits.items()],
+    )
+    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_units_are_reported_by_default_for_attention_and_recurrent_layers() -> None:
+    rng = np.random.default_rng(0)
+    wq, wv, wo = (rng.normal(size=(D, D)).astype(np.float32) for _ in range(3))
+    attention = _attention(wq, wv, wo)
+    heads = [b for b in onnxprune.analyze(attention).blocks if b.kind == "head"]
+    assert [(b.module, b.units, len(b.heads)) for b in heads] == [("/attn", HEADS, HEADS)]
+    assert onnxprune.analyze(attention, units=False).blocks == ()
+    (gru,) = onnxprune.analyze(_gru(hidden=3)).blocks
+    assert (gru.kind, gru.units) == ("hidden unit", 3)
+
+
+def test_a_dense_layer_into_softmax_gets_no_units_unless_asked() -> None:
+    # Softmax over x @ w (a stored weight) is a classifier's output, not attention's scores
+    # (those are the product of two computed tensors): the units would be w's 3 neurons,
+    # which the layer table already counts.
+    for op in ("Softmax", "Relu"):
+        model = _classifier(op)
+        assert onnxprune.analyze(model).blocks == ()
+        (block,) = onnxprune.analyze(model, units=True).blocks
+        assert (block.kind, block.units) == ("neuron", 3)
+
+
+def test_unit_layers_finds_attention_and_recurrence_from_the_nodes() -> None:
+    from tests.attention_models import fused
+
+    cases = {
+        "plain attention": (_attention(*np.ones((3, D, D), np.float32)), True),
+        "fused Attention": (fused(), True),
+        "GRU": (_gru(), True),
+        "MatMul -> Softmax": (_classifier("Softmax"), False),
+    }
+    found = {}
+    for name, (model, _) in cases.items():
+        found[name] = unit_layers(model.graph, ConstantResolver(model.graph))
+    assert found == {name: expected for name, (_, expected) in cases.items()}

@@ -25,9 +25,10 @@ def add(sub: argparse._SubParsersAction) -> None:
             "per gate too), the direct "
             "sparsity (zero weights) and the effective sparsity (zero weights plus nonzero "
             "weights on no input-to-output path), and the dead input/output units; the "
-            "weights more than one node reads (shared, tied). With --units, also per "
-            "structured layer (an attention block's heads, one row per head; an FFN's neurons; "
-            "a Conv's channels) and per norm, named by module: the count, dead and blocked "
+            "weights more than one node reads (shared, tied). For a model with attention or "
+            "recurrent layers (or with --units), also per structured layer (an attention "
+            "block's heads, one row per head; an FFN's neurons; an LSTM's hidden units; a "
+            "Conv's channels) and per norm, named by module: the count, dead and blocked "
             "units and their weights' sparsity."
         ),
     )
@@ -41,9 +42,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--units",
-        action="store_true",
-        help="also the sparsity per unit, named by module: each attention head, each FFN's "
-        "neurons, each norm (about twice the time, and a bool per weight of memory)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the sparsity per unit, named by module: each attention head, each FFN's neurons, "
+        "each hidden unit, each norm. Default: on when the model has attention or recurrent "
+        "layers; --units also for other models (a CNN's channels: about twice the time, and a "
+        "bool per weight of memory), --no-units never",
     )
     add_input_shape(p)
     add_max_bytes(p)

@@ -52,7 +52,7 @@ def _analyze_remote(client: Client, args: argparse.Namespace) -> int:
         input_shapes=parse_input_shapes(args.input_shape),
         dims=parse_dims(args.dim),
         max_bytes=args.max_bytes,
-        units=args.units or None,
+        units=args.units,
     )
     out(report.json if args.json else report.text)
     return 0

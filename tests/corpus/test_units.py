@@ -95,8 +95,8 @@ MODULES = {
 
 @pytest.mark.parametrize("name", list(MODULES))
 def test_analyze_reports_every_attention_head_by_module(corpus, name) -> None:
-    entry = corpus.get(name)
-    data = json.loads(run_cli("analyze", str(entry.path), "--units", "--json").stdout)
+    entry = corpus.get(name)  # no flag: a model with attention gets its units table
+    data = json.loads(run_cli("analyze", str(entry.path), "--json").stdout)
     attention = [b for b in data["blocks"] if b["kind"] == "head"]
     assert len(attention) == LAYERS
     assert sum(b["units"] for b in attention) == LAYERS * HEADS  # num_attention_heads x layers
@@ -104,6 +104,23 @@ def test_analyze_reports_every_attention_head_by_module(corpus, name) -> None:
     assert [b["module"] for b in attention] == [MODULES[name].format(i) for i in range(LAYERS)]
     ffn = [b for b in data["blocks"] if b["kind"] == "neuron" and b["blocked"] == 0]
     assert len(ffn) >= LAYERS  # the FFNs' hidden neurons, free to go
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_analyze_reports_recurrent_hidden_units_by_default(corpus, kind) -> None:
+    # 2 bidirectional layers of 8 hidden units (tests/corpus/models.py), then a head of 3.
+    entry = corpus.get(kind)
+    data = json.loads(run_cli("analyze", str(entry.path), "--json").stdout)
+    blocks = [(b["module"], b["kind"], b["units"]) for b in data["blocks"]]
+    op = kind.upper()
+    assert blocks == [
+        (f"/rnn/{op}", "hidden unit", 8),
+        (f"/rnn/{op}_1", "hidden unit", 8),
+        ("/head/MatMul", "neuron", 3),
+    ]
+    plain = json.loads(run_cli("analyze", str(entry.path), "--no-units", "--json").stdout)
+    assert plain["blocks"] == []
+    assert plain["layers"] == data["layers"]
 
 
 def test_analyze_names_a_zeroed_head_dead(corpus, tmp_path) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 import onnxprune
 from onnxprune.cli import main
+from tests.attention_models import fused
 from tests.server.conftest import DATA, MLP, MODELS
 
 CNN = MODELS / "cnn_digits.onnx"
@@ -51,6 +52,21 @@ def test_remote_analyze_json_and_table_equal_local(address, capsys):
         local = _run(capsys, "analyze", str(MLP), *flags)
         remote = _run(capsys, "remote", "analyze", str(MLP), *flags, "--server", address)
         assert remote == local
+
+
+def test_remote_analyze_shows_units_as_local_does(address, tmp_path, capsys):
+    # An attention model gets its units table by default; an MLP with --units only; --no-units
+    # is sent as such (AnalyzeOptions.units set to false), not left to the server's default.
+    attention = tmp_path / "attention.onnx"
+    onnx.save(fused(heads=2), attention)
+    cases = [(attention, []), (attention, ["--no-units"]), (MLP, ["--units", "--json"])]
+    tables = []
+    for path, flags in cases:
+        local = _run(capsys, "analyze", str(path), *flags)
+        remote = _run(capsys, "remote", "analyze", str(path), *flags, "--server", address)
+        assert remote == local
+        tables.append("\nunits " in local[1] or '"module"' in local[1])
+    assert tables == [True, False, True]
 
 
 def test_remote_methods_equal_local(address, capsys):
