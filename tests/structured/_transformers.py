@@ -30,8 +30,13 @@ MARKS = [
 """The marks of a test module exporting these models (``pytestmark = MARKS``)."""
 
 
-def wrap(torch, model):
-    """``model`` as a module taking token ids and returning its first output."""
+def wrap(torch, model, *, use_cache: bool = False, mask: bool = True):
+    """``model`` as a module taking token ids and returning its first output.
+
+    ``use_cache`` and ``mask`` (pass an attention mask of ones) as the model is called; with
+    the cache on (``transformers``' default) and no mask, as ``model(ids)`` calls it, GPT-2's
+    attention builds its causal mask from the sequence lengths in its keys' shape.
+    """
 
     class Wrapped(torch.nn.Module):
         def __init__(self) -> None:
@@ -39,8 +44,8 @@ def wrap(torch, model):
             self.model = model
 
         def forward(self, ids):
-            mask = torch.ones_like(ids)
-            return self.model(input_ids=ids, attention_mask=mask, use_cache=False)[0]
+            ones = torch.ones_like(ids) if mask else None
+            return self.model(input_ids=ids, attention_mask=ones, use_cache=use_cache)[0]
 
     return Wrapped()
 
@@ -54,9 +59,10 @@ def randomize(torch, model, seed: int = 0):
     return model.eval()
 
 
-def export(torch, model, exporter: str, path: Path) -> Path:
-    """``wrap(model)`` exported to ``path`` (one file, IR version at most 10) by ``exporter``."""
-    net = wrap(torch, model).eval()
+def export(torch, model, exporter: str, path: Path, **call) -> Path:
+    """``wrap(model, **call)`` exported to ``path`` (one file, IR version at most 10) by
+    ``exporter``."""
+    net = wrap(torch, model, **call).eval()
     ids = torch.zeros(1, SEQ, dtype=torch.int64)
     names = {"input_names": ["ids"], "output_names": ["y"]}
     if exporter == "dynamo":

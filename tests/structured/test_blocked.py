@@ -97,6 +97,40 @@ def test_a_shape_read_at_the_channel_axis_blocks_them(index: int, blocked: bool)
         assert found[0].reason == "Shape node 'shp': its output depends on the number of units"
 
 
+@pytest.mark.parametrize(
+    ("starts", "ends", "steps", "blocked"),
+    [
+        (2, 4, None, False),  # the spatial dims: what a causal mask reads of a key
+        (-2, 2**62, None, False),
+        (0, 4, 2, False),  # dims 0 and 2
+        (1, 2, None, True),  # the channel count
+        (-3, -2, 1, True),
+        (3, 0, -1, True),  # dims 3, 2, 1
+    ],
+)
+def test_a_shape_sliced_away_from_the_channel_axis_does_not_block(starts, ends, steps, blocked):
+    # As test_a_shape_read_at_the_channel_axis_blocks_them, with Slice(Shape(h)) for the Gather.
+    nodes = [
+        _c1(),
+        helper.make_node("Shape", ["h"], ["shape"], name="shp"),
+        helper.make_node(
+            "Slice", ["shape", "s", "e", "a", "st" if steps else ""], ["dims"], name="sl"
+        ),
+        helper.make_node("Cast", ["dims"], ["n"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w2"], ["y"], name="c2"),
+    ]
+    inits = {"w1": _w(4, 2, 1, 1), "w2": _w(3, 4, 1, 1)}
+    length = len(range(4)[starts:ends:steps])
+    model = graph_model(nodes, X, {"y": [1, 3, 4, 4], "n": [length]}, inits)
+    for name, value in (("s", starts), ("e", ends), ("a", 0), ("st", steps or 1)):
+        model.graph.initializer.append(helper.make_tensor(name, TensorProto.INT64, [1], [value]))
+    found = [b for b in compact(model).blocked if "w1" in b.layers]
+    assert bool(found) == blocked
+    if blocked:
+        assert found[0].reason == "Shape node 'shp': its output depends on the number of units"
+
+
 def test_a_reshape_to_a_target_computed_at_run_time_names_the_target():
     # h [1, 4, 4, 4] flattened by Reshape(h, t) where t = Concat(Shape(x)[:1], [-1]) is computed
     # when the model runs, then MatMul (w2 [64, 3]).

@@ -80,3 +80,19 @@ def test_cli_prune_structured_reports_fewer_parameters(exported, tmp_path) -> No
         int(n) for n in done.stdout.split("parameters ")[1].split(";")[0].split(" -> ")
     )
     assert after == params(onnx.load(str(out))) < before
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_heads_go_when_called_as_model_ids(exporter, tmp_path) -> None:
+    # The default config and call: the cache on, SDPA attention, no attention mask. The causal
+    # mask is then built from Shape(key)[-2:-1] (the key is [B, H, T, D]): that read does not
+    # see heads go, so the heads are units as in the exports above.
+    config = transformers.GPT2Config(
+        n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=SEQ, vocab_size=VOCAB
+    )
+    model = randomize(torch, transformers.GPT2LMHeadModel(config))
+    path = export(torch, model, exporter, tmp_path / "lm.onnx", use_cache=True, mask=False)
+    result = structured_prune(str(path), sparsity=0.3)
+    attention = sorted(name for name in result.units if name.endswith("attn.c_attn.weight"))
+    assert [result.units[name] for name in attention] == [(3, 4)] * LAYERS  # 3 of 4 heads
+    assert_pruned_like_masked(result, feed())

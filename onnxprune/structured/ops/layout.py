@@ -351,7 +351,11 @@ def _shape_of(b: Builder, node: onnx.NodeProto) -> None:
 
 
 def _reads_other_dims(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
-    """Every reader of the ``Shape``'s output is a ``Gather`` of constant dims but the unit axis."""
+    """Every reader of the ``Shape``'s output picks constant dims but the unit axis.
+
+    A ``Gather`` of some dims (an LSTM's batch size), or a ``Slice`` of them (the sequence
+    lengths of a causal mask, read from a ``[B, H, T, D]`` key).
+    """
     from onnxprune.weights import ConstantResolver
 
     if attr(node, "end", None) is not None:
@@ -362,9 +366,29 @@ def _reads_other_dims(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
     if len(readers) != b.uses[out] or any(o.name == out for o in b.graph.output):
         return False
     for reader in readers:
-        index = resolver.value(reader.input[1]) if reader.op_type == "Gather" else None
-        if reader.input[0] != out or index is None or attr(reader, "axis", 0) != 0:
-            return False
-        if (start + np.asarray(index) % (xs.rank - start) == xs.axis).any():
+        dims = _dims_read(resolver, reader, out, xs.rank - start)
+        if dims is None or (start + dims == xs.axis).any():
             return False
     return True
+
+
+def _dims_read(resolver, reader: onnx.NodeProto, out: str, length: int) -> np.ndarray | None:
+    """Which entries of a ``Shape`` output ``length`` long ``reader`` reads (None: unknown)."""
+    if reader.input[0] != out or out in reader.input[1:]:
+        return None
+    if reader.op_type == "Gather":
+        index = resolver.value(reader.input[1])
+        if index is None or attr(reader, "axis", 0) != 0:
+            return None
+        return np.asarray(index).reshape(-1) % length
+    if reader.op_type != "Slice" or len(reader.input) < 3:  # opset 1-9 Slices take attributes
+        return None
+    given = [resolver.value(name) if name else None for name in reader.input[1:5]]
+    if any(name and value is None for name, value in zip(reader.input[1:5], given, strict=False)):
+        return None
+    starts, ends, axes, steps = (*given, None, None)[:4]
+    if axes is not None and [int(a) % 1 for a in np.asarray(axes).reshape(-1)] != [0]:
+        return None
+    step = 1 if steps is None else int(np.asarray(steps).reshape(-1)[0])
+    first, last = (int(np.asarray(v).reshape(-1)[0]) for v in (starts, ends))
+    return np.arange(length)[first:last:step] if step else None
