@@ -25,7 +25,9 @@ def add(sub: argparse._SubParsersAction) -> None:
             "folded into the next layers' biases so outputs do not change. Units are removed "
             "with everything tied to them (BatchNorm statistics, residual sums, Concat and "
             "Split sizes, flattened features, depthwise convolutions, Reshape targets); units "
-            "that reach a graph output or an op onnxprune cannot follow are kept."
+            "that reach a graph output or an op onnxprune cannot follow are kept. Prints, per "
+            "layer, the units removed, named by module and counted as prune --structured counts "
+            "them (an attention block's heads, an FFN's neurons, a Conv's channels)."
         ),
     )
     p.add_argument("model", help="path of the .onnx model (never overwritten)")

@@ -42,12 +42,17 @@ def print_structured(summary: Mapping[str, object], args: argparse.Namespace) ->
         removed, prunable = summary["groups_removed"], summary["groups_prunable"]
         out(f"removed {removed} of {prunable} prunable groups: {summary['group_sparsity']:.2%} "
             f"({target})")  # fmt: skip
-    if summary["totals"]:
-        totals = (f"{_units(k, t)} {t} -> {kept}" for k, (kept, t) in summary["totals"].items())
-        out(f"units: {', '.join(totals)}")
+    _totals(summary["totals"])
     _left_alone(summary["blocked"], labels)
     out(_macs(summary))
     out(f"parameters {summary['params_before']} -> {summary['params_after']}; wrote {args.output}")
+
+
+def _totals(totals: Mapping[str, Sequence[int]]) -> None:
+    """``units: heads 8 -> 6, neurons 64 -> 40``: per kind, the total and the units kept."""
+    if totals:
+        shown = (f"{_units(k, t)} {t} -> {kept}" for k, (kept, t) in totals.items())
+        out(f"units: {', '.join(shown)}")
 
 
 def _units(kind: str | None, count: int) -> str:
@@ -78,15 +83,19 @@ def print_compact(summary: Mapping[str, object], args: argparse.Namespace) -> No
     if args.json:
         out(json.dumps(summary, indent=2))
         return
-    folded = summary["folded"]
+    folded, kinds, labels = summary["folded"], summary["kinds"], summary["labels"]
     for name, count in summary["removed"].items():
-        n_folded = folded.get(name, 0)
-        units = "unit" if count == 1 else "units"
+        kept, total = summary["units"][name]
+        gone = total - kept  # in the layer's units (heads); ``count`` is along the weight's axis
+        n_folded = folded.get(name, 0) * gone // count  # whole units fold: same ratio
+        named = printable(display_name(name, labels.get(name)))
         out(
-            f"{printable(name)}: removed {count} {units}"
+            f"{named}: removed {gone} of {total} {_units(kinds.get(name), total)}"
             + (f" ({n_folded} folded)" if n_folded else "")
         )
-    _left_alone(summary["blocked"])
+    if summary["removed"]:
+        _totals(summary["totals"])
+    _left_alone(summary["blocked"], labels)
     out(_macs(summary))
     unchanged = "" if summary["removed"] else " unchanged (nothing removed)"
     out(
@@ -99,7 +108,7 @@ def print_compaction(summary: Mapping[str, object]) -> None:
     """After ``prune --compact`` (a ``CompactResult.to_dict``): parameters, blocked groups."""
     out(f"compacted: parameters {summary['params_before']} -> {summary['params_after']}")
     out(f"compacted: {_macs(summary)}")
-    _left_alone(summary["blocked"])
+    _left_alone(summary["blocked"], summary["labels"])
 
 
 def _macs(summary: Mapping[str, object]) -> str:

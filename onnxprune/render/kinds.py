@@ -303,12 +303,12 @@ def detect_kind(data: object) -> Kind:
     if "total_params" in data and "layers" in data:
         check_sparsity(data)
         return "sparsity"
+    if "folded" in data and "params_before" in data:  # compact's JSON has units too
+        check_compact(data)
+        return "compact"
     if "units" in data and "params_before" in data:
         check_structured(data)
         return "structured"
-    if "folded" in data and "params_before" in data:
-        check_compact(data)
-        return "compact"
     if "top1" in data and "agreement" in data:
         check_validation(data)
         return "validation"

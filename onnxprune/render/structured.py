@@ -47,7 +47,7 @@ def structured_sections(data: Mapping) -> tuple[Section, ...]:
         Section("Totals", tuple(blocks)),
         Section("Layers", _unit_blocks(data)),
         *((Section("Reconstruction", _refit_blocks(refit)),) if refit else ()),
-        Section("Compaction", (_removed_table(data["removed"], None),)),
+        Section("Compaction", (_removed_table(data["removed"], None, data.get("labels", {})),)),
         Section("Left alone", _blocked_blocks(data["blocked"])),
     )
 
@@ -94,7 +94,10 @@ def compact_sections(data: Mapping) -> tuple[Section, ...]:
         (False, True),
     )
     return (
-        Section("Compaction", (totals, _removed_table(removed, data["folded"]))),
+        Section(
+            "Compaction",
+            (totals, _removed_table(removed, data["folded"], data.get("labels", {}))),
+        ),
         Section("Left alone", _blocked_blocks(data["blocked"])),
     )
 
@@ -157,15 +160,22 @@ def _unit_blocks(data: Mapping) -> tuple[Block, ...]:
     return (table, plot)
 
 
-def _removed_table(removed: Mapping[str, float], folded: Mapping[str, float] | None) -> Block:
-    """Units removed per layer, and of them folded when the JSON says (``compact``'s does)."""
+def _removed_table(
+    removed: Mapping[str, float], folded: Mapping[str, float] | None, labels: Mapping[str, str]
+) -> Block:
+    """Units removed per layer, and of them folded when the JSON says (``compact``'s does).
+
+    Layers are named ``label (weight)``; reports written before labels name the weight.
+    """
     if not removed:
         return Paragraph("Compaction removed no unit.")
+    shown = {name: display_name(name, labels.get(name)) for name in removed}
     if folded is None:
-        rows = tuple((name, fmt.count(count)) for name, count in removed.items())
+        rows = tuple((shown[name], fmt.count(count)) for name, count in removed.items())
         return Table(REMOVED_HEADER, rows, (False, True))
     rows = tuple(
-        (name, fmt.count(count), fmt.count(folded.get(name, 0))) for name, count in removed.items()
+        (shown[name], fmt.count(count), fmt.count(folded.get(name, 0)))
+        for name, count in removed.items()
     )
     return Table((*REMOVED_HEADER, FOLDED_HEADER), rows, (False, True, True))
 

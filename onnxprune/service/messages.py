@@ -57,15 +57,11 @@ def _with_json_and_text(data: dict, message: Message, text: str) -> Message:
 def structured_message(result: StructuredResult) -> pb.PruneResult:
     """A structured prune's result as its message: every key of ``StructuredResult.to_dict``."""
     c = result.compaction
-    layer_sparsity = result.layer_sparsity
     return pb.PruneResult(
         warnings=list(result.warnings),
-        units=[
-            pb.LayerUnits(name=n, kept=k, total=t, sparsity=layer_sparsity[n], kind=result.kinds[n])
-            for n, (k, t) in result.units.items()
-        ],
+        units=_layer_units(result.units, result.kinds),
         labels=result.labels,
-        totals=[pb.UnitTotal(kind=k, kept=n, total=t) for k, (n, t) in result.totals.items()],
+        totals=_totals(result.totals),
         removed=_removed(c),
         params_before=c.params_before,
         params_after=c.params_after,
@@ -79,6 +75,20 @@ def structured_message(result: StructuredResult) -> pb.PruneResult:
         **_macs(c),
         reconstruction=_reconstruction(result.reconstruction),
     )
+
+
+def _layer_units(
+    units: Mapping[str, tuple[int, int]], kinds: Mapping[str, str]
+) -> list[pb.LayerUnits]:
+    """Units kept of the total per layer, in its kind; ``sparsity`` the share removed."""
+    return [
+        pb.LayerUnits(name=n, kept=k, total=t, sparsity=(t - k) / t, kind=kinds[n])
+        for n, (k, t) in units.items()
+    ]
+
+
+def _totals(totals: Mapping[str, tuple[int, int]]) -> list[pb.UnitTotal]:
+    return [pb.UnitTotal(kind=k, kept=n, total=t) for k, (n, t) in totals.items()]
 
 
 def structured_dict(message: pb.PruneResult) -> dict:
@@ -109,8 +119,11 @@ def structured_dict(message: pb.PruneResult) -> dict:
     }
 
 
-def _labels(message: pb.PruneResult) -> dict[str, str]:
-    """The labels in ``StructuredResult.labels``' order: the units' layers, then the blocked."""
+def _labels(message: pb.PruneResult | pb.CompactResult) -> dict[str, str]:
+    """The labels in the order the result gives them: the units' layers, then the blocked.
+
+    As ``StructuredResult.labels`` and ``CompactResult.labels`` list them.
+    """
     names = [*(u.name for u in message.units), *(n for b in message.blocked for n in b.layers)]
     return {n: message.labels[n] for n in dict.fromkeys(names) if n in message.labels}
 
@@ -150,6 +163,10 @@ def compact_dict(message: pb.CompactResult) -> dict:
     return {
         "removed": {r.name: r.removed for r in message.removed},
         "folded": {r.name: r.folded for r in message.removed if r.folded},
+        "units": {u.name: [u.kept, u.total] for u in message.units},
+        "kinds": {u.name: u.kind for u in message.units},
+        "labels": _labels(message),
+        "totals": {t.kind: [t.kept, t.total] for t in message.totals},
         "params_before": message.params_before,
         "params_after": message.params_after,
         **_macs_dict(message),
@@ -180,6 +197,9 @@ def compact_message(result: CompactResult) -> pb.CompactResult:
         params_after=result.params_after,
         blocked=_blocked(result.blocked),
         **_macs(result),
+        units=_layer_units(result.units, result.kinds),
+        labels=result.labels,
+        totals=_totals(result.totals),
     )
 
 

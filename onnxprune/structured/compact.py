@@ -39,6 +39,7 @@ from onnxprune.structured.blocked import BlockedGroup, blocked_groups, body_bloc
 from onnxprune.structured.groups import Arrays, Consts, Consumer, Folded, Groups, build_groups
 from onnxprune.structured.nests import respect
 from onnxprune.structured.surgery import cut, fold, foldable, read, zero
+from onnxprune.structured.units import ModelUnits, kind_totals, model_units
 from onnxprune.weights import ConstantResolver, attr, weight_readers
 
 
@@ -58,6 +59,13 @@ class CompactResult:
         macs_before: the MACs of the input model (``onnxprune.macs``; per sample when the
             batch is symbolic).
         macs_after: the MACs of the compacted model.
+        units: per layer of ``removed``, (kept, total) units counted in its kind of unit
+            (``kinds``): an attention projection's heads, not its channels.
+        kinds: per layer of ``removed``, what its units are (``structured.units.KINDS``).
+        labels: a readable name (the exporter's module, else the node's name) per weight of
+            ``removed`` and ``blocked`` whose name is not already readable.
+        totals: per kind, (kept, total) units of the structured layers with a unit free to go
+            (``heads 8 -> 6``).
     """
 
     model: onnx.ModelProto
@@ -68,12 +76,23 @@ class CompactResult:
     blocked: tuple[BlockedGroup, ...] = ()
     macs_before: MacCount = field(default_factory=MacCount)
     macs_after: MacCount = field(default_factory=MacCount)
+    units: dict[str, tuple[int, int]] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    totals: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """JSON form: units removed (and folded) per layer, parameters, MACs, blocked groups."""
+        """JSON form: units removed (and folded) per layer, parameters, MACs, blocked groups.
+
+        Also each layer's units in its kind (``units``, ``kinds``), ``labels`` and ``totals``.
+        """
         return {
             "removed": dict(self.removed),
             "folded": dict(self.folded),
+            "units": {name: list(kept_total) for name, kept_total in self.units.items()},
+            "kinds": dict(self.kinds),
+            "labels": dict(self.labels),
+            "totals": {kind: list(kept_total) for kind, kept_total in self.totals.items()},
             "params_before": self.params_before,
             "params_after": self.params_after,
             "macs_before": self.macs_before.macs,
@@ -223,27 +242,61 @@ def compact_workspace(ws: Workspace) -> CompactResult:
     """
     grouped = any(n.op_type == "Conv" and attr(n, "group", 1) > 1 for n in ws.model.graph.node)
     before = _macs(ws.model, ws.shapes)  # before the cut, which changes ws.model in place
-    result = _compact_once(ws)
-    if result is None:
-        blocked = blocked_groups(ws.groups) + body_blocks(ws.model)
+    passes = [_compact_once(ws)]
+    result = passes[0].result
+    if not result.removed:
         model = copy.deepcopy(ws.source or ws.model)
-        return CompactResult(model, {}, {}, ws.params, ws.params, blocked, before, before)
+        result = replace(result, model=model, macs_before=before, macs_after=before)
+        return _in_units(result, passes)
     while grouped:
         again = _compact_once(Workspace.of(result.model, ws.shapes))
-        if again is None:
+        if not again.result.removed:
             break
+        passes.append(again)
         result = CompactResult(
-            again.model,
-            dict(Counter(result.removed) + Counter(again.removed)),
-            dict(Counter(result.folded) + Counter(again.folded)),
+            again.result.model,
+            dict(Counter(result.removed) + Counter(again.result.removed)),
+            dict(Counter(result.folded) + Counter(again.result.folded)),
             result.params_before,
-            again.params_after,
+            again.result.params_after,
             result.blocked,
         )
     after = _macs(result.model, ws.shapes)
     if ws.shapes.inputs or ws.shapes.dims:
         fix_input_shapes(result.model, ws.shapes.inputs, ws.shapes.dims)
-    return replace(result, macs_before=before, macs_after=after)
+    return _in_units(replace(result, macs_before=before, macs_after=after), passes)
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One pass of compaction: what it cut, the units of the model it cut, its groups gone."""
+
+    result: CompactResult
+    named: ModelUnits
+    gone: np.ndarray
+
+
+def _in_units(result: CompactResult, passes: Sequence[_Pass]) -> CompactResult:
+    """``result`` with what its passes removed counted in each layer's kind of unit, labelled.
+
+    A layer keeps the total of the first pass and the units left by the last; the totals are
+    over the first pass's structured layers, less what the later passes (grouped Convs: one
+    channel a unit) removed from their first filters.
+    """
+    units: dict[str, tuple[int, int]] = {}
+    kinds: dict[str, str] = {}
+    later: Counter[str] = Counter()
+    for index, done in enumerate(passes):
+        for name in done.result.removed:
+            kept, total = done.named.kept(name, done.gone)
+            units[name] = (kept, units.get(name, (kept, total))[1])
+            kinds.setdefault(name, done.named.kind_of(name) or "unit")
+            later[name] += (total - kept) if index else 0
+    first = passes[0]
+    layers = first.named.layer_counts(first.gone, first.named.groups.blocked)
+    counts = ((kind, kept - later[key[0]], total) for key, (kind, kept, total) in layers.items())
+    labels = first.named.readable([*units, *(n for b in result.blocked for n in b.layers)])
+    return replace(result, units=units, kinds=kinds, labels=labels, totals=kind_totals(counts))
 
 
 def _macs(model: onnx.ModelProto, shapes: Shapes) -> MacCount:
@@ -251,8 +304,8 @@ def _macs(model: onnx.ModelProto, shapes: Shapes) -> MacCount:
     return graph_macs(build_graph(model, shapes.inputs, dims=shapes.dims))
 
 
-def _compact_once(ws: Workspace) -> CompactResult | None:
-    """One pass: cut ``ws.model`` in place; None (and nothing cut) when no layer loses a unit."""
+def _compact_once(ws: Workspace) -> _Pass:
+    """One pass: cut ``ws.model`` in place (nothing removed: not cut, the model as it is)."""
     groups, arrays = ws.groups, ws.arrays
     gone = np.zeros(groups.count, bool)
     folded = np.zeros(groups.count, bool)
@@ -277,14 +330,17 @@ def _compact_once(ws: Workspace) -> CompactResult | None:
             removed[s.name] = int(gone[labels].sum())
         if folded[labels].any():
             folds[s.name] = int(folded[labels].sum())
+    named = model_units(groups, ws.model.graph)  # before the cut renames its tensors
     if not removed:
-        return None
+        blocked = blocked_groups(groups) + body_blocks(ws.model)
+        return _Pass(CompactResult(ws.model, {}, {}, ws.params, ws.params, blocked), named, gone)
     cut(ws.model, groups, gone, arrays, pending)
     for name in merge_copies(ws.model, ws.copies):
         del arrays[name]
     after = sum(t.size for t in arrays.values())
     blocked = blocked_groups(groups) + body_blocks(ws.model)
-    return CompactResult(ws.model, removed, folds, ws.params, int(after), blocked)
+    result = CompactResult(ws.model, removed, folds, ws.params, int(after), blocked)
+    return _Pass(result, named, gone)
 
 
 def _affordable(

@@ -253,14 +253,9 @@ def structured_prune(
         reached.prunable,
         refit,
         {name: named.kind_of(name) for name in units},
-        _labels(named.labels, [*units, *(n for b in blocked for n in b.layers)]),
+        named.readable([*units, *(n for b in blocked for n in b.layers)]),
         named.totals(drop, fixed),
     )
-
-
-def _labels(labels: Mapping[str, str], names: Sequence[str]) -> dict[str, str]:
-    """The readable names of ``names`` that differ from the name itself."""
-    return {n: labels[n] for n in dict.fromkeys(names) if labels.get(n, n) != n}
 
 
 def _masked(ws: Workspace, drop: np.ndarray, refit: bool) -> onnx.ModelProto:

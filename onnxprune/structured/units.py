@@ -102,6 +102,10 @@ class ModelUnits:
     counts: dict[str, dict[int, int]]
     norms: tuple[NormLayer, ...] = ()
 
+    def readable(self, names: Iterable[str]) -> dict[str, str]:
+        """The labels of ``names`` that say more than the name itself, in their order."""
+        return {n: self.labels[n] for n in dict.fromkeys(names) if self.labels.get(n, n) != n}
+
     def kind_of(self, weight: str) -> str | None:
         """The kind of the units whose filter ``weight`` is (None: not a filter)."""
         return next((u.kind for u in self.layers if weight in u.filters), None)
@@ -117,15 +121,34 @@ class ModelUnits:
 
         Only the structured layers with a group free to go (not ``fixed``) count.
         """
-        sums: dict[str, list[int]] = {}
-        for layer in self.layers:
-            if fixed[layer.groups].all():
-                continue
-            kept = layer.units[~drop[layer.groups]]
-            entry = sums.setdefault(layer.kind, [0, 0])
-            entry[0] += int(kept.sum())
-            entry[1] += layer.total
-        return {kind: (sums[kind][0], sums[kind][1]) for kind in KINDS if kind in sums}
+        return kind_totals(self.layer_counts(drop, fixed).values())
+
+    def layer_counts(
+        self, drop: np.ndarray, fixed: np.ndarray
+    ) -> dict[tuple[str, ...], LayerCount]:
+        """Per structured layer with a group free to go (not ``fixed``): kind, kept and total.
+
+        Keyed by the layer's filters; kept counts the units left when the groups ``drop`` go.
+        """
+        return {
+            layer.filters: (layer.kind, int(layer.units[~drop[layer.groups]].sum()), layer.total)
+            for layer in self.layers
+            if not fixed[layer.groups].all()
+        }
+
+
+LayerCount = tuple[str, int, int]
+"""A structured layer's kind of unit, the units kept and its total."""
+
+
+def kind_totals(counts: Iterable[LayerCount]) -> dict[str, tuple[int, int]]:
+    """Per kind (in ``KINDS`` order): (kept, total) units over the layers ``counts``."""
+    sums: dict[str, list[int]] = {}
+    for kind, kept, total in counts:
+        entry = sums.setdefault(kind, [0, 0])
+        entry[0] += kept
+        entry[1] += total
+    return {kind: (sums[kind][0], sums[kind][1]) for kind in KINDS if kind in sums}
 
 
 def model_units(groups: Groups, graph: onnx.GraphProto) -> ModelUnits:

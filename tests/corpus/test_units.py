@@ -180,3 +180,42 @@ def test_analyze_names_the_layer_norms_by_module(corpus) -> None:
         *(f"model.bert.encoder.layer.{i}.{part}.LayerNorm" for i in range(LAYERS)
           for part in ("attention.output", "output")),
     ]  # fmt: skip
+
+
+def test_compact_names_a_dead_dynamo_head_by_module_and_counts_it_as_a_head(corpus, tmp_path):
+    # BERT's layer 0, head 2: rows 8..11 of the attention's output projection (the dynamo export
+    # stores it [in, out] as val_N) zeroed, so nothing reads the head's Q, K, V columns.
+    import onnx
+    from onnx import numpy_helper
+
+    entry = corpus.get("bert-dynamo")
+    report = json.loads(run_cli("analyze", str(entry.path), "--json").stdout)
+    by_label = {layer["label"]: layer["name"] for layer in report["layers"]}
+    out_proj = by_label["model.bert.encoder.layer.0.attention.output.dense"]
+    assert out_proj.startswith("val_")
+    model = onnx.load(str(entry.path))
+    for init in model.graph.initializer:
+        if init.name == out_proj:
+            w = numpy_helper.to_array(init).copy()
+            w[8:12, :] = 0
+            init.CopyFrom(numpy_helper.from_array(w, init.name))
+    path = tmp_path / "dead_head.onnx"
+    onnx.save(model, str(path))
+    done = run_cli("compact", str(path), "-o", str(tmp_path / "c.onnx"))
+    assert done.returncode == 0, done.stderr
+    prefix = "model.bert.encoder.layer.0.attention.self."
+    lines = [line for line in done.stdout.splitlines() if ": removed " in line]
+    assert [line.split(" (val_")[0] for line in lines] == [
+        prefix + p for p in ("query", "key", "value")
+    ]
+    assert all(line.endswith("): removed 1 of 4 heads") for line in lines)
+    assert f"units: heads {LAYERS * HEADS} -> {LAYERS * HEADS - 1}, neurons" in done.stdout
+    data = json.loads(
+        run_cli("compact", str(path), "-o", str(tmp_path / "c.onnx"), "--json").stdout
+    )
+    assert [data["labels"][n] for n in data["removed"]] == [
+        prefix + p for p in ("query", "key", "value")
+    ]
+    assert set(data["kinds"].values()) == {"head"}
+    assert list(data["units"].values()) == [[HEADS - 1, HEADS]] * 3
+    assert data["totals"]["head"] == [LAYERS * HEADS - 1, LAYERS * HEADS]

@@ -85,7 +85,7 @@ def test_structured_markdown_states_target_reached_layers_and_blocked():
         ["1", "m1 (w1)", "neurons", "4", "8", "50.00%"],
         ["2", "m2 (w2)", "neurons", "4", "6", "33.33%"],
     ]
-    assert tables["layer"][1:] == [["w1", "4"], ["w2", "2"]]
+    assert tables["layer"][1:] == [["m1 (w1)", "4"], ["m2 (w2)", "2"]]  # channels cut
     assert tables["groups"][1:] == [["2", "graph output 'y'", "w3"]]
     assert "Warning: removed 42.86% of the prunable groups (6 of 14), 7.1 points below" in text
 
@@ -99,10 +99,12 @@ def test_compact_markdown_and_the_compaction_of_prune_compact():
     assert totals["parameters before"] == "9,770"
     assert totals["parameters after"] == f"{data['params_after']:,}"
     rows = tables["layer"][1:]
-    assert rows == [
-        [re.sub(r"_", r"\\_", name), str(count), str(data["folded"].get(name, 0))]
+    assert rows == [  # named "node (weight)": the CNN's nodes are named by module
+        [re.sub(r"_", r"\\_", f"{data['labels'][name]} ({name})"), str(count),
+         str(data["folded"].get(name, 0))]
         for name, count in data["removed"].items()
-    ]
+    ]  # fmt: skip
+    assert rows[-1][0] == "/down/Conv (down.weight)"
     assert tables["groups"][1:] == [["10", "graph output 'logits'", "head.weight"]]
     report = onnxprune.prune(CNN, sparsity=0.9, compact=True).to_dict()
     text = render_markdown(report)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -204,7 +205,9 @@ def test_remote_compact_writes_the_same_file_as_compact(address, tmp_path, capsy
         assert onnx.load_from_string(small).graph.initializer
         printed.append(remote[1])
     text, as_json = printed
-    assert "down.weight: removed " in text
+    # named by node (the module) and weight, counted in the layer's units: its 32 channels
+    assert re.search(r"^/down/Conv \(down\.weight\): removed \d+ of 32 channels", text, re.M)
+    assert "\nunits: channels " in text
     assert "parameters 9770 -> " in text
     assert text.endswith("; wrote DIR/out.onnx\n")
     summary = json.loads(as_json)
@@ -300,7 +303,7 @@ def test_remote_prune_compact_prints_and_writes_the_compaction_as_local(address,
         assert compaction["params_before"] == 9770 > compaction["params_after"]
         if not extra:
             assert f"compacted: parameters 9770 -> {compaction['params_after']}" in local[1]
-            assert "left alone: 10 groups: graph output 'logits' (layer head.weight)" in local[1]
+            assert "left alone: 10 groups: graph output 'logits' (layer /head/Gemm)" in local[1]
 
 
 def test_remote_sparsegpt_uploads_its_calibration_and_matches_local(address, tmp_path, capsys):

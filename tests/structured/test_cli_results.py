@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import onnx
 from onnx import helper
 
 from onnxprune.cli import main
 from tests.structured._group_models import graph_model
 from tests.structured.test_reached import _blocked_everywhere, _w, chain
+from tests.test_unit_report import _attention
 
 
 def _run(capsys, *argv: str) -> tuple[int, list[str], list[str]]:
@@ -126,3 +128,30 @@ def test_left_alone_is_grouped_and_capped_for_prune_and_compact(tmp_path, capsys
         "node": None,
         "groups": 8,
     }
+
+
+def test_compact_counts_a_dead_head_as_a_head_named_by_its_module(tmp_path, capsys):
+    # tests/test_unit_report.py's attention: 2 heads of 4 channels. Head 1's rows of the output
+    # projection are zero, so nothing reads its Q, K, V columns: compaction cuts the head, 4
+    # columns of each of wq, wk, wv, and prints it as prune --structured counts it.
+    rng = np.random.default_rng(0)
+    wq, wv, wo = (rng.normal(size=(8, 8)).astype(np.float32) for _ in range(3))
+    wo[4:, :] = 0
+    model = _save(_attention(wq, wv, wo), tmp_path / "m.onnx")
+    out = tmp_path / "c.onnx"
+    code, lines, errors = _run(capsys, "compact", model, "-o", str(out))
+    assert (code, errors) == (0, [])
+    assert lines[:4] == [
+        "/attn/q_proj/MatMul (wq): removed 1 of 2 heads",
+        "/attn/k_proj/MatMul (wk): removed 1 of 2 heads",
+        "/attn/v_proj/MatMul (wv): removed 1 of 2 heads",
+        "units: heads 2 -> 1",  # wo's neurons feed the graph output: none free to go
+    ]
+    code, lines, _ = _run(capsys, "compact", model, "-o", str(out), "--json")
+    data = json.loads("\n".join(lines))
+    assert data["removed"] == {"wq": 4, "wk": 4, "wv": 4}  # along the weight: columns
+    assert data["units"] == {"wq": [1, 2], "wk": [1, 2], "wv": [1, 2]}  # in heads
+    assert data["kinds"] == {"wq": "head", "wk": "head", "wv": "head"}
+    assert data["labels"]["wq"] == "/attn/q_proj/MatMul"
+    assert data["labels"]["wo"] == "/attn/o_proj/MatMul"  # a blocked group's layer
+    assert data["totals"] == {"head": [1, 2]}

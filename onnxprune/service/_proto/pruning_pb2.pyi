@@ -357,7 +357,14 @@ class CompactRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[CompactHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class CompactResult(_message.Message):
-    __slots__ = ("removed", "params_before", "params_after", "blocked", "macs_before", "macs_after", "nonzero_macs_before", "nonzero_macs_after")
+    __slots__ = ("removed", "params_before", "params_after", "blocked", "macs_before", "macs_after", "nonzero_macs_before", "nonzero_macs_after", "units", "labels", "totals")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     PARAMS_BEFORE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_AFTER_FIELD_NUMBER: _ClassVar[int]
@@ -366,6 +373,9 @@ class CompactResult(_message.Message):
     MACS_AFTER_FIELD_NUMBER: _ClassVar[int]
     NONZERO_MACS_BEFORE_FIELD_NUMBER: _ClassVar[int]
     NONZERO_MACS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
     removed: _containers.RepeatedCompositeFieldContainer[LayerRemoved]
     params_before: int
     params_after: int
@@ -374,7 +384,10 @@ class CompactResult(_message.Message):
     macs_after: int
     nonzero_macs_before: int
     nonzero_macs_after: int
-    def __init__(self, removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ..., blocked: _Optional[_Iterable[_Union[BlockedGroup, _Mapping]]] = ..., macs_before: _Optional[int] = ..., macs_after: _Optional[int] = ..., nonzero_macs_before: _Optional[int] = ..., nonzero_macs_after: _Optional[int] = ...) -> None: ...
+    units: _containers.RepeatedCompositeFieldContainer[LayerUnits]
+    labels: _containers.ScalarMap[str, str]
+    totals: _containers.RepeatedCompositeFieldContainer[UnitTotal]
+    def __init__(self, removed: _Optional[_Iterable[_Union[LayerRemoved, _Mapping]]] = ..., params_before: _Optional[int] = ..., params_after: _Optional[int] = ..., blocked: _Optional[_Iterable[_Union[BlockedGroup, _Mapping]]] = ..., macs_before: _Optional[int] = ..., macs_after: _Optional[int] = ..., nonzero_macs_before: _Optional[int] = ..., nonzero_macs_after: _Optional[int] = ..., units: _Optional[_Iterable[_Union[LayerUnits, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., totals: _Optional[_Iterable[_Union[UnitTotal, _Mapping]]] = ...) -> None: ...
 
 class CompactResponse(_message.Message):
     __slots__ = ("progress", "model", "model_data", "chunk", "result")
