@@ -13,6 +13,9 @@ head's Q, K, V columns and output rows; the compacted model computes the same.
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -148,3 +151,24 @@ def test_rounding_to_8_columns_keeps_the_heads_and_rounds_the_neurons(pruned) ->
         else:
             assert rounded.units[name] == (min(total, 8 * -(-kept // 8)), total)
     assert_pruned_like_masked(rounded, feed())
+
+
+def _fused_ops(model: onnx.ModelProto, path: Path) -> Counter:
+    """The op types of ``model`` after ONNX Runtime's CPU graph optimizations (all levels)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(path)
+    options.log_severity_level = 3  # the NCHWc transformer warns that the file is CPU-specific
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+
+
+def test_onnx_runtime_fuses_the_compacted_model_as_the_dense_one(pruned, tmp_path) -> None:
+    # The speedup of a compacted model rests on ONNX Runtime running it as it runs the dense one:
+    # rewritten Reshape targets, sliced weights and biases must still match its fusion patterns
+    # (SkipLayerNormalization, Gelu, FusedMatMul, Gemm from MatMul + Add...), node for node.
+    _, dense, result = pruned
+    fused = _fused_ops(dense, tmp_path / "dense.onnx")
+    assert fused.keys() - {n.op_type for n in dense.graph.node}  # it did fuse something
+    assert _fused_ops(result.model, tmp_path / "compacted.onnx") == fused
