@@ -144,16 +144,27 @@ def agreement(
     return diff / scale
 
 
-def timing_arguments(description: str) -> argparse.ArgumentParser:
-    """The timing flags (``--repeat``, ``--warmup``, ``--min-time``, ``--threads``) of ``timed``."""
+def timing_arguments(
+    description: str, *, threads: int = 0, min_time: float = 1.0
+) -> argparse.ArgumentParser:
+    """The timing flags (``--repeat``, ``--warmup``, ``--min-time``, ``--threads``) of ``timed``.
+
+    ``threads`` and ``min_time`` are the defaults of ``--threads`` and ``--min-time``.
+    """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--repeat", type=int, default=20, help="timed runs per model at least")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs per model first")
     parser.add_argument(
-        "--min-time", type=float, default=1.0, help="seconds of timed runs of the slower model"
+        "--min-time",
+        type=float,
+        default=min_time,
+        help=f"seconds of timed runs of the slower model (default {min_time:g})",
     )
     parser.add_argument(
-        "--threads", type=int, default=0, help="intra-op threads (0: ONNX Runtime's default)"
+        "--threads",
+        type=int,
+        default=threads,
+        help=f"intra-op threads (0: ONNX Runtime's default; default {threads})",
     )
     return parser
 
