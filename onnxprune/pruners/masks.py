@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -152,15 +153,40 @@ def _rewrite(
         replaced = new_value(current, dtype, change)
         if replaced is None:
             continue
-        written = numpy_helper.from_array(replaced, name)
         if source.kind == "initializer":
-            tensor.CopyFrom(written)
+            _overwrite(tensor, replaced)
         else:
             node.op_type = "Constant"
             del node.input[:]
             del node.attribute[:]
-            node.attribute.append(helper.make_attribute("value", written))
+            node.attribute.append(
+                helper.make_attribute("value", numpy_helper.from_array(replaced, name))
+            )
     return pruned
+
+
+_TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+
+
+def _overwrite(tensor: onnx.TensorProto, value: np.ndarray) -> None:
+    """Set an initializer's data to ``value`` (of its dtype and shape), in place.
+
+    Plain numbers go in as raw little-endian bytes written once (``numpy_helper.from_array``
+    builds a second tensor that is then copied over: two more copies of the weight); other
+    dtypes, byte orders and external data go through it.
+    """
+    if (
+        value.dtype.kind in "biuf"
+        and value.dtype == helper.tensor_dtype_to_np_dtype(tensor.data_type)  # not 4-bit
+        and value.dtype.isnative
+        and sys.byteorder == "little"
+        and tensor.data_location != onnx.TensorProto.EXTERNAL
+    ):
+        for field in _TYPED_FIELDS:
+            tensor.ClearField(field)
+        tensor.raw_data = np.ascontiguousarray(value).tobytes()
+    else:
+        tensor.CopyFrom(numpy_helper.from_array(value, tensor.name))
 
 
 @dataclass(frozen=True, slots=True)
