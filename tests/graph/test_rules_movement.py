@@ -59,6 +59,8 @@ CASES = {
     "expand": _case("Expand", [(1, 3, 1)], [np.array([2, 3, 4], I64)]),
     "tile": _case("Tile", [(1, 2, 3)], [np.array([1, 2, 3], I64)]),
     "gather": _case("Gather", [(1, 4, 3)], [np.array([2, 0, -1], I64)], axis=1),
+    "gather_nd_pairs": _case("GatherND", [(3, 2, 4)], [np.array([[2, 1], [0, -1]], I64)]),
+    "gather_nd_rows": _case("GatherND", [(5, 2, 3)], [np.array([[[-2]], [[0]]], I64)]),
     "depth_to_space_dcr": _case("DepthToSpace", [(1, 8, 2, 3)], blocksize=2),
     "depth_to_space_crd": _case("DepthToSpace", [(1, 8, 2, 3)], blocksize=2, mode="CRD"),
     "space_to_depth": _case("SpaceToDepth", [(1, 2, 4, 6)], blocksize=2),

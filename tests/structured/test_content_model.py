@@ -49,7 +49,8 @@ MAGIKA = Expected(
 
 def magika_like() -> onnx.ModelProto:
     """x [1, 8, 4] -> MatMul dense0 (6 units) -> Reshape to [N, 4, 12], N read from Shape(x) at
-    run time -> Unsqueeze -> Conv conv0 (5 filters, 3x1) -> Slice channels 1..4 -> GlobalMaxPool
+    run time -> Unsqueeze -> Conv conv0 (5 filters, 3x1) -> Slice channels 0, 2, 4 (a step of 2:
+    not followed, as a range of channels would be) -> GlobalMaxPool
     -> Flatten -> MatMul dense1 (3 classes) -> softmax as ReduceMax, Sub, Exp, ReduceSum, Div -> y.
     """
     nodes = [
@@ -59,7 +60,7 @@ def magika_like() -> onnx.ModelProto:
         helper.make_node("Reshape", ["d", "t"], ["r"], name="reshape"),
         helper.make_node("Unsqueeze", ["r", "axis3"], ["u"], name="unsqueeze"),
         helper.make_node("Conv", ["u", "conv0"], ["c"], name="conv0", kernel_shape=[3, 1]),
-        helper.make_node("Slice", ["c", "starts", "ends", "axis1"], ["s"], name="slice"),
+        helper.make_node("Slice", ["c", "starts", "ends", "axis1", "step2"], ["s"], name="slice"),
         helper.make_node("GlobalMaxPool", ["s"], ["g"], name="pool"),
         helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
         helper.make_node("MatMul", ["f", "dense1"], ["logits"], name="dense1"),
@@ -69,7 +70,7 @@ def magika_like() -> onnx.ModelProto:
         helper.make_node("ReduceSum", ["e", "axis1"], ["n"], name="sum", keepdims=1),
         helper.make_node("Div", ["e", "n"], ["y"], name="div"),
     ]
-    ints = {"rest": [4, 12], "axis3": [3], "starts": [1], "ends": [4], "axis1": [1]}
+    ints = {"rest": [4, 12], "axis3": [3], "starts": [0], "ends": [5], "axis1": [1], "step2": [2]}
     inits = {name: np.array(values, np.int64) for name, values in ints.items()}
     inits |= {
         "dense0": RNG.normal(size=(4, 6)).astype(np.float32),
@@ -80,7 +81,7 @@ def magika_like() -> onnx.ModelProto:
 
 
 MAGIKA_LIKE = Expected(
-    4 * 6 + 5 * 4 * 3 + 3 * 3 + 6,  # the weights, and the 6 int64 elements of shape constants
+    4 * 6 + 5 * 4 * 3 + 3 * 3 + 7,  # the weights, and the 7 int64 elements of shape constants
     (("Reshape", "reshape", 6), ("Slice", "slice", 5), ("ReduceMax", "max", 3)),
 )
 

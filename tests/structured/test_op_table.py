@@ -26,6 +26,8 @@ FOLLOWED = {
     "Shape", "Size", "Range", "EyeLike", "RandomNormalLike", "RandomUniformLike",
     # since: attention heads (Softmax over the keys, rotary Slice, grouped-query Expand)
     "Softmax", "LogSoftmax", "Hardmax", "LpNormalization", "Slice", "Expand", "Tile",
+    # since: units picked by index (Falcon's multi-query K/V head), positions along other axes
+    "Gather", "GatherND",
     # since: the SDPA decomposition's guard against fully masked rows (Where(IsNaN(p), 0, p))
     "IsNaN", "Where",
     # since: ONNX Runtime's fused attention and activations (onnxruntime.transformers.optimizer)

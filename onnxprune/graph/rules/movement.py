@@ -217,6 +217,27 @@ def gather(node: NodeView) -> Move | Dense:
     return Move(np.take(ids, np.where(indices < 0, indices + size, indices), axis=axis))
 
 
+@op_rule("GatherND")
+@bounded
+def gather_nd(node: NodeView) -> Move | Dense:
+    """Slices addressed by constant index tuples over the leading axes (``batch_dims`` 0)."""
+    ids, indices = _ids(node, 0), node.const(1)
+    if ids is None or ids.ndim == 0:
+        return Dense(NEEDS_SHAPES)
+    if indices is None:
+        return Dense("GatherND indices are computed at run time")
+    depth = indices.shape[-1] if indices.ndim else 0
+    if node.attr("batch_dims", 0) or not 0 < depth <= ids.ndim:
+        return Dense("GatherND with batch_dims or indices of this shape")
+    sizes = np.array(ids.shape[:depth])
+    if np.any((indices < -sizes) | (indices >= sizes)):
+        return Dense(
+            f"GatherND indices outside the axes {ids.shape[:depth]} (a symbolic batch is 1)"
+        )
+    at = np.where(indices < 0, indices + sizes, indices)
+    return Move(ids[tuple(np.moveaxis(at, -1, 0))])
+
+
 @op_rule("DepthToSpace", "SpaceToDepth")
 @bounded
 def depth_space(node: NodeView) -> Move | Dense:

@@ -138,19 +138,26 @@ def _size(
 def batched_matmul(b: Builder, node: onnx.NodeProto) -> bool:
     """A MatMul of two activations whose units are on a batch axis (heads): they go together.
 
-    ``MatMul(Q, K^T)`` and ``MatMul(P, V)`` work within each head. Returns False (nothing
-    done) unless both inputs hold units of the same count at the same batch axis.
+    ``MatMul(Q, K^T)`` and ``MatMul(P, V)`` work within each head. With multi-query attention
+    (Falcon) one K/V head is broadcast to every query head: the query heads live within it
+    (``structured.nests``), as grouped-query attention's do. Returns False (nothing done)
+    unless both inputs hold units at the same batch axis, as many, or one on one side.
     """
     a, c = (b.space(name) for name in node.input)
     rank = b.rank(node.output[0])
-    if a is None or c is None or not rank or a.inner or c.inner or a.size != c.size:
+    if a is None or c is None or not rank or a.inner or c.inner:
         return False
     back = a.rank - a.axis  # the units' axis counted from the end
     if back != c.rank - c.axis or back <= 2:
         return False
+    if a.size != c.size and (min(a.size, c.size) != 1 or a.period or c.period):
+        return False
     out = node.output[0]
-    b.alias(out, a, axis=rank - back, rank=rank)
-    if a.base != c.base:
+    many, one = (a, c) if a.size >= c.size else (c, a)
+    b.alias(out, many, axis=rank - back, rank=rank)
+    if many.size > one.size:  # one head for all: the others live within it
+        b.nest(many, one, np.zeros(many.size, np.int64))
+    elif a.base != c.base:
         b.tie(a, np.arange(a.size), c, np.arange(c.size))
 
     def rule(consts, arrays, pending):  # a head of zeros on either side gives zeros

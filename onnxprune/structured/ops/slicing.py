@@ -16,6 +16,7 @@ import onnx
 
 from onnxprune.structured.groups import Builder, Repeat
 from onnxprune.structured.handlers import handler
+from onnxprune.structured.ops import picking
 from onnxprune.structured.ops._common import attr, input_at, pass_through, set_dim
 
 
@@ -23,7 +24,11 @@ from onnxprune.structured.ops._common import attr, input_at, pass_through, set_d
 def _slice(b: Builder, node: onnx.NodeProto) -> None:
     xs = b.space(node.input[0])
     axes = _slice_axes(b, node)
-    if xs.inner or axes is None or xs.axis in {a % xs.rank for a in axes}:
+    if axes is not None and xs.axis in {a % xs.rank for a in axes}:
+        if not picking.slice_units(b, node, xs):  # a range of the units: Falcon's query heads
+            b.block(xs)
+        return
+    if xs.inner or axes is None:
         b.block(xs, why=None if axes is not None else "its axes are computed at run time")
         return
     pass_through(b, node, xs, keeps=True)

@@ -1,0 +1,158 @@
+"""Units picked along their axis: a Slice of a range of them, a Gather or GatherND of some.
+
+Falcon's multi-query attention splits its fused projection into heads, ``[B, T, H + 2, D]``,
+then takes the query heads with ``Slice [0:-2]`` on the heads axis and its one K and one V head
+with ``Gather`` of ``[-2]`` and ``[-1]`` (the dynamo exporter brings the heads axis first with a
+``Transpose`` and picks with ``GatherND`` of ``[[-2]]``). The output's units are the picked
+ones, each tied to the unit it copies; when units go, the Slice's bounds and the indices are
+rewritten to the new places of the units kept. A Gather or GatherND along other axes than the
+units' (a sequence position, BERT's ``[CLS]`` token) passes the units through.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from onnxprune.structured.groups import Builder, Space
+from onnxprune.structured.handlers import handler
+from onnxprune.structured.ops._common import attr, input_at, pass_through
+
+
+def slice_units(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
+    """Follow a Slice of consecutive units (constant bounds, step 1) along ``xs``'s axis.
+
+    Returns False (nothing done) for a Slice with attributes (before opset 10), a bound
+    computed at run time or a step other than 1 there.
+    """
+    if b.opset < 10 or xs.inner or xs.period:
+        return False
+    names = [input_at(node, i) for i in range(1, 5)]
+    values = [b.const(name) if name else None for name in names]
+    if any(name and value is None for name, value in zip(names, values, strict=True)):
+        return False
+    starts, ends, axes, steps = (None if v is None else v.reshape(-1).tolist() for v in values)
+    axes = list(range(len(starts))) if axes is None else [a % xs.rank for a in axes]
+    entry = axes.index(xs.axis)
+    if steps is not None and steps[entry] != 1:
+        return False
+    picked = np.arange(xs.size)[starts[entry] : ends[entry]]  # ONNX clamps as Python does
+    _picked(b, node, xs, xs.axis, picked)
+    first, last = (int(picked[0]), int(picked[-1]) + 1) if picked.size else (0, 0)
+    starts, ends = _rewriter(b, node, 1), _rewriter(b, node, 2)
+
+    def edit(kept, arrays, fresh):
+        units = kept(xs.tensor)
+        if units.all():
+            return
+        start = int(units[:first].sum())
+        end = start + int(units[first:last].sum())
+        starts(arrays, fresh, lambda v: _at(v, entry, start))
+        ends(arrays, fresh, lambda v: _at(v, entry, end))
+
+    b.edits.append(edit)
+    return True
+
+
+@handler("gather")
+def _gather(b: Builder, node: onnx.NodeProto) -> None:
+    """Gather along the unit axis with constant 1-D indices, or along any other axis."""
+    xs, indices = b.space(node.input[0]), b.const(node.input[1])
+    b.block(b.space(node.input[1]), why="its indices hold units")
+    index_rank = b.rank(node.input[1])
+    if xs is None or xs.inner or index_rank is None:
+        b.block(xs)
+        return
+    axis = attr(node, "axis", 0) % xs.rank
+    if axis != xs.axis:  # positions picked along another axis: the units stay whole
+        out_axis = xs.axis if xs.axis < axis else xs.axis + index_rank - 1
+        pass_through(b, node, xs, keeps=True, axis=out_axis, rank=xs.rank + index_rank - 1)
+        return
+    if indices is None or indices.ndim != 1 or xs.period or not _in_range(indices, xs.size):
+        b.block(xs, why="it picks units by indices it cannot rewrite")
+        return
+    _pick_by_index(b, node, xs, xs.axis, indices % xs.size, lambda new: new)
+
+
+@handler("gather_nd")
+def _gather_nd(b: Builder, node: onnx.NodeProto) -> None:
+    """GatherND (``batch_dims`` 0, constant indices) picking units, or positions before them.
+
+    Index tuples of length ``q`` address the first ``q`` axes. Units past them pass through;
+    units on axis 0 picked by ``[n, 1]`` indices become ``n`` units.
+    """
+    xs, indices = b.space(node.input[0]), b.const(node.input[1])
+    b.block(b.space(node.input[1]), why="its indices hold units")
+    if xs is None or xs.inner or indices is None or attr(node, "batch_dims", 0):
+        b.block(xs)
+        return
+    q, rank = indices.shape[-1], indices.ndim
+    if xs.axis >= q:
+        pass_through(
+            b, node, xs, keeps=True, axis=xs.axis - q + rank - 1, rank=xs.rank - q + rank - 1
+        )
+        return
+    if (q, rank, xs.axis) != (1, 2, 0) or xs.period or not _in_range(indices, xs.size):
+        b.block(xs, why="it picks units by indices it cannot rewrite")
+        return
+    _pick_by_index(b, node, xs, 0, indices[:, 0] % xs.size, lambda new: new.reshape(-1, 1))
+
+
+def _pick_by_index(b, node, xs: Space, axis: int, picked: np.ndarray, shaped) -> None:
+    """The output holds units ``picked`` of ``xs`` at ``axis``; the indices follow the kept ones.
+
+    ``shaped`` gives the kept units' new indices the shape of the node's index input.
+    """
+    _picked(b, node, xs, axis, picked)
+    indices = _rewriter(b, node, 1)
+
+    def edit(kept, arrays, fresh):
+        units = kept(xs.tensor)
+        if units.all():
+            return
+        place = np.cumsum(units) - 1  # each kept unit's index once the others are gone
+        new = shaped(place[picked[units[picked]]])
+        indices(arrays, fresh, lambda v: new.astype(v.dtype))
+
+    b.edits.append(edit)
+
+
+def _picked(b: Builder, node: onnx.NodeProto, xs: Space, axis: int, picked: np.ndarray) -> None:
+    """A space for the node's output at ``axis``: one unit per entry of ``picked``, tied to it."""
+    out = node.output[0]
+    space = b.new(out, axis, b.rank(out) or xs.rank, picked.size)
+    b.tie(space, np.arange(picked.size), xs, picked)
+    b.rules.append(
+        lambda consts, arrays, pending: consts.__setitem__(out, consts[xs.tensor][picked])
+    )
+
+
+def _in_range(indices: np.ndarray, size: int) -> bool:
+    return bool(((indices >= -size) & (indices < size)).all())
+
+
+def _at(value: np.ndarray, entry: int, new: int) -> np.ndarray:
+    """``value`` with entry ``entry`` set to ``new``."""
+    value = value.reshape(-1).copy()
+    value[entry] = new
+    return value
+
+
+def _rewriter(b: Builder, node: onnx.NodeProto, position: int):
+    """An edit step setting the node's constant input at ``position`` to ``change(value)``.
+
+    A constant other nodes read too (the dynamo exporter stores one ``[0]`` for every Slice)
+    is copied first, for this node alone.
+    """
+    name, owned = node.input[position], b.owned(node.input[position])
+
+    def rewrite(arrays, fresh, change) -> None:
+        current = node.input[position]
+        new = change(arrays[current])
+        if owned or current != name:  # its own, or the copy an earlier edit made
+            arrays[current] = new
+            return
+        node.input[position] = fresh(f"{name}_{node.name or node.output[0]}")
+        arrays[node.input[position]] = new
+
+    return rewrite
