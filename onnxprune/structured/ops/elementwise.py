@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 
 from onnxprune.graph.registry import OPS, op_key
-from onnxprune.structured.groups import Builder, Slice
+from onnxprune.structured.groups import Builder, Slice, Space
 from onnxprune.structured.handlers import handler
 from onnxprune.structured.ops._common import NAN, attr, bias_ok, input_at, used_extra
 
@@ -81,6 +81,40 @@ def _across_units(shape: tuple | None, axis: int, rank: int) -> bool:
     return index < 0 or shape[index] == 1
 
 
+def _bias_map(
+    b: Builder, node: onnx.NodeProto, name: str, first: Space, rank: int, slices: list
+) -> bool:
+    """Follow a constant that varies along the unit axis and others too, sliced along the units'.
+
+    T5's relative position bias ``[1, H, T, T]`` (folded by the dynamo exporter) is added to
+    the scores of every layer: each head has a map of its own. A constant only this node reads
+    is sliced with the output's units (appended to ``slices``); one that only element-wise
+    nodes read gets a space of its own, sliced once, and its units are tied to every reader's:
+    head ``h`` goes from all of them or from none. Returns False for any other constant.
+    """
+    k = b.const(name)
+    index = first.axis - (rank - k.ndim)
+    if k.ndim > rank or index < 0 or k.shape[index] != first.size:
+        return False
+    if b.owned(name):
+        slices.append(Slice(name, index, node.output[0]))
+        return True
+    readers = [n for n in b.graph.node if name in n.input]
+    family = OPS.get(op_key(node.op_type, node.domain))
+    alike = all(OPS.get(op_key(n.op_type, n.domain)) is family for n in readers)
+    if len(readers) != b.uses[name] or not alike or b.why_not_owned(name) is None:
+        return False
+    space = b.space(name)
+    if space is None:
+        space = b.new(name, index, k.ndim, first.size)
+        b.slices.append(Slice(name, index, name))
+        b.rules.append(
+            lambda consts, arrays, pending: consts.__setitem__(name, np.full(space.size, NAN))
+        )
+    b.tie(first, np.arange(first.size), space, np.arange(space.size))
+    return True
+
+
 @handler("arithmetic")
 def _binary(b: Builder, node: onnx.NodeProto) -> None:
     spaces = [b.space(name) for name in node.input]
@@ -105,6 +139,8 @@ def _binary(b: Builder, node: onnx.NodeProto) -> None:
             parts.append(name)
         elif rank and _across_units(k.shape if k is not None else b.shape(name), first.axis, rank):
             parts.append(np.array(NAN))  # the same for every unit (a mask, rotary angles)
+        elif k is not None and rank and _bias_map(b, node, name, first, rank, slices):
+            parts.append(np.array(NAN))  # varies within each unit
         else:
             same = False
             break
