@@ -19,12 +19,13 @@ D, HEADS, WIDTH, T = 8, 2, 4, 3
 
 
 def _attention(wq: np.ndarray, wv: np.ndarray, wo: np.ndarray) -> object:
-    """x[1, T, D] -> Q, K (= Q's weight), V -> [1, T, 2 heads, 4] -> Transpose -> scores ->
-    Softmax -> times V -> back to [1, T, D] -> the output projection ``wo``."""
+    """x[1, T, D] -> Q, K (Q's weight negated: its zeros, but no copy, which would be one
+    parameter stored twice), V -> [1, T, 2 heads, 4] -> Transpose -> scores -> Softmax -> times
+    V -> back to [1, T, D] -> the output projection ``wo``."""
     f = np.float32
     inits = [
         numpy_helper.from_array(wq, "wq"),
-        numpy_helper.from_array(wq.copy(), "wk"),
+        numpy_helper.from_array(-wq, "wk"),
         numpy_helper.from_array(wv, "wv"),
         numpy_helper.from_array(wo, "wo"),
         numpy_helper.from_array(np.array([1, T, HEADS, WIDTH], np.int64), "split"),
@@ -62,7 +63,7 @@ def _attention(wq: np.ndarray, wv: np.ndarray, wo: np.ndarray) -> object:
 def test_each_head_gets_its_sparsity_and_a_zeroed_head_is_dead() -> None:
     rng = np.random.default_rng(0)
     wq, wv, wo = (rng.normal(size=(D, D)).astype(np.float32) + 3 for _ in range(3))
-    wq[:, WIDTH:] = 0  # head 1's Q (and K, a copy) columns: 2 x 8 x 4 = 64 zeros
+    wq[:, WIDTH:] = 0  # head 1's Q (and K, its negation) columns: 2 x 8 x 4 = 64 zeros
     wv[:, WIDTH:] = 0  # its V columns: 32
     wo[WIDTH:, :] = 0  # its rows of the output projection: 32
     report = onnxprune.analyze(_attention(wq, wv, wo), units=True)

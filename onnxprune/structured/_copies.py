@@ -8,6 +8,10 @@ node reads, so every unit of each of those layers stays. Such a vector is no tie
 ``separable`` finds them, ``unshare`` gives each reader its own copy before the dependency groups
 are built, so each layer slices its own, and ``merge_copies`` stores the copies left equal once
 again, so compaction never grows a model.
+
+The other way round, ``stored_twice`` finds one parameter the exporter stored as several equal
+matrices (ALBERT's shared layer, one copy per use in the dynamo export): each copy is shared by
+the readers of all of them, as the one tensor TorchScript's export reads is.
 """
 
 from __future__ import annotations
@@ -116,3 +120,34 @@ def merge_copies(model: onnx.ModelProto, copies: Mapping[str, str]) -> set[str]:
             if field[index].name in renamed:
                 del field[index]
     return set(renamed)
+
+
+def stored_twice(
+    graph: onnx.GraphProto, arrays: Mapping[str, np.ndarray]
+) -> dict[str, tuple[str, ...]]:
+    """Equal floating-point matrices of ``arrays``: one parameter, stored once per use.
+
+    Slicing the copies apart would make two layers of one (ALBERT's shared feed-forward layer,
+    which the dynamo exporter writes twice): each copy counts as shared by the readers of all
+    of them. A matrix has two axes longer than 1; one holding one value throughout (a fresh
+    zero init, a stand-in for external data) is no copy of anything.
+
+    Returns:
+        Per copy: the nodes reading any of its copies.
+    """
+    candidates: dict[tuple, list[str]] = {}
+    for name, a in arrays.items():
+        if a.dtype.kind != "f" or sum(d > 1 for d in a.shape) < 2 or 0 in a.strides:
+            continue
+        key = (a.dtype.str, a.shape, a.reshape(-1)[:16].tobytes())
+        candidates.setdefault(key, []).append(name)
+    found: dict[str, tuple[str, ...]] = {}
+    for names in candidates.values():
+        while len(names) > 1:
+            first = arrays[names[0]]
+            same = [n for n in names if np.array_equal(arrays[n], first)]
+            names = [n for n in names if n not in same]
+            if len(same) > 1 and first.min() != first.max():
+                readers = [n.name or n.output[0] for n in graph.node if set(same) & set(n.input)]
+                found.update(dict.fromkeys(same, tuple(readers)))
+    return found

@@ -34,7 +34,7 @@ from onnxprune.graph.build import build_graph
 from onnxprune.graph.shapes import fix_input_shapes, infer_shapes_and_values
 from onnxprune.macs import MacCount, graph_macs
 from onnxprune.structured._constants import fold_known, materialize
-from onnxprune.structured._copies import merge_copies, separable, unshare
+from onnxprune.structured._copies import merge_copies, separable, stored_twice, unshare
 from onnxprune.structured.blocked import BlockedGroup, blocked_groups, body_blocks
 from onnxprune.structured.groups import Arrays, Consts, Consumer, Folded, Groups, build_groups
 from onnxprune.structured.nests import respect
@@ -137,7 +137,9 @@ class Workspace:
         A weight that several nodes read through chains (a layer TorchScript deduplicated
         through ``Identity``) keeps its chains, and none of its readers may slice it; a shared
         parameter vector (an exporter's one zero bias for many layers) is copied for each
-        reader instead (``_copies``). ``params`` counts what the model stores, each once.
+        reader instead (``_copies``), and equal matrices, one parameter the exporter stored once
+        per use, are shared (``_copies.stored_twice``). ``params`` counts what the model stores,
+        each once.
         """
         constants = ConstantResolver(model.graph)
         shared = _shared(model.graph, constants)
@@ -162,7 +164,7 @@ class Workspace:
         if shapes.inputs or shapes.dims:  # the cut model declares them: it may rely on them
             folded = fold_known(work, {k: v for k, v in values.items() if v.dtype.kind in "iu"})
         arrays = {t.name: _array(t) for t in work.graph.initializer}
-        left = _shared(work.graph, ConstantResolver(work.graph))
+        left = _shared(work.graph, ConstantResolver(work.graph)) | stored_twice(work.graph, arrays)
         groups = build_groups(work.graph, arrays, inferred, opset, left)
         return cls(work, arrays, groups, int(params), shapes, copies, model, folded)
 
