@@ -197,7 +197,9 @@ def sparsity_report(
         uses.setdefault(layer.name, []).append(layer)
     shared = frozenset(name for name, layers in uses.items() if len(layers) > 1)
     held = _unit_layers(graph, units) if units is not None else {}
-    activity = LEVELS[level](graph, masks_for=shared | {layer.name for layer in held.values()})
+    counts = _UnitCounts(graph, units, held, shared) if units is not None else None
+    masks_for = shared | {layer.name for layer in held.values()}
+    activity = LEVELS[level](graph, masks_for=masks_for, keep=counts)
     cost = graph_macs(graph, {key: act.nonzero for key, act in activity.items()})
     by_use = {(node.node, node.weight): node for node in cost.nodes}
     fallbacks = list(graph.fallbacks)
@@ -216,7 +218,7 @@ def sparsity_report(
         )
         for layers in uses.values()
     ]
-    blocks = () if units is None else _blocks(graph, units, held, activity)
+    blocks = () if counts is None else _blocks(graph, units, counts.rows)
     return SparsityReport(tuple(rows), level, tuple(fallbacks), cost, blocks)
 
 
@@ -234,40 +236,74 @@ def _unit_layers(graph: ConnectivityGraph, units: ModelUnits) -> dict[str, Layer
     return held
 
 
+class _UnitCounts:
+    """Per unit layer, its units' entries, zero entries and active entries along each unit axis.
+
+    Counted from each layer's activity mask as soon as the analysis makes it (a ``channel.Keep``),
+    which then drops the mask unless the weight is shared (its table row needs it): the masks, a
+    bool per weight, are never all held at once.
+    """
+
+    def __init__(
+        self,
+        graph: ConnectivityGraph,
+        units: ModelUnits,
+        held: Mapping[str, Layer],
+        shared: frozenset[str],
+    ) -> None:
+        self._graph = graph
+        self._shared = shared
+        axes_of: dict[str, list[tuple[int, np.ndarray]]] = {}
+        for name, axis, labels in _unit_axes(units):
+            axes_of.setdefault(name, []).append((axis, labels))
+        self._axes: dict[tuple[str, int], list[tuple[int, np.ndarray]]] = {}
+        for name, axes in axes_of.items():
+            layer = held.get(name)
+            fitting = [] if layer is None else [a for a in axes if a[1].size == layer.shape[a[0]]]
+            if fitting:
+                self._axes[layer.key] = fitting
+        self.rows: dict[tuple[str, int], list[tuple[np.ndarray, tuple]]] = {}
+        """Per layer key: per unit axis, each entry's group and (entries, zeros, active)."""
+
+    def __call__(self, layer: Layer, act: LayerActivity) -> LayerActivity:
+        axes = self._axes.get(layer.key)
+        if axes is not None:
+            self.rows[layer.key] = _counted(self._graph, layer, act, axes)
+        return act if layer.name in self._shared else dataclasses.replace(act, mask=None)
+
+
+def _counted(
+    graph: ConnectivityGraph,
+    layer: Layer,
+    act: LayerActivity,
+    axes: list[tuple[int, np.ndarray]],
+) -> list[tuple[np.ndarray, tuple]]:
+    """Per unit axis of ``layer``: its labels and each unit's entries, zeros and active ones."""
+    if act.active == act.nonzero:  # the active entries are the nonzero ones
+        nonzero, pairs = act.mask, (_pair_counts(act.mask),) * 2
+    else:
+        nonzero = graph.weight(layer) != 0  # read once for all its axes
+        pairs = _pair_counts(nonzero), _pair_counts(act.mask)
+    out = []
+    for axis, labels in axes:
+        entries = nonzero.size // max(labels.size, 1)  # each unit's entries along the axis
+        zeros = entries - _along(nonzero, pairs[0], axis)
+        out.append((labels, (entries, zeros, _along(act.mask, pairs[1], axis))))
+    return out
+
+
 def _blocks(
     graph: ConnectivityGraph,
     units: ModelUnits,
-    held: Mapping[str, Layer],
-    activity: Mapping[tuple[str, int], LayerActivity],
+    rows: Mapping[tuple[str, int], list[tuple[np.ndarray, tuple]]],
 ) -> tuple[BlockSparsity, ...]:
     """Per structured layer of ``units``: its units' weights, zero and active, and per head."""
     groups = units.groups
     sums = np.zeros((3, groups.count), np.int64)  # params, zeros, active per group
-    axes_of: dict[str, list[tuple[int, np.ndarray]]] = {}
-    for name, axis, labels in _unit_axes(units):
-        axes_of.setdefault(name, []).append((axis, labels))
-    for name, axes in axes_of.items():
-        layer = held.get(name)
-        act = activity.get(layer.key) if layer is not None else None
-        if act is None or act.mask is None:
-            continue
-        axes = [(axis, labels) for axis, labels in axes if labels.size == layer.shape[axis]]
-        if not axes:
-            continue
-        if act.active == act.nonzero:  # the active entries are the nonzero ones
-            nonzero, pairs = act.mask, (_pair_counts(act.mask),) * 2
-        else:
-            nonzero = graph.weight(layer) != 0  # read once for all its axes
-            pairs = _pair_counts(nonzero), _pair_counts(act.mask)
-        for axis, labels in axes:
-            entries = nonzero.size // max(labels.size, 1)  # each unit's entries along the axis
-            rows = (
-                entries,
-                entries - _along(nonzero, pairs[0], axis),
-                _along(act.mask, pairs[1], axis),
-            )
-            for i, row in enumerate(rows):
-                weights = np.broadcast_to(row, labels.shape)
+    for counted in rows.values():
+        for labels, row in counted:
+            for i, values in enumerate(row):
+                weights = np.broadcast_to(values, labels.shape)
                 sums[i] += np.bincount(labels, weights, groups.count).astype(np.int64)
     blocks = []
     for layer in units.layers:

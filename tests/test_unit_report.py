@@ -232,3 +232,29 @@ def test_unit_layers_finds_attention_and_recurrence_from_the_nodes() -> None:
     for name, (model, _) in cases.items():
         found[name] = unit_layers(model.graph, ConstantResolver(model.graph))
     assert found == {name: expected for name, (_, expected) in cases.items()}
+
+
+@pytest.mark.parametrize("level", ["channel", "exact"])
+def test_each_mask_is_handed_over_as_made_and_only_what_keep_returns_stays(level) -> None:
+    # The units table counts each unit layer's mask as the analysis makes it and drops it, so a
+    # large model's masks (a bool per weight) are never all held at once.
+    import dataclasses
+
+    from onnxprune.graph.build import build_graph
+    from onnxprune.sparsity import LEVELS
+
+    rng = np.random.default_rng(0)
+    graph = build_graph(_attention(*(rng.normal(size=(D, D)).astype(np.float32) for _ in range(3))))
+    names = frozenset(layer.name for layer in graph.layers)
+    full = LEVELS[level](graph, masks_for=names)
+    seen = {}
+
+    def keep(layer, act):
+        seen[layer.key] = act.mask
+        return dataclasses.replace(act, mask=None)
+
+    dropped = LEVELS[level](graph, masks_for=names, keep=keep)
+    assert seen.keys() == {layer.key for layer in graph.layers}
+    for key, mask in seen.items():
+        np.testing.assert_array_equal(mask, full[key].mask)
+        assert dropped[key] == dataclasses.replace(full[key], mask=None)

@@ -7,7 +7,7 @@ is, so effective sparsity can only be under-reported, never over-reported.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,16 +130,28 @@ class LayerActivity:
     gates: tuple[tuple[int, int], ...] = ()
 
 
+Keep = Callable[[Layer, LayerActivity], LayerActivity]
+"""What a caller does with a layer's activity mask (``masks_for``) as soon as the analysis makes
+it, for the activity it keeps: e.g. count the mask per unit and drop it, so that the masks of a
+large model are never all held at once."""
+
+
+def kept(keep: Keep | None, layer: Layer, activity: LayerActivity) -> LayerActivity:
+    """``keep(layer, activity)`` for an activity that carries a mask; else ``activity``."""
+    return activity if keep is None or activity.mask is None else keep(layer, activity)
+
+
 def channel_reachability(
-    graph: ConnectivityGraph, masks_for: frozenset[str] = frozenset()
+    graph: ConnectivityGraph, masks_for: frozenset[str] = frozenset(), keep: Keep | None = None
 ) -> dict[tuple[str, int], LayerActivity]:
     """Activity of every layer at channel level, keyed by ``Layer.key``.
 
     Args:
         graph: the connectivity graph.
         masks_for: weight names whose element-wise active mask is wanted too (shared weights).
+        keep: what to do with each such mask as soon as it is made (``Keep``).
     """
-    return wired_reachability(graph, channel_wiring(graph), masks_for)
+    return wired_reachability(graph, channel_wiring(graph), masks_for, keep=keep)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +219,7 @@ def wired_reachability(
     wiring: Wiring,
     masks_for: frozenset[str] = frozenset(),
     memo: dict | None = None,
+    keep: Keep | None = None,
 ) -> dict[tuple[str, int], LayerActivity]:
     """``channel_reachability`` over links already built (``channel_wiring``).
 
@@ -217,6 +230,7 @@ def wired_reachability(
         memo: kept by a caller that runs the passes again and again on wiring that changes a
             few edges at a time: a layer whose edge (the same summary object) and alive units
             are unchanged since the last run keeps its activity rather than counting it again.
+        keep: what to do with each mask of ``masks_for`` as soon as it is made (``Keep``).
     """
     layouts = wiring.layouts
     forward = _forward(graph, wiring.links, layouts)
@@ -233,7 +247,7 @@ def wired_reachability(
             out = np.zeros(units.size, bool)
             for name in step.outputs:
                 out |= backward.get(name, out) if name else out
-            result.update(recurrent_activities(step, units, alive, out, masks_for))
+            result.update(recurrent_activities(step, units, alive, out, masks_for, keep))
         if step.layer is None:
             continue
         _, relayout, summary = wiring.layers[step.node]
@@ -244,7 +258,9 @@ def wired_reachability(
         alive_out = backward.get(layer.y, np.zeros(edge.shape[1], bool))
         if layer.name in masks_for:
             mask = _mask(graph, layer, alive_in, alive_out, valid)
-            result[layer.key] = _activity(nonzero, edge, alive_in, alive_out, mask)
+            result[layer.key] = kept(
+                keep, layer, _activity(nonzero, edge, alive_in, alive_out, mask)
+            )
         else:
             result[layer.key] = _remembered(memo, layer.key, summary, alive_in, alive_out)
     return result
@@ -309,6 +325,7 @@ def recurrent_activities(
     alive: dict[str, np.ndarray],
     out: np.ndarray,
     masks_for: frozenset[str],
+    keep: Keep | None = None,
 ) -> dict[tuple[str, int], LayerActivity]:
     """Activity of the ``W`` and ``R`` layers of a recurrent step.
 
@@ -319,6 +336,7 @@ def recurrent_activities(
             (``"h0"``, ``"c0"``) as units; absent kinds carry none.
         out: [D * H] output units that reach a graph output.
         masks_for: weight names whose active mask is wanted.
+        keep: what to do with each such mask as soon as it is made (``Keep``).
     """
     w_layer, r_layer = step.recurrent
     features = w_layer.shape[-1]
@@ -331,7 +349,7 @@ def recurrent_activities(
         d, gh, n = active.shape
         by_unit = active.reshape(d, len(units.spec.gates), gh // len(units.spec.gates), n)
         used_in = active.any(axis=(0, 1)) if weight == "w" else active.any(axis=1)
-        result[layer.key] = LayerActivity(
+        activity = LayerActivity(
             int(units.w.sum() if weight == "w" else units.r.sum()),
             int(active.sum()),
             int((~used_in).sum()),
@@ -339,6 +357,7 @@ def recurrent_activities(
             active if layer.name in masks_for else None,
             tuple((int(a), int(b)) for a, b in gates),
         )
+        result[layer.key] = kept(keep, layer, activity)
     return result
 
 

@@ -19,7 +19,7 @@ from onnxprune import progress
 from onnxprune.errors import LimitExceededError, ShapeError
 from onnxprune.graph._classes import channel_classes, merge
 from onnxprune.graph.build import ConnectivityGraph, Layer, Step
-from onnxprune.graph.channel import LayerActivity, recurrent_activities
+from onnxprune.graph.channel import Keep, LayerActivity, kept, recurrent_activities
 from onnxprune.graph.conv_geometry import (
     contract_backward,
     contract_forward,
@@ -46,9 +46,11 @@ Maps = dict[str, np.ndarray]
 
 
 def exact_reachability(
-    graph: ConnectivityGraph, masks_for: frozenset[str] = frozenset()
+    graph: ConnectivityGraph, masks_for: frozenset[str] = frozenset(), keep: Keep | None = None
 ) -> dict[tuple[str, int], LayerActivity]:
     """Activity of every layer at position level, keyed by ``Layer.key``.
+
+    ``masks_for`` and ``keep`` as in ``channel.channel_reachability``.
 
     Recurrent layers are followed per hidden unit, not per time step (``graph/recurrent.py``):
     a unit reached at some step counts as reached at every step, as at the channel level.
@@ -80,7 +82,7 @@ def exact_reachability(
             for name in step.outputs:
                 if name in backward:
                     out |= _hidden(units.spec, backward[name])
-            result.update(recurrent_activities(step, units, alive, out, masks_for))
+            result.update(recurrent_activities(step, units, alive, out, masks_for, keep))
     for layer in graph.layers:
         if layer.contract.kind == "recurrent":
             continue
@@ -89,10 +91,11 @@ def exact_reachability(
         pattern = patterns.of(layer)
         active = _active(layer.contract, pattern, x, y)
         dead_in, dead_out = _dead_units(layer.contract, active)
-        keep = active if layer.name in masks_for else None
-        result[layer.key] = LayerActivity(
-            int(np.count_nonzero(pattern)), int(active.sum()), dead_in, dead_out, keep
+        mask = active if layer.name in masks_for else None
+        activity = LayerActivity(
+            int(np.count_nonzero(pattern)), int(active.sum()), dead_in, dead_out, mask
         )
+        result[layer.key] = kept(keep, layer, activity)
     return result
 
 
