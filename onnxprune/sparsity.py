@@ -63,10 +63,9 @@ def analyze(
             attention head, each FFN's neurons, each norm, named by module). It finds the
             dependency groups and keeps an activity mask per layer (a bool per weight).
             ``None`` (the default): when the model has attention or recurrent layers
-            (``unit_layers``), where heads and hidden units say what the layer table does not,
-            and at most ``UNITS_BY_DEFAULT`` weights (the masks of a 7B-parameter model would
-            take 7 GB); a network of Conv and dense layers alone skips them (its units are the
-            channels and neurons the layer table counts, and they would cost as much again).
+            (``unit_layers``), where heads and hidden units say what the layer table does not;
+            a network of Conv and dense layers alone skips them (its units are the channels
+            and neurons the layer table counts, and they would cost as much again).
 
     Returns:
         A ``SparsityReport``.
@@ -93,25 +92,14 @@ def analyze(
     if isinstance(model, (str, os.PathLike)):  # external weights are read one at a time
         lazy = load_model_lazy(model, max_bytes=max_bytes)
         graph = build_graph(lazy.model, input_shapes, lazy.weights, dims)
-        wanted = units if units is not None else _units_by_default(lazy.model.graph, graph)
+        wanted = units if units is not None else unit_layers(lazy.model.graph, graph.constants)
         found = _units(lazy.model, input_shapes, dims, lazy.weights.read) if wanted else None
         return sparsity_report(graph, level=level, units=found)
     proto: onnx.ModelProto = load_model(model, max_bytes=max_bytes)
     graph = build_graph(proto, input_shapes, dims=dims)
-    wanted = units if units is not None else _units_by_default(proto.graph, graph)
+    wanted = units if units is not None else unit_layers(proto.graph, graph.constants)
     found = _units(proto, input_shapes, dims) if wanted else None
     return sparsity_report(graph, level=level, units=found)
-
-
-UNITS_BY_DEFAULT = 1 << 28
-"""Most weights (hence bytes of activity masks) of a model whose units ``analyze`` lists
-unasked."""
-
-
-def _units_by_default(proto: onnx.GraphProto, graph: ConnectivityGraph) -> bool:
-    """Whether ``analyze`` lists the units of a model it was not told about."""
-    params = sum(int(np.prod(layer.shape)) for layer in graph.all_layers)
-    return params <= UNITS_BY_DEFAULT and unit_layers(proto, graph.constants)
 
 
 _SCORE_STEPS = 4

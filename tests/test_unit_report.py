@@ -194,20 +194,6 @@ def test_units_are_reported_by_default_for_attention_and_recurrent_layers() -> N
     assert (gru.kind, gru.units) == ("hidden unit", 3)
 
 
-def test_a_model_past_the_default_size_gets_units_only_when_asked(monkeypatch) -> None:
-    # The units keep a bool per weight while they are counted: past UNITS_BY_DEFAULT weights
-    # (a 7B model's 7 GB) only --units asks for them. The attention model has 4 * D * D weights.
-    import onnxprune.sparsity
-
-    rng = np.random.default_rng(0)
-    attention = _attention(*(rng.normal(size=(D, D)).astype(np.float32) for _ in range(3)))
-    monkeypatch.setattr(onnxprune.sparsity, "UNITS_BY_DEFAULT", 4 * D * D - 1)
-    assert onnxprune.analyze(attention).blocks == ()
-    assert [b.units for b in onnxprune.analyze(attention, units=True).blocks if b.heads] == [2]
-    monkeypatch.setattr(onnxprune.sparsity, "UNITS_BY_DEFAULT", 4 * D * D)
-    assert [b.units for b in onnxprune.analyze(attention).blocks if b.heads] == [2]
-
-
 def test_a_dense_layer_into_softmax_gets_no_units_unless_asked() -> None:
     # Softmax over x @ w (a stored weight) is a classifier's output, not attention's scores
     # (those are the product of two computed tensors): the units would be w's 3 neurons,
