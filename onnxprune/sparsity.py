@@ -61,7 +61,8 @@ def analyze(
         max_bytes: largest model accepted.
         units: also the sparsity per structured unit (``SparsityReport.blocks``: each
             attention head, each FFN's neurons, each norm, named by module). It finds the
-            dependency groups and keeps an activity mask per layer (a bool per weight).
+            dependency groups and counts each unit layer's activity mask per unit as the
+            analysis makes it (``_UnitCounts``).
             ``None`` (the default): when the model has attention or recurrent layers
             (``unit_layers``), where heads and hidden units say what the layer table does not;
             a network of Conv and dense layers alone skips them (its units are the channels

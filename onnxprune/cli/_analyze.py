@@ -46,8 +46,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="the sparsity per unit, named by module: each attention head, each FFN's neurons, "
         "each hidden unit, each norm. Default: on when the model has attention or recurrent "
-        "layers; --units also for other models (a CNN's channels: about twice the time, and a "
-        "bool per weight of memory), --no-units never",
+        "layers; --units also for other models (a CNN's channels: about twice the time), "
+        "--no-units never",
     )
     add_input_shape(p)
     add_max_bytes(p)
