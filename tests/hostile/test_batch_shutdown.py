@@ -113,7 +113,11 @@ def test_a_stop_signal_is_one_line_kills_the_workers_and_a_rerun_goes_on(tmp_pat
     assert rerun.returncode == 0, rerun.stderr
     final = _lines(tmp_path)
     assert len(final) == MODELS
-    assert {line["model"] for line in final if line["status"] == "skipped"} == done
+    # Every model the stopped run reported is skipped; so may be one a worker finished as the
+    # stop came (its stored result is whole; the report line was not written yet).
+    skipped = {line["model"] for line in final if line["status"] == "skipped"}
+    assert done <= skipped
+    assert all(line["status"] in ("ok", "skipped") for line in final)
     assert all((tmp_path / "out" / line["output"]).is_file() for line in final)
 
 
