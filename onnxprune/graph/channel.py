@@ -7,7 +7,7 @@ is, so effective sparsity can only be under-reported, never over-reported.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,6 +220,7 @@ def wired_reachability(
     masks_for: frozenset[str] = frozenset(),
     memo: dict | None = None,
     keep: Keep | None = None,
+    passes: Passes | None = None,
 ) -> dict[tuple[str, int], LayerActivity]:
     """``channel_reachability`` over links already built (``channel_wiring``).
 
@@ -231,10 +232,11 @@ def wired_reachability(
             few edges at a time: a layer whose edge (the same summary object) and alive units
             are unchanged since the last run keeps its activity rather than counting it again.
         keep: what to do with each mask of ``masks_for`` as soon as it is made (``Keep``).
+        passes: the passes over ``wiring``'s links, kept up to date by such a caller.
     """
     layouts = wiring.layouts
-    forward = _forward(graph, wiring.links, layouts)
-    backward = _backward(graph, wiring.links, layouts)
+    passes = passes or Passes(graph, wiring.links, layouts)
+    forward, backward = passes.forward, passes.backward
     result = {}
     for step in graph.steps:
         if step.node in wiring.recurrent:
@@ -603,37 +605,112 @@ def _move_links(
     return links
 
 
-def _forward(
-    graph: ConnectivityGraph, links: Sequence[Link], layouts: Mapping[str, Layout]
-) -> dict[str, np.ndarray]:
-    reach = {t: np.ones(layouts[t].size, bool) for t in graph.inputs}
-    for link in links:
-        vec = reach.get(link.src)
-        if vec is None or not vec.any():
-            continue
-        for op, size in zip(link.ops, link.sizes[1:], strict=True):
-            vec = _push(op, vec, size)
-        prev = reach.get(link.dst)
-        reach[link.dst] = vec if prev is None or prev.size != vec.size else prev | vec
+class Passes:
+    """The forward and backward passes over a wiring's links, each link's part kept.
+
+    ``forward``: per tensor, its units reached from the graph inputs; ``backward``: those that
+    reach a graph output. A tensor's reach folds the parts of the links into it (forward) or out
+    of it (backward), in link order, as the passes meet them. After some links change
+    (``update``), only those links and the links whose source (forward) or destination
+    (backward) reach changed are pushed again: an effective target's search, which changes a
+    few weights a step, rarely changes a whole unit, so a step pushes a handful of links.
+    """
+
+    def __init__(
+        self, graph: ConnectivityGraph, links: Sequence[Link], layouts: Mapping[str, Layout]
+    ) -> None:
+        """Both passes over ``links`` (in step order) of ``graph``."""
+        self._links = list(links)
+        self._into: dict[str, list[int]] = {}
+        self._out_of: dict[str, list[int]] = {}
+        for i, link in enumerate(self._links):
+            self._into.setdefault(link.dst, []).append(i)
+            self._out_of.setdefault(link.src, []).append(i)
+        self._starts = {t: np.ones(layouts[t].size, bool) for t in graph.inputs}
+        self._ends = {
+            t: np.ones(layouts.get(t, default_layout(graph.shapes.get(t))).size, bool)
+            for t in graph.outputs
+        }
+        self._sent: list[np.ndarray | None] = [None] * len(self._links)
+        self._pulled: list[np.ndarray | None] = [None] * len(self._links)
+        self.forward: dict[str, np.ndarray] = dict(self._starts)
+        self.backward: dict[str, np.ndarray] = dict(self._ends)
+        self.update(self._links, range(len(self._links)))
+
+    def update(self, links: Sequence[Link], changed: Iterable[int]) -> None:
+        """Take ``links`` (the same tensors, new ops at ``changed``) and redo what they reach."""
+        self._links = list(links)
+        changed = set(changed)
+        if changed:
+            self._run_forward(changed)
+            self._run_backward(changed)
+
+    def _run_forward(self, changed: set[int]) -> None:
+        moved: set[str] = set()  # tensors whose reach changed
+        pending: set[str] = set()  # tensors a part of which changed: folded at their last link
+        for i in range(min(changed), len(self._links)):
+            link = self._links[i]
+            if i in changed or link.src in moved:
+                vec = self.forward.get(link.src)
+                if vec is not None and vec.any():
+                    for op, size in zip(link.ops, link.sizes[1:], strict=True):
+                        vec = _push(op, vec, size)
+                else:
+                    vec = None
+                if not _same(vec, self._sent[i]):
+                    self._sent[i] = vec
+                    pending.add(link.dst)
+            into = self._into[link.dst]
+            if into[-1] == i and link.dst in pending:
+                reach = _fold(self._starts.get(link.dst), (self._sent[j] for j in into))
+                if not _same(reach, self.forward.get(link.dst)):
+                    _store(self.forward, link.dst, reach)
+                    moved.add(link.dst)
+
+    def _run_backward(self, changed: set[int]) -> None:
+        moved: set[str] = set()
+        pending: set[str] = set()
+        for i in range(max(changed), -1, -1):
+            link = self._links[i]
+            if i in changed or link.dst in moved:
+                vec = self.backward.get(link.dst)
+                if vec is not None and vec.any():
+                    for op, size in zip(reversed(link.ops), reversed(link.sizes[:-1]), strict=True):
+                        vec = _pull(op, vec, size)
+                else:
+                    vec = None
+                if not _same(vec, self._pulled[i]):
+                    self._pulled[i] = vec
+                    pending.add(link.src)
+            out_of = self._out_of[link.src]
+            if out_of[0] == i and link.src in pending:
+                parts = (self._pulled[j] for j in reversed(out_of))
+                reach = _fold(self._ends.get(link.src), parts)
+                if not _same(reach, self.backward.get(link.src)):
+                    _store(self.backward, link.src, reach)
+                    moved.add(link.src)
+
+
+def _fold(start: np.ndarray | None, parts: Iterable[np.ndarray | None]) -> np.ndarray | None:
+    """A tensor's reach: ``start``, then each part or-ed in (a part of another size replaces it)."""
+    reach = start
+    for vec in parts:
+        if vec is not None:
+            reach = vec if reach is None or reach.size != vec.size else reach | vec
     return reach
 
 
-def _backward(
-    graph: ConnectivityGraph, links: Sequence[Link], layouts: Mapping[str, Layout]
-) -> dict[str, np.ndarray]:
-    reach = {
-        t: np.ones(layouts.get(t, default_layout(graph.shapes.get(t))).size, bool)
-        for t in graph.outputs
-    }
-    for link in reversed(links):
-        vec = reach.get(link.dst)
-        if vec is None or not vec.any():
-            continue
-        for op, size in zip(reversed(link.ops), reversed(link.sizes[:-1]), strict=True):
-            vec = _pull(op, vec, size)
-        prev = reach.get(link.src)
-        reach[link.src] = vec if prev is None or prev.size != vec.size else prev | vec
-    return reach
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.size == b.size and bool(np.array_equal(a, b))
+
+
+def _store(reach: dict[str, np.ndarray], name: str, vec: np.ndarray | None) -> None:
+    if vec is None:
+        reach.pop(name, None)
+    else:
+        reach[name] = vec
 
 
 def _push(op: Op, vec: np.ndarray, size: int) -> np.ndarray:

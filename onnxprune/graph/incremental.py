@@ -20,7 +20,13 @@ import numpy as np
 
 from onnxprune.graph._bits import BitMatrix
 from onnxprune.graph.build import ConnectivityGraph, Layer
-from onnxprune.graph.channel import Edge, channel_wiring, layer_edge, wired_reachability
+from onnxprune.graph.channel import (
+    Edge,
+    Passes,
+    channel_wiring,
+    layer_edge,
+    wired_reachability,
+)
 
 REBUILD = 16
 """A layer whose changes reach ``1 / REBUILD`` of its weights gets its edge rebuilt whole."""
@@ -71,6 +77,8 @@ class MaskedChannels:
         }
         self._wiring = channel_wiring(self._patterns(self._layers))  # of the masked weights
         self._memo: dict = {}  # each layer's activity, counted again only when it changes
+        self._passes = Passes(graph, self._wiring.links, self._wiring.layouts)
+        self._changed: set[int] = set()  # links whose edge changed since the passes ran
 
     @property
     def size(self) -> int:
@@ -101,12 +109,16 @@ class MaskedChannels:
             gone = live[removed[present[flat]]]
             back = live[~removed[present[flat]]]
             updated[layer.node] = _updated(layer, edge, gone, back)
-        self._wiring = self._wiring.with_edges(updated)
+        self._with_edges(updated)
         self._rebuild(rebuild)
 
     def inactive(self) -> int:
         """Weights of the graph's layers that are zero, masked, or on no input-output path."""
-        activity = wired_reachability(self._graph, self._wiring, memo=self._memo)
+        self._passes.update(self._wiring.links, self._changed)
+        self._changed = set()
+        activity = wired_reachability(
+            self._graph, self._wiring, memo=self._memo, passes=self._passes
+        )
         return self._params - sum(activity[layer.key].active for layer in self._graph.layers)
 
     def effective_sparsity(self) -> float:
@@ -116,8 +128,12 @@ class MaskedChannels:
     def _rebuild(self, layers: Mapping[str, Layer]) -> None:
         """The edges of ``layers`` built afresh from their kept patterns."""
         patterns = self._patterns(layers)
-        edges = {layer.node: layer_edge(patterns, layer) for layer in layers.values()}
+        self._with_edges({layer.node: layer_edge(patterns, layer) for layer in layers.values()})
+
+    def _with_edges(self, edges: Mapping[str, Edge]) -> None:
+        """The wiring with ``edges`` (by layer node), their links marked for the passes."""
         self._wiring = self._wiring.with_edges(edges)
+        self._changed.update(self._wiring.layers[node][0] for node in edges)
 
     def _patterns(self, layers: Mapping[str, Layer]) -> ConnectivityGraph:
         """The graph with the kept nonzero pattern of ``layers`` as their weights."""
