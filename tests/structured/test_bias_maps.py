@@ -1,9 +1,11 @@
 """Constants that vary along the heads and other axes: T5's relative position bias.
 
 T5 adds a position bias ``[1, H, T, T]`` to the attention scores of every layer (the dynamo
-exporter folds it into one initializer both layers read; Swin's is one per layer). Each head
-has a map of its own, sliced with the heads (``structured.ops.elementwise``); a map several
-layers read ties their heads, head ``h`` going from all of them or from none.
+exporter folds it into one initializer both layers read, the TorchScript export gathers it from
+a bucket table ``[buckets, H]`` at run time; Swin's is one per layer). Each head has a map of
+its own, sliced with the heads (``structured.ops.elementwise``), or a column of the table
+(``structured.ops.picking``); a map several layers read ties their heads, head ``h`` going from
+all of them or from none.
 
 Two attention layers built by hand, x [1, T, C] -> y [1, T, C] (C = 4, T = 3, H = 4 heads of
 D = 2): y0 from x, y1 from y0, y = y0 + y1 (the width C reaches the output and stays). Every
@@ -66,12 +68,30 @@ def _layer(i: int, x: str, bias: str) -> list[onnx.NodeProto]:
     ]
 
 
-def _model(shared: bool) -> onnx.ModelProto:
+BUCKETS = RNG.integers(0, 5, size=(T, T))
+TABLE = RNG.normal(size=(5, H))
+
+
+def _from_table() -> list[onnx.NodeProto]:
+    """T5's computed bias: rows of a bucket table [5, H] -> [T, T, H] -> pb [1, H, T, T]."""
+    return [
+        helper.make_node("Gather", ["table", "buckets"], ["rows"], name="bias"),
+        helper.make_node("Transpose", ["rows"], ["per_head"], perm=[2, 0, 1]),
+        helper.make_node("Unsqueeze", ["per_head", "zero"], ["pb"]),
+    ]
+
+
+def _model(shared: bool, table: bool = False) -> onnx.ModelProto:
     biases = ("pb", "pb") if shared else ("pb0", "pb1")
     nodes = [*_layer(0, "x", biases[0]), *_layer(1, "y0", biases[1])]
+    if table:
+        nodes = [*_from_table(), *nodes]
     nodes.append(helper.make_node("Add", ["y0", "y1"], ["y"]))  # the width reaches the output
     maps = {"pb": MAPS[0]} if shared else {"pb0": MAPS[0], "pb1": MAPS[1]}
     shapes = {"split": [1, T, H, D], "merge": [1, T, H * D]}
+    if table:
+        maps = {"table": TABLE}
+        shapes |= {"buckets": BUCKETS, "zero": [0]}
     ints = {k: np.array(v, np.int64) for k, v in shapes.items()}
     return graph_model(nodes, {"x": [1, T, C]}, {"y": [1, T, C]}, WEIGHTS | maps | ints)
 
@@ -85,8 +105,9 @@ def _attention(x: np.ndarray, i: int, bias: np.ndarray, kept: list[int]) -> np.n
     return a.transpose(1, 0, 2).reshape(T, -1) @ WEIGHTS[f"wo{i}"][rows]
 
 
-def _reference(shared: bool, kept: list[int]) -> np.ndarray:
+def _reference(shared: bool, kept: list[int], bias: np.ndarray | None = None) -> np.ndarray:
     maps = (MAPS[0], MAPS[0]) if shared else MAPS
+    maps = maps if bias is None else (bias, bias)
     y0 = _attention(X[0].astype(np.float64), 0, maps[0], kept)
     return (y0 + _attention(y0, 1, maps[1], kept))[None]
 
@@ -108,3 +129,16 @@ def test_a_map_of_its_own_is_sliced_with_its_layer() -> None:
     assert_pruned_like_masked(result, {"x": X})
     assert_close([_reference(False, [0, 2, 3])], run(result.model, {"x": X}))
     assert [init(result.model, f"pb{i}").shape for i in (0, 1)] == [(1, 3, T, T)] * 2
+
+
+def test_a_map_computed_from_a_bucket_table_loses_the_heads_columns() -> None:
+    # The TorchScript export of T5 gathers the bias from its table at run time: the table's
+    # column h is head h's, in both layers.
+    model = _model(shared=True, table=True)
+    bias = np.moveaxis(TABLE[BUCKETS], -1, 0)[None]  # [1, H, T, T]
+    assert_close([_reference(True, list(range(H)), bias)], run(model, {"x": X}))
+    result = structured_prune(model, sparsity=0.3)
+    assert_pruned_like_masked(result, {"x": X})
+    assert [result.units[f"wq{i}"] for i in (0, 1)] == [(3, 4)] * 2
+    assert_close([_reference(True, [0, 2, 3], bias)], run(result.model, {"x": X}))
+    assert np.array_equal(init(result.model, "table"), TABLE[:, [0, 2, 3]].astype(np.float32))

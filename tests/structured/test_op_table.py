@@ -37,7 +37,7 @@ FOLLOWED = {
 }  # fmt: skip
 LAYERS = {
     "Conv", "ConvTranspose", "ConstantOfShape", "Gemm", "MatMul", "LSTM", "GRU", "RNN",
-    "com.microsoft::Attention",
+    "com.microsoft::Attention", "Gather",
 }  # fmt: skip
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxprune.structured.groups import Builder, Space
+from onnxprune.structured.groups import Builder, Slice, Space
 from onnxprune.structured.handlers import handler
-from onnxprune.structured.ops._common import attr, input_at, pass_through
+from onnxprune.structured.ops._common import NAN, attr, input_at, pass_through
 
 
 def slice_units(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
@@ -54,11 +54,17 @@ def slice_units(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
     return True
 
 
-@handler("gather")
+@handler("gather", layer=True)
 def _gather(b: Builder, node: onnx.NodeProto) -> None:
-    """Gather along the unit axis with constant 1-D indices, or along any other axis."""
+    """Gather along the unit axis with constant 1-D indices, or along any other axis.
+
+    Rows of a stored table (an embedding, T5's position buckets) make units of its columns.
+    """
     xs, indices = b.space(node.input[0]), b.const(node.input[1])
     b.block(b.space(node.input[1]), why="its indices hold units")
+    if xs is None and b.space(node.input[1]) is None:
+        _rows(b, node)
+        return
     index_rank = b.rank(node.input[1])
     if xs is None or xs.inner or index_rank is None:
         b.block(xs)
@@ -72,6 +78,31 @@ def _gather(b: Builder, node: onnx.NodeProto) -> None:
         b.block(xs, why="it picks units by indices it cannot rewrite")
         return
     _pick_by_index(b, node, xs, xs.axis, indices % xs.size, lambda new: new)
+
+
+def _rows(b: Builder, node: onnx.NodeProto) -> None:
+    """Rows of a table ``[rows, units]`` only this Gather reads: its columns are units.
+
+    The output's last axis holds the table's columns, sliced with them.
+
+    T5 gathers its position bias per head from a bucket table ``[buckets, H]`` and adds it to
+    every layer's scores: the heads go with their columns. Anything else (shape arithmetic,
+    a table shared with a tied head) makes no units.
+    """
+    name, out = node.input[0], node.output[0]
+    table, rank = b.const(name), b.rank(out)
+    if table is None or table.ndim != 2 or table.dtype.kind != "f" or not rank:
+        return
+    if attr(node, "axis", 0) % 2 or not b.owned(name):
+        return
+    b.new(out, rank - 1, rank, table.shape[1])
+    b.slices.append(Slice(name, 1, out))
+
+    def rule(consts, arrays, pending):  # a column of one value throughout: that value
+        t = arrays[name].astype(np.float64)
+        consts[out] = np.where((t == t[:1]).all(axis=0), t[0], NAN)
+
+    b.rules.append(rule)
 
 
 @handler("gather_nd")
