@@ -35,15 +35,9 @@ class PartialOrder:
     themselves). ``values`` is copied (in its own dtype) and never changed.
     """
 
-    def __init__(self, values: np.ndarray, *, copy: bool = True) -> None:
-        """Order of ``values`` (flat, NaN-free, float), with no cut yet.
-
-        Args:
-            values: the values; with ``copy=False`` the order takes them over (and reorders
-                them), for a caller that made them for it.
-            copy: copy ``values`` rather than take them over.
-        """
-        self._keys = np.array(values, copy=copy).reshape(-1)
+    def __init__(self, values: np.ndarray) -> None:
+        """Order of ``values`` (flat, NaN-free, float), with no cut yet."""
+        self._keys = np.array(values).reshape(-1)
         n = self._keys.size
         self._perm = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
         self._cuts = [0, n]
@@ -180,7 +174,7 @@ class WindowOrder:
         want = (max(start - width, 0), min(stop + width, self.size))
         lo, hi = self._around(want)
         while True:
-            below, index, values = self._gather(lo, hi)
+            below, index, values, arrays = self._gather(lo, hi)
             first, last = int(below.sum()), int(below.sum()) + index.size
             if first <= start and stop <= last:
                 break
@@ -188,7 +182,6 @@ class WindowOrder:
             lo = lo if first <= start else self._dtype.type(-np.inf)
             hi = hi if stop <= last else self._dtype.type(np.inf)
         self._start, self._stop, self._below, self._index = first, last, below, index
-        arrays = np.searchsorted(self._offsets, index, side="right") - 1
         self._inside = (values, arrays)
         self._order = PartialOrder(values)
 
@@ -201,20 +194,28 @@ class WindowOrder:
             return -inf, inf
         return bracket(self._sample, self.size, max(ranks[0], 1), max(ranks[1], 1))
 
-    def _gather(self, lo: np.generic, hi: np.generic) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per array the entries below ``lo``; flat indices and values of those in ``[lo, hi]``."""
+    def _gather(self, lo: np.generic, hi: np.generic) -> tuple[np.ndarray, ...]:
+        """Per array the entries below ``lo``; the entries in ``[lo, hi]``.
+
+        Returns:
+            The counts below ``lo``, then each entry inside: flat index (of the
+            concatenation), value, and array.
+        """
         below = np.zeros(len(self._flats), np.int64)
-        index, values = [], []
+        index, values = [np.zeros(0, np.int64)], [np.zeros(0, self._dtype)]
+        arrays = [np.zeros(0, np.int64)]
         for i, f in enumerate(self._flats):
             above_lo = f >= lo
             below[i] = f.size - np.count_nonzero(above_lo)  # no NaN: the rest is below
             where = np.flatnonzero(above_lo & (f <= hi))
             index.append(where + self._offsets[i])
             values.append(f[where])
+            arrays.append(np.full(where.size, i, np.int64))
         return (
             below,
-            np.concatenate(index) if index else np.zeros(0, np.int64),
-            np.concatenate(values) if values else np.zeros(0, self._dtype),
+            np.concatenate(index),
+            np.concatenate(values),
+            np.concatenate(arrays),
         )
 
 
