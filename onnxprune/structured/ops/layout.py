@@ -18,6 +18,7 @@ from onnxprune.structured.ops._common import (
     padded,
     pass_through,
     set_dim,
+    sliced,
     used_extra,
 )
 
@@ -386,9 +387,5 @@ def _dims_read(resolver, reader: onnx.NodeProto, out: str, length: int) -> np.nd
     given = [resolver.value(name) if name else None for name in reader.input[1:5]]
     if any(name and value is None for name, value in zip(reader.input[1:5], given, strict=False)):
         return None
-    starts, ends, axes, steps = (*given, None, None)[:4]
-    if axes is not None and [int(a) % 1 for a in np.asarray(axes).reshape(-1)] != [0]:
-        return None
-    step = 1 if steps is None else int(np.asarray(steps).reshape(-1)[0])
-    first, last = (int(np.asarray(v).reshape(-1)[0]) for v in (starts, ends))
-    return np.arange(length)[first:last:step] if step else None
+    cut = sliced(given, 1, 0, length)
+    return None if cut is None else cut[2]

@@ -16,7 +16,7 @@ import onnx
 
 from onnxprune.structured.groups import Builder, Slice, Space
 from onnxprune.structured.handlers import handler
-from onnxprune.structured.ops._common import NAN, attr, input_at, pass_through
+from onnxprune.structured.ops._common import NAN, attr, input_at, pass_through, sliced
 
 
 def slice_units(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
@@ -31,12 +31,9 @@ def slice_units(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
     values = [b.const(name) if name else None for name in names]
     if any(name and value is None for name, value in zip(names, values, strict=True)):
         return False
-    starts, ends, axes, steps = (None if v is None else v.reshape(-1).tolist() for v in values)
-    axes = list(range(len(starts))) if axes is None else [a % xs.rank for a in axes]
-    entry = axes.index(xs.axis)
-    if steps is not None and steps[entry] != 1:
+    entry, step, picked = sliced(values, xs.rank, xs.axis, xs.size)  # the caller saw it cut
+    if step != 1:
         return False
-    picked = np.arange(xs.size)[starts[entry] : ends[entry]]  # ONNX clamps as Python does
     _picked(b, node, xs, xs.axis, picked)
     first, last = (int(picked[0]), int(picked[-1]) + 1) if picked.size else (0, 0)
     starts, ends = _rewriter(b, node, 1), _rewriter(b, node, 2)
