@@ -179,7 +179,7 @@ class ConstantResolver:
 
         A constant of zeros, or zeros carried through ops that keep them at any run-time
         shape: the ``Expand`` of a zero to the batch size that exporters write for the initial
-        state of an LSTM, a ``ConstantOfShape`` filled with 0.
+        state of an LSTM, a ``ConstantOfShape`` filled with 0, a ``Slice`` of either.
         """
         if (outer := self._outside(name)) is not None:
             return outer.is_zero(name)
@@ -468,10 +468,15 @@ _CONSTANT_OPS = {
     "DequantizeLinear": _value_dequantize,
 }
 
-# Ops whose output is all zeros when their first input is, whatever the others.
+# Ops whose output is all zeros when their first input is, whatever the others (a Slice,
+# Gather or Split picks entries of it: the TorchScript export of an LSTM with a dynamic batch
+# slices each layer's initial state from one ConstantOfShape of zeros).
 _KEEP_ZEROS = frozenset(
     {
         "Expand",
+        "Slice",
+        "Gather",
+        "Split",
         "Tile",
         "Reshape",
         "Unsqueeze",

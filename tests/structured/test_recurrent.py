@@ -136,3 +136,58 @@ def test_a_run_time_initial_state_keeps_the_units() -> None:
     s = onnxprune.prune(model, structured="l1", sparsity=0.5).structured
     assert _hidden_sizes(s.model)[0] == H
     assert any("initial state 'h0' computed at run time" in g.reason for g in s.blocked)
+
+
+def _zero_states(model: onnx.ModelProto, state: str) -> onnx.ModelProto:
+    """``model`` (``_stacked``) with ``state`` as both layers' initial_h."""
+    for node in model.graph.node:
+        if node.op_type in GATES:
+            del node.input[5:]
+            node.input.extend(["", "", state][len(node.input) - 3 :])
+    return model
+
+
+def _removes_half_the_units_and_drops_the_states(model: onnx.ModelProto, dims=None) -> None:
+    s = onnxprune.prune(model, structured="l1", sparsity=0.5, dims=dims).structured
+    assert _hidden_sizes(s.model) == [H // 2, H // 2]
+    # a missing initial state is zero: both layers lose theirs rather than slicing it
+    states = [[i for i in n.input[5:] if i] for n in s.model.graph.node if n.op_type in GATES]
+    assert states == [[], []]
+    onnx.checker.check_model(s.model, full_check=True)
+    x = np.random.default_rng(9).standard_normal((T, 1, F)).astype(np.float32)
+    np.testing.assert_allclose(_run(s.model, x), _run(s.masked, x), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(_run(s.model, x), _run(model, x))  # something was removed
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_a_zero_initial_state_both_layers_share_is_dropped(op: str) -> None:
+    # The dynamo export of a stacked LSTM/GRU gives every layer one initializer of zeros
+    # [2, 1, H]: slicing it for one layer would change the other; dropping it changes nothing.
+    model = _zero_states(_stacked(op, np.random.default_rng(4)), "zeros")
+    zeros = numpy_helper.from_array(np.zeros((2, 1, H), np.float32), "zeros")
+    model.graph.initializer.append(zeros)
+    _removes_half_the_units_and_drops_the_states(model)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_initial_states_sliced_from_zeros_made_at_run_time_are_dropped(op: str) -> None:
+    # The TorchScript export with a dynamic batch: one ConstantOfShape of zeros [4, batch, H]
+    # (its shape read from x at run time), each layer's initial_h a Slice of it.
+    model = _zero_states(_stacked(op, np.random.default_rng(5)), "h0")
+    ints = {"one": [1], "h": [H], "two": [2], "four": [4], "zero": [0]}
+    model.graph.initializer.extend(
+        numpy_helper.from_array(np.array(v, np.int64), k) for k, v in ints.items()
+    )
+    nodes = [
+        helper.make_node("Shape", ["x"], ["x_shape"]),
+        helper.make_node("Gather", ["x_shape", "one"], ["batch"]),
+        helper.make_node("Concat", ["four", "batch", "h"], ["state_shape"], axis=0),
+        helper.make_node("ConstantOfShape", ["state_shape"], ["all_states"]),
+        helper.make_node("Slice", ["all_states", "zero", "two", "zero"], ["h0"]),
+        *model.graph.node,
+    ]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "batch"
+    onnx.checker.check_model(model, full_check=True)
+    _removes_half_the_units_and_drops_the_states(model, dims={"batch": 1})

@@ -7,8 +7,10 @@ both directions (its outputs hold ``j`` along the hidden axis, ``[..., D, B, H]`
 ``hidden_size`` is rewritten. Zeroing a unit's rows and biases holds it at zero at every step
 from a zero state (its candidate stays 0: ``graph/recurrent.py``), so the masked model computes
 what the cut one does. The input's features are read through ``W``'s last axis, by a consumer
-that folds no constants (only input units at zero go). Initial states that are zeros computed
-at run time (an exporter's ``Expand`` of 0) are dropped: a missing state is zero.
+that folds no constants (only input units at zero go). Initial states of zeros are dropped, not
+sliced: a missing state is zero. So are those computed at run time (an exporter's ``Expand`` or
+``Slice`` of 0) and a constant of zeros the layers share (the dynamo export of a stacked LSTM
+gives both layers one).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ _STATES = (5, 6)  # initial_h, initial_c
 def _recurrent(b: Builder, node: onnx.NodeProto) -> None:
     x, wname, rname = node.input[0], node.input[1], node.input[2]
     xs, w, r = b.space(x), b.const(wname), b.const(rname)
-    problem = _problem(b, node)
+    zeros = _zero_states(b, node)
+    problem = _problem(b, node, zeros)
     if problem:
         b.block(xs, why=problem)
         if w is None or r is None or w.ndim != 3 or r.ndim != 3:
@@ -50,7 +53,8 @@ def _recurrent(b: Builder, node: onnx.NodeProto) -> None:
     bias, peepholes = input_at(node, 3), input_at(node, 7) if node.op_type == "LSTM" else ""
     if bias:
         owned.append(Slice(bias, 1, y, 2 * gates))
-    owned += [Slice(input_at(node, i), 2, y) for i in _STATES if input_at(node, i) in b.arrays]
+    states = (input_at(node, i) for i in _STATES)
+    owned += [Slice(n, 2, y) for n in states if n in b.arrays and n not in zeros]
     owned = [s for s in owned if s.name in b.arrays]  # a run-time bias blocks (``_problem``)
     b.slices += owned
     b.filters += owned  # zeroed together: the unit then outputs zero
@@ -60,7 +64,7 @@ def _recurrent(b: Builder, node: onnx.NodeProto) -> None:
         b.block(space, why=problem)  # named in the report, never removed
     else:
         b.consumers.append(Consumer(node, rname, 2, 1, y, None, 1.0, False))
-        b.edits.append(_rewrite(node, y))
+        b.edits.append(_rewrite(node, y, zeros))
 
     def rule(consts, arrays, pending):
         zero = np.full(space.size, not problem)  # a unit we cannot follow holds anything
@@ -72,8 +76,8 @@ def _recurrent(b: Builder, node: onnx.NodeProto) -> None:
     b.rules.append(rule)
 
 
-def _problem(b: Builder, node: onnx.NodeProto) -> str | None:
-    """Why the units of this node cannot be removed, or None."""
+def _problem(b: Builder, node: onnx.NodeProto, zeros: frozenset[str]) -> str | None:
+    """Why the units of this node cannot be removed, or None (``zeros``: its zero states)."""
     w, r = b.const(node.input[1]), b.const(node.input[2])
     named = [(node.input[1], "weight"), (node.input[2], "recurrence weight")]
     named += [(input_at(node, 3), "bias"), (input_at(node, 7), "peephole weight")]
@@ -85,18 +89,26 @@ def _problem(b: Builder, node: onnx.NodeProto) -> str | None:
         return "weights that are not constant 3-D tensors"
     if not keeps_zero(node, w.shape[0]):
         return "activations that do not map 0 to 0"
-    resolver = ConstantResolver(b.graph)
     for index in _STATES:
         name = input_at(node, index)
-        if name and name not in b.arrays and not resolver.is_zero(name):
+        if not name or name in zeros:
+            continue
+        if name not in b.arrays:
             return f"initial state {name!r} computed at run time"
-        if name in b.arrays and b.why_not_owned(name, "initial state"):
+        if b.why_not_owned(name, "initial state"):
             return b.why_not_owned(name, "initial state")
     return None
 
 
-def _rewrite(node: onnx.NodeProto, y: str):
-    """``hidden_size`` to the kept units; run-time zero states dropped (a missing one is zero)."""
+def _zero_states(b: Builder, node: onnx.NodeProto) -> frozenset[str]:
+    """The initial states of ``node`` that hold zeros whatever the inputs (dropped, not sliced)."""
+    resolver = ConstantResolver(b.graph)
+    names = (input_at(node, i) for i in _STATES)
+    return frozenset(n for n in names if n and resolver.is_zero(n))
+
+
+def _rewrite(node: onnx.NodeProto, y: str, zeros: frozenset[str]):
+    """``hidden_size`` to the kept units; zero states dropped (a missing one is zero)."""
 
     def edit(kept, arrays, fresh):
         size = int(kept(y).sum())
@@ -107,8 +119,7 @@ def _rewrite(node: onnx.NodeProto, y: str):
         else:
             node.attribute.append(helper.make_attribute("hidden_size", size))
         for index in _STATES:
-            name = input_at(node, index)
-            if name and name not in arrays:
+            if input_at(node, index) in zeros:
                 node.input[index] = ""
 
     return edit
