@@ -330,6 +330,25 @@ class Builder:
         """The inferred shape of ``tensor`` (None dimensions unknown), or None."""
         return self.shapes.get(tensor)
 
+    def computed(self, what: str) -> str:
+        """Why ``what`` blocks: it is computed at run time.
+
+        The symbolic input dimensions that no ``--dim`` or ``--input-shape`` fixed are named as
+        the likely cause (a Reshape target read from the input's size folds once they are).
+        """
+        unfixed = set()
+        for value in self.graph.input:
+            shape = self.shape(value.name)
+            for k, d in enumerate(value.type.tensor_type.shape.dim):
+                if d.dim_param and (shape is None or k >= len(shape) or shape[k] is None):
+                    unfixed.add(d.dim_param)
+        if not unfixed:
+            return f"{what} computed at run time"
+        dims = ", ".join(sorted(unfixed))
+        return (
+            f"{what} computed at run time (symbolic input dims {dims}: use --dim or --input-shape)"
+        )
+
     def rank(self, tensor: str) -> int | None:
         """The inferred rank of ``tensor``, or None."""
         shape = self.shapes.get(tensor)

@@ -120,3 +120,44 @@ def test_a_target_computed_at_run_time_blocks_the_units():
         (("w2",), "graph output 'y'"),
     }
     assert params(result.model) == params(model)
+
+
+def _merged_by_run_time_shape() -> onnx.ModelProto:
+    """x [batch, 2, 4] -> MatMul w1 [4, 5] -> h -> Reshape to [batch * 2, 5], the target
+    computed from Shape(x) at run time -> Relu -> MatMul w2 -> y."""
+    rng = np.random.default_rng(3)
+    # Columns of w1 with mean |w| 1, 5, 2, 4, 3: at 0.4, 3 of 5 stay (columns 1, 3, 4).
+    inits = {
+        "w1": np.array([1.0, 5, 2, 4, 3]) * rng.choice([-1.0, 1.0], (4, 5)),
+        "w2": rng.normal(size=(5, 2)),
+        "zero": np.array([0], np.int64),
+        "two": np.array([2], np.int64),
+        "width": np.array([5], np.int64),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Shape", ["x"], ["xs"]),
+        helper.make_node("Gather", ["xs", "zero"], ["batch"]),
+        helper.make_node("Mul", ["batch", "two"], ["rows"]),
+        helper.make_node("Concat", ["rows", "width"], ["to2d"], axis=0),
+        helper.make_node("Reshape", ["h", "to2d"], ["m"]),
+        helper.make_node("Relu", ["m"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"]),
+    ]
+    return graph_model(nodes, {"x": ["batch", 2, 4]}, {"y": ["rows", 2]}, inits)
+
+
+def test_a_target_computed_from_a_symbolic_dim_names_it_and_is_followed_once_fixed():
+    model = _merged_by_run_time_shape()
+    free = structured_prune(model, sparsity=0.4)
+    assert free.units == {}  # the Reshape target depends on the batch size: w1's units stay
+    (group,) = [g for g in free.blocked if g.layers == ("w1",)]
+    assert group.reason == (
+        "Reshape node 'm': target shape 'to2d' computed at run time "
+        "(symbolic input dims batch: use --dim or --input-shape)"
+    )
+    fixed = structured_prune(model, sparsity=0.4, dims={"batch": 3})
+    assert fixed.units == {"w1": (3, 5)}
+    assert all("symbolic" not in g.reason for g in fixed.blocked)
+    x = np.random.default_rng(4).normal(size=(3, 2, 4)).astype(np.float32)
+    assert_pruned_like_masked(fixed, {"x": x})

@@ -90,7 +90,7 @@ def reshape_target(
     target = input_at(node, 1)
     value = b.const(target)
     if value is None:
-        b.block(xs, why=f"target shape {target!r} computed at run time")
+        b.block(xs, why=b.computed(f"target shape {target!r}"))
         return target, None
     value = value.reshape(-1)
     if (value[[a for a in axes if a < value.size]] == 0).any():

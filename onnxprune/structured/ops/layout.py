@@ -171,7 +171,7 @@ def _flatten(b: Builder, node: onnx.NodeProto) -> None:
     target = input_at(node, 1) if node.op_type == "Reshape" else ""
     computed = target and b.const(target) is None
     if start is None or computed:
-        b.block(xs, why=f"target shape {target!r} computed at run time" if computed else None)
+        b.block(xs, why=b.computed(f"target shape {target!r}") if computed else None)
         return
     owner = None if not target or b.owned(target) else node  # a shared target: copied
     if start > xs.axis:  # trailing axes merged; the unit axis stays where it is

@@ -32,7 +32,7 @@ def regroup_leading(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
     target = input_at(node, 1) if node.op_type == "Reshape" else ""
     value = b.const(target) if target else None
     if target and value is None:
-        b.block(xs, why=f"target shape {target!r} computed at run time")
+        b.block(xs, why=b.computed(f"target shape {target!r}"))
         return True
     if value is not None and not _follows(value, axis, xs.axis, attr(node, "allowzero", 0)):
         b.block(xs, why=f"target shape {value.tolist()} does not keep the unit axis")

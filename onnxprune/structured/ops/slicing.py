@@ -62,7 +62,7 @@ def _expand(b: Builder, node: onnx.NodeProto) -> None:
     if value is None:  # computed at run time: the output's static shape does (batch 1 kept)
         static = [1 if i == 0 and d is None else d for i, d in enumerate(shape_out)]
         if None in static:
-            b.block(xs, why=f"shape {target!r} computed at run time")
+            b.block(xs, why=b.computed(f"shape {target!r}"))
             return
         value, owner = np.array(static, np.int64), node
     value = value.reshape(-1)
