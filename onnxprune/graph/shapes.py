@@ -408,6 +408,22 @@ def fix_input_shapes(
         _fix_dims(inputs, dict(dims))
 
 
+def static_inputs(graph: onnx.GraphProto) -> bool:
+    """Whether every graph input (initializers aside) declares every dimension's size.
+
+    ONNX Runtime refuses a feed whose size differs from a declared one, so what those sizes make
+    constant holds for every run of the model, as for sizes the user fixes.
+    """
+    init_names = {t.name for t in graph.initializer}
+    return all(
+        value.type.HasField("tensor_type")
+        and value.type.tensor_type.HasField("shape")
+        and all(d.HasField("dim_value") for d in value.type.tensor_type.shape.dim)
+        for value in graph.input
+        if value.name not in init_names
+    )
+
+
 def _fix_dims(inputs: Sequence[onnx.ValueInfoProto], dims: dict[str, int]) -> None:
     """Give the symbolic dimensions of ``inputs`` named in ``dims`` their sizes (in place)."""
     named = {

@@ -31,7 +31,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.graph.build import build_graph
-from onnxprune.graph.shapes import fix_input_shapes, infer_shapes_and_values
+from onnxprune.graph.shapes import fix_input_shapes, infer_shapes_and_values, static_inputs
 from onnxprune.macs import MacCount, graph_macs
 from onnxprune.structured._constants import fold_known, materialize
 from onnxprune.structured._copies import merge_copies, separable, stored_twice, unshare
@@ -161,7 +161,8 @@ class Workspace:
         shapes = shapes or Shapes()
         inferred, values = infer_shapes_and_values(work, shapes.inputs, shapes.dims)
         folded = 0
-        if shapes.inputs or shapes.dims:  # the cut model declares them: it may rely on them
+        # the cut model declares fixed sizes (ONNX Runtime refuses others): it may rely on them
+        if shapes.inputs or shapes.dims or static_inputs(work.graph):
             folded = fold_known(work, {k: v for k, v in values.items() if v.dtype.kind in "iu"})
         arrays = {t.name: _array(t) for t in work.graph.initializer}
         left = _shared(work.graph, ConstantResolver(work.graph)) | stored_twice(work.graph, arrays)

@@ -10,8 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 def graph_model(
     nodes: list[onnx.NodeProto],
-    inputs: dict[str, list[int]],
-    outputs: dict[str, list[int] | None],
+    inputs: dict[str, list[int | str]],
+    outputs: dict[str, list[int | str] | None],
     inits: dict[str, np.ndarray],
     opset: int = 17,
     domains: tuple[tuple[str, int], ...] = (),

@@ -16,6 +16,9 @@ from tests.structured._group_models import graph_model
 
 RNG = np.random.default_rng(0)
 X = {"x": [1, 2, 4, 4]}
+XN = {"x": ["N", 2, 4, 4]}
+"""A symbolic batch: what ``Shape`` gives is known when the model runs only (a model declaring
+every input size has its shape arithmetic folded first, ``test_static_shapes.py``)."""
 
 
 def _w(*shape: int) -> np.ndarray:
@@ -68,8 +71,8 @@ def test_a_shape_op_reading_the_channels_blocks_them():
         helper.make_node("Relu", ["h"], ["r"], name="relu"),
         helper.make_node("Conv", ["r", "w2"], ["y"], name="c2"),
     ]
-    outputs = {"y": [1, 3, 4, 4], "n": [4]}
-    model = graph_model(nodes, X, outputs, {"w1": _w(4, 2, 1, 1), "w2": _w(3, 4, 1, 1)})
+    outputs = {"y": ["N", 3, 4, 4], "n": [4]}
+    model = graph_model(nodes, XN, outputs, {"w1": _w(4, 2, 1, 1), "w2": _w(3, 4, 1, 1)})
     blocked = _only(compact(model), "w1")
     assert (blocked.op_type, blocked.node, blocked.groups) == ("Shape", "shp", 4)
     assert blocked.reason == "Shape node 'shp': its output depends on the number of units"
@@ -88,7 +91,7 @@ def test_a_shape_read_at_the_channel_axis_blocks_them(index: int, blocked: bool)
         helper.make_node("Conv", ["r", "w2"], ["y"], name="c2"),
     ]
     inits = {"w1": _w(4, 2, 1, 1), "w2": _w(3, 4, 1, 1)}
-    model = graph_model(nodes, X, {"y": [1, 3, 4, 4], "n": []}, inits)
+    model = graph_model(nodes, XN, {"y": ["N", 3, 4, 4], "n": []}, inits)
     model.graph.initializer.append(helper.make_tensor("i", TensorProto.INT64, [], [index]))
     result = compact(model)
     found = [b for b in result.blocked if "w1" in b.layers]
@@ -122,7 +125,7 @@ def test_a_shape_sliced_away_from_the_channel_axis_does_not_block(starts, ends, 
     ]
     inits = {"w1": _w(4, 2, 1, 1), "w2": _w(3, 4, 1, 1)}
     length = len(range(4)[starts:ends:steps])
-    model = graph_model(nodes, X, {"y": [1, 3, 4, 4], "n": [length]}, inits)
+    model = graph_model(nodes, XN, {"y": ["N", 3, 4, 4], "n": [length]}, inits)
     for name, value in (("s", starts), ("e", ends), ("a", 0), ("st", steps or 1)):
         model.graph.initializer.append(helper.make_tensor(name, TensorProto.INT64, [1], [value]))
     found = [b for b in compact(model).blocked if "w1" in b.layers]
@@ -132,7 +135,7 @@ def test_a_shape_sliced_away_from_the_channel_axis_does_not_block(starts, ends, 
 
 
 def test_a_reshape_to_a_target_computed_at_run_time_names_the_target():
-    # h [1, 4, 4, 4] flattened by Reshape(h, t) where t = Concat(Shape(x)[:1], [-1]) is computed
+    # h [N, 4, 4, 4] flattened by Reshape(h, t) where t = Concat(Shape(x)[:1], [-1]) is computed
     # when the model runs, then MatMul (w2 [64, 3]).
     nodes = [
         _c1(),
@@ -142,10 +145,13 @@ def test_a_reshape_to_a_target_computed_at_run_time_names_the_target():
         helper.make_node("MatMul", ["f", "w2"], ["y"], name="fc"),
     ]
     inits = {"w1": _w(4, 2, 1, 1), "w2": _w(64, 3), "minus1": np.array([-1], np.int64)}
-    model = graph_model(nodes, X, {"y": [1, 3]}, inits)
+    model = graph_model(nodes, XN, {"y": ["N", 3]}, inits)
     blocked = _only(structured_prune(model, sparsity=0.5), "w1")
     assert (blocked.op_type, blocked.node) == ("Reshape", "flat")
-    assert blocked.reason == "Reshape node 'flat': target shape 't' computed at run time"
+    assert blocked.reason == (
+        "Reshape node 'flat': target shape 't' computed at run time "
+        "(symbolic input dims N: use --dim or --input-shape)"
+    )
 
 
 def test_a_shared_weight_names_the_nodes_sharing_it():

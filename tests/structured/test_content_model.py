@@ -48,7 +48,7 @@ MAGIKA = Expected(
 
 
 def magika_like() -> onnx.ModelProto:
-    """x [1, 8, 4] -> MatMul dense0 (6 units) -> Reshape to [N, 4, 12], N read from Shape(x) at
+    """x [N, 8, 4] -> MatMul dense0 (6 units) -> Reshape to [N, 4, 12], N read from Shape(x) at
     run time -> Unsqueeze -> Conv conv0 (5 filters, 3x1) -> Slice channels 0, 2, 4 (a step of 2:
     not followed, as a range of channels would be) -> GlobalMaxPool
     -> Flatten -> MatMul dense1 (3 classes) -> softmax as ReduceMax, Sub, Exp, ReduceSum, Div -> y.
@@ -77,7 +77,7 @@ def magika_like() -> onnx.ModelProto:
         "conv0": RNG.normal(size=(5, 4, 3, 1)).astype(np.float32),
         "dense1": RNG.normal(size=(3, 3)).astype(np.float32),
     }
-    return graph_model(nodes, {"x": [1, 8, 4]}, {"y": [1, 3]}, inits, opset=15)
+    return graph_model(nodes, {"x": ["N", 8, 4]}, {"y": ["N", 3]}, inits, opset=15)
 
 
 MAGIKA_LIKE = Expected(
