@@ -142,6 +142,63 @@ def test_a_norm_channel_with_a_zero_scale_is_dead() -> None:
     assert norm.direct_sparsity == norm.effective_sparsity == 0.25
 
 
+def _rms_norm(form: str, scale: np.ndarray) -> object:
+    """x[1, 4] -> MatMul w -> RMSNorm written in plain ops as torch exports LLaMA's -> y.
+
+    ``div``: ``h * (1 / sqrt(mean(h^2) + eps))`` (TorchScript: a Constant 1 divided);
+    ``reciprocal``: ``Cast(h) * Reciprocal(sqrt(...))`` (dynamo); ``plain``: ``h * h`` times
+    the scale, no norm.
+    """
+    f = np.float32
+    inits = {"w": np.ones((4, 4), f), "g": scale, "two": np.array(2, f), "eps": np.array(1e-6, f)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="/fc/MatMul")]
+    if form == "plain":
+        nodes.append(helper.make_node("Mul", ["h", "h"], ["n"]))
+    else:
+        nodes += [
+            helper.make_node("Cast", ["h"], ["hc"], to=TensorProto.FLOAT),
+            helper.make_node("Pow", ["hc", "two"], ["sq"]),
+            helper.make_node("ReduceMean", ["sq"], ["mean"], axes=[-1]),
+            helper.make_node("Add", ["mean", "eps"], ["var"]),
+            helper.make_node("Sqrt", ["var"], ["root"]),
+        ]
+    if form == "div":
+        one = numpy_helper.from_array(np.array(1, f))
+        nodes += [
+            helper.make_node("Constant", [], ["one"], value=one),
+            helper.make_node("Div", ["one", "root"], ["inv"]),
+        ]
+    elif form == "reciprocal":
+        nodes.append(helper.make_node("Reciprocal", ["root"], ["inv"]))
+    if form != "plain":
+        nodes.append(helper.make_node("Mul", ["hc", "inv"], ["n"]))
+    nodes.append(helper.make_node("Mul", ["g", "n"], ["y"], name="/norm/Mul_1"))
+    graph = helper.make_graph(
+        nodes,
+        "rms",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("form", ["div", "reciprocal"])
+def test_an_rms_norm_written_in_plain_ops_is_a_norm(form: str) -> None:
+    # LLaMA's RMSNorm as both torch exporters write it: its scale's zero channel is dead.
+    scale = np.array([1.0, 0.0, 2.0, 3.0], np.float32)
+    norm = onnxprune.analyze(_rms_norm(form, scale), units=True).blocks[-1]
+    assert (norm.module, norm.kind, norm.layers) == ("/norm/Mul_1", "norm channel", ("g",))
+    assert (norm.units, norm.dead, norm.blocked, norm.params) == (4, 1, 4, 4)
+    assert norm.direct_sparsity == norm.effective_sparsity == 0.25
+
+
+def test_a_vector_times_no_norm_is_no_norm() -> None:
+    scale = np.array([1.0, 0.0, 2.0, 3.0], np.float32)
+    blocks = onnxprune.analyze(_rms_norm("plain", scale), units=True).blocks
+    assert [b.kind for b in blocks if b.kind == "norm channel"] == []
+
+
 def test_units_of_a_model_with_external_weights_equal_the_in_memory_ones(tmp_path) -> None:
     # The 95%-pruned MLP, its weights (over 4096 entries each) left in a file that analyze
     # reads one tensor at a time: the same blocks, zeros counted from the file.
