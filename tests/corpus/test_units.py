@@ -219,3 +219,22 @@ def test_compact_names_a_dead_dynamo_head_by_module_and_counts_it_as_a_head(corp
     assert set(data["kinds"].values()) == {"head"}
     assert list(data["units"].values()) == [[HEADS - 1, HEADS]] * 3
     assert data["totals"]["head"] == [LAYERS * HEADS - 1, LAYERS * HEADS]
+
+
+@pytest.mark.parametrize(
+    ("name", "module"),
+    [
+        ("llama-torchscript", "/model/model/{}/Mul_1"),
+        ("llama-dynamo", "model.model.{}"),
+    ],
+)
+def test_analyze_names_llamas_rms_norms_by_module(corpus, name, module) -> None:
+    # LlamaRMSNorm is exported in plain ops (Pow, ReduceMean, Sqrt, a reciprocal, Mul by the
+    # scale): two a layer (before attention, before the MLP) and the final one, 16 channels.
+    entry = corpus.get(name)
+    data = json.loads(run_cli("analyze", str(entry.path), "--json").stdout)
+    norms = [(b["module"], b["units"]) for b in data["blocks"] if b["kind"] == "norm channel"]
+    sep = "/" if name.endswith("torchscript") else "."  # /layers.0/input_layernorm/Mul_1
+    parts = [f"layers.{i}{sep}{p}" for i in range(LAYERS)
+             for p in ("input_layernorm", "post_attention_layernorm")]  # fmt: skip
+    assert norms == [(module.format(p), 16) for p in [*parts, "norm"]]
