@@ -409,7 +409,7 @@ def _coerce(name: str, value: object, where: str) -> object:
 
 
 def dims_of(value: object, what: str) -> tuple[tuple[str, int], ...]:
-    """``{"batch": 1}`` or ``["batch=1"]`` as sorted ``(name, size)`` pairs.
+    """``{"batch": 1}``, ``["batch=1"]`` or ``[("batch", 1)]`` as sorted ``(name, size)`` pairs.
 
     Raises:
         InvalidOptionError: anything else (a size that is not a positive integer), the message
@@ -418,13 +418,10 @@ def dims_of(value: object, what: str) -> tuple[tuple[str, int], ...]:
     Example:
         >>> dims_of(["sequence=128", "batch=1"], "--dim")
         (('batch', 1), ('sequence', 128))
+        >>> dims_of((("batch", 1),), "dims")  # ``PruneOptions.dims`` as it holds them
+        (('batch', 1),)
     """
-    if isinstance(value, Mapping):
-        pairs = list(value.items())
-    elif isinstance(value, list | tuple):
-        pairs = [str(spec).rpartition("=")[::2] for spec in value]
-    else:
-        pairs = None
+    pairs = _named(value, lambda spec: spec.rpartition("=")[::2])
     try:
         dims = tuple(sorted((str(n), int(d)) for n, d in pairs))
     except (TypeError, ValueError):
@@ -437,18 +434,17 @@ def dims_of(value: object, what: str) -> tuple[tuple[str, int], ...]:
 
 
 def input_shapes_of(value: object, what: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    """``{"x": [1, 3, 32, 32]}`` or ``["x=1,3,32,32"]`` as sorted ``(name, dims)`` pairs.
+    """``{"x": [1, 3]}``, ``["x=1,3"]`` or ``[("x", (1, 3))]`` as sorted ``(name, dims)`` pairs.
 
     Raises:
         InvalidOptionError: anything else, the message starting with ``what``.
     """
-    if isinstance(value, Mapping):
-        pairs = list(value.items())
-    elif isinstance(value, list | tuple):
-        pairs = [str(spec).rpartition("=")[::2] for spec in value]
-        pairs = [(name, dims.split(",")) for name, dims in pairs]
-    else:
-        pairs = None
+
+    def split(spec: str) -> tuple[str, list[str]]:
+        name, _, dims = spec.rpartition("=")
+        return name, dims.split(",")
+
+    pairs = _named(value, split)
     try:
         shapes = tuple(sorted((str(n), tuple(int(d) for d in dims)) for n, dims in pairs))
     except (TypeError, ValueError):
@@ -456,3 +452,18 @@ def input_shapes_of(value: object, what: str) -> tuple[tuple[str, tuple[int, ...
     if (not shapes and value) or any(not n or not d or min(d) < 1 for n, d in shapes or ()):
         raise InvalidOptionError(f"{what} must map input names to positive dims, got {value!r}")
     return shapes
+
+
+def _named(value: object, split: Callable[[str], tuple]) -> list[tuple] | None:
+    """``(name, value)`` pairs of a mapping, or of a list or tuple of pairs or strings.
+
+    A string entry is ``split`` (``"name=value"``); anything but these gives None.
+    """
+    if isinstance(value, Mapping):
+        return list(value.items())
+    if not isinstance(value, list | tuple):
+        return None
+    return [
+        tuple(spec) if isinstance(spec, list | tuple) and len(spec) == 2 else split(str(spec))
+        for spec in value
+    ]

@@ -226,3 +226,20 @@ def test_sweep_takes_dims_for_exact_level_runs(tmp_path):
     ).runs
     assert run_.error is None
     assert run_.direct_sparsity == pytest.approx(0.5, abs=0.01)
+
+
+def test_prune_takes_dims_and_shapes_as_the_options_hold_them():
+    # PruneOptions keeps (name, size) and (name, dims) pairs: handed back to prune as
+    # keywords, they mean what the mapping and the CLI strings do.
+    model = _padded()
+    by_pairs = onnxprune.prune(
+        model, structured="l1", sparsity=0.25, dims=(("h", 8), ("w", 8))
+    ).structured
+    by_strings = onnxprune.prune(
+        model, structured="l1", sparsity=0.25, dims=["h=8", "w=8"]
+    ).structured
+    assert by_pairs.units == by_strings.units == {"w1": (3, 4)}
+    shaped = onnxprune.prune(
+        model, structured="l1", sparsity=0.25, input_shapes=(("x", (1, 3, 8, 8)),)
+    ).structured
+    assert shaped.units == {"w1": (3, 4)}
