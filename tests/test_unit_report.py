@@ -128,15 +128,7 @@ def test_a_norm_channel_with_a_zero_scale_is_dead() -> None:
         helper.make_node("LayerNormalization", ["h", "g", "b"], ["y"], name="/norm/LN"),
     ]
     inits = {"w": np.ones((4, 4), np.float32), "g": scale, "b": np.zeros(4, np.float32)}
-    graph = helper.make_graph(
-        nodes,
-        "norm",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )
-    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
-    norm = onnxprune.analyze(model, units=True).blocks[-1]
+    norm = onnxprune.analyze(_norm_model(nodes, inits), units=True).blocks[-1]
     assert (norm.module, norm.kind, norm.layers) == ("/norm/LN", "norm channel", ("g",))
     assert (norm.units, norm.dead, norm.blocked, norm.params) == (4, 1, 4, 4)
     assert norm.direct_sparsity == norm.effective_sparsity == 0.25
@@ -173,9 +165,14 @@ def _rms_norm(form: str, scale: np.ndarray) -> object:
     if form != "plain":
         nodes.append(helper.make_node("Mul", ["hc", "inv"], ["n"]))
     nodes.append(helper.make_node("Mul", ["g", "n"], ["y"], name="/norm/Mul_1"))
+    return _norm_model(nodes, inits)
+
+
+def _norm_model(nodes: list, inits: dict[str, np.ndarray]) -> object:
+    """x[1, 4] -> ``nodes`` -> y[1, 4], the ``inits`` stored as given."""
     graph = helper.make_graph(
         nodes,
-        "rms",
+        "norm",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
