@@ -191,3 +191,27 @@ def test_prunable_layers_are_not_blocked():
     result = structured_prune(model, sparsity=0.5)
     assert result.units == {"w1": (2, 4)}
     assert result.blocked == (BlockedGroup(("w2",), "graph output 'y'", None, None, 3),)
+
+
+@pytest.mark.parametrize(
+    ("axes", "reason"),
+    [
+        ([1], "it reduces over the units' axis"),  # a norm's mean over the channels
+        (None, "it reduces over every axis, the units' too"),  # no axes: all of them
+    ],
+)
+def test_a_reduction_over_the_channels_says_so(axes, reason):
+    # c1 -> h; m = ReduceMean(h) over ``axes`` (keepdims), centred = h - m -> c2 -> y: the mean
+    # changes when a channel goes, so c1's 4 channels stay.
+    kw = {} if axes is None else {"axes": axes}
+    nodes = [
+        _c1(),
+        helper.make_node("ReduceMean", ["h"], ["m"], name="mean", keepdims=1, **kw),
+        helper.make_node("Sub", ["h", "m"], ["c"], name="centre"),
+        helper.make_node("Conv", ["c", "w2"], ["y"], name="c2"),
+    ]
+    model = graph_model(nodes, X, {"y": [1, 3, 4, 4]}, {"w1": _w(4, 2, 1, 1), "w2": _w(3, 4, 1, 1)})
+    blocked = _only(structured_prune(model, sparsity=0.5), "w1")
+    assert blocked == BlockedGroup(
+        ("w1",), f"ReduceMean node 'mean': {reason}", "ReduceMean", "mean", 4
+    )

@@ -115,7 +115,7 @@ def _reason(op: str, node: str) -> str:
     if op == "Slice":
         return f"Slice node '{node}': its units cannot be followed here"
     if op == "ReduceMax":
-        return f"ReduceMax node '{node}': its units cannot be followed here"
+        return f"ReduceMax node '{node}': it reduces over the units' axis"  # the softmax's max
     return f"Reshape node '{node}': target shape"  # then the target's name, computed at run time
 
 

@@ -40,12 +40,15 @@ def _pool(b: Builder, node: onnx.NodeProto) -> None:
 def _reduce(b: Builder, node: onnx.NodeProto) -> None:
     xs = b.space(node.input[0])
     axes = _axes(b, node)
-    if not axes:
-        b.block(xs)
+    if not axes:  # every axis, unless computed at run time or asked to do nothing
+        computed = axes is None and input_at(node, 1)
+        everything = not computed and not attr(node, "noop_with_empty_axes", 0)
+        why = "its axes are computed at run time" if computed else None
+        b.block(xs, why="it reduces over every axis, the units' too" if everything else why)
         return
     axes = sorted({int(a) % xs.rank for a in axes})
-    if xs.axis in axes:
-        b.block(xs)
+    if xs.axis in axes:  # a norm's mean of squares, a softmax's max over classes
+        b.block(xs, why="it reduces over the units' axis")
         return
     keepdims = attr(node, "keepdims", 1)
     axis = xs.axis if keepdims else xs.axis - sum(a < xs.axis for a in axes)
