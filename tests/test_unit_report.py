@@ -298,3 +298,39 @@ def test_each_mask_is_handed_over_as_made_and_only_what_keep_returns_stays(level
     for key, mask in seen.items():
         np.testing.assert_array_equal(mask, full[key].mask)
         assert dropped[key] == dataclasses.replace(full[key], mask=None)
+
+
+def _two_lstms(scopes: str | None) -> object:
+    """x[3, 1, 2] -> LSTM (w0, r0, 4 hidden units) -> y0, and x -> LSTM (w1, r1) -> y1; each
+    node carries ``scopes`` as its module stack when given (the dynamo export of a stacked
+    ``nn.LSTM`` gives every layer's node the same), named ``/rnn/LSTM``, ``/rnn/LSTM_1``
+    otherwise (TorchScript)."""
+    rng = np.random.default_rng(0)
+    inits, nodes, outputs = [], [], []
+    for k in range(2):
+        inits += [
+            numpy_helper.from_array(rng.normal(size=(1, 16, 2)).astype(np.float32), f"w{k}"),
+            numpy_helper.from_array(rng.normal(size=(1, 16, 4)).astype(np.float32), f"r{k}"),
+        ]
+        name = "" if scopes else f"/rnn/LSTM{'_1' if k else ''}"
+        node = helper.make_node("LSTM", ["x", f"w{k}", f"r{k}"], [f"y{k}"], name, hidden_size=4)
+        if scopes:
+            node.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=scopes)
+        nodes.append(node)
+        outputs.append(helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, [3, 1, 1, 4]))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 1, 2])
+    graph = helper.make_graph(nodes, "lstms", [x], outputs, inits)
+    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    ("scopes", "labels"),
+    [
+        ("['', 'rnn', 'lstm']", ["rnn.l0", "rnn.l1"]),  # one module: told apart by layer
+        (None, ["/rnn/LSTM", "/rnn/LSTM_1"]),  # node names differ already
+    ],
+)
+def test_recurrent_layers_of_one_module_are_labelled_by_layer(scopes, labels) -> None:
+    report = onnxprune.analyze(_two_lstms(scopes), units=True)
+    assert [layer.label for layer in report.layers] == [labels[0]] * 2 + [labels[1]] * 2  # W, R
+    assert [b.module for b in report.blocks if b.kind == "hidden unit"] == labels

@@ -18,6 +18,7 @@ from onnxprune.bodies import subgraphs
 from onnxprune.errors import InvalidModelError
 from onnxprune.graph._shared import across_bodies
 from onnxprune.graph.registry import NodeView, lookup, static
+from onnxprune.graph.rules.recurrent import GATES
 from onnxprune.graph.shapes import BodyPath, Shape, infer_all_shapes
 from onnxprune.graph.transfers import (
     Contract,
@@ -227,6 +228,7 @@ def _build(
     layers: list[Layer] = []
     fallbacks: list[Fallback] = []
     bodies: list[ConnectivityGraph] = []
+    stacked = stacked_layers(graph)
     for index, node in enumerate(graph.node):
         node_name = where.named(node.name or f"{node.op_type}_{index}")
         bodies += _bodies(node, node_name, index, shapes, constants, where)
@@ -275,7 +277,7 @@ def _build(
             else None
         )
         rec = (
-            _recurrent(node_name, node, first, constants, where.scope)
+            _recurrent(node_name, node, first, constants, where.scope, stacked)
             if isinstance(first, Recurrent)
             else ()
         )
@@ -472,7 +474,12 @@ def _scoped(scope: str, label: str) -> str:
 
 
 def _recurrent(
-    name: str, node: onnx.NodeProto, t: Recurrent, constants: ConstantResolver, scope: str
+    name: str,
+    node: onnx.NodeProto,
+    t: Recurrent,
+    constants: ConstantResolver,
+    scope: str,
+    stacked: Mapping[str, str],
 ) -> tuple[Layer, Layer]:
     """The ``W`` and ``R`` layers of an LSTM/GRU/RNN; ``R`` reads the hidden states it writes."""
     y = next(o for o in node.output if o)
@@ -482,7 +489,7 @@ def _recurrent(
         weight = node.input[index]
         contract = Contract("recurrent", 0, index, source)
         shape = tuple(int(d) for d in constants.shape(weight))
-        label = _scoped(scope, layer_label(node, source.name))
+        label = _scoped(scope, layer_label(node, source.name, stacked))
         layers.append(
             Layer(source.key, name, node.op_type, x, y, weight, shape, contract, label, scope)
         )
@@ -494,8 +501,10 @@ NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 _MAX_SCOPES_CHARS = 4096
 
 
-def layer_label(node: onnx.NodeProto, weight: str) -> str:
+def layer_label(node: onnx.NodeProto, weight: str, stacked: Mapping[str, str] | None = None) -> str:
     """A readable name of a layer: its module, its node's name, or its weight's name.
+
+    ``stacked`` (``stacked_layers``) names recurrent nodes sharing one module by their layer.
 
     PyTorch's exporter records the module stack of a node in ``pkg.torch.onnx.name_scopes``
     (the last entry is the traced op, the one before it the module that ran it); TorchScript
@@ -510,6 +519,10 @@ def layer_label(node: onnx.NodeProto, weight: str) -> str:
         >>> layer_label(node, "onnx::Conv_39")
         'features.0'
     """
+    if stacked and node.op_type in GATES:
+        label = stacked.get(next((o for o in node.output if o), ""))
+        if label is not None:
+            return label
     for prop in node.metadata_props:
         if prop.key == NAME_SCOPES and len(prop.value) <= _MAX_SCOPES_CHARS:
             try:
@@ -521,6 +534,27 @@ def layer_label(node: onnx.NodeProto, weight: str) -> str:
                 return module
             break
     return node.name or weight
+
+
+def stacked_layers(graph: onnx.GraphProto) -> dict[str, str]:
+    """Labels of the recurrent nodes that share their module with another, by first output.
+
+    The dynamo exporter writes a stacked ``nn.LSTM`` (``num_layers=2``) as one LSTM node per layer,
+    all under the module's name (``rnn``); they are told apart as torch names their parameters
+    (``weight_ih_l0``, ``weight_ih_l1``): ``rnn.l0``, ``rnn.l1``, in graph order. TorchScript
+    names each node (``/rnn/LSTM``, ``/rnn/LSTM_1``): nothing to tell apart.
+    """
+    by_label: dict[str, list[str]] = {}
+    for node in graph.node:
+        output = next((o for o in node.output if o), "")
+        if node.op_type in GATES and output:
+            by_label.setdefault(layer_label(node, ""), []).append(output)
+    return {
+        output: f"{label}.l{k}"
+        for label, outputs in by_label.items()
+        if label and len(outputs) > 1
+        for k, output in enumerate(outputs)
+    }
 
 
 def _default_opset(model: onnx.ModelProto) -> int:

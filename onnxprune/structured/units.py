@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnxprune.graph.build import layer_label
+from onnxprune.graph.build import layer_label, stacked_layers
 from onnxprune.structured.groups import Groups, Slice
 from onnxprune.structured.norms import NormLayer
 from onnxprune.weights import attr
@@ -154,8 +154,9 @@ def kind_totals(counts: Iterable[LayerCount]) -> dict[str, tuple[int, int]]:
 def model_units(groups: Groups, graph: onnx.GraphProto) -> ModelUnits:
     """The structured layers of ``graph`` (its dependency groups ``groups``), named and counted."""
     producers = {out: node for node in graph.node for out in node.output}
-    labels = {s.name: layer_label(producers[s.tensor], s.name) for s in groups.filters}
-    labels.update({c.weight: layer_label(c.node, c.weight) for c in groups.consumers})
+    stacked = stacked_layers(graph)
+    labels = {s.name: layer_label(producers[s.tensor], s.name, stacked) for s in groups.filters}
+    labels.update({c.weight: layer_label(c.node, c.weight, stacked) for c in groups.consumers})
     heads, width = _heads(groups, graph)
     parents = {int(g) for nest in groups.nests for g in nest.parents}  # K/V heads
     members_of = _by_filters(groups)
