@@ -2,10 +2,11 @@
 
 Each transformer comes from the ``transformers`` library's classes with a tiny config (no weights
 fetched) and is exported with both torch exporters (TorchScript ``dynamo=False`` at opset 17,
-and ``dynamo=True``) at static shapes; the recurrent nets are ``torch.nn`` LSTM/GRU (2 layers,
-bidirectional) with a ``Linear`` head; the control-flow model keeps its layers in the branches
-of an ``If`` (weights as Constant nodes and as subgraph initializers, as voice-activity models
-ship them), built with ``onnx.helper``.
+and ``dynamo=True``), at static shapes and with dynamic axes; the recurrent nets are
+``torch.nn`` LSTM/GRU (2 layers, bidirectional) with a ``Linear`` head, by both exporters;
+the control-flow model keeps its layers in the branches of an ``If`` (weights as Constant
+nodes and as subgraph initializers, as voice-activity models ship them), built with
+``onnx.helper``.
 
 Every parameter (biases and norms included) is drawn at random under a fixed seed: a freshly
 initialized model has identical zero biases, which the dynamo exporter stores once and shares.
@@ -180,8 +181,9 @@ def export(net: Net, exporter: str, *, dynamic: bool = False) -> onnx.ModelProto
     names = list(net.inputs)
     axes = dynamic_axes(net) if dynamic else None
     if exporter == "dynamo":
+        shapes = _dynamic_shapes(net, axes) if dynamic else None
         program = torch.onnx.export(
-            net.module, args, dynamo=True, input_names=names, dynamic_axes=axes, verbose=False
+            net.module, args, dynamo=True, input_names=names, dynamic_shapes=shapes, verbose=False
         )
         model = program.model_proto
     else:
@@ -193,3 +195,15 @@ def export(net: Net, exporter: str, *, dynamic: bool = False) -> onnx.ModelProto
         model = onnx.load_from_string(buffer.getvalue())
     model.ir_version = min(model.ir_version, 10)
     return model
+
+
+def _dynamic_shapes(net: Net, axes: dict[str, dict[int, str]]) -> tuple:
+    """``axes`` as ``torch.export`` takes them (the dynamo exporter of torch 2.13 cannot convert
+    ``dynamic_axes`` of these models): one ``Dim`` per name, a spec per positional argument
+    (packed in one tuple for ``_Output``'s ``*args``)."""
+    dims: dict[str, object] = {}
+    specs = tuple(
+        {axis: dims.setdefault(name, torch.export.Dim(name, max=64)) for axis, name in a.items()}
+        for a in axes.values()
+    )
+    return (specs,) if isinstance(net.module, _Output) else specs

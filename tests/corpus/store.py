@@ -1,12 +1,12 @@
 """The corpus on disk: each model built on first use, saved once per test session.
 
 ``CASES`` names every model: ``<transformer>-<exporter>`` for the five ``transformers`` models
-under both torch exporters at static shapes, ``<transformer>-torchscript-dynamic`` with a
-symbolic ``batch`` (and ``sequence`` for token inputs; the dynamo exporter cannot export these
-models with dynamic axes), ``lstm`` and ``gru`` (TorchScript), and ``branches`` (layers inside
-``If`` branches). ``Corpus(folder).get(name)`` exports the model into ``folder`` the first time
-and returns it with its example inputs; tests take the session's ``Corpus`` from the ``corpus``
-fixture (tests/conftest.py).
+under both torch exporters at static shapes, ``<transformer>-<exporter>-dynamic`` with a
+symbolic ``batch`` (and ``sequence`` for token inputs; where the dynamo exporter finds an axis
+constant it keeps it static), ``lstm`` and ``gru`` (TorchScript), ``lstm-dynamo`` and
+``gru-dynamo``, and ``branches`` (layers inside ``If`` branches). ``Corpus(folder).get(name)``
+exports the model into ``folder`` the first time and returns it with its example inputs; tests
+take the session's ``Corpus`` from the ``corpus`` fixture (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ TRANSFORMERS = ("bert", "gpt2", "llama", "vit", "whisper")
 EXPORTERS = ("torchscript", "dynamo")
 CASES = (
     *(f"{model}-{exporter}" for model in TRANSFORMERS for exporter in EXPORTERS),
-    *(f"{model}-torchscript-dynamic" for model in TRANSFORMERS),
+    *(f"{model}-{exporter}-dynamic" for model in TRANSFORMERS for exporter in EXPORTERS),
     "lstm",
     "gru",
+    "lstm-dynamo",
+    "gru-dynamo",
     "branches",
 )
 """Every model of the corpus, by name."""
@@ -84,8 +86,10 @@ def build(
     net = models.BUILDERS[kind]()
     model = models.export(net, exporter, dynamic=dynamic)
     feeds = {k: v.numpy() for k, v in net.inputs.items()}
-    dims = {}
-    if dynamic:
-        for input_name, axes in models.dynamic_axes(net).items():
-            dims.update({dim: feeds[input_name].shape[axis] for axis, dim in axes.items()})
+    dims = {  # as the export declares them (dynamo keeps an axis it finds constant static)
+        d.dim_param: feeds[value.name].shape[axis]
+        for value in model.graph.input
+        for axis, d in enumerate(value.type.tensor_type.shape.dim)
+        if d.dim_param
+    }
     return model, (feeds,), dims

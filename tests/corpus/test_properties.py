@@ -121,7 +121,7 @@ def without_biases(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-NOTHING_DEAD_AT_90 = {"lstm", "gru"}
+NOTHING_DEAD_AT_90 = {"lstm", "gru", "lstm-dynamo", "gru-dynamo"}
 """Models where a 90% magnitude prune leaves no entry the analysis calls inactive (every hidden
 unit of the recurrent nets keeps some path)."""
 
