@@ -3,7 +3,10 @@
 Initializers, ``Constant`` and ``ConstantOfShape`` nodes, and behind ``Identity``, ``Cast``,
 ``Transpose``, ``Reshape`` (constant shape; some Caffe2 exports reshape their classifier
 weights), ``Unsqueeze``/``Squeeze`` (constant axes; the light DenseNet of the onnx package
-unsqueezes its batch-norm vectors to ``[C, 1, 1]``) and ``DequantizeLinear`` chains, in the
+unsqueezes its batch-norm vectors to ``[C, 1, 1]``), ``DequantizeLinear`` chains, and a
+``Concat`` of constant ``Slice``s that reorders one weight along an axis (the TorchScript
+exporter's LSTM/GRU gate order, where it does not fold it: inside the bodies of a scripted
+model, Silero VAD's), in the
 main graph and inside ``If``/``Loop``/``Scan`` bodies (a body's resolver falls back on its outer
 scope). Each weight is mapped to the tensor a pruner has to rewrite, with the graph that stores
 it and the layout changes between that tensor and what the layer consumes.
@@ -12,6 +15,7 @@ it and the layout changes between that tensor and what the layer consumes.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxprune.bodies import names_read, subgraphs
 from onnxprune.errors import InvalidModelError
 
 
@@ -30,7 +35,9 @@ class WeightSource:
         name: the initializer, or the output of the ``Constant``/``ConstantOfShape`` node.
         kind: ``"initializer"``, ``"Constant"`` or ``"ConstantOfShape"``.
         steps: the layout changes between the stored tensor and the value the layer consumes, in
-            order: ``("transpose", perm)`` or ``("reshape", shape_before)``.
+            order: ``("transpose", perm)``, ``("reshape", shape_before)`` or ``("take", (axis,
+            *order))`` (entry ``j`` along ``axis`` is the stored entry ``order[j]``: a
+            permutation).
         dequantized: whether a ``DequantizeLinear`` lies between storage and use.
         scope: the body that stores the tensor, e.g. ``If_3/then_branch`` (``""``: the main
             graph); sibling bodies may store tensors of the same name.
@@ -53,18 +60,24 @@ class WeightSource:
     def to_stored(self, consumed: np.ndarray) -> np.ndarray:
         """Undo the layout changes: an array in the consumed layout, in the stored layout."""
         for op, arg in reversed(self.steps):
-            consumed = (
-                np.transpose(consumed, np.argsort(arg))
-                if op == "transpose"
-                else consumed.reshape(arg)
-            )
+            if op == "transpose":
+                consumed = np.transpose(consumed, np.argsort(arg))
+            elif op == "take":
+                consumed = np.take(consumed, np.argsort(arg[1:]), axis=arg[0])
+            else:
+                consumed = consumed.reshape(arg)
         return consumed
 
     def to_consumed(self, stored: np.ndarray, consumed_shape: tuple[int, ...]) -> np.ndarray:
         """Redo the layout changes: an array in the stored layout, in the consumed layout."""
         afters = self._afters(consumed_shape)
         for (op, arg), after in zip(self.steps, afters, strict=True):
-            stored = np.transpose(stored, arg) if op == "transpose" else stored.reshape(after)
+            if op == "transpose":
+                stored = np.transpose(stored, arg)
+            elif op == "take":
+                stored = np.take(stored, arg[1:], axis=arg[0])
+            else:
+                stored = stored.reshape(after)
         return stored
 
     def consumed_index(self, flat: np.ndarray, consumed_shape: tuple[int, ...]) -> np.ndarray:
@@ -79,6 +92,9 @@ class WeightSource:
         for (op, arg), after in zip(self.steps, afters, strict=True):
             if op == "transpose":
                 coords = tuple(coords[p] for p in arg)
+            elif op == "take":
+                axis, moved = arg[0], np.argsort(arg[1:])  # stored entry i is consumed moved[i]
+                coords = tuple(moved[c] if a == axis else c for a, c in enumerate(coords))
             else:
                 coords = np.unravel_index(np.ravel_multi_index(coords, shape), after)
             shape = after
@@ -89,15 +105,22 @@ class WeightSource:
         afters, shape = [], tuple(consumed_shape)
         for op, arg in reversed(self.steps):  # walking back from the consumed shape
             afters.append(shape)
-            shape = tuple(shape[i] for i in np.argsort(arg)) if op == "transpose" else arg
+            shape = _before(op, arg, shape)
         return afters[::-1]
 
     def stored_shape(self, consumed_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The stored tensor's shape, given the shape the layer consumes."""
         shape = tuple(consumed_shape)
         for op, arg in reversed(self.steps):
-            shape = tuple(shape[i] for i in np.argsort(arg)) if op == "transpose" else arg
+            shape = _before(op, arg, shape)
         return shape
+
+
+def _before(op: str, arg: tuple[int, ...], after: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape before step ``(op, arg)``, given the shape after it."""
+    if op == "transpose":
+        return tuple(after[i] for i in np.argsort(arg))
+    return after if op == "take" else arg
 
 
 class TensorReader(Protocol):
@@ -133,6 +156,8 @@ class ConstantResolver:
         self._external = external
         self._initializers = {t.name: t for t in graph.initializer}
         self._producers = {out: node for node in graph.node for out in node.output}
+        self._graph = graph
+        self._read_counts: Counter[str] | None = None
         # Before IR 4 every initializer is also listed as a graph input; those are still weights.
         self._graph_inputs = {i.name for i in graph.input} - set(self._initializers)
         self._outer = outer
@@ -170,9 +195,67 @@ class ConstantResolver:
                 raise InvalidModelError(f"tensor {name!r} has external data that was not loaded")
             return self._external.read(tensor)
         node = self._producers.get(name)
+        if node is not None and node.op_type == "Concat":
+            return self._concatenated(node)
         if node is None or node.op_type not in _CONSTANT_OPS:
             return None
         return _CONSTANT_OPS[node.op_type](self, node)
+
+    def _concatenated(self, node: onnx.NodeProto) -> np.ndarray | None:
+        """A ``Concat``'s value: a reordered constant (``taken``), or constants joined."""
+        taken = self.taken(node)
+        if taken is not None:
+            data, axis, order = taken
+            value = self.value(data)
+            return None if value is None else np.take(value, order, axis=axis)
+        parts = [self.value(name) for name in node.input]
+        if not parts or any(part is None for part in parts):
+            return None
+        return np.concatenate(parts, axis=int(attr(node, "axis", 0)))
+
+    def taken(self, node: onnx.NodeProto) -> tuple[str, int, np.ndarray] | None:
+        """A ``Concat`` of ``Slice``s that reorders one constant along the Concat's axis.
+
+        Each part a Slice of the same constant tensor with constant bounds on that axis only,
+        read by nothing else, and the parts together holding each of its entries once:
+        ``(the tensor, the axis, the order)``, entry ``j`` of the output being entry
+        ``order[j]`` of the tensor. None for any other Concat.
+        """
+        parts = [self._producers.get(name) for name in node.input]
+        if not parts or any(p is None or p.op_type != "Slice" or len(p.input) < 3 for p in parts):
+            return None
+        data = parts[0].input[0]
+        shape = self.shape(data) if all(p.input[0] == data for p in parts) else None
+        if not shape or self.source(data) is None:
+            return None
+        axis = int(attr(node, "axis", 0)) % len(shape)
+        reads = self._reads()
+        order = []
+        for part in parts:
+            bounds = [self.value(n) if n else None for n in part.input[1:5]]
+            if any(n and v is None for n, v in zip(part.input[1:5], bounds, strict=False)):
+                return None
+            if bounds[0].size != 1 or reads[part.output[0]] != 1:  # one axis; read here only
+                return None
+            cut = sliced(bounds, len(shape), axis, shape[axis])
+            if cut is None:
+                return None
+            order.append(cut[2])
+        joined = np.concatenate(order)
+        if not np.array_equal(np.sort(joined), np.arange(shape[axis])):
+            return None
+        return data, axis, joined
+
+    def _reads(self) -> Counter[str]:
+        """How many times the nodes of this graph read each name (their bodies included)."""
+        if self._read_counts is None:
+            counts: Counter[str] = Counter()
+            for node in self._graph.node:
+                counts.update(node.input)
+                for sub in subgraphs(node):
+                    counts.update(names_read(sub.node))
+            self._read_counts = counts
+        return self._read_counts
 
     def is_zero(self, name: str) -> bool:
         """Whether tensor ``name`` is all zeros whatever the inputs.
@@ -201,6 +284,9 @@ class ConstantResolver:
         if name in self._initializers and name not in self._graph_inputs:
             return tuple(int(d) for d in self._initializers[name].dims)
         node = self._producers.get(name)
+        if node is not None and node.op_type == "Concat":
+            taken = self.taken(node)
+            return None if taken is None else self.shape(taken[0])
         if node is None or node.op_type not in _CONSTANT_OPS:
             return None
         if node.op_type == "ConstantOfShape":
@@ -224,6 +310,14 @@ class ConstantResolver:
         if name in self._initializers and name not in self._graph_inputs:
             return WeightSource(name, "initializer", **where)
         node = self._producers.get(name)
+        if node is not None and node.op_type == "Concat":
+            taken = self.taken(node)
+            if taken is None:
+                return None
+            data, axis, order = taken
+            inner = self.source(data)
+            step = (("take", (axis, *(int(i) for i in order))),)
+            return dataclasses.replace(inner, steps=inner.steps + step)
         if node is None or node.op_type not in _CONSTANT_OPS:
             return None
         if node.op_type == "Constant" or (
@@ -284,11 +378,19 @@ def weight_uses(
         {'w': [(1, 'w'), (2, 'w2')]}
     """
     uses: dict[str, list[tuple[int, str]]] = {}
+    parts = {  # the Slices a reordering Concat joins: links too
+        name
+        for node in graph.node
+        if node.op_type == "Concat" and constants.source(node.output[0]) is not None
+        for name in node.input
+    }
     for index, node in enumerate(graph.node):
-        if node.op_type in _CONSTANT_OPS and any(
+        if (node.op_type in _CONSTANT_OPS or node.op_type == "Concat") and any(
             constants.source(out) is not None for out in node.output
         ):
             continue  # a link of a chain (or a Constant): its readers read the weight
+        if node.output and node.output[0] in parts:
+            continue
         for tensor in dict.fromkeys(i for i in node.input if i):
             source = constants.source(tensor)
             if source is not None:
@@ -358,6 +460,35 @@ def attr(node: onnx.NodeProto, name: str, default=None):
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
     return default
+
+
+def sliced(
+    inputs: list[np.ndarray | None], rank: int, axis: int, size: int
+) -> tuple[int, int, np.ndarray] | None:
+    """Where a Slice with constant ``inputs`` cuts ``axis`` of a ``rank``-D input.
+
+    Args:
+        inputs: its starts, ends, axes and steps (None where absent; the list may be shorter).
+        rank: the rank of the sliced input.
+        axis: the axis asked about, ``size`` long.
+        size: its length.
+
+    Returns:
+        The entry of its ``axes`` for ``axis``, its step there, and the indices it keeps
+        (ONNX clamps its bounds as Python's slices do); None when it leaves ``axis`` whole or
+        its step is 0.
+    """
+    starts, ends, axes, steps = (
+        None if v is None else np.asarray(v).reshape(-1).tolist() for v in (*inputs, None, None)[:4]
+    )
+    axes = list(range(len(starts))) if axes is None else [a % rank for a in axes]
+    if axis not in axes:
+        return None
+    entry = axes.index(axis)
+    step = 1 if steps is None else int(steps[entry])
+    if step == 0:
+        return None
+    return entry, step, np.arange(size)[int(starts[entry]) : int(ends[entry]) : step]
 
 
 def _value_constant(_: ConstantResolver, node: onnx.NodeProto) -> np.ndarray:

@@ -61,6 +61,26 @@ def _node(op: str, inputs: list[str], output: str, **attrs) -> onnx.NodeProto:
     return helper.make_node(op, inputs, [output], **attrs)
 
 
+W62 = np.arange(12, dtype=np.float32).reshape(6, 2)
+
+
+def _reordering(
+    data: str, output: str, ranges: list[tuple[int, int]], axis: int = 0
+) -> list[onnx.NodeProto]:
+    """``Concat`` (on ``axis``) of ``Slice``s of ``data`` along axis 0, ``ranges`` in order."""
+    slices = [
+        _node("Slice", [data, f"s{a}", f"e{b}", "a0"], f"{output}_{i}")
+        for i, (a, b) in enumerate(ranges)
+    ]
+    return [*slices, _node("Concat", [s.output[0] for s in slices], output, axis=axis)]
+
+
+def _bounds(ranges: list[tuple[int, int]]) -> list[onnx.TensorProto]:
+    """The starts, ends and axis (0) initializers the Slices of ``_reordering`` read."""
+    names = {f"s{a}": a for a, _ in ranges} | {f"e{b}": b for _, b in ranges} | {"a0": 0}
+    return [_init(name, np.array([v], np.int64)) for name, v in names.items()]
+
+
 CASES = {
     "initializer": Case("Gemm", [], [_init("w", W23)], WeightSource("w", "initializer"), W23),
     "constant": Case(
@@ -245,6 +265,25 @@ CASES = {
         W234.reshape(6, 4).T,
         lambda a: a.reshape(6, 4).T,
     ),
+    "reordered_rows": Case(  # the TorchScript exporter's LSTM gate reordering, unfolded
+        "MatMul",
+        _reordering("W", "w", [(0, 2), (4, 6), (2, 4)]),
+        [_init("W", W62), *_bounds([(0, 2), (4, 6), (2, 4)])],
+        WeightSource("W", "initializer", (("take", (0, 0, 1, 4, 5, 2, 3)),)),
+        W62[[0, 1, 4, 5, 2, 3]],
+        lambda a: a[[0, 1, 4, 5, 2, 3]],
+    ),
+    "reordered_then_unsqueezed": Case(
+        "MatMul",
+        [
+            *_reordering("W", "r", [(3, 6), (0, 3)]),
+            _node("Unsqueeze", ["r", "axis0"], "w"),
+        ],
+        [_init("W", W62), _init("axis0", np.array([0], np.int64)), *_bounds([(3, 6), (0, 3)])],
+        WeightSource("W", "initializer", (("take", (0, 3, 4, 5, 0, 1, 2)), ("reshape", (6, 2)))),
+        W62[[3, 4, 5, 0, 1, 2]][None],
+        lambda a: a[[3, 4, 5, 0, 1, 2]][None],
+    ),
     "chain_constant_of_shape_transpose": Case(
         "MatMul",
         [
@@ -292,6 +331,50 @@ def test_to_stored_maps_consumed_layout_back(case):
     assert stored.shape == stored_shape
     assert r.shape(source.name) == stored_shape
     np.testing.assert_array_equal(c.layout(stored), consumed)
+
+
+@pytest.mark.parametrize(
+    ("ranges", "extra", "why"),
+    [
+        ([(0, 2), (0, 2), (2, 6)], [], "an entry twice"),
+        ([(0, 2), (4, 6)], [], "entries missing"),
+        ([(0, 2), (4, 6), (2, 4)], [_node("Relu", ["w_1"], "side")], "a part read elsewhere"),
+    ],
+)
+def test_a_concat_of_slices_that_is_no_reordering_is_not_a_weight(ranges, extra, why):
+    nodes = [*_reordering("W", "w", ranges), *extra]
+    r = _resolver("MatMul", nodes, [_init("W", W62), *_bounds(ranges)])
+    assert r.source("w") is None, why
+    assert r.value("w") is None  # nor a value: a Slice alone is not computed
+
+
+def test_a_concat_across_the_sliced_axis_is_no_reordering():
+    ranges = [(0, 3), (3, 6)]  # rows sliced, then joined side by side: [3, 4]
+    nodes = _reordering("W", "w", ranges, axis=1)
+    r = _resolver("MatMul", nodes, [_init("W", W62), *_bounds(ranges)])
+    assert r.source("w") is None
+
+
+def test_a_concat_of_constants_has_a_value_but_is_no_weight():
+    # An LSTM's bias, unfolded: both halves joined (ONNX's B is [Wb, Rb]).
+    nodes = [_node("Concat", ["b1", "b2"], "w", axis=0)]
+    r = _resolver("MatMul", nodes, [_init("b1", W23), _init("b2", W23 + 6)])
+    np.testing.assert_array_equal(r.value("w"), np.arange(12, dtype=np.float32).reshape(4, 3))
+    assert r.source("w") is None
+
+
+def test_consumed_index_follows_a_reordering():
+    # stored [6, 2] -> rows in the order 2, 0, 1, 5, 3, 4 -> reshaped to [3, 4]
+    source = WeightSource(
+        "W", "initializer", (("take", (0, 2, 0, 1, 5, 3, 4)), ("reshape", (6, 2)))
+    )
+    stored = np.arange(12).reshape(6, 2)
+    consumed = source.to_consumed(stored, (3, 4))
+    np.testing.assert_array_equal(consumed.reshape(6, 2), stored[[2, 0, 1, 5, 3, 4]])
+    flat = np.arange(12)
+    np.testing.assert_array_equal(consumed.reshape(-1)[source.consumed_index(flat, (3, 4))], flat)
+    np.testing.assert_array_equal(source.to_stored(consumed), stored)
+    assert source.stored_shape((3, 4)) == (6, 2)
 
 
 # --- to_stored worked by hand -----------------------------------------------------------------

@@ -3,7 +3,9 @@
 Structured pruning slices initializers, but some exports compute their weights with nodes:
 ``Constant``, ``ConstantOfShape`` of a shape initializer (every weight of the light ResNet-50
 and DenseNet-121 in the onnx package), and chains of ``Identity``, ``Cast``, ``Reshape``,
-``Transpose``, ``Unsqueeze`` and ``Squeeze`` behind them. ``materialize`` replaces such nodes
+``Transpose``, ``Unsqueeze`` and ``Squeeze`` behind them, and a ``Concat`` of ``Slice``s that
+reorders one weight (an LSTM's gates, where the exporter did not fold them; its Slices go with
+it). ``materialize`` replaces such nodes
 by initializers holding the values ``onnxprune.weights.ConstantResolver`` computes.
 ``DequantizeLinear`` is never folded: quantized weights stay quantized.
 """
@@ -23,6 +25,7 @@ from onnxprune.weights import ConstantResolver
 # Ops folded when every input is constant; ConstantResolver computes each of them.
 _FOLDED = frozenset(
     {
+        "Concat",
         "Constant",
         "ConstantOfShape",
         "Identity",
@@ -168,14 +171,19 @@ def _fold(
     read = names_read(graph.node)
     taken = {o.name for o in graph.output} | {i.name for i in graph.input} | constant | keep
     taken |= _conv_data_only(graph)
+    producers = {out: index for index, node in enumerate(graph.node) for out in node.output}
     values: dict[str, np.ndarray] = {}
     removed: set[int] = set()
     for index, node in enumerate(graph.node):
-        if node.op_type not in _FOLDED or node.domain not in ("", "ai.onnx"):
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        reorder = resolver.taken(node) if node.op_type == "Concat" else None
+        if node.op_type not in _FOLDED and reorder is None:
             continue
         if len(node.output) != 1 or node.output[0] in taken or node.output[0] not in read:
             continue  # a graph output, read by nothing, or a name clash
-        if not all(name in constant for name in node.input if name) or _external_constant(node):
+        inputs = [reorder[0]] if reorder else node.input  # a reordering reads through its Slices
+        if not all(name in constant for name in inputs if name) or _external_constant(node):
             continue
         value = resolver.value(node.output[0])
         if value is None or not _exact(value):
@@ -183,6 +191,8 @@ def _fold(
         values[node.output[0]] = value
         constant.add(node.output[0])
         removed.add(index)
+        if reorder:
+            removed.update(producers[name] for name in node.input)
     return values, removed
 
 

@@ -96,7 +96,7 @@ def test_a_target_two_layers_share_becomes_one_copy_each():
     assert_pruned_like_masked(result, {"x": rng.normal(size=(6, 4)).astype(np.float32)})
 
 
-def _computed_target(rows: int | str) -> onnx.ModelProto:
+def _concatenated_target(rows: int | str) -> onnx.ModelProto:
     """``_ffn`` whose split target is ``Concat([2], [3, 5])``, computed by a node; x [rows, 4]."""
     rng = np.random.default_rng(0)
     inits = {
@@ -115,20 +115,19 @@ def _computed_target(rows: int | str) -> onnx.ModelProto:
     return graph_model(nodes, {"x": [rows, 4]}, {"y": [rows, 2]}, inits)
 
 
-def test_a_target_computed_at_run_time_blocks_the_units():
-    model = _computed_target("rows")  # a symbolic input: nothing is folded
+@pytest.mark.parametrize("rows", ["rows", 6])
+def test_a_target_concatenated_from_constants_is_stored_and_follows(rows):
+    # The Concat of constants is stored as the target, which then follows the kept units
+    # (ceil(0.6 * 5) = 3) as a constant target does, whether the input sizes are declared or
+    # not (a target computed from a symbolic size: the next test).
+    model = _concatenated_target(rows)
     result = structured_prune(model, sparsity=0.4)
 
-    assert result.units == {}
-    assert {(b.layers, b.reason) for b in result.blocked} == {
-        (
-            ("w1",),
-            "Reshape node 's1': target shape 'to3d' computed at run time "
-            "(symbolic input dims rows: use --dim or --input-shape)",
-        ),
-        (("w2",), "graph output 'y'"),
-    }
-    assert params(result.model) == params(model)
+    assert result.units == {"w1": (3, 5)}
+    assert not any(n.op_type == "Concat" for n in result.model.graph.node)
+    assert init(result.model, "to3d").tolist() == [2, 3, 3]
+    rng = np.random.default_rng(1)
+    assert_pruned_like_masked(result, {"x": rng.normal(size=(6, 4)).astype(np.float32)})
 
 
 def _merged_by_run_time_shape() -> onnx.ModelProto:
@@ -170,16 +169,3 @@ def test_a_target_computed_from_a_symbolic_dim_names_it_and_is_followed_once_fix
     assert all("symbolic" not in g.reason for g in fixed.blocked)
     x = np.random.default_rng(4).normal(size=(3, 2, 4)).astype(np.float32)
     assert_pruned_like_masked(fixed, {"x": x})
-
-
-def test_a_target_computed_from_declared_sizes_is_stored_and_follows():
-    # Every input size declared: the Concat's value is stored as the target, which then follows
-    # the kept units (ceil(0.6 * 5) = 3) as a constant target does.
-    model = _computed_target(6)
-    result = structured_prune(model, sparsity=0.4)
-
-    assert result.units == {"w1": (3, 5)}
-    assert not any(n.op_type == "Concat" for n in result.model.graph.node)
-    assert init(result.model, "to3d").tolist() == [2, 3, 3]
-    rng = np.random.default_rng(1)
-    assert_pruned_like_masked(result, {"x": rng.normal(size=(6, 4)).astype(np.float32)})

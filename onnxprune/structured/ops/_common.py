@@ -15,35 +15,6 @@ def input_at(node: onnx.NodeProto, i: int) -> str:
     return node.input[i] if len(node.input) > i else ""
 
 
-def sliced(
-    inputs: list[np.ndarray | None], rank: int, axis: int, size: int
-) -> tuple[int, int, np.ndarray] | None:
-    """Where a Slice with constant ``inputs`` cuts ``axis`` of a ``rank``-D input.
-
-    Args:
-        inputs: its starts, ends, axes and steps (None where absent; the list may be shorter).
-        rank: the rank of the sliced input.
-        axis: the axis asked about, ``size`` long.
-        size: its length.
-
-    Returns:
-        The entry of its ``axes`` for ``axis``, its step there, and the indices it keeps
-        (ONNX clamps its bounds as Python's slices do); None when it leaves ``axis`` whole or
-        its step is 0.
-    """
-    starts, ends, axes, steps = (
-        None if v is None else np.asarray(v).reshape(-1).tolist() for v in (*inputs, None, None)[:4]
-    )
-    axes = list(range(len(starts))) if axes is None else [a % rank for a in axes]
-    if axis not in axes:
-        return None
-    entry = axes.index(axis)
-    step = 1 if steps is None else int(steps[entry])
-    if step == 0:
-        return None
-    return entry, step, np.arange(size)[int(starts[entry]) : int(ends[entry]) : step]
-
-
 def padded(node: onnx.NodeProto) -> bool:
     auto = attr(node, "auto_pad", b"NOTSET")
     return any(attr(node, "pads", [0])) or auto not in (b"NOTSET", b"VALID")

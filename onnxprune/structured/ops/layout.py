@@ -18,9 +18,9 @@ from onnxprune.structured.ops._common import (
     padded,
     pass_through,
     set_dim,
-    sliced,
     used_extra,
 )
+from onnxprune.weights import sliced
 
 
 @handler("pool", "global_pool")

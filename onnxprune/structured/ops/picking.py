@@ -16,7 +16,8 @@ import onnx
 
 from onnxprune.structured.groups import Builder, Slice, Space
 from onnxprune.structured.handlers import handler
-from onnxprune.structured.ops._common import NAN, attr, input_at, pass_through, sliced
+from onnxprune.structured.ops._common import NAN, attr, input_at, pass_through
+from onnxprune.weights import sliced
 
 
 def slice_units(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
