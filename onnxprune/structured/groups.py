@@ -331,10 +331,14 @@ class Builder:
         return self.shapes.get(tensor)
 
     def computed(self, what: str) -> str:
-        """Why ``what`` blocks: it is computed at run time.
+        """Why ``what`` blocks: it is computed at run time (``unfixed`` says what would fix it)."""
+        return f"{what} computed at run time{self.unfixed()}"
 
-        The symbolic input dimensions that no ``--dim`` or ``--input-shape`` fixed are named as
-        the likely cause (a Reshape target read from the input's size folds once they are).
+    def unfixed(self) -> str:
+        """`` (symbolic input dims batch: use --dim or --input-shape)``, or ``""`` when none.
+
+        The symbolic input dimensions that no ``--dim`` or ``--input-shape`` fixed: with them
+        fixed, what is computed from the inputs' sizes (a Reshape target, a ``Shape``) folds.
         """
         unfixed = set()
         for value in self.graph.input:
@@ -343,11 +347,8 @@ class Builder:
                 if d.dim_param and (shape is None or k >= len(shape) or shape[k] is None):
                     unfixed.add(d.dim_param)
         if not unfixed:
-            return f"{what} computed at run time"
-        dims = ", ".join(sorted(unfixed))
-        return (
-            f"{what} computed at run time (symbolic input dims {dims}: use --dim or --input-shape)"
-        )
+            return ""
+        return f" (symbolic input dims {', '.join(sorted(unfixed))}: use --dim or --input-shape)"
 
     def rank(self, tensor: str) -> int | None:
         """The inferred rank of ``tensor``, or None."""

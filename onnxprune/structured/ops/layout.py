@@ -351,7 +351,7 @@ def _shape_of(b: Builder, node: onnx.NodeProto) -> None:
     """
     xs = b.space(node.input[0])
     if node.op_type != "Shape" or not _reads_other_dims(b, node, xs):
-        b.block(xs, why="its output depends on the number of units")
+        b.block(xs, why=f"its output depends on the number of units{b.unfixed()}")
 
 
 def _reads_other_dims(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
