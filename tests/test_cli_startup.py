@@ -82,3 +82,21 @@ def test_importing_a_package_loads_none_of_its_exports(package: str) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert {"numpy", "onnx", "scipy"} & set(json.loads(result.stdout)) == set()
+
+
+def test_python_m_onnxprune_runs_the_command_line() -> None:
+    # as the installed ``onnxprune`` script does: the same exit code and output
+    result = subprocess.run(
+        [sys.executable, "-m", "onnxprune", "analyze", str(SAMPLE), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["total_params"] > 0
+    refused = subprocess.run(
+        [sys.executable, "-m", "onnxprune", "analyze", str(SAMPLE), "--dim", "batsh=1"],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr

@@ -76,6 +76,17 @@ def test_an_unknown_dim_is_refused_naming_the_symbolic_dims():
     )
 
 
+def test_a_dim_for_a_model_without_symbolic_dims_says_none_is_needed():
+    model = _split_rows()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # every size declared
+    with pytest.raises(InvalidOptionError) as error:
+        onnxprune.analyze(model, dims={"batch": 2})
+    assert str(error.value) == (
+        "--dim names ['batch'], but the inputs have no symbolic dimensions: every size is "
+        "declared, and used as it is (leave out --dim)"
+    )
+
+
 def _padded() -> onnx.ModelProto:
     """x[batch,3,h,w] -> Conv pad 1 (+b1) -> Relu -> Conv pad 1 -> y[batch,2,h,w].
 
@@ -106,6 +117,8 @@ def test_compact_with_dims_folds_into_a_padded_conv_and_declares_the_sizes():
     assert result.removed == {"w1": 1}
     dims = result.model.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, 8, 8]
+    dims = result.model.graph.output[0].type.tensor_type.shape.dim  # h and w there too
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 2, 8, 8]
     onnx.checker.check_model(result.model, full_check=True)
     x = {"x": np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)}
     assert_close(run(model, x), run(result.model, x))

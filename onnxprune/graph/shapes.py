@@ -7,7 +7,7 @@ it costs little even for models of hundreds of megabytes.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -393,7 +393,8 @@ def fix_input_shapes(
     """Declare ``input_shapes`` and ``dims`` in the graph inputs of ``model`` (in place).
 
     A model cut with fixed sizes may hold what only those sizes compute (a folded map over a
-    padded Conv's positions), so it says which sizes it takes.
+    padded Conv's positions), so it says which sizes it takes. A dimension ``dims`` names is one
+    size wherever the model declares it, so its outputs (and value_info) are given it too.
 
     Raises:
         InvalidOptionError: as ``infer_shapes``.
@@ -406,6 +407,7 @@ def fix_input_shapes(
             value.CopyFrom(_with_shape(value, input_shapes[value.name]))
     if dims:
         _fix_dims(inputs, dict(dims))
+        _set_dims((*graph.output, *graph.value_info), dims)  # a name is one size in the model
 
 
 def static_inputs(graph: onnx.GraphProto) -> bool:
@@ -433,11 +435,21 @@ def _fix_dims(inputs: Sequence[onnx.ValueInfoProto], dims: dict[str, int]) -> No
         if d.HasField("dim_param")
     }
     unknown = sorted(set(dims) - named)
+    if unknown and not named:
+        raise InvalidOptionError(
+            f"--dim names {unknown}, but the inputs have no symbolic dimensions: every size is "
+            "declared, and used as it is (leave out --dim)"
+        )
     if unknown:
         raise InvalidOptionError(
             f"--dim names {unknown}, but the inputs' symbolic dimensions are {sorted(named)}"
         )
-    for value in inputs:
+    _set_dims(inputs, dims)
+
+
+def _set_dims(values: Iterable[onnx.ValueInfoProto], dims: Mapping[str, int]) -> None:
+    """Give the symbolic dimensions of ``values`` named in ``dims`` their sizes (in place)."""
+    for value in values:
         for d in value.type.tensor_type.shape.dim:
             if d.HasField("dim_param") and d.dim_param in dims:
                 d.dim_value = int(dims[d.dim_param])  # clears dim_param (a oneof)
