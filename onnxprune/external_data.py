@@ -33,7 +33,7 @@ from onnxprune.model import (
     parse_checked,
     parse_sized,
 )
-from onnxprune.model_checks import check_structure, tensor_limit
+from onnxprune.model_checks import check_structure, open_sizes, tensor_limit
 
 CHUNK_ELEMENTS = 1 << 20
 """Elements per read when a tensor is streamed in chunks (4 MiB of float32)."""
@@ -155,6 +155,7 @@ def load_model_lazy(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYT
                 tensor.data_location = onnx.TensorProto.DEFAULT
                 del tensor.external_data[:]
     check_model(model)
+    open_sizes(model)
     check_structure(model, tensor_limit(max_bytes), sizes)
     return LazyModel(model, ExternalWeights(base))
 

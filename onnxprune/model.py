@@ -37,6 +37,8 @@ from onnxprune.model_checks import (
     all_tensors,
     check_structure,
     element_bits,
+    has_open_sizes,
+    open_sizes,
     raw_data_sizes,
     tensor_limit,
 )
@@ -57,7 +59,8 @@ def load_model(
     """Load an ONNX model from a path, bytes or an existing proto, refusing unsafe input.
 
     Args:
-        source: a file path, the serialized bytes, or a ``ModelProto`` (returned as is).
+        source: a file path, the serialized bytes, or a ``ModelProto`` (returned as is, or
+            copied when it declares a size of -1: ``model_checks.open_sizes``).
         max_bytes: largest accepted size in bytes of the model file plus its external data.
         base_dir: where external data lives when ``source`` is bytes; defaults to the file's folder.
 
@@ -79,6 +82,11 @@ def load_model(
         8
     """
     if isinstance(source, onnx.ModelProto):
+        if has_open_sizes(source):
+            copy = onnx.ModelProto()
+            copy.CopyFrom(source)
+            open_sizes(copy)
+            source = copy
         check_structure(source, tensor_limit(max_bytes))
         return source
     model, external, base, sizes = parse_sized(source, max_bytes=max_bytes, base_dir=base_dir)
@@ -105,6 +113,7 @@ def finish_load(
     if external:
         external_data_helper.load_external_data_for_model(model, os.fspath(base))
     check_model(model)
+    open_sizes(model)
     check_structure(model, tensor_limit(max_bytes), raw_sizes)
     return model
 

@@ -9,7 +9,9 @@ allocate what their dims declare. ``check_structure`` runs on every model ``load
 - every tensor (initializers, node attributes, subgraphs): dims non-negative, stored data as
   long as its dims and type say (external data is checked where its span is read,
   ``onnxprune.model.external_span``), no more bytes declared than ``tensor_limit`` allows;
-- declared value shapes (inputs, outputs, value_info): dims non-negative;
+- declared value shapes (inputs, outputs, value_info): dims non-negative, except -1, which
+  some exporters (Paddle2ONNX) write for a size they leave open and ONNX Runtime reads as
+  unknown: ``open_sizes`` clears it first, so the model reads as having an unknown size there;
 - the nodes whose inputs and attributes onnxprune reads (``onnxprune.op_checks``).
 
 A failure is one line naming the tensor or node: ``InvalidModelError``, or
@@ -39,6 +41,38 @@ _PACKED_BITS = {
 
 _FIELD_ELEMENTS = {"float_data": 1, "double_data": 1, "int64_data": 1, "uint64_data": 1}
 _COMPLEX = {TensorProto.COMPLEX64, TensorProto.COMPLEX128}
+
+
+OPEN_SIZE = -1
+"""The declared size some exporters write for a dimension they leave open (``open_sizes``)."""
+
+
+def declared_shapes(graph: onnx.GraphProto) -> Iterator[onnx.TensorShapeProto]:
+    """The declared shapes of ``graph``'s inputs, outputs and value_info."""
+    for info in (*graph.input, *graph.output, *graph.value_info):
+        yield info.type.tensor_type.shape
+
+
+def has_open_sizes(model: onnx.ModelProto) -> bool:
+    """Whether a declared shape of ``model``'s graph has a size of -1 (``OPEN_SIZE``)."""
+    return any(
+        d.HasField("dim_value") and d.dim_value == OPEN_SIZE
+        for shape in declared_shapes(model.graph)
+        for d in shape.dim
+    )
+
+
+def open_sizes(model: onnx.ModelProto) -> None:
+    """Make every declared size of -1 unknown (no value, no name), in place.
+
+    Paddle2ONNX declares its dynamic sizes as -1 (RapidOCR's text direction classifier:
+    ``[-1, 3, ?, ?]``); ONNX Runtime runs such a model with any size there, so onnxprune reads
+    it as an unnamed symbolic dimension (``--input-shape`` fixes it) rather than refusing it.
+    """
+    for shape in declared_shapes(model.graph):
+        for d in shape.dim:
+            if d.HasField("dim_value") and d.dim_value == OPEN_SIZE:
+                d.Clear()
 
 
 def check_structure(

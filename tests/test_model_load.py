@@ -125,6 +125,51 @@ def test_load_model_proto_is_returned_unchanged():
     assert model.SerializeToString() == before
 
 
+def _open_size_model() -> onnx.ModelProto:
+    """y = relu(x @ W1) @ W2 as Paddle2ONNX declares it: input [-1, 4], output [-1, 3].
+
+    W1's column 1 is zero, so hidden unit 1 is dead and W2's row 1 (3 nonzero weights) is on no
+    input-to-output path."""
+    w1 = np.arange(1, 9, dtype=np.float32).reshape(4, 2)
+    w1[:, 1] = 0
+    w2 = np.arange(1, 7, dtype=np.float32).reshape(2, 3)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W1"], ["h"], name="fc1"),
+            helper.make_node("Relu", ["h"], ["r"], name="act"),
+            helper.make_node("MatMul", ["r", "W2"], ["y"], name="fc2"),
+        ],
+        "paddle",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 3])],
+        [numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(w2, "W2")],
+    )
+    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _sizes(value: onnx.ValueInfoProto) -> list:
+    return [
+        d.dim_value if d.HasField("dim_value") else d.dim_param or None
+        for d in value.type.tensor_type.shape.dim
+    ]
+
+
+@pytest.mark.parametrize("as_proto", [False, True])
+def test_a_declared_size_of_minus_one_reads_as_unknown(tmp_path, as_proto):
+    model = _open_size_model()
+    before = model.SerializeToString()
+    path = tmp_path / "paddle.onnx"
+    path.write_bytes(before)
+    loaded = load_model(model if as_proto else path)
+    assert _sizes(loaded.graph.input[0]) == [None, 4]
+    assert _sizes(loaded.graph.output[0]) == [None, 3]
+    assert model.SerializeToString() == before  # a proto is copied, not changed
+    report = onnxprune.analyze(model if as_proto else path)
+    assert (report.total_params, report.layers[1].params, report.layers[1].active) == (14, 6, 3)
+    exact = onnxprune.analyze(path, level="exact", input_shapes={"x": [5, 4]})
+    assert exact.layers[1].active == 3
+
+
 # --- loading: refusals ------------------------------------------------------------------------
 
 
