@@ -455,7 +455,7 @@ def select_layers(
     Returns:
         The first use of every stored weight (graph order), the selected weight names, and one
         warning per shared weight and per weight left alone for a reason other than the
-        expressions (quantized).
+        expressions (quantized), or one (``NO_WEIGHTS``) when the model has none.
 
     Raises:
         InvalidOptionError: a bad expression, or expressions that select nothing.
@@ -489,7 +489,17 @@ def select_layers(
         selected.append(name)
     if (layers or exclude) and not selected:
         raise InvalidOptionError("--layers/--exclude leave no prunable weight to prune")
+    if not first:
+        skipped.append(NO_WEIGHTS)
     return first, tuple(selected), tuple(skipped)
+
+
+NO_WEIGHTS = (
+    "nothing was pruned: the model has no prunable weight (a constant weight of a Conv, "
+    "ConvTranspose, Gemm, MatMul, LSTM, GRU or RNN; analyze lists the nodes it could not follow)"
+)
+"""The warning of a run on a model without prunable weights (ConvInteger and MatMulInteger
+of a dynamically quantized model are none), which otherwise writes a copy in silence."""
 
 
 def name_filter(layers: str | None, exclude: str | None) -> Callable[[str], bool]:

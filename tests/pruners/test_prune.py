@@ -173,6 +173,44 @@ def test_layer_collapse_is_reported_and_min_threshold_prevents_it():
     assert safe.report.direct_sparsity == pytest.approx(0.7, abs=1 / 320)
 
 
+def _dynamic_quantized_linear():
+    """y = x @ W as ONNX Runtime's dynamic quantization writes it: MatMulInteger of the
+    quantized input and an int8 W (no float weight a pruner could zero)."""
+    w = np.arange(-6, 6, dtype=np.int8).reshape(4, 3)
+    nodes = [
+        helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+        helper.make_node("MatMulInteger", ["xq", "W", "xz", "wz"], ["acc"]),
+        helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["xs", "ws"], ["scale"]),
+        helper.make_node("Mul", ["accf", "scale"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "dynamic_quantized",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [
+            numpy_helper.from_array(w, "W"),
+            numpy_helper.from_array(np.array(0, np.int8), "wz"),
+            numpy_helper.from_array(np.array(0.1, np.float32), "ws"),
+        ],
+    )
+    return helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_model_without_prunable_weights_is_pruned_with_a_warning():
+    model = _dynamic_quantized_linear()
+    result = prune(model, sparsity=0.5)
+    assert [w for w in result.warnings if w.startswith("nothing was pruned")] == [
+        "nothing was pruned: the model has no prunable weight (a constant weight of a Conv, "
+        "ConvTranspose, Gemm, MatMul, LSTM, GRU or RNN; analyze lists the nodes it could not "
+        "follow)"
+    ]
+    assert result.masks == {}
+    assert result.model.graph == model.graph
+    assert not any("nothing was pruned" in w for w in prune(_mlp(), sparsity=0.5).warnings)
+
+
 def test_layers_and_exclude_choose_what_is_pruned():
     model = _mlp()
     only = prune(model, sparsity=0.5, layers=r"fc[01]\.")
