@@ -148,13 +148,29 @@ def static_shapes(
         if shape is None and name in needs:
             raise ShapeError(
                 f"{needed_by} needs static shapes, but tensor {name!r} has shape "
-                f"{_show(graph.shapes.get(name))}; fix the inputs with --input-shape NAME=1,3,H,W"
+                f"{_show(graph.shapes.get(name))}; {_shape_hint(graph)}"
             )
         # A tensor only element-wise or densely mixed needs no shape: one value stands for all
         # its elements (a 0-d map), which can only over-connect.
         shapes[name] = () if shape is None else shape
     _check_size(shapes, needed_by)
     return shapes
+
+
+def _shape_hint(graph: ConnectivityGraph) -> str:
+    """What would give a tensor a static shape: sizes for the inputs, unless they have them.
+
+    With every input's size known (declared, ``--input-shape`` or ``--dim``), a size that is
+    still unknown comes from an op shape inference cannot follow, from data, or from which
+    branch an ``If`` takes (Silero VAD's decoder), and no flag fixes it.
+    """
+    if all(graph.static_shape(name) is not None for name in graph.inputs):
+        return (
+            "every input's size is known, but shape inference cannot tell this one (an op it "
+            "cannot follow, a size from data or from an If branch); use the channel level "
+            "(leave out --exact)"
+        )
+    return "fix the inputs with --input-shape NAME=1,3,H,W"
 
 
 def _check_size(shapes: dict[str, tuple[int, ...]], needed_by: str) -> None:

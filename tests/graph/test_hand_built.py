@@ -257,9 +257,17 @@ def test_custom_domain_op_falls_back_when_its_output_shape_is_declared(level: st
 
 
 def test_custom_domain_op_without_shapes_needs_shapes_at_exact_level() -> None:
-    # Foo's output shape cannot be inferred, and the exact level needs every map's shape.
-    with pytest.raises(ShapeError):
+    # Foo's output shape cannot be inferred, and the exact level needs every map's shape. The
+    # input's size is declared, so the message does not ask for --input-shape.
+    with pytest.raises(ShapeError, match="'t' has shape unknown; every input's size is known"):
         analyze(_middle_op("Foo"), level="exact")
+
+
+def test_an_unknown_shape_behind_a_symbolic_input_asks_for_its_size() -> None:
+    model = _middle_op("Identity")
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "features"
+    with pytest.raises(ShapeError, match="fix the inputs with --input-shape"):
+        analyze(model, level="exact")
 
 
 def test_matmul_after_an_op_of_unknown_shape_is_still_a_prunable_layer() -> None:
