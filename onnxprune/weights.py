@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -148,11 +149,15 @@ class ConstantResolver:
         outer: ConstantResolver | None = None,
         scope: str = "",
         path: tuple[tuple[int, str], ...] = (),
+        known: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """A resolver of ``graph``; for a body, ``outer`` resolves the names it reads from outside.
 
-        ``scope`` and ``path`` say where the body is (``WeightSource``).
+        ``scope`` and ``path`` say where the body is (``WeightSource``). ``known``: values of
+        node outputs computed elsewhere (the shape arithmetic fixed input sizes make constant,
+        ``graph.shapes.infer_all``): values, not weights.
         """
+        self._known = known or {}
         self._external = external
         self._initializers = {t.name: t for t in graph.initializer}
         self._producers = {out: node for node in graph.node for out in node.output}
@@ -187,6 +192,8 @@ class ConstantResolver:
         """The value of tensor ``name``, or ``None`` when it is not a constant we can follow."""
         if (outer := self._outside(name)) is not None:
             return outer.value(name)
+        if name in self._known:
+            return self._known[name]
         if name in self._initializers and name not in self._graph_inputs:
             tensor = self._initializers[name]
             if tensor.data_location != onnx.TensorProto.EXTERNAL:

@@ -17,7 +17,7 @@ from onnxprune.errors import InvalidOptionError
 from onnxprune.graph.rules.movement import NEEDS_SHAPES
 from onnxprune.graph.shapes import infer_shapes
 from onnxprune.structured import compact, structured_prune
-from tests.helpers import refused
+from tests.helpers import refused, zero_inactive
 from tests.structured._common import assert_close, run
 
 
@@ -159,6 +159,50 @@ def test_dims_resolve_shape_arithmetic_over_them():
     shapes = infer_shapes(model, dims={"batch": 2, "seq": 5})
     assert shapes["p"] == (5,)
     assert shapes["pf"] == (5,)
+
+
+def _half_sliced() -> onnx.ModelProto:
+    """x[batch,4] -> W1[4,6] -> h -> Slice of columns 0 .. h.shape[1] / 2 -> W2[3,2] -> y.
+
+    The Slice's end is computed from ``Shape(h)`` (LLaMA's rotary halves in the TorchScript
+    export); with the sizes fixed it is 3, so W1's columns 3-5 feed nothing.
+    """
+    rng = np.random.default_rng(5)
+    inits = {
+        "W1": rng.normal(size=(4, 6)).astype(np.float32),
+        "W2": rng.normal(size=(3, 2)).astype(np.float32),
+        "one": np.array(1, np.int64),
+        "two": np.array(2, np.int64),
+        "zero": np.array([0], np.int64),
+        "axis": np.array([1], np.int64),
+        "axis0": np.array([0], np.int64),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h"]),
+        helper.make_node("Shape", ["h"], ["hs"]),
+        helper.make_node("Gather", ["hs", "one"], ["width"], axis=0),
+        helper.make_node("Div", ["width", "two"], ["half"]),
+        helper.make_node("Unsqueeze", ["half", "axis0"], ["end"]),
+        helper.make_node("Slice", ["h", "zero", "end", "axis"], ["first"]),
+        helper.make_node("MatMul", ["first", "W2"], ["y"]),
+    ]
+    return _model(nodes, inits, ["batch", 4], ["batch", 2])
+
+
+def test_dims_give_slice_bounds_computed_from_shapes():
+    model = _half_sliced()
+    free = onnxprune.analyze(model)
+    assert [f.reason for f in free.fallbacks if f.op_type == "Slice"] == [
+        "Slice bounds are computed at run time"
+    ]
+    assert free.layers[0].dead_outputs == 0
+    fixed = onnxprune.analyze(model, dims={"batch": 2})
+    assert not any(f.op_type == "Slice" for f in fixed.fallbacks)
+    assert fixed.layers[0].dead_outputs == 3  # W1's columns 3, 4, 5
+    zeroed, count = zero_inactive(model, dims={"batch": 2})
+    assert count == 4 * 3
+    x = {"x": np.random.default_rng(6).normal(size=(2, 4)).astype(np.float32)}
+    assert_close(run(model, x), run(zeroed, x))
 
 
 def _computed_target() -> onnx.ModelProto:

@@ -19,7 +19,7 @@ from onnxprune.errors import InvalidModelError
 from onnxprune.graph._shared import across_bodies
 from onnxprune.graph.registry import NodeView, lookup, static
 from onnxprune.graph.rules.recurrent import GATES
-from onnxprune.graph.shapes import BodyPath, Shape, infer_all_shapes
+from onnxprune.graph.shapes import BodyPath, Shape, infer_all
 from onnxprune.graph.transfers import (
     Contract,
     Dense,
@@ -187,8 +187,11 @@ def build_graph(
             broadcast (``onnxprune.op_checks.check_shapes``).
     """
     graph = model.graph
-    shapes, body_shapes = infer_all_shapes(model, input_shapes, dims)
-    constants = ConstantResolver(graph, external)
+    inferred = infer_all(model, input_shapes, dims)
+    shapes, body_shapes = inferred.shapes, inferred.bodies
+    # the shape arithmetic the sizes make constant (Slice bounds, Gather indices, targets)
+    known = {name: v for name, v in inferred.values.items() if v.dtype.kind in "iu"}
+    constants = ConstantResolver(graph, external, known=known)
     initializers = {t.name for t in graph.initializer}
     inputs = tuple(i.name for i in graph.input if i.name not in initializers)
     outputs = tuple(o.name for o in graph.output)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -42,23 +43,7 @@ def infer_shapes(
         InvalidOptionError: an entry of ``input_shapes`` names no graph input or has the wrong
             rank, or a name of ``dims`` is no symbolic dimension of the inputs.
     """
-    return infer_all_shapes(model, input_shapes, dims)[0]
-
-
-def infer_all_shapes(
-    model: onnx.ModelProto,
-    input_shapes: Mapping[str, Sequence[int]] | None = None,
-    dims: Mapping[str, int] | None = None,
-) -> tuple[dict[str, Shape], dict[BodyPath, dict[str, Shape]]]:
-    """``infer_shapes``, and the shapes inside each ``If``/``Loop``/``Scan`` body by its path.
-
-    Sibling bodies may name tensors alike, so each body has its own mapping (its tensors only).
-
-    Raises:
-        InvalidOptionError: as ``infer_shapes``.
-    """
-    shapes, bodies, _ = _infer(model, input_shapes, dims)
-    return shapes, bodies
+    return infer_all(model, input_shapes, dims).shapes
 
 
 def infer_shapes_and_values(
@@ -68,20 +53,49 @@ def infer_shapes_and_values(
 ) -> tuple[dict[str, Shape], dict[str, np.ndarray]]:
     """``infer_shapes``, and the values of the node outputs the shapes make constant.
 
-    Shape arithmetic computed by nodes (``Shape``, ``Gather``, ``Concat``, ``Range``... of
-    inputs whose shapes ``input_shapes`` and ``dims`` fix, or of constants) is evaluated while
-    the shapes are inferred: the values of at most ``FOLD_ELEMENTS`` elements, by output name
-    (main graph only). They hold for these input shapes only.
+    Raises:
+        InvalidOptionError: as ``infer_shapes``.
+    """
+    inferred = infer_all(model, input_shapes, dims)
+    return inferred.shapes, inferred.values
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """What shape inference finds in a model.
+
+    Attributes:
+        shapes: the shapes of the main graph's tensors whose rank is known, by name.
+        bodies: the shapes inside each ``If``/``Loop``/``Scan`` body, by its path (sibling
+            bodies may name tensors alike, so each body has its own mapping).
+        values: the values of the main graph's node outputs the shapes make constant. Shape
+            arithmetic computed by nodes (``Shape``, ``Gather``, ``Concat``, ``Range``... of
+            inputs whose shapes are fixed, or of constants) is evaluated while the shapes are
+            inferred: the values of at most ``FOLD_ELEMENTS`` elements, by output name. They
+            hold for the fixed input shapes only.
+    """
+
+    shapes: dict[str, Shape]
+    bodies: dict[BodyPath, dict[str, Shape]]
+    values: dict[str, np.ndarray]
+
+
+def infer_all(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dims: Mapping[str, int] | None = None,
+) -> Inferred:
+    """The shapes of the main graph and of its bodies, and the values they make constant.
 
     Raises:
         InvalidOptionError: as ``infer_shapes``.
     """
-    shapes, _, light = _infer(model, input_shapes, dims)
+    shapes, bodies, light = _infer(model, input_shapes, dims)
     values = {}
     for node, folded in zip(model.graph.node, light.graph.node, strict=True):
         if node.op_type != "Constant" and folded.op_type == "Constant":
             values[folded.output[0]] = numpy_helper.to_array(folded.attribute[0].t)
-    return shapes, values
+    return Inferred(shapes, bodies, values)
 
 
 def _infer(
