@@ -19,17 +19,13 @@ import pytest
 
 import onnxprune
 from tests.helpers import zero_inactive
+from tests.structured._transformers import MARKS
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 nn = torch.nn
 
-pytestmark = [
-    pytest.mark.slow,  # torch exports
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
-]
+pytestmark = MARKS  # torch exports: slow, their warnings quiet
 
 T, F, H = 5, 6, 8
 
@@ -154,21 +150,20 @@ def _head(model: onnx.ModelProto) -> str:
 def test_structured_removes_hidden_units_of_an_unfolded_export() -> None:
     # do_constant_folding=False leaves the reordering in the main graph: compaction folds it
     # (a Concat of constants) and removes half the units of both layers.
-    torch.manual_seed(3)
-    net = nn.Sequential()
-    lstm = nn.LSTM(F, H, num_layers=2, batch_first=True)
-    buffer = io.BytesIO()
 
-    class Net(nn.Module):
+    class Stacked(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.lstm, self.head = lstm, nn.Linear(H, 3)
+            self.lstm = nn.LSTM(F, H, num_layers=2, batch_first=True)
+            self.head = nn.Linear(H, 3)
 
         def forward(self, x):
             return self.head(self.lstm(x)[0])
 
-    net = Net().eval()
+    torch.manual_seed(3)
+    net = Stacked().eval()
     x = torch.randn(1, T, F)
+    buffer = io.BytesIO()
     torch.onnx.export(
         net, (x,), buffer, dynamo=False, opset_version=17, input_names=["x"],
         output_names=["y"], do_constant_folding=False,

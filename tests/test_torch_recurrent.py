@@ -16,17 +16,13 @@ import pytest
 
 import onnxprune
 from tests.helpers import run_cli, zero_inactive
+from tests.structured._transformers import MARKS
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 nn = torch.nn
 
-pytestmark = [
-    pytest.mark.slow,  # torch exports
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
-]
+pytestmark = MARKS  # torch exports: slow, their warnings quiet
 
 T, B, F, H = 5, 2, 6, 8
 KINDS = [("LSTM", False), ("LSTM", True), ("GRU", False), ("GRU", True)]
