@@ -169,7 +169,8 @@ class MacCount:
     """The MACs of every counted node of a model, in graph order, and their totals.
 
     A total is ``None`` when some node's shapes are unknown (a symbolic dimension other than
-    the batch): ``--input-shape`` fixes them.
+    the batch): ``--input-shape`` fixes them; or when an ``If``/``Loop``/``Scan`` runs layers
+    (``unknown_because`` says which).
     """
 
     nodes: tuple[NodeMacs, ...] = ()
@@ -183,6 +184,13 @@ class MacCount:
     def nonzero_macs(self) -> int | None:
         """MACs of the multiplies by nonzero weights."""
         return total(node.nonzero_macs for node in self.nodes)
+
+    @property
+    def unknown_because(self) -> str:
+        """Why the totals are ``None``: layers in control flow, else a symbolic dimension."""
+        if any(node.macs is None and node.op_type in CONTROL_FLOW for node in self.nodes):
+            return "layers inside If/Loop/Scan bodies run 0, 1 or many times"
+        return "a symbolic input dimension; give --input-shape"
 
     def to_dict(self) -> dict:
         """JSON form: ``macs``, ``nonzero_macs`` (the totals)."""
@@ -226,6 +234,8 @@ def graph_macs(
     nodes = []
     for step in graph.steps:
         if step.op_type not in COUNTERS:
+            if _runs_layers(graph, step.node):
+                nodes.append(NodeMacs(step.node, step.op_type, None, None, None))
             continue
         layers = step.recurrent or ((step.layer,) if step.layer is not None else ())
         if not layers:
@@ -241,6 +251,23 @@ def graph_macs(
             left = nonzero_macs(macs, size, nnz)
             nodes.append(NodeMacs(step.node, step.op_type, layer.name, macs, left))
     return MacCount(tuple(nodes))
+
+
+def _runs_layers(graph: ConnectivityGraph, node: str) -> bool:
+    """Whether ``node`` is an ``If``/``Loop``/``Scan`` with prunable layers in its bodies.
+
+    Their MACs depend on the branch taken or the trip count, so the model's total is unknown
+    (Silero VAD runs its whole network inside an ``If`` on the sample rate): a total of the
+    main graph's layers alone would count none of it.
+    """
+    return any(
+        body.scope.startswith(f"{node}/") and any(True for _ in body.all_layers)
+        for body in graph.bodies
+    )
+
+
+CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
+"""Ops whose bodies' layers make a model's MACs unknown (``_runs_layers``)."""
 
 
 def count_macs(

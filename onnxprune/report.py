@@ -291,7 +291,7 @@ def format_table(report: SparsityReport) -> str:
         f"effective sparsity: {report.effective_sparsity:.4%}   compression "
         f"{_ratio(report.effective_compression)}",
         f"dead units: {report.dead_inputs:,} inputs, {report.dead_outputs:,} outputs",
-        mac_line(report.macs, report.nonzero_macs),
+        mac_line(report.macs, report.nonzero_macs, report.cost.unknown_because),
     ]
     shared = [layer for layer in report.layers if layer.shared_by]
     if shared:
@@ -309,15 +309,19 @@ def format_table(report: SparsityReport) -> str:
     return "\n".join(out)
 
 
-def mac_line(macs: int | None, nonzero: int | None) -> str:
-    """``MACs: 4.11G dense   1.20G by nonzero weights (29.20%)``; unknown shapes say so.
+def mac_line(
+    macs: int | None,
+    nonzero: int | None,
+    why: str = "a symbolic input dimension; give --input-shape",
+) -> str:
+    """``MACs: 4.11G dense   1.20G by nonzero weights (29.20%)``; unknown ones say ``why``.
 
     Example:
         >>> mac_line(2000, 500)
         'MACs: 2K dense   500 by nonzero weights (25.00%)'
     """
     if macs is None:
-        return "MACs: unknown (a symbolic input dimension; give --input-shape)"
+        return f"MACs: unknown ({why})"
     share = f" ({nonzero / macs:.2%})" if macs and nonzero is not None else ""
     return f"MACs: {short(macs)} dense   {short(nonzero)} by nonzero weights{share}"
 

@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
 from onnxprune.macs import count_macs, dense_macs, nonzero_macs
+from onnxprune.report import format_table
 from tests.helpers import single_io_model
 
 RNG = np.random.default_rng(17)
@@ -193,6 +194,53 @@ def test_symbolic_batch_counts_one_sample_and_other_symbols_are_unknown():
                           {"w": w})  # fmt: skip
     assert count_macs(seq).macs is None
     assert count_macs(seq, {"x": (1, 7, 4)}).macs == 7 * 12  # --input-shape fixes it
+
+
+def _if_after_matmul(branch_op: str) -> onnx.ModelProto:
+    """``h = x[N,4] @ w [4,3]``, then ``If(c)``: ``branch_op`` of h, or h as it is."""
+
+    def branch(name: str, node: onnx.NodeProto, inits: list) -> onnx.GraphProto:
+        out = [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, ["N", 3])]
+        return helper.make_graph([node], name, [], out, inits)
+
+    if branch_op == "MatMul":  # a layer in the then branch: v [3,3]
+        then = helper.make_node("MatMul", ["h", "v"], ["t"])
+        inits = [numpy_helper.from_array(np.ones((3, 3), np.float32), "v")]
+    else:
+        then, inits = helper.make_node(branch_op, ["h"], ["t"]), []
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node(
+            "If",
+            ["c"],
+            ["y"],
+            then_branch=branch("then", then, inits),
+            else_branch=branch("else", helper.make_node("Identity", ["h"], ["e"]), []),
+        ),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "if",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(np.ones((4, 3), np.float32), "w")],
+    )
+    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_layers_inside_an_if_make_the_total_unknown_and_say_why():
+    # The then branch multiplies by v (9 MACs a sample) or not at all: no one total is right.
+    # Counting the main graph's 12 alone said 'MACs: 12' (Silero VAD, every layer in an If: 0).
+    plain = count_macs(_if_after_matmul("Relu"))
+    assert (plain.macs, plain.nonzero_macs) == (12, 12)  # no layer in the bodies: counted
+    cost = count_macs(_if_after_matmul("MatMul"))
+    assert (cost.macs, cost.nonzero_macs) == (None, None)
+    assert cost.unknown_because == "layers inside If/Loop/Scan bodies run 0, 1 or many times"
+    text = format_table(onnxprune.analyze(_if_after_matmul("MatMul")))
+    assert "MACs: unknown (layers inside If/Loop/Scan bodies run 0, 1 or many times)" in text
 
 
 def test_other_ops_are_not_counted():
