@@ -104,6 +104,12 @@ def test_structured_prune_and_compact_leave_bodies_alone():
     compacted = onnxprune.compact(model)
     assert compacted.removed == {}
     assert {n for g in compacted.blocked for n in g.layers} == set(WEIGHTS)
+    # every stored number counts, the bodies' too: the weights, tb (3), shape4 (4), and the
+    # main graph's trips, keep_going and s0 (1 + 1 + 2); it said 37 (the main graph's alone)
+    stored = sum(w.size for w in WEIGHTS.values()) + 3 + 4 + 1 + 1 + 2
+    assert (compacted.params_before, compacted.params_after) == (stored, stored)
+    cut = result.structured.compaction
+    assert (cut.params_before, cut.params_after) == (stored, stored)
 
 
 def test_scores_that_run_the_main_graph_leave_bodies_with_a_warning():

@@ -30,9 +30,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxprune.bodies import subgraphs
 from onnxprune.graph.build import build_graph
 from onnxprune.graph.shapes import fix_input_shapes, infer_shapes_and_values, static_inputs
 from onnxprune.macs import MacCount, graph_macs
+from onnxprune.model_checks import all_tensors
 from onnxprune.structured._constants import fold_known, materialize
 from onnxprune.structured._copies import merge_copies, separable, stored_twice, unshare
 from onnxprune.structured.blocked import BlockedGroup, blocked_groups, body_blocks
@@ -54,7 +56,8 @@ class CompactResult:
         removed: units removed per layer, keyed by its weight name.
         folded: of those, units whose constant output was folded into the next layer's bias.
         params_before: number of weight elements before (constant nodes included).
-        params_after: number of initializer elements after.
+        params_after: number of initializer elements after. Both count the numbers stored in
+            ``If``/``Loop``/``Scan`` bodies too, which compaction leaves as they are.
         blocked: the groups of the input model that had to stay whole, and why.
         macs_before: the MACs of the input model (``onnxprune.macs``; per sample when the
             batch is symbolic).
@@ -125,6 +128,8 @@ class Workspace:
     params: int
     shapes: Shapes = field(default_factory=Shapes)
     copies: dict[str, str] = field(default_factory=dict)
+    in_bodies: int = 0
+    """Numbers stored inside ``If``/``Loop``/``Scan`` bodies (in ``params``; never cut)."""
     source: onnx.ModelProto | None = None
     """The model as it came (not copied), returned as it is when nothing is removed."""
     folded: int = 0
@@ -157,6 +162,12 @@ class Workspace:
         copies = unshare(work, vectors)
         params = sum(math.prod(t.dims) for t in work.graph.initializer if t.name not in copies)
         params += sum(math.prod(constants.shape(name)) for name in vectors)
+        in_bodies = sum(
+            math.prod(t.dims)
+            for node in model.graph.node
+            for body in subgraphs(node)
+            for t in all_tensors(body)
+        )
         opset = next((o.version for o in work.opset_import if o.domain in ("", "ai.onnx")), 1)
         shapes = shapes or Shapes()
         inferred, values = infer_shapes_and_values(work, shapes.inputs, shapes.dims)
@@ -167,7 +178,17 @@ class Workspace:
         arrays = {t.name: _array(t) for t in work.graph.initializer}
         left = _shared(work.graph, ConstantResolver(work.graph)) | stored_twice(work.graph, arrays)
         groups = build_groups(work.graph, arrays, inferred, opset, left)
-        return cls(work, arrays, groups, int(params), shapes, copies, model, folded)
+        return cls(
+            work,
+            arrays,
+            groups,
+            int(params + in_bodies),
+            shapes,
+            copies,
+            in_bodies,
+            model,
+            folded,
+        )
 
 
 def _array(tensor: onnx.TensorProto) -> np.ndarray:
@@ -340,7 +361,7 @@ def _compact_once(ws: Workspace) -> _Pass:
     cut(ws.model, groups, gone, arrays, pending)
     for name in merge_copies(ws.model, ws.copies):
         del arrays[name]
-    after = sum(t.size for t in arrays.values())
+    after = sum(t.size for t in arrays.values()) + ws.in_bodies
     blocked = blocked_groups(groups) + body_blocks(ws.model)
     result = CompactResult(ws.model, removed, folds, ws.params, int(after), blocked)
     return _Pass(result, named, gone)
