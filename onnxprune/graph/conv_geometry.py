@@ -74,12 +74,17 @@ def resolve_pads(
     """ONNX ``pads`` (begins then ends) with ``auto_pad`` resolved.
 
     ``None`` when SAME padding needs the input's spatial sizes (``spatial``) and they are
-    unknown. Convolution and pooling pad alike.
+    unknown: with a stride above 1 the total pad depends on the size modulo the stride. With
+    stride 1 on every axis it is ``(kernel - 1) * dilation`` whatever the size, so a SAME
+    convolution of a symbolic-size image (PP-OCRv5's stem, 2x2 SAME_UPPER) stays a layer.
+    Convolution and pooling pad alike.
     """
     n = len(kernel)
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     if auto_pad in ("NOTSET", "VALID"):
         return tuple(pads) if pads and auto_pad == "NOTSET" else (0,) * (2 * n)
+    if (spatial is None or None in spatial) and all(s == 1 for s in strides):
+        spatial = (1,) * n  # any size: out = size, total = (k - 1) * d
     if spatial is None or None in spatial:
         return None
     begins, ends = [], []

@@ -15,6 +15,7 @@ import pytest
 from onnx import helper
 
 from onnxprune import analyze
+from onnxprune.graph.conv_geometry import resolve_pads
 from tests.helpers import single_io_model as _model
 
 
@@ -351,3 +352,31 @@ def test_same_conv_transpose_with_output_padding(y_shape: list[int] | None) -> N
     ]
     model = _model(nodes, [1, 1, 1], y_shape, {"w": np.ones((1, 1, 3))})
     assert _rows(model)["w"] == (0, 2, 0, 0)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])
+def test_same_padding_of_stride_one_needs_no_sizes(auto_pad: str) -> None:
+    # Stride 1: out = size, so the total pad is (k - 1) * d for every size: kernel 2, dilation 1
+    # pads 1 (the odd one at the end for SAME_UPPER); kernel 3, dilation 2 pads 4 (2 and 2).
+    want = (0, 2, 1, 2) if auto_pad == "SAME_UPPER" else (1, 2, 0, 2)
+    assert resolve_pads(auto_pad, None, None, (2, 3), (1, 1), (1, 2)) == want
+    for size in range(1, 9):
+        assert resolve_pads(auto_pad, None, (size, size + 3), (2, 3), (1, 1), (1, 2)) == want
+    # with stride 2 the pad depends on the size's parity: unknown without it
+    assert resolve_pads(auto_pad, None, None, (2, 3), (2, 1), (1, 2)) is None
+
+
+def test_a_same_conv_on_a_symbolic_size_image_is_a_layer() -> None:
+    # x [1, 2, H, W] -> Conv w1 [3, 2, 2, 2] SAME_UPPER -> Relu -> MaxPool 2x2 SAME_UPPER ->
+    # Conv w2 [1, 3, 1, 1] = [1, 0, 1]: channel 1 of w1 reaches nothing, so its 8 weights are
+    # inactive. PP-OCRv5's 2x2 SAME stem mixed densely and its weights were no layer at all.
+    w1 = np.ones((3, 2, 2, 2))
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c"], auto_pad="SAME_UPPER"),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], auto_pad="SAME_UPPER"),
+        helper.make_node("Conv", ["p", "w2"], ["y"]),
+    ]
+    w2 = np.array([1, 0, 1]).reshape(1, 3, 1, 1)
+    model = _model(nodes, [1, 2, "H", "W"], [1, 1, "H", "W"], {"w1": w1, "w2": w2})
+    assert _rows(model, "channel") == {"w1": (0, 16, 0, 1), "w2": (1, 2, 1, 0)}
