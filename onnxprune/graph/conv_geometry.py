@@ -76,7 +76,7 @@ def resolve_pads(
     ``None`` when SAME padding needs the input's spatial sizes (``spatial``) and they are
     unknown: with a stride above 1 the total pad depends on the size modulo the stride. With
     stride 1 on every axis it is ``(kernel - 1) * dilation`` whatever the size, so a SAME
-    convolution of a symbolic-size image (PP-OCRv5's stem, 2x2 SAME_UPPER) stays a layer.
+    convolution of a symbolic-size image (PP-OCRv6's detector stem, 2x2 SAME_UPPER) stays a layer.
     Convolution and pooling pad alike.
     """
     n = len(kernel)

@@ -369,7 +369,7 @@ def test_same_padding_of_stride_one_needs_no_sizes(auto_pad: str) -> None:
 def test_a_same_conv_on_a_symbolic_size_image_is_a_layer() -> None:
     # x [1, 2, H, W] -> Conv w1 [3, 2, 2, 2] SAME_UPPER -> Relu -> MaxPool 2x2 SAME_UPPER ->
     # Conv w2 [1, 3, 1, 1] = [1, 0, 1]: channel 1 of w1 reaches nothing, so its 8 weights are
-    # inactive. PP-OCRv5's 2x2 SAME stem mixed densely and its weights were no layer at all.
+    # inactive. PP-OCRv6's 2x2 SAME stem mixed densely and its weights were no layer at all.
     w1 = np.ones((3, 2, 2, 2))
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["c"], auto_pad="SAME_UPPER"),
