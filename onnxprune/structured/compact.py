@@ -39,6 +39,7 @@ from onnxprune.structured._constants import fold_known, materialize
 from onnxprune.structured._copies import merge_copies, separable, stored_twice, unshare
 from onnxprune.structured.blocked import BlockedGroup, blocked_groups, body_blocks
 from onnxprune.structured.groups import Arrays, Consts, Consumer, Folded, Groups, build_groups
+from onnxprune.structured.infos import inferred_infos
 from onnxprune.structured.nests import respect
 from onnxprune.structured.surgery import cut, fold, foldable, read, zero
 from onnxprune.structured.units import ModelUnits, kind_totals, model_units
@@ -175,6 +176,8 @@ class Workspace:
         # the cut model declares fixed sizes (ONNX Runtime refuses others): it may rely on them
         if shapes.inputs or shapes.dims or static_inputs(work.graph):
             folded = fold_known(work, {k: v for k, v in values.items() if v.dtype.kind in "iu"})
+        if folded:  # a folded Reshape target can show inference what an output mis-declares
+            inferred_infos(work)
         arrays = {t.name: _array(t) for t in work.graph.initializer}
         left = _shared(work.graph, ConstantResolver(work.graph)) | stored_twice(work.graph, arrays)
         groups = build_groups(work.graph, arrays, inferred, opset, left)

@@ -49,7 +49,10 @@ def inferred_infos(model: onnx.ModelProto) -> None:
     """Fix every stored static size that shape inference on ``model`` computes otherwise.
 
     Value_info entries whose rank differs from the inferred one are dropped (they are optional
-    hints); graph outputs keep their entry. Sizes inference does not know stay as stored.
+    hints); a graph output keeps its entry, with the inferred shape when its stored rank is
+    wrong: ddddocr's OCR model declares its [16, 1, classes] output as [1, seqlen], which
+    inference only sees through once fixed input sizes fold its Reshape target (``--dim``), and
+    the full checker then refuses the cut model. Sizes inference does not know stay as stored.
     """
     graph = model.graph
     stored, outputs = list(graph.value_info), [copy.deepcopy(o) for o in graph.output]
@@ -65,8 +68,9 @@ def inferred_infos(model: onnx.ModelProto) -> None:
     for index in range(len(graph.value_info) - 1, -1, -1):
         if not _agree(graph.value_info[index], shapes.get(graph.value_info[index].name)):
             del graph.value_info[index]
-    for output in graph.output:  # outputs stay, whatever their stored rank
-        _agree(output, shapes.get(output.name))
+    for output in graph.output:  # outputs stay; a wrong rank takes the inferred shape
+        if not _agree(output, shapes.get(output.name)):
+            _set_shape(output, shapes[output.name])
 
 
 def unit_infos(graph: onnx.GraphProto, groups: Groups, kept: Callable[[str], np.ndarray]) -> None:
@@ -82,6 +86,16 @@ def unit_infos(graph: onnx.GraphProto, groups: Groups, kept: Callable[[str], np.
         dims = vi.type.tensor_type.shape.dim
         if len(dims) == space.rank and dims[space.axis].HasField("dim_value"):
             dims[space.axis].dim_value = int(kept(vi.name).sum())
+
+
+def _set_shape(info: onnx.ValueInfoProto, sizes: tuple[int | None, ...]) -> None:
+    """Store ``sizes`` as ``info``'s shape (``None``: a dimension of unknown size)."""
+    shape = info.type.tensor_type.shape
+    shape.ClearField("dim")
+    for size in sizes:
+        dim = shape.dim.add()
+        if size is not None:
+            dim.dim_value = size
 
 
 def _agree(info: onnx.ValueInfoProto, inferred: tuple[int | None, ...] | None) -> bool:

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.structured import compact
+from onnxprune.structured import compact, structured_prune
 from onnxprune.structured.infos import inferred_infos
 from tests.structured._common import assert_close, run
 
@@ -88,3 +88,39 @@ def test_inferred_infos_fixes_stale_sizes_drops_wrong_ranks_and_keeps_outputs():
     assert _dims(model, "y") == ["n", 2]
     assert _dims(model, "z") == [4, 4]  # nothing inferred: left as stored
     assert [o.name for o in model.graph.output] == ["y", "z"]
+
+
+def test_an_output_declared_with_the_wrong_rank_takes_the_inferred_shape():
+    # x[1,3] -> MatMul w1[3,4] (column 2 zero) -> Relu -> MatMul w2[4,6] -> h[1,6] ->
+    # Reshape to [batch, 2, -1], batch read at run time from Shape(x) -> y[1,2,3], declared
+    # [1, "seqlen"] as ddddocr's OCR model declares its output (ONNX Runtime runs it). There
+    # the rank hid from onnx's inference until the declared input sizes folded the target;
+    # either way the compacted model must declare what it computes, or the checker refuses it.
+    w1 = np.arange(1, 13, dtype=np.float32).reshape(3, 4)
+    w1[:, 2] = 0
+    w2 = np.arange(1, 25, dtype=np.float32).reshape(4, 6)
+    batch = helper.make_tensor("zero", TensorProto.INT64, [1], [0])
+    rest = numpy_helper.from_array(np.array([2, -1], np.int64), "rest")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["h"]),
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+        helper.make_node("Concat", ["n", "rest"], ["target"], axis=0),
+        helper.make_node("Reshape", ["h", "target"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"), batch, rest]
+    graph = helper.make_graph(nodes, "g", [_info("x", [1, 3])], [_info("y", [1, "seqlen"])], inits)
+    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)])
+    result = compact(model)
+    assert result.removed == {"w1": 1}
+    onnx.checker.check_model(result.model, full_check=True)
+    assert _dims(result.model, "y") == [1, 2, 3]
+    x = {"x": np.array([[1.0, -2.0, 3.0]], np.float32)}
+    assert_close(run(model, x), run(result.model, x))
+    cut = structured_prune(model, sparsity=0.25, criterion="l1")  # its masked copy too
+    for out in (cut.masked, cut.model):
+        onnx.checker.check_model(out, full_check=True)
+        assert _dims(out, "y") == [1, 2, 3]
+    assert_close(run(cut.masked, x), run(cut.model, x))
