@@ -84,11 +84,17 @@ def nm_masks(
             if not skip_indivisible:
                 raise InvalidOptionError(
                     f"layer {name!r} has input size {size}, not a multiple of M={m} for {n}:{m}"
+                    f"; {SKIP_HINT}"
                 )
             masks[name] = np.ones(values.shape, dtype=bool)
             continue
         masks[name] = np.moveaxis(_keep_top(np.moveaxis(values, axis, -1), n, m), -1, axis)
     return masks
+
+
+SKIP_HINT = "--skip-indivisible (skip_indivisible=True) leaves such layers dense"
+"""How to prune the other layers when one cannot take N:M: an image model's RGB stem (3
+input channels) stops 2:4 on every CNN otherwise."""
 
 
 def _check_nm(n: int, m: int) -> None:

@@ -34,6 +34,7 @@ import numpy as np
 from onnxprune import progress
 from onnxprune.errors import InvalidOptionError
 from onnxprune.pruners.layer_inputs import calibration_batches, layers_named
+from onnxprune.pruners.nm import SKIP_HINT, input_axis
 from onnxprune.pruners.registry import LayerTargets, Reconstruction, ScoreContext, score
 
 if TYPE_CHECKING:
@@ -222,7 +223,7 @@ def _check_layers(
         if nm is not None and not targets.skip_indivisible and not _divides(first, w.shape, nm[1]):
             raise InvalidOptionError(
                 f"layer {name!r} has an input size that is not a multiple of M={nm[1]} for "
-                f"{nm[0]}:{nm[1]}"
+                f"{nm[0]}:{nm[1]}; {SKIP_HINT}"
             )
 
 
@@ -234,8 +235,6 @@ def _view(layer: Layer) -> tuple:
 
 def _divides(layer: Layer, shape: tuple[int, ...], m: int) -> bool:
     """Whether runs of ``m`` fit the layer's input units (``pruners.nm``'s input size)."""
-    from onnxprune.pruners.nm import input_axis
-
     return input_axis(layer.name, shape, layer.contract)[1] % m == 0
 
 
