@@ -385,19 +385,15 @@ def weight_uses(
         {'w': [(1, 'w'), (2, 'w2')]}
     """
     uses: dict[str, list[tuple[int, str]]] = {}
-    parts = {  # the Slices a reordering Concat joins: links too
-        name
-        for node in graph.node
-        if node.op_type == "Concat" and constants.source(node.output[0]) is not None
-        for name in node.input
-    }
+    reorders = [n for n in graph.node if n.op_type == "Concat" and constants.taken(n)]
+    links = {name for n in reorders for name in (*n.input, n.output[0])}  # Concat and Slices
     for index, node in enumerate(graph.node):
-        if (node.op_type in _CONSTANT_OPS or node.op_type == "Concat") and any(
+        if node.op_type in _CONSTANT_OPS and any(
             constants.source(out) is not None for out in node.output
         ):
             continue  # a link of a chain (or a Constant): its readers read the weight
-        if node.output and node.output[0] in parts:
-            continue
+        if node.output and node.output[0] in links:
+            continue  # a reordering of a weight: what reads the Concat reads the weight
         for tensor in dict.fromkeys(i for i in node.input if i):
             source = constants.source(tensor)
             if source is not None:
