@@ -13,13 +13,14 @@ import os
 import sys
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import Message
 from onnx import helper, numpy_helper
 
 from onnxprune.errors import InvalidModelError, InvalidOptionError
@@ -48,6 +49,20 @@ def _keep_top(scores: np.ndarray, k: int) -> np.ndarray:
     cut = find_cut([flat], k)
     keep = keep_above(flat, cut.value, k - int(cut.below[0]), int(cut.equal[0]))
     return keep.reshape(scores.shape)
+
+
+def kept_values(values: np.ndarray, keep: np.ndarray, fill: float = 0) -> np.ndarray:
+    """``values`` where ``keep`` is true, ``fill`` elsewhere (``values`` itself if all kept).
+
+    Of ``values``' dtype (a float one for a float ``fill``). A copy and one masked store rather
+    than ``np.where``, which takes twice as long on a large weight.
+    """
+    keep = np.asarray(keep, bool)
+    if keep.all():
+        return values
+    out = np.array(values, dtype=np.result_type(values, fill), copy=True)
+    np.putmask(out, ~keep, fill)
+    return out
 
 
 def share(count: int, present: np.ndarray) -> np.ndarray:
@@ -107,7 +122,7 @@ def _masked(
 ) -> np.ndarray | None:
     """The weight with the entries ``mask`` drops zeroed; ``None`` when it drops nothing."""
     mask = np.asarray(mask, bool)
-    return None if mask.all() else np.where(mask, current(), np.zeros((), dtype))
+    return None if mask.all() else kept_values(current(), mask)
 
 
 def _replaced(current: Callable[[], np.ndarray], dtype: np.dtype, new: np.ndarray) -> np.ndarray:
@@ -125,44 +140,80 @@ def _rewrite(
 
     ``new_value(current, dtype, change)`` gets the tensor's value on demand (``current()``): an
     initializer's shape and dtype are read from its header, so a tensor that is replaced whole
-    is never converted. A ``None`` new value leaves the tensor bit-identical.
+    is never converted. A ``None`` new value leaves the tensor bit-identical. The main graph's
+    replaced initializers are not copied before being overwritten: on a pruned model they are
+    most of its bytes.
     """
-    pruned = onnx.ModelProto()
-    pruned.CopyFrom(model)
-    stores: dict[tuple[tuple[int, str], ...], _Store] = {}
+    originals = {(): _Store.of(model.graph)}
+    values: dict[tuple[tuple[int, str], ...], dict[str, np.ndarray]] = {}
     for key, change in changes.items():
         source = sources.get(key)
         if source is None:
             raise InvalidOptionError(f"{what} {key!r} names no prunable weight of the model")
-        if source.path not in stores:  # a body's weight is written in the body
-            stores[source.path] = _Store.of(subgraph_at(pruned.graph, source.path))
-        store, name = stores[source.path], source.name
+        if source.path not in originals:  # a body's weight is written in the body
+            originals[source.path] = _Store.of(subgraph_at(model.graph, source.path))
         if source.kind == "initializer":
-            tensor = store.initializers[name]
+            tensor = originals[source.path].initializers[source.name]
             shape = tuple(tensor.dims)
             dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
             current = functools.partial(numpy_helper.to_array, tensor)
         else:
-            node = store.producers[name]
-            value = resolver_at(model.graph, source.path).value(name)
+            value = resolver_at(model.graph, source.path).value(source.name)
             shape, dtype, current = value.shape, value.dtype, functools.partial(np.asarray, value)
         if shape != np.shape(change):
             raise InvalidOptionError(
                 f"{what} {key!r} has shape {np.shape(change)}, the weight has {shape}"
             )
         replaced = new_value(current, dtype, change)
-        if replaced is None:
-            continue
-        if source.kind == "initializer":
-            _overwrite(tensor, replaced)
-        else:
+        if replaced is not None:
+            values.setdefault(source.path, {})[source.name] = replaced
+    pruned = _copied(model, values.get((), {}))
+    for path, replaced in values.items():
+        store = _Store.of(subgraph_at(pruned.graph, path))
+        for name, value in replaced.items():
+            if name in store.initializers:
+                if path:  # the main graph's were written by _copied
+                    _overwrite(store.initializers[name], value)
+                continue
+            node = store.producers[name]
             node.op_type = "Constant"
             del node.input[:]
             del node.attribute[:]
             node.attribute.append(
-                helper.make_attribute("value", numpy_helper.from_array(replaced, name))
+                helper.make_attribute("value", numpy_helper.from_array(value, name))
             )
     return pruned
+
+
+def _copied(model: onnx.ModelProto, initializers: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of ``model`` whose main-graph initializers in ``initializers`` hold those values.
+
+    Their old data is never copied.
+    """
+    pruned = onnx.ModelProto()
+    _copy_fields(model, pruned, skip={"graph"})
+    _copy_fields(model.graph, pruned.graph, skip={"initializer"})
+    for tensor in model.graph.initializer:
+        if tensor.name not in initializers:
+            pruned.graph.initializer.append(tensor)
+            continue
+        header = pruned.graph.initializer.add()
+        _copy_fields(tensor, header, skip={"raw_data", "string_data", *_TYPED_FIELDS})
+        _overwrite(header, initializers[tensor.name])
+    return pruned
+
+
+def _copy_fields(source: Message, target: Message, skip: Container[str]) -> None:
+    """Copy the fields set in ``source`` into ``target``, but for those named in ``skip``."""
+    for field, value in source.ListFields():
+        if field.name in skip:
+            continue
+        if field.is_repeated:
+            getattr(target, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
 
 
 _TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")

@@ -28,6 +28,7 @@ from onnxprune.pruners.allocations.minimum_threshold import minimum_threshold, m
 from onnxprune.pruners.allocations.sensitivity import Curve, check_curves, read_curves
 from onnxprune.pruners.masks import (
     as_mask,
+    kept_values,
     load_masks,
     load_npz,
     masks_from_counts,
@@ -168,7 +169,7 @@ def prune_weights(
     finish = Finish(plan, rebuild)
     groups = RowGroups.of(plan.layers, plan.selected, o.score if scores is None else None)
     chosen = groups.normalised(_scores(plan, o.score, scores, ctx))
-    chosen = {k: np.where(kept[k], v, -np.inf) for k, v in chosen.items()}
+    chosen = {k: kept_values(v, kept[k], -np.inf) for k, v in chosen.items()}
     allocation = get_allocation(o.allocation)
     allocate = allocation.fn
     if sensitivity is not None:
@@ -394,7 +395,7 @@ class _Plan:
         values = weights or {}
         overrides = {
             name: self.layers[name].contract.source.to_stored(
-                np.where(m, values[name] if name in values else self.weight(name), 0)
+                kept_values(values[name] if name in values else self.weight(name), m)
             )
             for name, m in masks.items()
         }

@@ -63,3 +63,41 @@ def test_a_mask_that_keeps_everything_leaves_the_tensor_as_stored():
         _model(tensor), {"w": np.ones((2, 2), bool)}, {"w": WeightSource("w", "initializer")}
     )
     assert pruned.graph.initializer[0] == tensor  # still float_data, not rewritten
+
+
+def test_only_the_masked_data_changes_in_the_whole_model():
+    """The copy is made field by field, the masked initializer's data left out: every other
+    field (model, graph and tensor metadata, the other initializers and their order) is kept."""
+    first = numpy_helper.from_array(_values(np.float32), "a")
+    masked = numpy_helper.from_array(_values(np.float32), "w")
+    masked.doc_string = "the weight"
+    entry = masked.metadata_props.add()
+    entry.key, entry.value = "origin", "test"
+    last = helper.make_tensor("z", TensorProto.INT64, [2], [1, 2])
+    nodes = [
+        helper.make_node("Add", ["a", "w"], ["s"]),
+        helper.make_node("Reshape", ["s", "z"], ["y"]),
+    ]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", [], [out], initializer=[first, masked, last])
+    graph.doc_string = "graph"
+    graph.value_info.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, [3, 4]))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    model.producer_name, model.doc_string = "test", "model"
+    helper.set_model_props(model, {"author": "me"})
+    before = model.SerializeToString()
+    mask = RNG.random((3, 4)) < 0.5
+
+    pruned = apply_masks(model, {"w": mask}, {"w": WeightSource("w", "initializer")})
+
+    assert model.SerializeToString() == before  # the input is not touched
+    written = pruned.graph.initializer[1]
+    expected = np.where(mask, numpy_helper.to_array(masked), np.float32(0))
+    assert numpy_helper.to_array(written).tobytes() == expected.tobytes()
+    assert (written.doc_string, dict((p.key, p.value) for p in written.metadata_props)) == (
+        "the weight",
+        {"origin": "test"},
+    )
+    written.CopyFrom(masked)  # with its old data back, the copy is the model itself
+    assert pruned == model
+    assert [t.name for t in pruned.graph.initializer] == ["a", "w", "z"]
