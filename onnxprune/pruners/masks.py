@@ -204,16 +204,23 @@ def _copied(model: onnx.ModelProto, initializers: Mapping[str, np.ndarray]) -> o
 
 
 def _copy_fields(source: Message, target: Message, skip: Container[str]) -> None:
-    """Copy the fields set in ``source`` into ``target``, but for those named in ``skip``."""
-    for field, value in source.ListFields():
-        if field.name in skip:
+    """Copy the fields set in ``source`` into ``target``, but for those named in ``skip``.
+
+    By descriptor, not ``ListFields``, which would read a skipped ``raw_data`` (a copy of it).
+    """
+    for field in source.DESCRIPTOR.fields:
+        name = field.name
+        if name in skip:
             continue
         if field.is_repeated:
-            getattr(target, field.name).extend(value)
-        elif field.message_type is not None:
-            getattr(target, field.name).CopyFrom(value)
-        else:
-            setattr(target, field.name, value)
+            values = getattr(source, name)
+            if values:
+                getattr(target, name).extend(values)
+        elif source.HasField(name):
+            if field.message_type is not None:
+                getattr(target, name).CopyFrom(getattr(source, name))
+            else:
+                setattr(target, name, getattr(source, name))
 
 
 _TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
