@@ -25,6 +25,16 @@ classes (5 for top-5); a sample whose scores hold NaN on either side does not ag
 that does not apply to an output is ``None`` there. NaN in the outputs makes the error and
 cosine metrics NaN, which fails any gate.
 
+With a ``class_axis`` (``Comparer(class_axis=-1)``, ``validate --class-axis -1``), the
+agreements read one axis as the classes and every other non-batch position as its own
+comparison: a language model's logits ``[N, T, V]`` (``class_axis=-1``) agree per token, a
+segmentation ``[N, C, H, W]`` (``class_axis=1``) per pixel, and the value is the mean over the
+``N * T`` (``N * H * W``) positions, as ``scores_of`` lays them out (``[N * positions, C]``).
+Flattened, the same logits would compare one argmax over ``T * V`` values, which means nothing.
+The other metrics do not read classes and are the same with or without it. Axis 0 (the batch) is
+refused, negative axes count from the end as in NumPy, and an output of rank 2 or more that has
+no such axis is an error; on ``[N, C]`` outputs ``class_axis`` 1 or -1 changes nothing.
+
 A gate reads the worst value over the outputs (the largest error, the smallest cosine or
 agreement): every output must pass.
 """
@@ -34,6 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from numbers import Integral
 
 import numpy as np
 
@@ -81,13 +92,22 @@ class Comparison:
         """Whether the gate sets a minimum (cosine, agreement) rather than a maximum (errors)."""
         return self.gate.startswith("min_")
 
-    def applies(self, out: np.ndarray) -> bool:
-        """Whether the metric is defined on an output array ``[N, ...]``."""
+    def applies(self, out: np.ndarray, class_axis: int | None = None) -> bool:
+        """Whether the metric is defined on an output array ``[N, ...]``.
+
+        Args:
+            out: the output, samples along axis 0.
+            class_axis: the axis of the classes (see ``scores_of``); ``None``: the trailing
+                axes flattened. It must be valid for ``out`` (``scores_of`` checks it).
+        """
         if not _numeric(out) or out[:1].size == 0:
             return False
         if not self.classes:
             return True
-        return out.ndim >= 2 and out.dtype != bool and out[:1].size >= self.classes
+        if not reads_scores(out):
+            return False
+        classes = out[:1].size if class_axis is None else out.shape[class_axis]
+        return classes >= self.classes
 
     def format(self, value: float) -> str:
         """``95.00%`` for a fraction shown in percent, else six significant digits."""
@@ -274,6 +294,71 @@ def _numeric(array: np.ndarray) -> bool:
     return array.dtype == bool or np.issubdtype(array.dtype, np.number)
 
 
+def reads_scores(out: np.ndarray) -> bool:
+    """Whether an output can be read as scores: numeric, not boolean, of rank 2 or more."""
+    return out.ndim >= 2 and out.dtype != bool and np.issubdtype(out.dtype, np.number)
+
+
+def check_class_axis(class_axis: int | None) -> None:
+    """Refuse a class axis that is not an integer, or is the batch axis 0.
+
+    Raises:
+        InvalidOptionError: ``class_axis`` is a bool, not an integer, or 0.
+    """
+    if class_axis is None:
+        return
+    if isinstance(class_axis, bool) or not isinstance(class_axis, Integral):
+        raise InvalidOptionError(f"class_axis={class_axis!r} must be an integer axis")
+    if class_axis == 0:
+        raise InvalidOptionError(
+            "class_axis=0 is the batch (samples) axis; the classes are another axis, e.g. -1 "
+            "for logits [N, T, V] or 1 for segmentation [N, C, H, W]"
+        )
+
+
+def class_axis_of(class_axis: int, rank: int, name: str) -> int:
+    """``class_axis`` of an output of ``rank``, counted from 0 (NumPy's negative axes resolved).
+
+    Raises:
+        InvalidOptionError: the axis is not one of the output's non-batch axes.
+
+    Example:
+        >>> class_axis_of(-1, 3, "logits")
+        2
+    """
+    axis = class_axis + rank if class_axis < 0 else class_axis
+    if not 1 <= axis < rank:
+        allowed = f"1..{rank - 1} or -{rank - 1}..-1" if rank > 1 else "none: it has no class axis"
+        raise InvalidOptionError(
+            f"class_axis={class_axis} is out of range for output {name!r} of rank {rank} "
+            f"(allowed: {allowed}; axis 0 is the batch)"
+        )
+    return axis
+
+
+def scores_of(out: np.ndarray, class_axis: int | None, name: str) -> np.ndarray:
+    """An output ``[N, ...]`` as rows of scores ``[rows, C]``.
+
+    Args:
+        out: the output, samples along axis 0.
+        class_axis: ``None``: one row per sample, the trailing axes flattened into ``C``; an
+            axis: it becomes ``C``, and every sample and position of the other axes is a row
+            (``[N, T, V]`` with -1 gives ``[N * T, V]``, rows ordered sample by sample).
+        name: the output's name, for errors.
+
+    Raises:
+        InvalidOptionError: ``class_axis`` is out of range for ``out`` (see ``class_axis_of``).
+
+    Example:
+        >>> scores_of(np.zeros((2, 3, 5)), -1, "logits").shape
+        (6, 5)
+    """
+    if class_axis is None:
+        return out.reshape(out.shape[0], -1)
+    moved = np.moveaxis(out, class_axis_of(class_axis, out.ndim, name), -1)
+    return moved.reshape(-1, moved.shape[-1])
+
+
 @dataclass(slots=True)
 class _Running:
     """Sum, count, maximum and minimum of the values seen so far (NaN propagates)."""
@@ -303,8 +388,14 @@ class Comparer:
     """Every comparison on every common output, folded in one batch at a time.
 
     Only running sums, maxima and minima are kept, so the dataset's outputs are never all held.
+
+    Attributes:
+        class_axis: the axis of the classes the agreements read (see ``scores_of``); ``None``:
+            the trailing axes flattened.
+        running: output name -> metric name -> the values so far.
     """
 
+    class_axis: int | None = None
     running: dict[str, dict[str, _Running]] = field(default_factory=dict)
 
     def add(self, model: Mapping[str, np.ndarray], baseline: Mapping[str, np.ndarray]) -> None:
@@ -312,6 +403,7 @@ class Comparer:
 
         Raises:
             InvalidModelError: a pair of outputs differs in shape.
+            InvalidOptionError: the class axis is out of range for an output of scores.
         """
         for name, a, b in pair_outputs(model, baseline):
             if a.shape != b.shape:
@@ -319,14 +411,19 @@ class Comparer:
                     f"output {name!r} differs in shape: model {list(a.shape)}, baseline "
                     f"{list(b.shape)}"
                 )
-            metrics = [c for c in COMPARISONS.values() if c.applies(a) and c.applies(b)]
+            axis = self.class_axis
+            if axis is not None and reads_scores(a) and reads_scores(b):
+                axis = class_axis_of(axis, a.ndim, name)
+            metrics = [c for c in COMPARISONS.values() if c.applies(a, axis) and c.applies(b, axis)]
             running = self.running.setdefault(name, {c.name: _Running() for c in metrics})
             if not metrics or not a.shape[0]:
                 continue
-            flat_a = a.reshape(a.shape[0], -1).astype(np.float64)
-            flat_b = b.reshape(b.shape[0], -1).astype(np.float64)
+            flat = [x.reshape(x.shape[0], -1).astype(np.float64) for x in (a, b)]
+            scores = flat
+            if axis is not None and any(c.classes for c in metrics):
+                scores = [scores_of(x.astype(np.float64), axis, name) for x in (a, b)]
             for metric in metrics:
-                running[metric.name].add(metric.per_sample(flat_a, flat_b))
+                running[metric.name].add(metric.per_sample(*(scores if metric.classes else flat)))
 
     def result(self) -> dict[str, dict[str, float | None]]:
         """Output name -> metric name -> value (``None`` where the metric does not apply)."""

@@ -429,6 +429,8 @@ class ValidationResult:
         timed_runs: timed runs (batches) of each side.
         threads: ONNX Runtime intra-op threads of the sessions (0: ONNX Runtime's choice).
         warnings: what makes the timings less trustworthy (too few batches, a wide interval).
+        class_axis: the axis of the classes when accuracy and agreement were per position
+            (token, pixel; ``onnxprune.metrics``), ``None`` when each sample was one prediction.
     """
 
     model: str | None
@@ -462,6 +464,7 @@ class ValidationResult:
     timed_runs: int | None = None
     threads: int | None = None
     warnings: tuple[str, ...] = ()
+    class_axis: int | None = None
 
     def to_dict(self) -> dict:
         """JSON form with exactly the documented keys; missing metrics are ``None``."""
@@ -496,6 +499,7 @@ class ValidationResult:
             "timed_runs": self.timed_runs,
             "threads": self.threads,
             "warnings": list(self.warnings),
+            "class_axis": self.class_axis,
         }
 
 
@@ -507,6 +511,11 @@ def format_validation(result: ValidationResult) -> str:
         baseline = printable(result.baseline or "(in memory)")
         out.append(f"baseline:    {baseline} on {result.baseline_provider}")
     out.append(f"samples:     {result.samples:,} in batches of {result.batch_size}")
+    if result.class_axis is not None:
+        out.append(
+            f"class axis:  {result.class_axis}: accuracy and agreement are per position "
+            "(every sample and position is one prediction)"
+        )
     for label, value, reference in (
         ("top-1:", result.top1, result.baseline_top1),
         ("top-5:", result.top5, result.baseline_top5),

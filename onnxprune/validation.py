@@ -8,6 +8,12 @@ axis 0 is compared with the baseline's by the label-free metrics of ``onnxprune.
 errors, cosine similarity, top-k agreement), each with its gate; a user metric
 (``onnxprune.user_metrics``) sees every such output over the whole dataset.
 
+With a ``class_axis`` (``validate(..., class_axis=-1)``), accuracy and the agreements are per
+position (token, pixel): the first output's class axis holds the scores, every other non-batch
+position is one prediction, and ``labels`` are ``[N, *positions]`` (``[N, T]`` token ids for
+logits ``[N, T, V]``; ``[N]`` still for an output ``[N, C]``); the fractions are over the
+``N * positions`` predictions (see ``onnxprune.metrics.scores_of``).
+
 The model runs in batches on the provider ``create_session`` starts (CUDA when it works, else the
 CPU, unless asked otherwise), with ``threads`` intra-op threads; a baseline, when given, runs in a
 session with the same settings. Timing is ``onnxprune.latency``'s: after ``warmup`` untimed
@@ -50,9 +56,12 @@ from onnxprune.latency import (
 )
 from onnxprune.metrics import (
     Comparer,
+    check_class_axis,
     check_limits,
+    class_axis_of,
     held,
     judge_limits,
+    scores_of,
     top_k_hits,
 )
 from onnxprune.model import ModelSource, load_model
@@ -89,12 +98,17 @@ class Dataset:
     samples: int
 
 
-def load_dataset(path: str | os.PathLike, model: ModelSource) -> Dataset:
+def load_dataset(
+    path: str | os.PathLike, model: ModelSource, *, class_axis: int | None = None
+) -> Dataset:
     """Read an ``.npz`` dataset and check it against ``model``'s graph inputs and classes.
 
     Args:
         path: the ``.npz`` file: one array per graph input, optional ``labels``.
         model: a path, serialized bytes or ``onnx.ModelProto`` (see ``load_model``).
+        class_axis: the first output's class axis when accuracy is per position; the labels
+            may then be ``[N, *positions]`` (their positions are checked against the output
+            when it runs).
 
     Returns:
         The arrays the model needs and the labels, if any.
@@ -102,7 +116,8 @@ def load_dataset(path: str | os.PathLike, model: ModelSource) -> Dataset:
     Raises:
         DatasetError: a missing or unreadable file, a missing input, a wrong dtype (never
             cast), rank or fixed dimension, different sample counts, no samples, or labels that
-            are not integers of shape ``[N]`` within the model's classes.
+            are not integers of shape ``[N]`` (``[N, ...]`` with ``class_axis``) within the
+            model's classes.
         InvalidModelError: the model cannot be read or has no inputs to feed.
 
     Example:
@@ -133,7 +148,7 @@ def load_dataset(path: str | os.PathLike, model: ModelSource) -> Dataset:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DatasetError(f"dataset {path.name} is not a readable .npz: {reason}") from e
     samples = next(iter(feeds.values())).shape[0]
-    _check_labels(labels, samples, declared_classes(proto))
+    _check_labels(labels, samples, declared_classes(proto, class_axis), class_axis)
     return Dataset(inputs=feeds, labels=labels, samples=samples)
 
 
@@ -153,6 +168,7 @@ def validate(
     min_agreement: float | None = None,
     limits: Mapping[str, float] | None = None,
     metric: str | UserMetric | None = None,
+    class_axis: int | None = None,
 ) -> ValidationResult:
     """Run ``model`` (and ``baseline``) on ``data`` with ONNX Runtime and measure both.
 
@@ -179,6 +195,11 @@ def validate(
             the user metric's values.
         metric: a user metric: ``module:function``, ``file.py:function`` or a callable (see
             ``onnxprune.user_metrics``), computed on the model and on the baseline.
+        class_axis: the axis of the classes in the outputs of scores (negative counts from
+            the end): -1 for a language model's logits ``[N, T, V]``, 1 for segmentation
+            ``[N, C, H, W]``. Accuracy and the agreements are then per position (see
+            ``onnxprune.metrics``); ``None`` (default): each sample's trailing axes are its
+            scores.
 
     Returns:
         A ``ValidationResult``; its ``gate`` is ``None`` when no gate option was given, its
@@ -186,8 +207,9 @@ def validate(
 
     Raises:
         InvalidOptionError: a bad option, a gate option without the baseline, labels or
-            metric it needs, a provider that does not start, or a user metric that cannot be
-            loaded, raises or returns something else than numbers.
+            metric it needs, a provider that does not start, a user metric that cannot be
+            loaded, raises or returns something else than numbers, or a class axis that is 0
+            or out of range for an output of scores.
         InvalidModelError: a model cannot be read, or its first output is not ``[N, ...]``.
         DatasetError: the data does not fit the model (see ``load_dataset``).
     """
@@ -196,6 +218,7 @@ def validate(
         **({} if min_agreement is None else {"min_agreement": min_agreement}),
     }
     _check_options(batch_size, warmup, max_accuracy_drop, limits)
+    check_class_axis(class_axis)
     check_timing(min_time, min_runs, threads, confidence)
     compared = [name for name in limits if name not in USER_GATES]
     if baseline is None and (max_accuracy_drop is not None or compared):
@@ -205,16 +228,25 @@ def validate(
     user = None if metric is None else load_metric(metric)
     candidate = load_model(model)
     dataset = (
-        _recheck(data, candidate) if isinstance(data, Dataset) else load_dataset(data, candidate)
+        _recheck(data, candidate, class_axis)
+        if isinstance(data, Dataset)
+        else load_dataset(data, candidate, class_axis=class_axis)
     )
     if max_accuracy_drop is not None and dataset.labels is None:
         raise InvalidOptionError("max_accuracy_drop needs labels; the dataset has no 'labels'")
+    if class_axis is not None and baseline is None and dataset.labels is None:
+        raise InvalidOptionError(
+            "class_axis reads scores against a baseline or labels; give --baseline or a dataset "
+            "with 'labels'"
+        )
     runner = _Runner.start(model, candidate, dataset, provider, threads)
     reference = None
     if baseline is not None:
         reference = _Runner.start(baseline, load_model(baseline), dataset, provider, threads)
     step = runner.fixed or int(batch_size)
-    tally = _Tally(comparer=None if reference is None else Comparer())
+    tally = _Tally(
+        comparer=None if reference is None else Comparer(class_axis), class_axis=class_axis
+    )
     if user is not None:
         tally.collected = (Collector(), None if reference is None else Collector())
     sides = (runner,) if reference is None else (runner, reference)
@@ -262,13 +294,13 @@ class _Timing:
     confidence: float
 
 
-def _recheck(dataset: Dataset, model: onnx.ModelProto) -> Dataset:
+def _recheck(dataset: Dataset, model: onnx.ModelProto, class_axis: int | None) -> Dataset:
     """A ``Dataset`` built by the caller, checked against ``model`` as ``load_dataset`` would."""
     feeds = check_feeds(model, _needed_inputs(model), dataset.inputs, "dataset")
     samples = next(iter(feeds.values())).shape[0]
     if dataset.samples != samples:
         raise DatasetError(f"Dataset.samples={dataset.samples} but the inputs hold {samples}")
-    _check_labels(dataset.labels, samples, declared_classes(model))
+    _check_labels(dataset.labels, samples, declared_classes(model, class_axis), class_axis)
     return dataset
 
 
@@ -369,6 +401,7 @@ class _Tally:
     """Running counts over batches; only one batch of outputs is held at a time.
 
     Except for a user metric: ``collected`` keeps the model's (and the baseline's) outputs.
+    With a ``class_axis``, each labelled position is one prediction (``predictions``).
     """
 
     comparer: Comparer | None = None
@@ -376,6 +409,8 @@ class _Tally:
     classes: int | None = None
     correct: list[int] | None = None  # top-1, top-5, baseline top-1, baseline top-5
     nonfinite: int = 0  # samples whose model output holds NaN or infinity
+    class_axis: int | None = None
+    predictions: int = 0  # labelled rows of scores: samples, times positions with a class axis
 
     def add(
         self,
@@ -394,25 +429,48 @@ class _Tally:
                     collector.add(side)
         if labels is None:
             return
-        scores = _scores(out)
+        name = next(iter(outs))
+        scores = _scores(out, self.class_axis, name)
         if self.classes is None:
             self.classes = scores.shape[1]
             self.correct = [0, 0, 0, 0]
-        _check_labels(labels, len(labels), self.classes)
+        _check_labels(labels, len(labels), self.classes, self.class_axis)
+        if self.class_axis is not None:
+            labels = _position_labels(labels, out, self.class_axis, name)
+        self.predictions += len(labels)
         self.correct[0] += _top_k(scores, labels, 1)
         self.correct[1] += _top_k(scores, labels, 5)
         if refs is not None:
-            ref_scores = _scores(next(iter(refs.values())))
+            ref_scores = _scores(next(iter(refs.values())), self.class_axis, name)
             self.correct[2] += _top_k(ref_scores, labels, 1)
             self.correct[3] += _top_k(ref_scores, labels, 5)
 
 
-def _scores(out: np.ndarray) -> np.ndarray:
+def _scores(out: np.ndarray, class_axis: int | None, name: str) -> np.ndarray:
     if out.ndim < 2:
         raise InvalidModelError(
             f"the first output has shape {list(out.shape)}; accuracy needs scores [N, C]"
         )
-    return out.reshape(out.shape[0], -1)
+    return scores_of(out, class_axis, name)
+
+
+def _position_labels(labels: np.ndarray, out: np.ndarray, class_axis: int, name: str) -> np.ndarray:
+    """Labels ``[n, *positions]`` of a batch as one class per row of ``scores_of(out)``.
+
+    Raises:
+        DatasetError: the labels' positions are not the output's (``out`` without its class
+            axis).
+    """
+    positions = list(np.delete(out.shape, class_axis_of(class_axis, out.ndim, name))[1:])
+    if list(labels.shape[1:]) != positions:
+        given = ", ".join(["N", *map(str, labels.shape[1:])])
+        wanted = ", ".join(["N", *map(str, positions)])
+        shape = ", ".join(["N", *map(str, out.shape[1:])])
+        raise DatasetError(
+            f"labels are [{given}]; with class_axis={class_axis} they must be [{wanted}], one "
+            f"class per sample and position of output {name!r} [{shape}]"
+        )
+    return labels.reshape(-1)
 
 
 def _top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> int:
@@ -435,8 +493,9 @@ def _result(
     five = tally.classes is not None and tally.classes >= 5
     correct = tally.correct or [0, 0, 0, 0]
     compared = reference is not None
-    top1 = correct[0] / n if labelled else None
-    baseline_top1 = correct[2] / n if labelled and compared else None
+    rows = tally.predictions or n  # more than the samples with a class axis
+    top1 = correct[0] / rows if labelled else None
+    baseline_top1 = correct[2] / rows if labelled and compared else None
     outputs = {} if tally.comparer is None else tally.comparer.result()
     first = next(iter(outputs.values()), {})
     values, baseline_values = _user_values(user, tally.collected, dataset.labels)
@@ -458,9 +517,9 @@ def _result(
         samples=n,
         batch_size=timing.step,
         top1=top1,
-        top5=correct[1] / n if labelled and five else None,
+        top5=correct[1] / rows if labelled and five else None,
         baseline_top1=baseline_top1,
-        baseline_top5=correct[3] / n if labelled and five and compared else None,
+        baseline_top5=correct[3] / rows if labelled and five and compared else None,
         agreement=first.get("agreement"),
         max_abs_diff=first.get("max_abs_error"),
         mean_abs_diff=first.get("mean_abs_error"),
@@ -490,6 +549,7 @@ def _result(
         timed_runs=own.runs,
         threads=timing.threads,
         warnings=tuple(timing_warnings(timing.batches, ratio)),
+        class_axis=tally.class_axis,
     )
 
 
@@ -570,25 +630,39 @@ def _needed_inputs(model: onnx.ModelProto) -> list[str]:
     return inputs
 
 
-def declared_classes(model: onnx.ModelProto) -> int | None:
-    """The class count the first output declares (``[N, C]`` with a fixed ``C``), if any."""
+def declared_classes(model: onnx.ModelProto, class_axis: int | None = None) -> int | None:
+    """The class count the first output declares, if any.
+
+    Without ``class_axis``, of an output ``[N, C]`` with a fixed ``C``; with it, the fixed size
+    of that axis of an output of known rank that has it.
+    """
     if not model.graph.output:
         return None
     tensor_type = model.graph.output[0].type.tensor_type
     dims = tensor_type.shape.dim if tensor_type.HasField("shape") else ()
-    if len(dims) == 2 and dims[1].HasField("dim_value"):
-        return dims[1].dim_value
+    axis = 1 if class_axis is None else class_axis + len(dims) if class_axis < 0 else class_axis
+    wanted = len(dims) == 2 if class_axis is None else 1 <= axis < len(dims)
+    if wanted and dims[axis].HasField("dim_value"):
+        return dims[axis].dim_value
     return None
 
 
-def _check_labels(labels: np.ndarray | None, samples: int, classes: int | None) -> None:
+def _check_labels(
+    labels: np.ndarray | None, samples: int, classes: int | None, class_axis: int | None = None
+) -> None:
     if labels is None:
         return
     given = f"labels are {labels.dtype}{list(labels.shape)}"
+    shape = f"[{samples}]" if class_axis is None else f"[{samples}, ...]"
     if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
-        raise DatasetError(f"{given}; they must be integer classes, shape [{samples}]")
-    if labels.shape != (samples,):
+        raise DatasetError(f"{given}; they must be integer classes, shape {shape}")
+    if class_axis is None and labels.shape != (samples,):
         raise DatasetError(f"{given}; they must have shape [{samples}], one per sample")
+    if class_axis is not None and (not labels.ndim or labels.shape[0] != samples):
+        raise DatasetError(
+            f"{given}; they must have shape [{samples}, *positions], one class per sample and "
+            "position"
+        )
     if not labels.size:
         return
     low, high = int(labels.min()), int(labels.max())

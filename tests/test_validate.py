@@ -129,7 +129,7 @@ def test_without_labels_and_baseline_only_latency_is_measured(tmp_path: Path) ->
         "model", "baseline", "top1", "top5", "baseline_top1", "baseline_top5", "agreement",
         "max_abs_diff", "mean_abs_diff", "baseline_latency_ms_p50", "baseline_latency_ms_p95",
         "speedup", "gate", "baseline_latency_ms_p90", "speedup_low", "speedup_high",
-        "speedup_confidence",
+        "speedup_confidence", "class_axis",
     ]  # fmt: skip
     assert data["provider"] == "CPUExecutionProvider"
     assert data["samples"] == N
@@ -237,7 +237,7 @@ def test_to_dict_has_exactly_the_documented_keys(tmp_path: Path) -> None:
         "latency_ms_p50", "latency_ms_p95", "throughput", "baseline_latency_ms_p50",
         "baseline_latency_ms_p95", "speedup", "gate", "outputs", "user_metrics",
         "baseline_user_metrics", "latency_ms_p90", "baseline_latency_ms_p90", "speedup_low",
-        "speedup_high", "speedup_confidence", "timed_runs", "threads", "warnings",
+        "speedup_high", "speedup_confidence", "timed_runs", "threads", "warnings", "class_axis",
     ]  # fmt: skip
     assert list(as_dict["gate"]) == [
         "passed", "reason", "max_accuracy_drop", "min_agreement", "limits"

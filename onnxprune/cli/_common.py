@@ -59,6 +59,20 @@ def add_metric(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_class_axis(p: argparse.ArgumentParser) -> None:
+    """``--class-axis N``: accuracy and agreement per position (token, pixel) of that axis."""
+    p.add_argument(
+        "--class-axis",
+        type=int,
+        metavar="N",
+        help="the axis of the classes in outputs of scores (negative counts from the end): "
+        "accuracy and top-1/top-5 agreement are then per position, the mean over every sample "
+        "and position: -1 for a language model's logits [N, T, V] (labels [N, T]), 1 for "
+        "segmentation [N, C, H, W] (labels [N, H, W]); default: each sample's trailing axes "
+        "are its scores",
+    )
+
+
 def add_choice_gate(p: argparse.ArgumentParser, item: str) -> None:
     """``--max-accuracy-drop``, ``--min-agreement``: the gate of a sweep or a batch.
 

@@ -144,7 +144,7 @@ def _compact_remote(client: Client, args: argparse.Namespace) -> int:
 def _validate_remote(client: Client, args: argparse.Namespace) -> int:
     options = (
         *("provider", "batch_size", "warmup", "min_time", "min_runs", "threads"),
-        "max_accuracy_drop",
+        *("max_accuracy_drop", "class_axis"),
     )
     if args.metric is not None or args.min_metric is not None or args.max_metric is not None:
         raise InvalidOptionError(

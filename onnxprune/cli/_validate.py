@@ -8,6 +8,7 @@ from pathlib import Path
 
 from onnxprune.cli._common import (
     EXIT_GATE_FAILED,
+    add_class_axis,
     add_debug,
     add_metric,
     add_timing_flags,
@@ -70,6 +71,7 @@ def add(sub: argparse._SubParsersAction) -> None:
             help=f"gate: fail (exit 3) when {what} is {bound} than X, on any output (needs "
             "--baseline)",
         )
+    add_class_axis(p)
     add_metric(p)
     for gate, what in USER_GATE_FLAGS:
         p.add_argument("--" + gate.replace("_", "-"), type=float, metavar="X", help=f"gate: {what}")
@@ -110,6 +112,7 @@ def _validate(args: argparse.Namespace) -> int:
         max_accuracy_drop=args.max_accuracy_drop,
         limits=gate_limits(args),
         metric=args.metric,
+        class_axis=args.class_axis,
     )
     text = json.dumps(result.to_dict(), indent=2)
     if args.report_out:

@@ -246,6 +246,7 @@ def validation_section(data: Mapping, title: str) -> Section:
         ("provider", fmt.text(data["provider"])),
         ("samples", fmt.count(data["samples"])),
         ("batch size", fmt.count(data["batch_size"])),
+        *_class_axis_rows(data["class_axis"]),
         ("top-1 accuracy", fmt.percent(data["top1"])),
         ("baseline top-1 accuracy", fmt.percent(data["baseline_top1"])),
         ("top-5 accuracy", fmt.percent(data["top5"])),
@@ -292,6 +293,13 @@ def validation_section(data: Mapping, title: str) -> Section:
             _comparison_table(data["outputs"]),
         )
     return Section(title, blocks)
+
+
+def _class_axis_rows(axis: int | None) -> tuple[tuple[str, str], ...]:
+    """The row saying accuracy and agreement were per position, when they were."""
+    if axis is None:
+        return ()
+    return (("class axis (accuracy, agreement per position)", str(axis)),)
 
 
 def _threads(value: float | None) -> str:

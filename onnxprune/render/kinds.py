@@ -115,6 +115,7 @@ OPTIONAL_VALIDATION_FIELDS = {  # checked when present: results from before they
     "outputs": "dict?",
     "user_metrics": "dict?",
     "baseline_user_metrics": "dict?",
+    "class_axis": "num?",
 }
 OPTIONAL_GATE_FIELDS = {"limits": "dict?"}
 GATE_FIELDS = {

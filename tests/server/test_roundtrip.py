@@ -236,3 +236,30 @@ def test_typed_request_fields_match_the_library_options():
     assert set(pb.AnalyzeOptions.DESCRIPTOR.fields_by_name) <= analyze_args
     validate_args = set(inspect.signature(onnxprune.validate).parameters)
     assert set(pb.ValidateOptions.DESCRIPTOR.fields_by_name) <= validate_args
+
+
+def test_validate_class_axis_reaches_the_server_and_comes_back(address, tmp_path):
+    # Logits [N, 5, 9] of two MatMuls; the server's per-token agreement equals the library's.
+    rng = np.random.default_rng(5)
+    paths = {}
+    for name in ("model", "base"):
+        w = numpy_helper.from_array(rng.standard_normal((4, 9)).astype(np.float32), "W")
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "W"], ["logits"])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5, 4])],
+            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5, 9])], [w],
+        )  # fmt: skip
+        paths[name] = tmp_path / f"{name}.onnx"
+        opset = [helper.make_opsetid("", 17)]
+        onnx.save(helper.make_model(graph, ir_version=10, opset_imports=opset), paths[name])
+    data = tmp_path / "d.npz"
+    np.savez(data, x=rng.standard_normal((6, 5, 4)).astype(np.float32))
+    options = {"baseline": paths["base"], "provider": "cpu", "min_time": 0.0, "min_runs": 1}
+    with Client(address) as client:
+        remote = client.validate(paths["model"], data, class_axis=-1, **options)
+        with pytest.raises(onnxprune.InvalidOptionError, match=r"^class_axis=0 is the batch"):
+            client.validate(paths["model"], data, class_axis=0, **options)
+    local = onnxprune.validate(paths["model"], data, class_axis=-1, **options)
+    assert remote.outputs["logits"].agreement == local.outputs["logits"]["agreement"]
+    assert remote.class_axis == -1
+    assert json.loads(remote.json)["class_axis"] == -1

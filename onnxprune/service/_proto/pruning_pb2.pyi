@@ -404,7 +404,7 @@ class CompactResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., model: _Optional[_Union[FileInfo, _Mapping]] = ..., model_data: _Optional[_Union[FileInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ..., result: _Optional[_Union[CompactResult, _Mapping]] = ...) -> None: ...
 
 class ValidateOptions(_message.Message):
-    __slots__ = ("provider", "batch_size", "warmup", "max_accuracy_drop", "min_agreement", "limits", "min_time", "min_runs", "threads")
+    __slots__ = ("provider", "batch_size", "warmup", "max_accuracy_drop", "min_agreement", "limits", "min_time", "min_runs", "threads", "class_axis")
     class LimitsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -421,6 +421,7 @@ class ValidateOptions(_message.Message):
     MIN_TIME_FIELD_NUMBER: _ClassVar[int]
     MIN_RUNS_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
+    CLASS_AXIS_FIELD_NUMBER: _ClassVar[int]
     provider: str
     batch_size: int
     warmup: int
@@ -430,7 +431,8 @@ class ValidateOptions(_message.Message):
     min_time: float
     min_runs: int
     threads: int
-    def __init__(self, provider: _Optional[str] = ..., batch_size: _Optional[int] = ..., warmup: _Optional[int] = ..., max_accuracy_drop: _Optional[float] = ..., min_agreement: _Optional[float] = ..., limits: _Optional[_Mapping[str, float]] = ..., min_time: _Optional[float] = ..., min_runs: _Optional[int] = ..., threads: _Optional[int] = ...) -> None: ...
+    class_axis: int
+    def __init__(self, provider: _Optional[str] = ..., batch_size: _Optional[int] = ..., warmup: _Optional[int] = ..., max_accuracy_drop: _Optional[float] = ..., min_agreement: _Optional[float] = ..., limits: _Optional[_Mapping[str, float]] = ..., min_time: _Optional[float] = ..., min_runs: _Optional[int] = ..., threads: _Optional[int] = ..., class_axis: _Optional[int] = ...) -> None: ...
 
 class ValidateHeader(_message.Message):
     __slots__ = ("model", "model_data", "data", "baseline", "baseline_data", "options")
@@ -644,7 +646,7 @@ class OutputComparison(_message.Message):
     def __init__(self, max_abs_error: _Optional[float] = ..., mean_abs_error: _Optional[float] = ..., max_rel_error: _Optional[float] = ..., mean_rel_error: _Optional[float] = ..., cosine: _Optional[float] = ..., worst_cosine: _Optional[float] = ..., agreement: _Optional[float] = ..., top5_agreement: _Optional[float] = ...) -> None: ...
 
 class ValidationResult(_message.Message):
-    __slots__ = ("model", "baseline", "provider", "samples", "batch_size", "top1", "top5", "baseline_top1", "baseline_top5", "agreement", "max_abs_diff", "mean_abs_diff", "latency_ms_p50", "latency_ms_p95", "throughput", "gate", "json", "text", "baseline_latency_ms_p50", "baseline_latency_ms_p95", "speedup", "outputs", "user_metrics", "baseline_user_metrics", "latency_ms_p90", "baseline_latency_ms_p90", "speedup_low", "speedup_high", "speedup_confidence", "timed_runs", "threads", "warnings")
+    __slots__ = ("model", "baseline", "provider", "samples", "batch_size", "top1", "top5", "baseline_top1", "baseline_top5", "agreement", "max_abs_diff", "mean_abs_diff", "latency_ms_p50", "latency_ms_p95", "throughput", "gate", "json", "text", "baseline_latency_ms_p50", "baseline_latency_ms_p95", "speedup", "outputs", "user_metrics", "baseline_user_metrics", "latency_ms_p90", "baseline_latency_ms_p90", "speedup_low", "speedup_high", "speedup_confidence", "timed_runs", "threads", "warnings", "class_axis")
     class OutputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -698,6 +700,7 @@ class ValidationResult(_message.Message):
     TIMED_RUNS_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    CLASS_AXIS_FIELD_NUMBER: _ClassVar[int]
     model: str
     baseline: str
     provider: str
@@ -730,4 +733,5 @@ class ValidationResult(_message.Message):
     timed_runs: int
     threads: int
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., baseline: _Optional[str] = ..., provider: _Optional[str] = ..., samples: _Optional[int] = ..., batch_size: _Optional[int] = ..., top1: _Optional[float] = ..., top5: _Optional[float] = ..., baseline_top1: _Optional[float] = ..., baseline_top5: _Optional[float] = ..., agreement: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., latency_ms_p50: _Optional[float] = ..., latency_ms_p95: _Optional[float] = ..., throughput: _Optional[float] = ..., gate: _Optional[_Union[GateResult, _Mapping]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ..., baseline_latency_ms_p50: _Optional[float] = ..., baseline_latency_ms_p95: _Optional[float] = ..., speedup: _Optional[float] = ..., outputs: _Optional[_Mapping[str, OutputComparison]] = ..., user_metrics: _Optional[_Mapping[str, float]] = ..., baseline_user_metrics: _Optional[_Mapping[str, float]] = ..., latency_ms_p90: _Optional[float] = ..., baseline_latency_ms_p90: _Optional[float] = ..., speedup_low: _Optional[float] = ..., speedup_high: _Optional[float] = ..., speedup_confidence: _Optional[float] = ..., timed_runs: _Optional[int] = ..., threads: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    class_axis: int
+    def __init__(self, model: _Optional[str] = ..., baseline: _Optional[str] = ..., provider: _Optional[str] = ..., samples: _Optional[int] = ..., batch_size: _Optional[int] = ..., top1: _Optional[float] = ..., top5: _Optional[float] = ..., baseline_top1: _Optional[float] = ..., baseline_top5: _Optional[float] = ..., agreement: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., latency_ms_p50: _Optional[float] = ..., latency_ms_p95: _Optional[float] = ..., throughput: _Optional[float] = ..., gate: _Optional[_Union[GateResult, _Mapping]] = ..., json: _Optional[str] = ..., text: _Optional[str] = ..., baseline_latency_ms_p50: _Optional[float] = ..., baseline_latency_ms_p95: _Optional[float] = ..., speedup: _Optional[float] = ..., outputs: _Optional[_Mapping[str, OutputComparison]] = ..., user_metrics: _Optional[_Mapping[str, float]] = ..., baseline_user_metrics: _Optional[_Mapping[str, float]] = ..., latency_ms_p90: _Optional[float] = ..., baseline_latency_ms_p90: _Optional[float] = ..., speedup_low: _Optional[float] = ..., speedup_high: _Optional[float] = ..., speedup_confidence: _Optional[float] = ..., timed_runs: _Optional[int] = ..., threads: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., class_axis: _Optional[int] = ...) -> None: ...
