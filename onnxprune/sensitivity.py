@@ -23,7 +23,7 @@ from pathlib import Path
 import onnx
 
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
-from onnxprune.metrics import COMPARISONS, worst
+from onnxprune.metrics import COMPARISONS, check_class_axis, worst
 from onnxprune.model import (
     DEFAULT_MAX_BYTES,
     load_model,
@@ -122,6 +122,7 @@ class SensitivityResult:
         samples: evaluation samples.
         layers: one curve per prunable layer, in graph order.
         groups: one curve per structured layer that has units free to go.
+        class_axis: the class axis accuracy and agreement were per position on (``validate``).
     """
 
     model: str | None
@@ -134,6 +135,7 @@ class SensitivityResult:
     samples: int
     layers: tuple[LayerCurve, ...]
     groups: tuple[LayerCurve, ...] = ()
+    class_axis: int | None = None
 
     @property
     def failed(self) -> tuple[LayerCurve, ...]:
@@ -156,6 +158,7 @@ class SensitivityResult:
             "samples": self.samples,
             "layers": [c.to_dict() for c in self.layers],
             "groups": [c.to_dict() for c in self.groups],
+            "class_axis": self.class_axis,
         }
 
 
@@ -177,6 +180,7 @@ def analyze_sensitivity(
     max_bytes: int = DEFAULT_MAX_BYTES,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     dims: Mapping[str, int] | None = None,
+    class_axis: int | None = None,
     on_start: Callable[[int], None] | None = None,
     on_done: Callable[[LayerCurve], None] | None = None,
 ) -> SensitivityResult:
@@ -206,6 +210,8 @@ def analyze_sensitivity(
             the shapes each prune finds its layers and dependency groups with (a transformer
             exported with dynamic axes needs them for its attention heads).
         dims: sizes of symbolic dimensions by name, e.g. ``{"batch": 1, "sequence": 128}``.
+        class_axis: the axis of the classes: top-1, top-5 and the agreements per position
+            (token, pixel), as ``validate`` measures them with it.
         on_start: called with the number of curves before the first is measured.
         on_done: called with each measured curve (progress bars).
 
@@ -220,12 +226,13 @@ def analyze_sensitivity(
     from onnxprune.verbs import prune
 
     grid = _check(levels, metric, jobs, score, structured)
+    check_class_axis(class_axis)
     source = Path(model)
     folder = None if out is None else Path(out)
     if folder is not None and folder.exists() and not folder.is_dir():
         raise InvalidOptionError(f"--out {folder} is a file, not a folder")
     proto = load_model(source, max_bytes=max_bytes)
-    dataset = load_dataset(data, proto)
+    dataset = load_dataset(data, proto, class_axis=class_axis)
     if metric in ACCURACIES and dataset.labels is None:
         raise InvalidOptionError(f"metric {metric} needs labels; the dataset has no 'labels'")
     if folder is not None:
@@ -237,8 +244,9 @@ def analyze_sensitivity(
         proto, sparsity=0.0, score=score, layers=layers, exclude=exclude, seed=seed, **shapes
     )
     checked = validate(
-        source, dataset, baseline=source, provider=provider, batch_size=batch_size, **UNTIMED
-    )
+        source, dataset, baseline=source, provider=provider, batch_size=batch_size,
+        class_axis=class_axis, **UNTIMED,
+    )  # fmt: skip
     baseline = _value(checked, metric)
     if baseline is None:
         raise InvalidOptionError(
@@ -246,8 +254,9 @@ def analyze_sensitivity(
             "one the metric applies to, or they hold NaN)"
         )
     common = _Common(
-        str(source), str(data), grid, metric, _ran_on(checked), batch_size, seed, **shapes
-    )
+        str(source), str(data), grid, metric, _ran_on(checked), batch_size, seed, **shapes,
+        class_axis=class_axis,
+    )  # fmt: skip
     tasks = [_LayerTask(common, layer, score) for layer in _selected(dense)]
     if structured is not None:
         tasks += _structured_tasks(common, proto, structured, name_filter(layers, exclude))
@@ -265,6 +274,7 @@ def analyze_sensitivity(
         dataset.samples,
         tuple(c for c in curves if c.kind == "unstructured"),
         tuple(c for c in curves if c.kind == "structured"),
+        class_axis,
     )
     if folder is not None:
         write_sensitivity(result, folder)
@@ -370,6 +380,7 @@ class _Common:
     seed: int
     input_shapes: Mapping[str, Sequence[int]] | None = None
     dims: Mapping[str, int] | None = None
+    class_axis: int | None = None
 
     @property
     def shapes(self) -> dict[str, Mapping | None]:
@@ -385,6 +396,7 @@ class _Common:
             baseline=baseline,
             provider=self.provider,
             batch_size=self.batch_size,
+            class_axis=self.class_axis,
             **UNTIMED,
         )
         return _value(checked, self.metric)
@@ -539,8 +551,9 @@ def format_sensitivity(result: SensitivityResult) -> str:
     rows = [row + ("",) * (width - len(row)) if len(row) < width else row for row in rows]
     lines = text_table(header, rows)
     dense = f"{result.baseline:.2%}" if pct else f"{result.baseline:.4g}"
+    axis = "" if result.class_axis is None else f"   class axis: {result.class_axis} (per position)"
     lines.append(
         f"metric: {result.metric}   dense: {dense}   provider: {result.provider}   "
-        f"samples: {result.samples}"
+        f"samples: {result.samples}{axis}"
     )
     return "\n".join(lines)

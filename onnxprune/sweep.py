@@ -37,7 +37,7 @@ from onnxprune.latency import (
     named_warnings,
 )
 from onnxprune.macs import short
-from onnxprune.metrics import worst
+from onnxprune.metrics import check_class_axis, worst
 from onnxprune.model import (
     data_files,
     load_model,
@@ -141,6 +141,7 @@ class SweepResult:
         classes: the class count the model's first output declares (``None``: not fixed);
             chance accuracy is ``1 / classes``.
         gated: whether the sweep had a gate (``max_accuracy_drop``, ``min_agreement``).
+        class_axis: the class axis accuracy and agreement were per position on (``validate``).
     """
 
     model: str
@@ -148,6 +149,7 @@ class SweepResult:
     runs: tuple[SweepRun, ...]
     classes: int | None = None
     gated: bool = False
+    class_axis: int | None = None
 
     @property
     def failed(self) -> tuple[SweepRun, ...]:
@@ -187,6 +189,7 @@ class SweepResult:
             "classes": self.classes,
             "gated": self.gated,
             "recommended": None if best is None else best.model_path,
+            "class_axis": self.class_axis,
         }
 
 
@@ -253,6 +256,7 @@ def sweep(
     metric: str | UserMetric | None = None,
     max_accuracy_drop: float | None = None,
     min_agreement: float | None = None,
+    class_axis: int | None = None,
     on_done: Callable[[SweepRun], None] | None = None,
 ) -> SweepResult:
     """Prune ``model`` with every method at every sparsity, validate each against the dense one.
@@ -281,6 +285,8 @@ def sweep(
         max_accuracy_drop: gate of every run: dense top-1 minus the run's at most this (needs
             labels); the recommended run is the most compressed one that passes.
         min_agreement: gate of every run: top-1 agreement with the dense model at least this.
+        class_axis: the axis of the classes: accuracy and agreement per position (token,
+            pixel), as ``validate`` measures them with it.
         on_done: called with each finished run (progress bars).
 
     Returns:
@@ -292,6 +298,7 @@ def sweep(
     if jobs < 1:
         raise InvalidOptionError(f"jobs={jobs} must be at least 1")
     check_timing(min_time, min_runs, threads, CONFIDENCE)
+    check_class_axis(class_axis)
     gate = gate_options(max_accuracy_drop, min_agreement)
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
@@ -300,7 +307,7 @@ def sweep(
     load_model(source)  # bad models fail here, once, not in every run
     if metric is not None:
         load_metric(metric)  # and a metric that cannot be imported
-    dataset = load_dataset(data, source)
+    dataset = load_dataset(data, source, class_axis=class_axis)
     if max_accuracy_drop is not None and dataset.labels is None:
         raise InvalidOptionError("--max-accuracy-drop needs labels; the data has no 'labels'")
     curves = _sensitivity_for(source, methods, sensitivity)
@@ -326,6 +333,7 @@ def sweep(
             threads=threads,
             metric=metric,
             gate=gate,
+            class_axis=class_axis,
         )
         for s, a in methods
         for t in sparsities
@@ -335,12 +343,14 @@ def sweep(
     check_outputs(source, *written, folder / "sweep.json", reads=reads)
     started = time.time()  # before the dense run: the clock of file times is coarse
     timing = {"min_time": min_time, "min_runs": min_runs, "threads": threads}
+    labelled = None if dataset.labels is None else class_axis  # alone, it reads the labels only
     dense = validate(
-        source, dataset, provider=provider, batch_size=batch_size, metric=metric, **timing
-    )
+        source, dataset, provider=provider, batch_size=batch_size, metric=metric,
+        class_axis=labelled, **timing,
+    )  # fmt: skip
     runs = _run_tasks(tasks, jobs, on_done, started)
-    classes = declared_classes(load_model(source))
-    result = SweepResult(source.name, dense, tuple(runs), classes, bool(gate))
+    classes = declared_classes(load_model(source), class_axis)
+    result = SweepResult(source.name, dense, tuple(runs), classes, bool(gate), class_axis)
     write_text_atomic(folder / "sweep.json", json.dumps(result.to_dict(), indent=2))
     return result
 
@@ -439,6 +449,7 @@ class _Task:
     threads: int = THREADS
     metric: str | UserMetric | None = None
     gate: dict[str, float] = field(default_factory=dict)
+    class_axis: int | None = None
 
     def failed(self, error: str) -> SweepRun:
         """The run as asked, failed with ``error``."""
@@ -479,6 +490,7 @@ class _Task:
                 min_runs=self.min_runs,
                 threads=self.threads,
                 metric=self.metric,
+                class_axis=self.class_axis,
                 **self.gate,
             )
         except OnnxpruneError as e:  # one run's bad option must not stop the others
@@ -564,7 +576,8 @@ def format_sweep(result: SweepResult) -> str:
             )
         )
     lines = text_table(header, rows)
-    lines.append(f"provider: {dense.provider}   samples: {dense.samples}")
+    axis = "" if result.class_axis is None else f"   class axis: {result.class_axis} (per position)"
+    lines.append(f"provider: {dense.provider}   samples: {dense.samples}{axis}")
     lines.append("front: M on the Pareto front of accuracy vs MACs, S of accuracy vs speedup")
     lines.append(f"recommended: {recommendation(result)}")
     return "\n".join(lines)

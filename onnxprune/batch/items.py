@@ -5,8 +5,10 @@ An entry is a path, or a mapping with ``path`` (required; relative to the manife
 ``data`` (an evaluation ``.npz``), ``options`` (prune options, see ``options.py``), ``output``
 (a path under the output folder), ``memory_limit`` (e.g. ``"8G"``), ``sensitivity`` (the
 ``sensitivity.json`` of ``onnxprune sensitivity`` on that model, for ``allocation:
-sensitivity``) and ``metric`` (a user metric ``module:function`` measured on its data; a
-``file.py:function`` is relative to the manifest's folder). For example::
+sensitivity``), ``metric`` (a user metric ``module:function`` measured on its data; a
+``file.py:function`` is relative to the manifest's folder) and ``class_axis`` (the axis of the
+classes in its outputs: accuracy and agreement per token or pixel, as ``validate --class-axis``
+measures them; ``null``: per sample, whatever the batch's). For example::
 
     defaults: {sparsity: 0.9, allocation: erk}
     models:
@@ -15,6 +17,9 @@ sensitivity``) and ``metric`` (a user metric ``module:function`` measured on its
       - path: zoo/bert.onnx
         options: {sparsity: 0.5, allocation: global}
         memory_limit: 16G
+      - path: zoo/gpt2.onnx
+        data: evals/gpt2-tokens.npz
+        class_axis: -1
 
 Outputs keep the models' layout: ``zoo/resnet.onnx`` becomes ``OUT/zoo/resnet.onnx``. With
 ``data_dir``, a model without ``data`` is evaluated on ``DATA_DIR/<same relative path>.npz``
@@ -30,12 +35,16 @@ from pathlib import Path, PurePosixPath
 
 from onnxprune.documents import read_document
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
+from onnxprune.metrics import check_class_axis
 from onnxprune.options import PruneOptions, check_prune, merge_options, reads_calibration
 from onnxprune.outputs import PrunedFiles, model_files, names, refuse_clashes
 from onnxprune.sizes import parse_size
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-_ENTRY_KEYS = ("path", "data", "options", "output", "memory_limit", "sensitivity", "metric")
+_ENTRY_KEYS = (
+    *("path", "data", "options", "output", "memory_limit", "sensitivity", "metric"),
+    "class_axis",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +61,8 @@ class BatchItem:
             the manifest sets one (``own_limit``); else the batch's default applies.
         sensitivity: the curves of ``onnxprune sensitivity``, for ``allocation: sensitivity``.
         metric: its own user metric (``module:function``), else the batch's applies.
+        class_axis: the class axis of its outputs (accuracy and agreement per position), when
+            the manifest sets one (``own_axis``); else the batch's applies.
     """
 
     model: Path
@@ -63,6 +74,8 @@ class BatchItem:
     own_limit: bool = False
     sensitivity: Path | None = None
     metric: str | None = None
+    class_axis: int | None = None
+    own_axis: bool = False
 
     def limit(self, default: int | None) -> int | None:
         """The memory limit for this item: its own, else ``default``."""
@@ -235,7 +248,20 @@ def _entry(
         item = dataclasses.replace(item, memory_limit=parse_size(limit), own_limit=True)
     if "metric" in entry:
         item = dataclasses.replace(item, metric=_metric(base, entry["metric"], item, where))
+    if "class_axis" in entry:
+        item = _class_axis(entry["class_axis"], item, where)
     return item
+
+
+def _class_axis(axis: object, item: BatchItem, where: str) -> BatchItem:
+    """The item with an entry's own ``class_axis`` (``None`` too: per sample, not the batch's)."""
+    if axis is not None and item.data is None:
+        raise InvalidOptionError(f"{where}: class_axis is read on data; give the entry 'data'")
+    try:
+        check_class_axis(axis)
+    except InvalidOptionError as e:
+        raise InvalidOptionError(f"{where}: {e}") from None
+    return dataclasses.replace(item, class_axis=axis, own_axis=True)
 
 
 def _metric(base: Path, given: object, item: BatchItem, where: str) -> str:

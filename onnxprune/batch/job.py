@@ -59,6 +59,7 @@ class Job:
     max_bytes: int = DEFAULT_MAX_BYTES
     sensitivity: str | None = None
     metric: str | None = None
+    class_axis: int | None = None
 
     @property
     def files(self) -> PrunedFiles:
@@ -97,6 +98,7 @@ class ItemResult:
         seconds: wall time of the run (of the original run, for a skipped model).
         error: one line, when it failed.
         warnings: the pruner's warnings (layer collapse, skipped layers).
+        class_axis: the class axis accuracy and agreement were per position on (``validate``).
     """
 
     model: str
@@ -118,6 +120,7 @@ class ItemResult:
     warnings: tuple[str, ...] = ()
     comparison: Mapping[str, float | None] = field(default_factory=dict)
     user_metrics: Mapping[str, float] = field(default_factory=dict)
+    class_axis: int | None = None
 
     def to_dict(self) -> dict:
         """JSON form, every field."""
@@ -234,6 +237,7 @@ def _evaluate(job: Job, done: ItemResult) -> ItemResult:
         min_time=0.0,  # a batch reports accuracy and agreement, not latency: each batch once
         min_runs=1,
         metric=job.metric,
+        class_axis=job.class_axis,
     )
     return replace(
         done,
@@ -242,6 +246,7 @@ def _evaluate(job: Job, done: ItemResult) -> ItemResult:
         agreement=checked.agreement,
         comparison=worst(checked.outputs),
         user_metrics=checked.user_metrics,
+        class_axis=checked.class_axis,
     )
 
 

@@ -3,7 +3,8 @@
 A batch item's options are ``onnxprune.options.PruneOptions``, merged from the least to the most
 specific: the defaults of ``prune``, the command line's flags, a manifest's ``defaults``, then the
 model's own ``options`` (``merge_options``). Their fingerprint (a hash of the merged options, the
-evaluation data, the sensitivity file, the user metric and the onnxprune version) is stored next
+evaluation data, the sensitivity file, the user metric, the class axis and the onnxprune version)
+is stored next
 to the outputs, so a rerun redoes a model whose options changed.
 """
 
@@ -22,11 +23,12 @@ def fingerprint(
     version: str,
     sensitivity: str | os.PathLike | None = None,
     metric: str | None = None,
+    class_axis: int | None = None,
 ) -> str:
     """A hash of what determines a model's outputs: options, evaluation data, onnxprune version.
 
     With ``sensitivity`` (the curves the sensitivity allocation reads), its path too; with a
-    user metric, its spec too.
+    user metric, its spec too; with a class axis (accuracy per position), the axis too.
     """
     document = {
         "options": options.to_dict(),
@@ -37,5 +39,7 @@ def fingerprint(
         document["sensitivity"] = os.path.abspath(sensitivity)
     if metric is not None:
         document["metric"] = metric
+    if class_axis is not None:
+        document["class_axis"] = class_axis
     text = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]

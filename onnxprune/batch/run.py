@@ -34,7 +34,9 @@ from onnxprune.batch.job import ItemResult, Job, finished
 from onnxprune.batch.lock import lock_folder
 from onnxprune.batch.options import fingerprint
 from onnxprune.choice import Candidate, accuracy_vs_cost, gate_options, pareto_front, recommend
+from onnxprune.errors import InvalidOptionError
 from onnxprune.macs import short
+from onnxprune.metrics import check_class_axis
 from onnxprune.model import DEFAULT_MAX_BYTES, write_text_atomic
 from onnxprune.options import PruneOptions
 from onnxprune.report import GateResult, text_table
@@ -146,6 +148,7 @@ def run_batch(
     metric: str | None = None,
     max_accuracy_drop: float | None = None,
     min_agreement: float | None = None,
+    class_axis: int | None = None,
     on_start: Callable[[int], None] | None = None,
     on_done: Callable[[ItemResult], None] | None = None,
 ) -> BatchResult:
@@ -171,6 +174,9 @@ def run_batch(
         max_accuracy_drop: gate of every evaluated model: top-1 before pruning minus after at
             most this (needs labels); the recommended model is the most compressed that passes.
         min_agreement: gate: top-1 agreement with the model before pruning at least this.
+        class_axis: the axis of the classes: accuracy and agreement of every evaluated model
+            per position (token, pixel), as ``validate`` measures them; a manifest entry's
+            ``class_axis`` replaces it.
         on_start: called once with the number of models, once ``out`` is locked.
         on_done: called with each result as it arrives (skipped models first).
 
@@ -185,11 +191,21 @@ def run_batch(
 
     check_executor(executor, jobs, address)  # before any model is read
     gate = gate_options(max_accuracy_drop, min_agreement)
+    check_class_axis(class_axis)
     out = Path(out)
     items = collect_items(
         source, out, options or PruneOptions(), data_dir, (RESULTS, SUMMARY, REPORT)
     )
     items = [item if item.metric else replace(item, metric=metric) for item in items]
+    items = [
+        item if item.own_axis or item.data is None else replace(item, class_axis=class_axis)
+        for item in items
+    ]
+    if class_axis is not None and all(item.data is None for item in items):
+        raise InvalidOptionError(
+            "class_axis is read on evaluation data, and no model has any (--data-dir, or a "
+            "manifest entry's 'data')"
+        )
     for spec in sorted({item.metric for item in items if item.metric}):
         load_metric(spec)  # one that cannot be imported fails the batch before any model
     default_limit = physical_memory() if memory_limit == -1 else memory_limit
@@ -282,7 +298,7 @@ def _job(
         data=None if item.data is None else str(item.data.resolve()),
         options=item.options,
         fingerprint=fingerprint(
-            item.options, item.data, version, item.sensitivity, metric=item.metric
+            item.options, item.data, version, item.sensitivity, item.metric, item.class_axis
         ),
         memory_limit=item.limit(default_limit),
         provider=provider,
@@ -290,6 +306,7 @@ def _job(
         max_bytes=max_bytes,
         sensitivity=None if item.sensitivity is None else str(item.sensitivity.resolve()),
         metric=item.metric,
+        class_axis=item.class_axis,
     )
 
 

@@ -12,6 +12,7 @@ from onnxprune.batch.executors import EXECUTORS
 from onnxprune.cli._common import (
     ItemsBar,
     add_choice_gate,
+    add_class_axis,
     add_debug,
     add_max_bytes,
     add_metric,
@@ -71,6 +72,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
     add_metric(p)
     add_choice_gate(p, "model")
+    add_class_axis(p)
     add_max_bytes(p)
     add_debug(p)
     p.set_defaults(run=_batch, own_bars=True)
@@ -131,6 +133,7 @@ def _run(
             metric=args.metric,
             max_accuracy_drop=args.max_accuracy_drop,
             min_agreement=args.min_agreement,
+            class_axis=args.class_axis,
             on_start=bar.start,
             on_done=bar.counted(on_done),
         )

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from onnxprune.cli._common import (
     ItemsBar,
+    add_class_axis,
     add_debug,
     add_input_shape,
     add_max_bytes,
@@ -62,6 +63,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "with the dense model, its worst output (cosine, agreement, mean_abs_error, "
         "max_rel_error...: the metrics of `onnxprune validate`)",
     )
+    add_class_axis(p)
     p.add_argument("--layers", metavar="REGEX", help="only the weights whose name matches")
     p.add_argument("--exclude", metavar="REGEX", help="not the weights whose name matches")
     p.add_argument("--jobs", type=int, default=1, help="layers in parallel processes (default 1)")
@@ -116,6 +118,7 @@ def _run(args: argparse.Namespace, levels: tuple[float, ...], on_done: Callable)
             max_bytes=args.max_bytes,
             input_shapes=parse_input_shapes(args.input_shape),
             dims=parse_dims(args.dim),
+            class_axis=args.class_axis,
             on_start=bar.start,
             on_done=bar.counted(on_done),
         )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from onnxprune.cli._common import (
     ItemsBar,
     add_choice_gate,
+    add_class_axis,
     add_debug,
     add_input_shape,
     add_metric,
@@ -68,6 +69,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="curves of `onnxprune sensitivity`, for methods SCORE/sensitivity",
     )
     add_choice_gate(p, "run")
+    add_class_axis(p)
     add_timing_flags(p)
     add_metric(p)
     add_debug(p)
@@ -132,5 +134,6 @@ def _run(
             metric=args.metric,
             max_accuracy_drop=args.max_accuracy_drop,
             min_agreement=args.min_agreement,
+            class_axis=args.class_axis,
             on_done=bar.counted(on_done),
         )

@@ -125,7 +125,12 @@ GATE_FIELDS = {
     "min_agreement": "num?",
 }
 SWEEP_FIELDS = {"kind": "str", "model": "str?", "dense": "dict?", "runs": "list"}
-OPTIONAL_SWEEP_FIELDS = {"classes": "num?", "gated": "bool", "recommended": "str?"}
+OPTIONAL_SWEEP_FIELDS = {
+    "classes": "num?",
+    "gated": "bool",
+    "recommended": "str?",
+    "class_axis": "num?",
+}
 RUN_FIELDS = {
     "method": "str",
     "score": "str?",

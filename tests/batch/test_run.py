@@ -76,7 +76,7 @@ def test_json_lines_and_summary_hold_every_model(tmp_path):
         "model", "status", "output", "streamed", "target", "direct_sparsity",
         "effective_sparsity", "accuracy", "baseline_accuracy", "agreement", "macs",
         "nonzero_macs", "baseline_macs", "size_bytes", "seconds", "error", "warnings", "comparison",
-        "user_metrics",
+        "user_metrics", "class_axis",
     }  # fmt: skip
     assert all(set(r) == keys for r in records)
     a = next(r for r in records if r["model"] == "a.onnx")

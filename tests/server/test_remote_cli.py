@@ -324,3 +324,36 @@ def test_remote_sparsegpt_uploads_its_calibration_and_matches_local(address, tmp
     assert refused[0] == refused[1]
     assert refused[1][0] == 2
     assert "needs calibration data" in refused[1][2]
+
+
+def test_remote_validate_class_axis_prints_what_local_prints(address, tmp_path, capsys):
+    # Logits [N, 3, 4] of two MatMuls: the per-token agreement goes through the server.
+    rng = np.random.default_rng(2)
+    paths = []
+    for name in ("model", "base"):
+        w = onnx.numpy_helper.from_array(rng.standard_normal((2, 4)).astype(np.float32), "W")
+        graph = onnx.helper.make_graph(
+            [onnx.helper.make_node("MatMul", ["x", "W"], ["logits"])], "g",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 2])],
+            [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 3, 4])],
+            [w],
+        )  # fmt: skip
+        opset = [onnx.helper.make_opsetid("", 17)]
+        paths.append(tmp_path / f"{name}.onnx")
+        onnx.save(onnx.helper.make_model(graph, ir_version=10, opset_imports=opset), paths[-1])
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((10, 3, 2)).astype(np.float32))
+    flags = ["--data", str(tmp_path / "d.npz"), "--baseline", str(paths[1]), "--class-axis",
+             "-1", "--min-time", "0", "--min-runs", "1", "--json"]  # fmt: skip
+    code, out, _ = _run(capsys, "remote", "validate", str(paths[0]), *flags, "--server", address)
+    remote = json.loads(out)
+    local = json.loads(_run(capsys, "validate", str(paths[0]), *flags)[1])
+    assert code == 0
+    assert remote["class_axis"] == local["class_axis"] == -1
+    assert remote["outputs"] == local["outputs"]
+    code, out, err = _run(capsys, "remote", "validate", str(paths[0]), *flags[:4], "--class-axis",
+                          "4", "--server", address)  # fmt: skip
+    assert (code, out) == (2, "")
+    assert err == (
+        "InvalidOptionError: class_axis=4 is out of range for output 'logits' of rank 3 "
+        "(allowed: 1..2 or -2..-1; axis 0 is the batch)\n"
+    )
