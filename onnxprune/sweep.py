@@ -28,6 +28,7 @@ from onnxprune.choice import (
     recommend,
 )
 from onnxprune.errors import InvalidOptionError, OnnxpruneError
+from onnxprune.labels import declared_classes
 from onnxprune.latency import (
     CONFIDENCE,
     MIN_RUNS,
@@ -51,7 +52,7 @@ from onnxprune.pruners.registry import get_allocation, get_score
 from onnxprune.report import compression, text_table
 from onnxprune.sizes import format_size
 from onnxprune.user_metrics import UserMetric, load_metric
-from onnxprune.validation import ValidationResult, declared_classes, load_dataset, validate
+from onnxprune.validation import ValidationResult, load_dataset, validate
 from onnxprune.verbs import prune
 
 

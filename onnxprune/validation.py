@@ -43,6 +43,7 @@ import onnxruntime as ort
 
 from onnxprune.errors import DatasetError, InvalidModelError, InvalidOptionError
 from onnxprune.feeds import batches, check_feeds, fixed_batch_size, graph_inputs, session_for
+from onnxprune.labels import check_labels, declared_classes, position_labels
 from onnxprune.latency import (
     CONFIDENCE,
     MIN_RUNS,
@@ -58,7 +59,6 @@ from onnxprune.metrics import (
     Comparer,
     check_class_axis,
     check_limits,
-    class_axis_of,
     held,
     judge_limits,
     scores_of,
@@ -89,7 +89,8 @@ class Dataset:
 
     Attributes:
         inputs: arrays keyed by graph input name, samples along axis 0.
-        labels: integer class of each sample, shape ``[samples]``, or ``None``.
+        labels: integer class of each sample, shape ``[samples]`` (with a class axis
+            ``[samples, *positions]``, see ``onnxprune.labels``), or ``None``.
         samples: number of samples.
     """
 
@@ -148,7 +149,7 @@ def load_dataset(
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DatasetError(f"dataset {path.name} is not a readable .npz: {reason}") from e
     samples = next(iter(feeds.values())).shape[0]
-    _check_labels(labels, samples, declared_classes(proto, class_axis), class_axis)
+    check_labels(labels, samples, declared_classes(proto, class_axis), class_axis)
     return Dataset(inputs=feeds, labels=labels, samples=samples)
 
 
@@ -300,7 +301,7 @@ def _recheck(dataset: Dataset, model: onnx.ModelProto, class_axis: int | None) -
     samples = next(iter(feeds.values())).shape[0]
     if dataset.samples != samples:
         raise DatasetError(f"Dataset.samples={dataset.samples} but the inputs hold {samples}")
-    _check_labels(dataset.labels, samples, declared_classes(model, class_axis), class_axis)
+    check_labels(dataset.labels, samples, declared_classes(model, class_axis), class_axis)
     return dataset
 
 
@@ -434,9 +435,9 @@ class _Tally:
         if self.classes is None:
             self.classes = scores.shape[1]
             self.correct = [0, 0, 0, 0]
-        _check_labels(labels, len(labels), self.classes, self.class_axis)
+        check_labels(labels, len(labels), self.classes, self.class_axis)
         if self.class_axis is not None:
-            labels = _position_labels(labels, out, self.class_axis, name)
+            labels = position_labels(labels, out, self.class_axis, name)
         self.predictions += len(labels)
         self.correct[0] += _top_k(scores, labels, 1)
         self.correct[1] += _top_k(scores, labels, 5)
@@ -452,25 +453,6 @@ def _scores(out: np.ndarray, class_axis: int | None, name: str) -> np.ndarray:
             f"the first output has shape {list(out.shape)}; accuracy needs scores [N, C]"
         )
     return scores_of(out, class_axis, name)
-
-
-def _position_labels(labels: np.ndarray, out: np.ndarray, class_axis: int, name: str) -> np.ndarray:
-    """Labels ``[n, *positions]`` of a batch as one class per row of ``scores_of(out)``.
-
-    Raises:
-        DatasetError: the labels' positions are not the output's (``out`` without its class
-            axis).
-    """
-    positions = list(np.delete(out.shape, class_axis_of(class_axis, out.ndim, name))[1:])
-    if list(labels.shape[1:]) != positions:
-        given = ", ".join(["N", *map(str, labels.shape[1:])])
-        wanted = ", ".join(["N", *map(str, positions)])
-        shape = ", ".join(["N", *map(str, out.shape[1:])])
-        raise DatasetError(
-            f"labels are [{given}]; with class_axis={class_axis} they must be [{wanted}], one "
-            f"class per sample and position of output {name!r} [{shape}]"
-        )
-    return labels.reshape(-1)
 
 
 def _top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> int:
@@ -628,44 +610,3 @@ def _needed_inputs(model: onnx.ModelProto) -> list[str]:
     if not inputs:
         raise InvalidModelError("the model has no graph inputs to feed a dataset to")
     return inputs
-
-
-def declared_classes(model: onnx.ModelProto, class_axis: int | None = None) -> int | None:
-    """The class count the first output declares, if any.
-
-    Without ``class_axis``, of an output ``[N, C]`` with a fixed ``C``; with it, the fixed size
-    of that axis of an output of known rank that has it.
-    """
-    if not model.graph.output:
-        return None
-    tensor_type = model.graph.output[0].type.tensor_type
-    dims = tensor_type.shape.dim if tensor_type.HasField("shape") else ()
-    axis = 1 if class_axis is None else class_axis + len(dims) if class_axis < 0 else class_axis
-    wanted = len(dims) == 2 if class_axis is None else 1 <= axis < len(dims)
-    if wanted and dims[axis].HasField("dim_value"):
-        return dims[axis].dim_value
-    return None
-
-
-def _check_labels(
-    labels: np.ndarray | None, samples: int, classes: int | None, class_axis: int | None = None
-) -> None:
-    if labels is None:
-        return
-    given = f"labels are {labels.dtype}{list(labels.shape)}"
-    shape = f"[{samples}]" if class_axis is None else f"[{samples}, ...]"
-    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
-        raise DatasetError(f"{given}; they must be integer classes, shape {shape}")
-    if class_axis is None and labels.shape != (samples,):
-        raise DatasetError(f"{given}; they must have shape [{samples}], one per sample")
-    if class_axis is not None and (not labels.ndim or labels.shape[0] != samples):
-        raise DatasetError(
-            f"{given}; they must have shape [{samples}, *positions], one class per sample and "
-            "position"
-        )
-    if not labels.size:
-        return
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or (classes is not None and high >= classes):
-        allowed = "must be >= 0" if classes is None else f"must be in [0, {classes - 1}]"
-        raise DatasetError(f"labels range over [{low}, {high}]; the model's classes {allowed}")
