@@ -135,3 +135,21 @@ def test_bad_timing_values_are_one_line_errors(tmp_path, capsys, flags, message)
 def test_timing_values_that_are_not_numbers_are_one_line_errors(capsys, flag, kind):
     err = _exits(capsys, "validate", MLP, "--data", DATA, flag, "2.5s")
     assert err == f"onnxprune validate: error: argument {flag}: invalid {kind} value: '2.5s'"
+
+
+def test_class_axis_needs_something_to_read_scores_against(tmp_path, capsys):
+    inputs = tmp_path / "inputs.npz"
+    with np.load(DATA) as data:
+        np.savez(inputs, x=data["x"])  # no labels
+    err = refused(capsys, "validate", MLP, "--data", str(inputs), "--class-axis", "-1")
+    assert err == (
+        "InvalidOptionError: class_axis reads scores against a baseline or labels; give "
+        "--baseline or a dataset with 'labels'"
+    )
+    err = refused(capsys, "batch", str(MODELS), "--out", str(tmp_path / "out"), "--sparsity",
+                  "0.5", "--class-axis", "-1")  # fmt: skip
+    assert err == (
+        "InvalidOptionError: class_axis is read on evaluation data, and no model has any "
+        "(--data-dir, or a manifest entry's 'data')"
+    )
+    assert not (tmp_path / "out").exists()
