@@ -115,6 +115,42 @@ def _bias_map(
     return True
 
 
+def _unfit(b: Builder, name: str, k: np.ndarray | None) -> str:
+    """Why input ``name`` (its constant value ``k``, or None) of an element-wise node blocks.
+
+    It varies along the units' axis without holding units that can be followed: a constant
+    shaped otherwise than one value per unit, or one other nodes read too; a tensor computed
+    by a node that does not carry the units (a post-norm residual sum adds the previous
+    LayerNormalization's output; BLOOM adds its ALiBi bias, computed from the attention mask).
+    """
+    if k is not None:
+        shared = b.why_not_owned(name, "constant")
+        return shared or f"constant {name!r} of shape {list(k.shape)} does not fit the units"
+    if b.shape(name) is None:
+        return f"input {name!r} has an unknown shape{b.unfixed()}"
+    origin = _origin(b, name)
+    source = (
+        f"{origin.op_type} node {origin.name or origin.output[0]!r}" if origin else "a graph input"
+    )
+    return f"input {name!r} varies along the units' axis without carrying them (from {source})"
+
+
+def _origin(b: Builder, name: str) -> onnx.NodeProto | None:
+    """The node where computed ``name`` comes from, back through element-wise arithmetic.
+
+    A residual stream that no node carries units through is a chain of sums: its origin (a
+    LayerNormalization) is what holds the units back. None for a graph input.
+    """
+    producers = {out: n for n in b.graph.node for out in n.output}
+    node = producers.get(name)
+    while node is not None and OPS.get(op_key(node.op_type, node.domain)) is OPS["Add"]:
+        computed = [i for i in node.input if i and b.const(i) is None and b.space(i) is None]
+        if not computed:
+            break
+        node = producers.get(computed[0])
+    return node
+
+
 @handler("arithmetic")
 def _binary(b: Builder, node: onnx.NodeProto) -> None:
     spaces = [b.space(name) for name in node.input]
@@ -126,6 +162,7 @@ def _binary(b: Builder, node: onnx.NodeProto) -> None:
     )
     parts = []  # per input: a space tensor name, or a per-unit (or scalar) constant
     slices = []
+    why = None  # why an input cannot be followed
     for name, space in zip(node.input, spaces, strict=True):
         k = b.const(name)
         owned = k is not None and rank and b.owned(name)
@@ -142,11 +179,11 @@ def _binary(b: Builder, node: onnx.NodeProto) -> None:
         elif k is not None and rank and _bias_map(b, node, name, first, rank, slices):
             parts.append(np.array(NAN))  # varies within each unit
         else:
-            same = False
+            same, why = False, _unfit(b, name, k)
             break
     if not same or not rank or used_extra(b, node):
         for s in spaces:
-            b.block(s)
+            b.block(s, why=why)
         return
     out = node.output[0]
     b.alias(out, first)
@@ -165,6 +202,20 @@ def _binary(b: Builder, node: onnx.NodeProto) -> None:
         consts[out] = fn(np.stack(values))
 
     b.rules.append(rule)
+
+
+@handler("layer_norm")
+def _layer_norm(b: Builder, node: onnx.NodeProto) -> None:
+    """LayerNormalization (RMSNormalization) blocks what it reads.
+
+    Over the units' axis each output depends on every unit: a transformer's model width stays
+    whole, and the reason says why.
+    """
+    xs = b.space(node.input[0])
+    start = attr(node, "axis", -1) % xs.rank if xs is not None else 0
+    over = xs is not None and xs.axis >= start
+    for name in node.input:
+        b.block(b.space(name), why="it normalizes over the units' axis" if over else None)
 
 
 @handler("batch_norm", "instance_norm")
