@@ -103,9 +103,9 @@ def analyze(
     return sparsity_report(graph, level=level, units=found)
 
 
-_SCORE_STEPS = 4
+_SCORE_STEPS = 6
 """How far back from a Softmax ``unit_layers`` looks for the scores' MatMul (scale, mask,
-bias, cast)."""
+bias, cast; BLOOM's scale, ALiBi bias, reshape to ``[B, H, T, T]`` and mask take five)."""
 
 
 def unit_layers(graph: onnx.GraphProto, constants: ConstantResolver) -> bool:

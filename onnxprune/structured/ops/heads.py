@@ -48,14 +48,15 @@ def split_heads(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
         return False
     u, value = xs.axis, b.const(node.input[1])
     tail = tuple(shape_in[u + 1 :])
-    v = len(shape_out) - len(tail) - 2  # the heads axis of the output
-    if v < 0 or None in tail or tuple(shape_out[v + 2 :]) != tail or not shape_out[v + 1]:
+    end = len(shape_out) - len(tail)  # the output's axes before the tail
+    if None in tail or tuple(shape_out[end:]) != tail:
         return False
-    width = shape_out[v + 1]
-    heads = _size(shape_in, shape_out, v, u, value, xs.size // width)
-    if heads is None or heads == 1 or heads * width != xs.size:
-        return False  # one head: the units only regroup (``interleaved``), one by one
-    target, value = reshape_target(b, node, xs, (u, v, v + 1))
+    found = _heads_axis(shape_in, shape_out, u, end, value, xs.size)
+    if found is None:  # one head (the units only regroup: ``interleaved``), or no split
+        return False
+    v, heads = found
+    width = xs.size // heads
+    target, value = reshape_target(b, node, xs, (u, *range(v, end)))
     if value is None:
         return True
     out = node.output[0]
@@ -70,6 +71,30 @@ def split_heads(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
 
     b.rules.append(rule)
     return True
+
+
+def _heads_axis(
+    shape_in: tuple, shape_out: tuple, u: int, end: int, target: np.ndarray | None, size: int
+) -> tuple[int, int] | None:
+    """The heads axis ``v`` of a split of ``size`` units into ``shape_out[v:end]``, and its size.
+
+    The axes after the heads' (``v + 1`` to ``end``) hold a head's channels: one (``[H, D]``),
+    or several when the channels of Q, K and V are interleaved per head (BLOOM's fused
+    ``query_key_value`` viewed as ``[H, 3, D]``). The fewest such axes whose sizes are known
+    and give ``size`` with the heads win. None when no split fits.
+    """
+    width = 1
+    for v in range(end - 2, -1, -1):
+        inner = shape_out[v + 1]
+        if not inner:  # unknown (None) or empty
+            return None
+        width *= inner
+        if width >= size:
+            return None
+        heads = _size(shape_in, shape_out, v, u, target, size // width)
+        if heads is not None and heads * width == size:
+            return v, heads
+    return None
 
 
 def merge_heads(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
