@@ -170,7 +170,10 @@ def _shape_hint(graph: ConnectivityGraph) -> str:
             "cannot follow, a size from data or from an If branch); use the channel level "
             "(leave out --exact)"
         )
-    return "fix the inputs with --input-shape NAME=1,3,H,W"
+    return (
+        "fix the inputs with --input-shape NAME=D0,D1,... or their symbolic dimensions with "
+        "--dim NAME=SIZE (a text model's batch and sequence)"
+    )
 
 
 def _check_size(shapes: dict[str, tuple[int, ...]], needed_by: str) -> None:

@@ -266,8 +266,9 @@ def test_custom_domain_op_without_shapes_needs_shapes_at_exact_level() -> None:
 def test_an_unknown_shape_behind_a_symbolic_input_asks_for_its_size() -> None:
     model = _middle_op("Identity")
     model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "features"
-    with pytest.raises(ShapeError, match="fix the inputs with --input-shape"):
+    with pytest.raises(ShapeError, match="fix the inputs with --input-shape") as raised:
         analyze(model, level="exact")
+    assert "--dim NAME=SIZE" in str(raised.value)  # not only an image's NAME=1,3,H,W
 
 
 def test_matmul_after_an_op_of_unknown_shape_is_still_a_prunable_layer() -> None:
