@@ -20,7 +20,7 @@ layer (graph) order and then flat index; already-pruned weights (``-inf``) first
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -301,6 +301,26 @@ class Ranking:
         """
         counts = self._global_counts(k)
         return {name: int(c) for name, c in zip(self.names, counts, strict=True)}
+
+    def emptying_order(self, names: Iterable[str]) -> list[str]:
+        """``names`` in the order the global order takes their last weight (``global_counts``).
+
+        A layer's last weight is its highest score, and the lowest scores go first, ties by
+        layer order: no count is needed to sort them.
+        """
+        index = {name: i for i, name in enumerate(self.names)}
+        return sorted(names, key=lambda name: (self._flat[index[name]].max(), index[name]))
+
+    def emptied_at(self, name: str) -> int:
+        """The fewest removals in the global order that leave layer ``name`` no weight.
+
+        Its last weight's rank plus one: every lower score of all layers, and the ties of its
+        highest score up to its own (ties go by layer order). One pass over the scores.
+        """
+        i = self.names.index(name)
+        top = self._flat[i].max()
+        below = sum(int(np.count_nonzero(f < top)) for f in self._flat)
+        return below + sum(int(np.count_nonzero(f == top)) for f in self._flat[: i + 1])
 
     def global_changes(self, old: int, new: int) -> dict[str, np.ndarray]:
         """Per layer, where ``global_masks(old)`` and ``global_masks(new)`` differ.

@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from onnxprune.graph.build import ConnectivityGraph
+from onnxprune.graph.cuts import cut_by
 from onnxprune.graph.incremental import REBUILD, MaskedChannels, unsupported
 from onnxprune.pruners.ranking import Ranking
 from onnxprune.pruners.rows import RowGroups
@@ -88,7 +89,9 @@ def search_effective(
     """The most removals whose effective sparsity stays at most ``target``.
 
     With nested masks the bracket starts at ``targets.direct_bound`` (past it direct, hence
-    effective, sparsity is over the target) and the search interpolates; else it bisects.
+    effective, sparsity is over the target), or one short of the first count whose empty
+    layers cut every path (``first_cut``: effective sparsity 1 there, known without an
+    analysis), and the search interpolates; else it bisects.
 
     Args:
         plan: the prune's plan.
@@ -102,9 +105,39 @@ def search_effective(
         return bisect_effective(steps, low, top, target)
     size = sum(math.prod(shape) for shape in ranked.ranking.shapes)
     high = max(min(top, direct_bound(target, plan.total, plan.zeros_outside)), low)
+    if high > low:  # past a layer collapse that cuts every path, effective sparsity is 1
+        high = max(min(high, first_cut(plan.graph, ranked.ranking, high) - 1), low)
     # What low removes, and the zeros outside.
     direct_low = (low + plan.zeros_outside) / plan.total if plan.total else 0.0
     return search_nested(steps, low, high, target, size, direct_low)
+
+
+def first_cut(graph: ConnectivityGraph, ranking: Ranking, high: int) -> int:
+    """The fewest removals in the global order whose empty layers cut every path (``graph.cuts``).
+
+    Effective sparsity is exactly 1 from there on, so no search needs to analyse those counts.
+    Only layers emptied by ``high`` removals can take part; they empty in the order of their
+    highest scores, and the first whose emptying completes a cut gives the count.
+
+    Args:
+        graph: the model's connectivity graph.
+        ranking: the score order (across layers).
+        high: the most removals the search looks at.
+
+    Returns:
+        That count, or ``high + 1`` when ``high`` removals cut no path known this way.
+    """
+    removed = ranking.global_counts(high)
+    empty = [
+        name
+        for name, shape in zip(ranking.names, ranking.shapes, strict=True)
+        if 0 < math.prod(shape) == removed[name]
+    ]
+    if not cut_by(graph, empty):
+        return high + 1
+    order = ranking.emptying_order(empty)
+    first = next(i for i in range(len(order)) if cut_by(graph, order[: i + 1]))
+    return ranking.emptied_at(order[first])
 
 
 class EffectiveSteps:

@@ -48,6 +48,22 @@ def test_prefix_masks_equal_selection_at_every_count(seed):
             np.testing.assert_array_equal(got[name], expected[name])
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_a_layer_is_emptied_at_the_first_count_that_removes_all_of_it(seed):
+    # Against a scan of every count (ties inside and across layers, already-pruned weights).
+    scores, _, total, ranking = _ranked(seed)
+    scores["d"] = np.full(3, -np.inf)  # a layer pruned already: empty from the first removals
+    ranking = Ranking(scores, across_layers=True)
+    total += 3
+    scanned = {}
+    for k in range(total + 1):
+        for name, count in ranking.global_counts(k).items():
+            if count == scores[name].size:
+                scanned.setdefault(name, k)
+    assert {name: ranking.emptied_at(name) for name in scores} == scanned
+    assert ranking.emptying_order(scores) == sorted(scanned, key=scanned.get)
+
+
 def test_an_already_pruned_weight_never_comes_back():
     scores = {"w": np.array([3.0, -np.inf, 1.0, -np.inf])}
     ranking = Ranking(scores)
