@@ -46,19 +46,32 @@ def regroup(b: Builder, node: onnx.NodeProto, xs: Space) -> bool:
     if value is None:
         return True
     out = node.output[0]
-    space = b.new(out, axis, len(b.shape(out)), m, period=_period(xs, m))
-    k = np.arange(max(m, xs.size))
-    b.tie(space, k % m, xs, k % xs.size)
+    slots(b, xs, out, axis, m)
     if value[axis] > 0:
         owner = None if b.owned(target) else node  # a shared target: copied
         b.edits.append(set_dim(target, axis, out, value, node=owner))
+    return True
+
+
+def slots(b: Builder, xs: Space, out: str, axis: int, m: int) -> None:
+    """Give ``out`` a space of ``m`` slots along ``axis``, each tied to the units it holds.
+
+    Slot ``i`` holds ``xs``'s units ``j`` with ``i = j`` modulo the smaller count (``m`` a
+    multiple or a divisor of it).
+
+    A Tile repeating the units ``m / n`` times along their axis (DeBERTa repeats each relative
+    position's heads for every sample: ``[H, P, D] -> [B*H, P, D]``) fills them as a merge with
+    the batch does.
+    """
+    space = b.new(out, axis, len(b.shape(out)), m, period=_period(xs, m))
+    k = np.arange(max(m, xs.size))
+    b.tie(space, k % m, xs, k % xs.size)
 
     def rule(consts, arrays, pending):  # each output slot: what all its input slots hold
         c = consts[xs.tensor][k % xs.size].reshape(-1, m)
         consts[out] = np.where((c == c[:1]).all(axis=0), c[0], NAN)
 
     b.rules.append(rule)
-    return True
 
 
 def _regrouped(b: Builder, node: onnx.NodeProto, xs: Space) -> tuple[int, int] | None:

@@ -6,7 +6,8 @@ axis, so the output holds the input's units. An ``Expand`` whose shape names the
 gets that entry rewritten; a shape computed at run time (the TorchScript exporter computes it
 with ``Where``) becomes the output's static shape. An Expand repeating each unit along the next
 axis, read by nothing else, is a ``Repeat``: a Reshape merging the copies into units of their
-own (``heads.merge_heads``) lets copies go, the same number of each unit.
+own (``heads.merge_heads``) lets copies go, the same number of each unit. A Tile with
+constant repeats passes the units, or repeats them along their axis as merged slots.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxprune.structured.groups import Builder, Repeat
+from onnxprune.structured.groups import Builder, Repeat, Space
 from onnxprune.structured.handlers import handler
-from onnxprune.structured.ops import picking
+from onnxprune.structured.ops import interleaved, picking
 from onnxprune.structured.ops._common import attr, input_at, pass_through, set_dim
 
 
@@ -48,8 +49,11 @@ def _slice_axes(b: Builder, node: onnx.NodeProto) -> list[int] | None:
 
 @handler("broadcast")
 def _expand(b: Builder, node: onnx.NodeProto) -> None:
-    """An Expand leaving the unit axis as it is (its size there is the unit count)."""
+    """An Expand leaving the unit axis as it is (its size there is the unit count), a Tile."""
     xs, shape_out = b.space(node.input[0]), b.shape(node.output[0])
+    if node.op_type == "Tile" and not xs.inner:
+        _tile(b, node, xs)
+        return
     if node.op_type != "Expand" or xs.inner or shape_out is None:
         b.block(xs)
         return
@@ -80,3 +84,21 @@ def _expand(b: Builder, node: onnx.NodeProto) -> None:
         index += 1
         if index >= 0 and value[index] == copies and b.uses[node.output[0]] == 1:
             b.repeats[node.output[0]] = Repeat(target, index, value, owner)
+
+
+def _tile(b: Builder, node: onnx.NodeProto, xs: Space) -> None:
+    """A Tile with constant repeats: the units pass, or are repeated along their axis.
+
+    Along their axis each of ``n`` units fills every ``n``-th slot of the output
+    (``interleaved.slots``); the repeats stay as they are.
+    """
+    repeats = b.const(node.input[1])
+    shape_in = b.shape(node.input[0])
+    if repeats is None or shape_in is None or shape_in[xs.axis] != xs.size:
+        b.block(xs, why=b.computed(f"repeats {node.input[1]!r}") if repeats is None else None)
+        return
+    times = int(repeats.reshape(-1)[xs.axis])
+    if times == 1:
+        pass_through(b, node, xs, keeps=True)
+    else:
+        interleaved.slots(b, xs, node.output[0], xs.axis, xs.size * times)
