@@ -173,9 +173,12 @@ class Workspace:
         shapes = shapes or Shapes()
         inferred, values = infer_shapes_and_values(work, shapes.inputs, shapes.dims)
         folded = 0
-        # the cut model declares fixed sizes (ONNX Runtime refuses others): it may rely on them
+        # the cut model declares fixed sizes (ONNX Runtime refuses others): it may rely on them.
+        # Shapes, indices and counts are scalars and vectors; a table computed from constants
+        # (DeBERTa's relative positions, [B*H, T, T]) stays computed: stored, it grew the model
         if shapes.inputs or shapes.dims or static_inputs(work.graph):
-            folded = fold_known(work, {k: v for k, v in values.items() if v.dtype.kind in "iu"})
+            known = {k: v for k, v in values.items() if v.dtype.kind in "iu" and v.ndim <= 1}
+            folded = fold_known(work, known)
         if folded:  # a folded Reshape target can show inference what an output mis-declares
             inferred_infos(work)
         arrays = {t.name: _array(t) for t in work.graph.initializer}

@@ -18,8 +18,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from onnxprune.graph.shapes import static_inputs
-from onnxprune.structured import structured_prune
-from tests.structured._common import assert_pruned_like_masked
+from onnxprune.structured import compact, structured_prune
+from tests.structured._common import assert_pruned_like_masked, run
 from tests.structured._group_models import graph_model
 
 RNG = np.random.default_rng(0)
@@ -97,3 +97,38 @@ def test_static_inputs_needs_every_dimension_sized(dims, static):
     weight = helper.make_tensor_value_info("w", TensorProto.FLOAT, ["k"])  # an initializer
     graph = helper.make_graph([], "g", [value, weight], [], [helper.make_tensor("w", 1, [1], [0])])
     assert static_inputs(graph) is static
+
+
+def test_a_table_computed_from_constants_stays_computed():
+    # DeBERTa builds its relative positions [B*H, T, T] from constants (Range, Expand): stored,
+    # they grew the compacted model (4 tables of 512 numbers where 1,400 weights went). Here
+    # a [16, 16] grid of positions indexes a table beside an MLP whose 2 dead hidden units go
+    # (-14 weights); the grid (256 numbers) must not be stored.
+    w1 = RNG.normal(size=(4, 6))
+    w1[:, 4:] = 0
+    inits = {
+        "w1": w1, "w2": RNG.normal(size=(6, 3)), "table": RNG.normal(size=(16, 3)),
+        "start": np.array(0, np.int64), "limit": np.array(16, np.int64),
+        "delta": np.array(1, np.int64), "ax0": np.array([0], np.int64),
+        "square": np.array([16, 16], np.int64), "axes01": np.array([0, 1], np.int64),
+    }  # fmt: skip
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["r1"]),
+        helper.make_node("MatMul", ["r1", "w2"], ["h"]),
+        helper.make_node("Range", ["start", "limit", "delta"], ["pos"]),
+        helper.make_node("Unsqueeze", ["pos", "ax0"], ["row"]),
+        helper.make_node("Expand", ["row", "square"], ["grid"]),
+        helper.make_node("Gather", ["table", "grid"], ["emb"]),
+        helper.make_node("ReduceMean", ["emb", "axes01"], ["bias"], keepdims=0),
+        helper.make_node("Add", ["h", "bias"], ["y"]),
+    ]
+    model = graph_model(nodes, {"x": [1, 4]}, {"y": [1, 3]}, inits, opset=18)
+    result = compact(model)
+
+    stored = {t.name: list(t.dims) for t in result.model.graph.initializer}
+    assert stored["w1"] == [4, 4]
+    assert "grid" not in stored
+    assert result.params_after < result.params_before
+    x = {"x": RNG.normal(size=(1, 4)).astype(np.float32)}
+    np.testing.assert_allclose(run(result.model, x)[0], run(model, x)[0], rtol=1e-5, atol=1e-6)
