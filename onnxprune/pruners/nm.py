@@ -86,10 +86,28 @@ def nm_masks(
                     f"layer {name!r} has input size {size}, not a multiple of M={m} for {n}:{m}"
                     f"; {SKIP_HINT}"
                 )
-            masks[name] = np.ones(values.shape, dtype=bool)
+            masks[name] = np.ones(values.shape, dtype=bool)  # the caller warns (indivisible)
             continue
         masks[name] = np.moveaxis(_keep_top(np.moveaxis(values, axis, -1), n, m), -1, axis)
     return masks
+
+
+def indivisible(
+    shapes: Mapping[str, tuple[int, ...]], kinds: Mapping[str, Contract], m: int
+) -> dict[str, int]:
+    """The input size of each layer of ``shapes`` that is not a multiple of ``m``, by name.
+
+    With ``skip_indivisible`` those layers stay dense (an image model's stem reading 3 RGB
+    channels), and the caller says so in a warning: the overall sparsity is below N/M.
+
+    Example:
+        >>> from onnxprune.weights import WeightSource
+        >>> kind = Contract("conv", 0, 1, WeightSource("W", "initializer"))
+        >>> indivisible({"W": (8, 3, 7, 7)}, {"W": kind}, 4)
+        {'W': 3}
+    """
+    sizes = {name: input_axis(name, shape, kinds[name])[1] for name, shape in shapes.items()}
+    return {name: size for name, size in sizes.items() if size % m}
 
 
 SKIP_HINT = "--skip-indivisible (skip_indivisible=True) leaves such layers dense"

@@ -34,7 +34,7 @@ from onnxprune.pruners.masks import (
     masks_from_counts,
     set_weights,
 )
-from onnxprune.pruners.nm import nm_masks, parse_nm
+from onnxprune.pruners.nm import indivisible, nm_masks, parse_nm
 from onnxprune.pruners.ranking import Ranking
 from onnxprune.pruners.refit import Finish, reconstruction, refit_effective
 from onnxprune.pruners.registry import LayerTargets, ScoreContext, get_allocation, get_score
@@ -163,7 +163,8 @@ def prune_weights(
         contracts = {name: plan.layers[name].contract for name in plan.selected}
         chosen = _scores(plan, o.score, scores, ctx)
         pattern = nm_masks(chosen, contracts, n, m, skip_indivisible=o.skip_indivisible)
-        return plan.finish({k: kept[k] & pattern[k] for k in kept}, (), 0)
+        dense = _dense_for_nm(plan, contracts, n, m)
+        return plan.finish({k: kept[k] & pattern[k] for k in kept}, dense, 0)
     if o.sparsity is None:
         return plan.finish(kept, (), 0)
     finish = Finish(plan, rebuild)
@@ -429,6 +430,19 @@ class _Plan:
         )
         warnings = (*self.skipped, *collapsed, *notes)
         return PruneResult(pruned, stored, report, warnings, analyses)
+
+
+def _dense_for_nm(plan: _Plan, contracts: Mapping, n: int, m: int) -> tuple[str, ...]:
+    """A warning naming the layers N:M leaves dense (``skip_indivisible``), or none."""
+    shapes = {name: plan.layers[name].shape for name in contracts}
+    sizes = indivisible(shapes, contracts, m)
+    if not sizes:
+        return ()
+    named = ", ".join(
+        f"{display_name(name, plan.layers[name].label)} reads {size}"
+        for name, size in sizes.items()
+    )
+    return (f"{n}:{m} left {len(sizes)} layers dense, input size not a multiple of {m}: {named}",)
 
 
 def select_layers(

@@ -118,6 +118,22 @@ def materialize(model: onnx.ModelProto, keep: Collection[str] = ()) -> int:
     return len(removed)
 
 
+def input_free(graph: onnx.GraphProto) -> set[str]:
+    """The node outputs of ``graph`` computed without reading a graph input, even by its shape.
+
+    Their values hold for any input size, so they may be folded into a model whose inputs keep
+    symbolic dimensions: the padding amounts TorchScript computes from constants for
+    ``F.pad`` (``ConstantOfShape``, ``Concat``, ``Slice``...), which a structured rule needs.
+    Nodes with subgraphs count as reading an input (their bodies are not followed).
+    """
+    fed = {i.name for i in graph.input} - {t.name for t in graph.initializer}
+    free: set[str] = set()
+    for node in graph.node:
+        outputs = free if not subgraphs(node) and not fed.intersection(node.input) else fed
+        outputs.update(o for o in node.output if o)
+    return free
+
+
 def fold_known(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> int:
     """Store the computed tensors ``values`` gives as initializers, in place; returns how many.
 

@@ -35,7 +35,7 @@ from onnxprune.graph.build import build_graph
 from onnxprune.graph.shapes import fix_input_shapes, infer_shapes_and_values, static_inputs
 from onnxprune.macs import MacCount, graph_macs
 from onnxprune.model_checks import all_tensors
-from onnxprune.structured._constants import fold_known, materialize
+from onnxprune.structured._constants import fold_known, input_free, materialize
 from onnxprune.structured._copies import merge_copies, separable, stored_twice, unshare
 from onnxprune.structured.blocked import BlockedGroup, blocked_groups, body_blocks
 from onnxprune.structured.groups import Arrays, Consts, Consumer, Folded, Groups, build_groups
@@ -134,7 +134,8 @@ class Workspace:
     source: onnx.ModelProto | None = None
     """The model as it came (not copied), returned as it is when nothing is removed."""
     folded: int = 0
-    """Computed shape tensors stored as constants, right for the fixed input shapes only."""
+    """Computed shape tensors stored as constants, right for the fixed input shapes only (the
+    constants no input's size feeds, folded when sizes stay symbolic, are not counted)."""
 
     @classmethod
     def of(cls, model: onnx.ModelProto, shapes: Shapes | None = None) -> Workspace:
@@ -172,13 +173,18 @@ class Workspace:
         opset = next((o.version for o in work.opset_import if o.domain in ("", "ai.onnx")), 1)
         shapes = shapes or Shapes()
         inferred, values = infer_shapes_and_values(work, shapes.inputs, shapes.dims)
-        folded = 0
-        # the cut model declares fixed sizes (ONNX Runtime refuses others): it may rely on them.
+        # fixed sizes: the cut model declares them (ONNX Runtime refuses others) and may rely on
+        # them; with symbolic sizes left, only what no input's size feeds holds for every size.
         # Shapes, indices and counts are scalars and vectors; a table computed from constants
         # (DeBERTa's relative positions, [B*H, T, T]) stays computed: stored, it grew the model
-        if shapes.inputs or shapes.dims or static_inputs(work.graph):
-            known = {k: v for k, v in values.items() if v.dtype.kind in "iu" and v.ndim <= 1}
-            folded = fold_known(work, known)
+        fixed = shapes.inputs or shapes.dims or static_inputs(work.graph)
+        free = set() if fixed else input_free(work.graph)
+        known = {
+            k: v
+            for k, v in values.items()
+            if v.dtype.kind in "iu" and v.ndim <= 1 and (fixed or k in free)
+        }
+        folded = fold_known(work, known)
         if folded:  # a folded Reshape target can show inference what an output mis-declares
             inferred_infos(work)
         arrays = {t.name: _array(t) for t in work.graph.initializer}
@@ -193,7 +199,7 @@ class Workspace:
             copies,
             in_bodies,
             model,
-            folded,
+            folded if fixed else 0,
         )
 
 

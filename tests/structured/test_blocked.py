@@ -221,3 +221,22 @@ def test_a_reduction_over_the_channels_says_so(axes, reason):
     assert blocked == BlockedGroup(
         ("w1",), f"ReduceMean node 'mean': {reason}", "ReduceMean", "mean", 4
     )
+
+
+def test_a_grouped_conv_transpose_says_it_is_not_followed():
+    # c1 -> h (4 channels) -> ConvTranspose ct, group 2, weight [4, 1, 3, 3]: 2 output channels,
+    # one per group, 4x4 -> (4 - 1) * 2 + 3 = 9x9. Its outputs sit per group on the weight's
+    # axis 1 (its inputs on axis 0): not followed, so c1's 4 channels stay, with the reason.
+    nodes = [
+        _c1(),
+        helper.make_node("ConvTranspose", ["h", "wt"], ["y"], name="ct", group=2, strides=[2, 2]),
+    ]
+    model = graph_model(nodes, X, {"y": [1, 2, 9, 9]}, {"w1": _w(4, 2, 1, 1), "wt": _w(4, 1, 3, 3)})
+    blocked = _only(structured_prune(model, sparsity=0.5), "w1")
+    assert blocked == BlockedGroup(
+        ("w1",),
+        "ConvTranspose node 'ct': a grouped ConvTranspose (group=2) is not followed",
+        "ConvTranspose",
+        "ct",
+        4,
+    )

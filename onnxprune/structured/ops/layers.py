@@ -49,7 +49,10 @@ def _conv(b: Builder, node: onnx.NodeProto) -> None:
         return
     split = not transpose and xs is not None and xs.axis == 1 and xs.size == group * w.shape[1]
     if not (split and n_out % group == 0 and out_ok):
-        b.block(xs)
+        b.block(
+            xs,
+            why=f"a grouped ConvTranspose (group={group}) is not followed" if transpose else None,
+        )
         return
     if w.shape[1] == 1:
         _depthwise(b, node, xs, n_out // group)

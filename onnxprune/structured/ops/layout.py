@@ -112,9 +112,12 @@ def _squeeze(b: Builder, node: onnx.NodeProto) -> None:
 @handler("resize")
 def _resize(b: Builder, node: onnx.NodeProto) -> None:
     xs = b.space(node.input[0])
+    if input_at(node, 3) and node.op_type == "Resize":
+        _resize_to_sizes(b, node, xs)
+        return
     scales_name = node.input[1] if node.op_type == "Upsample" else input_at(node, 2)
     scales = b.const(scales_name) if scales_name else attr(node, "scales", None)
-    if scales is None or input_at(node, 3) or b.space(scales_name or "") is not None:
+    if scales is None or b.space(scales_name or "") is not None:
         b.block(xs)
         return
     scales = np.asarray(scales, np.float64).reshape(-1)
@@ -122,6 +125,28 @@ def _resize(b: Builder, node: onnx.NodeProto) -> None:
         b.block(xs)
         return
     pass_through(b, node, xs, keeps=True)
+
+
+def _resize_to_sizes(b: Builder, node: onnx.NodeProto, xs: Space) -> None:
+    """A Resize to constant ``sizes`` that keep the units' axis: the units pass.
+
+    SegFormer's decode head upsamples each stage to one size; the units' entry of ``sizes``
+    is rewritten to the units kept.
+    """
+    name = node.input[3]
+    sizes = b.const(name)
+    if sizes is None or attr(node, "axes", None) is not None:
+        b.block(xs, why=b.computed(f"sizes {name!r}") if sizes is None else None)
+        return
+    sizes = sizes.reshape(-1)
+    if sizes.size != xs.rank or sizes[xs.axis] != xs.size:
+        b.block(xs, why=f"sizes {sizes.tolist()} resize the units' axis")
+        return
+    if (problem := b.why_not_owned(name, "sizes")) is not None:
+        b.block(xs, why=problem)
+        return
+    pass_through(b, node, xs, keeps=True)
+    b.edits.append(set_dim(name, xs.axis, xs.tensor, sizes))
 
 
 @handler("pad")
@@ -173,12 +198,13 @@ def _flatten(b: Builder, node: onnx.NodeProto) -> None:
         return
     target = input_at(node, 1) if node.op_type == "Reshape" else ""
     computed = target and b.const(target) is None
-    if start is None or computed:
+    split = start is None and _split_after(xs, shape_in, shape_out)
+    if (start is None and not split) or computed:
         b.block(xs, why=b.computed(f"target shape {target!r}") if computed else None)
         return
     owner = None if not target or b.owned(target) else node  # a shared target: copied
-    if start > xs.axis:  # trailing axes merged; the unit axis stays where it is
-        pass_through(b, node, xs, keeps=True, rank=start + 1)
+    if split or start > xs.axis:  # trailing axes merged or split; the unit axis stays
+        pass_through(b, node, xs, keeps=True, rank=len(shape_out) if split else start + 1)
         if target:
             b.edits.append(set_dim(target, xs.axis, xs.tensor, b.const(target), node=owner))
         return
@@ -201,6 +227,22 @@ def _flatten(b: Builder, node: onnx.NodeProto) -> None:
         consts[out] = consts[xs.tensor][spread]
 
     b.rules.append(rule)
+
+
+def _split_after(xs: Space, shape_in: tuple | None, shape_out: tuple | None) -> bool:
+    """Whether a Reshape keeps every axis up to the units' and only regroups those after it.
+
+    SegFormer's Mix-FFN reshapes its hidden channels ``[B, C, H*W]`` to ``[B, C, H, W]`` for
+    a depthwise Conv: each channel keeps its positions, so the channels pass through. The
+    sizes after the batch must be known (the batch may be symbolic: the rest then fixes it).
+    """
+    if shape_in is None or shape_out is None or xs.inner or xs.period:
+        return False
+    if len(shape_out) <= xs.axis or None in shape_in[1:] or None in shape_out[1:]:
+        return False
+    head = xs.axis + 1
+    same = tuple(shape_in[:head]) == tuple(shape_out[:head])
+    return same and math.prod(shape_in[head:]) == math.prod(shape_out[head:])
 
 
 def _flattened_from(node: onnx.NodeProto, shape_in: tuple | None, shape_out: tuple | None):
