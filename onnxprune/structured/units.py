@@ -252,8 +252,9 @@ def _head_split(groups: Groups, node: onnx.NodeProto) -> tuple[np.ndarray, int] 
     """The groups of the channels ``node`` splits into heads, and the channels of a head.
 
     A head split is a Reshape whose output units each tie to several units of its input, each
-    input unit to one output unit (``ops.heads.split_heads``): every output unit is a head of
-    ``input units // output units`` channels. A fused attention op's output holds
+    input unit to one output unit, with an axis added for the head size
+    (``ops.heads.split_heads``): every output unit is a head of ``input units // output units``
+    channels. A fused attention op's output holds
     ``num_heads`` heads' channels. None for any other node.
     """
     if node.domain == "com.microsoft" and node.op_type in FUSED_ATTENTION and node.output:
@@ -265,6 +266,8 @@ def _head_split(groups: Groups, node: onnx.NodeProto) -> tuple[np.ndarray, int] 
         return None
     xs, ys = groups.spaces.get(node.input[0]), groups.spaces.get(node.output[0])
     if xs is None or ys is None or xs.inner or ys.inner or ys.size >= xs.size:
+        return None
+    if ys.rank <= xs.rank:  # no head-size axis: channels merged in blocks (GroupNorm's groups)
         return None
     if xs.size % ys.size:
         return None

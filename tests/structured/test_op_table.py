@@ -36,6 +36,8 @@ FOLLOWED = {
     "com.microsoft::Gelu", "com.microsoft::QuickGelu", "com.microsoft::RotaryEmbedding",
     # since: the layer norms, handled to say why they block (they normalize over the units)
     "LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization",
+    # since: channels regrouped in blocks (PixelShuffle and its inverse)
+    "DepthToSpace", "SpaceToDepth",
 }  # fmt: skip
 LAYERS = {
     "Conv", "ConvTranspose", "ConstantOfShape", "Gemm", "MatMul", "LSTM", "GRU", "RNN",

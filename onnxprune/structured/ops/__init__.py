@@ -8,6 +8,7 @@ constant) or blocks the spaces it reads.
 
 from onnxprune.structured.ops import (
     attention,
+    blocks,
     elementwise,
     heads,
     interleaved,
@@ -22,6 +23,7 @@ from onnxprune.structured.ops import (
 
 __all__ = [
     "attention",
+    "blocks",
     "elementwise",
     "heads",
     "interleaved",

@@ -20,6 +20,7 @@ from onnxprune.structured.ops._common import (
     set_dim,
     used_extra,
 )
+from onnxprune.structured.ops.blocks import in_blocks, regroup
 from onnxprune.weights import sliced
 
 
@@ -197,18 +198,28 @@ def _flatten(b: Builder, node: onnx.NodeProto) -> None:
     if start is None and heads.merge_heads(b, node, xs):
         return
     target = input_at(node, 1) if node.op_type == "Reshape" else ""
-    computed = target and b.const(target) is None
-    split = start is None and _split_after(xs, shape_in, shape_out)
-    if (start is None and not split) or computed:
-        b.block(xs, why=b.computed(f"target shape {target!r}") if computed else None)
+    if target and b.const(target) is None:
+        b.block(xs, why=b.computed(f"target shape {target!r}"))
         return
     owner = None if not target or b.owned(target) else node  # a shared target: copied
-    if split or start > xs.axis:  # trailing axes merged or split; the unit axis stays
-        pass_through(b, node, xs, keeps=True, rank=len(shape_out) if split else start + 1)
+    if start is None:
+        if not _after_units(b, node, xs, shape_in, shape_out, owner):
+            b.block(xs)
+        return
+    if start > xs.axis:  # trailing axes merged; the unit axis stays where it is
+        pass_through(b, node, xs, keeps=True, rank=start + 1)
         if target:
             b.edits.append(set_dim(target, xs.axis, xs.tensor, b.const(target), node=owner))
         return
-    dims = shape_in[start:]
+    _spread(b, node, xs, start, shape_in[start:], owner)
+
+
+def _spread(b: Builder, node, xs: Space, start: int, dims: tuple, owner) -> None:
+    """Axes ``start``.. (``dims``), the units' among them, merged into one.
+
+    Each unit spreads over the consecutive features it becomes (``Flatten`` before a Gemm).
+    """
+    out, target = node.output[0], input_at(node, 1) if node.op_type == "Reshape" else ""
     if start < 1 or any(d is None for d in dims):
         b.block(xs)
         return
@@ -227,6 +238,29 @@ def _flatten(b: Builder, node: onnx.NodeProto) -> None:
         consts[out] = consts[xs.tensor][spread]
 
     b.rules.append(rule)
+
+
+def _after_units(b: Builder, node, xs: Space, shape_in, shape_out, owner) -> bool:
+    """A Reshape regrouping only the units' axis and those after it: followed if it can be.
+
+    The axes after the units' split or merged, the units pass (``_split_after``); the units'
+    axis regrouped with them in blocks, each block goes whole (``blocks.in_blocks``). The
+    target's entry on the units' axis is rewritten. False when it is neither.
+    """
+    blocks = None
+    if not _split_after(xs, shape_in, shape_out):
+        blocks = in_blocks(xs, shape_in, shape_out)
+        if blocks is None:
+            return False
+    if blocks is None:
+        pass_through(b, node, xs, keeps=True, rank=len(shape_out))
+    else:
+        regroup(b, node, xs, blocks, len(shape_out))
+    target = input_at(node, 1)
+    if target:
+        units = xs.tensor if blocks is None else node.output[0]
+        b.edits.append(set_dim(target, xs.axis, units, b.const(target), node=owner))
+    return True
 
 
 def _split_after(xs: Space, shape_in: tuple | None, shape_out: tuple | None) -> bool:
