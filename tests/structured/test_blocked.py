@@ -240,3 +240,19 @@ def test_a_grouped_conv_transpose_says_it_is_not_followed():
         "ct",
         4,
     )
+
+
+def test_a_reshape_regrouping_the_channels_says_how():
+    # c1 -> h [1, 6, 2, 2] -> Reshape to [1, 4, 3, 2] -> c2 -> y. 6 channels of 4 values as
+    # 4 rows of 6: row 1 holds the end of channel 1 and channel 2, so no channel is a block of
+    # rows (nor a row a block of channels): c1's 6 channels stay, and the shapes say why.
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["h"], name="c1"),
+        helper.make_node("Reshape", ["h", "to"], ["r"], name="r"),
+        helper.make_node("Conv", ["r", "w2"], ["y"], name="c2"),
+    ]
+    inits = {"w1": _w(6, 2, 1, 1), "to": np.array([1, 4, 3, 2]), "w2": _w(3, 4, 1, 1)}
+    model = graph_model(nodes, {"x": [1, 2, 2, 2]}, {"y": [1, 3, 3, 2]}, inits)
+    blocked = _only(structured_prune(model, sparsity=0.5), "w1")
+    reason = "Reshape node 'r': it regroups the units' axis 1 ([1, 6, 2, 2] -> [1, 4, 3, 2])"
+    assert blocked == BlockedGroup(("w1",), reason, "Reshape", "r", 6)

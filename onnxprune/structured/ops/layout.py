@@ -204,7 +204,7 @@ def _flatten(b: Builder, node: onnx.NodeProto) -> None:
     owner = None if not target or b.owned(target) else node  # a shared target: copied
     if start is None:
         if not _after_units(b, node, xs, shape_in, shape_out, owner):
-            b.block(xs)
+            b.block(xs, why=_reshaped(b, xs, shape_in, shape_out))
         return
     if start > xs.axis:  # trailing axes merged; the unit axis stays where it is
         pass_through(b, node, xs, keeps=True, rank=start + 1)
@@ -221,7 +221,7 @@ def _spread(b: Builder, node, xs: Space, start: int, dims: tuple, owner) -> None
     """
     out, target = node.output[0], input_at(node, 1) if node.op_type == "Reshape" else ""
     if start < 1 or any(d is None for d in dims):
-        b.block(xs)
+        b.block(xs, why=_reshaped(b, xs, b.shape(node.input[0]), b.shape(out)))
         return
     n = math.prod(dims)
     space = b.new(out, start, start + 1, n)
@@ -238,6 +238,21 @@ def _spread(b: Builder, node, xs: Space, start: int, dims: tuple, owner) -> None
         consts[out] = consts[xs.tensor][spread]
 
     b.rules.append(rule)
+
+
+def _reshaped(b: Builder, xs: Space, shape_in: tuple | None, shape_out: tuple | None) -> str:
+    """Why a Reshape the rules do not follow blocks: the shapes it maps, or what is unknown.
+
+    MobileViT unfolds its patches into the batch (``[1, 16, 8, 8] -> [32, 2, 4, 2]``): the
+    shapes say the channels are merged with other axes there.
+    """
+    if shape_in is None or shape_out is None:
+        return f"its {'input' if shape_in is None else 'output'} shape is unknown{b.unfixed()}"
+    shown = [
+        "[" + ", ".join("?" if d is None else str(d) for d in s) + "]"
+        for s in (shape_in, shape_out)
+    ]
+    return f"it regroups the units' axis {xs.axis} ({shown[0]} -> {shown[1]})"
 
 
 def _after_units(b: Builder, node, xs: Space, shape_in, shape_out, owner) -> bool:
