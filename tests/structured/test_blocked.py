@@ -235,7 +235,8 @@ def test_a_grouped_conv_transpose_says_it_is_not_followed():
     blocked = _only(structured_prune(model, sparsity=0.5), "w1")
     assert blocked == BlockedGroup(
         ("w1",),
-        "ConvTranspose node 'ct': a grouped ConvTranspose (group=2) is not followed",
+        "ConvTranspose node 'ct': a grouped ConvTranspose (group=2) that is not depthwise is not"
+        " followed",
         "ConvTranspose",
         "ct",
         4,

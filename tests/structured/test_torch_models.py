@@ -183,3 +183,36 @@ def test_compacted_model_compacts_to_itself_and_prunes_further(name):
     assert set(convs) <= set(again.units)  # folded maps block nothing
     assert close(_outputs(model, name), _outputs(once, name))
     assert close(_outputs(again.masked, name), _outputs(again.model, name))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+def test_depthwise_conv_transpose_upsampling_equals_the_smaller_torch_module():
+    """Conv -> depthwise ConvTranspose (stride 2, learned upsampling) -> Conv: each upsampled
+    channel comes from one channel, so the two go together and ``group`` follows them. The
+    compacted model equals torch running the module built from the kept channels."""
+    torch.manual_seed(0)
+
+    def net(c):
+        return nn.Sequential(
+            nn.Conv2d(3, c, 3, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(c, c, 4, stride=2, padding=1, groups=c), nn.ReLU(),
+            nn.Conv2d(c, 3, 1),
+        )  # fmt: skip
+
+    module = net(8).eval()
+    model = export(torch, module, (1, 3, 6, 6))
+    result = structured_prune(model, sparsity=0.5)
+    conv1, up = [n.input[1] for n in model.graph.node if n.op_type.startswith("Conv")][:2]
+    assert result.units[conv1] == result.units[up] == (4, 8)
+    w = next(t for t in result.masked.graph.initializer if t.name == conv1)
+    keep = torch.from_numpy(onnx.numpy_helper.to_array(w).reshape(8, -1).any(axis=1))
+    small = net(4).eval()
+    with torch.no_grad():
+        for i in (0, 2):
+            small[i].weight.copy_(module[i].weight[keep])
+            small[i].bias.copy_(module[i].bias[keep])
+        small[4].weight.copy_(module[4].weight[:, keep])
+        small[4].bias.copy_(module[4].bias)
+        x = torch.randn(2, 3, 6, 6)
+        expected = small(x).numpy()
+    assert close(expected, run(result.model, {"x": x.numpy()})[0])

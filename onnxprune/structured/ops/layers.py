@@ -47,12 +47,14 @@ def _conv(b: Builder, node: onnx.NodeProto) -> None:
         if out_ok:
             _producer(b, node, wname, out_axis, bias, w.ndim, n_out)
         return
+    per_channel = xs is not None and xs.axis == 1 and xs.size == group
+    if transpose and per_channel and w.shape[:2] == (group, 1) and out_ok:
+        _depthwise(b, node, xs, 1)
+        return
     split = not transpose and xs is not None and xs.axis == 1 and xs.size == group * w.shape[1]
     if not (split and n_out % group == 0 and out_ok):
-        b.block(
-            xs,
-            why=f"a grouped ConvTranspose (group={group}) is not followed" if transpose else None,
-        )
+        why = f"a grouped ConvTranspose (group={group}) that is not depthwise is not followed"
+        b.block(xs, why=why if transpose else None)
         return
     if w.shape[1] == 1:
         _depthwise(b, node, xs, n_out // group)
@@ -155,7 +157,12 @@ def _producer(
 
 
 def _depthwise(b: Builder, node: onnx.NodeProto, xs: Space, multiplier: int) -> None:
-    """Each output channel filters one input channel: they go together."""
+    """Each output channel filters one input channel: they go together.
+
+    A depthwise ConvTranspose (weight ``[C, 1, *k]``, ``group`` = C: learned upsampling) too;
+    there a constant input channel gives no constant output (near the borders, and between
+    strides, fewer taps land): only a zero input or kernel leaves it known, its bias.
+    """
     wname, bias, out = node.input[1], input_at(node, 2), node.output[0]
     n = xs.size * multiplier
     space = b.new(out, 1, xs.rank, n)
@@ -165,12 +172,16 @@ def _depthwise(b: Builder, node: onnx.NodeProto, xs: Space, multiplier: int) -> 
     if bias:
         b.slices.append(Slice(bias, 0, out))
     pads = padded(node)
+    transposed = node.op_type == "ConvTranspose"
 
     def rule(consts, arrays, pending):
         w = arrays[wname].astype(np.float64)
         c = np.repeat(consts[xs.tensor], multiplier)
         base = arrays[bias].astype(np.float64) if bias else np.zeros(n)
-        through = np.where(pads & (c != 0), NAN, c * w.reshape(n, -1).sum(axis=1) + base)
+        if transposed:
+            through = np.where(c == 0, base, NAN)
+        else:
+            through = np.where(pads & (c != 0), NAN, c * w.reshape(n, -1).sum(axis=1) + base)
         consts[out] = np.where(rows_zero(w, 0), base, through)
 
     def edit(kept, arrays, fresh):
