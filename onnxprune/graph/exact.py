@@ -162,9 +162,13 @@ def _shape_hint(graph: ConnectivityGraph) -> str:
 
     With every input's size known (declared, ``--input-shape`` or ``--dim``), a size that is
     still unknown comes from an op shape inference cannot follow, from data, or from which
-    branch an ``If`` takes (Silero VAD's decoder), and no flag fixes it.
+    branch an ``If`` takes (Silero VAD's decoder), and no flag fixes it. A symbolic batch is
+    not known: the analysis counts it as 1, but shapes computed from it stay unknown
+    (``nn.TransformerEncoder``'s and Wav2Vec2's attention reshapes read it) until ``--dim``
+    fixes it.
     """
-    if all(graph.static_shape(name) is not None for name in graph.inputs):
+    declared = [graph.shapes.get(name) for name in graph.inputs]
+    if all(shape is not None and None not in shape for shape in declared):
         return (
             "every input's size is known, but shape inference cannot tell this one (an op it "
             "cannot follow, a size from data or from an If branch); use the channel level "

@@ -271,6 +271,16 @@ def test_an_unknown_shape_behind_a_symbolic_input_asks_for_its_size() -> None:
     assert "--dim NAME=SIZE" in str(raised.value)  # not only an image's NAME=1,3,H,W
 
 
+def test_an_unknown_shape_behind_a_symbolic_batch_asks_for_its_size() -> None:
+    # Only the batch is symbolic: the analysis counts it as 1, but t (a custom op's output,
+    # as an attention reshape computed from the batch) has no shape until the batch is fixed,
+    # so the inputs' sizes are not all known and the message says how to give them.
+    model = _middle_op("Foo")
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    with pytest.raises(ShapeError, match="'t' has shape unknown; fix the inputs with"):
+        analyze(model, level="exact")
+
+
 def test_matmul_after_an_op_of_unknown_shape_is_still_a_prunable_layer() -> None:
     # x[1,4] -> custom::Foo -> t (shape unknown) -> MatMul(t, w [4, 2]) -> y.
     # w is a constant 2-D MatMul weight, so it is a prunable layer whatever t's rank: the report
