@@ -11,6 +11,7 @@ the configs, counts by hand, and ONNX Runtime running the masked and the compact
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 
@@ -71,9 +72,16 @@ def _convnext():
     return _net(tf.ConvNextForImageClassification(config), "logits", pixel_values=_pixels())
 
 
+def _mobilenet_v2():
+    config = tf.MobileNetV2Config(
+        num_channels=3, image_size=32, depth_multiplier=0.25, num_labels=5
+    )
+    return _net(tf.MobileNetV2ForImageClassification(config), "logits", pixel_values=_pixels())
+
+
 BUILDERS = {
     "efficientnet": _efficientnet, "segformer": _segformer, "resnet": _resnet,
-    "convnext": _convnext,
+    "convnext": _convnext, "mobilenet_v2": _mobilenet_v2,
 }  # fmt: skip
 
 
@@ -171,3 +179,47 @@ def test_convnext_says_why_its_residual_stream_stays_whole():
     assert _units(result, "pwconv1") == [(16, 32), (32, 64)]
     assert params(result.model) < params(model)
     _assert_same(run(result.model, _feed()), run(result.masked, _feed()))
+
+
+def _linearized_active(module, shape: tuple[int, ...]) -> dict[str, object]:
+    """Vysogorets & Kempe's reference (arXiv 2107.02306): active entries of each Conv/Linear
+    weight of a float64 copy with weights ``|w|``, biases 0, BatchNorm and ReLU(6) removed and
+    max-pooling read as averaging (any input of a window may be the max), by backprop of the
+    output's sum from an input of ones."""
+    nn = torch.nn
+    lin = copy.deepcopy(module).double().eval()
+    for parent in list(lin.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Dropout)):
+                setattr(parent, name, nn.Identity())
+            elif isinstance(child, nn.MaxPool2d):
+                setattr(parent, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding))
+    with torch.no_grad():
+        for name, p in lin.named_parameters():
+            p.copy_(p.abs() * (not name.endswith("bias")))
+    lin(torch.ones(shape, dtype=torch.float64)).sum().backward()
+    return {
+        f"{name}.weight": m.weight.grad * m.weight != 0
+        for name, m in lin.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    }
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenet_v2"])
+def test_exact_effective_sparsity_equals_the_torch_reference(name):
+    """60% global magnitude on the dynamo export (weights keep their module names), the masks
+    put back on the module: the exact level's active weights are the reference's, weight by
+    weight (the bottleneck's 2 channels, MobileNetV2's depthwise Convs and TF-style padding)."""
+    net = BUILDERS[name]()
+    result = onnxprune.prune(_model(name, "dynamo"), sparsity=0.6, level="exact")
+    params = dict(net.module.named_parameters())
+    with torch.no_grad():
+        for key, mask in result.masks.items():
+            params[key].mul_(torch.from_numpy(mask).reshape(params[key].shape))
+    active = _linearized_active(net.module, tuple(net.inputs["pixel_values"].shape))
+    reference = {key: int(active[key].sum()) for key in result.masks}
+    total = sum(mask.size for mask in result.masks.values())
+    assert 1 - sum(reference.values()) / total == pytest.approx(
+        result.report.effective_sparsity, abs=1e-12
+    )
+    assert {layer.name: layer.active for layer in result.report.layers} == reference
