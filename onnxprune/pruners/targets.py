@@ -2,10 +2,17 @@
 
 The bisection of Vysogorets & Kempe's "low-cost extension" (arXiv 2107.02306, section 5).
 
-The number of removed weights ``k`` (in score order, per the allocation) is bisected; each step
-runs one connectivity analysis. Effective sparsity grows with ``k`` because masks are nested (a
-fixed ranking, and a fixed seed for random scores), so the largest ``k`` whose effective sparsity
-is at most the target is found in about ``log2(total)`` analyses.
+The number of removed weights ``k`` (in score order, per the allocation) is searched for the
+largest ``k`` whose effective sparsity is at most the target; each step runs one connectivity
+analysis. ``bisect_effective`` bisects, in about ``log2(total)`` analyses. With nested masks (one
+global order) effective sparsity is a non-decreasing step function of ``k``: most removals add
+one weight's share or nothing, a removal that cuts a unit off adds all that hung on it. There
+``search_nested`` finds the same count in fewer analyses: it interpolates on a log-log scale,
+and after an interpolation that lands on its own side of the answer it overshoots rather than
+bisects, so that few steps land far from the answer (far steps cost the most when steps are
+analysed incrementally). Its bracket starts at ``direct_bound`` (effective sparsity is never
+below direct) or, where fewer removals already empty layers that cut every path, one short of
+those (``pruners.steps.first_cut``: effective sparsity 1 there, known without an analysis).
 """
 
 from __future__ import annotations
@@ -118,10 +125,18 @@ def search_nested(
     variant: the value of an end kept twice in a row is halved towards the target, so that a
     bent curve does not pin that end. An end where every path is cut (effective sparsity 1) says
     nothing of the curve's shape: while the bracket has one, a step halves it on the log scale
-    of the weights left instead. The step after an interpolation that did not halve the
-    bracket bisects: at most about twice bisection's analyses, usually far fewer. ``low`` is
-    analysed last, and only when no larger count is under the target: until then its direct
-    sparsity stands in for its effective sparsity (never above it).
+    of the weights left instead.
+
+    An interpolation that does not halve the bracket has landed on the side of the answer it
+    came from, usually close to it (a bent curve, or a jump in the bracket: a unit cut off).
+    The next step overshoots: past the count it found by twice the distance it moved its end,
+    so that the answer is likely bracketed closely, never past the bracket's midpoint. Only
+    when that does not halve the bracket either does a step bisect, and overshoots wait until
+    an interpolation halves the bracket again (a curve ruled by a large jump). Bisection's
+    steps far from the answer, each about a whole analysis with incremental steps, are mostly
+    saved; in the worst case a halving takes three steps instead of two.
+    ``low`` is analysed last, and only when no larger count is under the target: until then its
+    direct sparsity stands in for its effective sparsity (never above it).
 
     Args:
         effective_at: effective sparsity after removing ``k`` weights, non-decreasing in ``k``.
@@ -129,49 +144,99 @@ def search_nested(
         high: the most weights that may be removed.
         target: the effective sparsity not to exceed.
         size: the weights the search removes from (``high < size``).
-        direct_low: the direct sparsity at ``low``.
+        direct_low: the direct sparsity at ``low``; at most ``target`` unless ``high == low``
+            (``high`` is at most the direct bound).
     """
     analysed = _reporter(effective_at, 1 + max(high - low, 1).bit_length())
     top = analysed(high, 1)
     if top <= target or high <= low:
         return Bisection(high, top, 1)
     analyses, ok, bad = 1, (low, direct_low), (high, top)
-    floor = 0.5 / max(size, 1)  # densities of a fully cut model still have a logarithm
-
-    def point(k: int, value: float) -> tuple[float, float]:
-        return math.log(size - k), math.log(max(1.0 - value, floor))
-
-    aim = math.log(max(1.0 - target, floor))
-    p_ok, p_bad = point(*ok), point(*bad)
-    kept, bisect = None, False
+    curve = _LogLog(size, target)
+    p_ok, p_bad = curve.point(*ok), curve.point(*bad)
+    kept, step, moved, overshoots = None, "interpolate", 0, True
     while bad[0] - ok[0] > 1:
-        width = bad[0] - ok[0]
-        if bisect:
-            k = (ok[0] + bad[0]) // 2
-        elif bad[1] >= 1.0:  # a fully cut end tells nothing of the curve: halve log(weights left)
-            k = round(size - math.exp((p_ok[0] + p_bad[0]) / 2))
-            k = min(max(k, ok[0] + 1), bad[0] - 1)
+        width, middle = bad[0] - ok[0], (ok[0] + bad[0]) // 2
+        if step == "bisect":
+            k = middle
+        elif step == "overshoot":  # past the count the interpolation found (an end now)
+            k = min(ok[0] + 2 * moved, middle) if kept == "bad" else max(bad[0] - 2 * moved, middle)
         else:
-            step = (aim - p_ok[1]) / min(p_bad[1] - p_ok[1], -1e-300)
-            k = round(size - math.exp(p_ok[0] + step * (p_bad[0] - p_ok[0])))
-            k = min(max(k, ok[0] + 1), bad[0] - 1)
+            k = min(max(curve.interpolate(p_ok, p_bad, bad[1] >= 1.0), ok[0] + 1), bad[0] - 1)
         analyses += 1
         value = analysed(k, analyses)
+        moved = k - ok[0] if value <= target else bad[0] - k
         if value <= target:
-            ok, p_ok = (k, value), point(k, value)
+            ok, p_ok = (k, value), curve.point(k, value)
             if kept == "bad":  # Illinois: the same end kept twice
-                p_bad = (p_bad[0], aim + (p_bad[1] - aim) / 2)
+                p_bad = curve.halved(p_bad)
             kept = "bad"
         else:
-            bad, p_bad = (k, value), point(k, value)
+            bad, p_bad = (k, value), curve.point(k, value)
             if kept == "ok":
-                p_ok = (p_ok[0], aim + (p_ok[1] - aim) / 2)
+                p_ok = curve.halved(p_ok)
             kept = "ok"
-        bisect = not bisect and (bad[0] - ok[0]) * 2 > width  # interpolation did not halve it
+        halved = (bad[0] - ok[0]) * 2 <= width
+        if step != "bisect" and (halved or step == "overshoot"):
+            overshoots = halved  # until an interpolation halves the bracket again
+        step = _next_step(step, halved=halved, overshoots=overshoots)
     if ok[0] == low:  # no count above it is under the target: only now is low analysed
         analyses += 1
         return Bisection(low, analysed(low, analyses), analyses)
     return Bisection(ok[0], ok[1], analyses)
+
+
+def _next_step(step: str, *, halved: bool, overshoots: bool) -> str:
+    """The next step's kind: what the last one (``step``) did to the bracket decides.
+
+    After a step that halved the bracket, or a bisection, interpolate; after an interpolation
+    that did not, overshoot (while ``overshoots``); else bisect.
+    """
+    if halved or step == "bisect":
+        return "interpolate"
+    return "overshoot" if step == "interpolate" and overshoots else "bisect"
+
+
+@dataclass(frozen=True, slots=True)
+class _LogLog:
+    """The search's scale: log effective density against log weights left.
+
+    Attributes:
+        size: the weights the search removes from.
+        target: the effective sparsity not to exceed.
+    """
+
+    size: int
+    target: float
+
+    @property
+    def floor(self) -> float:
+        """The density a fully cut model is given, so that it still has a logarithm."""
+        return 0.5 / max(self.size, 1)
+
+    @property
+    def aim(self) -> float:
+        """The target on this scale."""
+        return math.log(max(1.0 - self.target, self.floor))
+
+    def point(self, k: int, value: float) -> tuple[float, float]:
+        """Count ``k`` with effective sparsity ``value`` on this scale."""
+        return math.log(self.size - k), math.log(max(1.0 - value, self.floor))
+
+    def halved(self, p: tuple[float, float]) -> tuple[float, float]:
+        """``p`` with its distance to the target halved (Illinois)."""
+        return p[0], self.aim + (p[1] - self.aim) / 2
+
+    def interpolate(self, p_ok: tuple[float, float], p_bad: tuple[float, float], cut: bool) -> int:
+        """The count where the line between two points meets the target.
+
+        With a fully ``cut`` bad end (no shape to follow), the middle of the weights left on
+        the log scale instead.
+        """
+        if cut:
+            return round(self.size - math.exp((p_ok[0] + p_bad[0]) / 2))
+        step = (self.aim - p_ok[1]) / min(p_bad[1] - p_ok[1], -1e-300)
+        return round(self.size - math.exp(p_ok[0] + step * (p_bad[0] - p_ok[0])))
 
 
 def _reporter(effective_at: Callable[[int], float], steps: int) -> Callable[[int, int], float]:

@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from onnxprune import prune
+from onnxprune import progress, prune
 from onnxprune.graph.build import build_graph
 from onnxprune.pruners.allocations.minimum_threshold import minimum_threshold, most_removable
 from onnxprune.pruners.masks import masks_from_counts
@@ -214,6 +214,20 @@ def test_a_layer_collapse_is_known_without_analysing_past_it():
     result = same_as_reference(to_onnx(net), 0.97, "global")
     assert int(result.masks["b"].sum()) == 1
     assert result.analyses == 1
+
+
+def test_an_interpolation_short_of_the_answer_is_followed_by_an_overshoot():
+    # The residual net at 0.95: the top count (the direct bound, 805) and the interpolation
+    # after it (802) are over the target, 3 removals apart. Bisecting the bracket next would
+    # analyse counts far below the answer (442, 621, 710: 8 analyses); an overshoot past 802
+    # by twice those 3 (796) is under it, and the bracket of 6 closes in 3 more steps.
+    seen: list[progress.Progress] = []
+    with progress.listening(seen.append):
+        result = same_as_reference(to_onnx(_residual()), 0.95, "global")
+    notes = [p.note for p in seen if p.stage == "effective target"]
+    counts = [int(note.split(" at ")[1].split()[0]) for note in notes]
+    assert result.analyses == len(counts) == 6
+    assert max(abs(k - counts[-1]) for k in counts) < 10
 
 
 def test_a_model_without_prunable_weights_reaches_any_target():
