@@ -193,6 +193,20 @@ def batched_matmul(b: Builder, node: onnx.NodeProto) -> bool:
     return True
 
 
+def unpaired(b: Builder, node: onnx.NodeProto) -> str:
+    """Why ``batched_matmul`` does not follow a MatMul of two activations (the blocked reason).
+
+    One operand holds no units (whatever computes it did not carry them: DeBERTa's relative
+    positions, read in its first layer straight from a folded constant), or both do, but not
+    on the same batch axis (a product over the units mixes them).
+    """
+    spaces = [b.space(name) for name in node.input]
+    if None in spaces:
+        name = node.input[spaces.index(None)]
+        return f"its operand {name!r} is computed without units to pair with the other's"
+    return "it multiplies two activations whose units are not on the same batch axis"
+
+
 @handler("softmax")
 def _softmax(b: Builder, node: onnx.NodeProto) -> None:
     """Softmax (LogSoftmax, Hardmax, LpNormalization) along other axes than the units'.

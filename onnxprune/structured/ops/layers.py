@@ -225,10 +225,13 @@ def _gemm(b: Builder, node: onnx.NodeProto) -> None:
 def _matmul(b: Builder, node: onnx.NodeProto) -> None:
     x, wname = node.input
     xs, w, rank = b.space(x), b.const(wname), b.rank(node.output[0])
-    if w is None and b.const(x) is None and heads.batched_matmul(b, node):
+    two = w is None and b.const(x) is None  # a product of two activations (attention)
+    if two and heads.batched_matmul(b, node):
         return
-    problem = b.why_not_owned(wname)
-    if problem or w.ndim != 2 or b.const(x) is not None or not rank:
+    problem = heads.unpaired(b, node) if two else b.why_not_owned(wname)
+    if not problem and w.ndim != 2:  # a batched product with a folded constant (DeBERTa's)
+        problem = f"its constant operand {wname!r} has {w.ndim} axes, not a weight's 2"
+    if problem or b.const(x) is not None or not rank:
         for name in node.input:
             b.block(b.space(name), why=problem)
         return
