@@ -393,10 +393,13 @@ class Comparer:
         class_axis: the axis of the classes the agreements read (see ``scores_of``); ``None``:
             the trailing axes flattened.
         running: output name -> metric name -> the values so far.
+        flattened: outputs of rank 3 or more whose agreements read each sample's scores
+            flattened (no ``class_axis``), with their shape past the batch (``hints``).
     """
 
     class_axis: int | None = None
     running: dict[str, dict[str, _Running]] = field(default_factory=dict)
+    flattened: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def add(self, model: Mapping[str, np.ndarray], baseline: Mapping[str, np.ndarray]) -> None:
         """Compare one batch of outputs (same samples on both sides).
@@ -418,12 +421,28 @@ class Comparer:
             running = self.running.setdefault(name, {c.name: _Running() for c in metrics})
             if not metrics or not a.shape[0]:
                 continue
+            if axis is None and a.ndim >= 3 and any(c.classes for c in metrics):
+                self.flattened.setdefault(name, a.shape[1:])
             flat = [x.reshape(x.shape[0], -1).astype(np.float64) for x in (a, b)]
             scores = flat
             if axis is not None and any(c.classes for c in metrics):
                 scores = [scores_of(x.astype(np.float64), axis, name) for x in (a, b)]
             for metric in metrics:
                 running[metric.name].add(metric.per_sample(*(scores if metric.classes else flat)))
+
+    def hints(self) -> tuple[str, ...]:
+        """How to compare per position each output whose agreements read one vector per sample.
+
+        A language model's logits ``[N, T, V]`` are the usual case: without a class axis, top-1
+        agreement is one argmax over ``T * V`` values.
+        """
+        return tuple(
+            f"output {name!r} ({' x '.join(map(str, shape))} per sample) is compared as one "
+            f"vector of {math.prod(shape)} scores, so top-1 agreement is one argmax over all of "
+            "them; for agreement per token or pixel give the class axis (class_axis, "
+            "--class-axis: -1 for logits [N, T, V], 1 for [N, C, H, W])"
+            for name, shape in self.flattened.items()
+        )
 
     def result(self) -> dict[str, dict[str, float | None]]:
         """Output name -> metric name -> value (``None`` where the metric does not apply)."""

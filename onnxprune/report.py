@@ -428,7 +428,8 @@ class ValidationResult:
         speedup_confidence: the interval's level, e.g. 0.95.
         timed_runs: timed runs (batches) of each side.
         threads: ONNX Runtime intra-op threads of the sessions (0: ONNX Runtime's choice).
-        warnings: what makes the timings less trustworthy (too few batches, a wide interval).
+        warnings: what makes the timings less trustworthy (too few batches, a wide interval),
+            and outputs whose agreement read many positions as one vector of scores.
         class_axis: the axis of the classes when accuracy and agreement were per position
             (token, pixel; ``onnxprune.metrics``), ``None`` when each sample was one prediction.
     """

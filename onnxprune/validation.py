@@ -530,7 +530,10 @@ def _result(
         speedup_confidence=None if ratio is None else ratio.confidence,
         timed_runs=own.runs,
         threads=timing.threads,
-        warnings=tuple(timing_warnings(timing.batches, ratio)),
+        warnings=(
+            *timing_warnings(timing.batches, ratio),
+            *(tally.comparer.hints() if tally.comparer is not None else ()),
+        ),
         class_axis=tally.class_axis,
     )
 

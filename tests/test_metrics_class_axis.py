@@ -236,5 +236,26 @@ def test_reports_say_which_class_axis() -> None:
     assert "class axis (accuracy, agreement per position)" in html
     plain = validate(SEQ, Dataset({"x": X_SEQ}, None, N), baseline=SEQ_BASE, provider="cpu",
                      **QUICK_TIMING)  # fmt: skip
-    assert "class axis" not in format_validation(plain)
-    assert "class axis" not in render_html(plain.to_dict())
+    assert "class axis: " not in format_validation(plain)
+    assert "class axis (accuracy, agreement per position)" not in render_html(plain.to_dict())
+
+
+def test_flattened_logits_get_a_hint_naming_the_class_axis(tmp_path, capsys) -> None:
+    """Without a class axis, agreement on [N, T, V] is one argmax over T * V values: the result
+    says so, once per such output, and how to ask for it per token; rank 2 and class_axis none."""
+    data = Dataset({"x": X_SEQ}, None, N)
+    flat = validate(SEQ, data, baseline=SEQ_BASE, provider="cpu", **QUICK_TIMING)
+    hints = [w for w in flat.warnings if "class axis" in w]
+    assert len(hints) == 1
+    assert f"'logits' ({T} x {V} per sample)" in hints[0]
+    assert f"one vector of {T * V} scores" in hints[0] and "--class-axis: -1" in hints[0]
+    per_token = validate(
+        SEQ, data, baseline=SEQ_BASE, provider="cpu", class_axis=-1, **QUICK_TIMING
+    )
+    assert not [w for w in per_token.warnings if "class axis" in w]
+    rows = Comparer()
+    rows.add({"y": RNG.standard_normal((4, 7))}, {"y": RNG.standard_normal((4, 7))})
+    assert rows.hints() == ()
+    flags = [*_files(tmp_path), "--min-time", "0", "--min-runs", "1"]
+    assert main(["validate", *flags]) == 0
+    assert "warning: output 'logits'" in capsys.readouterr().err
