@@ -102,8 +102,10 @@ def _assert_same(a: list[np.ndarray], b: list[np.ndarray]) -> None:
 
 
 def _units(result, part: str) -> list[tuple[int, int]]:
-    """The (kept, total) units of the layers whose label contains ``part``."""
-    return [units for name, units in result.units.items() if part in result.labels.get(name, "")]
+    """The (kept, total) units of the layers whose label contains ``part`` (dotted, as the
+    dynamo exporter's modules; TorchScript's node names have slashes)."""
+    labels = {k: v.replace("/", ".") for k, v in result.labels.items()}
+    return [units for name, units in result.units.items() if part in labels.get(name, "")]
 
 
 def test_efficientnet_with_a_dynamic_batch_prunes_through_its_computed_pads():
@@ -115,7 +117,7 @@ def test_efficientnet_with_a_dynamic_batch_prunes_through_its_computed_pads():
     result = onnxprune.structured_prune(model, sparsity=0.5)
 
     assert not [b for b in result.blocked if b.op_type == "Pad"]
-    expanded = _units(result, "expansion/expand_conv")
+    expanded = _units(result, "expansion.expand_conv")
     assert expanded == [(24, 48)] * 4 + [(48, 96), (72, 144)]
     assert params(result.model) < params(model)
     assert result.model.graph.input[0].type.tensor_type.shape.dim[0].dim_param
@@ -123,14 +125,16 @@ def test_efficientnet_with_a_dynamic_batch_prunes_through_its_computed_pads():
         _assert_same(run(result.model, _feed(batch)), run(result.masked, _feed(batch)))
 
 
-def test_segformer_prunes_its_mix_ffn_and_decode_head():
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_segformer_prunes_its_mix_ffn_and_decode_head(exporter):
     """The Mix-FFN's hidden channels (2 x the width: 16 and 32) pass the Reshape that splits
     ``H*W`` into ``H, W`` after them, and the decode head's projections (16 each) the Resize
-    to one size, whose channel entry is rewritten: each keeps half."""
-    model = _model("segformer")
+    to one size, whose channel entry is rewritten (the dynamo export shares those sizes with
+    Reshapes: the Resizes get a copy): each keeps half."""
+    model = _model("segformer", exporter)
     result = onnxprune.structured_prune(model, sparsity=0.5)
 
-    assert _units(result, "mlp/fc1") == [(8, 16), (16, 32)]
+    assert _units(result, "mlp.fc1") == [(8, 16), (16, 32)]
     assert _units(result, "linear_projections") == [(8, 16), (8, 16)]
     assert not [b for b in result.blocked if b.op_type in ("Reshape", "Resize")]
     sizes = [

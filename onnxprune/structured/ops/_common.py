@@ -77,6 +77,7 @@ def set_dim(
     shape: np.ndarray,
     per: int | str = 1,
     node: onnx.NodeProto | None = None,
+    slot: int = 1,
 ):
     """Rewrite entry ``index`` of a Reshape target to the kept units of ``tensor`` (over ``per``).
 
@@ -84,22 +85,22 @@ def set_dim(
     kept over the K/V heads kept). Entries 0 (copy the input's) and -1 (inferred) stay as they
     are. With ``node``, the target is one other nodes read too (an exporter writes one ``[-1, C]``
     for every layer) or computed at run time (``shape`` is then its static value): a changed
-    value goes to a fresh initializer that only ``node`` reads, which later edits of the same
-    node change in place.
+    value goes to a fresh initializer that only ``node`` reads (as its input ``slot``: a
+    Resize's sizes are its fourth), which later edits of the same node change in place.
     """
 
     def edit(kept, arrays, fresh):
         if shape[index] <= 0:
             return
-        copied = node is not None and node.input[1] != name  # by an earlier edit
+        copied = node is not None and node.input[slot] != name  # by an earlier edit
         own = node is None or copied
-        current = node.input[1] if copied else name
+        current = node.input[slot] if copied else name
         value = (arrays[current] if own else shape).copy()
         value[index] = int(kept(tensor).sum()) // (per if isinstance(per, int) else kept(per).sum())
         if own:
             arrays[current] = value
         elif value[index] != shape[index]:
-            node.input[1] = fresh(f"{name}_{node.name or node.output[0]}")
-            arrays[node.input[1]] = value
+            node.input[slot] = fresh(f"{name}_{node.name or node.output[0]}")
+            arrays[node.input[slot]] = value
 
     return edit

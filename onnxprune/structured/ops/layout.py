@@ -132,7 +132,8 @@ def _resize_to_sizes(b: Builder, node: onnx.NodeProto, xs: Space) -> None:
     """A Resize to constant ``sizes`` that keep the units' axis: the units pass.
 
     SegFormer's decode head upsamples each stage to one size; the units' entry of ``sizes``
-    is rewritten to the units kept.
+    is rewritten to the units kept (in a copy when other nodes read it: the dynamo exporter
+    stores one ``[1, C, H, W]`` for the Resizes and Reshapes alike).
     """
     name = node.input[3]
     sizes = b.const(name)
@@ -143,11 +144,9 @@ def _resize_to_sizes(b: Builder, node: onnx.NodeProto, xs: Space) -> None:
     if sizes.size != xs.rank or sizes[xs.axis] != xs.size:
         b.block(xs, why=f"sizes {sizes.tolist()} resize the units' axis")
         return
-    if (problem := b.why_not_owned(name, "sizes")) is not None:
-        b.block(xs, why=problem)
-        return
     pass_through(b, node, xs, keeps=True)
-    b.edits.append(set_dim(name, xs.axis, xs.tensor, sizes))
+    owner = None if b.owned(name) else node  # sizes other nodes read too: a copy of its own
+    b.edits.append(set_dim(name, xs.axis, xs.tensor, sizes, node=owner, slot=3))
 
 
 @handler("pad")
