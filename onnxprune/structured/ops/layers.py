@@ -228,7 +228,8 @@ def _matmul(b: Builder, node: onnx.NodeProto) -> None:
     two = w is None and b.const(x) is None  # a product of two activations (attention)
     if two and heads.batched_matmul(b, node):
         return
-    problem = heads.unpaired(b, node) if two else b.why_not_owned(wname)
+    # A weight tied to other readers (shared) is no activation, though it has no constant here.
+    problem = heads.unpaired(b, node) if two and wname not in b.shared else b.why_not_owned(wname)
     if not problem and w.ndim != 2:  # a batched product with a folded constant (DeBERTa's)
         problem = f"its constant operand {wname!r} has {w.ndim} axes, not a weight's 2"
     if problem or b.const(x) is not None or not rank:
