@@ -171,3 +171,28 @@ def test_validation_reports_each_timed_round():
     assert [p.done for p in rounds] == list(range(1, len(rounds) + 1))
     assert len(rounds) >= 12  # at least min_runs rounds, one report each
     assert rounds[0].note.endswith("of at least 0 s timed")
+
+
+def test_a_search_past_its_estimate_never_reports_more_done_than_in_all():
+    """A step function of 19 random jumps: the search runs past its ``1 + bit_length`` estimate
+    (22 analyses against 17 here); every report keeps done <= total, and the answer is still
+    the largest count at most the target (a scan of every count)."""
+    from onnxprune.pruners.targets import search_nested
+
+    rng = np.random.default_rng(0)
+    size, n = int(rng.integers(100, 1 << 16)), int(rng.integers(1, 30))
+    jumps, heights = np.sort(rng.integers(0, size, n)), rng.random(n)
+    heights = heights / heights.sum() * rng.uniform(0.3, 1.2)
+    slope, target = rng.uniform(0, 1), float(rng.uniform(0.05, 0.95))
+
+    def effective_at(k: int) -> float:
+        return float(min(1.0, slope * k / size + heights[jumps <= k].sum()))
+
+    seen = []
+    with progress.listening(seen.append):
+        found = search_nested(effective_at, 0, size - 2, target, size, 0.0)
+    assert found.analyses == len(seen) > 1 + (size - 2).bit_length()
+    assert all(p.done <= p.total for p in seen)
+    counts = np.arange(size - 1)
+    scan = slope * counts / size + np.cumsum(np.bincount(jumps, heights, size))[counts]
+    assert found.removed == int(counts[np.minimum(scan, 1.0) <= target].max())

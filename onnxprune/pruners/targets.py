@@ -240,11 +240,16 @@ class _LogLog:
 
 
 def _reporter(effective_at: Callable[[int], float], steps: int) -> Callable[[int, int], float]:
-    """``effective_at`` that reports each analysis as progress (of about ``steps``)."""
+    """``effective_at`` that reports each analysis as progress (of about ``steps``).
+
+    A search that runs past the estimate reports its own count as the total, so that no bar
+    shows more done than in all.
+    """
 
     def analysed(k: int, done: int) -> float:
         value = effective_at(k)
-        progress.report("effective target", done, steps, f"{value:.4f} at {k} removed")
+        total = max(steps, done)
+        progress.report("effective target", done, total, f"{value:.4f} at {k} removed")
         return value
 
     return analysed
