@@ -48,7 +48,8 @@ def add(sub: argparse._SubParsersAction) -> None:
             "agreement; no labels needed). Model and baseline are timed interleaved on the same "
             "batches, repeated until --min-time and --min-runs; the speedup is the baseline's "
             "median over the model's, with a 95%% confidence interval (a bootstrap over the "
-            "paired runs). Timing warnings go to stderr and the JSON. Exits 3 when a gate fails."
+            "paired runs). Warnings (timing, outputs compared) go to stderr and the JSON. Exits "
+            "3 when a gate fails."
         ),
     )
     p.add_argument("model", help="path of the .onnx model")

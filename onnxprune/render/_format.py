@@ -88,3 +88,10 @@ def text(value: str | None) -> str:
 def sparsity_target(value: float) -> str:
     """A sweep's target sparsity, as short as it was asked for: ``0.9`` -> ``90%``."""
     return f"{value * 100:g}%"
+
+
+def class_axis_rows(axis: int | None) -> tuple[tuple[str, str], ...]:
+    """The row saying accuracy and agreement were per position, when they were."""
+    if axis is None:
+        return ()
+    return (("class axis (accuracy, agreement per position)", str(axis)),)

@@ -237,7 +237,7 @@ def validation_section(data: Mapping, title: str) -> Section:
     """The metrics table and the gate's verdict of one validation result.
 
     Results written before the baseline was timed, or before timing was repeated, lack those
-    latencies; they show as ``n/a``. Timing warnings follow the table.
+    latencies; they show as ``n/a``. Warnings (timing, outputs compared) follow the table.
     """
     data = {**dict.fromkeys(OPTIONAL_VALIDATION_FIELDS), "warnings": [], **data}
     rows = (
@@ -246,7 +246,7 @@ def validation_section(data: Mapping, title: str) -> Section:
         ("provider", fmt.text(data["provider"])),
         ("samples", fmt.count(data["samples"])),
         ("batch size", fmt.count(data["batch_size"])),
-        *_class_axis_rows(data["class_axis"]),
+        *fmt.class_axis_rows(data["class_axis"]),
         ("top-1 accuracy", fmt.percent(data["top1"])),
         ("baseline top-1 accuracy", fmt.percent(data["baseline_top1"])),
         ("top-5 accuracy", fmt.percent(data["top5"])),
@@ -286,20 +286,13 @@ def validation_section(data: Mapping, title: str) -> Section:
     table = Table(("metric", "value"), rows, (False, True))
     blocks: tuple[Block, ...] = (_gate(data["gate"]), table)
     if data["warnings"]:
-        blocks += (Paragraph("Timing warnings: " + "; ".join(data["warnings"])),)
+        blocks += (Paragraph("Warnings: " + "; ".join(data["warnings"])),)
     if data["outputs"]:
         blocks += (
             Paragraph("Each output compared with the baseline's (the gates read the worst):"),
             _comparison_table(data["outputs"]),
         )
     return Section(title, blocks)
-
-
-def _class_axis_rows(axis: int | None) -> tuple[tuple[str, str], ...]:
-    """The row saying accuracy and agreement were per position, when they were."""
-    if axis is None:
-        return ()
-    return (("class axis (accuracy, agreement per position)", str(axis)),)
 
 
 def _threads(value: float | None) -> str:
@@ -367,6 +360,9 @@ def sweep_sections(data: Mapping) -> tuple[Section, ...]:
     header = (*RUN_HEADER, *names)
     numeric = (False, *(True,) * 11, False, False, *(True,) * len(names))
     blocks: list[Block] = [Table(header, tuple(rows), numeric)]
+    if data.get("class_axis") is not None:
+        axis = fmt.class_axis_rows(data["class_axis"])
+        blocks.insert(0, Table(("setting", "value"), axis, (False, True)))
     failed = [run for run in runs if run.get("error") is not None]
     if failed:
         lines = "; ".join(
@@ -375,7 +371,7 @@ def sweep_sections(data: Mapping) -> tuple[Section, ...]:
         blocks.append(Paragraph(f"Failed runs: {lines}"))
     warnings = _run_warnings(runs, dense)
     if warnings:
-        blocks.append(Paragraph("Timing warnings: " + "; ".join(warnings)))
+        blocks.append(Paragraph("Warnings: " + "; ".join(warnings)))
     sections = [Section("Runs", tuple(blocks))]
     if runs and has_choice(data):
         sections.append(Section("Which model ships", choice_blocks(data)))
@@ -388,7 +384,7 @@ def sweep_sections(data: Mapping) -> tuple[Section, ...]:
 
 
 def _run_warnings(runs: list[Mapping], dense: Mapping | None) -> list[str]:
-    """Each timing warning of the sweep once, named by the run (or the dense model) it is from."""
+    """Each warning of the sweep once, named by the run (or the dense model) it is from."""
     named = [("dense model", dense.get("warnings", []))] if dense is not None else []
     named += [
         (f"{r['method']} at {fmt.sparsity_target(r['sparsity'])}", r.get("warnings", []))

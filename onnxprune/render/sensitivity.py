@@ -32,6 +32,7 @@ def sensitivity_sections(data: Mapping) -> tuple[Section, ...]:
             ("structured criterion", fmt.text(data["structured"])),
             ("provider", fmt.text(data["provider"])),
             ("samples", fmt.count(data["samples"])),
+            *fmt.class_axis_rows(data.get("class_axis")),
         ),
         (False, True),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from onnxprune.macs import short
-from onnxprune.render import render_markdown
+from onnxprune.render import render_html, render_markdown
 from tests.render import samples
 
 
@@ -164,7 +164,7 @@ def test_validation_shows_the_speedup_interval_the_timing_and_its_warnings():
     assert metrics["baseline latency p90 per batch"] == "0.350 ms"
     assert metrics["timed runs per side"] == "1,200"
     assert metrics["intra-op threads"] == "ONNX Runtime's default"
-    assert "Timing warnings: only 1 distinct batch(es) were timed (fewer than 5)" in text
+    assert "Warnings: only 1 distinct batch(es) were timed (fewer than 5)" in text
     older = dict(_tables(render_markdown(samples.validation_result()))["metric"][1:])
     assert older["speedup (baseline p50 / model p50)"] == "2.65x"  # no interval before it
     assert (older["timed runs per side"], older["intra-op threads"]) == ("n/a", "n/a")
@@ -180,7 +180,7 @@ def test_sweep_warnings_are_listed_once_with_the_run_they_are_from():
     text = render_markdown(data)
     assert text.count(few) == 2  # once for all the runs, once in the dense model's section
     assert (
-        f"Timing warnings: dense model: {few}; magnitude/global at 90%: the speedup's 95% "
+        f"Warnings: dense model: {few}; magnitude/global at 90%: the speedup's 95% "
         "interval reaches beyond +/-10%"
     ) in text
 
@@ -316,3 +316,12 @@ def test_names_with_markdown_or_html_stay_literal_text():
     assert row[1] == "\\<b\\>fc1\\</b\\>\\|y"
     assert row[2] == "\\<script\\>alert(1)\\</script\\>\\|x"
     assert "<script>" not in text
+
+
+def test_a_sweep_per_position_says_its_class_axis():
+    row = "class axis (accuracy, agreement per position)"
+    data = samples.sweep()
+    assert row not in render_markdown(data)
+    data["class_axis"] = 1
+    assert f"| {row} | 1 |" in render_markdown(data)
+    assert row in render_html(data)

@@ -47,3 +47,11 @@ def test_levels_and_values_go_in_pairs():
     bad = {**DOC, "groups": [{**DOC["groups"][0], "values": [0.8]}]}
     with pytest.raises(InvalidOptionError, match=r"groups\[0\] has 2 levels and 1 values"):
         detect_kind(bad)
+
+
+def test_a_class_axis_is_shown_when_the_measure_was_per_position():
+    row = "class axis (accuracy, agreement per position)"
+    assert row not in render_html(DOC)
+    per_token = {**DOC, "class_axis": -1}
+    assert f"| {row} | -1 |" in render_markdown(per_token)
+    assert row in render_html(per_token)
