@@ -426,7 +426,11 @@ class Comparer:
             flat = [x.reshape(x.shape[0], -1).astype(np.float64) for x in (a, b)]
             scores = flat
             if axis is not None and any(c.classes for c in metrics):
-                scores = [scores_of(x.astype(np.float64), axis, name) for x in (a, b)]
+                # the float64 copies above, seen in the outputs' shape: no second conversion
+                scores = [
+                    scores_of(f.reshape(x.shape), axis, name)
+                    for f, x in zip(flat, (a, b), strict=True)
+                ]
             for metric in metrics:
                 running[metric.name].add(metric.per_sample(*(scores if metric.classes else flat)))
 
