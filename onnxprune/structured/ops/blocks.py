@@ -25,6 +25,17 @@ Blocks = tuple[np.ndarray, np.ndarray, int]
 ``in_units[i]``; ``size`` output units."""
 
 
+def sizes_known(xs: Space, shape_in: tuple | None, shape_out: tuple | None) -> bool:
+    """Whether a Reshape of plain units (no ``inner``, no ``period``) has the sizes to follow.
+
+    Both shapes are known past the batch (the batch may be symbolic) and the output has the
+    units' axis: what ``in_blocks`` and ``layout``'s split of the axes after the units read.
+    """
+    if shape_in is None or shape_out is None or xs.inner or xs.period:
+        return False
+    return len(shape_out) > xs.axis and None not in shape_in[1:] and None not in shape_out[1:]
+
+
 def in_blocks(xs: Space, shape_in: tuple | None, shape_out: tuple | None) -> Blocks | None:
     """The blocks of a Reshape that regroups the units' axis with the axes after it, or None.
 
@@ -33,11 +44,9 @@ def in_blocks(xs: Space, shape_in: tuple | None, shape_out: tuple | None) -> Blo
     consecutive ones (``[N, G, C/G * L] -> [N, C, L]``, back). Sizes after the batch must be
     known.
     """
-    if shape_in is None or shape_out is None or xs.inner or xs.period:
+    if not sizes_known(xs, shape_in, shape_out):
         return None
     axis = xs.axis
-    if len(shape_out) <= axis or None in shape_in[1:] or None in shape_out[1:]:
-        return None
     if tuple(shape_in[:axis]) != tuple(shape_out[:axis]):
         return None
     if math.prod(shape_in[axis:]) != math.prod(shape_out[axis:]):

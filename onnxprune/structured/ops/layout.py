@@ -20,7 +20,7 @@ from onnxprune.structured.ops._common import (
     set_dim,
     used_extra,
 )
-from onnxprune.structured.ops.blocks import in_blocks, regroup
+from onnxprune.structured.ops.blocks import in_blocks, regroup, sizes_known
 from onnxprune.weights import sliced
 
 
@@ -284,9 +284,7 @@ def _split_after(xs: Space, shape_in: tuple | None, shape_out: tuple | None) -> 
     a depthwise Conv: each channel keeps its positions, so the channels pass through. The
     sizes after the batch must be known (the batch may be symbolic: the rest then fixes it).
     """
-    if shape_in is None or shape_out is None or xs.inner or xs.period:
-        return False
-    if len(shape_out) <= xs.axis or None in shape_in[1:] or None in shape_out[1:]:
+    if not sizes_known(xs, shape_in, shape_out):
         return False
     head = xs.axis + 1
     same = tuple(shape_in[:head]) == tuple(shape_out[:head])
